@@ -1,0 +1,143 @@
+/*
+ * The data layer: a libpq connection pool, prepared statements, a
+ * transaction helper, COPY, the LISTEN/NOTIFY bus, migrations and the
+ * embedded PostgreSQL cluster. Only src/db/ includes libpq-fe.h; services use
+ * these functions and never see a PGconn or PGresult.
+ *
+ * Errors: a lost or unreachable database is MON_EUNAVAIL (safe to retry), a
+ * statement cancelled by its timeout MON_EDEADLINE, a unique violation
+ * MON_EEXIST, a foreign-key violation MON_ENOTFOUND, check or
+ * invalid-text violations MON_EINVAL, serialization failures and deadlocks
+ * MON_EABORTED (db_tx_run retries those itself). Messages never carry SQL.
+ */
+#ifndef MON_DB_DB_H
+#define MON_DB_DB_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "util/error.h"
+
+struct db_pool;
+struct db_conn;
+struct db_result;
+struct db_bus;
+struct db_embedded;
+
+struct db_config {
+	const char *conninfo;      /* libpq conninfo string or postgresql:// URL */
+	int pool_size;             /* connections, default 8 */
+	int connect_timeout_s;     /* default 5 */
+	const char *application_name; /* default "monitord" */
+};
+
+/*
+ * Creates a pool. Connections are opened lazily and re-opened after a
+ * failure, so this succeeds even while the database is down (it validates
+ * the conninfo syntax only). The caller owns the pool.
+ */
+int db_pool_create(const struct db_config *cfg, struct db_pool **out, struct mon_error *err) MON_MUST_CHECK;
+
+/* Closes every connection and frees the pool; accepts NULL. Connections must have been released. */
+void db_pool_destroy(struct db_pool *pool);
+
+/*
+ * Takes a connection, waiting up to timeout_ms for one to be free
+ * (MON_ELIMIT naming the pool size when none frees up in time; MON_EUNAVAIL
+ * when the database cannot be reached). Give it back with db_pool_release.
+ */
+int db_pool_acquire(struct db_pool *pool, int64_t timeout_ms, struct db_conn **out, struct mon_error *err) MON_MUST_CHECK;
+
+/* Returns a connection; a broken one is closed and replaced later. */
+void db_pool_release(struct db_pool *pool, struct db_conn *conn);
+
+/* Runs a trivial query on a pooled connection: 0 when the database answers. */
+int db_pool_ping(struct db_pool *pool, int64_t timeout_ms, struct mon_error *err) MON_MUST_CHECK;
+
+/* A statement prepared once per connection, on first use, under its name. */
+struct db_stmt {
+	const char *name; /* unique, e.g. "alerts_get" */
+	const char *sql;  /* with $1..$n placeholders */
+	int param_count;
+};
+
+/*
+ * Executes sql (or the prepared stmt) with text parameters (NULL entries are
+ * SQL NULL). *out, when out is not NULL, receives the result, which the caller
+ * frees with db_result_free; with out NULL the result is discarded.
+ */
+int db_exec(struct db_conn *conn, const char *sql, int param_count, const char *const *params,
+	    struct db_result **out, struct mon_error *err) MON_MUST_CHECK;
+int db_exec_stmt(struct db_conn *conn, const struct db_stmt *stmt, const char *const *params,
+		 struct db_result **out, struct mon_error *err) MON_MUST_CHECK;
+
+int db_result_rows(const struct db_result *res);
+int db_result_cols(const struct db_result *res);
+/* Column index by name, -1 when absent. */
+int db_result_col(const struct db_result *res, const char *name);
+/* Text value; "" for NULL (check db_result_is_null). Owned by the result. */
+const char *db_result_value(const struct db_result *res, int row, int col);
+bool db_result_is_null(const struct db_result *res, int row, int col);
+/* Rows affected by INSERT/UPDATE/DELETE. */
+int64_t db_result_affected(const struct db_result *res);
+void db_result_free(struct db_result *res);
+
+/*
+ * Runs fn inside BEGIN ... COMMIT on a pooled connection, with
+ * statement_timeout set from timeout_ms (the caller's remaining deadline;
+ * <= 0 or INT64_MAX means the server default). Rolls back when fn returns
+ * non-zero or COMMIT fails; retries serialization failures and deadlocks up
+ * to 3 times (fn must be safe to re-run). Returns fn's code or a db code.
+ */
+typedef int (*db_tx_fn)(struct db_conn *conn, void *arg, struct mon_error *err);
+int db_tx_run(struct db_pool *pool, int64_t timeout_ms, db_tx_fn fn, void *arg, struct mon_error *err) MON_MUST_CHECK;
+
+/*
+ * COPY FROM STDIN in text format: db_copy_begin with the COPY statement,
+ * db_copy_row per row (NULL values are written as \N; others are escaped),
+ * db_copy_end to finish (rows copied in *rows_out, may be NULL). Rows are
+ * buffered and sent in large chunks.
+ */
+int db_copy_begin(struct db_conn *conn, const char *copy_sql, struct mon_error *err) MON_MUST_CHECK;
+int db_copy_row(struct db_conn *conn, int value_count, const char *const *values, struct mon_error *err) MON_MUST_CHECK;
+int db_copy_end(struct db_conn *conn, int64_t *rows_out, struct mon_error *err) MON_MUST_CHECK;
+
+/* Queues pg_notify(channel, payload) in the current transaction: delivered to every listener at commit. */
+int db_notify(struct db_conn *conn, const char *channel, const char *payload, struct mon_error *err) MON_MUST_CHECK;
+
+/*
+ * The LISTEN/NOTIFY bus: one dedicated connection and thread per process
+ * that LISTENs on the subscribed channels and calls the callbacks (on the
+ * bus thread: they must not block). After a lost connection it reconnects,
+ * LISTENs again and calls the reconnect callback, since events may have
+ * been missed meanwhile (subscribers then catch up from the tables).
+ */
+typedef void (*db_bus_fn)(const char *channel, const char *payload, void *arg);
+int db_bus_create(const char *conninfo, struct db_bus **out, struct mon_error *err) MON_MUST_CHECK;
+int db_bus_subscribe(struct db_bus *bus, const char *channel, db_bus_fn fn, void *arg, struct mon_error *err) MON_MUST_CHECK;
+void db_bus_on_reconnect(struct db_bus *bus, void (*fn)(void *arg), void *arg);
+/* Starts the bus thread after the subscriptions are made. */
+int db_bus_start(struct db_bus *bus, struct mon_error *err) MON_MUST_CHECK;
+bool db_bus_is_connected(struct db_bus *bus);
+void db_bus_destroy(struct db_bus *bus);
+
+/*
+ * Applies the migrations embedded from sql/ that the database has not
+ * recorded yet, in order, each in its own transaction, under an advisory
+ * lock so replicas starting together apply each exactly once. Refuses to
+ * start (MON_EPRECOND) when an applied migration's checksum changed.
+ */
+int db_migrate(struct db_pool *pool, struct mon_error *err) MON_MUST_CHECK;
+
+/*
+ * The embedded cluster: initialises data_dir once (initdb), starts a
+ * private PostgreSQL 15 listening only on a Unix socket inside data_dir, and
+ * writes its conninfo to conninfo_out. When run as root, the PostgreSQL
+ * binaries run as the postgres user. db_embedded_stop stops the cluster.
+ */
+int db_embedded_start(const char *data_dir, struct db_embedded **out, char *conninfo_out, size_t conninfo_len,
+		      struct mon_error *err) MON_MUST_CHECK;
+void db_embedded_stop(struct db_embedded *emb);
+
+#endif

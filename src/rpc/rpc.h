@@ -1,0 +1,115 @@
+/*
+ * What a service handler sees of an RPC: the call context (arena, deadline,
+ * metadata, peer, request id, error) and, for streaming methods, the stream
+ * it writes messages to. Handlers never see gRPC types; only src/rpc/
+ * includes grpc/grpc.h.
+ *
+ * Threads: blocking handlers run on the worker pool; handlers bound with
+ * RPC_BIND_INLINE run on a completion-queue thread and must never block.
+ */
+#ifndef MON_RPC_RPC_H
+#define MON_RPC_RPC_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <protobuf-c/protobuf-c.h>
+
+#include "util/arena.h"
+#include "util/error.h"
+
+struct rpc_ctx;
+struct rpc_stream;
+
+/* The call's arena: the request lives in it, the response and scratch go in it. */
+struct arena *rpc_ctx_arena(struct rpc_ctx *ctx);
+
+/* The call's error slot; rpc_fail fills it. */
+struct mon_error *rpc_ctx_error(struct rpc_ctx *ctx);
+
+/* Milliseconds left before the caller's deadline; INT64_MAX when it set none, <= 0 when past. */
+int64_t rpc_ctx_remaining_ms(const struct rpc_ctx *ctx);
+
+/* True once the caller cancelled, timed out or went away. */
+bool rpc_ctx_is_cancelled(const struct rpc_ctx *ctx);
+
+/*
+ * The first value of request metadata key (lowercase), NUL-terminated and
+ * owned by the call's arena; NULL when absent. Binary (-bin) keys are not
+ * returned by this function.
+ */
+const char *rpc_ctx_metadata(struct rpc_ctx *ctx, const char *key);
+
+/* The caller's address as gRPC reports it ("ipv4:127.0.0.1:5555"). Owned by the call. */
+const char *rpc_ctx_peer(const struct rpc_ctx *ctx);
+
+/* The request id: the caller's x-request-id metadata when valid, else one generated. */
+const char *rpc_ctx_request_id(const struct rpc_ctx *ctx);
+
+/* The full method path, "/monitoring.v1.AlertsService/ListAlerts". */
+const char *rpc_ctx_method(const struct rpc_ctx *ctx);
+
+/* The user pointer given when the service was bound. */
+void *rpc_ctx_user(const struct rpc_ctx *ctx);
+
+/*
+ * Records the call's failure (code is a MON_E* value) and returns code:
+ * `return rpc_fail(ctx, MON_EINVAL, "threshold: must be finite");`.
+ * The message goes to the caller verbatim: never put SQL or secrets in it.
+ */
+int rpc_fail(struct rpc_ctx *ctx, int code, const char *fmt, ...) MON_PRINTF(3, 4);
+
+/*
+ * Server streams. A server-streaming handler receives a stream and either
+ * finishes it before returning or hands it to something that will (a
+ * subscriber list): in that case it takes a reference with rpc_stream_retain.
+ * A handler that returns a negative code ends the stream with that error,
+ * after the messages already queued.
+ *
+ * All stream functions are thread-safe.
+ */
+
+/* The context of the call the stream belongs to; lives as long as the stream. */
+struct rpc_ctx *rpc_stream_ctx(struct rpc_stream *s);
+
+/*
+ * Serialises msg now (the caller keeps ownership of msg) and queues it for
+ * sending. Never blocks. Returns MON_ELIMIT when the stream's queue is full
+ * (the subscriber is too slow: end it with a resume hint), MON_ECANCELLED
+ * when the stream has ended, MON_ENOMEM on allocation failure.
+ */
+int rpc_stream_send(struct rpc_stream *s, const ProtobufCMessage *msg) MON_MUST_CHECK;
+
+/*
+ * As rpc_stream_send, but waits while the queue is full, until there is room,
+ * the stream ends (MON_ECANCELLED) or the deadline passes (MON_EDEADLINE).
+ * For bulk streams (exports) produced on a worker thread, never on a
+ * completion-queue thread.
+ */
+int rpc_stream_send_wait(struct rpc_stream *s, const ProtobufCMessage *msg) MON_MUST_CHECK;
+
+/*
+ * Ends the stream once the queued messages are sent, with status code (0 or
+ * a MON_E* value) and message (may be NULL). Later calls are ignored.
+ */
+void rpc_stream_finish(struct rpc_stream *s, int code, const char *message);
+
+/* Number of messages queued and not yet handed to the transport. */
+size_t rpc_stream_queued(struct rpc_stream *s);
+
+/* True once the stream has ended or is ending (finish, cancel, shutdown). */
+bool rpc_stream_is_closed(struct rpc_stream *s);
+
+/*
+ * Registers a callback run exactly once when the stream is over for any
+ * reason (finished, cancelled by the client, server shutdown), so a
+ * subscriber can unlink itself. Runs on a completion-queue thread: it must
+ * not block. Only one callback per stream; set it before retaining.
+ */
+void rpc_stream_on_close(struct rpc_stream *s, void (*cb)(struct rpc_stream *s, void *arg), void *arg);
+
+/* Reference counting for holders other than the runtime. */
+void rpc_stream_retain(struct rpc_stream *s);
+void rpc_stream_release(struct rpc_stream *s);
+
+#endif

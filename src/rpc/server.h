@@ -1,0 +1,73 @@
+/*
+ * The gRPC server: listening, completion-queue threads, the worker pool for
+ * blocking handlers, limits, graceful shutdown, and the standard health and
+ * reflection services.
+ */
+#ifndef MON_RPC_SERVER_H
+#define MON_RPC_SERVER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "util/error.h"
+
+struct rpc_server;
+
+struct rpc_server_config {
+	const char *listen_addr;        /* "127.0.0.1:50051", "[::1]:0", "unix:/path" */
+	int cq_threads;                 /* completion-queue threads (default 2) */
+	int worker_threads;             /* blocking handler threads (default 8) */
+	size_t max_recv_message_bytes;  /* default 4 MiB */
+	size_t max_send_message_bytes;  /* default 16 MiB */
+	int max_concurrent_streams;     /* per HTTP/2 connection, default 1000 */
+	int keepalive_min_ping_ms;      /* clients pinging faster are told GOAWAY, default 60000 */
+	int keepalive_time_ms;          /* server pings idle connections, default 7200000 */
+	int keepalive_timeout_ms;       /* and drops them after no answer, default 20000 */
+	int handshake_timeout_ms;       /* default 10000 */
+	size_t stream_queue_max;        /* messages queued per server stream, default 1024 */
+	size_t call_arena_cap_bytes;    /* per-call memory cap, default 64 MiB */
+	int max_workers_queue;          /* queued blocking calls before RESOURCE_EXHAUSTED, default 10000 */
+	/* TLS: all NULL for plaintext. */
+	const char *tls_cert_pem;
+	const char *tls_key_pem;
+	const char *tls_client_ca_pem;  /* set: clients must present a certificate signed by it */
+	const unsigned char *descriptor_set; /* FileDescriptorSet for reflection (may be NULL) */
+	size_t descriptor_set_len;
+};
+
+/* Fills cfg with the defaults listed above. */
+void rpc_server_config_defaults(struct rpc_server_config *cfg);
+
+/*
+ * Creates a server (and initialises gRPC). Bind services with rpc_server_bind
+ * before rpc_server_start. The caller owns the server.
+ */
+int rpc_server_create(const struct rpc_server_config *cfg, struct rpc_server **out, struct mon_error *err) MON_MUST_CHECK;
+
+/* Binds the listen address and starts the threads. *bound_port gets the port (useful with port 0). */
+int rpc_server_start(struct rpc_server *server, int *bound_port, struct mon_error *err) MON_MUST_CHECK;
+
+/*
+ * Graceful shutdown: stop accepting calls, let in-flight unary calls finish
+ * (up to grace_ms), end open streams with UNAVAILABLE, then cancel whatever
+ * is left. Safe to call once, from any thread but the server's own.
+ */
+void rpc_server_shutdown(struct rpc_server *server, int grace_ms);
+
+/* Frees the server after rpc_server_shutdown (or if never started); accepts NULL. */
+void rpc_server_destroy(struct rpc_server *server);
+
+/* Standard grpc.health.v1 statuses. */
+enum rpc_health_status { RPC_HEALTH_UNKNOWN = 0, RPC_HEALTH_SERVING = 1, RPC_HEALTH_NOT_SERVING = 2 };
+
+/*
+ * Declares a service name to the standard health service ("" is the whole
+ * server) and sets its status; Watch subscribers get the change.
+ * Names never declared answer NOT_FOUND (Check) or SERVICE_UNKNOWN (Watch).
+ */
+void rpc_health_set(struct rpc_server *server, const char *service, enum rpc_health_status status);
+
+/* Sets every declared name at once (the database went away or came back). */
+void rpc_health_set_all(struct rpc_server *server, enum rpc_health_status status);
+
+#endif

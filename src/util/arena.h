@@ -1,0 +1,54 @@
+/*
+ * Arena allocator: one per RPC call (and per other short-lived unit of work).
+ * Allocations are bump-pointer from chained blocks and are freed all at once
+ * by arena_destroy. Every arena has a hard cap; an allocation past it
+ * returns NULL, so a hostile request cannot grow memory without bound.
+ */
+#ifndef MON_UTIL_ARENA_H
+#define MON_UTIL_ARENA_H
+
+#include <stdarg.h>
+#include <stddef.h>
+
+#include <protobuf-c/protobuf-c.h>
+
+#include "util/error.h"
+
+struct arena;
+
+/*
+ * Creates an arena whose total allocations may not exceed cap_bytes
+ * (0 means 64 MiB). Returns NULL when out of memory. The caller owns the
+ * arena and frees it with arena_destroy.
+ */
+struct arena *arena_create(size_t cap_bytes);
+
+/* Frees every block of the arena; accepts NULL. */
+void arena_destroy(struct arena *a);
+
+/* Returns size bytes aligned to 16, or NULL past the cap. Memory is owned by the arena. */
+void *arena_alloc(struct arena *a, size_t size);
+
+/* As arena_alloc, zero-filled; n * size is checked for overflow. */
+void *arena_calloc(struct arena *a, size_t n, size_t size);
+
+/* Copies s (NULL gives NULL) into the arena. */
+char *arena_strdup(struct arena *a, const char *s);
+
+/* Copies len bytes of s and a terminating NUL into the arena. */
+char *arena_strndup(struct arena *a, const char *s, size_t len);
+
+/* Formats into a string owned by the arena; NULL past the cap. */
+char *arena_printf(struct arena *a, const char *fmt, ...) MON_PRINTF(2, 3);
+char *arena_vprintf(struct arena *a, const char *fmt, va_list ap);
+
+/* Bytes handed out so far (what counts against the cap). */
+size_t arena_used(const struct arena *a);
+
+/*
+ * A protobuf-c allocator that allocates from the arena and never frees, for
+ * unpacking a request or building a response that dies with the arena.
+ */
+ProtobufCAllocator arena_protobuf_allocator(struct arena *a);
+
+#endif
