@@ -21,9 +21,18 @@ void mon_error_prefix(struct mon_error *err, const char *prefix)
 {
 	if (err == NULL || prefix == NULL || prefix[0] == '\0')
 		return;
-	char tmp[sizeof(err->msg)];
-	snprintf(tmp, sizeof(tmp), "%s: %s", prefix, err->msg);
-	memcpy(err->msg, tmp, sizeof(err->msg));
+	size_t plen = strlen(prefix);
+	size_t mlen = strnlen(err->msg, sizeof(err->msg) - 1);
+	if (plen + 2 >= sizeof(err->msg))
+		return;
+	/* Shift the message right, truncating its tail, then write the prefix. */
+	if (plen + 2 + mlen >= sizeof(err->msg))
+		mlen = sizeof(err->msg) - 1 - plen - 2;
+	memmove(err->msg + plen + 2, err->msg, mlen);
+	err->msg[plen + 2 + mlen] = '\0';
+	memcpy(err->msg, prefix, plen);
+	err->msg[plen] = ':';
+	err->msg[plen + 1] = ' ';
 }
 
 void mon_error_clear(struct mon_error *err)
