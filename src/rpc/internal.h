@@ -1,0 +1,160 @@
+/*
+ * Private to src/rpc/: the call and stream structures shared by the server
+ * core (server.c), the standard health service (health.c) and reflection
+ * (reflection.c). Nothing outside src/rpc/ includes this header.
+ */
+#ifndef MON_RPC_INTERNAL_H
+#define MON_RPC_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <grpc/grpc.h>
+
+#include "rpc/method.h"
+#include "rpc/rpc.h"
+#include "rpc/server.h"
+
+struct rpc_call;
+struct rpc_health;
+struct rpc_reflection;
+
+enum tag_kind { TAG_REQUEST, TAG_CLOSE, TAG_RECV, TAG_SEND, TAG_STATUS };
+
+/* What a completion-queue event points to. */
+struct rpc_tag {
+	enum tag_kind kind;
+	struct rpc_call *call;
+};
+
+struct bound_method {
+	const struct rpc_method *method;
+	rpc_any_fn fn;
+	void *user;
+	unsigned flags;
+};
+
+struct rpc_ctx {
+	struct rpc_call *call;
+	struct arena *arena;
+	struct mon_error err;
+	gpr_timespec deadline; /* GPR_CLOCK_MONOTONIC, or inf future */
+	char *peer;            /* gpr_malloc'd by gRPC */
+	char request_id[64];
+	const char *method;
+	void *user;
+};
+
+/* One queued outgoing stream message. */
+struct send_node {
+	struct send_node *next;
+	grpc_slice bytes;
+};
+
+struct cq_thread {
+	struct rpc_server *server;
+	grpc_completion_queue *cq;
+	pthread_t thread;
+	bool has_thread;
+};
+
+/*
+ * A call from accept to free. Reference counted: the runtime holds one
+ * reference until the call is over on the wire (close received and no batch
+ * outstanding), a running handler holds one, and so does each
+ * rpc_stream_retain. grpc_call is unreferenced when the struct is freed.
+ */
+struct rpc_call {
+	struct rpc_server *server;
+	struct cq_thread *cqt;
+	grpc_call *call;
+	grpc_call_details details;
+	grpc_metadata_array request_md;
+	struct rpc_tag t_request, t_close, t_recv, t_send, t_status;
+	const struct bound_method *bm; /* NULL: unknown method */
+
+	pthread_mutex_t lock;
+	pthread_cond_t drained; /* signalled when the send queue shrinks or the stream closes */
+	int refs;
+	int pending;          /* batches started and not completed */
+	bool close_received;  /* RECV_CLOSE_ON_SERVER completed */
+	bool status_started;  /* SEND_STATUS batch started */
+	bool finish_requested;
+	bool send_in_flight;
+	bool on_close_ran;
+	atomic_bool cancelled;
+	int close_cancelled;  /* filled by RECV_CLOSE_ON_SERVER */
+
+	grpc_byte_buffer *recv_buf;
+	grpc_byte_buffer *send_buf; /* the message in flight */
+	struct send_node *q_head, *q_tail;
+	size_t q_len;
+
+	int final_code;       /* gRPC status sent (or CANCELLED) */
+	grpc_slice status_details;
+	bool has_status_details;
+	grpc_metadata initial_md[1];
+	grpc_slice request_id_slice;
+	bool initial_md_sent;
+
+	void (*on_close)(struct rpc_stream *s, void *arg);
+	void *on_close_arg;
+
+	struct rpc_ctx ctx;
+	struct timespec started;
+
+	struct rpc_call *work_next;  /* worker queue link */
+	struct rpc_call *live_prev, *live_next; /* open streams, for shutdown */
+	bool in_live_list;
+};
+
+/* A stream is its call: the public type is an alias for the call struct. */
+static inline struct rpc_call *stream_call(struct rpc_stream *s)
+{
+	return (struct rpc_call *)(void *)s;
+}
+
+static inline struct rpc_stream *call_stream(struct rpc_call *c)
+{
+	return (struct rpc_stream *)(void *)c;
+}
+
+struct rpc_server {
+	struct rpc_server_config cfg;
+	char *listen_addr;
+	grpc_server *server;
+	int cq_count;
+	struct cq_thread *cqs;
+	grpc_completion_queue *shutdown_cq;
+	bool started;
+	atomic_bool shutting_down;
+
+	struct bound_method *methods; /* sorted by path after start */
+	size_t method_count, method_cap;
+
+	/* worker pool */
+	pthread_mutex_t work_lock;
+	pthread_cond_t work_cond;
+	struct rpc_call *work_head, *work_tail;
+	size_t work_len;
+	bool work_stop;
+	pthread_t *workers;
+	int worker_count;
+
+	/* open server streams */
+	pthread_mutex_t live_lock;
+	struct rpc_call *live_head;
+
+	struct rpc_health *health;
+	struct rpc_reflection *reflection;
+};
+
+/* Standard services, bound by rpc_server_create. */
+int rpc_health_init(struct rpc_server *server, struct mon_error *err);
+void rpc_health_free(struct rpc_server *server);
+int rpc_reflection_init(struct rpc_server *server, const unsigned char *set, size_t set_len, struct mon_error *err);
+void rpc_reflection_free(struct rpc_server *server);
+
+#endif

@@ -1,0 +1,1180 @@
+/*
+ * The gRPC server core: accepting calls on one completion queue per thread,
+ * decoding requests into the call's arena, running handlers (inline or on
+ * the worker pool), sending replies and stream messages, and shutting down
+ * gracefully. Owns every grpc_call and everything hanging off it.
+ *
+ * Life of a call: request_call completes (TAG_REQUEST) -> RECV_CLOSE_ON_SERVER
+ * starts alone (TAG_CLOSE) and SEND_INITIAL_METADATA + RECV_MESSAGE start
+ * together (TAG_RECV) -> the handler runs -> SEND_MESSAGE(s) (TAG_SEND) and
+ * SEND_STATUS_FROM_SERVER (TAG_STATUS). All batch starts on a call happen
+ * under its lock; completions arrive on the call's own queue thread.
+ */
+#include "rpc/internal.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <grpc/byte_buffer_reader.h>
+#include <grpc/grpc_security.h>
+#include <grpc/support/alloc.h>
+#include <grpc/support/log.h>
+#include <grpc/support/time.h>
+
+#include "rpc/status.h"
+#include "util/log.h"
+
+#define REQUESTS_PER_CQ 64
+
+static void call_release(struct rpc_call *c);
+static void request_new_call(struct cq_thread *cqt);
+
+void rpc_server_config_defaults(struct rpc_server_config *cfg)
+{
+	memset(cfg, 0, sizeof(*cfg));
+	cfg->listen_addr = "127.0.0.1:50051";
+	cfg->cq_threads = 2;
+	cfg->worker_threads = 8;
+	cfg->max_recv_message_bytes = 4u * 1024 * 1024;
+	cfg->max_send_message_bytes = 16u * 1024 * 1024;
+	cfg->max_concurrent_streams = 1000;
+	cfg->keepalive_min_ping_ms = 60000;
+	cfg->keepalive_time_ms = 7200000;
+	cfg->keepalive_timeout_ms = 20000;
+	cfg->handshake_timeout_ms = 10000;
+	cfg->stream_queue_max = 1024;
+	cfg->call_arena_cap_bytes = 64u * 1024 * 1024;
+	cfg->max_workers_queue = 10000;
+}
+
+/* ---- gRPC's own log lines go through our logger ---- */
+
+static void grpc_log_bridge(gpr_log_func_args *args)
+{
+	enum log_level lvl = LOG_INFO;
+	if (args->severity == GPR_LOG_SEVERITY_ERROR)
+		lvl = LOG_ERROR;
+	else if (args->severity == GPR_LOG_SEVERITY_DEBUG)
+		lvl = LOG_DEBUG;
+	log_write(lvl, "msg=\"grpc: %s\" file=%s:%d", args->message, args->file, args->line);
+}
+
+/* ---- method table ---- */
+
+static int method_cmp(const void *a, const void *b)
+{
+	const struct bound_method *x = a, *y = b;
+	return strcmp(x->method->path, y->method->path);
+}
+
+int rpc_server_bind(struct rpc_server *server, const struct rpc_service_desc *desc, const rpc_any_fn *fns,
+		    void *user, unsigned flags, struct mon_error *err)
+{
+	if (server->started)
+		return mon_error_set(err, MON_EPRECOND, "service \"%s\": bind before the server starts", desc->name);
+	for (size_t i = 0; i < desc->method_count; i++) {
+		if (server->method_count == server->method_cap) {
+			size_t cap = server->method_cap ? server->method_cap * 2 : 64;
+			struct bound_method *m = realloc(server->methods, cap * sizeof(*m));
+			if (m == NULL)
+				return mon_error_set(err, MON_ENOMEM, "out of memory binding \"%s\"", desc->name);
+			server->methods = m;
+			server->method_cap = cap;
+		}
+		for (size_t j = 0; j < server->method_count; j++)
+			if (strcmp(server->methods[j].method->path, desc->methods[i].path) == 0)
+				return mon_error_set(err, MON_EEXIST, "method \"%s\" bound twice",
+						     desc->methods[i].path);
+		server->methods[server->method_count++] = (struct bound_method){
+			.method = &desc->methods[i],
+			.fn = fns ? fns[i] : NULL,
+			.user = user,
+			.flags = flags,
+		};
+	}
+	return 0;
+}
+
+static const struct bound_method *method_find(struct rpc_server *server, grpc_slice path)
+{
+	char buf[512];
+	size_t len = GRPC_SLICE_LENGTH(path);
+	if (len >= sizeof(buf))
+		return NULL;
+	memcpy(buf, GRPC_SLICE_START_PTR(path), len);
+	buf[len] = '\0';
+	struct rpc_method key_method = {.path = buf};
+	struct bound_method key = {.method = &key_method};
+	return bsearch(&key, server->methods, server->method_count, sizeof(key), method_cmp);
+}
+
+/* ---- context accessors ---- */
+
+struct arena *rpc_ctx_arena(struct rpc_ctx *ctx)
+{
+	return ctx->arena;
+}
+
+struct mon_error *rpc_ctx_error(struct rpc_ctx *ctx)
+{
+	return &ctx->err;
+}
+
+int64_t rpc_ctx_remaining_ms(const struct rpc_ctx *ctx)
+{
+	if (gpr_time_cmp(ctx->deadline, gpr_inf_future(GPR_CLOCK_MONOTONIC)) == 0)
+		return INT64_MAX;
+	gpr_timespec left = gpr_time_sub(ctx->deadline, gpr_now(GPR_CLOCK_MONOTONIC));
+	return (int64_t)left.tv_sec * 1000 + left.tv_nsec / 1000000;
+}
+
+bool rpc_ctx_is_cancelled(const struct rpc_ctx *ctx)
+{
+	if (atomic_load(&ctx->call->cancelled))
+		return true;
+	return rpc_ctx_remaining_ms(ctx) <= 0;
+}
+
+const char *rpc_ctx_metadata(struct rpc_ctx *ctx, const char *key)
+{
+	grpc_metadata_array *md = &ctx->call->request_md;
+	size_t klen = strlen(key);
+	if (klen > 4 && strcmp(key + klen - 4, "-bin") == 0)
+		return NULL;
+	for (size_t i = 0; i < md->count; i++) {
+		grpc_slice k = md->metadata[i].key;
+		if (GRPC_SLICE_LENGTH(k) == klen && memcmp(GRPC_SLICE_START_PTR(k), key, klen) == 0) {
+			grpc_slice v = md->metadata[i].value;
+			return arena_strndup(ctx->arena, (const char *)GRPC_SLICE_START_PTR(v), GRPC_SLICE_LENGTH(v));
+		}
+	}
+	return NULL;
+}
+
+const char *rpc_ctx_peer(const struct rpc_ctx *ctx)
+{
+	return ctx->peer ? ctx->peer : "unknown";
+}
+
+const char *rpc_ctx_request_id(const struct rpc_ctx *ctx)
+{
+	return ctx->request_id;
+}
+
+const char *rpc_ctx_method(const struct rpc_ctx *ctx)
+{
+	return ctx->method;
+}
+
+void *rpc_ctx_user(const struct rpc_ctx *ctx)
+{
+	return ctx->user;
+}
+
+int rpc_fail(struct rpc_ctx *ctx, int code, const char *fmt, ...)
+{
+	ctx->err.code = code;
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(ctx->err.msg, sizeof(ctx->err.msg), fmt, ap);
+	va_end(ap);
+	return code;
+}
+
+/* ---- request ids ---- */
+
+static bool request_id_valid(const char *s, size_t len)
+{
+	if (len == 0 || len > 63)
+		return false;
+	for (size_t i = 0; i < len; i++) {
+		unsigned char ch = (unsigned char)s[i];
+		if (ch < 0x21 || ch > 0x7e)
+			return false;
+	}
+	return true;
+}
+
+static void request_id_generate(char *out, size_t out_len)
+{
+	static _Thread_local uint64_t state;
+	if (state == 0) {
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		state = ((uint64_t)ts.tv_sec * 1000000007u) ^ (uint64_t)ts.tv_nsec ^ ((uint64_t)getpid() << 32) ^
+			(uint64_t)(uintptr_t)&state;
+	}
+	/* xorshift64*: ids must be unique enough to correlate logs, not secret. */
+	state ^= state >> 12;
+	state ^= state << 25;
+	state ^= state >> 27;
+	uint64_t v = state * 2685821657736338717ULL;
+	snprintf(out, out_len, "%016" PRIx64, v);
+}
+
+/* ---- batches (call lock held) ---- */
+
+static void start_batch_locked(struct rpc_call *c, const grpc_op *ops, size_t n, struct rpc_tag *tag)
+{
+	grpc_call_error e = grpc_call_start_batch(c->call, ops, n, tag, NULL);
+	if (e != GRPC_CALL_OK) {
+		log_error("msg=\"could not start batch\" method=%s error=%d", c->ctx.method ? c->ctx.method : "?", e);
+		return;
+	}
+	c->pending++;
+}
+
+/* Adds SEND_INITIAL_METADATA to ops if not sent yet; returns ops used. */
+static size_t add_initial_md_locked(struct rpc_call *c, grpc_op *ops)
+{
+	if (c->initial_md_sent)
+		return 0;
+	c->initial_md_sent = true;
+	memset(ops, 0, sizeof(*ops));
+	ops->op = GRPC_OP_SEND_INITIAL_METADATA;
+	ops->data.send_initial_metadata.count = 1;
+	ops->data.send_initial_metadata.metadata = c->initial_md;
+	return 1;
+}
+
+/* Starts the final status batch (with an optional last message). */
+static void send_status_locked(struct rpc_call *c, int mon_code, const char *message, grpc_byte_buffer *msg)
+{
+	if (c->status_started || c->close_received) {
+		if (msg)
+			grpc_byte_buffer_destroy(msg);
+		if (!c->status_started)
+			c->final_code = GRPC_STATUS_CANCELLED;
+		return;
+	}
+	c->status_started = true;
+	c->final_code = rpc_status_from_mon(mon_code);
+	grpc_op ops[3];
+	size_t n = add_initial_md_locked(c, ops);
+	if (msg) {
+		memset(&ops[n], 0, sizeof(ops[n]));
+		ops[n].op = GRPC_OP_SEND_MESSAGE;
+		ops[n].data.send_message.send_message = msg;
+		c->send_buf = msg;
+		n++;
+	}
+	if (message && message[0]) {
+		c->status_details = grpc_slice_from_copied_string(message);
+		c->has_status_details = true;
+	}
+	memset(&ops[n], 0, sizeof(ops[n]));
+	ops[n].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
+	ops[n].data.send_status_from_server.status = (grpc_status_code)c->final_code;
+	ops[n].data.send_status_from_server.status_details = c->has_status_details ? &c->status_details : NULL;
+	n++;
+	start_batch_locked(c, ops, n, &c->t_status);
+}
+
+static void send_next_locked(struct rpc_call *c)
+{
+	if (c->send_in_flight || c->status_started || c->close_received)
+		return;
+	struct send_node *node = c->q_head;
+	if (node == NULL) {
+		if (c->finish_requested)
+			send_status_locked(c, c->ctx.err.code, c->ctx.err.msg, NULL);
+		return;
+	}
+	c->q_head = node->next;
+	if (c->q_head == NULL)
+		c->q_tail = NULL;
+	c->q_len--;
+	grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(&node->bytes, 1);
+	grpc_slice_unref(node->bytes);
+	free(node);
+	pthread_cond_broadcast(&c->drained);
+
+	grpc_op ops[2];
+	size_t n = add_initial_md_locked(c, ops);
+	memset(&ops[n], 0, sizeof(ops[n]));
+	ops[n].op = GRPC_OP_SEND_MESSAGE;
+	ops[n].data.send_message.send_message = bb;
+	n++;
+	c->send_buf = bb;
+	c->send_in_flight = true;
+	start_batch_locked(c, ops, n, &c->t_send);
+}
+
+static void queue_free_locked(struct rpc_call *c)
+{
+	while (c->q_head) {
+		struct send_node *n = c->q_head;
+		c->q_head = n->next;
+		grpc_slice_unref(n->bytes);
+		free(n);
+	}
+	c->q_tail = NULL;
+	c->q_len = 0;
+}
+
+/* Packs msg into a new byte buffer; NULL when the message is too big. */
+static grpc_byte_buffer *pack_message(struct rpc_server *srv, const ProtobufCMessage *msg, int *code)
+{
+	size_t len = protobuf_c_message_get_packed_size(msg);
+	if (len > srv->cfg.max_send_message_bytes) {
+		*code = MON_ELIMIT;
+		return NULL;
+	}
+	grpc_slice s = grpc_slice_malloc(len);
+	protobuf_c_message_pack(msg, GRPC_SLICE_START_PTR(s));
+	grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(&s, 1);
+	grpc_slice_unref(s);
+	return bb;
+}
+
+/* ---- live streams list (for shutdown) ---- */
+
+static void live_add(struct rpc_call *c)
+{
+	struct rpc_server *srv = c->server;
+	pthread_mutex_lock(&srv->live_lock);
+	c->live_prev = NULL;
+	c->live_next = srv->live_head;
+	if (srv->live_head)
+		srv->live_head->live_prev = c;
+	srv->live_head = c;
+	c->in_live_list = true;
+	pthread_mutex_unlock(&srv->live_lock);
+}
+
+static void live_remove(struct rpc_call *c)
+{
+	struct rpc_server *srv = c->server;
+	pthread_mutex_lock(&srv->live_lock);
+	if (c->in_live_list) {
+		if (c->live_prev)
+			c->live_prev->live_next = c->live_next;
+		else
+			srv->live_head = c->live_next;
+		if (c->live_next)
+			c->live_next->live_prev = c->live_prev;
+		c->in_live_list = false;
+	}
+	pthread_mutex_unlock(&srv->live_lock);
+}
+
+/* ---- streams ---- */
+
+struct rpc_ctx *rpc_stream_ctx(struct rpc_stream *s)
+{
+	return &stream_call(s)->ctx;
+}
+
+static int stream_enqueue(struct rpc_call *c, const ProtobufCMessage *msg, bool wait)
+{
+	size_t len = protobuf_c_message_get_packed_size(msg);
+	if (len > c->server->cfg.max_send_message_bytes)
+		return MON_ELIMIT;
+	struct send_node *node = malloc(sizeof(*node));
+	if (node == NULL)
+		return MON_ENOMEM;
+	node->next = NULL;
+	node->bytes = grpc_slice_malloc(len);
+	protobuf_c_message_pack(msg, GRPC_SLICE_START_PTR(node->bytes));
+
+	int rc = 0;
+	pthread_mutex_lock(&c->lock);
+	for (;;) {
+		if (c->close_received || c->finish_requested || c->status_started) {
+			rc = MON_ECANCELLED;
+			break;
+		}
+		if (c->q_len < c->server->cfg.stream_queue_max)
+			break;
+		if (!wait) {
+			rc = MON_ELIMIT;
+			break;
+		}
+		int64_t left = rpc_ctx_remaining_ms(&c->ctx);
+		if (left <= 0) {
+			rc = MON_EDEADLINE;
+			break;
+		}
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		int64_t step_ms = left < 1000 ? left : 1000;
+		ts.tv_sec += step_ms / 1000;
+		ts.tv_nsec += (step_ms % 1000) * 1000000L;
+		if (ts.tv_nsec >= 1000000000L) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000L;
+		}
+		pthread_cond_timedwait(&c->drained, &c->lock, &ts);
+	}
+	if (rc == 0) {
+		if (c->q_tail)
+			c->q_tail->next = node;
+		else
+			c->q_head = node;
+		c->q_tail = node;
+		c->q_len++;
+		send_next_locked(c);
+		node = NULL;
+	}
+	pthread_mutex_unlock(&c->lock);
+	if (node) {
+		grpc_slice_unref(node->bytes);
+		free(node);
+	}
+	return rc;
+}
+
+int rpc_stream_send(struct rpc_stream *s, const ProtobufCMessage *msg)
+{
+	return stream_enqueue(stream_call(s), msg, false);
+}
+
+int rpc_stream_send_wait(struct rpc_stream *s, const ProtobufCMessage *msg)
+{
+	return stream_enqueue(stream_call(s), msg, true);
+}
+
+void rpc_stream_finish(struct rpc_stream *s, int code, const char *message)
+{
+	struct rpc_call *c = stream_call(s);
+	pthread_mutex_lock(&c->lock);
+	if (!c->finish_requested && !c->status_started) {
+		c->finish_requested = true;
+		c->ctx.err.code = code;
+		snprintf(c->ctx.err.msg, sizeof(c->ctx.err.msg), "%s", message ? message : "");
+		send_next_locked(c);
+	}
+	pthread_cond_broadcast(&c->drained);
+	pthread_mutex_unlock(&c->lock);
+}
+
+size_t rpc_stream_queued(struct rpc_stream *s)
+{
+	struct rpc_call *c = stream_call(s);
+	pthread_mutex_lock(&c->lock);
+	size_t n = c->q_len;
+	pthread_mutex_unlock(&c->lock);
+	return n;
+}
+
+bool rpc_stream_is_closed(struct rpc_stream *s)
+{
+	struct rpc_call *c = stream_call(s);
+	pthread_mutex_lock(&c->lock);
+	bool closed = c->close_received || c->finish_requested || c->status_started;
+	pthread_mutex_unlock(&c->lock);
+	return closed;
+}
+
+void rpc_stream_on_close(struct rpc_stream *s, void (*cb)(struct rpc_stream *s, void *arg), void *arg)
+{
+	struct rpc_call *c = stream_call(s);
+	bool run_now = false;
+	pthread_mutex_lock(&c->lock);
+	if (c->close_received && !c->on_close_ran) {
+		c->on_close_ran = true;
+		run_now = true;
+	} else {
+		c->on_close = cb;
+		c->on_close_arg = arg;
+	}
+	pthread_mutex_unlock(&c->lock);
+	if (run_now)
+		cb(s, arg);
+}
+
+void rpc_stream_retain(struct rpc_stream *s)
+{
+	struct rpc_call *c = stream_call(s);
+	pthread_mutex_lock(&c->lock);
+	c->refs++;
+	pthread_mutex_unlock(&c->lock);
+}
+
+void rpc_stream_release(struct rpc_stream *s)
+{
+	call_release(stream_call(s));
+}
+
+/* ---- call lifetime ---- */
+
+static void call_log(struct rpc_call *c)
+{
+	struct timespec now;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	double ms = (double)(now.tv_sec - c->started.tv_sec) * 1e3 + (double)(now.tv_nsec - c->started.tv_nsec) / 1e6;
+	enum log_level lvl = LOG_INFO;
+	if (c->final_code == GRPC_STATUS_INTERNAL || c->final_code == GRPC_STATUS_UNKNOWN ||
+	    c->final_code == GRPC_STATUS_DATA_LOSS)
+		lvl = LOG_ERROR;
+	if (lvl < log_get_level())
+		return;
+	const char *method = c->ctx.method ? c->ctx.method : "?";
+	if (c->final_code != GRPC_STATUS_OK && c->has_status_details) {
+		char detail[256];
+		size_t dl = GRPC_SLICE_LENGTH(c->status_details);
+		if (dl >= sizeof(detail))
+			dl = sizeof(detail) - 1;
+		memcpy(detail, GRPC_SLICE_START_PTR(c->status_details), dl);
+		detail[dl] = '\0';
+		for (size_t i = 0; i < dl; i++)
+			if (detail[i] == '"' || detail[i] == '\n')
+				detail[i] = '\'';
+		log_write(lvl, "msg=rpc method=%s code=%s duration_ms=%.3f peer=%s request_id=%s error=\"%s\"", method,
+			  rpc_status_name(c->final_code), ms, rpc_ctx_peer(&c->ctx), c->ctx.request_id, detail);
+	} else {
+		log_write(lvl, "msg=rpc method=%s code=%s duration_ms=%.3f peer=%s request_id=%s", method,
+			  rpc_status_name(c->final_code), ms, rpc_ctx_peer(&c->ctx), c->ctx.request_id);
+	}
+}
+
+static void call_free(struct rpc_call *c)
+{
+	live_remove(c);
+	if (c->ctx.method)
+		call_log(c);
+	queue_free_locked(c);
+	if (c->recv_buf)
+		grpc_byte_buffer_destroy(c->recv_buf);
+	if (c->send_buf)
+		grpc_byte_buffer_destroy(c->send_buf);
+	if (c->has_status_details)
+		grpc_slice_unref(c->status_details);
+	grpc_slice_unref(c->request_id_slice);
+	if (c->call)
+		grpc_call_unref(c->call);
+	grpc_call_details_destroy(&c->details);
+	grpc_metadata_array_destroy(&c->request_md);
+	if (c->ctx.peer)
+		gpr_free(c->ctx.peer);
+	arena_destroy(c->ctx.arena);
+	pthread_mutex_destroy(&c->lock);
+	pthread_cond_destroy(&c->drained);
+	free(c);
+}
+
+static void call_release(struct rpc_call *c)
+{
+	pthread_mutex_lock(&c->lock);
+	int refs = --c->refs;
+	pthread_mutex_unlock(&c->lock);
+	if (refs == 0)
+		call_free(c);
+}
+
+static struct rpc_call *call_new(struct cq_thread *cqt)
+{
+	struct rpc_call *c = calloc(1, sizeof(*c));
+	if (c == NULL)
+		return NULL;
+	c->server = cqt->server;
+	c->cqt = cqt;
+	c->refs = 1;
+	c->t_request = (struct rpc_tag){TAG_REQUEST, c};
+	c->t_close = (struct rpc_tag){TAG_CLOSE, c};
+	c->t_recv = (struct rpc_tag){TAG_RECV, c};
+	c->t_send = (struct rpc_tag){TAG_SEND, c};
+	c->t_status = (struct rpc_tag){TAG_STATUS, c};
+	c->request_id_slice = grpc_empty_slice();
+	pthread_mutex_init(&c->lock, NULL);
+	pthread_cond_init(&c->drained, NULL);
+	grpc_call_details_init(&c->details);
+	grpc_metadata_array_init(&c->request_md);
+	atomic_init(&c->cancelled, false);
+	return c;
+}
+
+static void request_new_call(struct cq_thread *cqt)
+{
+	struct rpc_server *srv = cqt->server;
+	if (atomic_load(&srv->shutting_down))
+		return;
+	struct rpc_call *c = call_new(cqt);
+	if (c == NULL) {
+		log_error("msg=\"out of memory accepting a call\"");
+		return;
+	}
+	grpc_call_error e =
+		grpc_server_request_call(srv->server, &c->call, &c->details, &c->request_md, cqt->cq, cqt->cq, &c->t_request);
+	if (e != GRPC_CALL_OK) {
+		log_error("msg=\"could not request a call\" error=%d", e);
+		call_free(c);
+	}
+}
+
+/* ---- running handlers ---- */
+
+static void run_handler(struct rpc_call *c, const ProtobufCMessage *req)
+{
+	const struct bound_method *bm = c->bm;
+	const struct rpc_method *m = bm->method;
+	struct rpc_ctx *ctx = &c->ctx;
+	mon_error_clear(&ctx->err);
+
+	if (m->kind == RPC_UNARY) {
+		int rc;
+		grpc_byte_buffer *bb = NULL;
+		if (rpc_ctx_is_cancelled(ctx)) {
+			rc = atomic_load(&c->cancelled) ? MON_ECANCELLED
+							 : rpc_fail(ctx, MON_EDEADLINE, "deadline exceeded before the call started");
+		} else {
+			ProtobufCMessage *resp = arena_alloc(ctx->arena, m->output->sizeof_message);
+			if (resp == NULL) {
+				rc = rpc_fail(ctx, MON_ENOMEM, "request too large: per-call memory limit reached");
+			} else {
+				m->output->message_init(resp);
+				rc = m->trampoline(ctx, bm->fn, req, resp);
+				if (rc == 0 && (bb = pack_message(c->server, resp, &rc)) == NULL)
+					rpc_fail(ctx, rc, "response exceeds max-send-message-bytes (%zu)",
+						 c->server->cfg.max_send_message_bytes);
+			}
+		}
+		if (rc < 0 && ctx->err.code == 0)
+			rpc_fail(ctx, rc, "%s failed", m->name);
+		if (rc < 0 && ctx->err.msg[0] == '\0')
+			snprintf(ctx->err.msg, sizeof(ctx->err.msg), "%s failed", m->name);
+		pthread_mutex_lock(&c->lock);
+		send_status_locked(c, rc < 0 ? rc : 0, rc < 0 ? ctx->err.msg : NULL, bb);
+		pthread_mutex_unlock(&c->lock);
+		return;
+	}
+
+	/* Streaming: the stream stays open until finished or cancelled. */
+	int rc = m->trampoline(ctx, bm->fn, req, call_stream(c));
+	if (rc < 0) {
+		if (ctx->err.msg[0] == '\0')
+			snprintf(ctx->err.msg, sizeof(ctx->err.msg), "%s failed", m->name);
+		rpc_stream_finish(call_stream(c), rc, ctx->err.msg);
+	}
+}
+
+/* Decodes the received message and runs the handler; call holds a ref for us. */
+static void dispatch_message(struct rpc_call *c)
+{
+	const struct rpc_method *m = c->bm->method;
+	struct rpc_ctx *ctx = &c->ctx;
+	grpc_byte_buffer *bb = c->recv_buf;
+	c->recv_buf = NULL;
+
+	grpc_byte_buffer_reader reader;
+	ProtobufCMessage *req = NULL;
+	if (grpc_byte_buffer_reader_init(&reader, bb)) {
+		grpc_slice all = grpc_byte_buffer_reader_readall(&reader);
+		grpc_byte_buffer_reader_destroy(&reader);
+		ProtobufCAllocator alloc = arena_protobuf_allocator(ctx->arena);
+		req = protobuf_c_message_unpack(m->input, &alloc, GRPC_SLICE_LENGTH(all), GRPC_SLICE_START_PTR(all));
+		grpc_slice_unref(all);
+	}
+	grpc_byte_buffer_destroy(bb);
+
+	if (req == NULL) {
+		rpc_fail(ctx, MON_EINVAL, "request could not be decoded as %s", m->input->name);
+		pthread_mutex_lock(&c->lock);
+		send_status_locked(c, MON_EINVAL, ctx->err.msg, NULL);
+		pthread_cond_broadcast(&c->drained);
+		pthread_mutex_unlock(&c->lock);
+		return;
+	}
+	run_handler(c, req);
+
+	/* Client and bidi streams read the next message once this one is handled. */
+	if (m->kind == RPC_CLIENT_STREAMING || m->kind == RPC_BIDI_STREAMING) {
+		pthread_mutex_lock(&c->lock);
+		if (!c->close_received && !c->status_started && !c->finish_requested) {
+			grpc_op op;
+			memset(&op, 0, sizeof(op));
+			op.op = GRPC_OP_RECV_MESSAGE;
+			op.data.recv_message.recv_message = &c->recv_buf;
+			start_batch_locked(c, &op, 1, &c->t_recv);
+		}
+		pthread_mutex_unlock(&c->lock);
+	}
+}
+
+static void *worker_main(void *arg)
+{
+	struct rpc_server *srv = arg;
+	for (;;) {
+		pthread_mutex_lock(&srv->work_lock);
+		while (srv->work_head == NULL && !srv->work_stop)
+			pthread_cond_wait(&srv->work_cond, &srv->work_lock);
+		struct rpc_call *c = srv->work_head;
+		if (c == NULL) {
+			pthread_mutex_unlock(&srv->work_lock);
+			return NULL;
+		}
+		srv->work_head = c->work_next;
+		if (srv->work_head == NULL)
+			srv->work_tail = NULL;
+		srv->work_len--;
+		pthread_mutex_unlock(&srv->work_lock);
+
+		dispatch_message(c);
+		call_release(c);
+	}
+}
+
+/* Hands the call to the worker pool; false when the queue is full. */
+static bool work_push(struct rpc_server *srv, struct rpc_call *c)
+{
+	pthread_mutex_lock(&srv->work_lock);
+	if (srv->work_len >= (size_t)srv->cfg.max_workers_queue) {
+		pthread_mutex_unlock(&srv->work_lock);
+		return false;
+	}
+	c->work_next = NULL;
+	if (srv->work_tail)
+		srv->work_tail->work_next = c;
+	else
+		srv->work_head = c;
+	srv->work_tail = c;
+	srv->work_len++;
+	pthread_cond_signal(&srv->work_cond);
+	pthread_mutex_unlock(&srv->work_lock);
+	return true;
+}
+
+/* ---- completion handling (queue thread) ---- */
+
+static void on_request(struct rpc_call *c, bool ok)
+{
+	struct rpc_server *srv = c->server;
+	if (!ok) {
+		/* Server shutting down: the call never existed. */
+		c->call = NULL;
+		call_free(c);
+		return;
+	}
+	request_new_call(c->cqt);
+	clock_gettime(CLOCK_MONOTONIC, &c->started);
+
+	struct rpc_ctx *ctx = &c->ctx;
+	ctx->call = c;
+	ctx->arena = arena_create(srv->cfg.call_arena_cap_bytes);
+	ctx->deadline = gpr_convert_clock_type(c->details.deadline, GPR_CLOCK_MONOTONIC);
+	ctx->peer = grpc_call_get_peer(c->call);
+	ctx->method = arena_strndup(ctx->arena, (const char *)GRPC_SLICE_START_PTR(c->details.method),
+				    GRPC_SLICE_LENGTH(c->details.method));
+	if (ctx->method == NULL)
+		ctx->method = "?";
+
+	bool have_id = false;
+	for (size_t i = 0; i < c->request_md.count; i++) {
+		grpc_slice k = c->request_md.metadata[i].key;
+		if (grpc_slice_str_cmp(k, "x-request-id") == 0) {
+			grpc_slice v = c->request_md.metadata[i].value;
+			size_t len = GRPC_SLICE_LENGTH(v);
+			if (request_id_valid((const char *)GRPC_SLICE_START_PTR(v), len)) {
+				memcpy(ctx->request_id, GRPC_SLICE_START_PTR(v), len);
+				ctx->request_id[len] = '\0';
+				have_id = true;
+			}
+			break;
+		}
+	}
+	if (!have_id)
+		request_id_generate(ctx->request_id, sizeof(ctx->request_id));
+	c->request_id_slice = grpc_slice_from_copied_string(ctx->request_id);
+	c->initial_md[0].key = grpc_slice_from_static_string("x-request-id");
+	c->initial_md[0].value = c->request_id_slice;
+
+	c->bm = method_find(srv, c->details.method);
+	if (c->bm)
+		ctx->user = c->bm->user;
+
+	pthread_mutex_lock(&c->lock);
+	grpc_op op;
+	memset(&op, 0, sizeof(op));
+	op.op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+	op.data.recv_close_on_server.cancelled = &c->close_cancelled;
+	start_batch_locked(c, &op, 1, &c->t_close);
+
+	if (ctx->arena == NULL) {
+		send_status_locked(c, MON_ENOMEM, "server out of memory", NULL);
+	} else if (c->bm == NULL) {
+		char msg[600];
+		snprintf(msg, sizeof(msg), "unknown method %s", ctx->method);
+		send_status_locked(c, MON_EUNIMPL, msg, NULL);
+	} else if (c->bm->fn == NULL) {
+		const struct rpc_method *m = c->bm->method;
+		char msg[600];
+		if (m->summary && m->summary[0])
+			snprintf(msg, sizeof(msg), "%s is not implemented yet: %s", m->path + 1, m->summary);
+		else
+			snprintf(msg, sizeof(msg), "%s is not implemented yet", m->path + 1);
+		send_status_locked(c, MON_EUNIMPL, msg, NULL);
+	} else {
+		if (c->bm->method->kind != RPC_UNARY)
+			live_add(c);
+		grpc_op ops[2];
+		size_t n = add_initial_md_locked(c, ops);
+		memset(&ops[n], 0, sizeof(ops[n]));
+		ops[n].op = GRPC_OP_RECV_MESSAGE;
+		ops[n].data.recv_message.recv_message = &c->recv_buf;
+		n++;
+		start_batch_locked(c, ops, n, &c->t_recv);
+	}
+	pthread_mutex_unlock(&c->lock);
+}
+
+static void on_recv(struct rpc_call *c, bool ok)
+{
+	struct rpc_server *srv = c->server;
+	if (!ok || c->recv_buf == NULL) {
+		/* No (more) message: the client half-closed or the call failed. */
+		pthread_mutex_lock(&c->lock);
+		enum rpc_kind kind = c->bm->method->kind;
+		if (kind == RPC_CLIENT_STREAMING || kind == RPC_BIDI_STREAMING) {
+			if (ok && !c->finish_requested) {
+				c->finish_requested = true;
+				mon_error_clear(&c->ctx.err);
+				send_next_locked(c);
+			}
+		} else if (ok) {
+			send_status_locked(c, MON_EINVAL, "request message missing", NULL);
+		}
+		pthread_mutex_unlock(&c->lock);
+		return;
+	}
+	if (c->bm->flags & RPC_BIND_INLINE) {
+		dispatch_message(c);
+		return;
+	}
+	pthread_mutex_lock(&c->lock);
+	c->refs++;
+	pthread_mutex_unlock(&c->lock);
+	if (!work_push(srv, c)) {
+		grpc_byte_buffer_destroy(c->recv_buf);
+		c->recv_buf = NULL;
+		pthread_mutex_lock(&c->lock);
+		c->refs--;
+		char msg[128];
+		snprintf(msg, sizeof(msg), "server busy: %d calls already queued (max-workers-queue)",
+			 srv->cfg.max_workers_queue);
+		send_status_locked(c, MON_ELIMIT, msg, NULL);
+		pthread_mutex_unlock(&c->lock);
+	}
+}
+
+static void on_send(struct rpc_call *c, bool ok)
+{
+	pthread_mutex_lock(&c->lock);
+	c->send_in_flight = false;
+	if (c->send_buf) {
+		grpc_byte_buffer_destroy(c->send_buf);
+		c->send_buf = NULL;
+	}
+	if (!ok) {
+		/* The client is gone; what is queued will never be sent. */
+		queue_free_locked(c);
+		atomic_store(&c->cancelled, true);
+	} else {
+		send_next_locked(c);
+	}
+	pthread_cond_broadcast(&c->drained);
+	pthread_mutex_unlock(&c->lock);
+}
+
+static void on_status(struct rpc_call *c, bool ok)
+{
+	pthread_mutex_lock(&c->lock);
+	if (c->send_buf) {
+		grpc_byte_buffer_destroy(c->send_buf);
+		c->send_buf = NULL;
+	}
+	pthread_mutex_unlock(&c->lock);
+}
+
+static void on_close(struct rpc_call *c, bool ok)
+{
+	void (*cb)(struct rpc_stream *, void *) = NULL;
+	void *cb_arg = NULL;
+	pthread_mutex_lock(&c->lock);
+	c->close_received = true;
+	if (c->close_cancelled || !ok) {
+		atomic_store(&c->cancelled, true);
+		if (!c->status_started)
+			c->final_code = GRPC_STATUS_CANCELLED;
+	}
+	queue_free_locked(c);
+	if (!c->on_close_ran && c->on_close) {
+		c->on_close_ran = true;
+		cb = c->on_close;
+		cb_arg = c->on_close_arg;
+	}
+	pthread_cond_broadcast(&c->drained);
+	pthread_mutex_unlock(&c->lock);
+	live_remove(c);
+	if (cb)
+		cb(call_stream(c), cb_arg);
+}
+
+static void handle_event(grpc_event ev)
+{
+	struct rpc_tag *tag = ev.tag;
+	struct rpc_call *c = tag->call;
+	bool ok = ev.success != 0;
+	if (tag->kind == TAG_REQUEST) {
+		on_request(c, ok);
+		return;
+	}
+	switch (tag->kind) {
+	case TAG_RECV: on_recv(c, ok); break;
+	case TAG_SEND: on_send(c, ok); break;
+	case TAG_STATUS: on_status(c, ok); break;
+	case TAG_CLOSE: on_close(c, ok); break;
+	default: break;
+	}
+	/* The runtime's reference goes once the call is over on the wire. */
+	pthread_mutex_lock(&c->lock);
+	c->pending--;
+	bool done = c->pending == 0 && c->close_received;
+	pthread_mutex_unlock(&c->lock);
+	if (done)
+		call_release(c);
+}
+
+static void *cq_main(void *arg)
+{
+	struct cq_thread *cqt = arg;
+	for (;;) {
+		grpc_event ev = grpc_completion_queue_next(cqt->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+		if (ev.type == GRPC_QUEUE_SHUTDOWN)
+			return NULL;
+		if (ev.type == GRPC_OP_COMPLETE)
+			handle_event(ev);
+	}
+}
+
+/* ---- server lifecycle ---- */
+
+int rpc_server_create(const struct rpc_server_config *cfg, struct rpc_server **out, struct mon_error *err)
+{
+	*out = NULL;
+	if (cfg->cq_threads < 1 || cfg->cq_threads > 64)
+		return mon_error_set(err, MON_EINVAL, "cq-threads: must be between 1 and 64");
+	if (cfg->worker_threads < 1 || cfg->worker_threads > 1024)
+		return mon_error_set(err, MON_EINVAL, "worker-threads: must be between 1 and 1024");
+	if (cfg->max_recv_message_bytes == 0 || cfg->max_recv_message_bytes > INT32_MAX)
+		return mon_error_set(err, MON_EINVAL, "max-recv-message-bytes: out of range");
+	if (cfg->max_send_message_bytes == 0 || cfg->max_send_message_bytes > INT32_MAX)
+		return mon_error_set(err, MON_EINVAL, "max-send-message-bytes: out of range");
+	if (cfg->stream_queue_max == 0)
+		return mon_error_set(err, MON_EINVAL, "stream-queue-max: must be positive");
+
+	struct rpc_server *srv = calloc(1, sizeof(*srv));
+	if (srv == NULL)
+		return mon_error_set(err, MON_ENOMEM, "out of memory");
+	srv->cfg = *cfg;
+	srv->listen_addr = strdup(cfg->listen_addr ? cfg->listen_addr : "127.0.0.1:50051");
+	srv->cfg.listen_addr = srv->listen_addr;
+	if (srv->cfg.max_workers_queue <= 0)
+		srv->cfg.max_workers_queue = 10000;
+	pthread_mutex_init(&srv->work_lock, NULL);
+	pthread_cond_init(&srv->work_cond, NULL);
+	pthread_mutex_init(&srv->live_lock, NULL);
+	atomic_init(&srv->shutting_down, false);
+
+	gpr_set_log_function(grpc_log_bridge);
+	gpr_set_log_verbosity(GPR_LOG_SEVERITY_ERROR);
+	grpc_init();
+
+	grpc_arg args[] = {
+		{.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH,
+		 .value.integer = (int)cfg->max_recv_message_bytes},
+		{.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_MAX_SEND_MESSAGE_LENGTH,
+		 .value.integer = (int)cfg->max_send_message_bytes},
+		{.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_MAX_CONCURRENT_STREAMS,
+		 .value.integer = cfg->max_concurrent_streams},
+		{.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS,
+		 .value.integer = cfg->keepalive_min_ping_ms},
+		{.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_HTTP2_MAX_PING_STRIKES, .value.integer = 2},
+		{.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_KEEPALIVE_TIME_MS, .value.integer = cfg->keepalive_time_ms},
+		{.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_KEEPALIVE_TIMEOUT_MS,
+		 .value.integer = cfg->keepalive_timeout_ms},
+		{.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_SERVER_HANDSHAKE_TIMEOUT_MS,
+		 .value.integer = cfg->handshake_timeout_ms},
+	};
+	grpc_channel_args chargs = {.num_args = sizeof(args) / sizeof(args[0]), .args = args};
+	srv->server = grpc_server_create(&chargs, NULL);
+
+	srv->cq_count = cfg->cq_threads;
+	srv->cqs = calloc((size_t)srv->cq_count, sizeof(*srv->cqs));
+	if (srv->cqs == NULL) {
+		rpc_server_destroy(srv);
+		return mon_error_set(err, MON_ENOMEM, "out of memory");
+	}
+	for (int i = 0; i < srv->cq_count; i++) {
+		srv->cqs[i].server = srv;
+		srv->cqs[i].cq = grpc_completion_queue_create_for_next(NULL);
+		grpc_server_register_completion_queue(srv->server, srv->cqs[i].cq, NULL);
+	}
+	srv->shutdown_cq = grpc_completion_queue_create_for_pluck(NULL);
+	grpc_server_register_completion_queue(srv->server, srv->shutdown_cq, NULL);
+
+	int rc = rpc_health_init(srv, err);
+	if (rc == 0)
+		rc = rpc_reflection_init(srv, cfg->descriptor_set, cfg->descriptor_set_len, err);
+	if (rc != 0) {
+		rpc_server_destroy(srv);
+		return rc;
+	}
+	*out = srv;
+	return 0;
+}
+
+static grpc_server_credentials *make_credentials(const struct rpc_server_config *cfg, struct mon_error *err)
+{
+	if (cfg->tls_cert_pem == NULL)
+		return grpc_insecure_server_credentials_create();
+	grpc_ssl_pem_key_cert_pair pair = {.private_key = cfg->tls_key_pem, .cert_chain = cfg->tls_cert_pem};
+	grpc_ssl_client_certificate_request_type req = cfg->tls_client_ca_pem
+							      ? GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY
+							      : GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE;
+	grpc_server_credentials *creds =
+		grpc_ssl_server_credentials_create_ex(cfg->tls_client_ca_pem, &pair, 1, req, NULL);
+	if (creds == NULL)
+		mon_error_set(err, MON_EINVAL, "tls-cert: could not load the certificate and key");
+	return creds;
+}
+
+int rpc_server_start(struct rpc_server *srv, int *bound_port, struct mon_error *err)
+{
+	qsort(srv->methods, srv->method_count, sizeof(srv->methods[0]), method_cmp);
+	grpc_server_credentials *creds = make_credentials(&srv->cfg, err);
+	if (creds == NULL)
+		return err ? err->code : MON_EINVAL;
+	int port = grpc_server_add_http2_port(srv->server, srv->listen_addr, creds);
+	grpc_server_credentials_release(creds);
+	if (port == 0)
+		return mon_error_set(err, MON_EINVAL, "listen: could not bind \"%s\" (address in use or invalid)",
+				     srv->listen_addr);
+	if (bound_port)
+		*bound_port = port;
+	grpc_server_start(srv->server);
+	srv->started = true;
+
+	srv->workers = calloc((size_t)srv->cfg.worker_threads, sizeof(pthread_t));
+	if (srv->workers == NULL)
+		return mon_error_set(err, MON_ENOMEM, "out of memory");
+	for (int i = 0; i < srv->cfg.worker_threads; i++) {
+		if (pthread_create(&srv->workers[i], NULL, worker_main, srv) != 0)
+			return mon_error_set(err, MON_EINTERNAL, "could not start worker thread: %s", strerror(errno));
+		srv->worker_count++;
+	}
+	for (int i = 0; i < srv->cq_count; i++) {
+		for (int j = 0; j < REQUESTS_PER_CQ; j++)
+			request_new_call(&srv->cqs[i]);
+		if (pthread_create(&srv->cqs[i].thread, NULL, cq_main, &srv->cqs[i]) != 0)
+			return mon_error_set(err, MON_EINTERNAL, "could not start queue thread: %s", strerror(errno));
+		srv->cqs[i].has_thread = true;
+	}
+	return 0;
+}
+
+/* Ends every open server stream with UNAVAILABLE so clients reconnect elsewhere. */
+static void end_live_streams(struct rpc_server *srv)
+{
+	for (;;) {
+		pthread_mutex_lock(&srv->live_lock);
+		struct rpc_call *c = srv->live_head;
+		/* Find one not yet finishing, keep it alive while we finish it. */
+		while (c) {
+			pthread_mutex_lock(&c->lock);
+			bool todo = !c->finish_requested && !c->status_started && !c->close_received;
+			if (todo)
+				c->refs++;
+			pthread_mutex_unlock(&c->lock);
+			if (todo)
+				break;
+			c = c->live_next;
+		}
+		pthread_mutex_unlock(&srv->live_lock);
+		if (c == NULL)
+			return;
+		rpc_stream_finish(call_stream(c), MON_EUNAVAIL, "server is shutting down; reconnect and resume");
+		call_release(c);
+	}
+}
+
+void rpc_server_shutdown(struct rpc_server *srv, int grace_ms)
+{
+	if (srv == NULL || !srv->started || atomic_exchange(&srv->shutting_down, true))
+		return;
+	static int shutdown_tag;
+	grpc_server_shutdown_and_notify(srv->server, srv->shutdown_cq, &shutdown_tag);
+	rpc_health_set_all(srv, RPC_HEALTH_NOT_SERVING);
+	end_live_streams(srv);
+
+	gpr_timespec deadline = gpr_time_add(gpr_now(GPR_CLOCK_REALTIME), gpr_time_from_millis(grace_ms, GPR_TIMESPAN));
+	grpc_event ev = grpc_completion_queue_pluck(srv->shutdown_cq, &shutdown_tag, deadline, NULL);
+	if (ev.type == GRPC_QUEUE_TIMEOUT) {
+		log_warn("msg=\"grace period over, cancelling remaining calls\" grace_ms=%d", grace_ms);
+		grpc_server_cancel_all_calls(srv->server);
+		grpc_completion_queue_pluck(srv->shutdown_cq, &shutdown_tag, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+	}
+
+	pthread_mutex_lock(&srv->work_lock);
+	srv->work_stop = true;
+	pthread_cond_broadcast(&srv->work_cond);
+	pthread_mutex_unlock(&srv->work_lock);
+	for (int i = 0; i < srv->worker_count; i++)
+		pthread_join(srv->workers[i], NULL);
+	srv->worker_count = 0;
+}
+
+void rpc_server_destroy(struct rpc_server *srv)
+{
+	if (srv == NULL)
+		return;
+	if (srv->server) {
+		if (srv->started && !atomic_load(&srv->shutting_down))
+			rpc_server_shutdown(srv, 0);
+		if (!srv->started) {
+			static int tag;
+			atomic_store(&srv->shutting_down, true);
+			grpc_server_shutdown_and_notify(srv->server, srv->shutdown_cq, &tag);
+			grpc_completion_queue_pluck(srv->shutdown_cq, &tag, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+		}
+		grpc_server_destroy(srv->server);
+	}
+	for (int i = 0; srv->cqs && i < srv->cq_count; i++) {
+		grpc_completion_queue_shutdown(srv->cqs[i].cq);
+		if (srv->cqs[i].has_thread) {
+			pthread_join(srv->cqs[i].thread, NULL);
+		} else {
+			for (;;) {
+				grpc_event ev = grpc_completion_queue_next(srv->cqs[i].cq,
+									   gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+				if (ev.type == GRPC_QUEUE_SHUTDOWN)
+					break;
+				if (ev.type == GRPC_OP_COMPLETE)
+					handle_event(ev);
+			}
+		}
+		grpc_completion_queue_destroy(srv->cqs[i].cq);
+	}
+	if (srv->shutdown_cq) {
+		grpc_completion_queue_shutdown(srv->shutdown_cq);
+		while (grpc_completion_queue_pluck(srv->shutdown_cq, NULL, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type !=
+		       GRPC_QUEUE_SHUTDOWN)
+			;
+		grpc_completion_queue_destroy(srv->shutdown_cq);
+	}
+	rpc_reflection_free(srv);
+	rpc_health_free(srv);
+	free(srv->cqs);
+	free(srv->workers);
+	free(srv->methods);
+	free(srv->listen_addr);
+	pthread_mutex_destroy(&srv->work_lock);
+	pthread_cond_destroy(&srv->work_cond);
+	pthread_mutex_destroy(&srv->live_lock);
+	free(srv);
+	grpc_shutdown();
+}
