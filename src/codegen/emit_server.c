@@ -1,0 +1,210 @@
+/*
+ * Emits F.mon-server.h/.c: for every service, one typedef per method for the
+ * typed handler, the handler struct, the method table (struct
+ * rpc_service_desc, see src/rpc/method.h) with a trampoline per method that
+ * calls the typed handler, and the bind function.
+ *
+ * The bind function is static inline in the header, so that code that only
+ * reads the tables (the service index, the CLI) links without the RPC
+ * runtime: only callers of bind need rpc_server_bind.
+ */
+#include <stdlib.h>
+
+#include "comment.h"
+#include "emit.h"
+#include "naming.h"
+
+static const char *kind_name(enum cg_kind k)
+{
+	switch (k) {
+	case CG_UNARY:
+		return "unary";
+	case CG_SERVER_STREAMING:
+		return "server streaming";
+	case CG_CLIENT_STREAMING:
+		return "client streaming";
+	case CG_BIDI_STREAMING:
+		return "bidirectional streaming";
+	}
+	return "?";
+}
+
+static const char *kind_enum(enum cg_kind k)
+{
+	switch (k) {
+	case CG_UNARY:
+		return "RPC_UNARY";
+	case CG_SERVER_STREAMING:
+		return "RPC_SERVER_STREAMING";
+	case CG_CLIENT_STREAMING:
+		return "RPC_CLIENT_STREAMING";
+	case CG_BIDI_STREAMING:
+		return "RPC_BIDI_STREAMING";
+	}
+	return "RPC_UNARY";
+}
+
+static void guard_open(struct strbuf *out, const char *file_name)
+{
+	char *guard = naming_include_guard(file_name);
+
+	if (guard == NULL) {
+		out->failed = true;
+		return;
+	}
+	sb_printf(out, "#ifndef %s\n#define %s\n", guard, guard);
+	free(guard);
+}
+
+static void emit_typedef(const struct cg_service *svc, const struct cg_method *md, struct strbuf *out)
+{
+	sb_printf(out, "\n/*\n * %s.%s (%s).\n", svc->full_name, md->name, kind_name(md->kind));
+	if (md->comment) {
+		sb_append(out, " *\n");
+		comment_block_lines(out, md->comment, "");
+	}
+	if (md->kind == CG_UNARY) {
+		sb_append(out, " *\n * Fills resp (already initialised, in the call's arena) and returns 0,\n"
+			       " * or fails the call with rpc_fail.\n */\n");
+		sb_printf(out, "typedef int (*%s_%s_fn)(struct rpc_ctx *ctx, const %s *req, %s *resp);\n", svc->prefix,
+			  md->snake, md->in->c_name, md->out->c_name);
+	} else {
+		if (md->kind == CG_SERVER_STREAMING)
+			sb_printf(out, " *\n * Sends %s messages on stream (see rpc_stream_send).\n */\n",
+				  md->out->c_name);
+		else
+			sb_printf(out, " *\n * Runs once per received message; replies with %s messages on stream.\n */\n",
+				  md->out->c_name);
+		sb_printf(out, "typedef int (*%s_%s_fn)(struct rpc_ctx *ctx, const %s *req, struct rpc_stream *stream);\n",
+			  svc->prefix, md->snake, md->in->c_name);
+	}
+}
+
+static void emit_service_decls(const struct cg_service *svc, struct strbuf *out)
+{
+	const char *p = svc->prefix;
+
+	sb_printf(out, "\n/* Service %s. */\n", svc->full_name);
+	if (svc->comment) {
+		sb_append(out, "/*\n");
+		comment_block_lines(out, svc->comment, "");
+		sb_append(out, " */\n");
+	}
+	for (size_t i = 0; i < svc->method_count; i++)
+		emit_typedef(svc, &svc->methods[i], out);
+
+	sb_printf(out, "\n/* The handlers of %s, one per method; NULL answers UNIMPLEMENTED. */\n", svc->full_name);
+	sb_printf(out, "struct %s_handlers {\n", p);
+	for (size_t i = 0; i < svc->method_count; i++)
+		sb_printf(out, "\t%s_%s_fn %s;\n", p, svc->methods[i].snake, svc->methods[i].snake);
+	if (svc->method_count == 0)
+		sb_append(out, "\tint unused_; /* the service has no methods */\n");
+	sb_append(out, "};\n");
+
+	sb_printf(out, "\n/* The method table of %s. */\n", svc->full_name);
+	sb_printf(out, "extern const struct rpc_service_desc %s_desc;\n", p);
+
+	sb_printf(out,
+		  "\n/*\n"
+		  " * Registers the handlers in h with server (h may be NULL: every method\n"
+		  " * then answers UNIMPLEMENTED). user, flags and err are as for\n"
+		  " * rpc_server_bind, which receives the handlers as a temporary array.\n"
+		  " * Returns 0 or a negative MON_E* code.\n"
+		  " */\n"
+		  "static inline int %s_bind(struct rpc_server *server, const struct %s_handlers *h, void *user,\n"
+		  "\t\t\t unsigned flags, struct mon_error *err) MON_MUST_CHECK;\n"
+		  "static inline int %s_bind(struct rpc_server *server, const struct %s_handlers *h, void *user,\n"
+		  "\t\t\t unsigned flags, struct mon_error *err)\n"
+		  "{\n",
+		  p, p, p, p);
+	if (svc->method_count == 0) {
+		sb_append(out, "\t(void)h;\n\treturn rpc_server_bind(server, &");
+		sb_printf(out, "%s_desc, NULL, user, flags, err);\n}\n", p);
+		return;
+	}
+	sb_printf(out, "\trpc_any_fn fns[%zu] = { 0 };\n\n\tif (h != NULL) {\n", svc->method_count);
+	for (size_t i = 0; i < svc->method_count; i++)
+		sb_printf(out, "\t\tfns[%zu] = (rpc_any_fn)h->%s;\n", i, svc->methods[i].snake);
+	sb_printf(out, "\t}\n\treturn rpc_server_bind(server, &%s_desc, fns, user, flags, err);\n}\n", p);
+}
+
+void emit_server_header(const struct cg_file *f, struct strbuf *out)
+{
+	struct strbuf name = STRBUF_INIT;
+
+	sb_printf(&name, "%s.mon-server.h", f->stem);
+	sb_printf(out,
+		  "/*\n"
+		  " * Server tables for %s: per service, the typed handler of every\n"
+		  " * method, the handler struct, the method table and the bind function.\n"
+		  " * Generated by protoc-gen-mon. Do not edit.\n"
+		  " */\n",
+		  f->proto->name);
+	guard_open(out, sb_str(&name));
+	sb_printf(out, "\n#include \"rpc/method.h\"\n#include \"rpc/rpc.h\"\n#include \"util/error.h\"\n\n#include \"%s.pb-c.h\"\n",
+		  f->stem);
+	for (size_t s = 0; s < f->service_count; s++)
+		emit_service_decls(&f->services[s], out);
+	sb_append(out, "\n#endif\n");
+	if (sb_failed(&name))
+		out->failed = true;
+	sb_release(&name);
+}
+
+static void emit_service_table(const struct cg_service *svc, struct strbuf *out)
+{
+	const char *p = svc->prefix;
+
+	for (size_t i = 0; i < svc->method_count; i++) {
+		const struct cg_method *md = &svc->methods[i];
+		sb_printf(out,
+			  "\nstatic int %s_%s_trampoline(struct rpc_ctx *ctx, rpc_any_fn fn, const ProtobufCMessage *req, void *out)\n"
+			  "{\n"
+			  "\t%s_%s_fn typed = (%s_%s_fn)fn;\n\n",
+			  p, md->snake, p, md->snake, p, md->snake);
+		if (md->kind == CG_UNARY)
+			sb_printf(out, "\treturn typed(ctx, (const %s *)req, (%s *)out);\n}\n", md->in->c_name,
+				  md->out->c_name);
+		else
+			sb_printf(out, "\treturn typed(ctx, (const %s *)req, (struct rpc_stream *)out);\n}\n",
+				  md->in->c_name);
+	}
+
+	if (svc->method_count > 0) {
+		sb_printf(out, "\nstatic const struct rpc_method %s_methods[%zu] = {\n", p, svc->method_count);
+		for (size_t i = 0; i < svc->method_count; i++) {
+			const struct cg_method *md = &svc->methods[i];
+			sb_append(out, "\t{\n\t\t.path = ");
+			comment_c_string(out, md->path);
+			sb_append(out, ",\n\t\t.name = ");
+			comment_c_string(out, md->name);
+			sb_append(out, ",\n\t\t.summary = ");
+			comment_c_string(out, md->summary);
+			sb_printf(out,
+				  ",\n\t\t.kind = %s,\n\t\t.input = &%s,\n\t\t.output = &%s,\n"
+				  "\t\t.trampoline = %s_%s_trampoline,\n\t},\n",
+				  kind_enum(md->kind), md->in->descriptor, md->out->descriptor, p, md->snake);
+		}
+		sb_append(out, "};\n");
+	}
+
+	sb_printf(out, "\nconst struct rpc_service_desc %s_desc = {\n\t.name = ", p);
+	comment_c_string(out, svc->full_name);
+	if (svc->method_count > 0)
+		sb_printf(out, ",\n\t.method_count = %zu,\n\t.methods = %s_methods,\n};\n", svc->method_count, p);
+	else
+		sb_append(out, ",\n\t.method_count = 0,\n\t.methods = NULL,\n};\n");
+}
+
+void emit_server_source(const struct cg_file *f, struct strbuf *out)
+{
+	sb_printf(out,
+		  "/*\n"
+		  " * Server tables for %s (see the header).\n"
+		  " * Generated by protoc-gen-mon. Do not edit.\n"
+		  " */\n"
+		  "#include \"%s.mon-server.h\"\n\n#include <stddef.h>\n",
+		  f->proto->name, f->stem);
+	for (size_t s = 0; s < f->service_count; s++)
+		emit_service_table(&f->services[s], out);
+}
