@@ -1135,12 +1135,6 @@ void rpc_server_destroy(struct rpc_server *srv)
 	if (srv->server) {
 		if (srv->started && !atomic_load(&srv->shutting_down))
 			rpc_server_shutdown(srv, 0);
-		if (!srv->started) {
-			static int tag;
-			atomic_store(&srv->shutting_down, true);
-			grpc_server_shutdown_and_notify(srv->server, srv->shutdown_cq, &tag);
-			grpc_completion_queue_pluck(srv->shutdown_cq, &tag, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
-		}
 		grpc_server_destroy(srv->server);
 	}
 	for (int i = 0; srv->cqs && i < srv->cq_count; i++) {

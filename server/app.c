@@ -1,0 +1,126 @@
+/*
+ * Wiring of the services into the RPC server and the database monitor that
+ * drives the standard health service: every monitoring.v1 service is
+ * NOT_SERVING until the migrations are applied, and again whenever the
+ * database stops answering; SERVING once it answers again. RPCs meanwhile
+ * get UNAVAILABLE from the data layer, and the pool reconnects by itself.
+ */
+#include "app.h"
+
+#include <string.h>
+#include <time.h>
+
+#include "mon_services.h"
+#include "rpc/method.h"
+#include "util/log.h"
+
+#define MONITOR_INTERVAL_MS 1000
+#define PING_TIMEOUT_MS 2000
+
+static bool is_monitoring_service(const struct rpc_service_desc *d)
+{
+	return strncmp(d->name, "monitoring.", 11) == 0;
+}
+
+int app_bind_services(struct app *app, struct mon_error *err)
+{
+	for (size_t i = 0; i < mon_all_services_count; i++) {
+		const struct rpc_service_desc *d = mon_all_services[i];
+		if (!is_monitoring_service(d))
+			continue; /* the runtime serves the standard services itself */
+		int rc = rpc_server_bind(app->rpc, d, NULL, app, 0, err);
+		if (rc != 0)
+			return rc;
+	}
+	return 0;
+}
+
+static void set_health(struct app *app, enum rpc_health_status status)
+{
+	rpc_health_set(app->rpc, "", status);
+	for (size_t i = 0; i < mon_all_services_count; i++)
+		if (is_monitoring_service(mon_all_services[i]))
+			rpc_health_set(app->rpc, mon_all_services[i]->name, status);
+}
+
+/* Waits up to ms or until stop is requested; returns true when stopping. */
+static bool monitor_wait(struct app *app, int ms)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += ms / 1000;
+	ts.tv_nsec += (long)(ms % 1000) * 1000000L;
+	if (ts.tv_nsec >= 1000000000L) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000L;
+	}
+	pthread_mutex_lock(&app->monitor_lock);
+	while (!app->monitor_stop) {
+		if (pthread_cond_timedwait(&app->monitor_cond, &app->monitor_lock, &ts) != 0)
+			break;
+	}
+	bool stop = app->monitor_stop;
+	pthread_mutex_unlock(&app->monitor_lock);
+	return stop;
+}
+
+static void *monitor_main(void *arg)
+{
+	struct app *app = arg;
+	bool reported_down = false;
+	do {
+		struct mon_error err = {0};
+		if (!atomic_load(&app->migrated)) {
+			if (db_migrate(app->pool, &err) == 0) {
+				atomic_store(&app->migrated, true);
+				log_info("msg=\"database schema is up to date\"");
+			} else {
+				if (!reported_down)
+					log_warn("msg=\"could not apply migrations, retrying\" error=\"%s\"", err.msg);
+				reported_down = true;
+				if (err.code == MON_EPRECOND)
+					log_error("msg=\"migrations refused: %s\"", err.msg);
+				continue;
+			}
+		}
+		int rc = db_pool_ping(app->pool, PING_TIMEOUT_MS, &err);
+		bool up = rc == 0 || rc == MON_ELIMIT; /* a busy pool is not a down database */
+		bool was = atomic_exchange(&app->db_ready, up);
+		if (up != was || !reported_down) {
+			if (up)
+				log_info("msg=\"database is reachable\"");
+			else
+				log_warn("msg=\"database is unreachable\" error=\"%s\"", err.msg);
+			set_health(app, up ? RPC_HEALTH_SERVING : RPC_HEALTH_NOT_SERVING);
+		}
+		reported_down = true;
+	} while (!monitor_wait(app, MONITOR_INTERVAL_MS));
+	return NULL;
+}
+
+int app_monitor_start(struct app *app, struct mon_error *err)
+{
+	pthread_mutex_init(&app->monitor_lock, NULL);
+	pthread_cond_init(&app->monitor_cond, NULL);
+	atomic_init(&app->db_ready, false);
+	atomic_init(&app->migrated, false);
+	set_health(app, RPC_HEALTH_NOT_SERVING);
+	if (pthread_create(&app->monitor, NULL, monitor_main, app) != 0)
+		return mon_error_set(err, MON_EINTERNAL, "could not start the database monitor");
+	app->has_monitor = true;
+	return 0;
+}
+
+void app_monitor_stop(struct app *app)
+{
+	if (!app->has_monitor)
+		return;
+	pthread_mutex_lock(&app->monitor_lock);
+	app->monitor_stop = true;
+	pthread_cond_broadcast(&app->monitor_cond);
+	pthread_mutex_unlock(&app->monitor_lock);
+	pthread_join(app->monitor, NULL);
+	app->has_monitor = false;
+	pthread_mutex_destroy(&app->monitor_lock);
+	pthread_cond_destroy(&app->monitor_cond);
+}
