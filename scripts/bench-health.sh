@@ -217,8 +217,12 @@ PY
   echo "grpc status OK, SERVING"
 }
 
-note "reference: $(check_serving "$REF_ADDR")"
-[ "$HAVE_MONITORD" = 0 ] || note "$SECOND_NAME: $(check_serving "$MON_ADDR")"
+verdict=$(check_serving "$REF_ADDR") || die "reference: the health check failed"
+note "reference: $verdict"
+if [ "$HAVE_MONITORD" = 1 ]; then
+  verdict=$(check_serving "$MON_ADDR") || die "$SECOND_NAME: the health check failed"
+  note "$SECOND_NAME: $verdict"
+fi
 
 # --- load ------------------------------------------------------------------
 
