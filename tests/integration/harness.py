@@ -1,0 +1,162 @@
+"""Test harness: starts a real monitord against a real PostgreSQL and gives
+tests independent python3-grpcio clients for it.
+
+Environment (set by ctest, see tests/CMakeLists.txt):
+  MON_TEST_DATABASE  conninfo of the shared throwaway cluster
+  MON_BUILD_DIR      build tree holding bin/monitord
+  MON_SOURCE_DIR     source tree (scripts/pgtmp.sh, protos)
+"""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+
+import grpc
+
+SOURCE_DIR = os.environ.get("MON_SOURCE_DIR", os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..")))
+BUILD_DIR = os.environ.get("MON_BUILD_DIR", os.path.join(SOURCE_DIR, "build"))
+MONITORD = os.path.join(BUILD_DIR, "bin", "monitord")
+PGTMP = os.path.join(SOURCE_DIR, "scripts", "pgtmp.sh")
+
+
+def _generate_stubs():
+    """Generates python modules for the standard health and reflection protos."""
+    out = tempfile.mkdtemp(prefix="mon-pystubs-")
+    flat = os.path.join(out, "protos")
+    os.makedirs(flat)
+    # A flat copy, so the generated modules do not shadow the grpc package.
+    shutil.copy("/usr/share/grpc-proto/grpc/health/v1/health.proto", os.path.join(flat, "health.proto"))
+    shutil.copy("/usr/share/grpc-proto/grpc/reflection/v1/reflection.proto", os.path.join(flat, "reflection.proto"))
+    shutil.copy("/usr/share/grpc-proto/grpc/reflection/v1alpha/reflection.proto",
+                os.path.join(flat, "reflection_v1alpha.proto"))
+    subprocess.run([sys.executable, "-m", "grpc_tools.protoc", "-I", flat, "--python_out", out,
+                    "--grpc_python_out", out, "health.proto", "reflection.proto", "reflection_v1alpha.proto"],
+                   check=True)
+    sys.path.insert(0, out)
+    return out
+
+
+STUB_DIR = _generate_stubs()
+import health_pb2  # noqa: E402
+import health_pb2_grpc  # noqa: E402
+import reflection_pb2  # noqa: E402
+import reflection_pb2_grpc  # noqa: E402
+import reflection_v1alpha_pb2  # noqa: E402
+import reflection_v1alpha_pb2_grpc  # noqa: E402
+
+
+def psql(conninfo, sql):
+    subprocess.run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", conninfo, "-c", sql], check=True,
+                   stdout=subprocess.DEVNULL)
+
+
+def fresh_database(prefix):
+    """Creates an empty database on the shared cluster; returns its conninfo."""
+    base = os.environ["MON_TEST_DATABASE"]
+    name = "%s_%d_%d" % (prefix, os.getpid(), int(time.time() * 1000) % 1000000)
+    psql(base, "CREATE DATABASE %s" % name)
+    parts = [p for p in base.split() if not p.startswith("dbname=")]
+    return " ".join(parts + ["dbname=" + name])
+
+
+class PrivateCluster:
+    """A PostgreSQL cluster of the test's own, for outage tests."""
+
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix="mon-pg-")
+        os.chmod(self.dir, 0o755)
+        self.start()
+        self.conninfo = "host=%s user=postgres dbname=postgres" % self.dir
+
+    def start(self):
+        subprocess.run([PGTMP, "start", self.dir], check=True, stdout=subprocess.DEVNULL)
+
+    def stop(self):
+        subprocess.run([PGTMP, "stop", self.dir], check=True, stdout=subprocess.DEVNULL)
+
+    def destroy(self):
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class Monitord:
+    """A monitord process on an ephemeral loopback port."""
+
+    def __init__(self, database, extra_args=()):
+        self.tmp = tempfile.mkdtemp(prefix="mon-srv-")
+        self.port_file = os.path.join(self.tmp, "port")
+        self.log_path = os.path.join(self.tmp, "monitord.log")
+        self.log = open(self.log_path, "w")
+        args = [MONITORD, "--listen", "127.0.0.1:0", "--port-file", self.port_file, "--database", database,
+                "--log-level", "info"] + list(extra_args)
+        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.time() + 60
+        while not os.path.exists(self.port_file):
+            if self.proc.poll() is not None:
+                raise RuntimeError("monitord exited with %d:\n%s" % (self.proc.returncode, self.read_log()))
+            if time.time() > deadline:
+                raise RuntimeError("monitord did not start:\n" + self.read_log())
+            time.sleep(0.05)
+        with open(self.port_file) as f:
+            self.address = f.read().strip()
+        self.channel = grpc.insecure_channel(self.address)
+
+    def read_log(self):
+        self.log.flush()
+        with open(self.log_path) as f:
+            return f.read()
+
+    def health(self):
+        return health_pb2_grpc.HealthStub(self.channel)
+
+    def wait_serving(self, service="", timeout=30):
+        deadline = time.time() + timeout
+        last = None
+        while time.time() < deadline:
+            try:
+                last = self.health().Check(health_pb2.HealthCheckRequest(service=service), timeout=2).status
+                if last == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError as e:
+                last = e.code()
+            time.sleep(0.1)
+        raise AssertionError("service %r not SERVING after %ss (last: %s)" % (service, timeout, last))
+
+    def stop(self, sig=signal.SIGTERM, timeout=60):
+        """Stops the server; returns its exit code."""
+        self.channel.close()
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                raise AssertionError("monitord did not stop within %ss:\n%s" % (timeout, self.read_log()))
+        self.log.close()
+        return self.proc.returncode
+
+    def assert_clean_exit(self, test):
+        code = self.stop()
+        log = self.read_log()
+        test.assertEqual(code, 0, "monitord exit code %d, log:\n%s" % (code, log[-6000:]))
+        test.assertNotIn("ERROR: AddressSanitizer", log)
+        test.assertNotIn("runtime error:", log)
+
+
+def raw_unary(channel, method):
+    """A unary callable that sends and returns raw bytes."""
+    return channel.unary_unary(method, request_serializer=lambda b: b, response_deserializer=lambda b: b)
+
+
+def raw_stream(channel, method):
+    return channel.unary_stream(method, request_serializer=lambda b: b, response_deserializer=lambda b: b)
+
+
+def main():
+    unittest.main(verbosity=2)
