@@ -7,7 +7,18 @@
  * calls declared here. No gRPC type appears in this API.
  *
  * Messages are protobuf-c structs. A response returned by a stub belongs to
- * the caller, who frees it with mon_message_free.
+ * the caller, who frees it with mon_message_free. Requests stay the
+ * caller's; the library only reads them during the call.
+ *
+ * Return values: 0 on success; a negative code on failure, with the
+ * mon_status (when given) holding the gRPC status code and message, which
+ * are what to branch on. Failures seen on the client side (a file that cannot
+ * be read, bad options, a reply that cannot be decoded) are reported with the
+ * gRPC code a client reports for them (INVALID_ARGUMENT, INTERNAL, ...).
+ *
+ * Threads: a mon_client may be shared by any number of threads, calls run
+ * concurrently. A mon_stream belongs to one thread at a time. The library
+ * initialises gRPC itself, once per open client.
  */
 #ifndef MONITORING_CLIENT_H
 #define MONITORING_CLIENT_H
@@ -43,50 +54,75 @@ typedef struct mon_client_options {
 	const char *tls_key_file;
 	const char *api_key;      /* sent as "authorization: Bearer <key>" when set */
 	int64_t default_timeout_ms; /* deadline for calls whose options set none; 0: 30000 */
+	const char *authority;    /* overrides :authority and the name checked in the server's
+				     certificate (connecting by address to "monitord.internal"); may be NULL */
 } mon_client_options;
 
 typedef struct mon_call_options {
-	int64_t timeout_ms;             /* 0: the client's default */
+	int64_t timeout_ms;             /* unary: 0 the client's default, < 0 none; streams: 0 none */
 	const char *request_id;         /* sent as x-request-id when set */
 } mon_call_options;
 
 /*
- * Connects lazily to opts->target. Returns 0 and *out, or a negative code
- * with status->message saying what was wrong. Free with mon_client_close.
+ * Connects lazily to opts->target (nothing is sent before the first call).
+ * Reads the TLS files now. Returns 0 and *out, or a negative code with
+ * status (may be NULL) saying what was wrong, naming the option or file.
+ * The options are copied: opts may be freed after the call. The caller owns
+ * *out and frees it with mon_client_close.
  */
 MON_API int mon_client_open(const mon_client_options *opts, mon_client **out, mon_status *status);
 
-/* Fills opts from MONITORD_TARGET, MONITORD_API_KEY, MONITORD_TLS_CA, MONITORD_TLS_CERT, MONITORD_TLS_KEY. */
+/*
+ * Sets the fields of opts whose variable is set and not empty:
+ * MONITORD_TARGET, MONITORD_API_KEY, MONITORD_TLS_CA, MONITORD_TLS_CERT,
+ * MONITORD_TLS_KEY. Other fields are left as they are, so a caller zeroes
+ * opts first and overrides from its own flags after. The strings point into
+ * the environment: do not free them, and copy them before changing it.
+ */
 MON_API void mon_client_options_from_env(mon_client_options *opts);
 
-/* Closes the connection; accepts NULL. Streams must be closed first. */
+/* Closes the connection and frees client; accepts NULL. Its streams must be closed first. */
 MON_API void mon_client_close(mon_client *client);
 
 /*
  * Generic unary call used by the generated stubs: sends req to method path
- * ("/monitoring.v1.AlertsService/ListAlerts") and on success stores the
- * reply in *resp (free with mon_message_free). Returns 0 or a negative code;
- * status (may be NULL) gets the gRPC status either way.
+ * ("/monitoring.v1.AlertsService/ListAlerts") with the client's api key and
+ * opts->request_id as metadata, and on success stores the reply, decoded
+ * with resp_desc, in *resp (free with mon_message_free; resp may be NULL to
+ * discard it). opts may be NULL. Returns 0 or a negative code, *resp then
+ * NULL; status (may be NULL) gets the gRPC status either way.
  */
 MON_API int mon_call_unary(mon_client *client, const char *path, const ProtobufCMessage *req,
 			   const ProtobufCMessageDescriptor *resp_desc, ProtobufCMessage **resp,
 			   const mon_call_options *opts, mon_status *status);
 
 /*
- * Generic server-streaming call: opens the stream (the deadline in opts, if
- * any, bounds the whole stream; 0 means none for streams).
+ * Generic server-streaming call: sends req to method path and returns the
+ * open stream in *out (owned by the caller, freed with mon_stream_close).
+ * The deadline in opts, if any, bounds the whole stream; 0 means none for
+ * streams. A server that cannot be reached fails here (UNAVAILABLE).
+ * Returns 0 or a negative code with status (may be NULL) filled.
  */
 MON_API int mon_stream_open(mon_client *client, const char *path, const ProtobufCMessage *req,
 			    const ProtobufCMessageDescriptor *resp_desc, const mon_call_options *opts,
 			    mon_stream **out, mon_status *status);
 
 /*
- * Waits up to wait_ms (< 0: no limit) for the next message. Returns 1 and
- * *msg (free with mon_message_free), 0 when the server ended the stream with
- * OK, MON_STREAM_TIMEOUT when wait_ms passed (the stream stays open), or
- * another negative code with status filled when the stream failed.
+ * Returned by mon_stream_next when wait_ms passed with no message. It is
+ * distinct from every failure, including a stream whose own deadline passed
+ * (that one ends the stream with DEADLINE_EXCEEDED).
  */
-#define MON_STREAM_TIMEOUT (-9)
+#define MON_STREAM_TIMEOUT (-100)
+
+/*
+ * Waits up to wait_ms (< 0: no limit; 0: only poll) for the next message.
+ * Returns 1 and *msg (free with mon_message_free; msg may be NULL to
+ * discard it), 0 when the server ended the stream with OK,
+ * MON_STREAM_TIMEOUT when wait_ms passed (the stream stays open and no
+ * message is lost), or another negative code with status (may be NULL)
+ * filled when the stream failed. Once the stream has ended, further calls
+ * return the same outcome.
+ */
 MON_API int mon_stream_next(mon_stream *stream, ProtobufCMessage **msg, int64_t wait_ms, mon_status *status);
 
 /* Cancels the stream if still open and frees it; accepts NULL. */
@@ -95,7 +131,7 @@ MON_API void mon_stream_close(mon_stream *stream);
 /* Frees a message returned by this library; accepts NULL. */
 MON_API void mon_message_free(ProtobufCMessage *msg);
 
-/* "OK", "INVALID_ARGUMENT", ... for a gRPC status code. */
+/* "OK", "INVALID_ARGUMENT", ... for a gRPC status code; "UNKNOWN" when out of range. Never NULL. */
 MON_API const char *mon_status_code_name(int code);
 
 #ifdef __cplusplus

@@ -1,0 +1,39 @@
+# Tests of the client side: the RPC runtime's client (test_client_rpc) and
+# libmonitoring's public API (test_client_lib), both against a python3-grpcio
+# health server; the JSON transcoder of monctl (test_client_json); monctl's
+# command line against the same server (test_client_monctl); and the
+# symbols libmonitoring.so exports (test_client_exports).
+if(TARGET monitoring_static)
+  set(mon_client_test_server ${CMAKE_CURRENT_LIST_DIR}/test_client_health_server.py)
+  execute_process(COMMAND /usr/bin/python3 -c "import grpc, grpc_tools.protoc"
+    RESULT_VARIABLE mon_client_has_grpcio OUTPUT_QUIET ERROR_QUIET)
+
+  if(mon_client_has_grpcio EQUAL 0)
+    mon_add_unit_test(NAME test_client_rpc SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_client_rpc.c
+      LIBS monitoring_static Threads::Threads)
+    target_compile_definitions(test_client_rpc PRIVATE MON_TEST_HEALTH_SERVER="${mon_client_test_server}")
+
+    mon_add_unit_test(NAME test_client_lib SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_client_lib.c
+      LIBS monitoring Threads::Threads)
+    target_compile_definitions(test_client_lib PRIVATE MON_TEST_HEALTH_SERVER="${mon_client_test_server}")
+
+    if(TARGET monctl)
+      add_test(NAME test_client_monctl
+        COMMAND /bin/sh ${CMAKE_CURRENT_LIST_DIR}/test_client_monctl.sh $<TARGET_FILE:monctl> ${mon_client_test_server})
+      set_tests_properties(test_client_monctl PROPERTIES LABELS unit TIMEOUT 120)
+    endif()
+  else()
+    message(STATUS "python3-grpcio or python3-grpc-tools missing: client tests against a server are skipped")
+  endif()
+
+  if(TARGET monctl)
+    mon_add_unit_test(NAME test_client_json
+      SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_client_json.c ${CMAKE_SOURCE_DIR}/clients/cli/json.c
+      LIBS mon_proto PkgConfig::JANSSON PkgConfig::PROTOBUFC)
+    target_include_directories(test_client_json PRIVATE ${CMAKE_SOURCE_DIR}/clients/cli)
+  endif()
+
+  add_test(NAME test_client_exports
+    COMMAND /bin/sh ${CMAKE_CURRENT_LIST_DIR}/test_client_exports.sh $<TARGET_FILE:monitoring>)
+  set_tests_properties(test_client_exports PROPERTIES LABELS unit TIMEOUT 60)
+endif()
