@@ -1,0 +1,45 @@
+/*
+ * Fuzz target: request bytes as every method of every service would decode
+ * them (protobuf-c into a capped call arena, the server's exact path), then
+ * re-encoded. Untrusted bytes must never crash or overrun the arena cap.
+ */
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+#include "mon_services.h"
+#include "rpc/method.h"
+#include "util/arena.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	if (size == 0)
+		return 0;
+	/* The first byte picks the method, the rest is the request. */
+	size_t total = 0;
+	for (size_t i = 0; i < mon_all_services_count; i++)
+		total += mon_all_services[i]->method_count;
+	size_t pick = data[0] % total;
+	const struct rpc_method *m = NULL;
+	for (size_t i = 0; i < mon_all_services_count && m == NULL; i++) {
+		if (pick < mon_all_services[i]->method_count)
+			m = &mon_all_services[i]->methods[pick];
+		else
+			pick -= mon_all_services[i]->method_count;
+	}
+	struct arena *a = arena_create(1024 * 1024);
+	if (a == NULL)
+		return 0;
+	ProtobufCAllocator alloc = arena_protobuf_allocator(a);
+	ProtobufCMessage *msg = protobuf_c_message_unpack(m->input, &alloc, size - 1, data + 1);
+	if (msg != NULL) {
+		size_t len = protobuf_c_message_get_packed_size(msg);
+		uint8_t *out = arena_alloc(a, len ? len : 1);
+		if (out != NULL && protobuf_c_message_pack(msg, out) != len)
+			abort();
+	}
+	arena_destroy(a);
+	return 0;
+}
