@@ -1,0 +1,317 @@
+/*
+ * The connection pool: a fixed number of slots, each holding a libpq
+ * connection that is opened on first use and reopened after it broke. The
+ * pool owns every PGconn; a caller borrows one between db_pool_acquire and
+ * db_pool_release. A mutex and a condition variable guard the slots; the
+ * slow parts (connecting, health checks) run outside the lock.
+ */
+#include "db/db_internal.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "util/log.h"
+
+struct db_pool {
+	char *conninfo;
+	char *application_name;
+	char connect_timeout[16];
+	int size;
+	int connect_timeout_s;
+	pthread_mutex_t mu;
+	pthread_cond_t freed;
+	struct db_conn *conns;
+};
+
+int64_t db_now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/*
+ * Connects without blocking past deadline_ms: PQconnectStartParams and
+ * PQconnectPoll driven by poll(), since libpq's connect_timeout counts whole
+ * seconds per host and ignores the caller's deadline.
+ */
+PGconn *db_connect(const char *conninfo, const char *const *extra_keys, const char *const *extra_values,
+		   int64_t deadline_ms, struct mon_error *err)
+{
+	const char *keys[16];
+	const char *values[16];
+	int n = 0;
+	keys[n] = "dbname";
+	values[n++] = conninfo;
+	keys[n] = "client_encoding";
+	values[n++] = "UTF8";
+	for (int i = 0; extra_keys != NULL && extra_keys[i] != NULL && n < 15; i++) {
+		keys[n] = extra_keys[i];
+		values[n++] = extra_values[i];
+	}
+	keys[n] = NULL;
+	values[n] = NULL;
+
+	PGconn *pg = PQconnectStartParams(keys, values, 1);
+	if (pg == NULL) {
+		mon_error_set(err, MON_ENOMEM, "out of memory opening a database connection");
+		return NULL;
+	}
+	PostgresPollingStatusType st = PGRES_POLLING_WRITING;
+	if (PQstatus(pg) == CONNECTION_BAD)
+		st = PGRES_POLLING_FAILED;
+	while (st != PGRES_POLLING_OK && st != PGRES_POLLING_FAILED) {
+		int64_t left = deadline_ms - db_now_ms();
+		if (left <= 0) {
+			log_warn("msg=\"could not connect to the database\" reason=\"timed out\"");
+			PQfinish(pg);
+			mon_error_set(err, MON_EUNAVAIL, "database unavailable: connection timed out");
+			return NULL;
+		}
+		struct pollfd pfd = {.fd = PQsocket(pg), .events = st == PGRES_POLLING_READING ? POLLIN : POLLOUT};
+		int r = poll(&pfd, 1, left > 1000 ? 1000 : (int)left);
+		if (r < 0 && errno != EINTR) {
+			st = PGRES_POLLING_FAILED;
+			break;
+		}
+		if (r > 0)
+			st = PQconnectPoll(pg);
+	}
+	if (st == PGRES_POLLING_FAILED || PQstatus(pg) != CONNECTION_OK) {
+		const char *msg = PQerrorMessage(pg);
+		log_warn("msg=\"could not connect to the database\" reason=\"%.*s\"", (int)strcspn(msg, "\n"), msg);
+		PQfinish(pg);
+		mon_error_set(err, MON_EUNAVAIL, "database unavailable: could not connect");
+		return NULL;
+	}
+	return pg;
+}
+
+int db_pool_create(const struct db_config *cfg, struct db_pool **out, struct mon_error *err)
+{
+	int rc = 0;
+	struct db_pool *pool = NULL;
+	*out = NULL;
+	if (cfg == NULL || cfg->conninfo == NULL) {
+		rc = mon_error_set(err, MON_EINVAL, "database conninfo: must be set");
+		goto out;
+	}
+	char *parse_err = NULL;
+	PQconninfoOption *opts = PQconninfoParse(cfg->conninfo, &parse_err);
+	if (opts == NULL) {
+		/* parse_err may quote the conninfo, which can hold a password */
+		PQfreemem(parse_err);
+		rc = mon_error_set(err, MON_EINVAL, "database conninfo: cannot be parsed");
+		goto out;
+	}
+	PQconninfoFree(opts);
+
+	pool = calloc(1, sizeof(*pool));
+	if (pool == NULL) {
+		rc = mon_error_set(err, MON_ENOMEM, "out of memory creating the database pool");
+		goto out;
+	}
+	pool->size = cfg->pool_size > 0 ? cfg->pool_size : 8;
+	pool->connect_timeout_s = cfg->connect_timeout_s > 0 ? cfg->connect_timeout_s : 5;
+	snprintf(pool->connect_timeout, sizeof(pool->connect_timeout), "%d", pool->connect_timeout_s);
+	pool->conninfo = strdup(cfg->conninfo);
+	pool->application_name = strdup(cfg->application_name ? cfg->application_name : "monitord");
+	pool->conns = calloc((size_t)pool->size, sizeof(*pool->conns));
+	if (pool->conninfo == NULL || pool->application_name == NULL || pool->conns == NULL) {
+		rc = mon_error_set(err, MON_ENOMEM, "out of memory creating the database pool");
+		goto out;
+	}
+	for (int i = 0; i < pool->size; i++)
+		pool->conns[i].pool = pool;
+	pthread_mutex_init(&pool->mu, NULL);
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&pool->freed, &ca);
+	pthread_condattr_destroy(&ca);
+	*out = pool;
+	pool = NULL;
+out:
+	if (pool != NULL) {
+		free(pool->conninfo);
+		free(pool->application_name);
+		free(pool->conns);
+		free(pool);
+	}
+	return rc;
+}
+
+/* Closes a slot's connection and forgets what was prepared on it. */
+static void conn_close(struct db_conn *c)
+{
+	if (c->pg != NULL)
+		PQfinish(c->pg);
+	c->pg = NULL;
+	for (size_t i = 0; i < c->prepared_n; i++)
+		free(c->prepared[i]);
+	free(c->prepared);
+	c->prepared = NULL;
+	c->prepared_n = 0;
+	c->prepared_cap = 0;
+	db_buf_free(&c->copy_buf);
+	c->is_broken = false;
+	c->is_copying = false;
+}
+
+void db_pool_destroy(struct db_pool *pool)
+{
+	if (pool == NULL)
+		return;
+	for (int i = 0; i < pool->size; i++) {
+		if (pool->conns[i].is_in_use)
+			log_error("msg=\"database pool destroyed with a connection in use\"");
+		conn_close(&pool->conns[i]);
+	}
+	pthread_cond_destroy(&pool->freed);
+	pthread_mutex_destroy(&pool->mu);
+	free(pool->conns);
+	free(pool->conninfo);
+	free(pool->application_name);
+	free(pool);
+}
+
+/*
+ * An idle connection whose server went away (restart, admin shutdown,
+ * network) has usually been told so: its socket is readable. Reading it
+ * here lets acquire replace the connection instead of failing the caller's
+ * first query.
+ */
+static bool conn_looks_alive(struct db_conn *c)
+{
+	if (c->pg == NULL || PQstatus(c->pg) != CONNECTION_OK)
+		return false;
+	struct pollfd pfd = {.fd = PQsocket(c->pg), .events = POLLIN};
+	int r = poll(&pfd, 1, 0);
+	if (r == 0)
+		return true;
+	if (r < 0)
+		return errno == EINTR;
+	if (PQconsumeInput(c->pg) == 0 || PQstatus(c->pg) != CONNECTION_OK)
+		return false;
+	/* stray notifications on a pool connection are dropped */
+	PGnotify *n;
+	while ((n = PQnotifies(c->pg)) != NULL)
+		PQfreemem(n);
+	return true;
+}
+
+static struct timespec deadline_timespec(int64_t deadline_mono_ms)
+{
+	struct timespec ts = {.tv_sec = deadline_mono_ms / 1000, .tv_nsec = (deadline_mono_ms % 1000) * 1000000};
+	return ts;
+}
+
+int db_pool_acquire(struct db_pool *pool, int64_t timeout_ms, struct db_conn **out, struct mon_error *err)
+{
+	int rc = 0;
+	struct db_conn *c = NULL;
+	*out = NULL;
+	if (timeout_ms < 0)
+		timeout_ms = 0;
+	int64_t deadline = db_now_ms() + timeout_ms;
+
+	pthread_mutex_lock(&pool->mu);
+	for (;;) {
+		struct db_conn *idle_closed = NULL;
+		for (int i = 0; i < pool->size; i++) {
+			struct db_conn *s = &pool->conns[i];
+			if (s->is_in_use)
+				continue;
+			if (s->pg != NULL) {
+				c = s;
+				break;
+			}
+			if (idle_closed == NULL)
+				idle_closed = s;
+		}
+		if (c == NULL)
+			c = idle_closed;
+		if (c != NULL)
+			break;
+		if (db_now_ms() >= deadline)
+			break;
+		struct timespec ts = deadline_timespec(deadline);
+		int w = pthread_cond_timedwait(&pool->freed, &pool->mu, &ts);
+		if (w != 0 && w != ETIMEDOUT && w != EINTR)
+			break;
+	}
+	if (c != NULL)
+		c->is_in_use = true;
+	pthread_mutex_unlock(&pool->mu);
+	if (c == NULL) {
+		rc = mon_error_set(err, MON_ELIMIT, "database pool: all %d connections busy", pool->size);
+		goto out;
+	}
+
+	if (c->pg != NULL && !conn_looks_alive(c)) {
+		log_info("msg=\"replacing a broken database connection\"");
+		conn_close(c);
+	}
+	if (c->pg == NULL) {
+		int64_t connect_deadline = db_now_ms() + (int64_t)pool->connect_timeout_s * 1000;
+		if (timeout_ms > 0 && deadline < connect_deadline)
+			connect_deadline = deadline;
+		if (connect_deadline <= db_now_ms())
+			connect_deadline = db_now_ms() + 1000; /* a free slot with no time left: one short try */
+		static const char *const keys[] = {"application_name", "connect_timeout", "keepalives",
+						   "keepalives_idle", NULL};
+		const char *values[] = {pool->application_name, pool->connect_timeout, "1", "30", NULL};
+		c->pg = db_connect(pool->conninfo, keys, values, connect_deadline, err);
+		if (c->pg == NULL) {
+			rc = err != NULL ? err->code : MON_EUNAVAIL;
+			db_pool_release(pool, c);
+			c = NULL;
+			goto out;
+		}
+	}
+	c->had_retryable = false;
+	*out = c;
+out:
+	return rc;
+}
+
+void db_pool_release(struct db_pool *pool, struct db_conn *conn)
+{
+	if (conn == NULL)
+		return;
+	if (conn->pg != NULL && !conn->is_broken) {
+		PGTransactionStatusType ts = PQtransactionStatus(conn->pg);
+		if (ts == PQTRANS_INTRANS || ts == PQTRANS_INERROR) {
+			/* a caller that forgot to finish its transaction */
+			PGresult *r = PQexec(conn->pg, "ROLLBACK");
+			if (PQresultStatus(r) != PGRES_COMMAND_OK)
+				conn->is_broken = true;
+			PQclear(r);
+		} else if (ts != PQTRANS_IDLE) {
+			conn->is_broken = true; /* mid-COPY or mid-query: not reusable */
+		}
+	}
+	if (conn->is_broken || (conn->pg != NULL && PQstatus(conn->pg) != CONNECTION_OK))
+		conn_close(conn);
+	pthread_mutex_lock(&pool->mu);
+	conn->is_in_use = false;
+	pthread_cond_signal(&pool->freed);
+	pthread_mutex_unlock(&pool->mu);
+}
+
+int db_pool_ping(struct db_pool *pool, int64_t timeout_ms, struct mon_error *err)
+{
+	struct db_conn *c = NULL;
+	int rc = db_pool_acquire(pool, timeout_ms, &c, err);
+	if (rc != 0)
+		goto out;
+	rc = db_exec(c, "SELECT 1", 0, NULL, NULL, err);
+out:
+	db_pool_release(pool, c);
+	return rc;
+}
