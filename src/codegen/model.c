@@ -114,7 +114,12 @@ const char *cg_file_c_package(struct cg_model *m, const Google__Protobuf__FileDe
 		const ProtobufCMessageUnknownField *u = &opts->base.unknown_fields[i];
 		if (u->tag != PB_C_FILE_FIELD || u->wire_type != PROTOBUF_C_WIRE_TYPE_LENGTH_PREFIXED)
 			continue;
-		if (find_string_field(u->data, u->len, PB_C_C_PACKAGE_FIELD, &s, &s_len))
+		/* protobuf-c keeps the length prefix in an unknown field's data. */
+		const uint8_t *p = u->data, *end = u->data + u->len;
+		uint64_t n;
+		if (!read_varint(&p, end, &n) || n != (uint64_t)(end - p))
+			continue;
+		if (find_string_field(p, (size_t)n, PB_C_C_PACKAGE_FIELD, &s, &s_len))
 			found = true;
 	}
 	if (!found)
