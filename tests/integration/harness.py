@@ -107,7 +107,8 @@ class Monitord:
         self.channel = grpc.insecure_channel(self.address)
 
     def read_log(self):
-        self.log.flush()
+        if not self.log.closed:
+            self.log.flush()
         with open(self.log_path) as f:
             return f.read()
 

@@ -217,7 +217,7 @@ class Lifecycle(unittest.TestCase):
         log = srv.read_log()
         self.assertEqual(srv.proc.returncode, 0, log[-4000:])
         self.assertNotIn("AddressSanitizer", log)
-        self.assertIn("msg=stopped", log)
+        self.assertIn('msg="stopped"', log)
 
     def test_database_outage_and_recovery(self):
         cluster = harness.PrivateCluster()
