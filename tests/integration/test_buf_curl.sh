@@ -61,9 +61,9 @@ done
 check "list-services has grpc.health.v1.Health" echo "$services" '^grpc\.health\.v1\.Health$'
 check "list-services via v1alpha" curl_grpc --reflect-protocol grpc-v1alpha --list-services "$url" \
 	'^monitoring\.v1\.AlertsService$'
-check "list-methods has WatchAlerts" curl_grpc --list-methods "$url/monitoring.v1.AlertsService" \
+check "list-methods has WatchAlerts" curl_grpc --list-methods "$url" \
 	'^monitoring\.v1\.AlertsService/WatchAlerts$'
-check "list-methods has RecordMetrics" curl_grpc --list-methods "$url/monitoring.v1.MetricsService" \
+check "list-methods has RecordMetrics" curl_grpc --list-methods "$url" \
 	'^monitoring\.v1\.MetricsService/RecordMetrics$'
 check "health check without a proto file" curl_grpc -d '{"service":""}' "$url/grpc.health.v1.Health/Check" \
 	'"status": *"SERVING"'
