@@ -37,6 +37,8 @@ int app_bind_services(struct app *app, struct mon_error *err)
 
 static void set_health(struct app *app, enum rpc_health_status status)
 {
+	log_info("msg=\"health of the server and every monitoring.v1 service\" status=%s",
+		 status == RPC_HEALTH_SERVING ? "SERVING" : "NOT_SERVING");
 	rpc_health_set(app->rpc, "", status);
 	for (size_t i = 0; i < mon_all_services_count; i++)
 		if (is_monitoring_service(mon_all_services[i]))
@@ -67,7 +69,7 @@ static bool monitor_wait(struct app *app, int ms)
 static void *monitor_main(void *arg)
 {
 	struct app *app = arg;
-	bool reported_down = false;
+	bool logged_once = false;
 	do {
 		struct mon_error err = {0};
 		if (!atomic_load(&app->migrated)) {
@@ -75,9 +77,9 @@ static void *monitor_main(void *arg)
 				atomic_store(&app->migrated, true);
 				log_info("msg=\"database schema is up to date\"");
 			} else {
-				if (!reported_down)
+				if (!logged_once)
 					log_warn("msg=\"could not apply migrations, retrying\" error=\"%s\"", err.msg);
-				reported_down = true;
+				logged_once = true;
 				if (err.code == MON_EPRECOND)
 					log_error("msg=\"migrations refused: %s\"", err.msg);
 				continue;
@@ -86,14 +88,14 @@ static void *monitor_main(void *arg)
 		int rc = db_pool_ping(app->pool, PING_TIMEOUT_MS, &err);
 		bool up = rc == 0 || rc == MON_ELIMIT; /* a busy pool is not a down database */
 		bool was = atomic_exchange(&app->db_ready, up);
-		if (up != was || !reported_down) {
+		if (up != was || !logged_once) {
 			if (up)
 				log_info("msg=\"database is reachable\"");
 			else
 				log_warn("msg=\"database is unreachable\" error=\"%s\"", err.msg);
 			set_health(app, up ? RPC_HEALTH_SERVING : RPC_HEALTH_NOT_SERVING);
 		}
-		reported_down = true;
+		logged_once = true;
 	} while (!monitor_wait(app, MONITOR_INTERVAL_MS));
 	return NULL;
 }

@@ -109,7 +109,7 @@ void rpc_health_set(struct rpc_server *server, const char *service, enum rpc_hea
 		e->status = RPC_HEALTH_UNKNOWN;
 	}
 	if (e->status != status)
-		log_info("msg=\"health status changed\" service=\"%s\" status=%s", service,
+		log_debug("msg=\"health status changed\" service=\"%s\" status=%s", service,
 			 status == RPC_HEALTH_SERVING ? "SERVING" : status == RPC_HEALTH_NOT_SERVING ? "NOT_SERVING" : "UNKNOWN");
 	e->status = status;
 	notify_locked(h);

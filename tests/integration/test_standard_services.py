@@ -64,8 +64,10 @@ class StandardServices(unittest.TestCase):
 
     @classmethod
     def tearDownClass(cls):
-        if cls.srv.proc.poll() is None:
-            cls.srv.stop()
+        code = cls.srv.stop()
+        log = cls.srv.read_log()
+        if code != 0 or "AddressSanitizer" in log or "runtime error:" in log:
+            raise AssertionError("monitord did not exit cleanly (%d):\n%s" % (code, log[-6000:]))
 
     def assert_still_serving(self):
         resp = self.srv.health().Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
