@@ -22,6 +22,9 @@
 #include "model.h"
 #include "strbuf.h"
 
+/* Appends "#ifndef G\n#define G\n" for the include guard G of file_name. */
+void emit_include_guard(struct strbuf *out, const char *file_name);
+
 void emit_server_header(const struct cg_file *f, struct strbuf *out);
 void emit_server_source(const struct cg_file *f, struct strbuf *out);
 

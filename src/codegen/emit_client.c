@@ -13,19 +13,6 @@
 
 #include "comment.h"
 #include "emit.h"
-#include "naming.h"
-
-static void guard_open(struct strbuf *out, const char *file_name)
-{
-	char *guard = naming_include_guard(file_name);
-
-	if (guard == NULL) {
-		out->failed = true;
-		return;
-	}
-	sb_printf(out, "#ifndef %s\n#define %s\n", guard, guard);
-	free(guard);
-}
 
 /* The proto comment of a method, then what the stub does. */
 static void doc_open(const struct cg_service *svc, const struct cg_method *md, struct strbuf *out)
@@ -97,7 +84,7 @@ void emit_client_header(const struct cg_file *f, struct strbuf *out)
 		  f->proto->name,
 		  stubs ? "" : "\n * Its methods all stream from the client, which the library does not\n"
 			       " * support: this header declares nothing.");
-	guard_open(out, sb_str(&name));
+	emit_include_guard(out, sb_str(&name));
 	sb_printf(out,
 		  "\n#include <stdint.h>\n\n#include <monitoring/client.h>\n\n#include \"%s.pb-c.h\"\n\n"
 		  "#ifdef __cplusplus\nextern \"C\" {\n#endif\n",

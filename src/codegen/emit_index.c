@@ -9,19 +9,28 @@
 #include "emit.h"
 #include "naming.h"
 
-static void guard_open(struct strbuf *out, const char *stem)
+void emit_include_guard(struct strbuf *out, const char *file_name)
 {
-	struct strbuf name = STRBUF_INIT;
+	char *guard = naming_include_guard(file_name);
 
-	sb_printf(&name, "%s.h", stem);
-	char *guard = sb_failed(&name) ? NULL : naming_include_guard(sb_str(&name));
-	sb_release(&name);
 	if (guard == NULL) {
 		out->failed = true;
 		return;
 	}
 	sb_printf(out, "#ifndef %s\n#define %s\n", guard, guard);
 	free(guard);
+}
+
+static void guard_open(struct strbuf *out, const char *stem)
+{
+	struct strbuf name = STRBUF_INIT;
+
+	sb_printf(&name, "%s.h", stem);
+	if (sb_failed(&name))
+		out->failed = true;
+	else
+		emit_include_guard(out, sb_str(&name));
+	sb_release(&name);
 }
 
 void emit_index_header(const struct cg_model *m, const char *index_stem, struct strbuf *out)

@@ -137,7 +137,8 @@ fail:
 
 /*
  * Serializes every file of the request as a FileDescriptorSet, without
- * source_code_info. Returns the bytes (free with free) or NULL.
+ * source_code_info (detached from the request while packing, then put
+ * back). Returns the bytes (free with free) or NULL when out of memory.
  */
 static uint8_t *pack_descriptor_set(Google__Protobuf__Compiler__CodeGeneratorRequest *req, size_t *len)
 {
