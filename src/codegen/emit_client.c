@@ -9,8 +9,6 @@
  * mon_<service>_<method>_open / _next for server-streaming ones, both parts
  * in protoc-c's CamelToLower ("mon_alerts_service_list_alerts").
  */
-#include <stdlib.h>
-
 #include "comment.h"
 #include "emit.h"
 
