@@ -156,9 +156,9 @@ static bool bus_listen_pending(struct db_bus *bus)
 		PGresult *res = PQexec(bus->pg, sql);
 		bool is_ok = PQresultStatus(res) == PGRES_COMMAND_OK;
 		if (!is_ok) {
-			const char *msg = PQerrorMessage(bus->pg);
-			log_warn("msg=\"could not listen\" channel=\"%s\" reason=\"%.*s\"", channel,
-				 (int)strcspn(msg, "\n"), msg);
+			char text[512];
+			log_warn("msg=\"could not listen\" channel=\"%s\" reason=\"%s\"", channel,
+				 db_log_text(PQerrorMessage(bus->pg), text, sizeof(text)));
 		}
 		PQclear(res);
 		if (!is_ok)
@@ -234,9 +234,9 @@ static void *bus_main(void *arg)
 		if (r <= 0)
 			continue;
 		if (PQconsumeInput(bus->pg) == 0 || PQstatus(bus->pg) != CONNECTION_OK) {
-			const char *msg = PQerrorMessage(bus->pg);
-			log_warn("msg=\"notification bus lost its connection\" reason=\"%.*s\"", (int)strcspn(msg, "\n"),
-				 msg);
+			char text[512];
+			log_warn("msg=\"notification bus lost its connection\" reason=\"%s\"",
+				 db_log_text(PQerrorMessage(bus->pg), text, sizeof(text)));
 			bus_disconnect(bus);
 			continue;
 		}

@@ -74,6 +74,13 @@ const char *db_code_message(int code);
  */
 int db_result_error(struct db_conn *conn, const PGresult *res, const char *what, struct mon_error *err);
 
+/*
+ * Copies the first line of a server or libpq message into out for a log
+ * line: double quotes become single quotes so logfmt values stay intact.
+ * Returns out.
+ */
+const char *db_log_text(const char *msg, char *out, size_t out_len);
+
 /* Runs a command that returns no rows (simple protocol, may hold several statements). */
 int db_exec_command(struct db_conn *conn, const char *sql, const char *what, struct mon_error *err) MON_MUST_CHECK;
 

@@ -68,12 +68,15 @@ too_long:
 	return mon_error_set(err, MON_ELIMIT, "conninfo: longer than %zu bytes", out_len);
 }
 
-/* Turns newlines into " | " so tool output fits one log line. */
+/* Turns newlines into spaces and double quotes into single ones so tool output fits one log value. */
 static void one_line(char *s)
 {
-	for (char *p = s; *p; p++)
+	for (char *p = s; *p; p++) {
 		if (*p == '\n' || *p == '\r')
 			*p = ' ';
+		else if (*p == '"')
+			*p = '\'';
+	}
 }
 
 /*
@@ -340,9 +343,9 @@ static int create_database(const char *admin_conninfo, struct mon_error *err)
 		const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
 		if (state != NULL && strcmp(state, "42P04") == 0)
 			goto out; /* created by another process meanwhile */
-		const char *msg = PQerrorMessage(pg);
-		log_error("msg=\"could not create database\" name=monitord reason=\"%.*s\"", (int)strcspn(msg, "\n"),
-			  msg);
+		char text[512];
+		log_error("msg=\"could not create database\" name=monitord reason=\"%s\"",
+			  db_log_text(PQerrorMessage(pg), text, sizeof(text)));
 		rc = mon_error_set(err, MON_EINTERNAL, "embedded database: could not create database \"monitord\"");
 		goto out;
 	}

@@ -66,6 +66,17 @@ const char *db_code_message(int code)
 	}
 }
 
+const char *db_log_text(const char *msg, char *out, size_t out_len)
+{
+	size_t o = 0;
+	if (out_len == 0)
+		return out;
+	for (const char *p = msg ? msg : ""; *p && *p != '\n' && o + 1 < out_len; p++)
+		out[o++] = *p == '"' ? '\'' : *p;
+	out[o] = '\0';
+	return out;
+}
+
 int db_result_error(struct db_conn *conn, const PGresult *res, const char *what, struct mon_error *err)
 {
 	bool is_bad = conn->pg == NULL || PQstatus(conn->pg) == CONNECTION_BAD;
@@ -78,10 +89,9 @@ int db_result_error(struct db_conn *conn, const PGresult *res, const char *what,
 		primary = PQerrorMessage(conn->pg);
 	if (primary == NULL)
 		primary = "no message";
-	/* libpq messages end in a newline; the log line must not */
-	int primary_len = (int)strcspn(primary, "\n");
-	log_warn("msg=\"database error\" op=\"%s\" sqlstate=%s code=%s server_msg=\"%.*s\"", what ? what : "query",
-		 sqlstate ? sqlstate : "none", mon_error_name(code), primary_len, primary);
+	char text[512];
+	log_warn("msg=\"database error\" op=\"%s\" sqlstate=%s code=%s server_msg=\"%s\"", what ? what : "query",
+		 sqlstate ? sqlstate : "none", mon_error_name(code), db_log_text(primary, text, sizeof(text)));
 
 	if (is_bad)
 		conn->is_broken = true;

@@ -83,8 +83,9 @@ PGconn *db_connect(const char *conninfo, const char *const *extra_keys, const ch
 			st = PQconnectPoll(pg);
 	}
 	if (st == PGRES_POLLING_FAILED || PQstatus(pg) != CONNECTION_OK) {
-		const char *msg = PQerrorMessage(pg);
-		log_warn("msg=\"could not connect to the database\" reason=\"%.*s\"", (int)strcspn(msg, "\n"), msg);
+		char text[512];
+		log_warn("msg=\"could not connect to the database\" reason=\"%s\"",
+			 db_log_text(PQerrorMessage(pg), text, sizeof(text)));
 		PQfinish(pg);
 		mon_error_set(err, MON_EUNAVAIL, "database unavailable: could not connect");
 		return NULL;

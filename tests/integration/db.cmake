@@ -1,7 +1,11 @@
 # Integration tests of the data layer (src/db) against the throwaway
 # cluster; each program creates and drops its own database.
 set(MON_DB_INTEGRATION_TESTS
-  test_db_migrate)
+  test_db_bus
+  test_db_copy
+  test_db_exec
+  test_db_migrate
+  test_db_tx)
 foreach(name ${MON_DB_INTEGRATION_TESTS})
   add_executable(${name} ${CMAKE_CURRENT_LIST_DIR}/${name}.c)
   target_compile_options(${name} PRIVATE ${MON_C_WARNINGS})

@@ -110,6 +110,13 @@ static inline long test_db_count(struct db_pool *pool, const char *sql)
 	return strtol(buf, NULL, 10);
 }
 
+static inline int64_t db_now_ms_for_tests(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 static inline void test_sleep_ms(long ms)
 {
 	struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000L};

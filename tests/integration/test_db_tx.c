@@ -1,0 +1,167 @@
+/*
+ * db_tx_run against a real server: commit, rollback on error leaves
+ * nothing, the caller's deadline becomes a statement_timeout
+ * (MON_EDEADLINE), serialization failures are retried, and a failed
+ * statement the function ignored does not turn into a silent success.
+ */
+#include "test_db_common.h"
+
+#include <pthread.h>
+
+static struct test_db tdb;
+static struct db_pool *pool;
+
+static int setup(void **state)
+{
+	test_db_create(&tdb, "tx");
+	pool = test_db_pool(tdb.conninfo, 4);
+	test_db_exec(pool, "CREATE TABLE item (id text PRIMARY KEY, n integer NOT NULL DEFAULT 0)");
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	db_pool_destroy(pool);
+	test_db_drop(&tdb);
+	return 0;
+}
+
+static int insert_two(struct db_conn *c, void *arg, struct mon_error *err)
+{
+	const char *const *ids = arg;
+	int rc = db_exec(c, "INSERT INTO item (id) VALUES ($1)", 1, &ids[0], NULL, err);
+	if (rc == 0)
+		rc = db_exec(c, "INSERT INTO item (id) VALUES ($1)", 1, &ids[1], NULL, err);
+	return rc;
+}
+
+static void test_db_tx_commits(void **state)
+{
+	struct mon_error err = {0};
+	const char *ids[2] = {"a", "b"};
+	assert_int_equal(db_tx_run(pool, 5000, insert_two, ids, &err), 0);
+	assert_int_equal(test_db_count(pool, "SELECT count(*) FROM item WHERE id IN ('a', 'b')"), 2);
+	test_db_exec(pool, "DELETE FROM item");
+}
+
+static void test_db_tx_rollback_leaves_nothing(void **state)
+{
+	struct mon_error err = {0};
+	/* the second insert violates the primary key: the first must vanish too */
+	const char *ids[2] = {"x", "x"};
+	assert_int_equal(db_tx_run(pool, 5000, insert_two, ids, &err), MON_EEXIST);
+	assert_int_equal(test_db_count(pool, "SELECT count(*) FROM item"), 0);
+}
+
+static int fail_after_insert(struct db_conn *c, void *arg, struct mon_error *err)
+{
+	const char *id = "y";
+	int rc = db_exec(c, "INSERT INTO item (id) VALUES ($1)", 1, &id, NULL, err);
+	if (rc != 0)
+		return rc;
+	return mon_error_set(err, MON_EPRECOND, "illegal transition");
+}
+
+static void test_db_tx_function_error_rolls_back(void **state)
+{
+	struct mon_error err = {0};
+	assert_int_equal(db_tx_run(pool, 0, fail_after_insert, NULL, &err), MON_EPRECOND);
+	assert_string_equal(err.msg, "illegal transition");
+	assert_int_equal(test_db_count(pool, "SELECT count(*) FROM item"), 0);
+}
+
+static int sleep_long(struct db_conn *c, void *arg, struct mon_error *err)
+{
+	return db_exec(c, "SELECT pg_sleep(5)", 0, NULL, NULL, err);
+}
+
+static void test_db_tx_statement_timeout_is_deadline(void **state)
+{
+	struct mon_error err = {0};
+	int64_t t0 = db_now_ms_for_tests();
+	assert_int_equal(db_tx_run(pool, 300, sleep_long, NULL, &err), MON_EDEADLINE);
+	int64_t took = db_now_ms_for_tests() - t0;
+	assert_true(took < 2000);
+	/* the connection is fine afterwards and the timeout did not leak into it */
+	for (int i = 0; i < 4; i++) {
+		char v[32];
+		test_db_scalar(pool, "SHOW statement_timeout", v, sizeof(v));
+		assert_string_equal(v, "0");
+	}
+}
+
+static int ignore_failure(struct db_conn *c, void *arg, struct mon_error *err)
+{
+	const char *id = "z";
+	if (db_exec(c, "INSERT INTO item (id) VALUES ($1)", 1, &id, NULL, err) != 0)
+		return -1;
+	struct mon_error ignored = {0};
+	if (db_exec(c, "SELECT 1/0", 0, NULL, NULL, &ignored) == 0)
+		return -1;
+	return 0; /* wrongly reports success */
+}
+
+static void test_db_tx_ignored_failure_is_not_success(void **state)
+{
+	struct mon_error err = {0};
+	assert_int_equal(db_tx_run(pool, 5000, ignore_failure, NULL, &err), MON_EINTERNAL);
+	assert_int_equal(test_db_count(pool, "SELECT count(*) FROM item"), 0);
+}
+
+/* Increments item 'ctr' under SERIALIZABLE: concurrent runs conflict with 40001. */
+static int serializable_increment(struct db_conn *c, void *arg, struct mon_error *err)
+{
+	int *attempts = arg;
+	__atomic_add_fetch(attempts, 1, __ATOMIC_SEQ_CST);
+	int rc = db_exec(c, "SET TRANSACTION ISOLATION LEVEL SERIALIZABLE", 0, NULL, NULL, err);
+	if (rc == 0)
+		rc = db_exec(c, "SELECT n FROM item WHERE id = 'ctr'", 0, NULL, NULL, err);
+	if (rc == 0)
+		rc = db_exec(c, "SELECT pg_sleep(0.05)", 0, NULL, NULL, err);
+	if (rc == 0)
+		rc = db_exec(c, "UPDATE item SET n = n + 1 WHERE id = 'ctr'", 0, NULL, NULL, err);
+	return rc;
+}
+
+struct inc_thread {
+	int *attempts;
+	int rc;
+};
+
+static void *inc_main(void *arg)
+{
+	struct inc_thread *t = arg;
+	struct mon_error err = {0};
+	t->rc = db_tx_run(pool, 10000, serializable_increment, t->attempts, &err);
+	return NULL;
+}
+
+static void test_db_tx_serialization_failure_retried(void **state)
+{
+	test_db_exec(pool, "INSERT INTO item (id, n) VALUES ('ctr', 0)");
+	int attempts = 0;
+	struct inc_thread t[2] = {{.attempts = &attempts}, {.attempts = &attempts}};
+	pthread_t th[2];
+	for (int i = 0; i < 2; i++)
+		assert_int_equal(pthread_create(&th[i], NULL, inc_main, &t[i]), 0);
+	for (int i = 0; i < 2; i++)
+		pthread_join(th[i], NULL);
+	assert_int_equal(t[0].rc, 0);
+	assert_int_equal(t[1].rc, 0);
+	assert_int_equal(test_db_count(pool, "SELECT n FROM item WHERE id = 'ctr'"), 2);
+	assert_true(attempts >= 3); /* one of them ran again */
+	test_db_exec(pool, "DELETE FROM item");
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_db_tx_commits),
+		cmocka_unit_test(test_db_tx_rollback_leaves_nothing),
+		cmocka_unit_test(test_db_tx_function_error_rolls_back),
+		cmocka_unit_test(test_db_tx_statement_timeout_is_deadline),
+		cmocka_unit_test(test_db_tx_ignored_failure_is_not_success),
+		cmocka_unit_test(test_db_tx_serialization_failure_retried),
+	};
+	return cmocka_run_group_tests(tests, setup, teardown);
+}
