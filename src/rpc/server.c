@@ -446,7 +446,8 @@ void rpc_stream_finish(struct rpc_stream *s, int code, const char *message)
 	if (!c->finish_requested && !c->status_started) {
 		c->finish_requested = true;
 		c->ctx.err.code = code;
-		snprintf(c->ctx.err.msg, sizeof(c->ctx.err.msg), "%s", message ? message : "");
+		if (message != c->ctx.err.msg) /* handlers finish with their own ctx message */
+			snprintf(c->ctx.err.msg, sizeof(c->ctx.err.msg), "%s", message ? message : "");
 		send_next_locked(c);
 	}
 	pthread_cond_broadcast(&c->drained);

@@ -1,0 +1,417 @@
+/*
+ * The RPC runtime under real load: an in-process server with a test service
+ * of blocking and streaming handlers, called over loopback by the client
+ * runtime, with a real PostgreSQL behind the blocking ones. Checks what
+ * the domain services rely on: blocking handlers never stall the transport,
+ * the caller's deadline reaches the database as a statement timeout,
+ * cancellation reaches handlers, streams are bounded and ordered, and
+ * shutdown finishes unary calls and ends streams with UNAVAILABLE.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "db/db.h"
+#include "grpc/health/v1/health.pb-c.h"
+#include "rpc/client.h"
+#include "rpc/method.h"
+#include "rpc/server.h"
+
+#define WORKERS 4
+#define QUEUE_MAX 16
+
+typedef Grpc__Health__V1__HealthCheckRequest Req;
+typedef Grpc__Health__V1__HealthCheckResponse Resp;
+
+static struct db_pool *pool;
+static struct rpc_server *server;
+static struct rpc_channel *channel;
+static char target[64];
+
+/* Gate that blocking handlers wait on, to hold every worker busy. */
+static pthread_mutex_t gate_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t gate_cond = PTHREAD_COND_INITIALIZER;
+static bool gate_open;
+static atomic_int gate_waiting;
+static atomic_int cancel_seen;
+static atomic_int hold_closed;
+
+static int sleep_sql(struct db_conn *conn, void *arg, struct mon_error *err)
+{
+	const char *params[] = {arg};
+	return db_exec(conn, "SELECT pg_sleep($1::float8 / 1000)", 1, params, NULL, err);
+}
+
+/* Unary, on a worker: "db:<ms>" sleeps in PostgreSQL under the caller's deadline,
+ * "gate" waits for the test to open the gate, "cancel" polls until cancelled. */
+static int h_block(struct rpc_ctx *ctx, const Req *req, Resp *resp)
+{
+	const char *what = req->service;
+	if (strncmp(what, "db:", 3) == 0) {
+		int rc = db_tx_run(pool, rpc_ctx_remaining_ms(ctx), sleep_sql, (void *)(what + 3), rpc_ctx_error(ctx));
+		if (rc != 0)
+			return rc;
+	} else if (strcmp(what, "gate") == 0) {
+		pthread_mutex_lock(&gate_lock);
+		atomic_fetch_add(&gate_waiting, 1);
+		while (!gate_open)
+			pthread_cond_wait(&gate_cond, &gate_lock);
+		pthread_mutex_unlock(&gate_lock);
+	} else if (strcmp(what, "cancel") == 0) {
+		for (int i = 0; i < 1000 && !rpc_ctx_is_cancelled(ctx); i++)
+			usleep(10000);
+		if (rpc_ctx_is_cancelled(ctx))
+			atomic_fetch_add(&cancel_seen, 1);
+		return rpc_fail(ctx, MON_ECANCELLED, "cancelled");
+	} else if (strcmp(what, "bad") == 0) {
+		return rpc_fail(ctx, MON_EINVAL, "service: must not be \"bad\"");
+	}
+	resp->status = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING;
+	return 0;
+}
+
+/* Server streaming, on a worker: "count:<n>" sends n numbered messages and
+ * finishes; "flood" sends without waiting until the queue is full, then ends
+ * the stream with RESOURCE_EXHAUSTED; "hold" keeps the stream open. */
+static void on_hold_close(struct rpc_stream *s, void *arg)
+{
+	atomic_fetch_add(&hold_closed, 1);
+	rpc_stream_release(s);
+}
+
+static int h_stream(struct rpc_ctx *ctx, const Req *req, struct rpc_stream *stream)
+{
+	const char *what = req->service;
+	Resp msg = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__INIT;
+	if (strncmp(what, "count:", 6) == 0) {
+		long n = strtol(what + 6, NULL, 10);
+		for (long i = 0; i < n; i++) {
+			msg.status = (Grpc__Health__V1__HealthCheckResponse__ServingStatus)(i % 3);
+			int rc = rpc_stream_send_wait(stream, &msg.base);
+			if (rc != 0)
+				return rc;
+		}
+		rpc_stream_finish(stream, 0, NULL);
+		return 0;
+	}
+	if (strcmp(what, "flood") == 0) {
+		for (int i = 0; i < 1000000; i++) {
+			int rc = rpc_stream_send(stream, &msg.base);
+			if (rc == MON_ELIMIT)
+				return rpc_fail(ctx, MON_ELIMIT, "subscriber fell behind after %d messages; resume", i);
+			if (rc != 0)
+				return rc;
+		}
+		return rpc_fail(ctx, MON_EINTERNAL, "queue never filled");
+	}
+	if (strcmp(what, "hold") == 0) {
+		rpc_stream_retain(stream);
+		rpc_stream_on_close(stream, on_hold_close, NULL);
+		return rpc_stream_send(stream, &msg.base);
+	}
+	return rpc_fail(ctx, MON_EINVAL, "service: unknown stream mode");
+}
+
+static int tramp_unary(struct rpc_ctx *ctx, rpc_any_fn fn, const ProtobufCMessage *req, void *out)
+{
+	return ((int (*)(struct rpc_ctx *, const Req *, Resp *))fn)(ctx, (const Req *)req, out);
+}
+
+static int tramp_stream(struct rpc_ctx *ctx, rpc_any_fn fn, const ProtobufCMessage *req, void *out)
+{
+	return ((int (*)(struct rpc_ctx *, const Req *, struct rpc_stream *))fn)(ctx, (const Req *)req, out);
+}
+
+static const struct rpc_method test_methods[] = {
+	{"/test.Runtime/Block", "Block", "Blocks.", RPC_UNARY, &grpc__health__v1__health_check_request__descriptor,
+	 &grpc__health__v1__health_check_response__descriptor, tramp_unary},
+	{"/test.Runtime/Stream", "Stream", "Streams.", RPC_SERVER_STREAMING,
+	 &grpc__health__v1__health_check_request__descriptor, &grpc__health__v1__health_check_response__descriptor,
+	 tramp_stream},
+	{"/test.Runtime/Missing", "Missing", "Does something not built yet.", RPC_UNARY,
+	 &grpc__health__v1__health_check_request__descriptor, &grpc__health__v1__health_check_response__descriptor,
+	 tramp_unary},
+};
+static const struct rpc_service_desc test_desc = {"test.Runtime", 3, test_methods};
+
+static int call_block(const char *what, int64_t timeout_ms, struct rpc_status *st)
+{
+	Req req = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
+	req.service = (char *)what;
+	ProtobufCMessage *resp = NULL;
+	struct rpc_call_options opts = {.timeout_ms = timeout_ms};
+	int rc = rpc_unary_call(channel, "/test.Runtime/Block", &req.base,
+				&grpc__health__v1__health_check_response__descriptor, &resp, &opts, st);
+	if (resp)
+		protobuf_c_message_free_unpacked(resp, NULL);
+	return rc;
+}
+
+static int health_check(struct rpc_status *st)
+{
+	Req req = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
+	ProtobufCMessage *resp = NULL;
+	struct rpc_call_options opts = {.timeout_ms = 5000};
+	int rc = rpc_unary_call(channel, "/grpc.health.v1.Health/Check", &req.base,
+				&grpc__health__v1__health_check_response__descriptor, &resp, &opts, st);
+	if (resp)
+		protobuf_c_message_free_unpacked(resp, NULL);
+	return rc;
+}
+
+static void start_server(void)
+{
+	struct mon_error err = {0};
+	struct rpc_server_config cfg;
+	rpc_server_config_defaults(&cfg);
+	cfg.listen_addr = "127.0.0.1:0";
+	cfg.worker_threads = WORKERS;
+	cfg.stream_queue_max = QUEUE_MAX;
+	assert_int_equal(rpc_server_create(&cfg, &server, &err), 0);
+	rpc_any_fn fns[] = {(rpc_any_fn)h_block, (rpc_any_fn)h_stream, NULL};
+	assert_int_equal(rpc_server_bind(server, &test_desc, fns, NULL, 0, &err), 0);
+	rpc_health_set(server, "", RPC_HEALTH_SERVING);
+	int port = 0;
+	assert_int_equal(rpc_server_start(server, &port, &err), 0);
+	assert_true(port > 0);
+	snprintf(target, sizeof(target), "127.0.0.1:%d", port);
+	struct rpc_channel_config cc = {.target = target};
+	assert_int_equal(rpc_channel_open(&cc, &channel, &err), 0);
+}
+
+static void stop_server(void)
+{
+	rpc_channel_close(channel);
+	channel = NULL;
+	rpc_server_shutdown(server, 5000);
+	rpc_server_destroy(server);
+	server = NULL;
+}
+
+static int setup(void **state)
+{
+	const char *base = getenv("MON_TEST_DATABASE");
+	if (base == NULL)
+		return -1;
+	struct db_config dc = {.conninfo = base, .pool_size = 8};
+	struct mon_error err = {0};
+	if (db_pool_create(&dc, &pool, &err) != 0)
+		return -1;
+	start_server();
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	if (server)
+		stop_server();
+	db_pool_destroy(pool);
+	return 0;
+}
+
+static void *gate_caller(void *arg)
+{
+	struct rpc_status st = {0};
+	int rc = call_block("gate", 30000, &st);
+	return (void *)(intptr_t)rc;
+}
+
+static void test_rpc_blocking_handlers_do_not_stall_the_transport(void **state)
+{
+	pthread_t callers[WORKERS];
+	atomic_store(&gate_waiting, 0);
+	gate_open = false;
+	/* Fill every worker with a call blocked on the gate. */
+	for (int i = 0; i < WORKERS; i++)
+		pthread_create(&callers[i], NULL, gate_caller, NULL);
+	for (int i = 0; i < 500 && atomic_load(&gate_waiting) < WORKERS; i++)
+		usleep(10000);
+	assert_int_equal(atomic_load(&gate_waiting), WORKERS);
+	/* Every worker is blocked, and the (inline) health service still answers. */
+	struct rpc_status st = {0};
+	assert_int_equal(health_check(&st), 0);
+	assert_int_equal(st.code, 0);
+	pthread_mutex_lock(&gate_lock);
+	gate_open = true;
+	pthread_cond_broadcast(&gate_cond);
+	pthread_mutex_unlock(&gate_lock);
+	for (int i = 0; i < WORKERS; i++) {
+		void *rc = NULL;
+		pthread_join(callers[i], &rc);
+		assert_int_equal((intptr_t)rc, 0);
+	}
+}
+
+static void test_rpc_deadline_reaches_the_database(void **state)
+{
+	struct rpc_status st = {0};
+	/* A 5 s query under a 300 ms deadline is cancelled by PostgreSQL. */
+	int rc = call_block("db:5000", 300, &st);
+	assert_int_equal(rc, MON_EDEADLINE);
+	assert_int_equal(st.code, 4);
+	/* The pool connection came back usable: a short query succeeds. */
+	assert_int_equal(call_block("db:1", 5000, &st), 0);
+}
+
+static void test_rpc_handler_errors_and_unimplemented(void **state)
+{
+	struct rpc_status st = {0};
+	assert_int_equal(call_block("bad", 5000, &st), MON_EINVAL);
+	assert_int_equal(st.code, 3);
+	assert_string_equal(st.message, "service: must not be \"bad\"");
+
+	Req req = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
+	ProtobufCMessage *resp = NULL;
+	struct rpc_call_options opts = {.timeout_ms = 5000};
+	assert_int_equal(rpc_unary_call(channel, "/test.Runtime/Missing", &req.base,
+					&grpc__health__v1__health_check_response__descriptor, &resp, &opts, &st),
+			 MON_EUNIMPL);
+	assert_string_equal(st.message, "test.Runtime/Missing is not implemented yet: Does something not built yet.");
+}
+
+static void test_rpc_cancellation_reaches_the_handler(void **state)
+{
+	atomic_store(&cancel_seen, 0);
+	struct rpc_status st = {0};
+	/* The client gives up after 200 ms; the handler must notice. */
+	assert_int_equal(call_block("cancel", 200, &st), MON_EDEADLINE);
+	for (int i = 0; i < 300 && atomic_load(&cancel_seen) == 0; i++)
+		usleep(10000);
+	assert_int_equal(atomic_load(&cancel_seen), 1);
+}
+
+static void test_rpc_stream_delivers_in_order(void **state)
+{
+	Req req = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
+	req.service = "count:5000";
+	struct rpc_cstream *s = NULL;
+	struct rpc_status st = {0};
+	struct rpc_call_options opts = {.timeout_ms = 60000};
+	assert_int_equal(rpc_cstream_open(channel, "/test.Runtime/Stream", &req.base,
+					  &grpc__health__v1__health_check_response__descriptor, &opts, &s, &st),
+			 0);
+	int n = 0;
+	ProtobufCMessage *m = NULL;
+	int rc;
+	while ((rc = rpc_cstream_next(s, &m, 10000, &st)) == 1) {
+		Resp *r = (Resp *)m;
+		assert_int_equal((int)r->status, n % 3);
+		n++;
+		protobuf_c_message_free_unpacked(m, NULL);
+	}
+	assert_int_equal(rc, 0);
+	assert_int_equal(n, 5000);
+	rpc_cstream_close(s);
+}
+
+static void test_rpc_slow_subscriber_is_ended_not_buffered(void **state)
+{
+	Req req = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
+	req.service = "flood";
+	struct rpc_cstream *s = NULL;
+	struct rpc_status st = {0};
+	struct rpc_call_options opts = {.timeout_ms = 60000};
+	assert_int_equal(rpc_cstream_open(channel, "/test.Runtime/Stream", &req.base,
+					  &grpc__health__v1__health_check_response__descriptor, &opts, &s, &st),
+			 0);
+	int n = 0, rc;
+	ProtobufCMessage *m = NULL;
+	while ((rc = rpc_cstream_next(s, &m, 10000, &st)) == 1) {
+		n++;
+		protobuf_c_message_free_unpacked(m, NULL);
+	}
+	assert_int_equal(rc, MON_ELIMIT);
+	assert_int_equal(st.code, 8);
+	assert_non_null(strstr(st.message, "fell behind"));
+	assert_true(n < 1000000);
+	rpc_cstream_close(s);
+}
+
+static void test_rpc_cancelled_stream_runs_close_callback(void **state)
+{
+	atomic_store(&hold_closed, 0);
+	Req req = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
+	req.service = "hold";
+	struct rpc_cstream *s = NULL;
+	struct rpc_status st = {0};
+	assert_int_equal(rpc_cstream_open(channel, "/test.Runtime/Stream", &req.base,
+					  &grpc__health__v1__health_check_response__descriptor, NULL, &s, &st),
+			 0);
+	ProtobufCMessage *m = NULL;
+	assert_int_equal(rpc_cstream_next(s, &m, 10000, &st), 1);
+	protobuf_c_message_free_unpacked(m, NULL);
+	rpc_cstream_close(s);
+	for (int i = 0; i < 500 && atomic_load(&hold_closed) == 0; i++)
+		usleep(10000);
+	assert_int_equal(atomic_load(&hold_closed), 1);
+}
+
+struct bg_call {
+	pthread_t t;
+	int rc;
+	struct rpc_status st;
+};
+
+static void *bg_db_call(void *arg)
+{
+	struct bg_call *b = arg;
+	b->rc = call_block("db:700", 30000, &b->st);
+	return NULL;
+}
+
+static void test_rpc_shutdown_finishes_unary_and_ends_streams(void **state)
+{
+	/* A held stream and an in-flight unary call when shutdown starts. */
+	atomic_store(&hold_closed, 0);
+	Req req = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
+	req.service = "hold";
+	struct rpc_cstream *s = NULL;
+	struct rpc_status st = {0};
+	assert_int_equal(rpc_cstream_open(channel, "/test.Runtime/Stream", &req.base,
+					  &grpc__health__v1__health_check_response__descriptor, NULL, &s, &st),
+			 0);
+	ProtobufCMessage *m = NULL;
+	assert_int_equal(rpc_cstream_next(s, &m, 10000, &st), 1);
+	protobuf_c_message_free_unpacked(m, NULL);
+
+	struct bg_call b = {0};
+	pthread_create(&b.t, NULL, bg_db_call, &b);
+	usleep(200000); /* let the call reach the database */
+	rpc_server_shutdown(server, 10000);
+	pthread_join(b.t, NULL);
+	assert_int_equal(b.rc, 0); /* finished, not cut off */
+
+	int rc = rpc_cstream_next(s, &m, 10000, &st);
+	assert_int_equal(rc, MON_EUNAVAIL);
+	assert_int_equal(st.code, 14);
+	assert_int_equal(atomic_load(&hold_closed), 1);
+	rpc_cstream_close(s);
+	rpc_channel_close(channel);
+	channel = NULL;
+	rpc_server_destroy(server);
+	server = NULL;
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_rpc_blocking_handlers_do_not_stall_the_transport),
+		cmocka_unit_test(test_rpc_deadline_reaches_the_database),
+		cmocka_unit_test(test_rpc_handler_errors_and_unimplemented),
+		cmocka_unit_test(test_rpc_cancellation_reaches_the_handler),
+		cmocka_unit_test(test_rpc_stream_delivers_in_order),
+		cmocka_unit_test(test_rpc_slow_subscriber_is_ended_not_buffered),
+		cmocka_unit_test(test_rpc_cancelled_stream_runs_close_callback),
+		cmocka_unit_test(test_rpc_shutdown_finishes_unary_and_ends_streams),
+	};
+	return cmocka_run_group_tests(tests, setup, teardown);
+}
