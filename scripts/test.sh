@@ -34,7 +34,10 @@ fi
 echo "test.sh: configuring $build_dir/ (sanitizers $sanitize)" >&2
 cmake -S . -B "$build_dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
 	-DMON_WERROR=ON -DMON_SANITIZE="$sanitize" -DMON_BUILD_TESTS=ON
-cmake --build "$build_dir" -j "$jobs"
+if ! cmake --build "$build_dir" -j "$jobs"; then
+	echo "test.sh: the build failed (see the first error above); no test was run" >&2
+	exit 1
+fi
 
 # Sanitizer reports fail the test that triggers them, with a stack.
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0:strict_string_checks=1}

@@ -5,3 +5,6 @@ foreach(t test_config_load test_config_listen)
     LIBS mon_util)
   target_include_directories(${t} PRIVATE ${CMAKE_SOURCE_DIR})
 endforeach()
+# The example config file in docs/ must keep loading.
+target_compile_definitions(test_config_load PRIVATE
+  MON_CONFIG_EXAMPLE="${CMAKE_SOURCE_DIR}/docs/configuration.example")

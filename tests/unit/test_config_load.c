@@ -556,6 +556,47 @@ static void test_config_describe_redacts_and_names_sources(void **state)
 	unlink(path);
 }
 
+/* docs/configuration.example loads as is and shows every setting. */
+static void test_config_example_file_is_valid(void **state)
+{
+	char flag[4200];
+	snprintf(flag, sizeof(flag), "--config=%s", MON_CONFIG_EXAMPLE);
+	struct mon_config cfg;
+	struct mon_error err;
+	int rc = load(ARGV(flag), NO_ENV, &cfg, &err);
+	if (rc != 0)
+		print_error("%s\n", err.msg);
+	assert_int_equal(rc, 0);
+	assert_string_equal(cfg.listen, "0.0.0.0:50051");
+	assert_non_null(cfg.tls_cert);
+	assert_non_null(cfg.database);
+	assert_int_equal(cfg.worker_threads, 16);
+
+	FILE *f = fopen(MON_CONFIG_EXAMPLE, "r");
+	assert_non_null(f);
+	char text[16384];
+	size_t n = fread(text, 1, sizeof(text) - 1, f);
+	text[n] = '\0';
+	fclose(f);
+	for (size_t i = 0; i < MON_CONFIG_SETTING_COUNT; i++) {
+		static const char *const names[] = {
+			"listen", "database", "data-dir", "port-file", "log-level", "cq-threads", "worker-threads",
+			"db-pool-size", "max-recv-message-bytes", "max-send-message-bytes", "max-concurrent-streams",
+			"keepalive-min-ping-ms", "keepalive-time-ms", "keepalive-timeout-ms", "handshake-timeout-ms",
+			"stream-queue-max", "shutdown-grace-ms", "tls-cert", "tls-key", "tls-client-ca",
+			"allow-insecure-remote", "db-statement-timeout-ms",
+		};
+		char line[80];
+		snprintf(line, sizeof(line), "\n%s = ", names[i]);
+		char commented[80];
+		snprintf(commented, sizeof(commented), "\n# %s = ", names[i]);
+		if (strstr(text, line) == NULL && strstr(text, commented) == NULL)
+			print_error("the example lacks %s\n", names[i]);
+		assert_true(strstr(text, line) != NULL || strstr(text, commented) != NULL);
+	}
+	mon_config_free(&cfg);
+}
+
 static void expect_redacted(const char *in, const char *want)
 {
 	char buf[512];
@@ -603,6 +644,7 @@ int main(void)
 		cmocka_unit_test(test_config_help_lists_every_setting),
 		cmocka_unit_test(test_config_describe_redacts_and_names_sources),
 		cmocka_unit_test(test_config_redact_conninfo),
+		cmocka_unit_test(test_config_example_file_is_valid),
 	};
 	return cmocka_run_group_tests_name("config_load", tests, NULL, NULL);
 }
