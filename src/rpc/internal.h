@@ -45,6 +45,8 @@ struct rpc_ctx {
 	char request_id[64];
 	const char *method;
 	void *user;
+	grpc_metadata trailers[RPC_MAX_TRAILERS];
+	size_t trailer_count;
 };
 
 /* One queued outgoing stream message. */

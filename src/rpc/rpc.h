@@ -60,6 +60,16 @@ void *rpc_ctx_user(const struct rpc_ctx *ctx);
 int rpc_fail(struct rpc_ctx *ctx, int code, const char *fmt, ...) MON_PRINTF(3, 4);
 
 /*
+ * Adds trailing metadata sent with the call's final status (for example
+ * "grpc-retry-pushback-ms" with RESOURCE_EXHAUSTED). Key and value are
+ * copied into the call's arena. At most RPC_MAX_TRAILERS per call; returns
+ * MON_ELIMIT past that, MON_EINVAL for a key that is not lowercase
+ * [a-z0-9-_.] or a value with control characters.
+ */
+#define RPC_MAX_TRAILERS 4
+int rpc_ctx_add_trailer(struct rpc_ctx *ctx, const char *key, const char *value) MON_MUST_CHECK;
+
+/*
  * Server streams. A server-streaming handler receives a stream and either
  * finishes it before returning or hands it to something that will (a
  * subscriber list): in that case it takes a reference with rpc_stream_retain.

@@ -176,6 +176,29 @@ void *rpc_ctx_user(const struct rpc_ctx *ctx)
 	return ctx->user;
 }
 
+int rpc_ctx_add_trailer(struct rpc_ctx *ctx, const char *key, const char *value)
+{
+	if (ctx->trailer_count >= RPC_MAX_TRAILERS)
+		return MON_ELIMIT;
+	if (key == NULL || key[0] == '\0' || value == NULL)
+		return MON_EINVAL;
+	for (const char *k = key; *k; k++)
+		if (!((*k >= 'a' && *k <= 'z') || (*k >= '0' && *k <= '9') || *k == '-' || *k == '_' || *k == '.'))
+			return MON_EINVAL;
+	for (const char *v = value; *v; v++)
+		if ((unsigned char)*v < 0x20 || (unsigned char)*v > 0x7e)
+			return MON_EINVAL;
+	char *k = arena_strdup(ctx->arena, key);
+	char *v = arena_strdup(ctx->arena, value);
+	if (k == NULL || v == NULL)
+		return MON_ENOMEM;
+	/* Static slices over arena memory: valid until the call is freed. */
+	ctx->trailers[ctx->trailer_count].key = grpc_slice_from_static_string(k);
+	ctx->trailers[ctx->trailer_count].value = grpc_slice_from_static_string(v);
+	ctx->trailer_count++;
+	return 0;
+}
+
 int rpc_fail(struct rpc_ctx *ctx, int code, const char *fmt, ...)
 {
 	ctx->err.code = code;
@@ -271,6 +294,8 @@ static void send_status_locked(struct rpc_call *c, int mon_code, const char *mes
 	ops[n].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
 	ops[n].data.send_status_from_server.status = (grpc_status_code)c->final_code;
 	ops[n].data.send_status_from_server.status_details = c->has_status_details ? &c->status_details : NULL;
+	ops[n].data.send_status_from_server.trailing_metadata_count = c->ctx.trailer_count;
+	ops[n].data.send_status_from_server.trailing_metadata = c->ctx.trailer_count ? c->ctx.trailers : NULL;
 	n++;
 	start_batch_locked(c, ops, n, &c->t_status);
 }

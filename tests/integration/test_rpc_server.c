@@ -74,6 +74,11 @@ static int h_block(struct rpc_ctx *ctx, const Req *req, Resp *resp)
 		return rpc_fail(ctx, MON_ECANCELLED, "cancelled");
 	} else if (strcmp(what, "bad") == 0) {
 		return rpc_fail(ctx, MON_EINVAL, "service: must not be \"bad\"");
+	} else if (strcmp(what, "busy") == 0) {
+		if (rpc_ctx_add_trailer(ctx, "grpc-retry-pushback-ms", "250") != 0 ||
+		    rpc_ctx_add_trailer(ctx, "Bad Key", "x") != MON_EINVAL)
+			return rpc_fail(ctx, MON_EINTERNAL, "trailer refused");
+		return rpc_fail(ctx, MON_ELIMIT, "rate cap: 10 per second");
 	}
 	resp->status = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING;
 	return 0;
@@ -268,6 +273,9 @@ static void test_rpc_handler_errors_and_unimplemented(void **state)
 	assert_int_equal(call_block("bad", 5000, &st), MON_EINVAL);
 	assert_int_equal(st.code, 3);
 	assert_string_equal(st.message, "service: must not be \"bad\"");
+	assert_int_equal(call_block("busy", 5000, &st), MON_ELIMIT);
+	assert_int_equal(st.code, 8);
+	assert_string_equal(st.message, "rate cap: 10 per second");
 
 	Req req = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
 	ProtobufCMessage *resp = NULL;
