@@ -5,7 +5,9 @@ set(MON_DB_INTEGRATION_TESTS
   test_db_copy
   test_db_exec
   test_db_migrate
-  test_db_tx)
+  test_db_tx
+  test_db_unavailable
+  test_db_embedded)
 foreach(name ${MON_DB_INTEGRATION_TESTS})
   add_executable(${name} ${CMAKE_CURRENT_LIST_DIR}/${name}.c)
   target_compile_options(${name} PRIVATE ${MON_C_WARNINGS})

@@ -29,7 +29,8 @@ if(TARGET monitoring_static)
   if(TARGET monctl)
     mon_add_unit_test(NAME test_client_json
       SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_client_json.c ${CMAKE_SOURCE_DIR}/clients/cli/json.c
-      LIBS mon_proto PkgConfig::JANSSON PkgConfig::PROTOBUFC)
+        ${CMAKE_SOURCE_DIR}/src/util/error.c
+      LIBS mon_proto PkgConfig::JANSSON PkgConfig::PROTOBUFC m)
     target_include_directories(test_client_json PRIVATE ${CMAKE_SOURCE_DIR}/clients/cli)
   endif()
 
