@@ -57,6 +57,20 @@ answers() {
 	as_pg "$PG_BINDIR/pg_isready" -q -h "$dir" -U postgres -d postgres -t 2 >/dev/null 2>&1
 }
 
+# A live (not zombie) postgres process: a postmaster killed in a crash stays
+# a zombie until reaped, and pg_ctl status still counts it as running.
+is_live_postgres() {
+	pid=$1
+	[ -n "$pid" ] && [ -r "/proc/$pid/stat" ] || return 1
+	state=$(sed 's/.*) //' "/proc/$pid/stat" | cut -c1)
+	[ "$state" != Z ] && [ "$state" != X ] || return 1
+	[ "$(cut -c1-8 "/proc/$pid/comm" 2>/dev/null)" = postgres ]
+}
+
+postmaster_pid() {
+	head -n 1 "$data/postmaster.pid" 2>/dev/null || true
+}
+
 conninfo() {
 	echo "host=$dir user=postgres dbname=postgres"
 }
@@ -93,12 +107,13 @@ CONF
 			conninfo
 			return 0
 		fi
-		# A postmaster.pid naming a live process that does not answer:
-		# either a server still starting or a reused pid. Stop what can be
-		# stopped, then drop the stale lock files.
-		as_pg "$PG_BINDIR/pg_ctl" -D "$data" -m immediate -w -t 10 stop >/dev/null 2>&1 || true
+		# A postmaster.pid naming a process that does not answer: a server
+		# still starting or stuck (stop it), a zombie, or a reused pid.
+		if is_live_postgres "$(postmaster_pid)"; then
+			as_pg "$PG_BINDIR/pg_ctl" -D "$data" -m immediate -w -t 10 stop >/dev/null 2>&1 || true
+		fi
 	fi
-	if ! is_running; then
+	if [ -f "$data/postmaster.pid" ] && ! is_live_postgres "$(postmaster_pid)"; then
 		rm -f "$data/postmaster.pid" "$dir/.s.PGSQL.5432.lock"
 	fi
 	as_pg "$PG_BINDIR/pg_ctl" -D "$data" -l "$dir/server.log" -w -t 60 start >/dev/null || {
@@ -109,7 +124,7 @@ CONF
 }
 
 stop() {
-	if is_running; then
+	if is_running && is_live_postgres "$(postmaster_pid)"; then
 		as_pg "$PG_BINDIR/pg_ctl" -D "$data" -m immediate -w -t 30 stop >/dev/null
 	fi
 	return 0

@@ -297,18 +297,30 @@ static long read_postmaster_pid(const struct db_embedded *emb)
 	return pid;
 }
 
+/*
+ * Whether pid is a live postgres process. A zombie does not count: a
+ * postmaster killed by a crash stays one until its parent reaps it, and
+ * some container init processes never do.
+ */
 static bool pid_is_postgres(long pid)
 {
 	char path[64];
-	char comm[64] = "";
-	snprintf(path, sizeof(path), "/proc/%ld/comm", pid);
+	char stat[256] = "";
+	snprintf(path, sizeof(path), "/proc/%ld/stat", pid);
 	FILE *f = fopen(path, "r");
 	if (f == NULL)
 		return false;
-	if (fgets(comm, sizeof(comm), f) == NULL)
-		comm[0] = '\0';
+	if (fgets(stat, sizeof(stat), f) == NULL)
+		stat[0] = '\0';
 	fclose(f);
-	return strncmp(comm, "postgres", 8) == 0;
+	/* "pid (comm) state ..." */
+	const char *open = strchr(stat, '(');
+	const char *close = strrchr(stat, ')');
+	if (open == NULL || close == NULL || close[1] != ' ')
+		return false;
+	if (close[2] == 'Z' || close[2] == 'X')
+		return false;
+	return strncmp(open + 1, "postgres", 8) == 0;
 }
 
 static void remove_stale_lock_files(const struct db_embedded *emb)
