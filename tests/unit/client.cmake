@@ -27,11 +27,21 @@ if(TARGET monitoring_static)
   endif()
 
   if(TARGET monctl)
+    # A test proto with a field of every kind, compiled with protoc-c.
+    set(json_proto_dir ${CMAKE_CURRENT_BINARY_DIR}/client_json_proto)
+    file(MAKE_DIRECTORY ${json_proto_dir})
+    add_custom_command(
+      OUTPUT ${json_proto_dir}/test_client_json.pb-c.c ${json_proto_dir}/test_client_json.pb-c.h
+      COMMAND ${PROTOC} -I${CMAKE_CURRENT_LIST_DIR} -I/usr/include --c_out=${json_proto_dir}
+              ${CMAKE_CURRENT_LIST_DIR}/test_client_json.proto
+      DEPENDS ${CMAKE_CURRENT_LIST_DIR}/test_client_json.proto
+      COMMENT "protoc-c test_client_json.proto")
+    set_source_files_properties(${json_proto_dir}/test_client_json.pb-c.c PROPERTIES COMPILE_OPTIONS "-w")
     mon_add_unit_test(NAME test_client_json
       SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_client_json.c ${CMAKE_SOURCE_DIR}/clients/cli/json.c
-        ${CMAKE_SOURCE_DIR}/src/util/error.c
+        ${CMAKE_SOURCE_DIR}/src/util/error.c ${json_proto_dir}/test_client_json.pb-c.c
       LIBS mon_proto PkgConfig::JANSSON PkgConfig::PROTOBUFC m)
-    target_include_directories(test_client_json PRIVATE ${CMAKE_SOURCE_DIR}/clients/cli)
+    target_include_directories(test_client_json PRIVATE ${CMAKE_SOURCE_DIR}/clients/cli ${json_proto_dir})
   endif()
 
   add_test(NAME test_client_exports
