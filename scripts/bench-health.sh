@@ -17,6 +17,8 @@
 #       --monitord PATH    monitord binary (default: BUILD/bin/monitord)
 #       --database CONNINFO  passed to monitord (default: its embedded
 #                          PostgreSQL in a temporary data directory)
+#       --monitord-arg ARG one more argument for monitord (repeatable), e.g.
+#                          --monitord-arg --log-level=warn
 #       --reference-only   measure the reference server alone
 #       --calibrate        run a second reference server in monitord's
 #                          place: the ratio then shows the noise of the
@@ -35,6 +37,7 @@ ROUNDS=5
 LOADS="1,1,20000 4,10,100000 16,100,200000"
 MONITORD=""
 DATABASE=""
+MONITORD_EXTRA=()
 REFERENCE_ONLY=0
 CALIBRATE=0
 KEEP=0
@@ -52,6 +55,7 @@ while [ $# -gt 0 ]; do
     -l|--loads) LOADS=$2; shift 2 ;;
     --monitord) MONITORD=$(realpath -m "$2"); shift 2 ;;
     --database) DATABASE=$2; shift 2 ;;
+    --monitord-arg) MONITORD_EXTRA+=("$2"); shift 2 ;;
     --reference-only) REFERENCE_ONLY=1; shift ;;
     --calibrate) CALIBRATE=1; shift ;;
     --keep) KEEP=1; shift ;;
@@ -174,6 +178,7 @@ if [ "$CALIBRATE" = 1 ]; then
 elif [ "$HAVE_MONITORD" = 1 ]; then
   mon_args=(--listen 127.0.0.1:0 --port-file "$WORK/monitord.port" --data-dir "$WORK/monitord-data")
   [ -z "$DATABASE" ] || mon_args+=(--database "$DATABASE")
+  mon_args+=("${MONITORD_EXTRA[@]}")
   mkdir -p "$WORK/monitord-data"
   "$MONITORD" "${mon_args[@]}" >"$WORK/monitord.log" 2>&1 &
   MON_PID=$!
@@ -185,24 +190,37 @@ fi
 
 # --- checks with a real gRPC client ------------------------------------------
 
-# check_serving ADDR: one Check call with an independent gRPC client; fails
-# unless the call ends with status OK and the answer is SERVING.
+# check_serving ADDR: Check calls with an independent gRPC client until one
+# ends with status OK and answers SERVING (a server may answer NOT_SERVING
+# while it starts, e.g. monitord until its schema is migrated); fails after
+# SERVING_WAIT_S seconds.
+SERVING_WAIT_S=120
 check_serving() {
-  local addr=$1 buf_bin=""
+  local addr=$1 buf_bin="" i
   if /usr/bin/python3 -c 'import grpc' 2>/dev/null; then
-    /usr/bin/python3 - "$addr" "$METHOD_PATH" <<'PY'
+    /usr/bin/python3 - "$addr" "$METHOD_PATH" "$SERVING_WAIT_S" <<'PY'
 import sys
+import time
 import grpc
 
-addr, method = sys.argv[1], sys.argv[2]
+addr, method, wait_s = sys.argv[1], sys.argv[2], float(sys.argv[3])
+deadline = time.monotonic() + wait_s
 with grpc.insecure_channel(addr) as channel:
     # Raw bytes both ways: the request is an empty HealthCheckRequest
     # (service ""); any status but OK raises.
     check = channel.unary_unary(method)
-    reply = check(b"", timeout=10)
-# HealthCheckResponse{status: SERVING}: field 1, varint 1.
-if reply != b"\x08\x01":
-    sys.exit("unexpected HealthCheckResponse bytes %r" % reply)
+    while True:
+        try:
+            reply = check(b"", timeout=10)
+            # HealthCheckResponse{status: SERVING}: field 1, varint 1.
+            if reply == b"\x08\x01":
+                break
+            last = "HealthCheckResponse bytes %r" % reply
+        except grpc.RpcError as e:
+            last = "status %s: %s" % (e.code().name, e.details())
+        if time.monotonic() > deadline:
+            sys.exit("%s: no SERVING answer within %g s, last: %s" % (addr, wait_s, last))
+        time.sleep(0.2)
 print("grpc status OK, SERVING")
 PY
     return
@@ -210,11 +228,16 @@ PY
   if [ -x "$REPO/node_modules/.bin/buf" ]; then buf_bin=$REPO/node_modules/.bin/buf;
   elif command -v buf >/dev/null; then buf_bin=$(command -v buf); fi
   [ -n "$buf_bin" ] || die "need python3-grpcio or buf to check the servers with a real client"
-  "$buf_bin" curl --protocol grpc --http2-prior-knowledge \
-    --schema /usr/share/grpc-proto/grpc/health/v1/health.proto -d '{}' \
-    "http://$addr$METHOD_PATH" | grep -q '"SERVING"' ||
-    die "$addr: Check did not answer SERVING"
-  echo "grpc status OK, SERVING"
+  for i in $(seq $((SERVING_WAIT_S * 5))); do
+    if "$buf_bin" curl --protocol grpc --http2-prior-knowledge \
+         --schema /usr/share/grpc-proto/grpc/health/v1/health.proto -d '{}' \
+         "http://$addr$METHOD_PATH" 2>/dev/null | grep -q '"SERVING"'; then
+      echo "grpc status OK, SERVING"
+      return 0
+    fi
+    sleep 0.2
+  done
+  die "$addr: no SERVING answer within $SERVING_WAIT_S s"
 }
 
 verdict=$(check_serving "$REF_ADDR") || die "reference: the health check failed"
