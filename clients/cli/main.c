@@ -29,6 +29,8 @@
 #define EXIT_INTERRUPTED 130
 #define WATCH_POLL_MS 200
 #define HEALTH_CHECK_PATH "/grpc.health.v1.Health/Check"
+/* monitord's default listen address. */
+#define DEFAULT_TARGET "127.0.0.1:50051"
 
 struct cli {
 	mon_client_options client_opts;
@@ -69,6 +71,7 @@ static void usage(FILE *out)
 	      "\n"
 	      "options (flags override the environment):\n"
 	      "  --target HOST:PORT   server address, or unix:/path     [MONITORD_TARGET]\n"
+	      "                       (default 127.0.0.1:50051)\n"
 	      "  --api-key KEY        sent as \"authorization: Bearer KEY\" [MONITORD_API_KEY]\n"
 	      "  --tls-ca FILE        use TLS, trusting this CA (PEM)   [MONITORD_TLS_CA]\n"
 	      "  --tls-cert FILE      client certificate for mutual TLS [MONITORD_TLS_CERT]\n"
@@ -87,7 +90,8 @@ static void usage(FILE *out)
 	      "\"monctl: STATUS_NAME: message\".\n"
 	      "\n"
 	      "examples:\n"
-	      "  monctl --target 127.0.0.1:50051 list\n"
+	      "  monctl list\n"
+	      "  monctl --target monitord.internal:50051 --tls-ca ca.pem health\n"
 	      "  monctl call AlertsService/ListAlerts '{\"pageSize\": 10}'\n"
 	      "  echo '{\"name\": \"api\"}' | monctl call HealthService/CreateService -\n"
 	      "  monctl watch AlertsService/WatchAlerts '{}'\n"
@@ -247,9 +251,10 @@ static int print_message(const ProtobufCMessage *msg, unsigned print_flags, int 
 static int client_open(const struct cli *cli, mon_client **out)
 {
 	mon_status st;
-	if (cli->client_opts.target == NULL || cli->client_opts.target[0] == '\0')
-		return usage_error("no server: give --target HOST:PORT or set MONITORD_TARGET");
-	if (mon_client_open(&cli->client_opts, out, &st) != 0)
+	mon_client_options opts = cli->client_opts;
+	if (opts.target == NULL || opts.target[0] == '\0')
+		opts.target = DEFAULT_TARGET;
+	if (mon_client_open(&opts, out, &st) != 0)
 		return report(EXIT_USAGE, mon_status_code_name(st.code), st.message);
 	return 0;
 }

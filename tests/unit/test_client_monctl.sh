@@ -68,7 +68,7 @@ expect call_unknown_service 2 "" 'unknown service "Nope"' -- --target "$target" 
 expect call_unknown_method 2 "" 'has no method "Nope"' -- --target "$target" call Health/Nope
 expect call_deadline 1 "" "monctl: DEADLINE_EXCEEDED:" -- --target "$target" --timeout 200 call Health/Check '{"service": "slow"}'
 expect call_unavailable 1 "" "monctl: UNAVAILABLE:" -- --target 127.0.0.1:1 call Health/Check
-expect no_target 2 "" "no server" -- health
+expect bad_tls_file 2 "" 'monctl: INVALID_ARGUMENT: tls_ca_file: could not open "/nonexistent.pem"' -- --tls-ca /nonexistent.pem health
 expect bad_timeout 2 "" "--timeout" -- --timeout 1s health
 expect unknown_command 2 "" 'unknown command "frobnicate"' -- frobnicate
 expect watch_ends_ok 0 "{\"status\":\"SERVING\"}$nl{\"status\":\"NOT_SERVING\"}$nl{\"status\":\"SERVING\"}" "" -- --target "$target" watch Health/Watch '{"service": "count:3"}'
