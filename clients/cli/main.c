@@ -93,7 +93,7 @@ static void usage(FILE *out)
 	      "  monctl list\n"
 	      "  monctl --target monitord.internal:50051 --tls-ca ca.pem health\n"
 	      "  monctl call AlertsService/ListAlerts '{\"pageSize\": 10}'\n"
-	      "  echo '{\"name\": \"api\"}' | monctl call HealthService/CreateService -\n"
+	      "  echo '{\"service\": {\"name\": \"api\"}}' | monctl call HealthService/CreateService -\n"
 	      "  monctl watch AlertsService/WatchAlerts '{}'\n"
 	      "  monctl health\n",
 	      out);
