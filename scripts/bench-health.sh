@@ -346,11 +346,18 @@ for load in $LOADS; do
 done
 echo
 if [ "$HAVE_MONITORD" = 1 ]; then
-  echo "ratio $SECOND_NAME/reference, median calls/s:"
+  # Two views of the same runs: the ratio of the medians, and the median of
+  # the ratios within each round (the two runs of a round are back to back,
+  # so background load that drifts between rounds cancels out).
+  echo "ratio $SECOND_NAME/reference of calls/s (ratio of medians; median of per-round ratios):"
   for load in $LOADS; do
     IFS=, read -r c m n <<<"$load"
-    awk -v a="$(median 4 monitord "$load")" -v b="$(median 4 ref "$load")" -v l="-c $c -m $m" \
-      'BEGIN { printf "  %-16s %.2f\n", l, a / b }'
+    paired=$(awk -F'\t' -v l="$load" '$2 == l { rps[$1, $3] = $4; r[$3] = 1 }
+        END { for (i in r) print rps["monitord", i] / rps["ref", i] }' "$RESULTS" |
+      sort -g | awk '{ v[NR] = $1 }
+        END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }')
+    awk -v a="$(median 4 monitord "$load")" -v b="$(median 4 ref "$load")" -v p="$paired" \
+      -v l="-c $c -m $m" 'BEGIN { printf "  %-16s %.2f  %.2f\n", l, a / b, p }'
   done
 else
   echo "ratio monitord/reference: not measured (no monitord)"
