@@ -71,6 +71,8 @@ static int h_block(struct rpc_ctx *ctx, const Req *req, Resp *resp)
 			usleep(10000);
 		if (rpc_ctx_is_cancelled(ctx))
 			atomic_fetch_add(&cancel_seen, 1);
+		if (rpc_ctx_remaining_ms(ctx) <= 0)
+			return rpc_fail(ctx, MON_EDEADLINE, "deadline exceeded");
 		return rpc_fail(ctx, MON_ECANCELLED, "cancelled");
 	} else if (strcmp(what, "bad") == 0) {
 		return rpc_fail(ctx, MON_EINVAL, "service: must not be \"bad\"");
