@@ -139,6 +139,7 @@ int main(int argc, char **argv)
 		.pool_size = app.cfg.db_pool_size,
 		.connect_timeout_s = 5,
 		.application_name = "monitord",
+		.statement_timeout_ms = app.cfg.db_statement_timeout_ms,
 	};
 	if (db_pool_create(&dbc, &app.pool, &err) != 0) {
 		log_error("msg=\"database: %s\"", err.msg);

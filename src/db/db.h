@@ -30,6 +30,7 @@ struct db_config {
 	int pool_size;             /* connections, default 8 */
 	int connect_timeout_s;     /* default 5 */
 	const char *application_name; /* default "monitord" */
+	int statement_timeout_ms;  /* session default for statements run without a caller deadline; 0: none */
 };
 
 /*

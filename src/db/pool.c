@@ -21,6 +21,7 @@ struct db_pool {
 	char *conninfo;
 	char *application_name;
 	char connect_timeout[16];
+	int statement_timeout_ms;
 	int size;
 	int connect_timeout_s;
 	pthread_mutex_t mu;
@@ -119,6 +120,7 @@ int db_pool_create(const struct db_config *cfg, struct db_pool **out, struct mon
 	}
 	pool->size = cfg->pool_size > 0 ? cfg->pool_size : 8;
 	pool->connect_timeout_s = cfg->connect_timeout_s > 0 ? cfg->connect_timeout_s : 5;
+	pool->statement_timeout_ms = cfg->statement_timeout_ms > 0 ? cfg->statement_timeout_ms : 0;
 	snprintf(pool->connect_timeout, sizeof(pool->connect_timeout), "%d", pool->connect_timeout_s);
 	pool->conninfo = strdup(cfg->conninfo);
 	pool->application_name = strdup(cfg->application_name ? cfg->application_name : "monitord");
@@ -273,6 +275,21 @@ int db_pool_acquire(struct db_pool *pool, int64_t timeout_ms, struct db_conn **o
 			db_pool_release(pool, c);
 			c = NULL;
 			goto out;
+		}
+		if (pool->statement_timeout_ms > 0) {
+			/* The session default; transactions with a deadline SET LOCAL a shorter one. */
+			char sql[64];
+			snprintf(sql, sizeof(sql), "SET statement_timeout = %d", pool->statement_timeout_ms);
+			PGresult *r = PQexec(c->pg, sql);
+			bool ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+			PQclear(r);
+			if (!ok) {
+				c->is_broken = true;
+				db_pool_release(pool, c);
+				c = NULL;
+				rc = mon_error_set(err, MON_EUNAVAIL, "database: could not configure the session");
+				goto out;
+			}
 		}
 	}
 	c->had_retryable = false;

@@ -269,6 +269,18 @@ static void test_rpc_deadline_reaches_the_database(void **state)
 	assert_int_equal(call_block("db:1", 5000, &st), 0);
 }
 
+static void test_db_session_statement_timeout_without_deadline(void **state)
+{
+	/* A call without a deadline still gets the pool's statement timeout. */
+	struct db_pool *p = NULL;
+	struct db_config dc = {.conninfo = getenv("MON_TEST_DATABASE"), .pool_size = 1, .statement_timeout_ms = 200};
+	struct mon_error err = {0};
+	assert_int_equal(db_pool_create(&dc, &p, &err), 0);
+	assert_int_equal(db_tx_run(p, INT64_MAX, sleep_sql, "3000", &err), MON_EDEADLINE);
+	assert_int_equal(db_tx_run(p, INT64_MAX, sleep_sql, "1", &err), 0);
+	db_pool_destroy(p);
+}
+
 static void test_rpc_handler_errors_and_unimplemented(void **state)
 {
 	struct rpc_status st = {0};
@@ -416,6 +428,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_rpc_blocking_handlers_do_not_stall_the_transport),
 		cmocka_unit_test(test_rpc_deadline_reaches_the_database),
+		cmocka_unit_test(test_db_session_statement_timeout_without_deadline),
 		cmocka_unit_test(test_rpc_handler_errors_and_unimplemented),
 		cmocka_unit_test(test_rpc_cancellation_reaches_the_handler),
 		cmocka_unit_test(test_rpc_stream_delivers_in_order),
