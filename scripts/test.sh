@@ -41,6 +41,7 @@ fi
 
 # Sanitizer reports fail the test that triggers them, with a stack.
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0:strict_string_checks=1}
+export LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$PWD/tests/lsan.supp}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 
 ctest_args=(--test-dir "$build_dir" --output-on-failure --no-tests=error -j "$test_jobs")

@@ -8,3 +8,5 @@ add_executable(test_rpc_server ${CMAKE_CURRENT_SOURCE_DIR}/integration/test_rpc_
 target_compile_options(test_rpc_server PRIVATE ${MON_C_WARNINGS})
 target_link_libraries(test_rpc_server PRIVATE mon_rpc mon_rpc_client mon_db mon_proto mon_util PkgConfig::CMOCKA)
 mon_add_integration_test(NAME test_rpc_server TIMEOUT 300 COMMAND test_rpc_server)
+mon_add_integration_test(NAME itest_tls_and_client TIMEOUT 300
+  COMMAND /usr/bin/python3 ${CMAKE_CURRENT_SOURCE_DIR}/integration/test_tls_and_client.py)
