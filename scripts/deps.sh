@@ -25,7 +25,7 @@ APT_PACKAGES=(
 	# libraries
 	libsodium-dev libssl-dev libjansson-dev libcurl4-openssl-dev
 	# tests and independent clients
-	libcmocka-dev python3-grpcio python3-grpc-tools nghttp2-client openssl
+	libcmocka-dev python3-grpcio python3-grpc-tools nghttp2-client openssl clang-format git
 	# HTTPS trust for npm (not pulled in with --no-install-recommends)
 	ca-certificates
 )
