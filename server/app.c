@@ -38,7 +38,7 @@ int app_bind_services(struct app *app, struct mon_error *err)
 static void set_health(struct app *app, enum rpc_health_status status)
 {
 	log_info("msg=\"health of the server and every monitoring.v1 service\" status=%s",
-		 status == RPC_HEALTH_SERVING ? "SERVING" : "NOT_SERVING");
+	         status == RPC_HEALTH_SERVING ? "SERVING" : "NOT_SERVING");
 	rpc_health_set(app->rpc, "", status);
 	for (size_t i = 0; i < mon_all_services_count; i++)
 		if (is_monitoring_service(mon_all_services[i]))

@@ -28,7 +28,7 @@ struct app {
 	pthread_mutex_t monitor_lock;
 	pthread_cond_t monitor_cond;
 	bool monitor_stop;
-	atomic_bool db_ready;   /* migrations applied and the last ping answered */
+	atomic_bool db_ready; /* migrations applied and the last ping answered */
 	atomic_bool migrated;
 };
 

@@ -22,13 +22,13 @@
 extern char **environ;
 
 enum setting_kind {
-	KIND_LISTEN,      /* char * plus the parsed listen_addr */
-	KIND_STRING,      /* char *, must not be empty */
-	KIND_OPT_STRING,  /* char *, "" stores NULL */
-	KIND_LOG_LEVEL,   /* enum log_level */
-	KIND_INT,         /* int within [min, max] */
-	KIND_SIZE,        /* size_t within [min, max] */
-	KIND_BOOL         /* bool */
+	KIND_LISTEN,     /* char * plus the parsed listen_addr */
+	KIND_STRING,     /* char *, must not be empty */
+	KIND_OPT_STRING, /* char *, "" stores NULL */
+	KIND_LOG_LEVEL,  /* enum log_level */
+	KIND_INT,        /* int within [min, max] */
+	KIND_SIZE,       /* size_t within [min, max] */
+	KIND_BOOL        /* bool */
 };
 
 struct setting {
@@ -37,7 +37,7 @@ struct setting {
 	size_t offset;
 	long long min;
 	long long max;
-	const char *def;      /* default as text; NULL = unset */
+	const char *def;       /* default as text; NULL = unset */
 	const char *def_shown; /* default as --help shows it, when not def */
 	const char *metavar;
 	const char *help;
@@ -46,56 +46,56 @@ struct setting {
 #define OFF(field) offsetof(struct mon_config, field)
 
 static const struct setting settings[] = {
-	{ "listen", KIND_LISTEN, OFF(listen), 0, 0, "127.0.0.1:50051", NULL, "ADDR",
-	  "Address to serve gRPC on: HOST:PORT, [IPV6]:PORT or unix:PATH. Port 0 "
-	  "picks a free port (see port-file). Plaintext is refused off loopback "
-	  "unless TLS is set or allow-insecure-remote is true." },
-	{ "database", KIND_OPT_STRING, OFF(database), 0, 0, "", "empty (embedded cluster)", "CONNINFO",
-	  "PostgreSQL to use: a libpq conninfo (\"host=/run/postgresql dbname=monitoring\") "
-	  "or a postgresql:// URL. Empty starts an embedded cluster in data-dir. "
-	  "DATABASE_URL is read too, below MONITORD_DATABASE." },
-	{ "data-dir", KIND_STRING, OFF(data_dir), 0, 0, "./.data/postgres", ".data/postgres under the working directory",
-	  "DIR", "Directory of the embedded PostgreSQL cluster (used when database is empty)." },
-	{ "port-file", KIND_OPT_STRING, OFF(port_file), 0, 0, "", "none", "FILE",
-	  "Once listening, write the bound address (\"127.0.0.1:PORT\") to FILE, "
-	  "for scripts and tests that listen on port 0." },
-	{ "log-level", KIND_LOG_LEVEL, OFF(log_level), 0, 0, "info", NULL, "LEVEL",
-	  "Lowest level logged: debug, info, warn or error." },
-	{ "cq-threads", KIND_INT, OFF(cq_threads), 1, 64, "2", NULL, "N",
-	  "gRPC completion-queue threads; they never block. One per core is plenty." },
-	{ "worker-threads", KIND_INT, OFF(worker_threads), 1, 1024, "8", NULL, "N",
-	  "Threads running blocking handler work (database calls)." },
-	{ "db-pool-size", KIND_INT, OFF(db_pool_size), 1, 1000, "8", NULL, "N",
-	  "PostgreSQL connections held by this process." },
-	{ "max-recv-message-bytes", KIND_SIZE, OFF(max_recv_message_bytes), 1024, 268435456, "4194304", NULL, "BYTES",
-	  "Largest request message accepted; larger ones get RESOURCE_EXHAUSTED." },
-	{ "max-send-message-bytes", KIND_SIZE, OFF(max_send_message_bytes), 1024, 268435456, "16777216", NULL, "BYTES",
-	  "Largest response message sent." },
-	{ "max-concurrent-streams", KIND_INT, OFF(max_concurrent_streams), 1, 100000, "1000", NULL, "N",
-	  "Concurrent calls (HTTP/2 streams) per client connection." },
-	{ "keepalive-min-ping-ms", KIND_INT, OFF(keepalive_min_ping_ms), 1000, 86400000, "60000", NULL, "MS",
-	  "Clients pinging more often than this are sent GOAWAY." },
-	{ "keepalive-time-ms", KIND_INT, OFF(keepalive_time_ms), 1000, 86400000, "7200000", NULL, "MS",
-	  "The server pings a connection idle this long." },
-	{ "keepalive-timeout-ms", KIND_INT, OFF(keepalive_timeout_ms), 1000, 3600000, "20000", NULL, "MS",
-	  "A connection whose ping is not answered within this is closed." },
-	{ "handshake-timeout-ms", KIND_INT, OFF(handshake_timeout_ms), 100, 300000, "10000", NULL, "MS",
-	  "A new connection must finish its HTTP/2 (and TLS) handshake within this." },
-	{ "stream-queue-max", KIND_SIZE, OFF(stream_queue_max), 1, 1000000, "1024", NULL, "N",
-	  "Messages buffered per server stream; a subscriber that falls further "
-	  "behind is told so (and can resume) instead of growing memory." },
-	{ "shutdown-grace-ms", KIND_INT, OFF(shutdown_grace_ms), 0, 3600000, "10000", NULL, "MS",
-	  "On SIGTERM/SIGINT, time given to in-flight calls before they are cancelled." },
-	{ "tls-cert", KIND_OPT_STRING, OFF(tls_cert), 0, 0, "", "none (plaintext)", "FILE",
-	  "Server certificate chain (PEM). Set together with tls-key." },
-	{ "tls-key", KIND_OPT_STRING, OFF(tls_key), 0, 0, "", "none", "FILE",
-	  "Server private key (PEM). Set together with tls-cert." },
-	{ "tls-client-ca", KIND_OPT_STRING, OFF(tls_client_ca), 0, 0, "", "none", "FILE",
-	  "CA bundle (PEM); when set, clients must present a certificate it signed (mutual TLS)." },
-	{ "allow-insecure-remote", KIND_BOOL, OFF(allow_insecure_remote), 0, 0, "false", NULL, "BOOL",
-	  "Allow plaintext on addresses other than loopback and Unix sockets." },
-	{ "db-statement-timeout-ms", KIND_INT, OFF(db_statement_timeout_ms), 100, 86400000, "30000", NULL, "MS",
-	  "statement_timeout for a call with no deadline (a call's deadline wins)." },
+        {"listen", KIND_LISTEN, OFF(listen), 0, 0, "127.0.0.1:50051", NULL, "ADDR",
+         "Address to serve gRPC on: HOST:PORT, [IPV6]:PORT or unix:PATH. Port 0 "
+         "picks a free port (see port-file). Plaintext is refused off loopback "
+         "unless TLS is set or allow-insecure-remote is true."},
+        {"database", KIND_OPT_STRING, OFF(database), 0, 0, "", "empty (embedded cluster)", "CONNINFO",
+         "PostgreSQL to use: a libpq conninfo (\"host=/run/postgresql dbname=monitoring\") "
+         "or a postgresql:// URL. Empty starts an embedded cluster in data-dir. "
+         "DATABASE_URL is read too, below MONITORD_DATABASE."},
+        {"data-dir", KIND_STRING, OFF(data_dir), 0, 0, "./.data/postgres", ".data/postgres under the working directory",
+         "DIR", "Directory of the embedded PostgreSQL cluster (used when database is empty)."},
+        {"port-file", KIND_OPT_STRING, OFF(port_file), 0, 0, "", "none", "FILE",
+         "Once listening, write the bound address (\"127.0.0.1:PORT\") to FILE, "
+         "for scripts and tests that listen on port 0."},
+        {"log-level", KIND_LOG_LEVEL, OFF(log_level), 0, 0, "info", NULL, "LEVEL",
+         "Lowest level logged: debug, info, warn or error."},
+        {"cq-threads", KIND_INT, OFF(cq_threads), 1, 64, "2", NULL, "N",
+         "gRPC completion-queue threads; they never block. One per core is plenty."},
+        {"worker-threads", KIND_INT, OFF(worker_threads), 1, 1024, "8", NULL, "N",
+         "Threads running blocking handler work (database calls)."},
+        {"db-pool-size", KIND_INT, OFF(db_pool_size), 1, 1000, "8", NULL, "N",
+         "PostgreSQL connections held by this process."},
+        {"max-recv-message-bytes", KIND_SIZE, OFF(max_recv_message_bytes), 1024, 268435456, "4194304", NULL, "BYTES",
+         "Largest request message accepted; larger ones get RESOURCE_EXHAUSTED."},
+        {"max-send-message-bytes", KIND_SIZE, OFF(max_send_message_bytes), 1024, 268435456, "16777216", NULL, "BYTES",
+         "Largest response message sent."},
+        {"max-concurrent-streams", KIND_INT, OFF(max_concurrent_streams), 1, 100000, "1000", NULL, "N",
+         "Concurrent calls (HTTP/2 streams) per client connection."},
+        {"keepalive-min-ping-ms", KIND_INT, OFF(keepalive_min_ping_ms), 1000, 86400000, "60000", NULL, "MS",
+         "Clients pinging more often than this are sent GOAWAY."},
+        {"keepalive-time-ms", KIND_INT, OFF(keepalive_time_ms), 1000, 86400000, "7200000", NULL, "MS",
+         "The server pings a connection idle this long."},
+        {"keepalive-timeout-ms", KIND_INT, OFF(keepalive_timeout_ms), 1000, 3600000, "20000", NULL, "MS",
+         "A connection whose ping is not answered within this is closed."},
+        {"handshake-timeout-ms", KIND_INT, OFF(handshake_timeout_ms), 100, 300000, "10000", NULL, "MS",
+         "A new connection must finish its HTTP/2 (and TLS) handshake within this."},
+        {"stream-queue-max", KIND_SIZE, OFF(stream_queue_max), 1, 1000000, "1024", NULL, "N",
+         "Messages buffered per server stream; a subscriber that falls further "
+         "behind is told so (and can resume) instead of growing memory."},
+        {"shutdown-grace-ms", KIND_INT, OFF(shutdown_grace_ms), 0, 3600000, "10000", NULL, "MS",
+         "On SIGTERM/SIGINT, time given to in-flight calls before they are cancelled."},
+        {"tls-cert", KIND_OPT_STRING, OFF(tls_cert), 0, 0, "", "none (plaintext)", "FILE",
+         "Server certificate chain (PEM). Set together with tls-key."},
+        {"tls-key", KIND_OPT_STRING, OFF(tls_key), 0, 0, "", "none", "FILE",
+         "Server private key (PEM). Set together with tls-cert."},
+        {"tls-client-ca", KIND_OPT_STRING, OFF(tls_client_ca), 0, 0, "", "none", "FILE",
+         "CA bundle (PEM); when set, clients must present a certificate it signed (mutual TLS)."},
+        {"allow-insecure-remote", KIND_BOOL, OFF(allow_insecure_remote), 0, 0, "false", NULL, "BOOL",
+         "Allow plaintext on addresses other than loopback and Unix sockets."},
+        {"db-statement-timeout-ms", KIND_INT, OFF(db_statement_timeout_ms), 100, 86400000, "30000", NULL, "MS",
+         "statement_timeout for a call with no deadline (a call's deadline wins)."},
 };
 
 #define SETTING_COUNT (sizeof(settings) / sizeof(settings[0]))
@@ -189,8 +189,8 @@ static bool parse_integer(const char *text, long long *out)
 
 int mon_config_parse_bool(const char *setting_name, const char *text, bool *out, struct mon_error *err)
 {
-	static const char *const yes[] = { "true", "1", "yes", "on" };
-	static const char *const no[] = { "false", "0", "no", "off" };
+	static const char *const yes[] = {"true", "1", "yes", "on"};
+	static const char *const no[] = {"false", "0", "no", "off"};
 	for (size_t i = 0; i < sizeof(yes) / sizeof(yes[0]); i++) {
 		if (ascii_case_equal(text, yes[i])) {
 			*out = true;
@@ -202,7 +202,7 @@ int mon_config_parse_bool(const char *setting_name, const char *text, bool *out,
 		}
 	}
 	return mon_error_set(err, MON_EINVAL, "%s: must be true or false (also 1/0, yes/no, on/off), got \"%.*s\"",
-			     setting_name, VALUE_SHOWN_MAX, text);
+	                     setting_name, VALUE_SHOWN_MAX, text);
 }
 
 static bool is_bool_word(const char *text)
@@ -232,7 +232,7 @@ static bool ipv4_is_loopback(const struct in_addr *a)
 
 static bool ipv6_is_loopback(const struct in6_addr *a)
 {
-	static const unsigned char mapped_prefix[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
+	static const unsigned char mapped_prefix[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
 	if (IN6_IS_ADDR_LOOPBACK(a))
 		return true;
 	return memcmp(a->s6_addr, mapped_prefix, sizeof(mapped_prefix)) == 0 && a->s6_addr[12] == 127;
@@ -241,7 +241,7 @@ static bool ipv6_is_loopback(const struct in6_addr *a)
 static int listen_error(struct mon_error *err, const char *text, const char *why)
 {
 	return mon_error_set(err, MON_EINVAL, "listen: %s, got \"%.*s\" (expected HOST:PORT, [IPV6]:PORT or unix:PATH)",
-			     why, VALUE_SHOWN_MAX, text);
+	                     why, VALUE_SHOWN_MAX, text);
 }
 
 int mon_listen_addr_parse(const char *text, struct mon_listen_addr *out, struct mon_error *err)
@@ -259,8 +259,9 @@ int mon_listen_addr_parse(const char *text, struct mon_listen_addr *out, struct 
 		if (len == 0)
 			return listen_error(err, text, "missing socket path");
 		if (len >= sizeof(out->path))
-			return mon_error_set(err, MON_EINVAL, "listen: socket path must be shorter than %zu bytes, got %zu",
-					     sizeof(out->path), len);
+			return mon_error_set(err, MON_EINVAL,
+			                     "listen: socket path must be shorter than %zu bytes, got %zu",
+			                     sizeof(out->path), len);
 		memcpy(out->path, path, len + 1);
 		out->is_unix = true;
 		out->port = -1;
@@ -301,7 +302,7 @@ int mon_listen_addr_parse(const char *text, struct mon_listen_addr *out, struct 
 	long long port = -1;
 	if (!parse_integer(port_text, &port) || port_text[0] == '-' || port > 65535)
 		return mon_error_set(err, MON_EINVAL, "listen: port must be between 0 and 65535, got \"%.*s\"",
-				     VALUE_SHOWN_MAX, port_text);
+		                     VALUE_SHOWN_MAX, port_text);
 	out->port = (int)port;
 
 	if (out->is_ipv6) {
@@ -465,7 +466,7 @@ static void redact_keyword_value(const char *s, struct outbuf *o)
 
 void mon_config_redact_conninfo(const char *conninfo, char *buf, size_t buf_len)
 {
-	struct outbuf o = { buf, 0, buf_len };
+	struct outbuf o = {buf, 0, buf_len};
 	if (buf_len == 0)
 		return;
 	buf[0] = '\0';
@@ -509,7 +510,8 @@ static int set_value(struct mon_config *cfg, const struct setting *s, const char
 	case KIND_STRING:
 	case KIND_OPT_STRING: {
 		if (strlen(text) >= LINE_MAX_BYTES)
-			return mon_error_set(err, MON_EINVAL, "%s: must be shorter than %d bytes", s->name, LINE_MAX_BYTES);
+			return mon_error_set(err, MON_EINVAL, "%s: must be shorter than %d bytes", s->name,
+			                     LINE_MAX_BYTES);
 		if (text[0] == '\0' && s->kind == KIND_STRING)
 			return mon_error_set(err, MON_EINVAL, "%s: must not be empty", s->name);
 		char *copy = NULL;
@@ -524,8 +526,8 @@ static int set_value(struct mon_config *cfg, const struct setting *s, const char
 		return 0;
 	}
 	case KIND_LOG_LEVEL: {
-		static const char *const names[] = { "debug", "info", "warn", "error" };
-		static const enum log_level levels[] = { LOG_DEBUG, LOG_INFO, LOG_WARN, LOG_ERROR };
+		static const char *const names[] = {"debug", "info", "warn", "error"};
+		static const enum log_level levels[] = {LOG_DEBUG, LOG_INFO, LOG_WARN, LOG_ERROR};
 		for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
 			if (ascii_case_equal(text, names[i])) {
 				*(enum log_level *)field = levels[i];
@@ -533,31 +535,31 @@ static int set_value(struct mon_config *cfg, const struct setting *s, const char
 			}
 		}
 		return mon_error_set(err, MON_EINVAL, "%s: must be debug, info, warn or error, got \"%.*s\"", s->name,
-				     VALUE_SHOWN_MAX, text);
+		                     VALUE_SHOWN_MAX, text);
 	}
 	case KIND_INT:
 	case KIND_SIZE: {
 		long long v = 0;
 		if (!parse_integer(text, &v))
-			return mon_error_set(err, MON_EINVAL, "%s: must be an integer between %lld and %lld, got \"%.*s\"",
-					     s->name, s->min, s->max, VALUE_SHOWN_MAX, text);
+			return mon_error_set(err, MON_EINVAL,
+			                     "%s: must be an integer between %lld and %lld, got \"%.*s\"", s->name,
+			                     s->min, s->max, VALUE_SHOWN_MAX, text);
 		if (v < s->min || v > s->max)
-			return mon_error_set(err, MON_EINVAL, "%s: must be between %lld and %lld, got \"%.*s\"", s->name,
-					     s->min, s->max, VALUE_SHOWN_MAX, text);
+			return mon_error_set(err, MON_EINVAL, "%s: must be between %lld and %lld, got \"%.*s\"",
+			                     s->name, s->min, s->max, VALUE_SHOWN_MAX, text);
 		if (s->kind == KIND_INT)
 			*(int *)field = (int)v;
 		else
 			*(size_t *)field = (size_t)v;
 		return 0;
 	}
-	case KIND_BOOL:
-		return mon_config_parse_bool(s->name, text, (bool *)field, err);
+	case KIND_BOOL: return mon_config_parse_bool(s->name, text, (bool *)field, err);
 	}
 	return mon_error_set(err, MON_EINTERNAL, "%s: unknown setting kind", s->name);
 }
 
 static int apply(struct mon_config *cfg, const struct setting *s, const char *text, enum mon_config_source source,
-		 int line, const char *env_name, struct mon_error *err)
+                 int line, const char *env_name, struct mon_error *err)
 {
 	int rc = set_value(cfg, s, text, err);
 	if (rc != 0)
@@ -642,7 +644,7 @@ static int split_line(char *line, char **key, char **value, struct mon_error *er
 static int load_file(struct mon_config *cfg, const char *path, struct mon_error *err)
 {
 	int rc = 0;
-	int first_line[SETTING_COUNT] = { 0 };
+	int first_line[SETTING_COUNT] = {0};
 	char line[LINE_MAX_BYTES + 2];
 	int lineno = 0;
 	FILE *f = fopen(path, "r");
@@ -655,7 +657,7 @@ static int load_file(struct mon_config *cfg, const char *path, struct mon_error 
 		size_t len = strlen(line);
 		if (len > LINE_MAX_BYTES && line[len - 1] != '\n') {
 			rc = mon_error_set(err, MON_EINVAL, "%s:%d: line longer than %d bytes", path, lineno,
-					   LINE_MAX_BYTES);
+			                   LINE_MAX_BYTES);
 			goto out;
 		}
 		char *key = NULL;
@@ -671,7 +673,7 @@ static int load_file(struct mon_config *cfg, const char *path, struct mon_error 
 				rc = mon_error_set(err, MON_EINVAL, "unknown setting \"%.*s\"", VALUE_SHOWN_MAX, key);
 			} else if (first_line[setting_index(s)] != 0) {
 				rc = mon_error_set(err, MON_EINVAL, "%s: set twice (first on line %d)", s->name,
-						   first_line[setting_index(s)]);
+				                   first_line[setting_index(s)]);
 			} else {
 				first_line[setting_index(s)] = lineno;
 				rc = apply(cfg, s, value, MON_CONFIG_SRC_FILE, lineno, NULL, err);
@@ -766,16 +768,16 @@ struct flag {
  * and the --config value. Values are checked later, when applied.
  */
 static int parse_argv(int argc, char **argv, struct flag *flags, size_t *flag_count, const char **config_path,
-		      struct mon_error *err)
+                      struct mon_error *err)
 {
 	bool config_seen = false;
-	bool seen[SETTING_COUNT] = { false };
+	bool seen[SETTING_COUNT] = {false};
 	*flag_count = 0;
 	for (int i = 1; i < argc; i++) {
 		const char *arg = argv[i];
 		if (strncmp(arg, "--", 2) != 0 || arg[2] == '\0')
 			return mon_error_set(err, MON_EINVAL, "unexpected argument \"%.*s\" (see --help)",
-					     VALUE_SHOWN_MAX, arg);
+			                     VALUE_SHOWN_MAX, arg);
 		const char *name = arg + 2;
 		const char *eq = strchr(name, '=');
 		size_t name_len = eq != NULL ? (size_t)(eq - name) : strlen(name);
@@ -783,7 +785,7 @@ static int parse_argv(int argc, char **argv, struct flag *flags, size_t *flag_co
 		bool is_config = s == NULL && name_equals("config", name, name_len);
 		if (s == NULL && !is_config)
 			return mon_error_set(err, MON_EINVAL, "unknown option \"--%.*s\" (see --help)", (int)name_len,
-					     name);
+			                     name);
 		const char *shown = is_config ? "config" : s->name;
 		const char *value = NULL;
 		if (eq != NULL) {
@@ -836,7 +838,7 @@ static int absolutize_data_dir(struct mon_config *cfg, struct mon_error *err)
 	char cwd[PATH_MAX];
 	if (getcwd(cwd, sizeof(cwd)) == NULL)
 		return mon_error_set(err, MON_EINVAL, "data-dir: cannot resolve \"%s\": %s", cfg->data_dir,
-				     strerror(errno));
+		                     strerror(errno));
 	const char *rel = cfg->data_dir;
 	while (rel[0] == '.' && rel[1] == '/') {
 		rel += 2;
@@ -861,17 +863,18 @@ static int check_combinations(struct mon_config *cfg, struct mon_error *err)
 		const char *name = cfg->tls_cert != NULL ? "tls-cert" : "tls-key";
 		const struct setting *set = find_setting(name, strlen(name));
 		describe_origin(cfg, set, where, sizeof(where));
-		return mon_error_set(err, MON_EINVAL, "tls-cert and tls-key must be set together (only %s is set, by %s)",
-				     set->name, where);
+		return mon_error_set(err, MON_EINVAL,
+		                     "tls-cert and tls-key must be set together (only %s is set, by %s)", set->name,
+		                     where);
 	}
 	if (cfg->tls_client_ca != NULL && cfg->tls_cert == NULL)
 		return mon_error_set(err, MON_EINVAL, "tls-client-ca: needs tls-cert and tls-key (mutual TLS is TLS)");
 	const struct mon_listen_addr *a = &cfg->listen_addr;
 	if (cfg->tls_cert == NULL && !a->is_unix && !a->is_loopback && !cfg->allow_insecure_remote)
 		return mon_error_set(err, MON_EINVAL,
-				     "listen: plaintext on non-loopback address \"%s\" is refused; set tls-cert and "
-				     "tls-key, or allow-insecure-remote = true",
-				     cfg->listen);
+		                     "listen: plaintext on non-loopback address \"%s\" is refused; set tls-cert and "
+		                     "tls-key, or allow-insecure-remote = true",
+		                     cfg->listen);
 	return 0;
 }
 
@@ -1009,11 +1012,11 @@ void mon_config_print_help(FILE *f, const char *prog)
 {
 	fprintf(f, "Usage: %s [OPTIONS]\n\n", prog != NULL ? prog : "monitord");
 	print_wrapped(f,
-		      "monitord serves the monitoring API over gRPC, backed by PostgreSQL. Each setting comes from, "
-		      "in increasing precedence: its built-in default, the config file, the environment "
-		      "(MONITORD_<SETTING>, upper case with '_'), then the command line (--setting VALUE or "
-		      "--setting=VALUE).",
-		      0);
+	              "monitord serves the monitoring API over gRPC, backed by PostgreSQL. Each setting comes from, "
+	              "in increasing precedence: its built-in default, the config file, the environment "
+	              "(MONITORD_<SETTING>, upper case with '_'), then the command line (--setting VALUE or "
+	              "--setting=VALUE).",
+	              0);
 	fputs("\nOptions:\n"
 	      "  -h, --help\n"
 	      "      Print this help and exit.\n"
@@ -1022,9 +1025,9 @@ void mon_config_print_help(FILE *f, const char *prog)
 	      "  --config FILE\n",
 	      f);
 	print_wrapped(f,
-		      "Read settings from FILE: \"setting = value\" lines, '#' comments, names as below without "
-		      "the dashes ('-' or '_'). Unknown names, bad values and repeated names are errors.",
-		      6);
+	              "Read settings from FILE: \"setting = value\" lines, '#' comments, names as below without "
+	              "the dashes ('-' or '_'). Unknown names, bad values and repeated names are errors.",
+	              6);
 	fputs("      env: MONITORD_CONFIG\n", f);
 	char env[64];
 	for (size_t i = 0; i < SETTING_COUNT; i++) {
@@ -1035,7 +1038,8 @@ void mon_config_print_help(FILE *f, const char *prog)
 		if (s->kind == KIND_INT || s->kind == KIND_SIZE)
 			fprintf(f, " (range %lld to %lld)", s->min, s->max);
 		env_name_of(s->name, env, sizeof(env));
-		fprintf(f, "\n      env: %s%s\n", env, strcmp(s->name, "database") == 0 ? ", or DATABASE_URL below it" : "");
+		fprintf(f, "\n      env: %s%s\n", env,
+		        strcmp(s->name, "database") == 0 ? ", or DATABASE_URL below it" : "");
 	}
 }
 
@@ -1083,7 +1087,7 @@ static void put_setting_value(FILE *f, const struct mon_config *cfg, const struc
 		return;
 	}
 	case KIND_LOG_LEVEL: {
-		static const char *const names[] = { "debug", "info", "warn", "error" };
+		static const char *const names[] = {"debug", "info", "warn", "error"};
 		enum log_level l = *(const enum log_level *)field;
 		fputs((int)l >= 0 && (int)l < 4 ? names[l] : "?", f);
 		return;
@@ -1096,9 +1100,7 @@ static void put_setting_value(FILE *f, const struct mon_config *cfg, const struc
 		snprintf(num, sizeof(num), "%zu", *(const size_t *)field);
 		fputs(num, f);
 		return;
-	case KIND_BOOL:
-		fputs(*(const bool *)field ? "true" : "false", f);
-		return;
+	case KIND_BOOL: fputs(*(const bool *)field ? "true" : "false", f); return;
 	}
 }
 

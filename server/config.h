@@ -32,18 +32,18 @@ enum mon_config_source {
 
 struct mon_config_origin {
 	enum mon_config_source source;
-	int line;           /* MON_CONFIG_SRC_FILE: line in config_file */
-	char env_name[64];  /* MON_CONFIG_SRC_ENV: the variable read */
+	int line;          /* MON_CONFIG_SRC_FILE: line in config_file */
+	char env_name[64]; /* MON_CONFIG_SRC_ENV: the variable read */
 };
 
 /* A parsed listen address (see mon_listen_addr_parse). */
 struct mon_listen_addr {
-	bool is_unix;       /* unix:PATH; path is set, host empty, port -1 */
-	bool is_ipv6;       /* host is an IPv6 literal (written in brackets) */
-	bool is_loopback;   /* 127.0.0.0/8, ::1, ::ffff:127.x.y.z or "localhost" */
-	char host[256];     /* without brackets */
-	int port;           /* 0..65535; 0 means pick a free port */
-	char path[108];     /* Unix socket path (sun_path holds 108 bytes) */
+	bool is_unix;     /* unix:PATH; path is set, host empty, port -1 */
+	bool is_ipv6;     /* host is an IPv6 literal (written in brackets) */
+	bool is_loopback; /* 127.0.0.0/8, ::1, ::ffff:127.x.y.z or "localhost" */
+	char host[256];   /* without brackets */
+	int port;         /* 0..65535; 0 means pick a free port */
+	char path[108];   /* Unix socket path (sun_path holds 108 bytes) */
 };
 
 /*
@@ -51,33 +51,33 @@ struct mon_listen_addr {
  * mon_config_free). Optional strings are NULL when unset or set to "".
  */
 struct mon_config {
-	char *listen;                   /* listen: "127.0.0.1:50051", "[::1]:0", "unix:/path" */
+	char *listen;                       /* listen: "127.0.0.1:50051", "[::1]:0", "unix:/path" */
 	struct mon_listen_addr listen_addr; /* listen, parsed */
-	char *database;                 /* database: conninfo or URL; NULL = embedded cluster */
-	char *data_dir;                 /* data-dir: embedded cluster directory, made absolute */
-	char *port_file;                /* port-file: write "host:port" there once listening; NULL = don't */
-	enum log_level log_level;       /* log-level: default LOG_INFO */
-	int cq_threads;                 /* cq-threads: default 2 */
-	int worker_threads;             /* worker-threads: default 8 */
-	int db_pool_size;               /* db-pool-size: default 8 */
-	size_t max_recv_message_bytes;  /* max-recv-message-bytes: default 4 MiB */
-	size_t max_send_message_bytes;  /* max-send-message-bytes: default 16 MiB */
-	int max_concurrent_streams;     /* max-concurrent-streams: per connection, default 1000 */
-	int keepalive_min_ping_ms;      /* keepalive-min-ping-ms: default 60000 */
-	int keepalive_time_ms;          /* keepalive-time-ms: default 7200000 */
-	int keepalive_timeout_ms;       /* keepalive-timeout-ms: default 20000 */
-	int handshake_timeout_ms;       /* handshake-timeout-ms: default 10000 */
-	size_t stream_queue_max;        /* stream-queue-max: messages per stream, default 1024 */
-	int shutdown_grace_ms;          /* shutdown-grace-ms: default 10000 */
-	char *tls_cert;                 /* tls-cert: PEM file path; NULL = plaintext */
-	char *tls_key;                  /* tls-key: PEM file path; set together with tls_cert */
-	char *tls_client_ca;            /* tls-client-ca: PEM file path; set = mutual TLS */
-	bool allow_insecure_remote;     /* allow-insecure-remote: plaintext off loopback, default false */
-	int db_statement_timeout_ms;    /* db-statement-timeout-ms: default 30000 */
+	char *database;                     /* database: conninfo or URL; NULL = embedded cluster */
+	char *data_dir;                     /* data-dir: embedded cluster directory, made absolute */
+	char *port_file;                    /* port-file: write "host:port" there once listening; NULL = don't */
+	enum log_level log_level;           /* log-level: default LOG_INFO */
+	int cq_threads;                     /* cq-threads: default 2 */
+	int worker_threads;                 /* worker-threads: default 8 */
+	int db_pool_size;                   /* db-pool-size: default 8 */
+	size_t max_recv_message_bytes;      /* max-recv-message-bytes: default 4 MiB */
+	size_t max_send_message_bytes;      /* max-send-message-bytes: default 16 MiB */
+	int max_concurrent_streams;         /* max-concurrent-streams: per connection, default 1000 */
+	int keepalive_min_ping_ms;          /* keepalive-min-ping-ms: default 60000 */
+	int keepalive_time_ms;              /* keepalive-time-ms: default 7200000 */
+	int keepalive_timeout_ms;           /* keepalive-timeout-ms: default 20000 */
+	int handshake_timeout_ms;           /* handshake-timeout-ms: default 10000 */
+	size_t stream_queue_max;            /* stream-queue-max: messages per stream, default 1024 */
+	int shutdown_grace_ms;              /* shutdown-grace-ms: default 10000 */
+	char *tls_cert;                     /* tls-cert: PEM file path; NULL = plaintext */
+	char *tls_key;                      /* tls-key: PEM file path; set together with tls_cert */
+	char *tls_client_ca;                /* tls-client-ca: PEM file path; set = mutual TLS */
+	bool allow_insecure_remote;         /* allow-insecure-remote: plaintext off loopback, default false */
+	int db_statement_timeout_ms;        /* db-statement-timeout-ms: default 30000 */
 
-	char *config_file;              /* the config file read, NULL when none */
-	bool show_help;                 /* -h/--help was given: print help, exit 0 */
-	bool show_version;              /* --version was given: print the version, exit 0 */
+	char *config_file; /* the config file read, NULL when none */
+	bool show_help;    /* -h/--help was given: print help, exit 0 */
+	bool show_version; /* --version was given: print the version, exit 0 */
 	/* Non-fatal findings for the log (unknown MONITORD_* variables). */
 	char *warnings[MON_CONFIG_WARNING_MAX];
 	size_t warning_count;

@@ -38,7 +38,8 @@ static int read_pem(const char *setting, const char *path, char **out, struct mo
 	}
 	size_t n = fread(buf, 1, PEM_MAX_BYTES + 1, f);
 	if (ferror(f) || n > PEM_MAX_BYTES || n == 0) {
-		rc = mon_error_set(err, MON_EINVAL, "%s: \"%s\" is unreadable, empty or larger than 1 MiB", setting, path);
+		rc = mon_error_set(err, MON_EINVAL, "%s: \"%s\" is unreadable, empty or larger than 1 MiB", setting,
+		                   path);
 		goto out;
 	}
 	buf[n] = '\0';
@@ -107,12 +108,13 @@ int main(int argc, char **argv)
 	bool tls = app.cfg.tls_cert != NULL;
 	if (!tls && !app.cfg.listen_addr.is_unix && !app.cfg.listen_addr.is_loopback) {
 		if (!app.cfg.allow_insecure_remote) {
-			log_error("msg=\"refusing plaintext on a non-loopback address; configure tls-cert and tls-key, or set allow-insecure-remote\" listen=\"%s\"",
-				  app.cfg.listen);
+			log_error("msg=\"refusing plaintext on a non-loopback address; configure tls-cert and tls-key, "
+			          "or set allow-insecure-remote\" listen=\"%s\"",
+			          app.cfg.listen);
 			goto out;
 		}
 		log_warn("msg=\"serving plaintext on a non-loopback address (allow-insecure-remote)\" listen=\"%s\"",
-			 app.cfg.listen);
+		         app.cfg.listen);
 	}
 	if (tls) {
 		if (read_pem("tls-cert", app.cfg.tls_cert, &tls_cert, &err) != 0 ||
@@ -127,7 +129,7 @@ int main(int argc, char **argv)
 	const char *conninfo = app.cfg.database;
 	if (conninfo == NULL) {
 		log_info("msg=\"no database configured, starting the embedded PostgreSQL\" data_dir=\"%s\"",
-			 app.cfg.data_dir);
+		         app.cfg.data_dir);
 		if (db_embedded_start(app.cfg.data_dir, &app.embedded, app.conninfo, sizeof(app.conninfo), &err) != 0) {
 			log_error("msg=\"could not start the embedded PostgreSQL: %s\"", err.msg);
 			goto out;
@@ -135,11 +137,11 @@ int main(int argc, char **argv)
 		conninfo = app.conninfo;
 	}
 	struct db_config dbc = {
-		.conninfo = conninfo,
-		.pool_size = app.cfg.db_pool_size,
-		.connect_timeout_s = 5,
-		.application_name = "monitord",
-		.statement_timeout_ms = app.cfg.db_statement_timeout_ms,
+	        .conninfo = conninfo,
+	        .pool_size = app.cfg.db_pool_size,
+	        .connect_timeout_s = 5,
+	        .application_name = "monitord",
+	        .statement_timeout_ms = app.cfg.db_statement_timeout_ms,
 	};
 	if (db_pool_create(&dbc, &app.pool, &err) != 0) {
 		log_error("msg=\"database: %s\"", err.msg);
@@ -191,7 +193,7 @@ int main(int argc, char **argv)
 	int sig = 0;
 	sigwait(&sigs, &sig);
 	log_info("msg=\"shutting down\" signal=%s grace_ms=%d", sig == SIGINT ? "SIGINT" : "SIGTERM",
-		 app.cfg.shutdown_grace_ms);
+	         app.cfg.shutdown_grace_ms);
 	exit_code = 0;
 
 out:

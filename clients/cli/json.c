@@ -126,8 +126,8 @@ static int wkt_is(const ProtobufCMessageDescriptor *d, const char *short_name)
 
 static int is_wrapper(const ProtobufCMessageDescriptor *d)
 {
-	static const char *const names[] = {"DoubleValue", "FloatValue", "Int64Value", "UInt64Value", "Int32Value",
-					    "UInt32Value", "BoolValue", "StringValue", "BytesValue"};
+	static const char *const names[] = {"DoubleValue", "FloatValue", "Int64Value",  "UInt64Value", "Int32Value",
+	                                    "UInt32Value", "BoolValue",  "StringValue", "BytesValue"};
 	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
 		if (wkt_is(d, names[i]))
 			return 1;
@@ -419,7 +419,7 @@ static int parse_duration(const char *s, int64_t *seconds, int32_t *nanos)
 /* ---- JSON -> message ---- */
 
 static int message_from_json(const json_t *j, const ProtobufCMessageDescriptor *d, ProtobufCMessage **out,
-			     struct path *p, struct mon_error *err);
+                             struct path *p, struct mon_error *err);
 
 static const char *json_type_name(const json_t *j)
 {
@@ -530,7 +530,7 @@ static int parse_double(const json_t *j, double *out, struct path *p, struct mon
  * zero or default value. On failure slot is left as it was.
  */
 static int value_from_json(const json_t *j, ProtobufCType t, const void *desc, void *slot, struct path *p,
-			   struct mon_error *err)
+                           struct mon_error *err)
 {
 	int64_t i;
 	uint64_t u;
@@ -588,7 +588,8 @@ static int value_from_json(const json_t *j, ProtobufCType t, const void *desc, v
 			return MON_OK;
 		}
 		if (json_is_string(j)) {
-			const ProtobufCEnumValue *ev = protobuf_c_enum_descriptor_get_value_by_name(ed, json_string_value(j));
+			const ProtobufCEnumValue *ev =
+			        protobuf_c_enum_descriptor_get_value_by_name(ed, json_string_value(j));
 			if (ev == NULL)
 				return fail(p, err, "unknown %s value \"%s\"", ed->name, json_string_value(j));
 			*(int *)slot = ev->value;
@@ -640,16 +641,16 @@ static int value_from_json(const json_t *j, ProtobufCType t, const void *desc, v
 }
 
 /* Sets one singular field of msg (presence flag or oneof case included). */
-static int singular_from_json(ProtobufCMessage *msg, const ProtobufCFieldDescriptor *f, const json_t *j,
-			      struct path *p, struct mon_error *err)
+static int singular_from_json(ProtobufCMessage *msg, const ProtobufCFieldDescriptor *f, const json_t *j, struct path *p,
+                              struct mon_error *err)
 {
 	if (f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) {
 		uint32_t *oneof_case = member(msg, f->quantifier_offset);
 		if (*oneof_case != 0 && *oneof_case != f->id) {
 			const ProtobufCFieldDescriptor *other =
-				protobuf_c_message_descriptor_get_field(msg->descriptor, *oneof_case);
+			        protobuf_c_message_descriptor_get_field(msg->descriptor, *oneof_case);
 			return fail(p, err, "only one of a oneof may be set; \"%s\" is set already",
-				    other != NULL ? other->name : "?");
+			            other != NULL ? other->name : "?");
 		}
 	}
 	int rc = value_from_json(j, f->type, f->descriptor, member(msg, f->offset), p, err);
@@ -658,13 +659,13 @@ static int singular_from_json(ProtobufCMessage *msg, const ProtobufCFieldDescrip
 	if (f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF)
 		*(uint32_t *)member(msg, f->quantifier_offset) = f->id;
 	else if (f->label == PROTOBUF_C_LABEL_OPTIONAL && f->type != PROTOBUF_C_TYPE_STRING &&
-		 f->type != PROTOBUF_C_TYPE_MESSAGE)
+	         f->type != PROTOBUF_C_TYPE_MESSAGE)
 		*(protobuf_c_boolean *)member(msg, f->quantifier_offset) = 1;
 	return MON_OK;
 }
 
-static int field_from_json(ProtobufCMessage *msg, const ProtobufCFieldDescriptor *f, const json_t *j,
-			   struct path *p, struct mon_error *err);
+static int field_from_json(ProtobufCMessage *msg, const ProtobufCFieldDescriptor *f, const json_t *j, struct path *p,
+                           struct mon_error *err);
 
 /* Parses a map key (JSON object keys are strings) into the entry's key field. */
 static int map_key_from_string(ProtobufCMessage *entry, const char *key, struct path *p, struct mon_error *err)
@@ -687,8 +688,8 @@ static int map_key_from_string(ProtobufCMessage *entry, const char *key, struct 
 	return rc;
 }
 
-static int repeated_from_json(ProtobufCMessage *msg, const ProtobufCFieldDescriptor *f, const json_t *j,
-			      struct path *p, struct mon_error *err)
+static int repeated_from_json(ProtobufCMessage *msg, const ProtobufCFieldDescriptor *f, const json_t *j, struct path *p,
+                              struct mon_error *err)
 {
 	int is_map = is_map_field(f);
 	size_t count;
@@ -739,7 +740,7 @@ static int repeated_from_json(ProtobufCMessage *msg, const ProtobufCFieldDescrip
 		size_t old = path_push_index(p, i);
 		const json_t *e = json_array_get(j, i);
 		if (json_is_null(e) && !(f->type == PROTOBUF_C_TYPE_MESSAGE &&
-					 wkt_is((const ProtobufCMessageDescriptor *)f->descriptor, "Value")))
+		                         wkt_is((const ProtobufCMessageDescriptor *)f->descriptor, "Value")))
 			return fail(p, err, "null is not allowed in a list");
 		int rc = value_from_json(e, f->type, f->descriptor, (char *)arr + i * esize, p, err);
 		if (rc != MON_OK)
@@ -762,12 +763,13 @@ static const ProtobufCFieldDescriptor *field_by_json_key(const ProtobufCMessageD
 	return NULL;
 }
 
-static int field_from_json(ProtobufCMessage *msg, const ProtobufCFieldDescriptor *f, const json_t *j,
-			   struct path *p, struct mon_error *err)
+static int field_from_json(ProtobufCMessage *msg, const ProtobufCFieldDescriptor *f, const json_t *j, struct path *p,
+                           struct mon_error *err)
 {
 	/* null means "the default", except for google.protobuf.Value, where it is a value. */
 	if (json_is_null(j) &&
-	    !(f->type == PROTOBUF_C_TYPE_MESSAGE && wkt_is((const ProtobufCMessageDescriptor *)f->descriptor, "Value")) &&
+	    !(f->type == PROTOBUF_C_TYPE_MESSAGE &&
+	      wkt_is((const ProtobufCMessageDescriptor *)f->descriptor, "Value")) &&
 	    !(f->type == PROTOBUF_C_TYPE_ENUM &&
 	      strcmp(((const ProtobufCEnumDescriptor *)f->descriptor)->name, "google.protobuf.NullValue") == 0))
 		return MON_OK;
@@ -777,7 +779,7 @@ static int field_from_json(ProtobufCMessage *msg, const ProtobufCFieldDescriptor
 }
 
 static int field_by_name_from_json(ProtobufCMessage *msg, const char *name, const json_t *j, struct path *p,
-				   struct mon_error *err)
+                                   struct mon_error *err)
 {
 	const ProtobufCFieldDescriptor *f = protobuf_c_message_descriptor_get_field_by_name(msg->descriptor, name);
 	if (f == NULL)
@@ -842,7 +844,8 @@ static int wkt_from_json(ProtobufCMessage *msg, const json_t *j, struct path *p,
 			if (*s == ',')
 				s++;
 		}
-		int rc = repeated_from_json(msg, protobuf_c_message_descriptor_get_field_by_name(d, "paths"), paths, p, err);
+		int rc = repeated_from_json(msg, protobuf_c_message_descriptor_get_field_by_name(d, "paths"), paths, p,
+		                            err);
 		json_decref(paths);
 		return rc;
 	}
@@ -878,7 +881,7 @@ static int wkt_from_json(ProtobufCMessage *msg, const json_t *j, struct path *p,
 }
 
 static int message_from_json(const json_t *j, const ProtobufCMessageDescriptor *d, ProtobufCMessage **out,
-			     struct path *p, struct mon_error *err)
+                             struct path *p, struct mon_error *err)
 {
 	int rc = MON_OK;
 	ProtobufCMessage *msg = NULL;
@@ -945,7 +948,7 @@ out:
 }
 
 int json_to_message(const json_t *json, const ProtobufCMessageDescriptor *desc, ProtobufCMessage **out,
-		    struct mon_error *err)
+                    struct mon_error *err)
 {
 	struct path p = {.len = 0, .depth = 0};
 	p.buf[0] = '\0';
@@ -955,7 +958,7 @@ int json_to_message(const json_t *json, const ProtobufCMessageDescriptor *desc, 
 /* ---- message -> JSON ---- */
 
 static int message_to_json(const ProtobufCMessage *msg, unsigned flags, json_t **out, struct path *p,
-			   struct mon_error *err);
+                           struct mon_error *err);
 
 static json_t *float_to_json(double v, int is_float)
 {
@@ -983,7 +986,7 @@ static json_t *float_to_json(double v, int is_float)
 }
 
 static int value_to_json(ProtobufCType t, const void *desc, const void *slot, unsigned flags, json_t **out,
-			 struct path *p, struct mon_error *err)
+                         struct path *p, struct mon_error *err)
 {
 	char buf[32];
 	json_t *v = NULL;
@@ -1088,7 +1091,9 @@ static int map_key_to_string(const ProtobufCMessage *entry, char *buf, size_t si
 		snprintf(buf, size, "%s", s != NULL ? s : "");
 		return strlen(s != NULL ? s : "") < size ? 0 : -1;
 	}
-	case PROTOBUF_C_TYPE_BOOL: snprintf(buf, size, "%s", *(const protobuf_c_boolean *)slot ? "true" : "false"); return 0;
+	case PROTOBUF_C_TYPE_BOOL:
+		snprintf(buf, size, "%s", *(const protobuf_c_boolean *)slot ? "true" : "false");
+		return 0;
 	case PROTOBUF_C_TYPE_INT32:
 	case PROTOBUF_C_TYPE_SINT32:
 	case PROTOBUF_C_TYPE_SFIXED32: snprintf(buf, size, "%" PRId32, *(const int32_t *)slot); return 0;
@@ -1104,7 +1109,7 @@ static int map_key_to_string(const ProtobufCMessage *entry, char *buf, size_t si
 }
 
 static int repeated_to_json(const ProtobufCMessage *msg, const ProtobufCFieldDescriptor *f, unsigned flags,
-			    json_t **out, struct path *p, struct mon_error *err)
+                            json_t **out, struct path *p, struct mon_error *err)
 {
 	size_t n = *(const size_t *)cmember(msg, f->quantifier_offset);
 	const char *arr = *(char *const *)cmember(msg, f->offset);
@@ -1167,8 +1172,8 @@ static int32_t get_int32(const ProtobufCMessage *msg, const char *name)
 	return s != NULL ? *(const int32_t *)s : 0;
 }
 
-static int wkt_to_json(const ProtobufCMessage *msg, unsigned flags, json_t **out, struct path *p,
-		       struct mon_error *err, int *handled)
+static int wkt_to_json(const ProtobufCMessage *msg, unsigned flags, json_t **out, struct path *p, struct mon_error *err,
+                       int *handled)
 {
 	const ProtobufCMessageDescriptor *d = msg->descriptor;
 	char buf[128], frac[16];
@@ -1185,7 +1190,7 @@ static int wkt_to_json(const ProtobufCMessage *msg, unsigned flags, json_t **out
 		civil_from_days(days, &y, &m, &dd);
 		format_fraction(ns, frac, sizeof(frac));
 		snprintf(buf, sizeof(buf), "%04" PRId64 "-%02u-%02uT%02d:%02d:%02d%sZ", y, m, dd, (int)(rem / 3600),
-			 (int)(rem / 60 % 60), (int)(rem % 60), frac);
+		         (int)(rem / 60 % 60), (int)(rem % 60), frac);
 		*out = json_string(buf);
 		return *out != NULL ? MON_OK : fail_nomem(err);
 	}
@@ -1228,11 +1233,11 @@ static int wkt_to_json(const ProtobufCMessage *msg, unsigned flags, json_t **out
 		return value_to_json(f->type, f->descriptor, cmember(msg, f->offset), flags, out, p, err);
 	}
 	if (wkt_is(d, "Struct"))
-		return repeated_to_json(msg, protobuf_c_message_descriptor_get_field_by_name(d, "fields"), flags, out, p,
-					err);
+		return repeated_to_json(msg, protobuf_c_message_descriptor_get_field_by_name(d, "fields"), flags, out,
+		                        p, err);
 	if (wkt_is(d, "ListValue"))
-		return repeated_to_json(msg, protobuf_c_message_descriptor_get_field_by_name(d, "values"), flags, out, p,
-					err);
+		return repeated_to_json(msg, protobuf_c_message_descriptor_get_field_by_name(d, "values"), flags, out,
+		                        p, err);
 	if (wkt_is(d, "Value")) {
 		uint32_t kind = 0;
 		const ProtobufCFieldDescriptor *first = &d->fields[0];
@@ -1251,8 +1256,8 @@ static int wkt_to_json(const ProtobufCMessage *msg, unsigned flags, json_t **out
 		const void *value = field_slot(msg, "value", &t);
 		json_t *o = json_object();
 		char *b64 = value != NULL ? b64_encode(((const ProtobufCBinaryData *)value)->data,
-						       ((const ProtobufCBinaryData *)value)->len)
-					  : NULL;
+		                                       ((const ProtobufCBinaryData *)value)->len)
+		                          : NULL;
 		if (o == NULL || b64 == NULL ||
 		    json_object_set_new(o, "@type", json_string(url != NULL ? *(char *const *)url : "")) != 0 ||
 		    json_object_set_new(o, "value", json_string(b64)) != 0) {
@@ -1269,7 +1274,7 @@ static int wkt_to_json(const ProtobufCMessage *msg, unsigned flags, json_t **out
 }
 
 static int message_to_json(const ProtobufCMessage *msg, unsigned flags, json_t **out, struct path *p,
-			   struct mon_error *err)
+                           struct mon_error *err)
 {
 	const ProtobufCMessageDescriptor *d = msg->descriptor;
 	int handled = 0;
@@ -1307,13 +1312,13 @@ static int message_to_json(const ProtobufCMessage *msg, unsigned flags, json_t *
 					continue;
 				}
 			} else if (f->label == PROTOBUF_C_LABEL_OPTIONAL && f->type != PROTOBUF_C_TYPE_STRING &&
-				   f->type != PROTOBUF_C_TYPE_MESSAGE) {
+			           f->type != PROTOBUF_C_TYPE_MESSAGE) {
 				if (!*(const protobuf_c_boolean *)cmember(msg, f->quantifier_offset)) {
 					path_pop(p, old);
 					continue;
 				}
 			} else if (is_default_value(f, slot) &&
-				   (!(flags & JSON_PRINT_DEFAULTS) || f->type == PROTOBUF_C_TYPE_MESSAGE)) {
+			           (!(flags & JSON_PRINT_DEFAULTS) || f->type == PROTOBUF_C_TYPE_MESSAGE)) {
 				path_pop(p, old);
 				continue;
 			}

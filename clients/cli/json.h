@@ -42,7 +42,7 @@ enum json_print_flags {
  * memory; *out is then NULL.
  */
 int json_to_message(const json_t *json, const ProtobufCMessageDescriptor *desc, ProtobufCMessage **out,
-		    struct mon_error *err) MON_MUST_CHECK;
+                    struct mon_error *err) MON_MUST_CHECK;
 
 /*
  * Converts msg to JSON. On success *out is a new reference owned by the

@@ -135,7 +135,8 @@ static int cmd_list(void)
 		printf("%s\n", svc->name);
 		for (size_t m = 0; m < svc->method_count; m++) {
 			const struct rpc_method *md = &svc->methods[m];
-			printf("  %-32s %-17s %s -> %s\n", md->name, kind_name(md->kind), md->input->name, md->output->name);
+			printf("  %-32s %-17s %s -> %s\n", md->name, kind_name(md->kind), md->input->name,
+			       md->output->name);
 			if (md->summary != NULL && md->summary[0] != '\0')
 				printf("  %-32s %s\n", "", md->summary);
 		}
@@ -219,7 +220,7 @@ static int request_build(const char *arg, const ProtobufCMessageDescriptor *desc
 	if (j == NULL) {
 		char msg[300];
 		snprintf(msg, sizeof(msg), "request: invalid JSON at line %d, column %d: %s", jerr.line, jerr.column,
-			 jerr.text);
+		         jerr.text);
 		return report(EXIT_USAGE, "INVALID_ARGUMENT", msg);
 	}
 	struct mon_error err = {.code = MON_OK};
@@ -276,7 +277,7 @@ static int cmd_call(const struct cli *cli, int argc, char **argv)
 	}
 	if (md->kind != RPC_UNARY) {
 		fprintf(stderr, "monctl: %s is %s: %s\n", md->path, kind_name(md->kind),
-			md->kind == RPC_SERVER_STREAMING ? "use monctl watch" : "monctl cannot stream requests");
+		        md->kind == RPC_SERVER_STREAMING ? "use monctl watch" : "monctl cannot stream requests");
 		rc = EXIT_USAGE;
 		goto out;
 	}
@@ -316,7 +317,7 @@ static int cmd_watch(const struct cli *cli, int argc, char **argv)
 	}
 	if (md->kind != RPC_SERVER_STREAMING) {
 		fprintf(stderr, "monctl: %s is %s: %s\n", md->path, kind_name(md->kind),
-			md->kind == RPC_UNARY ? "use monctl call" : "monctl cannot stream requests");
+		        md->kind == RPC_UNARY ? "use monctl call" : "monctl cannot stream requests");
 		rc = EXIT_USAGE;
 		goto out;
 	}
@@ -387,13 +388,13 @@ static int cmd_health(const struct cli *cli, int argc, char **argv)
 	mon_call_options co = {.timeout_ms = cli->timeout_ms, .request_id = cli->request_id};
 	mon_status st;
 	if (mon_call_unary(client, HEALTH_CHECK_PATH, &req.base, &grpc__health__v1__health_check_response__descriptor,
-			   &resp, &co, &st) != 0) {
+	                   &resp, &co, &st) != 0) {
 		rc = rpc_error(&st);
 		goto out;
 	}
 	const Grpc__Health__V1__HealthCheckResponse *r = (const Grpc__Health__V1__HealthCheckResponse *)resp;
 	const ProtobufCEnumValue *ev = protobuf_c_enum_descriptor_get_value(
-		&grpc__health__v1__health_check_response__serving_status__descriptor, (int)r->status);
+	        &grpc__health__v1__health_check_response__serving_status__descriptor, (int)r->status);
 	printf("%s\n", ev != NULL ? ev->name : "UNKNOWN");
 	rc = r->status == GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING ? 0 : EXIT_RPC;
 out:
@@ -416,20 +417,29 @@ static int parse_timeout(const char *s, int64_t *out)
 
 int main(int argc, char **argv)
 {
-	enum { OPT_TARGET = 256, OPT_API_KEY, OPT_TLS_CA, OPT_TLS_CERT, OPT_TLS_KEY, OPT_AUTHORITY, OPT_TIMEOUT,
-	       OPT_REQUEST_ID, OPT_EMIT_DEFAULTS };
+	enum {
+		OPT_TARGET = 256,
+		OPT_API_KEY,
+		OPT_TLS_CA,
+		OPT_TLS_CERT,
+		OPT_TLS_KEY,
+		OPT_AUTHORITY,
+		OPT_TIMEOUT,
+		OPT_REQUEST_ID,
+		OPT_EMIT_DEFAULTS
+	};
 	static const struct option long_opts[] = {
-		{"target", required_argument, NULL, OPT_TARGET},
-		{"api-key", required_argument, NULL, OPT_API_KEY},
-		{"tls-ca", required_argument, NULL, OPT_TLS_CA},
-		{"tls-cert", required_argument, NULL, OPT_TLS_CERT},
-		{"tls-key", required_argument, NULL, OPT_TLS_KEY},
-		{"authority", required_argument, NULL, OPT_AUTHORITY},
-		{"timeout", required_argument, NULL, OPT_TIMEOUT},
-		{"request-id", required_argument, NULL, OPT_REQUEST_ID},
-		{"emit-defaults", no_argument, NULL, OPT_EMIT_DEFAULTS},
-		{"help", no_argument, NULL, 'h'},
-		{NULL, 0, NULL, 0},
+	        {"target", required_argument, NULL, OPT_TARGET},
+	        {"api-key", required_argument, NULL, OPT_API_KEY},
+	        {"tls-ca", required_argument, NULL, OPT_TLS_CA},
+	        {"tls-cert", required_argument, NULL, OPT_TLS_CERT},
+	        {"tls-key", required_argument, NULL, OPT_TLS_KEY},
+	        {"authority", required_argument, NULL, OPT_AUTHORITY},
+	        {"timeout", required_argument, NULL, OPT_TIMEOUT},
+	        {"request-id", required_argument, NULL, OPT_REQUEST_ID},
+	        {"emit-defaults", no_argument, NULL, OPT_EMIT_DEFAULTS},
+	        {"help", no_argument, NULL, 'h'},
+	        {NULL, 0, NULL, 0},
 	};
 	struct cli cli;
 	memset(&cli, 0, sizeof(cli));

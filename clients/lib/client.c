@@ -118,7 +118,8 @@ MON_API int mon_client_open(const mon_client_options *opts, mon_client **out, mo
 		goto out;
 	}
 	if (is_set(opts->tls_cert_file) != is_set(opts->tls_key_file)) {
-		rc = mon_error_set(&err, MON_EINVAL, "tls_cert_file, tls_key_file: set both for mutual TLS, or neither");
+		rc = mon_error_set(&err, MON_EINVAL,
+		                   "tls_cert_file, tls_key_file: set both for mutual TLS, or neither");
 		goto out;
 	}
 	if (is_set(opts->tls_cert_file) && !is_set(opts->tls_ca_file)) {
@@ -145,8 +146,7 @@ MON_API int mon_client_open(const mon_client_options *opts, mon_client **out, mo
 	}
 	if (is_set(opts->tls_ca_file) && (rc = pem_read("tls_ca_file", opts->tls_ca_file, &ca, &err)) != MON_OK)
 		goto out;
-	if (is_set(opts->tls_cert_file) &&
-	    (rc = pem_read("tls_cert_file", opts->tls_cert_file, &cert, &err)) != MON_OK)
+	if (is_set(opts->tls_cert_file) && (rc = pem_read("tls_cert_file", opts->tls_cert_file, &cert, &err)) != MON_OK)
 		goto out;
 	if (is_set(opts->tls_key_file) && (rc = pem_read("tls_key_file", opts->tls_key_file, &key, &err)) != MON_OK)
 		goto out;
@@ -167,11 +167,11 @@ MON_API int mon_client_open(const mon_client_options *opts, mon_client **out, mo
 		snprintf(c->authorization, n, "Bearer %s", opts->api_key);
 	}
 	struct rpc_channel_config cfg = {
-		.target = opts->target,
-		.tls_ca_pem = ca,
-		.tls_cert_pem = cert,
-		.tls_key_pem = key,
-		.authority = is_set(opts->authority) ? opts->authority : NULL,
+	        .target = opts->target,
+	        .tls_ca_pem = ca,
+	        .tls_cert_pem = cert,
+	        .tls_key_pem = key,
+	        .authority = is_set(opts->authority) ? opts->authority : NULL,
 	};
 	rc = rpc_channel_open(&cfg, &c->channel, &err);
 	if (rc != MON_OK)
@@ -200,11 +200,11 @@ MON_API void mon_client_options_from_env(mon_client_options *opts)
 		const char *name;
 		size_t offset;
 	} vars[] = {
-		{"MONITORD_TARGET", offsetof(mon_client_options, target)},
-		{"MONITORD_API_KEY", offsetof(mon_client_options, api_key)},
-		{"MONITORD_TLS_CA", offsetof(mon_client_options, tls_ca_file)},
-		{"MONITORD_TLS_CERT", offsetof(mon_client_options, tls_cert_file)},
-		{"MONITORD_TLS_KEY", offsetof(mon_client_options, tls_key_file)},
+	        {"MONITORD_TARGET", offsetof(mon_client_options, target)},
+	        {"MONITORD_API_KEY", offsetof(mon_client_options, api_key)},
+	        {"MONITORD_TLS_CA", offsetof(mon_client_options, tls_ca_file)},
+	        {"MONITORD_TLS_CERT", offsetof(mon_client_options, tls_cert_file)},
+	        {"MONITORD_TLS_KEY", offsetof(mon_client_options, tls_key_file)},
 	};
 	if (opts == NULL)
 		return;
@@ -229,7 +229,7 @@ MON_API void mon_client_close(mon_client *client)
  * entries and stay alive for the call.
  */
 static int call_options(const mon_client *client, const mon_call_options *opts, bool is_stream, const char **md,
-			struct rpc_call_options *out, mon_status *status)
+                        struct rpc_call_options *out, mon_status *status)
 {
 	size_t pairs = 0;
 	int64_t timeout_ms = opts != NULL ? opts->timeout_ms : 0;
@@ -257,8 +257,8 @@ static int call_options(const mon_client *client, const mon_call_options *opts, 
 }
 
 MON_API int mon_call_unary(mon_client *client, const char *path, const ProtobufCMessage *req,
-			   const ProtobufCMessageDescriptor *resp_desc, ProtobufCMessage **resp,
-			   const mon_call_options *opts, mon_status *status)
+                           const ProtobufCMessageDescriptor *resp_desc, ProtobufCMessage **resp,
+                           const mon_call_options *opts, mon_status *status)
 {
 	const char *md[4];
 	struct rpc_call_options ropts;
@@ -268,7 +268,8 @@ MON_API int mon_call_unary(mon_client *client, const char *path, const ProtobufC
 	if (resp != NULL)
 		*resp = NULL;
 	if (client == NULL || path == NULL || req == NULL || resp_desc == NULL) {
-		status_set(status, STATUS_INVALID_ARGUMENT, "mon_call_unary: NULL client, path, request or response type");
+		status_set(status, STATUS_INVALID_ARGUMENT,
+		           "mon_call_unary: NULL client, path, request or response type");
 		return MON_EINVAL;
 	}
 	int rc = call_options(client, opts, false, md, &ropts, status);
@@ -284,8 +285,8 @@ MON_API int mon_call_unary(mon_client *client, const char *path, const ProtobufC
 }
 
 MON_API int mon_stream_open(mon_client *client, const char *path, const ProtobufCMessage *req,
-			    const ProtobufCMessageDescriptor *resp_desc, const mon_call_options *opts,
-			    mon_stream **out, mon_status *status)
+                            const ProtobufCMessageDescriptor *resp_desc, const mon_call_options *opts, mon_stream **out,
+                            mon_status *status)
 {
 	int rc = MON_OK;
 	const char *md[4];
@@ -294,7 +295,8 @@ MON_API int mon_stream_open(mon_client *client, const char *path, const Protobuf
 	mon_stream *s = NULL;
 
 	if (out == NULL || client == NULL || path == NULL || req == NULL || resp_desc == NULL) {
-		status_set(status, STATUS_INVALID_ARGUMENT, "mon_stream_open: NULL client, path, request, response type or out");
+		status_set(status, STATUS_INVALID_ARGUMENT,
+		           "mon_stream_open: NULL client, path, request, response type or out");
 		rc = MON_EINVAL;
 		goto out;
 	}

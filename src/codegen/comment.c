@@ -26,7 +26,7 @@ int comment_is_blank(const char *text)
 /* True when the period at s[i] closes an abbreviation such as "e.g." or "i.e.". */
 static bool is_abbreviation(const char *s, size_t i)
 {
-	static const char *const abbrevs[] = { "e.g", "i.e", "E.g", "I.e" };
+	static const char *const abbrevs[] = {"e.g", "i.e", "E.g", "I.e"};
 
 	for (size_t k = 0; k < sizeof(abbrevs) / sizeof(abbrevs[0]); k++) {
 		size_t n = strlen(abbrevs[k]);
@@ -98,21 +98,11 @@ void comment_c_string(struct strbuf *sb, const char *s)
 	sb_append_c(sb, '"');
 	for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
 		switch (*p) {
-		case '"':
-			sb_append(sb, "\\\"");
-			break;
-		case '\\':
-			sb_append(sb, "\\\\");
-			break;
-		case '\n':
-			sb_append(sb, "\\n");
-			break;
-		case '\t':
-			sb_append(sb, "\\t");
-			break;
-		case '?':
-			sb_append(sb, p[1] == '?' ? "?\\" : "?");
-			break;
+		case '"': sb_append(sb, "\\\""); break;
+		case '\\': sb_append(sb, "\\\\"); break;
+		case '\n': sb_append(sb, "\\n"); break;
+		case '\t': sb_append(sb, "\\t"); break;
+		case '?': sb_append(sb, p[1] == '?' ? "?\\" : "?"); break;
 		default:
 			if (*p < 0x20 || *p >= 0x7F)
 				sb_printf(sb, "\\%03o", (unsigned)*p);

@@ -71,11 +71,12 @@ static int parse_params(const char *param, struct params *out, struct strbuf *er
 		if (eq != NULL && (size_t)(eq - p) == strlen("index") && strncmp(p, "index", 5) == 0)
 			slot = &out->index_stem;
 		else if (eq != NULL && (size_t)(eq - p) == strlen("descriptor_set") &&
-			 strncmp(p, "descriptor_set", 14) == 0)
+		         strncmp(p, "descriptor_set", 14) == 0)
 			slot = &out->descriptor_set_stem;
 		if (slot == NULL) {
-			sb_printf(err, "protoc-gen-mon: unknown parameter \"%.*s\" (known: index=STEM, descriptor_set=STEM)",
-				  (int)n, p);
+			sb_printf(err,
+			          "protoc-gen-mon: unknown parameter \"%.*s\" (known: index=STEM, descriptor_set=STEM)",
+			          (int)n, p);
 			return -1;
 		}
 		size_t vn = n - (size_t)(eq + 1 - p);
@@ -88,8 +89,10 @@ static int parse_params(const char *param, struct params *out, struct strbuf *er
 		memcpy(*slot, eq + 1, vn);
 		(*slot)[vn] = '\0';
 		if (!is_valid_stem(*slot)) {
-			sb_printf(err, "protoc-gen-mon: parameter \"%.*s\": not a relative path of letters, digits, \"_-./\"",
-				  (int)n, p);
+			sb_printf(
+			        err,
+			        "protoc-gen-mon: parameter \"%.*s\": not a relative path of letters, digits, \"_-./\"",
+			        (int)n, p);
 			return -1;
 		}
 		p += n;
@@ -166,7 +169,7 @@ static uint8_t *pack_descriptor_set(Google__Protobuf__Compiler__CodeGeneratorReq
 
 static int generate(Google__Protobuf__Compiler__CodeGeneratorRequest *req, struct output *o, struct strbuf *err)
 {
-	struct params params = { NULL, NULL };
+	struct params params = {NULL, NULL};
 	struct cg_model m;
 	struct strbuf sb = STRBUF_INIT;
 	int rc = -1;
@@ -261,9 +264,10 @@ static uint8_t *read_all(FILE *in, size_t *len)
 
 int main(void)
 {
-	Google__Protobuf__Compiler__CodeGeneratorResponse resp = GOOGLE__PROTOBUF__COMPILER__CODE_GENERATOR_RESPONSE__INIT;
+	Google__Protobuf__Compiler__CodeGeneratorResponse resp =
+	        GOOGLE__PROTOBUF__COMPILER__CODE_GENERATOR_RESPONSE__INIT;
 	Google__Protobuf__Compiler__CodeGeneratorRequest *req = NULL;
-	struct output o = { NULL, 0, 0 };
+	struct output o = {NULL, 0, 0};
 	struct strbuf err = STRBUF_INIT;
 	uint8_t *in = NULL, *out = NULL;
 	size_t in_len = 0;

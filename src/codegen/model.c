@@ -94,8 +94,7 @@ static bool find_string_field(const uint8_t *p, size_t len, uint32_t field, cons
 				return found;
 			p += 4;
 			break;
-		default:
-			return found;
+		default: return found;
 		}
 	}
 	return found;
@@ -136,7 +135,7 @@ static size_t count_messages(const Google__Protobuf__DescriptorProto *const *msg
 
 	for (size_t i = 0; i < n; i++)
 		total += count_messages((const Google__Protobuf__DescriptorProto *const *)msgs[i]->nested_type,
-					msgs[i]->n_nested_type);
+		                        msgs[i]->n_nested_type);
 	return total;
 }
 
@@ -147,8 +146,8 @@ struct type_scope {
 	const char *c_package;
 };
 
-static int add_messages(const struct type_scope *sc, const char *parent,
-			Google__Protobuf__DescriptorProto *const *msgs, size_t n)
+static int add_messages(const struct type_scope *sc, const char *parent, Google__Protobuf__DescriptorProto *const *msgs,
+                        size_t n)
 {
 	struct cg_model *m = sc->m;
 
@@ -214,10 +213,10 @@ static bool is_listed(const Google__Protobuf__Compiler__CodeGeneratorRequest *re
 }
 
 static int build_method(struct cg_model *m, const Google__Protobuf__FileDescriptorProto *f, size_t s_idx,
-			const struct cg_service *svc, size_t m_idx, struct cg_method *out, struct strbuf *err)
+                        const struct cg_service *svc, size_t m_idx, struct cg_method *out, struct strbuf *err)
 {
 	const Google__Protobuf__MethodDescriptorProto *md = f->service[s_idx]->method[m_idx];
-	int32_t path[4] = { PATH_FILE_SERVICE, (int32_t)s_idx, PATH_SERVICE_METHOD, (int32_t)m_idx };
+	int32_t path[4] = {PATH_FILE_SERVICE, (int32_t)s_idx, PATH_SERVICE_METHOD, (int32_t)m_idx};
 	struct strbuf sb = STRBUF_INIT;
 
 	out->name = md->name;
@@ -237,17 +236,17 @@ static int build_method(struct cg_model *m, const Google__Protobuf__FileDescript
 	out->out = find_type(m, md->output_type);
 	if (out->in == NULL || out->out == NULL) {
 		sb_printf(err, "%s: method %s.%s: unknown message type \"%s\"", f->name, svc->full_name, md->name,
-			  out->in == NULL ? md->input_type : md->output_type);
+		          out->in == NULL ? md->input_type : md->output_type);
 		return -1;
 	}
 	return 0;
 }
 
 static int build_service(struct cg_model *m, const Google__Protobuf__FileDescriptorProto *f, size_t s_idx,
-			 struct cg_service *svc, struct strbuf *err)
+                         struct cg_service *svc, struct strbuf *err)
 {
 	const Google__Protobuf__ServiceDescriptorProto *sd = f->service[s_idx];
-	int32_t path[2] = { PATH_FILE_SERVICE, (int32_t)s_idx };
+	int32_t path[2] = {PATH_FILE_SERVICE, (int32_t)s_idx};
 	struct strbuf sb = STRBUF_INIT;
 	const char *pkg = f->package ? f->package : "";
 
@@ -273,8 +272,8 @@ static int build_service(struct cg_model *m, const Google__Protobuf__FileDescrip
 		for (size_t j = 0; j < i; j++) {
 			if (strcmp(svc->methods[i].snake, svc->methods[j].snake) == 0) {
 				sb_printf(err, "%s: methods %s and %s of %s both become \"%s\" in C", f->name,
-					  svc->methods[j].name, svc->methods[i].name, svc->full_name,
-					  svc->methods[i].snake);
+				          svc->methods[j].name, svc->methods[i].name, svc->full_name,
+				          svc->methods[i].snake);
 				return -1;
 			}
 		}
@@ -282,15 +281,15 @@ static int build_service(struct cg_model *m, const Google__Protobuf__FileDescrip
 	return 0;
 }
 
-int cg_model_build(const Google__Protobuf__Compiler__CodeGeneratorRequest *req, struct cg_model *m,
-		   struct strbuf *err)
+int cg_model_build(const Google__Protobuf__Compiler__CodeGeneratorRequest *req, struct cg_model *m, struct strbuf *err)
 {
 	size_t types = 0;
 
 	memset(m, 0, sizeof(*m));
 	for (size_t i = 0; i < req->n_proto_file; i++)
-		types += count_messages((const Google__Protobuf__DescriptorProto *const *)req->proto_file[i]->message_type,
-					req->proto_file[i]->n_message_type);
+		types += count_messages(
+		        (const Google__Protobuf__DescriptorProto *const *)req->proto_file[i]->message_type,
+		        req->proto_file[i]->n_message_type);
 	m->types = calloc(types ? types : 1, sizeof(*m->types));
 	m->files = calloc(req->n_proto_file ? req->n_proto_file : 1, sizeof(*m->files));
 	if (m->types == NULL || m->files == NULL)
@@ -298,7 +297,7 @@ int cg_model_build(const Google__Protobuf__Compiler__CodeGeneratorRequest *req, 
 
 	for (size_t i = 0; i < req->n_proto_file; i++) {
 		const Google__Protobuf__FileDescriptorProto *f = req->proto_file[i];
-		struct type_scope sc = { m, f->name, f->package ? f->package : "", cg_file_c_package(m, f) };
+		struct type_scope sc = {m, f->name, f->package ? f->package : "", cg_file_c_package(m, f)};
 		if (add_messages(&sc, sc.package, f->message_type, f->n_message_type) != 0)
 			goto oom;
 	}

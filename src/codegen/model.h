@@ -40,19 +40,19 @@ struct cg_method {
 };
 
 struct cg_service {
-	const char *name;      /* "AlertsService" (borrowed) */
-	char *full_name;       /* "monitoring.v1.AlertsService" */
-	char *prefix;          /* server prefix: "monitoring_v1_alerts_service" */
-	char *client_prefix;   /* client prefix: "mon_alerts_service" */
-	const char *comment;   /* leading comment or NULL (borrowed) */
+	const char *name;    /* "AlertsService" (borrowed) */
+	char *full_name;     /* "monitoring.v1.AlertsService" */
+	char *prefix;        /* server prefix: "monitoring_v1_alerts_service" */
+	char *client_prefix; /* client prefix: "mon_alerts_service" */
+	const char *comment; /* leading comment or NULL (borrowed) */
 	size_t method_count;
 	struct cg_method *methods;
 };
 
 struct cg_file {
 	const Google__Protobuf__FileDescriptorProto *proto; /* borrowed */
-	char *stem;   /* "monitoring/v1/alerts": the name without ".proto" */
-	bool is_generated; /* listed in file_to_generate */
+	char *stem;                                         /* "monitoring/v1/alerts": the name without ".proto" */
+	bool is_generated;                                  /* listed in file_to_generate */
 	size_t service_count;
 	struct cg_service *services;
 };
@@ -73,8 +73,8 @@ struct cg_model {
  * with a message in err (a type that cannot be found, two methods whose C
  * names clash, out of memory). m must be freed with cg_model_free either way.
  */
-int cg_model_build(const Google__Protobuf__Compiler__CodeGeneratorRequest *req, struct cg_model *m,
-		   struct strbuf *err) __attribute__((warn_unused_result));
+int cg_model_build(const Google__Protobuf__Compiler__CodeGeneratorRequest *req, struct cg_model *m, struct strbuf *err)
+        __attribute__((warn_unused_result));
 
 /* Frees what the model owns; accepts a zeroed or partly built model. */
 void cg_model_free(struct cg_model *m);

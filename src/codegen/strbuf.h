@@ -14,14 +14,17 @@
 #define SB_DEFAULT_CAP ((size_t)64 << 20)
 
 struct strbuf {
-	char *data;  /* NUL-terminated when len > 0; NULL before the first append */
+	char *data; /* NUL-terminated when len > 0; NULL before the first append */
 	size_t len;
 	size_t alloc;
 	size_t cap;  /* hard limit on len; 0 means SB_DEFAULT_CAP */
 	bool failed; /* an append hit the cap or ran out of memory */
 };
 
-#define STRBUF_INIT { NULL, 0, 0, 0, false }
+#define STRBUF_INIT                                                                                                    \
+	{                                                                                                              \
+		NULL, 0, 0, 0, false                                                                                   \
+	}
 
 void sb_append(struct strbuf *sb, const char *s);
 void sb_append_n(struct strbuf *sb, const char *s, size_t n);

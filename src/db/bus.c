@@ -158,7 +158,7 @@ static bool bus_listen_pending(struct db_bus *bus)
 		if (!is_ok) {
 			char text[512];
 			log_warn("msg=\"could not listen\" channel=\"%s\" reason=\"%s\"", channel,
-				 db_log_text(PQerrorMessage(bus->pg), text, sizeof(text)));
+			         db_log_text(PQerrorMessage(bus->pg), text, sizeof(text)));
 		}
 		PQclear(res);
 		if (!is_ok)
@@ -236,7 +236,7 @@ static void *bus_main(void *arg)
 		if (PQconsumeInput(bus->pg) == 0 || PQstatus(bus->pg) != CONNECTION_OK) {
 			char text[512];
 			log_warn("msg=\"notification bus lost its connection\" reason=\"%s\"",
-				 db_log_text(PQerrorMessage(bus->pg), text, sizeof(text)));
+			         db_log_text(PQerrorMessage(bus->pg), text, sizeof(text)));
 			bus_disconnect(bus);
 			continue;
 		}

@@ -71,10 +71,22 @@ int db_copy_format_row(struct db_buf *buf, int value_count, const char *const *v
 		} else {
 			for (const char *p = values[i]; *p; p++) {
 				switch (*p) {
-				case '\\': *o++ = '\\'; *o++ = '\\'; break;
-				case '\t': *o++ = '\\'; *o++ = 't'; break;
-				case '\n': *o++ = '\\'; *o++ = 'n'; break;
-				case '\r': *o++ = '\\'; *o++ = 'r'; break;
+				case '\\':
+					*o++ = '\\';
+					*o++ = '\\';
+					break;
+				case '\t':
+					*o++ = '\\';
+					*o++ = 't';
+					break;
+				case '\n':
+					*o++ = '\\';
+					*o++ = 'n';
+					break;
+				case '\r':
+					*o++ = '\\';
+					*o++ = 'r';
+					break;
 				default: *o++ = *p; break;
 				}
 			}

@@ -26,11 +26,11 @@ struct db_bus;
 struct db_embedded;
 
 struct db_config {
-	const char *conninfo;      /* libpq conninfo string or postgresql:// URL */
-	int pool_size;             /* connections, default 8 */
-	int connect_timeout_s;     /* default 5 */
+	const char *conninfo;         /* libpq conninfo string or postgresql:// URL */
+	int pool_size;                /* connections, default 8 */
+	int connect_timeout_s;        /* default 5 */
 	const char *application_name; /* default "monitord" */
-	int statement_timeout_ms;  /* session default for statements run without a caller deadline; 0: none */
+	int statement_timeout_ms;     /* session default for statements run without a caller deadline; 0: none */
 };
 
 /*
@@ -48,7 +48,8 @@ void db_pool_destroy(struct db_pool *pool);
  * (MON_ELIMIT naming the pool size when none frees up in time; MON_EUNAVAIL
  * when the database cannot be reached). Give it back with db_pool_release.
  */
-int db_pool_acquire(struct db_pool *pool, int64_t timeout_ms, struct db_conn **out, struct mon_error *err) MON_MUST_CHECK;
+int db_pool_acquire(struct db_pool *pool, int64_t timeout_ms, struct db_conn **out,
+                    struct mon_error *err) MON_MUST_CHECK;
 
 /* Returns a connection; a broken one is closed and replaced later. */
 void db_pool_release(struct db_pool *pool, struct db_conn *conn);
@@ -68,10 +69,10 @@ struct db_stmt {
  * SQL NULL). *out, when out is not NULL, receives the result, which the caller
  * frees with db_result_free; with out NULL the result is discarded.
  */
-int db_exec(struct db_conn *conn, const char *sql, int param_count, const char *const *params,
-	    struct db_result **out, struct mon_error *err) MON_MUST_CHECK;
-int db_exec_stmt(struct db_conn *conn, const struct db_stmt *stmt, const char *const *params,
-		 struct db_result **out, struct mon_error *err) MON_MUST_CHECK;
+int db_exec(struct db_conn *conn, const char *sql, int param_count, const char *const *params, struct db_result **out,
+            struct mon_error *err) MON_MUST_CHECK;
+int db_exec_stmt(struct db_conn *conn, const struct db_stmt *stmt, const char *const *params, struct db_result **out,
+                 struct mon_error *err) MON_MUST_CHECK;
 
 int db_result_rows(const struct db_result *res);
 int db_result_cols(const struct db_result *res);
@@ -116,7 +117,8 @@ int db_notify(struct db_conn *conn, const char *channel, const char *payload, st
  */
 typedef void (*db_bus_fn)(const char *channel, const char *payload, void *arg);
 int db_bus_create(const char *conninfo, struct db_bus **out, struct mon_error *err) MON_MUST_CHECK;
-int db_bus_subscribe(struct db_bus *bus, const char *channel, db_bus_fn fn, void *arg, struct mon_error *err) MON_MUST_CHECK;
+int db_bus_subscribe(struct db_bus *bus, const char *channel, db_bus_fn fn, void *arg,
+                     struct mon_error *err) MON_MUST_CHECK;
 void db_bus_on_reconnect(struct db_bus *bus, void (*fn)(void *arg), void *arg);
 /* Starts the bus thread after the subscriptions are made. */
 int db_bus_start(struct db_bus *bus, struct mon_error *err) MON_MUST_CHECK;
@@ -138,7 +140,7 @@ int db_migrate(struct db_pool *pool, struct mon_error *err) MON_MUST_CHECK;
  * binaries run as the postgres user. db_embedded_stop stops the cluster.
  */
 int db_embedded_start(const char *data_dir, struct db_embedded **out, char *conninfo_out, size_t conninfo_len,
-		      struct mon_error *err) MON_MUST_CHECK;
+                      struct mon_error *err) MON_MUST_CHECK;
 void db_embedded_stop(struct db_embedded *emb);
 
 #endif

@@ -32,10 +32,10 @@ struct db_conn {
 	PGconn *pg;
 	struct db_pool *pool;
 	bool is_in_use;
-	bool is_broken;         /* close it at release time */
-	bool had_retryable;     /* a statement failed with 40001/40P01 */
-	bool is_copying;        /* between db_copy_begin and db_copy_end */
-	char **prepared;        /* names prepared on this connection */
+	bool is_broken;     /* close it at release time */
+	bool had_retryable; /* a statement failed with 40001/40P01 */
+	bool is_copying;    /* between db_copy_begin and db_copy_end */
+	char **prepared;    /* names prepared on this connection */
 	size_t prepared_n;
 	size_t prepared_cap;
 	struct db_buf copy_buf;
@@ -52,7 +52,7 @@ int64_t db_now_ms(void);
  * (MON_EUNAVAIL, or MON_EDEADLINE when the deadline passed).
  */
 PGconn *db_connect(const char *conninfo, const char *const *extra_keys, const char *const *extra_values,
-		   int64_t deadline_ms, struct mon_error *err);
+                   int64_t deadline_ms, struct mon_error *err);
 
 /*
  * Maps a SQLSTATE (NULL when the server sent none) and whether the
@@ -95,7 +95,7 @@ void db_buf_free(struct db_buf *buf);
  * left as it was).
  */
 int db_copy_format_row(struct db_buf *buf, int value_count, const char *const *values,
-		       struct mon_error *err) MON_MUST_CHECK;
+                       struct mon_error *err) MON_MUST_CHECK;
 
 /*
  * Writes value into out as a libpq conninfo value: single-quoted, with

@@ -164,7 +164,7 @@ static int make_dirs(const char *path, struct mon_error *err)
 		*p = '\0';
 		if (mkdir(tmp, 0755) != 0 && errno != EEXIST)
 			return mon_error_set(err, MON_EPRECOND, "data dir: could not create \"%s\": %s", tmp,
-					     strerror(errno));
+			                     strerror(errno));
 		*p = '/';
 	}
 	if (mkdir(tmp, 0700) != 0 && errno != EEXIST)
@@ -192,7 +192,7 @@ static void make_parents_traversable(const char *dir)
 
 /* Writes content to dir/name, owned by the cluster's user. */
 static int write_owned_file(const struct db_embedded *emb, const char *name, const char *content, bool append,
-			    struct mon_error *err)
+                            struct mon_error *err)
 {
 	char path[PATH_MAX];
 	int rc = path_join(path, sizeof(path), emb->data_dir, name, err);
@@ -232,9 +232,9 @@ static int write_settings(const struct db_embedded *emb, struct mon_error *err)
 	char conf[PATH_MAX * 2 + 512];
 	size_t o = 0;
 	o += (size_t)snprintf(conf + o, sizeof(conf) - o,
-			      "# Written by monitord at every start of its embedded cluster; edits are lost.\n"
-			      "listen_addresses = ''\n"
-			      "unix_socket_directories = '");
+	                      "# Written by monitord at every start of its embedded cluster; edits are lost.\n"
+	                      "listen_addresses = ''\n"
+	                      "unix_socket_directories = '");
 	for (const char *p = emb->data_dir; *p && o + 3 < sizeof(conf); p++) {
 		if (*p == '\'')
 			conf[o++] = '\'';
@@ -254,7 +254,7 @@ static int write_settings(const struct db_embedded *emb, struct mon_error *err)
 }
 
 static int make_conninfo(const struct db_embedded *emb, const char *dbname, char *out, size_t out_len,
-			 struct mon_error *err)
+                         struct mon_error *err)
 {
 	char host[PATH_MAX + 64];
 	int rc = db_conninfo_quote(emb->data_dir, host, sizeof(host), err);
@@ -357,7 +357,7 @@ static int create_database(const char *admin_conninfo, struct mon_error *err)
 			goto out; /* created by another process meanwhile */
 		char text[512];
 		log_error("msg=\"could not create database\" name=monitord reason=\"%s\"",
-			  db_log_text(PQerrorMessage(pg), text, sizeof(text)));
+		          db_log_text(PQerrorMessage(pg), text, sizeof(text)));
 		rc = mon_error_set(err, MON_EINTERNAL, "embedded database: could not create database \"monitord\"");
 		goto out;
 	}
@@ -390,7 +390,7 @@ static int embedded_setup(struct db_embedded *emb, const char *data_dir, struct 
 		return mon_error_set(err, MON_EPRECOND, "data dir \"%s\": %s", data_dir, strerror(errno));
 	if (strlen(emb->data_dir) + strlen(EMB_SOCKET_NAME) >= 108)
 		return mon_error_set(err, MON_EINVAL, "data dir: path too long for a Unix socket (at most %zu bytes)",
-				     107 - strlen(EMB_SOCKET_NAME));
+		                     107 - strlen(EMB_SOCKET_NAME));
 
 	emb->is_root = geteuid() == 0;
 	emb->uid = geteuid();
@@ -401,13 +401,13 @@ static int embedded_setup(struct db_embedded *emb, const char *data_dir, struct 
 		char buf[4096];
 		if (getpwnam_r("postgres", &pw, buf, sizeof(buf), &found) != 0 || found == NULL)
 			return mon_error_set(err, MON_EPRECOND,
-					     "running as root needs a \"postgres\" user to run the embedded cluster");
+			                     "running as root needs a \"postgres\" user to run the embedded cluster");
 		emb->uid = pw.pw_uid;
 		emb->gid = pw.pw_gid;
 		make_parents_traversable(emb->data_dir);
 		if (chown(emb->data_dir, emb->uid, emb->gid) != 0)
 			return mon_error_set(err, MON_EPRECOND, "data dir: could not hand it to postgres: %s",
-					     strerror(errno));
+			                     strerror(errno));
 	}
 	if (chmod(emb->data_dir, 0700) != 0)
 		return mon_error_set(err, MON_EPRECOND, "data dir: %s", strerror(errno));
@@ -427,8 +427,8 @@ static int embedded_initdb(struct db_embedded *emb, struct mon_error *err)
 	rc = path_join(tool, sizeof(tool), emb->bindir, "initdb", err);
 	if (rc != 0)
 		return rc;
-	char *argv[] = {tool, "-D", emb->data_dir, "-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C",
-			"--no-instructions", NULL};
+	char *argv[] = {tool,    "-D", emb->data_dir, "-U",         "postgres",          "-A",
+	                "trust", "-E", "UTF8",        "--locale=C", "--no-instructions", NULL};
 	log_info("msg=\"initialising the embedded cluster\" dir=\"%s\"", emb->data_dir);
 	int status = run_tool(emb, argv, out, sizeof(out));
 	if (status != 0) {
@@ -445,7 +445,7 @@ static int embedded_initdb(struct db_embedded *emb, struct mon_error *err)
  * a postgres. *is_running tells whether a usable server is up.
  */
 static int embedded_check_running(struct db_embedded *emb, const char *admin_conninfo, bool *is_running,
-				  struct mon_error *err)
+                                  struct mon_error *err)
 {
 	char tool[PATH_MAX];
 	char out[EMB_OUTPUT_MAX];
@@ -470,12 +470,12 @@ static int embedded_check_running(struct db_embedded *emb, const char *admin_con
 		*is_running = true;
 		return 0;
 	}
-	return mon_error_set(err, MON_EUNAVAIL, "embedded cluster: a postmaster (pid %ld) holds the data dir but does not answer",
-			     pid);
+	return mon_error_set(err, MON_EUNAVAIL,
+	                     "embedded cluster: a postmaster (pid %ld) holds the data dir but does not answer", pid);
 }
 
 int db_embedded_start(const char *data_dir, struct db_embedded **out, char *conninfo_out, size_t conninfo_len,
-		      struct mon_error *err)
+                      struct mon_error *err)
 {
 	int rc = 0;
 	char admin[PATH_MAX + 128];
@@ -517,13 +517,13 @@ int db_embedded_start(const char *data_dir, struct db_embedded **out, char *conn
 		if (status != 0) {
 			one_line(output);
 			log_error("msg=\"could not start the embedded cluster\" status=%d output=\"%s\" log=\"%s\"",
-				  status, output, log_path);
+			          status, output, log_path);
 			rc = mon_error_set(err, MON_EUNAVAIL, "embedded cluster: could not start (see %s)", log_path);
 			goto out;
 		}
 		if (!wait_ready(admin, EMB_READY_TIMEOUT_MS)) {
 			rc = mon_error_set(err, MON_EUNAVAIL, "embedded cluster: not ready after %d s",
-					   EMB_READY_TIMEOUT_MS / 1000);
+			                   EMB_READY_TIMEOUT_MS / 1000);
 			goto out;
 		}
 		log_info("msg=\"embedded cluster started\" dir=\"%s\"", emb->data_dir);

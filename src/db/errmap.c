@@ -91,7 +91,7 @@ int db_result_error(struct db_conn *conn, const PGresult *res, const char *what,
 		primary = "no message";
 	char text[512];
 	log_warn("msg=\"database error\" op=\"%s\" sqlstate=%s code=%s server_msg=\"%s\"", what ? what : "query",
-		 sqlstate ? sqlstate : "none", mon_error_name(code), db_log_text(primary, text, sizeof(text)));
+	         sqlstate ? sqlstate : "none", mon_error_name(code), db_log_text(primary, text, sizeof(text)));
 
 	if (is_bad)
 		conn->is_broken = true;

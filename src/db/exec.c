@@ -32,7 +32,7 @@ static int result_hand_over(PGresult *res, struct db_result **out, struct mon_er
 
 /* Checks res, then hands it over or turns it into an error (clearing it). */
 static int result_finish(struct db_conn *conn, PGresult *res, const char *what, struct db_result **out,
-			 struct mon_error *err)
+                         struct mon_error *err)
 {
 	ExecStatusType st = PQresultStatus(res);
 	if (res != NULL && (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK))
@@ -52,7 +52,7 @@ static int check_conn(struct db_conn *conn, struct mon_error *err)
 }
 
 int db_exec(struct db_conn *conn, const char *sql, int param_count, const char *const *params, struct db_result **out,
-	    struct mon_error *err)
+            struct mon_error *err)
 {
 	if (out != NULL)
 		*out = NULL;
@@ -102,7 +102,7 @@ static int remember_prepared(struct db_conn *conn, const char *name, struct mon_
  * statement of the program), so a linear search is cheaper than a table.
  */
 int db_exec_stmt(struct db_conn *conn, const struct db_stmt *stmt, const char *const *params, struct db_result **out,
-		 struct mon_error *err)
+                 struct mon_error *err)
 {
 	if (out != NULL)
 		*out = NULL;

@@ -19,12 +19,11 @@
 #define MIGRATE_LOCK_SQL "SELECT pg_advisory_xact_lock(7885647942453326948)"
 #define MIGRATE_ACQUIRE_MS 30000
 
-static const char create_table_sql[] =
-	"CREATE TABLE IF NOT EXISTS schema_migrations ("
-	" version integer PRIMARY KEY,"
-	" name text NOT NULL,"
-	" checksum text NOT NULL,"
-	" applied_at timestamptz NOT NULL DEFAULT now())";
+static const char create_table_sql[] = "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                                       " version integer PRIMARY KEY,"
+                                       " name text NOT NULL,"
+                                       " checksum text NOT NULL,"
+                                       " applied_at timestamptz NOT NULL DEFAULT now())";
 
 /* Leaves no transaction open after a failure; a connection that cannot roll back is dropped. */
 static void rollback_quietly(struct db_conn *conn)
@@ -53,7 +52,7 @@ static int verify_applied(struct db_conn *conn, struct mon_error *err)
 		rc = db_exec_command(conn, create_table_sql, "create schema_migrations", err);
 	if (rc == 0)
 		rc = db_exec(conn, "SELECT version, name, checksum FROM schema_migrations ORDER BY version", 0, NULL,
-			     &res, err);
+		             &res, err);
 	if (rc == 0)
 		rc = db_exec_command(conn, "COMMIT", "commit", err);
 	if (rc != 0)
@@ -68,16 +67,16 @@ static int verify_applied(struct db_conn *conn, struct mon_error *err)
 				m = &db_migrations[i];
 		if (m == NULL) {
 			log_warn("msg=\"database has a migration this binary does not know\" version=%ld name=\"%s\"",
-				 version, name);
+			         version, name);
 			continue;
 		}
 		if (strcmp(m->checksum, checksum) != 0) {
 			log_error("msg=\"applied migration changed\" version=%d name=\"%s\" applied_checksum=%s "
-				  "embedded_checksum=%s",
-				  m->version, m->name, checksum, m->checksum);
+			          "embedded_checksum=%s",
+			          m->version, m->name, checksum, m->checksum);
 			rc = mon_error_set(err, MON_EPRECOND,
-					   "migration %04d \"%s\" was changed after it was applied (checksum mismatch)",
-					   m->version, m->name);
+			                   "migration %04d \"%s\" was changed after it was applied (checksum mismatch)",
+			                   m->version, m->name);
 			goto out;
 		}
 	}
@@ -115,7 +114,7 @@ static int apply_one(struct db_conn *conn, const struct db_migration *m, bool *a
 	}
 	const char *params[3] = {version, m->name, m->checksum};
 	rc = db_exec(conn, "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1::integer, $2, $3)", 3,
-		     params, NULL, err);
+	             params, NULL, err);
 	if (rc == 0)
 		rc = db_exec_command(conn, "COMMIT", "commit", err);
 	if (rc == 0)
@@ -144,7 +143,7 @@ int db_migrate(struct db_pool *pool, struct mon_error *err)
 		if (applied) {
 			applied_n++;
 			log_info("msg=\"migration applied\" version=%d name=\"%s\"", db_migrations[i].version,
-				 db_migrations[i].name);
+			         db_migrations[i].name);
 		}
 	}
 	log_info("msg=\"schema up to date\" applied=%d known=%zu", applied_n, db_migrations_count);

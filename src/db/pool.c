@@ -42,7 +42,7 @@ int64_t db_now_ms(void)
  * seconds per host and ignores the caller's deadline.
  */
 PGconn *db_connect(const char *conninfo, const char *const *extra_keys, const char *const *extra_values,
-		   int64_t deadline_ms, struct mon_error *err)
+                   int64_t deadline_ms, struct mon_error *err)
 {
 	const char *keys[16];
 	const char *values[16];
@@ -86,7 +86,7 @@ PGconn *db_connect(const char *conninfo, const char *const *extra_keys, const ch
 	if (st == PGRES_POLLING_FAILED || PQstatus(pg) != CONNECTION_OK) {
 		char text[512];
 		log_warn("msg=\"could not connect to the database\" reason=\"%s\"",
-			 db_log_text(PQerrorMessage(pg), text, sizeof(text)));
+		         db_log_text(PQerrorMessage(pg), text, sizeof(text)));
 		PQfinish(pg);
 		mon_error_set(err, MON_EUNAVAIL, "database unavailable: could not connect");
 		return NULL;
@@ -267,7 +267,7 @@ int db_pool_acquire(struct db_pool *pool, int64_t timeout_ms, struct db_conn **o
 		if (connect_deadline <= db_now_ms())
 			connect_deadline = db_now_ms() + 1000; /* a free slot with no time left: one short try */
 		static const char *const keys[] = {"application_name", "connect_timeout", "keepalives",
-						   "keepalives_idle", NULL};
+		                                   "keepalives_idle", NULL};
 		const char *values[] = {pool->application_name, pool->connect_timeout, "1", "30", NULL};
 		c->pg = db_connect(pool->conninfo, keys, values, connect_deadline, err);
 		if (c->pg == NULL) {

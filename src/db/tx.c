@@ -61,7 +61,7 @@ static void rollback(struct db_conn *conn)
 
 /* One attempt: returns fn's or the database's code; *is_retryable tells whether a retry may help. */
 static int tx_attempt(struct db_pool *pool, bool is_bounded, int64_t deadline, db_tx_fn fn, void *arg,
-		      bool *is_retryable, struct mon_error *err)
+                      bool *is_retryable, struct mon_error *err)
 {
 	struct db_conn *conn = NULL;
 	int rc = 0;

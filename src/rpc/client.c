@@ -75,7 +75,7 @@ static void status_set(struct rpc_status *status, int code, const char *message)
 
 /* Fills status from what the server (or gRPC, for transport failures) said. */
 static void status_from_call(struct rpc_status *status, grpc_status_code code, grpc_slice details,
-			     const char *error_string)
+                             const char *error_string)
 {
 	if (status == NULL)
 		return;
@@ -141,8 +141,7 @@ static bool metadata_value_is_valid(const char *key, const char *value)
 }
 
 /* Copies the key/value pairs of opts into md; md must be freed with send_metadata_free either way. */
-static int send_metadata_build(const struct rpc_call_options *opts, struct send_metadata *md,
-			       struct rpc_status *status)
+static int send_metadata_build(const struct rpc_call_options *opts, struct send_metadata *md, struct rpc_status *status)
 {
 	md->count = 0;
 	if (opts == NULL || opts->metadata_pairs == 0)
@@ -193,7 +192,7 @@ static int message_pack(const ProtobufCMessage *msg, grpc_byte_buffer **out, str
  * owns *out (protobuf_c_message_free_unpacked) and still owns buf.
  */
 static int message_unpack(grpc_byte_buffer *buf, const ProtobufCMessageDescriptor *desc, ProtobufCMessage **out,
-			  struct rpc_status *status)
+                          struct rpc_status *status)
 {
 	*out = NULL;
 	grpc_byte_buffer_reader reader;
@@ -201,7 +200,8 @@ static int message_unpack(grpc_byte_buffer *buf, const ProtobufCMessageDescripto
 		return fail_local(status, GRPC_STATUS_INTERNAL, "response: could not read message");
 	grpc_slice slice = grpc_byte_buffer_reader_readall(&reader);
 	grpc_byte_buffer_reader_destroy(&reader);
-	ProtobufCMessage *msg = protobuf_c_message_unpack(desc, NULL, GRPC_SLICE_LENGTH(slice), GRPC_SLICE_START_PTR(slice));
+	ProtobufCMessage *msg =
+	        protobuf_c_message_unpack(desc, NULL, GRPC_SLICE_LENGTH(slice), GRPC_SLICE_START_PTR(slice));
 	grpc_slice_unref(slice);
 	if (msg == NULL)
 		return fail_local(status, GRPC_STATUS_INTERNAL, "response: could not decode message");
@@ -210,13 +210,12 @@ static int message_unpack(grpc_byte_buffer *buf, const ProtobufCMessageDescripto
 }
 
 /* Creates a call on cq; returns NULL only when gRPC refuses (it normally never does). */
-static grpc_call *call_create(struct rpc_channel *ch, grpc_completion_queue *cq, const char *path,
-			      int64_t timeout_ms)
+static grpc_call *call_create(struct rpc_channel *ch, grpc_completion_queue *cq, const char *path, int64_t timeout_ms)
 {
 	gpr_timespec deadline = timeout_ms > 0 ? deadline_after_ms(timeout_ms) : gpr_inf_future(GPR_CLOCK_MONOTONIC);
 	grpc_slice method = grpc_slice_from_copied_string(path);
-	grpc_call *call = grpc_channel_create_call(ch->channel, NULL, GRPC_PROPAGATE_DEFAULTS, cq, method, NULL,
-						   deadline, NULL);
+	grpc_call *call =
+	        grpc_channel_create_call(ch->channel, NULL, GRPC_PROPAGATE_DEFAULTS, cq, method, NULL, deadline, NULL);
 	grpc_slice_unref(method);
 	return call;
 }
@@ -252,7 +251,8 @@ int rpc_channel_open(const struct rpc_channel_config *cfg, struct rpc_channel **
 		goto out;
 	}
 	if ((cfg->tls_cert_pem == NULL) != (cfg->tls_key_pem == NULL)) {
-		rc = mon_error_set(err, MON_EINVAL, "tls: a client certificate needs its key and a key its certificate");
+		rc = mon_error_set(err, MON_EINVAL,
+		                   "tls: a client certificate needs its key and a key its certificate");
 		goto out;
 	}
 	if (cfg->tls_cert_pem != NULL && cfg->tls_ca_pem == NULL) {
@@ -269,7 +269,8 @@ int rpc_channel_open(const struct rpc_channel_config *cfg, struct rpc_channel **
 
 	if (cfg->tls_ca_pem != NULL) {
 		grpc_ssl_pem_key_cert_pair pair = {.private_key = cfg->tls_key_pem, .cert_chain = cfg->tls_cert_pem};
-		creds = grpc_ssl_credentials_create(cfg->tls_ca_pem, cfg->tls_cert_pem != NULL ? &pair : NULL, NULL, NULL);
+		creds = grpc_ssl_credentials_create(cfg->tls_ca_pem, cfg->tls_cert_pem != NULL ? &pair : NULL, NULL,
+		                                    NULL);
 	} else {
 		creds = grpc_insecure_credentials_create();
 	}
@@ -328,8 +329,8 @@ void rpc_channel_close(struct rpc_channel *ch)
 }
 
 int rpc_unary_call(struct rpc_channel *ch, const char *path, const ProtobufCMessage *req,
-		   const ProtobufCMessageDescriptor *resp_desc, ProtobufCMessage **resp_out,
-		   const struct rpc_call_options *opts, struct rpc_status *status)
+                   const ProtobufCMessageDescriptor *resp_desc, ProtobufCMessage **resp_out,
+                   const struct rpc_call_options *opts, struct rpc_status *status)
 {
 	int rc = MON_OK;
 	grpc_completion_queue *cq = NULL;
@@ -453,8 +454,8 @@ static int cstream_fail(struct rpc_cstream *s, int grpc_code, const char *messag
 }
 
 int rpc_cstream_open(struct rpc_channel *ch, const char *path, const ProtobufCMessage *req,
-		     const ProtobufCMessageDescriptor *resp_desc, const struct rpc_call_options *opts,
-		     struct rpc_cstream **out, struct rpc_status *status)
+                     const ProtobufCMessageDescriptor *resp_desc, const struct rpc_call_options *opts,
+                     struct rpc_cstream **out, struct rpc_status *status)
 {
 	int rc = MON_OK;
 	struct rpc_cstream *s = NULL;

@@ -23,17 +23,17 @@ struct rpc_channel;
 struct rpc_cstream;
 
 struct rpc_channel_config {
-	const char *target;          /* "127.0.0.1:50051", "unix:/path" */
-	const char *tls_ca_pem;      /* NULL: plaintext */
-	const char *tls_cert_pem;    /* client certificate for mTLS (with key) */
+	const char *target;       /* "127.0.0.1:50051", "unix:/path" */
+	const char *tls_ca_pem;   /* NULL: plaintext */
+	const char *tls_cert_pem; /* client certificate for mTLS (with key) */
 	const char *tls_key_pem;
-	const char *authority;       /* override :authority / TLS name (may be NULL) */
+	const char *authority;         /* override :authority / TLS name (may be NULL) */
 	size_t max_recv_message_bytes; /* 0: 16 MiB */
 };
 
 struct rpc_call_options {
-	int64_t timeout_ms;            /* <= 0: no deadline */
-	const char *const *metadata;   /* key, value, key, value ...; may be NULL */
+	int64_t timeout_ms;          /* <= 0: no deadline */
+	const char *const *metadata; /* key, value, key, value ...; may be NULL */
 	size_t metadata_pairs;
 };
 
@@ -52,7 +52,8 @@ struct rpc_status {
  * strings are copied. Returns MON_EINVAL naming the bad field. The caller
  * owns *out and frees it with rpc_channel_close once its streams are closed.
  */
-int rpc_channel_open(const struct rpc_channel_config *cfg, struct rpc_channel **out, struct mon_error *err) MON_MUST_CHECK;
+int rpc_channel_open(const struct rpc_channel_config *cfg, struct rpc_channel **out,
+                     struct mon_error *err) MON_MUST_CHECK;
 
 /* Destroys the channel (calls still in flight are cancelled); accepts NULL. */
 void rpc_channel_close(struct rpc_channel *ch);
@@ -66,8 +67,8 @@ void rpc_channel_close(struct rpc_channel *ch);
  * the gRPC code a client library reports for them.
  */
 int rpc_unary_call(struct rpc_channel *ch, const char *path, const ProtobufCMessage *req,
-		   const ProtobufCMessageDescriptor *resp_desc, ProtobufCMessage **resp_out,
-		   const struct rpc_call_options *opts, struct rpc_status *status) MON_MUST_CHECK;
+                   const ProtobufCMessageDescriptor *resp_desc, ProtobufCMessage **resp_out,
+                   const struct rpc_call_options *opts, struct rpc_status *status) MON_MUST_CHECK;
 
 /*
  * Starts a server-streaming call: sends req and half-closes, waiting until
@@ -77,8 +78,8 @@ int rpc_unary_call(struct rpc_channel *ch, const char *path, const ProtobufCMess
  * owns *out and frees it with rpc_cstream_close.
  */
 int rpc_cstream_open(struct rpc_channel *ch, const char *path, const ProtobufCMessage *req,
-		     const ProtobufCMessageDescriptor *resp_desc, const struct rpc_call_options *opts,
-		     struct rpc_cstream **out, struct rpc_status *status) MON_MUST_CHECK;
+                     const ProtobufCMessageDescriptor *resp_desc, const struct rpc_call_options *opts,
+                     struct rpc_cstream **out, struct rpc_status *status) MON_MUST_CHECK;
 
 /*
  * Returned by rpc_cstream_next when wait_ms passed with no message. Not a
@@ -96,7 +97,8 @@ int rpc_cstream_open(struct rpc_channel *ch, const char *path, const ProtobufCMe
  * filled when the stream failed. Once the stream has ended, every further
  * call returns the same outcome again.
  */
-int rpc_cstream_next(struct rpc_cstream *s, ProtobufCMessage **msg_out, int64_t wait_ms, struct rpc_status *status) MON_MUST_CHECK;
+int rpc_cstream_next(struct rpc_cstream *s, ProtobufCMessage **msg_out, int64_t wait_ms,
+                     struct rpc_status *status) MON_MUST_CHECK;
 
 /* Cancels the call if still open and frees the stream; accepts NULL. */
 void rpc_cstream_close(struct rpc_cstream *s);

@@ -110,7 +110,9 @@ void rpc_health_set(struct rpc_server *server, const char *service, enum rpc_hea
 	}
 	if (e->status != status)
 		log_debug("msg=\"health status changed\" service=\"%s\" status=%s", service,
-			 status == RPC_HEALTH_SERVING ? "SERVING" : status == RPC_HEALTH_NOT_SERVING ? "NOT_SERVING" : "UNKNOWN");
+		          status == RPC_HEALTH_SERVING       ? "SERVING"
+		          : status == RPC_HEALTH_NOT_SERVING ? "NOT_SERVING"
+		                                             : "UNKNOWN");
 	e->status = status;
 	notify_locked(h);
 	pthread_mutex_unlock(&h->lock);
@@ -129,13 +131,15 @@ void rpc_health_set_all(struct rpc_server *server, enum rpc_health_status status
 	}
 	if (changed)
 		log_info("msg=\"health status of every service changed\" status=%s",
-			 status == RPC_HEALTH_SERVING ? "SERVING" : status == RPC_HEALTH_NOT_SERVING ? "NOT_SERVING" : "UNKNOWN");
+		         status == RPC_HEALTH_SERVING       ? "SERVING"
+		         : status == RPC_HEALTH_NOT_SERVING ? "NOT_SERVING"
+		                                            : "UNKNOWN");
 	notify_locked(h);
 	pthread_mutex_unlock(&h->lock);
 }
 
 static int health_check(struct rpc_ctx *ctx, const Grpc__Health__V1__HealthCheckRequest *req,
-			Grpc__Health__V1__HealthCheckResponse *resp)
+                        Grpc__Health__V1__HealthCheckResponse *resp)
 {
 	struct rpc_health *h = ((struct rpc_server *)rpc_ctx_user(ctx))->health;
 	const char *name = req->service ? req->service : "";
@@ -170,8 +174,7 @@ static void watcher_closed(struct rpc_stream *s, void *arg)
 	}
 }
 
-static int health_watch(struct rpc_ctx *ctx, const Grpc__Health__V1__HealthCheckRequest *req,
-			struct rpc_stream *stream)
+static int health_watch(struct rpc_ctx *ctx, const Grpc__Health__V1__HealthCheckRequest *req, struct rpc_stream *stream)
 {
 	struct rpc_server *server = rpc_ctx_user(ctx);
 	struct rpc_health *h = server->health;
@@ -204,8 +207,8 @@ int rpc_health_init(struct rpc_server *server, struct mon_error *err)
 	pthread_mutex_init(&h->lock, NULL);
 	server->health = h;
 	struct grpc_health_v1_health_handlers handlers = {
-		.check = health_check,
-		.watch = health_watch,
+	        .check = health_check,
+	        .watch = health_watch,
 	};
 	return grpc_health_v1_health_bind(server, &handlers, server, RPC_BIND_INLINE, err);
 }

@@ -80,21 +80,21 @@ struct rpc_call {
 	pthread_mutex_t lock;
 	pthread_cond_t drained; /* signalled when the send queue shrinks or the stream closes */
 	int refs;
-	int pending;          /* batches started and not completed */
-	bool close_received;  /* RECV_CLOSE_ON_SERVER completed */
-	bool status_started;  /* SEND_STATUS batch started */
+	int pending;         /* batches started and not completed */
+	bool close_received; /* RECV_CLOSE_ON_SERVER completed */
+	bool status_started; /* SEND_STATUS batch started */
 	bool finish_requested;
 	bool send_in_flight;
 	bool on_close_ran;
 	atomic_bool cancelled;
-	int close_cancelled;  /* filled by RECV_CLOSE_ON_SERVER */
+	int close_cancelled; /* filled by RECV_CLOSE_ON_SERVER */
 
 	grpc_byte_buffer *recv_buf;
 	grpc_byte_buffer *send_buf; /* the message in flight */
 	struct send_node *q_head, *q_tail;
 	size_t q_len;
 
-	int final_code;       /* gRPC status sent (or CANCELLED) */
+	int final_code; /* gRPC status sent (or CANCELLED) */
 	grpc_slice status_details;
 	bool has_status_details;
 	grpc_metadata initial_md[1];
@@ -107,7 +107,7 @@ struct rpc_call {
 	struct rpc_ctx ctx;
 	struct timespec started;
 
-	struct rpc_call *work_next;  /* worker queue link */
+	struct rpc_call *work_next;             /* worker queue link */
 	struct rpc_call *live_prev, *live_next; /* open streams, for shutdown */
 	bool in_live_list;
 };

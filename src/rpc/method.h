@@ -15,12 +15,7 @@
 
 struct rpc_server;
 
-enum rpc_kind {
-	RPC_UNARY = 0,
-	RPC_SERVER_STREAMING = 1,
-	RPC_CLIENT_STREAMING = 2,
-	RPC_BIDI_STREAMING = 3
-};
+enum rpc_kind { RPC_UNARY = 0, RPC_SERVER_STREAMING = 1, RPC_CLIENT_STREAMING = 2, RPC_BIDI_STREAMING = 3 };
 
 /* Any handler, stored untyped; the method's trampoline casts it back. */
 typedef void (*rpc_any_fn)(void);
@@ -60,7 +55,7 @@ enum rpc_bind_flags {
  * method's capability. user is handed to handlers through rpc_ctx_user.
  * Must be called before rpc_server_start.
  */
-int rpc_server_bind(struct rpc_server *server, const struct rpc_service_desc *desc, const rpc_any_fn *fns,
-		    void *user, unsigned flags, struct mon_error *err) MON_MUST_CHECK;
+int rpc_server_bind(struct rpc_server *server, const struct rpc_service_desc *desc, const rpc_any_fn *fns, void *user,
+                    unsigned flags, struct mon_error *err) MON_MUST_CHECK;
 
 #endif

@@ -90,7 +90,7 @@ static int descriptor_name(const unsigned char *p, size_t len, const char **name
 
 /* Indexes a DescriptorProto (message) and what is nested in it. */
 static int index_message(struct rpc_reflection *r, const char *scope, const unsigned char *p, size_t len, size_t file,
-			 int depth)
+                         int depth)
 {
 	const char *name;
 	size_t nlen;
@@ -229,7 +229,7 @@ static void collect_files(const struct rpc_reflection *r, size_t idx, bool *seen
 }
 
 static void set_error(struct arena *a, Grpc__Reflection__V1__ServerReflectionResponse *resp, int grpc_code,
-		      const char *msg)
+                      const char *msg)
 {
 	Grpc__Reflection__V1__ErrorResponse *e = arena_alloc(a, sizeof(*e));
 	if (e == NULL)
@@ -242,7 +242,7 @@ static void set_error(struct arena *a, Grpc__Reflection__V1__ServerReflectionRes
 }
 
 static int set_files(struct rpc_reflection *r, struct arena *a, Grpc__Reflection__V1__ServerReflectionResponse *resp,
-		     size_t idx)
+                     size_t idx)
 {
 	bool *seen = arena_calloc(a, r->file_count, sizeof(bool));
 	size_t *order = arena_calloc(a, r->file_count, sizeof(size_t));
@@ -260,10 +260,10 @@ static int set_files(struct rpc_reflection *r, struct arena *a, Grpc__Reflection
 	size_t k = 1;
 	for (size_t i = 0; i + 1 < n; i++)
 		fd->file_descriptor_proto[k++] =
-			(ProtobufCBinaryData){r->files[order[i]].len, (uint8_t *)r->files[order[i]].bytes};
+		        (ProtobufCBinaryData){r->files[order[i]].len, (uint8_t *)r->files[order[i]].bytes};
 	fd->n_file_descriptor_proto = k;
 	resp->message_response_case =
-		GRPC__REFLECTION__V1__SERVER_REFLECTION_RESPONSE__MESSAGE_RESPONSE_FILE_DESCRIPTOR_RESPONSE;
+	        GRPC__REFLECTION__V1__SERVER_REFLECTION_RESPONSE__MESSAGE_RESPONSE_FILE_DESCRIPTOR_RESPONSE;
 	resp->file_descriptor_response = fd;
 	return 0;
 }
@@ -277,7 +277,7 @@ static long symbol_file(const struct rpc_reflection *r, const char *sym)
 
 /* Answers one reflection request; resp is sent on the stream. */
 static int answer(struct rpc_ctx *ctx, const Grpc__Reflection__V1__ServerReflectionRequest *req,
-		  struct rpc_stream *stream)
+                  struct rpc_stream *stream)
 {
 	struct rpc_server *server = rpc_ctx_user(ctx);
 	struct rpc_reflection *r = server->reflection;
@@ -303,7 +303,7 @@ static int answer(struct rpc_ctx *ctx, const Grpc__Reflection__V1__ServerReflect
 		ls->n_service = r->service_count;
 		ls->service = items;
 		resp.message_response_case =
-			GRPC__REFLECTION__V1__SERVER_REFLECTION_RESPONSE__MESSAGE_RESPONSE_LIST_SERVICES_RESPONSE;
+		        GRPC__REFLECTION__V1__SERVER_REFLECTION_RESPONSE__MESSAGE_RESPONSE_LIST_SERVICES_RESPONSE;
 		resp.list_services_response = ls;
 		break;
 	}
@@ -335,16 +335,14 @@ static int answer(struct rpc_ctx *ctx, const Grpc__Reflection__V1__ServerReflect
 		grpc__reflection__v1__extension_number_response__init(en);
 		en->base_type_name = req->all_extension_numbers_of_type;
 		resp.message_response_case =
-			GRPC__REFLECTION__V1__SERVER_REFLECTION_RESPONSE__MESSAGE_RESPONSE_ALL_EXTENSION_NUMBERS_RESPONSE;
+		        GRPC__REFLECTION__V1__SERVER_REFLECTION_RESPONSE__MESSAGE_RESPONSE_ALL_EXTENSION_NUMBERS_RESPONSE;
 		resp.all_extension_numbers_response = en;
 		break;
 	}
 	case GRPC__REFLECTION__V1__SERVER_REFLECTION_REQUEST__MESSAGE_REQUEST_FILE_CONTAINING_EXTENSION:
 		set_error(a, &resp, 5, "extension not found");
 		break;
-	default:
-		set_error(a, &resp, 3, "message_request: not set or not supported");
-		break;
+	default: set_error(a, &resp, 3, "message_request: not set or not supported"); break;
 	}
 	int rc = rpc_stream_send(stream, &resp.base);
 	if (rc == MON_ELIMIT)
@@ -353,14 +351,14 @@ static int answer(struct rpc_ctx *ctx, const Grpc__Reflection__V1__ServerReflect
 }
 
 static int reflect_v1(struct rpc_ctx *ctx, const Grpc__Reflection__V1__ServerReflectionRequest *req,
-		      struct rpc_stream *stream)
+                      struct rpc_stream *stream)
 {
 	return answer(ctx, req, stream);
 }
 
 /* v1alpha is v1 under another name: convert the request through its bytes. */
 static int reflect_v1alpha(struct rpc_ctx *ctx, const Grpc__Reflection__V1alpha__ServerReflectionRequest *req,
-			   struct rpc_stream *stream)
+                           struct rpc_stream *stream)
 {
 	struct arena *a = rpc_ctx_arena(ctx);
 	size_t len = protobuf_c_message_get_packed_size(&req->base);
@@ -370,7 +368,7 @@ static int reflect_v1alpha(struct rpc_ctx *ctx, const Grpc__Reflection__V1alpha_
 	protobuf_c_message_pack(&req->base, buf);
 	ProtobufCAllocator alloc = arena_protobuf_allocator(a);
 	Grpc__Reflection__V1__ServerReflectionRequest *v1 =
-		grpc__reflection__v1__server_reflection_request__unpack(&alloc, len, buf);
+	        grpc__reflection__v1__server_reflection_request__unpack(&alloc, len, buf);
 	if (v1 == NULL)
 		return rpc_fail(ctx, MON_EINVAL, "request could not be decoded");
 	return answer(ctx, v1, stream);

@@ -72,8 +72,8 @@ static int method_cmp(const void *a, const void *b)
 	return strcmp(x->method->path, y->method->path);
 }
 
-int rpc_server_bind(struct rpc_server *server, const struct rpc_service_desc *desc, const rpc_any_fn *fns,
-		    void *user, unsigned flags, struct mon_error *err)
+int rpc_server_bind(struct rpc_server *server, const struct rpc_service_desc *desc, const rpc_any_fn *fns, void *user,
+                    unsigned flags, struct mon_error *err)
 {
 	if (server->started)
 		return mon_error_set(err, MON_EPRECOND, "service \"%s\": bind before the server starts", desc->name);
@@ -89,12 +89,12 @@ int rpc_server_bind(struct rpc_server *server, const struct rpc_service_desc *de
 		for (size_t j = 0; j < server->method_count; j++)
 			if (strcmp(server->methods[j].method->path, desc->methods[i].path) == 0)
 				return mon_error_set(err, MON_EEXIST, "method \"%s\" bound twice",
-						     desc->methods[i].path);
+				                     desc->methods[i].path);
 		server->methods[server->method_count++] = (struct bound_method){
-			.method = &desc->methods[i],
-			.fn = fns ? fns[i] : NULL,
-			.user = user,
-			.flags = flags,
+		        .method = &desc->methods[i],
+		        .fn = fns ? fns[i] : NULL,
+		        .user = user,
+		        .flags = flags,
 		};
 	}
 	return 0;
@@ -230,7 +230,7 @@ static void request_id_generate(char *out, size_t out_len)
 		struct timespec ts;
 		clock_gettime(CLOCK_REALTIME, &ts);
 		state = ((uint64_t)ts.tv_sec * 1000000007u) ^ (uint64_t)ts.tv_nsec ^ ((uint64_t)getpid() << 32) ^
-			(uint64_t)(uintptr_t)&state;
+		        (uint64_t)(uintptr_t)&state;
 	}
 	/* xorshift64*: ids must be unique enough to correlate logs, not secret. */
 	state ^= state >> 12;
@@ -552,10 +552,10 @@ static void call_log(struct rpc_call *c)
 			if (detail[i] == '"' || detail[i] == '\n')
 				detail[i] = '\'';
 		log_write(lvl, "msg=rpc method=%s code=%s duration_ms=%.3f peer=%s request_id=%s error=\"%s\"", method,
-			  rpc_status_name(c->final_code), ms, rpc_ctx_peer(&c->ctx), c->ctx.request_id, detail);
+		          rpc_status_name(c->final_code), ms, rpc_ctx_peer(&c->ctx), c->ctx.request_id, detail);
 	} else {
 		log_write(lvl, "msg=rpc method=%s code=%s duration_ms=%.3f peer=%s request_id=%s", method,
-			  rpc_status_name(c->final_code), ms, rpc_ctx_peer(&c->ctx), c->ctx.request_id);
+		          rpc_status_name(c->final_code), ms, rpc_ctx_peer(&c->ctx), c->ctx.request_id);
 	}
 }
 
@@ -625,8 +625,8 @@ static void request_new_call(struct cq_thread *cqt)
 		log_error("msg=\"out of memory accepting a call\"");
 		return;
 	}
-	grpc_call_error e =
-		grpc_server_request_call(srv->server, &c->call, &c->details, &c->request_md, cqt->cq, cqt->cq, &c->t_request);
+	grpc_call_error e = grpc_server_request_call(srv->server, &c->call, &c->details, &c->request_md, cqt->cq,
+	                                             cqt->cq, &c->t_request);
 	if (e != GRPC_CALL_OK) {
 		log_error("msg=\"could not request a call\" error=%d", e);
 		call_free(c);
@@ -646,8 +646,9 @@ static void run_handler(struct rpc_call *c, const ProtobufCMessage *req)
 		int rc;
 		grpc_byte_buffer *bb = NULL;
 		if (rpc_ctx_is_cancelled(ctx)) {
-			rc = atomic_load(&c->cancelled) ? MON_ECANCELLED
-							 : rpc_fail(ctx, MON_EDEADLINE, "deadline exceeded before the call started");
+			rc = atomic_load(&c->cancelled)
+			             ? MON_ECANCELLED
+			             : rpc_fail(ctx, MON_EDEADLINE, "deadline exceeded before the call started");
 		} else {
 			ProtobufCMessage *resp = arena_alloc(ctx->arena, m->output->sizeof_message);
 			if (resp == NULL) {
@@ -657,7 +658,7 @@ static void run_handler(struct rpc_call *c, const ProtobufCMessage *req)
 				rc = m->trampoline(ctx, bm->fn, req, resp);
 				if (rc == 0 && (bb = pack_message(c->server, resp, &rc)) == NULL)
 					rpc_fail(ctx, rc, "response exceeds max-send-message-bytes (%zu)",
-						 c->server->cfg.max_send_message_bytes);
+					         c->server->cfg.max_send_message_bytes);
 			}
 		}
 		if (rc < 0 && ctx->err.code == 0)
@@ -785,7 +786,7 @@ static void on_request(struct rpc_call *c, bool ok)
 	ctx->deadline = gpr_convert_clock_type(c->details.deadline, GPR_CLOCK_MONOTONIC);
 	ctx->peer = grpc_call_get_peer(c->call);
 	ctx->method = arena_strndup(ctx->arena, (const char *)GRPC_SLICE_START_PTR(c->details.method),
-				    GRPC_SLICE_LENGTH(c->details.method));
+	                            GRPC_SLICE_LENGTH(c->details.method));
 	if (ctx->method == NULL)
 		ctx->method = "?";
 
@@ -881,7 +882,7 @@ static void on_recv(struct rpc_call *c, bool ok)
 		c->refs--;
 		char msg[128];
 		snprintf(msg, sizeof(msg), "server busy: %d calls already queued (max-workers-queue)",
-			 srv->cfg.max_workers_queue);
+		         srv->cfg.max_workers_queue);
 		send_status_locked(c, MON_ELIMIT, msg, NULL);
 		pthread_mutex_unlock(&c->lock);
 	}
@@ -1011,20 +1012,26 @@ int rpc_server_create(const struct rpc_server_config *cfg, struct rpc_server **o
 	grpc_init();
 
 	grpc_arg args[] = {
-		{.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH,
-		 .value.integer = (int)cfg->max_recv_message_bytes},
-		{.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_MAX_SEND_MESSAGE_LENGTH,
-		 .value.integer = (int)cfg->max_send_message_bytes},
-		{.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_MAX_CONCURRENT_STREAMS,
-		 .value.integer = cfg->max_concurrent_streams},
-		{.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS,
-		 .value.integer = cfg->keepalive_min_ping_ms},
-		{.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_HTTP2_MAX_PING_STRIKES, .value.integer = 2},
-		{.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_KEEPALIVE_TIME_MS, .value.integer = cfg->keepalive_time_ms},
-		{.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_KEEPALIVE_TIMEOUT_MS,
-		 .value.integer = cfg->keepalive_timeout_ms},
-		{.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_SERVER_HANDSHAKE_TIMEOUT_MS,
-		 .value.integer = cfg->handshake_timeout_ms},
+	        {.type = GRPC_ARG_INTEGER,
+	         .key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH,
+	         .value.integer = (int)cfg->max_recv_message_bytes},
+	        {.type = GRPC_ARG_INTEGER,
+	         .key = GRPC_ARG_MAX_SEND_MESSAGE_LENGTH,
+	         .value.integer = (int)cfg->max_send_message_bytes},
+	        {.type = GRPC_ARG_INTEGER,
+	         .key = GRPC_ARG_MAX_CONCURRENT_STREAMS,
+	         .value.integer = cfg->max_concurrent_streams},
+	        {.type = GRPC_ARG_INTEGER,
+	         .key = GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS,
+	         .value.integer = cfg->keepalive_min_ping_ms},
+	        {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_HTTP2_MAX_PING_STRIKES, .value.integer = 2},
+	        {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_KEEPALIVE_TIME_MS, .value.integer = cfg->keepalive_time_ms},
+	        {.type = GRPC_ARG_INTEGER,
+	         .key = GRPC_ARG_KEEPALIVE_TIMEOUT_MS,
+	         .value.integer = cfg->keepalive_timeout_ms},
+	        {.type = GRPC_ARG_INTEGER,
+	         .key = GRPC_ARG_SERVER_HANDSHAKE_TIMEOUT_MS,
+	         .value.integer = cfg->handshake_timeout_ms},
 	};
 	grpc_channel_args chargs = {.num_args = sizeof(args) / sizeof(args[0]), .args = args};
 	srv->server = grpc_server_create(&chargs, NULL);
@@ -1059,11 +1066,11 @@ static grpc_server_credentials *make_credentials(const struct rpc_server_config 
 	if (cfg->tls_cert_pem == NULL)
 		return grpc_insecure_server_credentials_create();
 	grpc_ssl_pem_key_cert_pair pair = {.private_key = cfg->tls_key_pem, .cert_chain = cfg->tls_cert_pem};
-	grpc_ssl_client_certificate_request_type req = cfg->tls_client_ca_pem
-							      ? GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY
-							      : GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE;
+	grpc_ssl_client_certificate_request_type req =
+	        cfg->tls_client_ca_pem ? GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY
+	                               : GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE;
 	grpc_server_credentials *creds =
-		grpc_ssl_server_credentials_create_ex(cfg->tls_client_ca_pem, &pair, 1, req, NULL);
+	        grpc_ssl_server_credentials_create_ex(cfg->tls_client_ca_pem, &pair, 1, req, NULL);
 	if (creds == NULL)
 		mon_error_set(err, MON_EINVAL, "tls-cert: could not load the certificate and key");
 	return creds;
@@ -1079,7 +1086,7 @@ int rpc_server_start(struct rpc_server *srv, int *bound_port, struct mon_error *
 	grpc_server_credentials_release(creds);
 	if (port == 0)
 		return mon_error_set(err, MON_EINVAL, "listen: could not bind \"%s\" (address in use or invalid)",
-				     srv->listen_addr);
+		                     srv->listen_addr);
 	if (bound_port)
 		*bound_port = port;
 	grpc_server_start(srv->server);
@@ -1170,7 +1177,7 @@ void rpc_server_destroy(struct rpc_server *srv)
 		} else {
 			for (;;) {
 				grpc_event ev = grpc_completion_queue_next(srv->cqs[i].cq,
-									   gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+				                                           gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
 				if (ev.type == GRPC_QUEUE_SHUTDOWN)
 					break;
 				if (ev.type == GRPC_OP_COMPLETE)
@@ -1181,8 +1188,8 @@ void rpc_server_destroy(struct rpc_server *srv)
 	}
 	if (srv->shutdown_cq) {
 		grpc_completion_queue_shutdown(srv->shutdown_cq);
-		while (grpc_completion_queue_pluck(srv->shutdown_cq, NULL, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type !=
-		       GRPC_QUEUE_SHUTDOWN)
+		while (grpc_completion_queue_pluck(srv->shutdown_cq, NULL, gpr_inf_future(GPR_CLOCK_REALTIME), NULL)
+		               .type != GRPC_QUEUE_SHUTDOWN)
 			;
 		grpc_completion_queue_destroy(srv->shutdown_cq);
 	}

@@ -14,23 +14,23 @@
 struct rpc_server;
 
 struct rpc_server_config {
-	const char *listen_addr;        /* "127.0.0.1:50051", "[::1]:0", "unix:/path" */
-	int cq_threads;                 /* completion-queue threads (default 2) */
-	int worker_threads;             /* blocking handler threads (default 8) */
-	size_t max_recv_message_bytes;  /* default 4 MiB */
-	size_t max_send_message_bytes;  /* default 16 MiB */
-	int max_concurrent_streams;     /* per HTTP/2 connection, default 1000 */
-	int keepalive_min_ping_ms;      /* clients pinging faster are told GOAWAY, default 60000 */
-	int keepalive_time_ms;          /* server pings idle connections, default 7200000 */
-	int keepalive_timeout_ms;       /* and drops them after no answer, default 20000 */
-	int handshake_timeout_ms;       /* default 10000 */
-	size_t stream_queue_max;        /* messages queued per server stream, default 1024 */
-	size_t call_arena_cap_bytes;    /* per-call memory cap, default 64 MiB */
-	int max_workers_queue;          /* queued blocking calls before RESOURCE_EXHAUSTED, default 10000 */
+	const char *listen_addr;       /* "127.0.0.1:50051", "[::1]:0", "unix:/path" */
+	int cq_threads;                /* completion-queue threads (default 2) */
+	int worker_threads;            /* blocking handler threads (default 8) */
+	size_t max_recv_message_bytes; /* default 4 MiB */
+	size_t max_send_message_bytes; /* default 16 MiB */
+	int max_concurrent_streams;    /* per HTTP/2 connection, default 1000 */
+	int keepalive_min_ping_ms;     /* clients pinging faster are told GOAWAY, default 60000 */
+	int keepalive_time_ms;         /* server pings idle connections, default 7200000 */
+	int keepalive_timeout_ms;      /* and drops them after no answer, default 20000 */
+	int handshake_timeout_ms;      /* default 10000 */
+	size_t stream_queue_max;       /* messages queued per server stream, default 1024 */
+	size_t call_arena_cap_bytes;   /* per-call memory cap, default 64 MiB */
+	int max_workers_queue;         /* queued blocking calls before RESOURCE_EXHAUSTED, default 10000 */
 	/* TLS: all NULL for plaintext. */
 	const char *tls_cert_pem;
 	const char *tls_key_pem;
-	const char *tls_client_ca_pem;  /* set: clients must present a certificate signed by it */
+	const char *tls_client_ca_pem;       /* set: clients must present a certificate signed by it */
 	const unsigned char *descriptor_set; /* FileDescriptorSet for reflection (may be NULL) */
 	size_t descriptor_set_len;
 };
@@ -42,7 +42,8 @@ void rpc_server_config_defaults(struct rpc_server_config *cfg);
  * Creates a server (and initialises gRPC). Bind services with rpc_server_bind
  * before rpc_server_start. The caller owns the server.
  */
-int rpc_server_create(const struct rpc_server_config *cfg, struct rpc_server **out, struct mon_error *err) MON_MUST_CHECK;
+int rpc_server_create(const struct rpc_server_config *cfg, struct rpc_server **out,
+                      struct mon_error *err) MON_MUST_CHECK;
 
 /* Binds the listen address and starts the threads. *bound_port gets the port (useful with port 0). */
 int rpc_server_start(struct rpc_server *server, int *bound_port, struct mon_error *err) MON_MUST_CHECK;

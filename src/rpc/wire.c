@@ -72,7 +72,6 @@ int wire_next(struct wire_reader *r, struct wire_field *f)
 		r->p += len;
 		return 1;
 	}
-	default:
-		return MON_EINVAL; /* groups (3, 4) are not used by descriptors */
+	default: return MON_EINVAL; /* groups (3, 4) are not used by descriptors */
 	}
 }

@@ -20,8 +20,8 @@ struct wire_reader {
 struct wire_field {
 	uint32_t number;
 	enum wire_type type;
-	uint64_t value;             /* VARINT, I64, I32 */
-	const unsigned char *data;  /* LEN: points into the input */
+	uint64_t value;            /* VARINT, I64, I32 */
+	const unsigned char *data; /* LEN: points into the input */
 	size_t len;
 };
 

@@ -170,7 +170,7 @@ static void test_db_bus_reconnects_after_connection_loss(void **state)
 	struct db_bus *bus = start_bus("metrics", &in);
 	/* kill the bus's backend as an administrator would */
 	test_db_exec(pool, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-			   "WHERE application_name = 'monitord-bus' AND datname = current_database()");
+	                   "WHERE application_name = 'monitord-bus' AND datname = current_database()");
 	bool reconnected = false;
 	for (int i = 0; i < 500 && !reconnected; i++) {
 		pthread_mutex_lock(&in.mu);
@@ -196,10 +196,10 @@ static void test_db_bus_reconnects_after_connection_loss(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_db_bus_delivers_after_commit_not_after_rollback),
-		cmocka_unit_test(test_db_bus_two_replicas_both_receive),
-		cmocka_unit_test(test_db_bus_subscribe_after_start),
-		cmocka_unit_test(test_db_bus_reconnects_after_connection_loss),
+	        cmocka_unit_test(test_db_bus_delivers_after_commit_not_after_rollback),
+	        cmocka_unit_test(test_db_bus_two_replicas_both_receive),
+	        cmocka_unit_test(test_db_bus_subscribe_after_start),
+	        cmocka_unit_test(test_db_bus_reconnects_after_connection_loss),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }

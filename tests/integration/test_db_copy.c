@@ -27,12 +27,8 @@ static int teardown(void **state)
 static void test_db_copy_round_trip_escaping_and_nulls(void **state)
 {
 	static const char *const values[][2] = {
-		{"plain", ""},
-		{"back\\slash", "tab\there"},
-		{"new\nline", "cr\rhere"},
-		{"\\N", NULL},
-		{NULL, "h\xc3\xa9llo \xe2\x82\xac"},
-		{"\\\t\n\r\\\\", "end\\"},
+	        {"plain", ""}, {"back\\slash", "tab\there"},        {"new\nline", "cr\rhere"},
+	        {"\\N", NULL}, {NULL, "h\xc3\xa9llo \xe2\x82\xac"}, {"\\\t\n\r\\\\", "end\\"},
 	};
 	size_t n = sizeof(values) / sizeof(values[0]);
 	struct db_conn *c = NULL;
@@ -150,10 +146,10 @@ static void test_db_copy_inside_transaction(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_db_copy_round_trip_escaping_and_nulls),
-		cmocka_unit_test(test_db_copy_many_rows_in_chunks),
-		cmocka_unit_test(test_db_copy_bad_row_fails_cleanly),
-		cmocka_unit_test(test_db_copy_inside_transaction),
+	        cmocka_unit_test(test_db_copy_round_trip_escaping_and_nulls),
+	        cmocka_unit_test(test_db_copy_many_rows_in_chunks),
+	        cmocka_unit_test(test_db_copy_bad_row_fails_cleanly),
+	        cmocka_unit_test(test_db_copy_inside_transaction),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -142,9 +142,9 @@ static void test_db_embedded_rejects_bad_data_dir(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_db_embedded_start_stop_restart),
-		cmocka_unit_test(test_db_embedded_survives_crash_and_stale_pid),
-		cmocka_unit_test(test_db_embedded_rejects_bad_data_dir),
+	        cmocka_unit_test(test_db_embedded_start_stop_restart),
+	        cmocka_unit_test(test_db_embedded_survives_crash_and_stale_pid),
+	        cmocka_unit_test(test_db_embedded_rejects_bad_data_dir),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }

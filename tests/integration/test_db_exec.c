@@ -77,9 +77,9 @@ static void test_db_exec_prepared_statements(void **state)
 		db_result_free(res);
 	}
 	struct db_result *res = NULL;
-	assert_int_equal(db_exec(a, "SELECT count(*) FROM pg_prepared_statements WHERE name = 'test_add'", 0, NULL,
-				 &res, &err),
-			 0);
+	assert_int_equal(
+	        db_exec(a, "SELECT count(*) FROM pg_prepared_statements WHERE name = 'test_add'", 0, NULL, &res, &err),
+	        0);
 	assert_string_equal(db_result_value(res, 0, 0), "1");
 	db_result_free(res);
 	db_pool_release(pool, a);
@@ -168,12 +168,12 @@ static void test_db_exec_notify_payload_limits(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_db_exec_params_and_results),
-		cmocka_unit_test(test_db_exec_prepared_statements),
-		cmocka_unit_test(test_db_exec_pool_wait_is_bounded),
-		cmocka_unit_test(test_db_exec_errors_map_to_codes),
-		cmocka_unit_test(test_db_exec_connection_killed_is_unavailable_then_replaced),
-		cmocka_unit_test(test_db_exec_notify_payload_limits),
+	        cmocka_unit_test(test_db_exec_params_and_results),
+	        cmocka_unit_test(test_db_exec_prepared_statements),
+	        cmocka_unit_test(test_db_exec_pool_wait_is_bounded),
+	        cmocka_unit_test(test_db_exec_errors_map_to_codes),
+	        cmocka_unit_test(test_db_exec_connection_killed_is_unavailable_then_replaced),
+	        cmocka_unit_test(test_db_exec_notify_payload_limits),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }

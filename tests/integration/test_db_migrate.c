@@ -47,60 +47,73 @@ static void test_db_migrate_seed_schema_exists(void **state)
 	struct db_pool *pool = test_db_pool(tdb.conninfo, 2);
 	struct mon_error err = {0};
 	assert_int_equal(db_migrate(pool, &err), 0);
-	static const char *const tables[] = {
-		"tb_service_health", "tb_health_check_log", "tb_performance_metric", "tb_error_log",
-		"tb_error_instance", "tb_audit_event", "tb_alert_rule", "tb_alert", "tb_dashboard", "tb_widget",
-		"tb_integration_health", "tb_integration_event", "tb_user_activity", "tb_user_session",
-		"tb_performance_metric_5min", "tb_performance_metric_hourly", "tb_user_activity_hourly",
-		"tb_stream_event"};
+	static const char *const tables[] = {"tb_service_health",
+	                                     "tb_health_check_log",
+	                                     "tb_performance_metric",
+	                                     "tb_error_log",
+	                                     "tb_error_instance",
+	                                     "tb_audit_event",
+	                                     "tb_alert_rule",
+	                                     "tb_alert",
+	                                     "tb_dashboard",
+	                                     "tb_widget",
+	                                     "tb_integration_health",
+	                                     "tb_integration_event",
+	                                     "tb_user_activity",
+	                                     "tb_user_session",
+	                                     "tb_performance_metric_5min",
+	                                     "tb_performance_metric_hourly",
+	                                     "tb_user_activity_hourly",
+	                                     "tb_stream_event"};
 	for (size_t i = 0; i < sizeof(tables) / sizeof(tables[0]); i++) {
 		char sql[256];
-		snprintf(sql, sizeof(sql), "SELECT count(*) FROM pg_class WHERE relname = '%s' AND relkind IN ('r', 'p')",
-			 tables[i]);
+		snprintf(sql, sizeof(sql),
+		         "SELECT count(*) FROM pg_class WHERE relname = '%s' AND relkind IN ('r', 'p')", tables[i]);
 		if (test_db_count(pool, sql) != 1)
 			fail_msg("table %s is missing", tables[i]);
 	}
 	/* the twelve enums with the seed's values in the seed's order */
 	char labels[2048];
-	test_db_scalar(pool,
-		       "SELECT string_agg(t.typname || '=' || (SELECT string_agg(e.enumlabel, ',' ORDER BY e.enumsortorder)"
-		       " FROM pg_enum e WHERE e.enumtypid = t.oid), ' ' ORDER BY t.typname)"
-		       " FROM pg_type t WHERE t.typtype = 'e' AND t.typnamespace = 'public'::regnamespace",
-		       labels, sizeof(labels));
+	test_db_scalar(
+	        pool,
+	        "SELECT string_agg(t.typname || '=' || (SELECT string_agg(e.enumlabel, ',' ORDER BY e.enumsortorder)"
+	        " FROM pg_enum e WHERE e.enumtypid = t.oid), ' ' ORDER BY t.typname)"
+	        " FROM pg_type t WHERE t.typtype = 'e' AND t.typnamespace = 'public'::regnamespace",
+	        labels, sizeof(labels));
 	assert_string_equal(
-		labels,
-		"alert_rule_status=enabled,disabled,testing "
-		"alert_status=active,acknowledged,resolved,suppressed "
-		"audit_action_type=create,read,update,delete,execute,export,login,logout,access-denied "
-		"comparison_operator=gt,gte,lt,lte,eq,ne,contains,not-contains "
-		"dashboard_visibility=private,team,organization,public "
-		"error_status=new,acknowledged,in-progress,resolved,ignored "
-		"integration_type=payment-gateway,email-service,cloud-storage,auth-provider,analytics,erp-system,"
-		"sms-service,webhook "
-		"metric_type=counter,gauge,histogram,summary "
-		"notification_channel=email,slack,sms,webhook,pagerduty,in-app "
-		"service_status=healthy,degraded,down,unknown "
-		"severity_level=debug,info,warning,error,fatal,critical "
-		"widget_type=time-series,counter,gauge,table,pie-chart,bar-chart,heatmap,alert-list,custom-query");
+	        labels,
+	        "alert_rule_status=enabled,disabled,testing "
+	        "alert_status=active,acknowledged,resolved,suppressed "
+	        "audit_action_type=create,read,update,delete,execute,export,login,logout,access-denied "
+	        "comparison_operator=gt,gte,lt,lte,eq,ne,contains,not-contains "
+	        "dashboard_visibility=private,team,organization,public "
+	        "error_status=new,acknowledged,in-progress,resolved,ignored "
+	        "integration_type=payment-gateway,email-service,cloud-storage,auth-provider,analytics,erp-system,"
+	        "sms-service,webhook "
+	        "metric_type=counter,gauge,histogram,summary "
+	        "notification_channel=email,slack,sms,webhook,pagerduty,in-app "
+	        "service_status=healthy,degraded,down,unknown "
+	        "severity_level=debug,info,warning,error,fatal,critical "
+	        "widget_type=time-series,counter,gauge,table,pie-chart,bar-chart,heatmap,alert-list,custom-query");
 
 	/* the time-series tables are partitioned and take rows for now and for the past */
 	assert_int_equal(test_db_count(pool, "SELECT count(*) FROM pg_partitioned_table pt JOIN pg_class c ON "
-					     "c.oid = pt.partrelid WHERE c.relname IN ('tb_performance_metric', "
-					     "'tb_error_instance', 'tb_audit_event', 'tb_user_activity')"),
-			 4);
+	                                     "c.oid = pt.partrelid WHERE c.relname IN ('tb_performance_metric', "
+	                                     "'tb_error_instance', 'tb_audit_event', 'tb_user_activity')"),
+	                 4);
 	assert_true(test_db_count(pool, "SELECT count(*) FROM pg_inherits WHERE inhparent = "
-					"'tb_performance_metric'::regclass") > 7);
+	                                "'tb_performance_metric'::regclass") > 7);
 	test_db_exec(pool, "INSERT INTO tb_performance_metric (time, metric_name, endpoint, request_count) VALUES "
-			   "(now(), 'latency', '/api/a', 3), ('2001-01-01T00:00:00Z', 'latency', '', 1)");
+	                   "(now(), 'latency', '/api/a', 3), ('2001-01-01T00:00:00Z', 'latency', '', 1)");
 	assert_int_equal(test_db_count(pool, "SELECT count(*) FROM tb_performance_metric"), 2);
 	test_db_exec(pool, "SELECT mon_maintain_partitions()");
 	assert_int_equal(test_db_count(pool, "SELECT count(*) FROM tb_performance_metric"), 2);
 	/* every seed index is there */
 	assert_int_equal(test_db_count(pool, "SELECT count(*) FROM pg_class WHERE relkind IN ('i', 'I') AND relname IN "
-					     "('idx_audit_event_changes', 'idx_error_log_context', "
-					     "'idx_health_check_retention', 'idx_user_session_retention', "
-					     "'idx_performance_metric_tags', 'idx_alert_rule_tags')"),
-			 6);
+	                                     "('idx_audit_event_changes', 'idx_error_log_context', "
+	                                     "'idx_health_check_retention', 'idx_user_session_retention', "
+	                                     "'idx_performance_metric_tags', 'idx_alert_rule_tags')"),
+	                 6);
 	db_pool_destroy(pool);
 }
 
@@ -137,7 +150,7 @@ static void test_db_migrate_concurrent_replicas(void **state)
 	struct db_pool *pool = test_db_pool(fresh.conninfo, 1);
 	assert_int_equal(test_db_count(pool, "SELECT count(*) FROM schema_migrations"), (long)db_migrations_count);
 	assert_int_equal(test_db_count(pool, "SELECT count(DISTINCT version) FROM schema_migrations"),
-			 (long)db_migrations_count);
+	                 (long)db_migrations_count);
 	db_pool_destroy(pool);
 	test_db_drop(&fresh);
 }
@@ -159,10 +172,10 @@ static void test_db_migrate_refuses_changed_checksum(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_db_migrate_applies_once),
-		cmocka_unit_test(test_db_migrate_seed_schema_exists),
-		cmocka_unit_test(test_db_migrate_concurrent_replicas),
-		cmocka_unit_test(test_db_migrate_refuses_changed_checksum),
+	        cmocka_unit_test(test_db_migrate_applies_once),
+	        cmocka_unit_test(test_db_migrate_seed_schema_exists),
+	        cmocka_unit_test(test_db_migrate_concurrent_replicas),
+	        cmocka_unit_test(test_db_migrate_refuses_changed_checksum),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }

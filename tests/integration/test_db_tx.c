@@ -156,12 +156,12 @@ static void test_db_tx_serialization_failure_retried(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_db_tx_commits),
-		cmocka_unit_test(test_db_tx_rollback_leaves_nothing),
-		cmocka_unit_test(test_db_tx_function_error_rolls_back),
-		cmocka_unit_test(test_db_tx_statement_timeout_is_deadline),
-		cmocka_unit_test(test_db_tx_ignored_failure_is_not_success),
-		cmocka_unit_test(test_db_tx_serialization_failure_retried),
+	        cmocka_unit_test(test_db_tx_commits),
+	        cmocka_unit_test(test_db_tx_rollback_leaves_nothing),
+	        cmocka_unit_test(test_db_tx_function_error_rolls_back),
+	        cmocka_unit_test(test_db_tx_statement_timeout_is_deadline),
+	        cmocka_unit_test(test_db_tx_ignored_failure_is_not_success),
+	        cmocka_unit_test(test_db_tx_serialization_failure_retried),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -139,8 +139,8 @@ static void test_db_unavailable_pool_create_while_down(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_db_unavailable_while_down_then_recovers),
-		cmocka_unit_test(test_db_unavailable_pool_create_while_down),
+	        cmocka_unit_test(test_db_unavailable_while_down_then_recovers),
+	        cmocka_unit_test(test_db_unavailable_pool_create_while_down),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -139,14 +139,14 @@ static int tramp_stream(struct rpc_ctx *ctx, rpc_any_fn fn, const ProtobufCMessa
 }
 
 static const struct rpc_method test_methods[] = {
-	{"/test.Runtime/Block", "Block", "Blocks.", RPC_UNARY, &grpc__health__v1__health_check_request__descriptor,
-	 &grpc__health__v1__health_check_response__descriptor, tramp_unary},
-	{"/test.Runtime/Stream", "Stream", "Streams.", RPC_SERVER_STREAMING,
-	 &grpc__health__v1__health_check_request__descriptor, &grpc__health__v1__health_check_response__descriptor,
-	 tramp_stream},
-	{"/test.Runtime/Missing", "Missing", "Does something not built yet.", RPC_UNARY,
-	 &grpc__health__v1__health_check_request__descriptor, &grpc__health__v1__health_check_response__descriptor,
-	 tramp_unary},
+        {"/test.Runtime/Block", "Block", "Blocks.", RPC_UNARY, &grpc__health__v1__health_check_request__descriptor,
+         &grpc__health__v1__health_check_response__descriptor, tramp_unary},
+        {"/test.Runtime/Stream", "Stream", "Streams.", RPC_SERVER_STREAMING,
+         &grpc__health__v1__health_check_request__descriptor, &grpc__health__v1__health_check_response__descriptor,
+         tramp_stream},
+        {"/test.Runtime/Missing", "Missing", "Does something not built yet.", RPC_UNARY,
+         &grpc__health__v1__health_check_request__descriptor, &grpc__health__v1__health_check_response__descriptor,
+         tramp_unary},
 };
 static const struct rpc_service_desc test_desc = {"test.Runtime", 3, test_methods};
 
@@ -157,7 +157,7 @@ static int call_block(const char *what, int64_t timeout_ms, struct rpc_status *s
 	ProtobufCMessage *resp = NULL;
 	struct rpc_call_options opts = {.timeout_ms = timeout_ms};
 	int rc = rpc_unary_call(channel, "/test.Runtime/Block", &req.base,
-				&grpc__health__v1__health_check_response__descriptor, &resp, &opts, st);
+	                        &grpc__health__v1__health_check_response__descriptor, &resp, &opts, st);
 	if (resp)
 		protobuf_c_message_free_unpacked(resp, NULL);
 	return rc;
@@ -169,7 +169,7 @@ static int health_check(struct rpc_status *st)
 	ProtobufCMessage *resp = NULL;
 	struct rpc_call_options opts = {.timeout_ms = 5000};
 	int rc = rpc_unary_call(channel, "/grpc.health.v1.Health/Check", &req.base,
-				&grpc__health__v1__health_check_response__descriptor, &resp, &opts, st);
+	                        &grpc__health__v1__health_check_response__descriptor, &resp, &opts, st);
 	if (resp)
 		protobuf_c_message_free_unpacked(resp, NULL);
 	return rc;
@@ -295,8 +295,8 @@ static void test_rpc_handler_errors_and_unimplemented(void **state)
 	ProtobufCMessage *resp = NULL;
 	struct rpc_call_options opts = {.timeout_ms = 5000};
 	assert_int_equal(rpc_unary_call(channel, "/test.Runtime/Missing", &req.base,
-					&grpc__health__v1__health_check_response__descriptor, &resp, &opts, &st),
-			 MON_EUNIMPL);
+	                                &grpc__health__v1__health_check_response__descriptor, &resp, &opts, &st),
+	                 MON_EUNIMPL);
 	assert_string_equal(st.message, "test.Runtime/Missing is not implemented yet: Does something not built yet.");
 }
 
@@ -319,8 +319,8 @@ static void test_rpc_stream_delivers_in_order(void **state)
 	struct rpc_status st = {0};
 	struct rpc_call_options opts = {.timeout_ms = 60000};
 	assert_int_equal(rpc_cstream_open(channel, "/test.Runtime/Stream", &req.base,
-					  &grpc__health__v1__health_check_response__descriptor, &opts, &s, &st),
-			 0);
+	                                  &grpc__health__v1__health_check_response__descriptor, &opts, &s, &st),
+	                 0);
 	int n = 0;
 	ProtobufCMessage *m = NULL;
 	int rc;
@@ -343,8 +343,8 @@ static void test_rpc_slow_subscriber_is_ended_not_buffered(void **state)
 	struct rpc_status st = {0};
 	struct rpc_call_options opts = {.timeout_ms = 60000};
 	assert_int_equal(rpc_cstream_open(channel, "/test.Runtime/Stream", &req.base,
-					  &grpc__health__v1__health_check_response__descriptor, &opts, &s, &st),
-			 0);
+	                                  &grpc__health__v1__health_check_response__descriptor, &opts, &s, &st),
+	                 0);
 	int n = 0, rc;
 	ProtobufCMessage *m = NULL;
 	while ((rc = rpc_cstream_next(s, &m, 10000, &st)) == 1) {
@@ -366,8 +366,8 @@ static void test_rpc_cancelled_stream_runs_close_callback(void **state)
 	struct rpc_cstream *s = NULL;
 	struct rpc_status st = {0};
 	assert_int_equal(rpc_cstream_open(channel, "/test.Runtime/Stream", &req.base,
-					  &grpc__health__v1__health_check_response__descriptor, NULL, &s, &st),
-			 0);
+	                                  &grpc__health__v1__health_check_response__descriptor, NULL, &s, &st),
+	                 0);
 	ProtobufCMessage *m = NULL;
 	assert_int_equal(rpc_cstream_next(s, &m, 10000, &st), 1);
 	protobuf_c_message_free_unpacked(m, NULL);
@@ -399,8 +399,8 @@ static void test_rpc_shutdown_finishes_unary_and_ends_streams(void **state)
 	struct rpc_cstream *s = NULL;
 	struct rpc_status st = {0};
 	assert_int_equal(rpc_cstream_open(channel, "/test.Runtime/Stream", &req.base,
-					  &grpc__health__v1__health_check_response__descriptor, NULL, &s, &st),
-			 0);
+	                                  &grpc__health__v1__health_check_response__descriptor, NULL, &s, &st),
+	                 0);
 	ProtobufCMessage *m = NULL;
 	assert_int_equal(rpc_cstream_next(s, &m, 10000, &st), 1);
 	protobuf_c_message_free_unpacked(m, NULL);
@@ -426,15 +426,15 @@ static void test_rpc_shutdown_finishes_unary_and_ends_streams(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_rpc_blocking_handlers_do_not_stall_the_transport),
-		cmocka_unit_test(test_rpc_deadline_reaches_the_database),
-		cmocka_unit_test(test_db_session_statement_timeout_without_deadline),
-		cmocka_unit_test(test_rpc_handler_errors_and_unimplemented),
-		cmocka_unit_test(test_rpc_cancellation_reaches_the_handler),
-		cmocka_unit_test(test_rpc_stream_delivers_in_order),
-		cmocka_unit_test(test_rpc_slow_subscriber_is_ended_not_buffered),
-		cmocka_unit_test(test_rpc_cancelled_stream_runs_close_callback),
-		cmocka_unit_test(test_rpc_shutdown_finishes_unary_and_ends_streams),
+	        cmocka_unit_test(test_rpc_blocking_handlers_do_not_stall_the_transport),
+	        cmocka_unit_test(test_rpc_deadline_reaches_the_database),
+	        cmocka_unit_test(test_db_session_statement_timeout_without_deadline),
+	        cmocka_unit_test(test_rpc_handler_errors_and_unimplemented),
+	        cmocka_unit_test(test_rpc_cancellation_reaches_the_handler),
+	        cmocka_unit_test(test_rpc_stream_delivers_in_order),
+	        cmocka_unit_test(test_rpc_slow_subscriber_is_ended_not_buffered),
+	        cmocka_unit_test(test_rpc_cancelled_stream_runs_close_callback),
+	        cmocka_unit_test(test_rpc_shutdown_finishes_unary_and_ends_streams),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }

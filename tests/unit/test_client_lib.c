@@ -47,13 +47,13 @@ static mon_client *open_client(const char *api_key)
 }
 
 static int check(mon_client *c, const char *service, const mon_call_options *opts,
-		 Grpc__Health__V1__HealthCheckResponse **resp, mon_status *st)
+                 Grpc__Health__V1__HealthCheckResponse **resp, mon_status *st)
 {
 	Grpc__Health__V1__HealthCheckRequest req = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
 	req.service = (char *)service;
 	ProtobufCMessage *m = NULL;
 	int rc = mon_call_unary(c, CHECK_PATH, &req.base, &grpc__health__v1__health_check_response__descriptor, &m,
-				opts, st);
+	                        opts, st);
 	*resp = (Grpc__Health__V1__HealthCheckResponse *)m;
 	return rc;
 }
@@ -105,8 +105,8 @@ static void test_client_lib_unary(void **state)
 	/* A reply the caller does not want is freed by the library. */
 	Grpc__Health__V1__HealthCheckRequest req = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
 	assert_int_equal(mon_call_unary(c, CHECK_PATH, &req.base, &grpc__health__v1__health_check_response__descriptor,
-					NULL, NULL, NULL),
-			 0);
+	                                NULL, NULL, NULL),
+	                 0);
 	mon_client_close(c);
 }
 
@@ -153,8 +153,8 @@ static void test_client_lib_stream(void **state)
 	mon_stream *s = NULL;
 	mon_status st;
 	assert_int_equal(mon_stream_open(c, WATCH_PATH, &req.base, &grpc__health__v1__health_check_response__descriptor,
-					 NULL, &s, &st),
-			 0);
+	                                 NULL, &s, &st),
+	                 0);
 	ProtobufCMessage *m = NULL;
 	int got = 0, timeouts = 0, rc;
 	while ((rc = mon_stream_next(s, &m, 50, &st)) != 0) {
@@ -174,8 +174,8 @@ static void test_client_lib_stream(void **state)
 	/* A stream that fails reports the server's status. */
 	req.service = "fail:1";
 	assert_int_equal(mon_stream_open(c, WATCH_PATH, &req.base, &grpc__health__v1__health_check_response__descriptor,
-					 NULL, &s, &st),
-			 0);
+	                                 NULL, &s, &st),
+	                 0);
 	assert_int_equal(mon_stream_next(s, NULL, -1, &st), 1);
 	rc = mon_stream_next(s, &m, -1, &st);
 	assert_true(rc < 0 && rc != MON_STREAM_TIMEOUT);
@@ -186,8 +186,8 @@ static void test_client_lib_stream(void **state)
 	req.service = "hold";
 	mon_call_options short_opts = {.timeout_ms = 300};
 	assert_int_equal(mon_stream_open(c, WATCH_PATH, &req.base, &grpc__health__v1__health_check_response__descriptor,
-					 &short_opts, &s, &st),
-			 0);
+	                                 &short_opts, &s, &st),
+	                 0);
 	assert_int_equal(mon_stream_next(s, NULL, -1, &st), 1);
 	rc = mon_stream_next(s, &m, -1, &st);
 	assert_true(rc < 0 && rc != MON_STREAM_TIMEOUT);
@@ -228,13 +228,10 @@ static void test_client_lib_status_names(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_client_lib_open_errors),
-		cmocka_unit_test(test_client_lib_unary),
-		cmocka_unit_test(test_client_lib_metadata),
-		cmocka_unit_test(test_client_lib_default_deadline),
-		cmocka_unit_test(test_client_lib_stream),
-		cmocka_unit_test(test_client_lib_options_from_env),
-		cmocka_unit_test(test_client_lib_status_names),
+	        cmocka_unit_test(test_client_lib_open_errors),  cmocka_unit_test(test_client_lib_unary),
+	        cmocka_unit_test(test_client_lib_metadata),     cmocka_unit_test(test_client_lib_default_deadline),
+	        cmocka_unit_test(test_client_lib_stream),       cmocka_unit_test(test_client_lib_options_from_env),
+	        cmocka_unit_test(test_client_lib_status_names),
 	};
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

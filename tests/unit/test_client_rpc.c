@@ -60,13 +60,13 @@ static int teardown(void **state)
 }
 
 static int check(struct rpc_channel *ch, const char *service, const struct rpc_call_options *opts,
-		 Grpc__Health__V1__HealthCheckResponse **resp, struct rpc_status *status)
+                 Grpc__Health__V1__HealthCheckResponse **resp, struct rpc_status *status)
 {
 	Grpc__Health__V1__HealthCheckRequest req = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
 	req.service = (char *)service;
 	ProtobufCMessage *out = NULL;
 	int rc = rpc_unary_call(ch, CHECK_PATH, &req.base, &grpc__health__v1__health_check_response__descriptor, &out,
-				opts, status);
+	                        opts, status);
 	*resp = (Grpc__Health__V1__HealthCheckResponse *)out;
 	return rc;
 }
@@ -79,7 +79,7 @@ static struct rpc_cstream *watch(struct rpc_channel *ch, const char *service, in
 	struct rpc_cstream *s = NULL;
 	struct rpc_status st;
 	int rc = rpc_cstream_open(ch, WATCH_PATH, &req.base, &grpc__health__v1__health_check_response__descriptor,
-				  &opts, &s, &st);
+	                          &opts, &s, &st);
 	assert_int_equal(rc, MON_OK);
 	assert_non_null(s);
 	return s;
@@ -157,9 +157,9 @@ static void test_client_unary_unavailable(void **state)
 
 	Grpc__Health__V1__HealthCheckRequest req = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
 	struct rpc_cstream *s = NULL;
-	assert_int_equal(rpc_cstream_open(ch, WATCH_PATH, &req.base, &grpc__health__v1__health_check_response__descriptor,
-					  &opts, &s, &st),
-			 MON_EUNAVAIL);
+	assert_int_equal(rpc_cstream_open(ch, WATCH_PATH, &req.base,
+	                                  &grpc__health__v1__health_check_response__descriptor, &opts, &s, &st),
+	                 MON_EUNAVAIL);
 	assert_null(s);
 	rpc_channel_close(ch);
 }
@@ -293,18 +293,18 @@ static void test_client_channel_shared_by_threads(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_client_unary_ok, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_client_unary_error_status, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_client_unary_metadata, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_client_unary_deadline, setup, teardown),
-		cmocka_unit_test(test_client_unary_unavailable),
-		cmocka_unit_test(test_client_channel_config_errors),
-		cmocka_unit_test_setup_teardown(test_client_stream_ends_ok, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_client_stream_fails, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_client_stream_wait_timeout_loses_nothing, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_client_stream_close_cancels, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_client_stream_deadline_is_not_a_wait_timeout, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_client_channel_shared_by_threads, setup, teardown),
+	        cmocka_unit_test_setup_teardown(test_client_unary_ok, setup, teardown),
+	        cmocka_unit_test_setup_teardown(test_client_unary_error_status, setup, teardown),
+	        cmocka_unit_test_setup_teardown(test_client_unary_metadata, setup, teardown),
+	        cmocka_unit_test_setup_teardown(test_client_unary_deadline, setup, teardown),
+	        cmocka_unit_test(test_client_unary_unavailable),
+	        cmocka_unit_test(test_client_channel_config_errors),
+	        cmocka_unit_test_setup_teardown(test_client_stream_ends_ok, setup, teardown),
+	        cmocka_unit_test_setup_teardown(test_client_stream_fails, setup, teardown),
+	        cmocka_unit_test_setup_teardown(test_client_stream_wait_timeout_loses_nothing, setup, teardown),
+	        cmocka_unit_test_setup_teardown(test_client_stream_close_cancels, setup, teardown),
+	        cmocka_unit_test_setup_teardown(test_client_stream_deadline_is_not_a_wait_timeout, setup, teardown),
+	        cmocka_unit_test_setup_teardown(test_client_channel_shared_by_threads, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

@@ -36,8 +36,8 @@ static struct {
 	unsigned flags;
 } bound;
 
-int rpc_server_bind(struct rpc_server *server, const struct rpc_service_desc *desc, const rpc_any_fn *fns,
-		    void *user, unsigned flags, struct mon_error *err)
+int rpc_server_bind(struct rpc_server *server, const struct rpc_service_desc *desc, const rpc_any_fn *fns, void *user,
+                    unsigned flags, struct mon_error *err)
 {
 	(void)err;
 	bound.calls++;
@@ -61,7 +61,7 @@ static struct {
 } called;
 
 static int check_handler(struct rpc_ctx *ctx, const Grpc__Health__V1__HealthCheckRequest *req,
-			 Grpc__Health__V1__HealthCheckResponse *resp)
+                         Grpc__Health__V1__HealthCheckResponse *resp)
 {
 	called.which = "check";
 	called.ctx = ctx;
@@ -72,7 +72,7 @@ static int check_handler(struct rpc_ctx *ctx, const Grpc__Health__V1__HealthChec
 }
 
 static int watch_handler(struct rpc_ctx *ctx, const Grpc__Health__V1__HealthCheckRequest *req,
-			 struct rpc_stream *stream)
+                         struct rpc_stream *stream)
 {
 	called.which = "watch";
 	called.ctx = ctx;
@@ -103,20 +103,19 @@ static void test_codegen_health_table(void **state)
 	assert_ptr_equal(d->methods[0].input, &grpc__health__v1__health_check_request__descriptor);
 	assert_ptr_equal(d->methods[0].output, &grpc__health__v1__health_check_response__descriptor);
 	assert_string_equal(d->methods[0].summary,
-			    "If the requested service is unknown, the call will fail with status NOT_FOUND.");
+	                    "If the requested service is unknown, the call will fail with status NOT_FOUND.");
 
 	assert_string_equal(d->methods[1].path, "/grpc.health.v1.Health/Watch");
 	assert_string_equal(d->methods[1].name, "Watch");
 	assert_int_equal(d->methods[1].kind, RPC_SERVER_STREAMING);
 	assert_ptr_equal(d->methods[1].input, &grpc__health__v1__health_check_request__descriptor);
 	assert_ptr_equal(d->methods[1].output, &grpc__health__v1__health_check_response__descriptor);
-	assert_string_equal(d->methods[1].summary,
-			    "Performs a watch for the serving status of the requested service.");
+	assert_string_equal(d->methods[1].summary, "Performs a watch for the serving status of the requested service.");
 }
 
 static void test_codegen_health_bind_and_trampolines(void **state)
 {
-	struct grpc_health_v1_health_handlers h = { .check = check_handler, .watch = watch_handler };
+	struct grpc_health_v1_health_handlers h = {.check = check_handler, .watch = watch_handler};
 	struct rpc_server *server = (struct rpc_server *)(void *)&bound;
 	char ctx_storage[8], stream_storage[8];
 	struct rpc_ctx *ctx = (struct rpc_ctx *)(void *)ctx_storage;
@@ -153,7 +152,7 @@ static void test_codegen_health_bind_and_trampolines(void **state)
 
 static void test_codegen_health_bind_unimplemented(void **state)
 {
-	struct grpc_health_v1_health_handlers only_check = { .check = check_handler };
+	struct grpc_health_v1_health_handlers only_check = {.check = check_handler};
 	(void)state;
 
 	/* No handlers: every slot is NULL, which the runtime answers UNIMPLEMENTED. */
@@ -220,7 +219,7 @@ static void test_codegen_descriptor_set(void **state)
 {
 	(void)state;
 	Google__Protobuf__FileDescriptorSet *set =
-		google__protobuf__file_descriptor_set__unpack(NULL, mon_descriptor_set_len, mon_descriptor_set);
+	        google__protobuf__file_descriptor_set__unpack(NULL, mon_descriptor_set_len, mon_descriptor_set);
 	assert_non_null(set);
 
 	assert_true(file_index(set, "grpc/health/v1/health.proto") >= 0);
@@ -253,8 +252,8 @@ static struct {
 } client;
 
 int mon_call_unary(mon_client *c, const char *path, const ProtobufCMessage *req,
-		   const ProtobufCMessageDescriptor *resp_desc, ProtobufCMessage **resp, const mon_call_options *opts,
-		   mon_status *status)
+                   const ProtobufCMessageDescriptor *resp_desc, ProtobufCMessage **resp, const mon_call_options *opts,
+                   mon_status *status)
 {
 	(void)c;
 	(void)opts;
@@ -267,8 +266,8 @@ int mon_call_unary(mon_client *c, const char *path, const ProtobufCMessage *req,
 }
 
 int mon_stream_open(mon_client *c, const char *path, const ProtobufCMessage *req,
-		    const ProtobufCMessageDescriptor *resp_desc, const mon_call_options *opts, mon_stream **out,
-		    mon_status *status)
+                    const ProtobufCMessageDescriptor *resp_desc, const mon_call_options *opts, mon_stream **out,
+                    mon_status *status)
 {
 	(void)c;
 	(void)opts;
@@ -302,7 +301,7 @@ static void test_codegen_health_client_stubs(void **state)
 	Grpc__Health__V1__HealthCheckRequest wrong = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
 	Grpc__Health__V1__HealthCheckResponse *resp = NULL;
 	mon_stream *stream = NULL;
-	mon_status status = { 0, "" };
+	mon_status status = {0, ""};
 	(void)state;
 
 	memset(&client, 0, sizeof(client));
@@ -331,12 +330,12 @@ static void test_codegen_health_client_stubs(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup(test_codegen_health_table, setup),
-		cmocka_unit_test_setup(test_codegen_health_bind_and_trampolines, setup),
-		cmocka_unit_test_setup(test_codegen_health_bind_unimplemented, setup),
-		cmocka_unit_test_setup(test_codegen_service_index, setup),
-		cmocka_unit_test_setup(test_codegen_descriptor_set, setup),
-		cmocka_unit_test_setup(test_codegen_health_client_stubs, setup),
+	        cmocka_unit_test_setup(test_codegen_health_table, setup),
+	        cmocka_unit_test_setup(test_codegen_health_bind_and_trampolines, setup),
+	        cmocka_unit_test_setup(test_codegen_health_bind_unimplemented, setup),
+	        cmocka_unit_test_setup(test_codegen_service_index, setup),
+	        cmocka_unit_test_setup(test_codegen_descriptor_set, setup),
+	        cmocka_unit_test_setup(test_codegen_health_client_stubs, setup),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -18,20 +18,20 @@
 #include "naming.h"
 
 /* Calls fn(arg), checks the result against want and frees it. */
-#define CHECK1(fn, arg, want)                         \
-	do {                                          \
-		char *got_ = fn(arg);                 \
-		assert_non_null(got_);                \
-		assert_string_equal(got_, (want));    \
-		free(got_);                           \
+#define CHECK1(fn, arg, want)                                                                                          \
+	do {                                                                                                           \
+		char *got_ = fn(arg);                                                                                  \
+		assert_non_null(got_);                                                                                 \
+		assert_string_equal(got_, (want));                                                                     \
+		free(got_);                                                                                            \
 	} while (0)
 
-#define CHECK2(fn, a, b, want)                        \
-	do {                                          \
-		char *got_ = fn(a, b);                \
-		assert_non_null(got_);                \
-		assert_string_equal(got_, (want));    \
-		free(got_);                           \
+#define CHECK2(fn, a, b, want)                                                                                         \
+	do {                                                                                                           \
+		char *got_ = fn(a, b);                                                                                 \
+		assert_non_null(got_);                                                                                 \
+		assert_string_equal(got_, (want));                                                                     \
+		free(got_);                                                                                            \
 	} while (0)
 
 static void test_codegen_camel_to_lower(void **state)
@@ -40,9 +40,9 @@ static void test_codegen_camel_to_lower(void **state)
 	CHECK1(naming_camel_to_lower, "GetURL", "get_url");
 	CHECK1(naming_camel_to_lower, "HTTPRequest2", "httprequest2");
 	CHECK1(naming_camel_to_lower, "ListAlerts", "list_alerts");
-	CHECK1(naming_camel_to_lower, "A1b2C3", "a1b2_c3");         /* a digit resets the run of capitals */
+	CHECK1(naming_camel_to_lower, "A1b2C3", "a1b2_c3"); /* a digit resets the run of capitals */
 	CHECK1(naming_camel_to_lower, "Stream2Things", "stream2_things");
-	CHECK1(naming_camel_to_lower, "Foo_Bar", "foo__bar");       /* '_' then a capital: two underscores */
+	CHECK1(naming_camel_to_lower, "Foo_Bar", "foo__bar"); /* '_' then a capital: two underscores */
 	CHECK1(naming_camel_to_lower, "fooBAR", "foo_bar");
 	CHECK1(naming_camel_to_lower, "_Lead", "__lead");
 	CHECK1(naming_camel_to_lower, "Trail_", "trail_");
@@ -136,7 +136,8 @@ static void test_codegen_file_names(void **state)
 	CHECK1(naming_strip_proto, "old/thing.protodevel", "old/thing");
 	CHECK1(naming_strip_proto, "no_suffix", "no_suffix");
 	CHECK1(naming_strip_proto, "x.proto.proto", "x.proto");
-	CHECK1(naming_include_guard, "grpc/health/v1/health.mon-server.h", "MON_GEN_GRPC_HEALTH_V1_HEALTH_MON_SERVER_H");
+	CHECK1(naming_include_guard, "grpc/health/v1/health.mon-server.h",
+	       "MON_GEN_GRPC_HEALTH_V1_HEALTH_MON_SERVER_H");
 	CHECK1(naming_include_guard, "mon_services.h", "MON_GEN_MON_SERVICES_H");
 }
 
@@ -159,13 +160,10 @@ static void test_codegen_prefixes(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_codegen_camel_to_lower),
-		cmocka_unit_test(test_codegen_camel_to_upper),
-		cmocka_unit_test(test_codegen_to_camel),
-		cmocka_unit_test(test_codegen_full_names),
-		cmocka_unit_test(test_codegen_c_package),
-		cmocka_unit_test(test_codegen_file_names),
-		cmocka_unit_test(test_codegen_prefixes),
+	        cmocka_unit_test(test_codegen_camel_to_lower), cmocka_unit_test(test_codegen_camel_to_upper),
+	        cmocka_unit_test(test_codegen_to_camel),       cmocka_unit_test(test_codegen_full_names),
+	        cmocka_unit_test(test_codegen_c_package),      cmocka_unit_test(test_codegen_file_names),
+	        cmocka_unit_test(test_codegen_prefixes),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

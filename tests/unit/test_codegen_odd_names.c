@@ -26,8 +26,8 @@ static const struct rpc_service_desc *bound_desc;
 static rpc_any_fn bound_fns[8];
 static bool bound_fns_null;
 
-int rpc_server_bind(struct rpc_server *server, const struct rpc_service_desc *desc, const rpc_any_fn *fns,
-		    void *user, unsigned flags, struct mon_error *err)
+int rpc_server_bind(struct rpc_server *server, const struct rpc_service_desc *desc, const rpc_any_fn *fns, void *user,
+                    unsigned flags, struct mon_error *err)
 {
 	(void)server;
 	(void)user;
@@ -44,8 +44,8 @@ static const char *client_path;
 static const ProtobufCMessageDescriptor *client_desc;
 
 int mon_call_unary(mon_client *c, const char *path, const ProtobufCMessage *req,
-		   const ProtobufCMessageDescriptor *resp_desc, ProtobufCMessage **resp, const mon_call_options *opts,
-		   mon_status *status)
+                   const ProtobufCMessageDescriptor *resp_desc, ProtobufCMessage **resp, const mon_call_options *opts,
+                   mon_status *status)
 {
 	(void)c;
 	(void)req;
@@ -58,8 +58,8 @@ int mon_call_unary(mon_client *c, const char *path, const ProtobufCMessage *req,
 }
 
 int mon_stream_open(mon_client *c, const char *path, const ProtobufCMessage *req,
-		    const ProtobufCMessageDescriptor *resp_desc, const mon_call_options *opts, mon_stream **out,
-		    mon_status *status)
+                    const ProtobufCMessageDescriptor *resp_desc, const mon_call_options *opts, mon_stream **out,
+                    mon_status *status)
 {
 	(void)c;
 	(void)req;
@@ -144,19 +144,19 @@ static void test_codegen_odd_table(void **state)
 		const ProtobufCMessageDescriptor *in, *out;
 		const char *summary;
 	} want[6] = {
-		{ "/foo_bar.v1.HTTPService_v2/GetURL", RPC_UNARY, &foo_bar__v1__httprequest2__descriptor,
-		  &foo_bar__v1__outer__inner__descriptor, "Gets a URL." },
-		{ "/foo_bar.v1.HTTPService_v2/Stream2Things", RPC_SERVER_STREAMING, &foo_bar__v1__a1b2_c3__descriptor,
-		  &foo_bar__v1__outer__inner__deep__er__descriptor,
-		  "Streams \"quoted\" \\ things?\? */ e.g. deep ones, forever" },
-		{ "/foo_bar.v1.HTTPService_v2/get_thing", RPC_UNARY, &foo_bar__v1__foo__bar__descriptor,
-		  &foo_bar__v1__foo_bar__descriptor, "" },
-		{ "/foo_bar.v1.HTTPService_v2/Upload", RPC_CLIENT_STREAMING, &foo_bar__v1____lead__descriptor,
-		  &foo_bar__v1__lower_case_msg__descriptor, "Uploads many." },
-		{ "/foo_bar.v1.HTTPService_v2/Chat", RPC_BIDI_STREAMING, &google__protobuf__timestamp__descriptor,
-		  &foo_bar__v1__httprequest2__descriptor, "Talks both ways." },
-		{ "/foo_bar.v1.HTTPService_v2/Stamp", RPC_UNARY, &google__protobuf__timestamp__descriptor,
-		  &zz__yy__m__n__descriptor, "Stamps a type whose C name comes from c_package." },
+	        {"/foo_bar.v1.HTTPService_v2/GetURL", RPC_UNARY, &foo_bar__v1__httprequest2__descriptor,
+	         &foo_bar__v1__outer__inner__descriptor, "Gets a URL."},
+	        {"/foo_bar.v1.HTTPService_v2/Stream2Things", RPC_SERVER_STREAMING, &foo_bar__v1__a1b2_c3__descriptor,
+	         &foo_bar__v1__outer__inner__deep__er__descriptor,
+	         "Streams \"quoted\" \\ things?\? */ e.g. deep ones, forever"},
+	        {"/foo_bar.v1.HTTPService_v2/get_thing", RPC_UNARY, &foo_bar__v1__foo__bar__descriptor,
+	         &foo_bar__v1__foo_bar__descriptor, ""},
+	        {"/foo_bar.v1.HTTPService_v2/Upload", RPC_CLIENT_STREAMING, &foo_bar__v1____lead__descriptor,
+	         &foo_bar__v1__lower_case_msg__descriptor, "Uploads many."},
+	        {"/foo_bar.v1.HTTPService_v2/Chat", RPC_BIDI_STREAMING, &google__protobuf__timestamp__descriptor,
+	         &foo_bar__v1__httprequest2__descriptor, "Talks both ways."},
+	        {"/foo_bar.v1.HTTPService_v2/Stamp", RPC_UNARY, &google__protobuf__timestamp__descriptor,
+	         &zz__yy__m__n__descriptor, "Stamps a type whose C name comes from c_package."},
 	};
 	for (size_t i = 0; i < 6; i++) {
 		assert_string_equal(d->methods[i].path, want[i].path);
@@ -182,11 +182,11 @@ static void test_codegen_odd_table(void **state)
 static void test_codegen_odd_trampolines(void **state)
 {
 	struct foo_bar_v1_httpservice_v2_handlers h = {
-		.get_url = get_url,
-		.stream2_things = stream2_things,
-		.upload = upload,
-		.chat = chat,
-		.stamp = stamp,
+	        .get_url = get_url,
+	        .stream2_things = stream2_things,
+	        .upload = upload,
+	        .chat = chat,
+	        .stamp = stamp,
 	};
 	char storage[8];
 	struct rpc_ctx *ctx = (struct rpc_ctx *)(void *)storage;
@@ -228,7 +228,7 @@ static void test_codegen_odd_trampolines(void **state)
 
 	/* A service without methods binds with no handler array. CamelToLower
 	 * turns "Empty_Service" into "empty__service", as protoc-c would. */
-	struct foo_bar_v1_empty__service_handlers none = { 0 };
+	struct foo_bar_v1_empty__service_handlers none = {0};
 	assert_int_equal(foo_bar_v1_empty__service_bind(NULL, &none, NULL, 0, NULL), 0);
 	assert_ptr_equal(bound_desc, &foo_bar_v1_empty__service_desc);
 	assert_true(bound_fns_null);
@@ -269,9 +269,9 @@ static void test_codegen_odd_client_stubs(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_codegen_odd_table),
-		cmocka_unit_test(test_codegen_odd_trampolines),
-		cmocka_unit_test(test_codegen_odd_client_stubs),
+	        cmocka_unit_test(test_codegen_odd_table),
+	        cmocka_unit_test(test_codegen_odd_trampolines),
+	        cmocka_unit_test(test_codegen_odd_client_stubs),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -101,10 +101,17 @@ static void test_codegen_c_string(void **state)
 	check_c_string("say \"hi\" \\ now", "\"say \\\"hi\\\" \\\\ now\"");
 	check_c_string("tab\tnl\n", "\"tab\\tnl\\n\"");
 	/* No trigraph can form: "??/" would otherwise become a backslash. */
-	check_c_string("what?" "?/", "\"what?\\?/\"");
-	check_c_string("?" "?" "?", "\"?\\?\\?\"");
+	check_c_string("what?"
+	               "?/",
+	               "\"what?\\?/\"");
+	check_c_string("?"
+	               "?"
+	               "?",
+	               "\"?\\?\\?\"");
 	/* Octal escapes: a following digit cannot extend them. */
-	check_c_string("\x01" "7", "\"\\0017\"");
+	check_c_string("\x01"
+	               "7",
+	               "\"\\0017\"");
 	check_c_string("caf\xC3\xA9", "\"caf\\303\\251\"");
 }
 
@@ -134,12 +141,12 @@ static void test_codegen_doc_comment(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_codegen_summary_first_sentence),
-		cmocka_unit_test(test_codegen_summary_whitespace),
-		cmocka_unit_test(test_codegen_summary_abbreviations),
-		cmocka_unit_test(test_codegen_summary_long),
-		cmocka_unit_test(test_codegen_c_string),
-		cmocka_unit_test(test_codegen_doc_comment),
+	        cmocka_unit_test(test_codegen_summary_first_sentence),
+	        cmocka_unit_test(test_codegen_summary_whitespace),
+	        cmocka_unit_test(test_codegen_summary_abbreviations),
+	        cmocka_unit_test(test_codegen_summary_long),
+	        cmocka_unit_test(test_codegen_c_string),
+	        cmocka_unit_test(test_codegen_doc_comment),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -172,12 +172,9 @@ static void test_config_listen_format(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_config_listen_ipv4),
-		cmocka_unit_test(test_config_listen_ipv6),
-		cmocka_unit_test(test_config_listen_host_names),
-		cmocka_unit_test(test_config_listen_unix),
-		cmocka_unit_test(test_config_listen_errors),
-		cmocka_unit_test(test_config_listen_format),
+	        cmocka_unit_test(test_config_listen_ipv4),       cmocka_unit_test(test_config_listen_ipv6),
+	        cmocka_unit_test(test_config_listen_host_names), cmocka_unit_test(test_config_listen_unix),
+	        cmocka_unit_test(test_config_listen_errors),     cmocka_unit_test(test_config_listen_format),
 	};
 	return cmocka_run_group_tests_name("config_listen", tests, NULL, NULL);
 }

@@ -20,10 +20,10 @@
 
 #include "server/config.h"
 
-#define ARGV(...) ((char *[]){ "monitord", __VA_ARGS__, NULL })
-#define ENVP(...) ((char *[]){ __VA_ARGS__, NULL })
-#define NO_ARGS ((char *[]){ "monitord", NULL })
-#define NO_ENV ((char *[]){ NULL })
+#define ARGV(...) ((char *[]){"monitord", __VA_ARGS__, NULL})
+#define ENVP(...) ((char *[]){__VA_ARGS__, NULL})
+#define NO_ARGS ((char *[]){"monitord", NULL})
+#define NO_ENV ((char *[]){NULL})
 
 static int load(char **argv, char **envp, struct mon_config *cfg, struct mon_error *err)
 {
@@ -130,19 +130,19 @@ static void test_config_precedence_four_layers(void **state)
 {
 	char path[256];
 	write_temp("# all four layers\n"
-		   "cq-threads = 3\n"
-		   "worker-threads = 3\n"
-		   "db-pool-size = 3\n"
-		   "log-level = warn\n",
-		   path, sizeof(path));
+	           "cq-threads = 3\n"
+	           "worker-threads = 3\n"
+	           "db-pool-size = 3\n"
+	           "log-level = warn\n",
+	           path, sizeof(path));
 	char flag[300];
 	snprintf(flag, sizeof(flag), "--config=%s", path);
 	struct mon_config cfg;
 	struct mon_error err;
 	int rc = load(ARGV(flag, "--db-pool-size", "5", "--stream-queue-max=77"),
-		      ENVP("MONITORD_WORKER_THREADS=4", "MONITORD_DB_POOL_SIZE=4", "MONITORD_SHUTDOWN_GRACE_MS=1234",
-			   "UNRELATED=1"),
-		      &cfg, &err);
+	              ENVP("MONITORD_WORKER_THREADS=4", "MONITORD_DB_POOL_SIZE=4", "MONITORD_SHUTDOWN_GRACE_MS=1234",
+	                   "UNRELATED=1"),
+	              &cfg, &err);
 	assert_int_equal(rc, 0);
 	assert_string_equal(cfg.config_file, path);
 
@@ -186,17 +186,15 @@ static void test_config_database_url_below_monitord_database(void **state)
 	mon_config_free(&cfg);
 
 	/* MONITORD_DATABASE beats DATABASE_URL, whatever the order in the environment. */
-	assert_int_equal(load(ARGV(flag), ENVP("MONITORD_DATABASE=host=/m", "DATABASE_URL=postgresql://u@h/db"), &cfg,
-			      &err),
-			 0);
+	assert_int_equal(
+	        load(ARGV(flag), ENVP("MONITORD_DATABASE=host=/m", "DATABASE_URL=postgresql://u@h/db"), &cfg, &err), 0);
 	assert_string_equal(cfg.database, "host=/m");
 	assert_string_equal(mon_config_origin_of(&cfg, "database")->env_name, "MONITORD_DATABASE");
 	mon_config_free(&cfg);
 
 	/* The flag beats both; an empty flag value means the embedded cluster. */
-	assert_int_equal(load(ARGV(flag, "--database="), ENVP("MONITORD_DATABASE=host=/m", "DATABASE_URL=x"), &cfg,
-			      &err),
-			 0);
+	assert_int_equal(
+	        load(ARGV(flag, "--database="), ENVP("MONITORD_DATABASE=host=/m", "DATABASE_URL=x"), &cfg, &err), 0);
 	assert_null(cfg.database);
 	assert_int_equal(mon_config_origin_of(&cfg, "database")->source, MON_CONFIG_SRC_FLAG);
 	mon_config_free(&cfg);
@@ -242,17 +240,17 @@ static void test_config_file_syntax(void **state)
 {
 	char path[256];
 	write_temp("\n"
-		   "   # indented comment\n"
-		   "listen=unix:/run/monitord.sock\r\n"
-		   "data_dir = /var/lib/monitord/pg   # trailing comment\n"
-		   "database = \"host=/run/postgresql password='a # b' dbname=mon\"  # quoted\n"
-		   "port-file = \"\"\n"
-		   "\tlog_level\t=\tDEBUG\n"
-		   "tls-cert = /etc/monitord/pass#word.pem\n"
-		   "tls-key = \"/etc/monitord/key \\\"x\\\".pem\"\n"
-		   "allow-insecure-remote = yes\n"
-		   "max-recv-message-bytes = 1024",
-		   path, sizeof(path));
+	           "   # indented comment\n"
+	           "listen=unix:/run/monitord.sock\r\n"
+	           "data_dir = /var/lib/monitord/pg   # trailing comment\n"
+	           "database = \"host=/run/postgresql password='a # b' dbname=mon\"  # quoted\n"
+	           "port-file = \"\"\n"
+	           "\tlog_level\t=\tDEBUG\n"
+	           "tls-cert = /etc/monitord/pass#word.pem\n"
+	           "tls-key = \"/etc/monitord/key \\\"x\\\".pem\"\n"
+	           "allow-insecure-remote = yes\n"
+	           "max-recv-message-bytes = 1024",
+	           path, sizeof(path));
 	char flag[300];
 	snprintf(flag, sizeof(flag), "--config=%s", path);
 	struct mon_config cfg;
@@ -284,12 +282,13 @@ static void test_config_file_errors(void **state)
 	expect_file_error("database = \"host=x\" dbname=y\n", ":1: database: unexpected text after the quoted value");
 	expect_file_error("config = /etc/other.conf\n", ":1: config: cannot be set inside a config file");
 	expect_file_error("allow-insecure-remote = maybe\n",
-			  ":1: allow-insecure-remote: must be true or false (also 1/0, yes/no, on/off), got \"maybe\"");
-	expect_file_error("log-level = verbose\n", ":1: log-level: must be debug, info, warn or error, got \"verbose\"");
+	                  ":1: allow-insecure-remote: must be true or false (also 1/0, yes/no, on/off), got \"maybe\"");
+	expect_file_error("log-level = verbose\n",
+	                  ":1: log-level: must be debug, info, warn or error, got \"verbose\"");
 	expect_file_error("data-dir =\n", ":1: data-dir: must not be empty");
 	expect_file_error("listen = 127.0.0.1\n", ":1: listen: missing port");
 	expect_file_error("keepalive-time-ms = 2h\n",
-			  ":1: keepalive-time-ms: must be an integer between 1000 and 86400000, got \"2h\"");
+	                  ":1: keepalive-time-ms: must be an integer between 1000 and 86400000, got \"2h\"");
 
 	char *long_line = malloc(5000);
 	assert_non_null(long_line);
@@ -300,25 +299,25 @@ static void test_config_file_errors(void **state)
 	free(long_line);
 
 	expect_error(ARGV("--config", "/nonexistent/monitord.conf"), NO_ENV,
-		     "config file \"/nonexistent/monitord.conf\": No such file or directory");
+	             "config file \"/nonexistent/monitord.conf\": No such file or directory");
 	expect_error(NO_ARGS, ENVP("MONITORD_CONFIG=/nonexistent/m.conf"), "config file \"/nonexistent/m.conf\"");
 }
 
 static void test_config_env_errors_and_warnings(void **state)
 {
 	expect_error(NO_ARGS, ENVP("MONITORD_CQ_THREADS=many"),
-		     "environment variable MONITORD_CQ_THREADS: cq-threads: must be an integer between 1 and 64, got "
-		     "\"many\"");
+	             "environment variable MONITORD_CQ_THREADS: cq-threads: must be an integer between 1 and 64, got "
+	             "\"many\"");
 	expect_error(NO_ARGS, ENVP("MONITORD_LISTEN=localhost"), "environment variable MONITORD_LISTEN: listen:");
-	expect_error(NO_ARGS, ENVP("MONITORD_ALLOW_INSECURE_REMOTE=2"),
-		     "environment variable MONITORD_ALLOW_INSECURE_REMOTE: allow-insecure-remote: must be true or false");
+	expect_error(
+	        NO_ARGS, ENVP("MONITORD_ALLOW_INSECURE_REMOTE=2"),
+	        "environment variable MONITORD_ALLOW_INSECURE_REMOTE: allow-insecure-remote: must be true or false");
 
 	struct mon_config cfg;
 	struct mon_error err;
 	/* Empty variables count as unset; unknown MONITORD_ variables are reported, not fatal. */
-	assert_int_equal(load(NO_ARGS, ENVP("MONITORD_LISTEN=", "MONITORD_LISTN=0.0.0.0:1", "MONITORD_CONFIG="), &cfg,
-			      &err),
-			 0);
+	assert_int_equal(
+	        load(NO_ARGS, ENVP("MONITORD_LISTEN=", "MONITORD_LISTN=0.0.0.0:1", "MONITORD_CONFIG="), &cfg, &err), 0);
 	assert_string_equal(cfg.listen, "127.0.0.1:50051");
 	assert_int_equal(cfg.warning_count, 1);
 	assert_string_equal(cfg.warnings[0], "unknown environment variable MONITORD_LISTN ignored");
@@ -330,9 +329,9 @@ static void test_config_flag_forms(void **state)
 	struct mon_config cfg;
 	struct mon_error err;
 	assert_int_equal(load(ARGV("--listen", "[::1]:0", "--port-file=/tmp/p", "--allow-insecure-remote",
-				   "--log_level", "error", "--data-dir", "rel/dir"),
-			      NO_ENV, &cfg, &err),
-			 0);
+	                           "--log_level", "error", "--data-dir", "rel/dir"),
+	                      NO_ENV, &cfg, &err),
+	                 0);
 	assert_string_equal(cfg.listen, "[::1]:0");
 	assert_true(cfg.listen_addr.is_ipv6);
 	assert_int_equal(cfg.listen_addr.port, 0);
@@ -350,7 +349,7 @@ static void test_config_flag_forms(void **state)
 	assert_int_equal(cfg.cq_threads, 1);
 	mon_config_free(&cfg);
 	assert_int_equal(load(ARGV("--allow-insecure-remote=No"), ENVP("MONITORD_ALLOW_INSECURE_REMOTE=1"), &cfg, &err),
-			 0);
+	                 0);
 	assert_false(cfg.allow_insecure_remote);
 	mon_config_free(&cfg);
 }
@@ -358,9 +357,9 @@ static void test_config_flag_forms(void **state)
 static void test_config_flag_errors(void **state)
 {
 	expect_error(ARGV("--max-concurrent-streams", "0"), NO_ENV,
-		     "command line: max-concurrent-streams: must be between 1 and 100000, got \"0\"");
+	             "command line: max-concurrent-streams: must be between 1 and 100000, got \"0\"");
 	expect_error(ARGV("--max-concurrent-streams=100001"), NO_ENV,
-		     "max-concurrent-streams: must be between 1 and 100000, got \"100001\"");
+	             "max-concurrent-streams: must be between 1 and 100000, got \"100001\"");
 	expect_error(ARGV("--listne", "x"), NO_ENV, "unknown option \"--listne\" (see --help)");
 	expect_error(ARGV("--listne=x"), NO_ENV, "unknown option \"--listne\" (see --help)");
 	expect_error(ARGV("--listen"), NO_ENV, "--listen: missing value");
@@ -373,12 +372,12 @@ static void test_config_flag_errors(void **state)
 	expect_error(ARGV("--config=a", "--config=b"), NO_ENV, "--config: given twice");
 	/* A bad value in a flag is reported even when a lower layer was fine. */
 	expect_error(ARGV("--worker-threads", "0"), ENVP("MONITORD_WORKER_THREADS=3"),
-		     "worker-threads: must be between 1 and 1024, got \"0\"");
+	             "worker-threads: must be between 1 and 1024, got \"0\"");
 }
 
 static void test_config_integer_values(void **state)
 {
-	static const char *const bad[] = { "", " 5", "5 ", "+5", "0x10", "1e3", "5.0", "99999999999999999999", "-" };
+	static const char *const bad[] = {"", " 5", "5 ", "+5", "0x10", "1e3", "5.0", "99999999999999999999", "-"};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		char flag[64];
 		snprintf(flag, sizeof(flag), "--db-pool-size=%s", bad[i]);
@@ -386,15 +385,15 @@ static void test_config_integer_values(void **state)
 	}
 	expect_error(ARGV("--db-pool-size=-1"), NO_ENV, "db-pool-size: must be between 1 and 1000, got \"-1\"");
 	expect_error(ARGV("--max-recv-message-bytes=268435457"), NO_ENV,
-		     "max-recv-message-bytes: must be between 1024 and 268435456");
+	             "max-recv-message-bytes: must be between 1024 and 268435456");
 	expect_error(ARGV("--handshake-timeout-ms=99"), NO_ENV, "handshake-timeout-ms: must be between 100 and 300000");
 
 	struct mon_config cfg;
 	struct mon_error err;
 	assert_int_equal(load(ARGV("--db-pool-size=1000", "--shutdown-grace-ms=0", "--max-send-message-bytes=268435456",
-				   "--keepalive-time-ms=86400000"),
-			      NO_ENV, &cfg, &err),
-			 0);
+	                           "--keepalive-time-ms=86400000"),
+	                      NO_ENV, &cfg, &err),
+	                 0);
 	assert_int_equal(cfg.db_pool_size, 1000);
 	assert_int_equal(cfg.shutdown_grace_ms, 0);
 	assert_int_equal(cfg.max_send_message_bytes, 268435456);
@@ -405,12 +404,12 @@ static void test_config_integer_values(void **state)
 static void test_config_tls_and_remote_rules(void **state)
 {
 	expect_error(ARGV("--tls-cert", "/c.pem"), NO_ENV,
-		     "tls-cert and tls-key must be set together (only tls-cert is set, by --tls-cert)");
+	             "tls-cert and tls-key must be set together (only tls-cert is set, by --tls-cert)");
 	expect_error(NO_ARGS, ENVP("MONITORD_TLS_KEY=/k.pem"),
-		     "tls-cert and tls-key must be set together (only tls-key is set, by MONITORD_TLS_KEY)");
+	             "tls-cert and tls-key must be set together (only tls-key is set, by MONITORD_TLS_KEY)");
 	expect_error(ARGV("--tls-client-ca", "/ca.pem"), NO_ENV, "tls-client-ca: needs tls-cert and tls-key");
 	expect_error(ARGV("--listen", "0.0.0.0:50051"), NO_ENV,
-		     "listen: plaintext on non-loopback address \"0.0.0.0:50051\" is refused");
+	             "listen: plaintext on non-loopback address \"0.0.0.0:50051\" is refused");
 	expect_error(ARGV("--listen", "[::]:1"), NO_ENV, "plaintext on non-loopback address");
 	expect_error(ARGV("--listen", "monitor.example.com:1"), NO_ENV, "plaintext on non-loopback address");
 
@@ -419,9 +418,9 @@ static void test_config_tls_and_remote_rules(void **state)
 	assert_int_equal(load(ARGV("--listen", "0.0.0.0:50051", "--allow-insecure-remote"), NO_ENV, &cfg, &err), 0);
 	mon_config_free(&cfg);
 	assert_int_equal(load(ARGV("--listen", "0.0.0.0:50051", "--tls-cert", "/c.pem", "--tls-key", "/k.pem",
-				   "--tls-client-ca", "/ca.pem"),
-			      NO_ENV, &cfg, &err),
-			 0);
+	                           "--tls-client-ca", "/ca.pem"),
+	                      NO_ENV, &cfg, &err),
+	                 0);
 	assert_string_equal(cfg.tls_cert, "/c.pem");
 	assert_string_equal(cfg.tls_key, "/k.pem");
 	assert_string_equal(cfg.tls_client_ca, "/ca.pem");
@@ -434,9 +433,9 @@ static void test_config_tls_and_remote_rules(void **state)
 
 static void test_config_booleans(void **state)
 {
-	static const char *const yes[] = { "true", "TRUE", "True", "1", "yes", "YES", "on", "On" };
-	static const char *const no[] = { "false", "FALSE", "0", "no", "No", "off", "OFF" };
-	static const char *const bad[] = { "", "2", "y", "n", "t", "f", "enabled", "true ", " yes", "-1" };
+	static const char *const yes[] = {"true", "TRUE", "True", "1", "yes", "YES", "on", "On"};
+	static const char *const no[] = {"false", "FALSE", "0", "no", "No", "off", "OFF"};
+	static const char *const bad[] = {"", "2", "y", "n", "t", "f", "enabled", "true ", " yes", "-1"};
 	struct mon_error err;
 	bool v = false;
 	for (size_t i = 0; i < sizeof(yes) / sizeof(yes[0]); i++) {
@@ -481,11 +480,28 @@ static void test_config_help_and_version(void **state)
 static void test_config_help_lists_every_setting(void **state)
 {
 	static const char *const names[] = {
-		"listen", "database", "data-dir", "port-file", "log-level", "cq-threads", "worker-threads",
-		"db-pool-size", "max-recv-message-bytes", "max-send-message-bytes", "max-concurrent-streams",
-		"keepalive-min-ping-ms", "keepalive-time-ms", "keepalive-timeout-ms", "handshake-timeout-ms",
-		"stream-queue-max", "shutdown-grace-ms", "tls-cert", "tls-key", "tls-client-ca",
-		"allow-insecure-remote", "db-statement-timeout-ms",
+	        "listen",
+	        "database",
+	        "data-dir",
+	        "port-file",
+	        "log-level",
+	        "cq-threads",
+	        "worker-threads",
+	        "db-pool-size",
+	        "max-recv-message-bytes",
+	        "max-send-message-bytes",
+	        "max-concurrent-streams",
+	        "keepalive-min-ping-ms",
+	        "keepalive-time-ms",
+	        "keepalive-timeout-ms",
+	        "handshake-timeout-ms",
+	        "stream-queue-max",
+	        "shutdown-grace-ms",
+	        "tls-cert",
+	        "tls-key",
+	        "tls-client-ca",
+	        "allow-insecure-remote",
+	        "db-statement-timeout-ms",
 	};
 	assert_int_equal(sizeof(names) / sizeof(names[0]), MON_CONFIG_SETTING_COUNT);
 	char *text = NULL;
@@ -534,8 +550,8 @@ static void test_config_describe_redacts_and_names_sources(void **state)
 	struct mon_config cfg;
 	struct mon_error err;
 	assert_int_equal(load(ARGV(flag, "--log-level=debug"),
-			      ENVP("MONITORD_DATABASE=host=/pg user=mon password='s3cr et' dbname=mon"), &cfg, &err),
-			 0);
+	                      ENVP("MONITORD_DATABASE=host=/pg user=mon password='s3cr et' dbname=mon"), &cfg, &err),
+	                 0);
 	char *d = mon_config_describe(&cfg);
 	assert_non_null(d);
 	assert_null(strstr(d, "s3cr"));
@@ -580,11 +596,28 @@ static void test_config_example_file_is_valid(void **state)
 	fclose(f);
 	for (size_t i = 0; i < MON_CONFIG_SETTING_COUNT; i++) {
 		static const char *const names[] = {
-			"listen", "database", "data-dir", "port-file", "log-level", "cq-threads", "worker-threads",
-			"db-pool-size", "max-recv-message-bytes", "max-send-message-bytes", "max-concurrent-streams",
-			"keepalive-min-ping-ms", "keepalive-time-ms", "keepalive-timeout-ms", "handshake-timeout-ms",
-			"stream-queue-max", "shutdown-grace-ms", "tls-cert", "tls-key", "tls-client-ca",
-			"allow-insecure-remote", "db-statement-timeout-ms",
+		        "listen",
+		        "database",
+		        "data-dir",
+		        "port-file",
+		        "log-level",
+		        "cq-threads",
+		        "worker-threads",
+		        "db-pool-size",
+		        "max-recv-message-bytes",
+		        "max-send-message-bytes",
+		        "max-concurrent-streams",
+		        "keepalive-min-ping-ms",
+		        "keepalive-time-ms",
+		        "keepalive-timeout-ms",
+		        "handshake-timeout-ms",
+		        "stream-queue-max",
+		        "shutdown-grace-ms",
+		        "tls-cert",
+		        "tls-key",
+		        "tls-client-ca",
+		        "allow-insecure-remote",
+		        "db-statement-timeout-ms",
 		};
 		char line[80];
 		snprintf(line, sizeof(line), "\n%s = ", names[i]);
@@ -614,10 +647,10 @@ static void test_config_redact_conninfo(void **state)
 	expect_redacted("password='unterminated", "password=***");
 	expect_redacted("host=x garbage", "host=x garbage ***");
 	expect_redacted("postgresql://user:pw@db.example:5432/mon?sslmode=require",
-			"postgresql://user:***@db.example:5432/mon?sslmode=require");
+	                "postgresql://user:***@db.example:5432/mon?sslmode=require");
 	expect_redacted("postgres://user@db/mon", "postgres://user@db/mon");
 	expect_redacted("postgresql://db/mon?user=u&password=p&sslmode=disable",
-			"postgresql://db/mon?user=u&password=***&sslmode=disable");
+	                "postgresql://db/mon?user=u&password=***&sslmode=disable");
 	expect_redacted("postgresql://u:p%40ss@h", "postgresql://u:***@h");
 	expect_redacted("postgresql:///mon?host=/run/postgresql", "postgresql:///mon?host=/run/postgresql");
 	char small[8];
@@ -628,23 +661,23 @@ static void test_config_redact_conninfo(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_config_defaults),
-		cmocka_unit_test(test_config_precedence_four_layers),
-		cmocka_unit_test(test_config_database_url_below_monitord_database),
-		cmocka_unit_test(test_config_file_chosen_by_flag_or_env),
-		cmocka_unit_test(test_config_file_syntax),
-		cmocka_unit_test(test_config_file_errors),
-		cmocka_unit_test(test_config_env_errors_and_warnings),
-		cmocka_unit_test(test_config_flag_forms),
-		cmocka_unit_test(test_config_flag_errors),
-		cmocka_unit_test(test_config_integer_values),
-		cmocka_unit_test(test_config_tls_and_remote_rules),
-		cmocka_unit_test(test_config_booleans),
-		cmocka_unit_test(test_config_help_and_version),
-		cmocka_unit_test(test_config_help_lists_every_setting),
-		cmocka_unit_test(test_config_describe_redacts_and_names_sources),
-		cmocka_unit_test(test_config_redact_conninfo),
-		cmocka_unit_test(test_config_example_file_is_valid),
+	        cmocka_unit_test(test_config_defaults),
+	        cmocka_unit_test(test_config_precedence_four_layers),
+	        cmocka_unit_test(test_config_database_url_below_monitord_database),
+	        cmocka_unit_test(test_config_file_chosen_by_flag_or_env),
+	        cmocka_unit_test(test_config_file_syntax),
+	        cmocka_unit_test(test_config_file_errors),
+	        cmocka_unit_test(test_config_env_errors_and_warnings),
+	        cmocka_unit_test(test_config_flag_forms),
+	        cmocka_unit_test(test_config_flag_errors),
+	        cmocka_unit_test(test_config_integer_values),
+	        cmocka_unit_test(test_config_tls_and_remote_rules),
+	        cmocka_unit_test(test_config_booleans),
+	        cmocka_unit_test(test_config_help_and_version),
+	        cmocka_unit_test(test_config_help_lists_every_setting),
+	        cmocka_unit_test(test_config_describe_redacts_and_names_sources),
+	        cmocka_unit_test(test_config_redact_conninfo),
+	        cmocka_unit_test(test_config_example_file_is_valid),
 	};
 	return cmocka_run_group_tests_name("config_load", tests, NULL, NULL);
 }

@@ -80,12 +80,12 @@ static void test_db_copy_escape_cap_enforced(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_db_copy_escape_plain_values),
-		cmocka_unit_test(test_db_copy_escape_special_characters),
-		cmocka_unit_test(test_db_copy_escape_null_and_literal_backslash_n),
-		cmocka_unit_test(test_db_copy_escape_utf8_untouched),
-		cmocka_unit_test(test_db_copy_escape_rows_append),
-		cmocka_unit_test(test_db_copy_escape_cap_enforced),
+	        cmocka_unit_test(test_db_copy_escape_plain_values),
+	        cmocka_unit_test(test_db_copy_escape_special_characters),
+	        cmocka_unit_test(test_db_copy_escape_null_and_literal_backslash_n),
+	        cmocka_unit_test(test_db_copy_escape_utf8_untouched),
+	        cmocka_unit_test(test_db_copy_escape_rows_append),
+	        cmocka_unit_test(test_db_copy_escape_cap_enforced),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -18,20 +18,18 @@ static void test_db_sqlstate_table(void **state)
 		const char *sqlstate;
 		int code;
 	} cases[] = {
-		{"08006", MON_EUNAVAIL},  {"08001", MON_EUNAVAIL},  {"57P01", MON_EUNAVAIL},
-		{"57P02", MON_EUNAVAIL},  {"57P03", MON_EUNAVAIL},  {"53300", MON_EUNAVAIL},
-		{"25006", MON_EUNAVAIL},  {"57014", MON_EDEADLINE}, {"23505", MON_EEXIST},
-		{"23503", MON_ENOTFOUND}, {"23514", MON_EINVAL},    {"23502", MON_EINVAL},
-		{"22P02", MON_EINVAL},    {"22001", MON_EINVAL},    {"22003", MON_EINVAL},
-		{"40001", MON_EABORTED},  {"40P01", MON_EABORTED},  {"42P01", MON_EINTERNAL},
-		{"42601", MON_EINTERNAL}, {"XX000", MON_EINTERNAL}, {"23P01", MON_EINTERNAL},
-		{"", MON_EINTERNAL},      {"4000", MON_EINTERNAL},
+	        {"08006", MON_EUNAVAIL},  {"08001", MON_EUNAVAIL},  {"57P01", MON_EUNAVAIL},  {"57P02", MON_EUNAVAIL},
+	        {"57P03", MON_EUNAVAIL},  {"53300", MON_EUNAVAIL},  {"25006", MON_EUNAVAIL},  {"57014", MON_EDEADLINE},
+	        {"23505", MON_EEXIST},    {"23503", MON_ENOTFOUND}, {"23514", MON_EINVAL},    {"23502", MON_EINVAL},
+	        {"22P02", MON_EINVAL},    {"22001", MON_EINVAL},    {"22003", MON_EINVAL},    {"40001", MON_EABORTED},
+	        {"40P01", MON_EABORTED},  {"42P01", MON_EINTERNAL}, {"42601", MON_EINTERNAL}, {"XX000", MON_EINTERNAL},
+	        {"23P01", MON_EINTERNAL}, {"", MON_EINTERNAL},      {"4000", MON_EINTERNAL},
 	};
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		int got = db_sqlstate_code(cases[i].sqlstate, false);
 		if (got != cases[i].code)
 			fail_msg("%s: got %s, want %s", cases[i].sqlstate, mon_error_name(got),
-				 mon_error_name(cases[i].code));
+			         mon_error_name(cases[i].code));
 	}
 }
 
@@ -82,11 +80,11 @@ static void test_db_sqlstate_conninfo_quote(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_db_sqlstate_table),
-		cmocka_unit_test(test_db_sqlstate_lost_connection_is_unavailable),
-		cmocka_unit_test(test_db_sqlstate_retryable),
-		cmocka_unit_test(test_db_sqlstate_messages_carry_no_sql),
-		cmocka_unit_test(test_db_sqlstate_conninfo_quote),
+	        cmocka_unit_test(test_db_sqlstate_table),
+	        cmocka_unit_test(test_db_sqlstate_lost_connection_is_unavailable),
+	        cmocka_unit_test(test_db_sqlstate_retryable),
+	        cmocka_unit_test(test_db_sqlstate_messages_carry_no_sql),
+	        cmocka_unit_test(test_db_sqlstate_conninfo_quote),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

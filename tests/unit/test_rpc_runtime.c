@@ -14,10 +14,13 @@
 static void test_rpc_status_maps_every_code_both_ways(void **state)
 {
 	(void)state;
-	static const struct { int mon; int grpc; } map[] = {
-		{MON_OK, 0}, {MON_EINVAL, 3}, {MON_ENOTFOUND, 5}, {MON_EEXIST, 6}, {MON_EPRECOND, 9},
-		{MON_EPERM, 7}, {MON_EUNAUTH, 16}, {MON_ELIMIT, 8}, {MON_EUNAVAIL, 14}, {MON_EDEADLINE, 4},
-		{MON_EABORTED, 10}, {MON_EUNIMPL, 12}, {MON_ECANCELLED, 1},
+	static const struct {
+		int mon;
+		int grpc;
+	} map[] = {
+	        {MON_OK, 0},        {MON_EINVAL, 3},   {MON_ENOTFOUND, 5},  {MON_EEXIST, 6},    {MON_EPRECOND, 9},
+	        {MON_EPERM, 7},     {MON_EUNAUTH, 16}, {MON_ELIMIT, 8},     {MON_EUNAVAIL, 14}, {MON_EDEADLINE, 4},
+	        {MON_EABORTED, 10}, {MON_EUNIMPL, 12}, {MON_ECANCELLED, 1},
 	};
 	for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++) {
 		assert_int_equal(rpc_status_from_mon(map[i].mon), map[i].grpc);
@@ -37,8 +40,8 @@ static void test_rpc_wire_reads_fields(void **state)
 {
 	(void)state;
 	/* field 1 varint 150, field 2 "hi", field 3 fixed32, field 4 fixed64 */
-	const unsigned char msg[] = {0x08, 0x96, 0x01, 0x12, 0x02, 'h', 'i', 0x1d, 1, 0, 0, 0,
-				     0x21, 2, 0, 0, 0, 0, 0, 0, 0};
+	const unsigned char msg[] = {0x08, 0x96, 0x01, 0x12, 0x02, 'h', 'i', 0x1d, 1, 0, 0,
+	                             0,    0x21, 2,    0,    0,    0,   0,   0,    0, 0};
 	struct wire_reader r = {msg, msg + sizeof(msg)};
 	struct wire_field f;
 	assert_int_equal(wire_next(&r, &f), 1);
@@ -64,10 +67,13 @@ static void test_rpc_wire_rejects_malformed(void **state)
 	const unsigned char group[] = {0x0b};
 	const unsigned char overlong[] = {0x08, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f};
 	const unsigned char huge_len[] = {0x12, 0xff, 0xff, 0xff, 0xff, 0x0f};
-	const struct { const unsigned char *p; size_t n; } cases[] = {
-		{truncated_len, sizeof(truncated_len)}, {truncated_varint, sizeof(truncated_varint)},
-		{field_zero, sizeof(field_zero)},       {group, sizeof(group)},
-		{overlong, sizeof(overlong)},           {huge_len, sizeof(huge_len)},
+	const struct {
+		const unsigned char *p;
+		size_t n;
+	} cases[] = {
+	        {truncated_len, sizeof(truncated_len)}, {truncated_varint, sizeof(truncated_varint)},
+	        {field_zero, sizeof(field_zero)},       {group, sizeof(group)},
+	        {overlong, sizeof(overlong)},           {huge_len, sizeof(huge_len)},
 	};
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		struct wire_reader r = {cases[i].p, cases[i].p + cases[i].n};
@@ -82,9 +88,9 @@ static void test_rpc_wire_rejects_malformed(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_rpc_status_maps_every_code_both_ways),
-		cmocka_unit_test(test_rpc_wire_reads_fields),
-		cmocka_unit_test(test_rpc_wire_rejects_malformed),
+	        cmocka_unit_test(test_rpc_status_maps_every_code_both_ways),
+	        cmocka_unit_test(test_rpc_wire_reads_fields),
+	        cmocka_unit_test(test_rpc_wire_rejects_malformed),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -90,11 +90,9 @@ static void test_error_set_prefix_and_names(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_arena_alignment_and_reuse),
-		cmocka_unit_test(test_arena_cap_is_hard),
-		cmocka_unit_test(test_arena_big_blocks_and_strings),
-		cmocka_unit_test(test_arena_protobuf_allocator),
-		cmocka_unit_test(test_error_set_prefix_and_names),
+	        cmocka_unit_test(test_arena_alignment_and_reuse),    cmocka_unit_test(test_arena_cap_is_hard),
+	        cmocka_unit_test(test_arena_big_blocks_and_strings), cmocka_unit_test(test_arena_protobuf_allocator),
+	        cmocka_unit_test(test_error_set_prefix_and_names),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

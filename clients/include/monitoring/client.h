@@ -48,19 +48,19 @@ typedef struct mon_status {
 } mon_status;
 
 typedef struct mon_client_options {
-	const char *target;       /* "127.0.0.1:50051" or "unix:/path"; required */
-	const char *tls_ca_file;  /* PEM file: use TLS and trust this CA; NULL for plaintext */
-	const char *tls_cert_file;/* client certificate for mutual TLS (with tls_key_file) */
+	const char *target;        /* "127.0.0.1:50051" or "unix:/path"; required */
+	const char *tls_ca_file;   /* PEM file: use TLS and trust this CA; NULL for plaintext */
+	const char *tls_cert_file; /* client certificate for mutual TLS (with tls_key_file) */
 	const char *tls_key_file;
-	const char *api_key;      /* sent as "authorization: Bearer <key>" when set */
+	const char *api_key;        /* sent as "authorization: Bearer <key>" when set */
 	int64_t default_timeout_ms; /* deadline for calls whose options set none; 0: 30000 */
-	const char *authority;    /* overrides :authority and the name checked in the server's
-				     certificate (connecting by address to "monitord.internal"); may be NULL */
+	const char *authority;      /* overrides :authority and the name checked in the server's
+	                               certificate (connecting by address to "monitord.internal"); may be NULL */
 } mon_client_options;
 
 typedef struct mon_call_options {
-	int64_t timeout_ms;             /* unary: 0 the client's default, < 0 none; streams: 0 none */
-	const char *request_id;         /* sent as x-request-id when set */
+	int64_t timeout_ms;     /* unary: 0 the client's default, < 0 none; streams: 0 none */
+	const char *request_id; /* sent as x-request-id when set */
 } mon_call_options;
 
 /*
@@ -93,8 +93,8 @@ MON_API void mon_client_close(mon_client *client);
  * NULL; status (may be NULL) gets the gRPC status either way.
  */
 MON_API int mon_call_unary(mon_client *client, const char *path, const ProtobufCMessage *req,
-			   const ProtobufCMessageDescriptor *resp_desc, ProtobufCMessage **resp,
-			   const mon_call_options *opts, mon_status *status);
+                           const ProtobufCMessageDescriptor *resp_desc, ProtobufCMessage **resp,
+                           const mon_call_options *opts, mon_status *status);
 
 /*
  * Generic server-streaming call: sends req to method path and returns the
@@ -104,8 +104,8 @@ MON_API int mon_call_unary(mon_client *client, const char *path, const ProtobufC
  * Returns 0 or a negative code with status (may be NULL) filled.
  */
 MON_API int mon_stream_open(mon_client *client, const char *path, const ProtobufCMessage *req,
-			    const ProtobufCMessageDescriptor *resp_desc, const mon_call_options *opts,
-			    mon_stream **out, mon_status *status);
+                            const ProtobufCMessageDescriptor *resp_desc, const mon_call_options *opts, mon_stream **out,
+                            mon_status *status);
 
 /*
  * Returned by mon_stream_next when wait_ms passed with no message. It is
