@@ -75,8 +75,8 @@ static void notify_locked(struct rpc_health *h)
 		int rc = rpc_stream_send(w->stream, &resp.base);
 		if (rc == 0)
 			w->last_sent = now;
-		else if (rc == MON_ELIMIT)
-			log_warn("msg=\"health watcher is not reading; status change not queued\"");
+		else if (rc == MON_ELIMIT) /* not reading: end it rather than let it believe a stale status */
+			rpc_stream_finish(w->stream, MON_ELIMIT, "watcher is not reading its stream; watch again");
 	}
 }
 
@@ -84,6 +84,9 @@ void rpc_health_set(struct rpc_server *server, const char *service, enum rpc_hea
 {
 	struct rpc_health *h = server->health;
 	if (h == NULL || service == NULL)
+		return;
+	/* Shutdown has set everything NOT_SERVING: no late flip back to SERVING. */
+	if (atomic_load(&server->shutting_down))
 		return;
 	pthread_mutex_lock(&h->lock);
 	struct health_entry *e = entry_find(h, service);

@@ -38,7 +38,8 @@ struct bound_method {
 
 struct rpc_ctx {
 	struct rpc_call *call;
-	struct arena *arena;
+	struct arena *arena;      /* scratch: the call arena, or a per-message one for bidi */
+	struct arena *call_arena; /* lives as long as the call */
 	struct mon_error err;
 	gpr_timespec deadline; /* GPR_CLOCK_MONOTONIC, or inf future */
 	char *peer;            /* gpr_malloc'd by gRPC */
@@ -89,10 +90,15 @@ struct rpc_call {
 	atomic_bool cancelled;
 	int close_cancelled; /* filled by RECV_CLOSE_ON_SERVER */
 
+	bool recv_deferred; /* bidi: next RECV_MESSAGE waits until the send queue drains */
+	int fin_code;       /* status requested by rpc_stream_finish (under lock) */
+	char fin_msg[512];
+
 	grpc_byte_buffer *recv_buf;
 	grpc_byte_buffer *send_buf; /* the message in flight */
 	struct send_node *q_head, *q_tail;
 	size_t q_len;
+	size_t q_bytes;
 
 	int final_code; /* gRPC status sent (or CANCELLED) */
 	grpc_slice status_details;
@@ -148,6 +154,7 @@ struct rpc_server {
 	/* open server streams */
 	pthread_mutex_t live_lock;
 	struct rpc_call *live_head;
+	bool live_closed; /* shutdown ended the streams: refuse new ones */
 
 	struct rpc_health *health;
 	struct rpc_reflection *reflection;

@@ -48,6 +48,7 @@ void rpc_server_config_defaults(struct rpc_server_config *cfg)
 	cfg->keepalive_timeout_ms = 20000;
 	cfg->handshake_timeout_ms = 10000;
 	cfg->stream_queue_max = 1024;
+	cfg->stream_queue_max_bytes = 8u * 1024 * 1024;
 	cfg->call_arena_cap_bytes = 64u * 1024 * 1024;
 	cfg->max_workers_queue = 10000;
 }
@@ -178,8 +179,6 @@ void *rpc_ctx_user(const struct rpc_ctx *ctx)
 
 int rpc_ctx_add_trailer(struct rpc_ctx *ctx, const char *key, const char *value)
 {
-	if (ctx->trailer_count >= RPC_MAX_TRAILERS)
-		return MON_ELIMIT;
 	if (key == NULL || key[0] == '\0' || value == NULL)
 		return MON_EINVAL;
 	for (const char *k = key; *k; k++)
@@ -188,15 +187,26 @@ int rpc_ctx_add_trailer(struct rpc_ctx *ctx, const char *key, const char *value)
 	for (const char *v = value; *v; v++)
 		if ((unsigned char)*v < 0x20 || (unsigned char)*v > 0x7e)
 			return MON_EINVAL;
-	char *k = arena_strdup(ctx->arena, key);
-	char *v = arena_strdup(ctx->arena, value);
-	if (k == NULL || v == NULL)
-		return MON_ENOMEM;
+	/* The status may be sent by another thread: trailers change under the call lock. */
+	int rc = 0;
+	pthread_mutex_lock(&ctx->call->lock);
+	if (ctx->trailer_count >= RPC_MAX_TRAILERS || ctx->call->status_started) {
+		rc = MON_ELIMIT;
+		goto out;
+	}
+	char *k = arena_strdup(ctx->call_arena, key);
+	char *v = arena_strdup(ctx->call_arena, value);
+	if (k == NULL || v == NULL) {
+		rc = MON_ENOMEM;
+		goto out;
+	}
 	/* Static slices over arena memory: valid until the call is freed. */
 	ctx->trailers[ctx->trailer_count].key = grpc_slice_from_static_string(k);
 	ctx->trailers[ctx->trailer_count].value = grpc_slice_from_static_string(v);
 	ctx->trailer_count++;
-	return 0;
+out:
+	pthread_mutex_unlock(&ctx->call->lock);
+	return rc;
 }
 
 int rpc_fail(struct rpc_ctx *ctx, int code, const char *fmt, ...)
@@ -247,6 +257,8 @@ static void start_batch_locked(struct rpc_call *c, const grpc_op *ops, size_t n,
 	grpc_call_error e = grpc_call_start_batch(c->call, ops, n, tag, NULL);
 	if (e != GRPC_CALL_OK) {
 		log_error("msg=\"could not start batch\" method=%s error=%d", c->ctx.method ? c->ctx.method : "?", e);
+		/* A bug of ours: end the call rather than leave it waiting forever. */
+		grpc_call_cancel_with_status(c->call, GRPC_STATUS_INTERNAL, "internal error", NULL);
 		return;
 	}
 	c->pending++;
@@ -300,6 +312,19 @@ static void send_status_locked(struct rpc_call *c, int mon_code, const char *mes
 	start_batch_locked(c, ops, n, &c->t_status);
 }
 
+/* Client and bidi streams: starts the next RECV_MESSAGE unless the call is ending. */
+static void recv_next_locked(struct rpc_call *c)
+{
+	c->recv_deferred = false;
+	if (c->close_received || c->status_started || c->finish_requested)
+		return;
+	grpc_op op;
+	memset(&op, 0, sizeof(op));
+	op.op = GRPC_OP_RECV_MESSAGE;
+	op.data.recv_message.recv_message = &c->recv_buf;
+	start_batch_locked(c, &op, 1, &c->t_recv);
+}
+
 static void send_next_locked(struct rpc_call *c)
 {
 	if (c->send_in_flight || c->status_started || c->close_received)
@@ -307,13 +332,14 @@ static void send_next_locked(struct rpc_call *c)
 	struct send_node *node = c->q_head;
 	if (node == NULL) {
 		if (c->finish_requested)
-			send_status_locked(c, c->ctx.err.code, c->ctx.err.msg, NULL);
+			send_status_locked(c, c->fin_code, c->fin_msg, NULL);
 		return;
 	}
 	c->q_head = node->next;
 	if (c->q_head == NULL)
 		c->q_tail = NULL;
 	c->q_len--;
+	c->q_bytes -= GRPC_SLICE_LENGTH(node->bytes);
 	grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(&node->bytes, 1);
 	grpc_slice_unref(node->bytes);
 	free(node);
@@ -340,6 +366,7 @@ static void queue_free_locked(struct rpc_call *c)
 	}
 	c->q_tail = NULL;
 	c->q_len = 0;
+	c->q_bytes = 0;
 }
 
 /* Packs msg into a new byte buffer; NULL when the message is too big. */
@@ -359,10 +386,15 @@ static grpc_byte_buffer *pack_message(struct rpc_server *srv, const ProtobufCMes
 
 /* ---- live streams list (for shutdown) ---- */
 
-static void live_add(struct rpc_call *c)
+/* Lists an open stream; false once shutdown has ended the streams. */
+static bool live_add(struct rpc_call *c)
 {
 	struct rpc_server *srv = c->server;
 	pthread_mutex_lock(&srv->live_lock);
+	if (srv->live_closed) {
+		pthread_mutex_unlock(&srv->live_lock);
+		return false;
+	}
 	c->live_prev = NULL;
 	c->live_next = srv->live_head;
 	if (srv->live_head)
@@ -370,6 +402,7 @@ static void live_add(struct rpc_call *c)
 	srv->live_head = c;
 	c->in_live_list = true;
 	pthread_mutex_unlock(&srv->live_lock);
+	return true;
 }
 
 static void live_remove(struct rpc_call *c)
@@ -414,7 +447,8 @@ static int stream_enqueue(struct rpc_call *c, const ProtobufCMessage *msg, bool 
 			rc = MON_ECANCELLED;
 			break;
 		}
-		if (c->q_len < c->server->cfg.stream_queue_max)
+		if (c->q_len < c->server->cfg.stream_queue_max &&
+		    (c->q_len == 0 || c->q_bytes + len <= c->server->cfg.stream_queue_max_bytes))
 			break;
 		if (!wait) {
 			rc = MON_ELIMIT;
@@ -443,6 +477,7 @@ static int stream_enqueue(struct rpc_call *c, const ProtobufCMessage *msg, bool 
 			c->q_head = node;
 		c->q_tail = node;
 		c->q_len++;
+		c->q_bytes += len;
 		send_next_locked(c);
 		node = NULL;
 	}
@@ -470,9 +505,8 @@ void rpc_stream_finish(struct rpc_stream *s, int code, const char *message)
 	pthread_mutex_lock(&c->lock);
 	if (!c->finish_requested && !c->status_started) {
 		c->finish_requested = true;
-		c->ctx.err.code = code;
-		if (message != c->ctx.err.msg) /* handlers finish with their own ctx message */
-			snprintf(c->ctx.err.msg, sizeof(c->ctx.err.msg), "%s", message ? message : "");
+		c->fin_code = code;
+		snprintf(c->fin_msg, sizeof(c->fin_msg), "%s", message ? message : "");
 		send_next_locked(c);
 	}
 	pthread_cond_broadcast(&c->drained);
@@ -687,6 +721,14 @@ static void dispatch_message(struct rpc_call *c)
 	struct rpc_ctx *ctx = &c->ctx;
 	grpc_byte_buffer *bb = c->recv_buf;
 	c->recv_buf = NULL;
+	bool is_client_stream = m->kind == RPC_CLIENT_STREAMING || m->kind == RPC_BIDI_STREAMING;
+	struct arena *msg_arena = NULL;
+	if (is_client_stream) {
+		/* Each message of a long stream gets scratch of its own, freed after it. */
+		msg_arena = arena_create(c->server->cfg.call_arena_cap_bytes);
+		if (msg_arena != NULL)
+			ctx->arena = msg_arena;
+	}
 
 	grpc_byte_buffer_reader reader;
 	ProtobufCMessage *req = NULL;
@@ -705,21 +747,27 @@ static void dispatch_message(struct rpc_call *c)
 		send_status_locked(c, MON_EINVAL, ctx->err.msg, NULL);
 		pthread_cond_broadcast(&c->drained);
 		pthread_mutex_unlock(&c->lock);
-		return;
+		goto out;
 	}
 	run_handler(c, req);
 
-	/* Client and bidi streams read the next message once this one is handled. */
-	if (m->kind == RPC_CLIENT_STREAMING || m->kind == RPC_BIDI_STREAMING) {
+	/*
+	 * Client and bidi streams read the next message once this one is
+	 * handled and its answers are sent: a client that writes without
+	 * reading cannot make us queue answers without bound.
+	 */
+	if (is_client_stream) {
 		pthread_mutex_lock(&c->lock);
-		if (!c->close_received && !c->status_started && !c->finish_requested) {
-			grpc_op op;
-			memset(&op, 0, sizeof(op));
-			op.op = GRPC_OP_RECV_MESSAGE;
-			op.data.recv_message.recv_message = &c->recv_buf;
-			start_batch_locked(c, &op, 1, &c->t_recv);
-		}
+		if (c->q_head || c->send_in_flight)
+			c->recv_deferred = true;
+		else
+			recv_next_locked(c);
 		pthread_mutex_unlock(&c->lock);
+	}
+out:
+	if (msg_arena != NULL) {
+		ctx->arena = ctx->call_arena;
+		arena_destroy(msg_arena);
 	}
 }
 
@@ -783,6 +831,7 @@ static void on_request(struct rpc_call *c, bool ok)
 	struct rpc_ctx *ctx = &c->ctx;
 	ctx->call = c;
 	ctx->arena = arena_create(srv->cfg.call_arena_cap_bytes);
+	ctx->call_arena = ctx->arena;
 	ctx->deadline = gpr_convert_clock_type(c->details.deadline, GPR_CLOCK_MONOTONIC);
 	ctx->peer = grpc_call_get_peer(c->call);
 	ctx->method = arena_strndup(ctx->arena, (const char *)GRPC_SLICE_START_PTR(c->details.method),
@@ -814,6 +863,11 @@ static void on_request(struct rpc_call *c, bool ok)
 	if (c->bm)
 		ctx->user = c->bm->user;
 
+	/* Streams go on the live list first: lock order is live_lock, then a call's lock. */
+	bool is_listed = true;
+	if (c->bm && c->bm->fn && c->bm->method->kind != RPC_UNARY)
+		is_listed = live_add(c);
+
 	pthread_mutex_lock(&c->lock);
 	grpc_op op;
 	memset(&op, 0, sizeof(op));
@@ -835,9 +889,9 @@ static void on_request(struct rpc_call *c, bool ok)
 		else
 			snprintf(msg, sizeof(msg), "%s is not implemented yet", m->path + 1);
 		send_status_locked(c, MON_EUNIMPL, msg, NULL);
+	} else if (!is_listed) {
+		send_status_locked(c, MON_EUNAVAIL, "server is shutting down; reconnect and resume", NULL);
 	} else {
-		if (c->bm->method->kind != RPC_UNARY)
-			live_add(c);
 		grpc_op ops[2];
 		size_t n = add_initial_md_locked(c, ops);
 		memset(&ops[n], 0, sizeof(ops[n]));
@@ -859,7 +913,8 @@ static void on_recv(struct rpc_call *c, bool ok)
 		if (kind == RPC_CLIENT_STREAMING || kind == RPC_BIDI_STREAMING) {
 			if (ok && !c->finish_requested) {
 				c->finish_requested = true;
-				mon_error_clear(&c->ctx.err);
+				c->fin_code = 0;
+				c->fin_msg[0] = '\0';
 				send_next_locked(c);
 			}
 		} else if (ok) {
@@ -902,6 +957,8 @@ static void on_send(struct rpc_call *c, bool ok)
 		atomic_store(&c->cancelled, true);
 	} else {
 		send_next_locked(c);
+		if (c->recv_deferred && c->q_head == NULL && !c->send_in_flight)
+			recv_next_locked(c);
 	}
 	pthread_cond_broadcast(&c->drained);
 	pthread_mutex_unlock(&c->lock);
@@ -1110,29 +1167,46 @@ int rpc_server_start(struct rpc_server *srv, int *bound_port, struct mon_error *
 	return 0;
 }
 
-/* Ends every open server stream with UNAVAILABLE so clients reconnect elsewhere. */
+/*
+ * Ends every open server stream with UNAVAILABLE so clients reconnect
+ * elsewhere, and refuses streams accepted from now on. Messages still queued
+ * are dropped (a client that stopped reading must not hold up shutdown), and
+ * a stream with a message stuck in flight is cancelled outright.
+ */
 static void end_live_streams(struct rpc_server *srv)
 {
-	for (;;) {
-		pthread_mutex_lock(&srv->live_lock);
-		struct rpc_call *c = srv->live_head;
-		/* Find one not yet finishing, keep it alive while we finish it. */
-		while (c) {
-			pthread_mutex_lock(&c->lock);
-			bool todo = !c->finish_requested && !c->status_started && !c->close_received;
-			if (todo)
-				c->refs++;
-			pthread_mutex_unlock(&c->lock);
-			if (todo)
-				break;
-			c = c->live_next;
-		}
-		pthread_mutex_unlock(&srv->live_lock);
-		if (c == NULL)
-			return;
-		rpc_stream_finish(call_stream(c), MON_EUNAVAIL, "server is shutting down; reconnect and resume");
+	static const char msg[] = "server is shutting down; reconnect and resume";
+	pthread_mutex_lock(&srv->live_lock);
+	srv->live_closed = true;
+	size_t n = 0;
+	for (struct rpc_call *c = srv->live_head; c; c = c->live_next)
+		n++;
+	struct rpc_call **todo = calloc(n ? n : 1, sizeof(*todo));
+	size_t k = 0;
+	for (struct rpc_call *c = srv->live_head; c && todo; c = c->live_next) {
+		pthread_mutex_lock(&c->lock);
+		c->refs++;
+		pthread_mutex_unlock(&c->lock);
+		todo[k++] = c;
+	}
+	pthread_mutex_unlock(&srv->live_lock);
+	if (todo == NULL) {
+		log_error("msg=\"out of memory ending streams; they will be cancelled\"");
+		return;
+	}
+	for (size_t i = 0; i < k; i++) {
+		struct rpc_call *c = todo[i];
+		pthread_mutex_lock(&c->lock);
+		queue_free_locked(c);
+		bool is_stuck = c->send_in_flight && !c->close_received;
+		pthread_cond_broadcast(&c->drained);
+		pthread_mutex_unlock(&c->lock);
+		if (is_stuck)
+			grpc_call_cancel_with_status(c->call, GRPC_STATUS_UNAVAILABLE, msg, NULL);
+		rpc_stream_finish(call_stream(c), MON_EUNAVAIL, msg);
 		call_release(c);
 	}
+	free(todo);
 }
 
 void rpc_server_shutdown(struct rpc_server *srv, int grace_ms)

@@ -25,6 +25,7 @@ struct rpc_server_config {
 	int keepalive_timeout_ms;      /* and drops them after no answer, default 20000 */
 	int handshake_timeout_ms;      /* default 10000 */
 	size_t stream_queue_max;       /* messages queued per server stream, default 1024 */
+	size_t stream_queue_max_bytes; /* bytes queued per server stream, default 8 MiB */
 	size_t call_arena_cap_bytes;   /* per-call memory cap, default 64 MiB */
 	int max_workers_queue;         /* queued blocking calls before RESOURCE_EXHAUSTED, default 10000 */
 	/* TLS: all NULL for plaintext. */
@@ -55,7 +56,12 @@ int rpc_server_start(struct rpc_server *server, int *bound_port, struct mon_erro
  */
 void rpc_server_shutdown(struct rpc_server *server, int grace_ms);
 
-/* Frees the server after rpc_server_shutdown (or if never started); accepts NULL. */
+/*
+ * Frees the server after rpc_server_shutdown (or if never started); accepts
+ * NULL. Stream close callbacks may still run inside this call (not all of
+ * them have run when rpc_server_shutdown returns), so subscriber lists must
+ * stay valid until it returns, and nothing may hold a stream afterwards.
+ */
 void rpc_server_destroy(struct rpc_server *server);
 
 /* Standard grpc.health.v1 statuses. */

@@ -87,14 +87,16 @@ class PrivateCluster:
 class Monitord:
     """A monitord process on an ephemeral loopback port."""
 
-    def __init__(self, database, extra_args=()):
+    def __init__(self, database, extra_args=(), env=None):
         self.tmp = tempfile.mkdtemp(prefix="mon-srv-")
         self.port_file = os.path.join(self.tmp, "port")
         self.log_path = os.path.join(self.tmp, "monitord.log")
         self.log = open(self.log_path, "w")
         args = [MONITORD, "--listen", "127.0.0.1:0", "--port-file", self.port_file, "--database", database,
                 "--log-level", "info"] + list(extra_args)
-        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT)
+        full_env = dict(os.environ)
+        full_env.update(env or {})
+        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, env=full_env)
         deadline = time.time() + 60
         while not os.path.exists(self.port_file):
             if self.proc.poll() is not None:

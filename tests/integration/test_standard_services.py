@@ -195,6 +195,35 @@ class StandardServices(unittest.TestCase):
 
 
 class Lifecycle(unittest.TestCase):
+    def test_reflection_client_that_does_not_read_cannot_grow_server_memory(self):
+        # A server of its own, with AddressSanitizer's quarantine of freed
+        # memory turned off (when sanitized), so RSS shows live memory.
+        asan = os.environ.get("ASAN_OPTIONS", "")
+        srv = harness.Monitord(harness.fresh_database("itest_flood"),
+                               env={"ASAN_OPTIONS": (asan + ":" if asan else "") + "quarantine_size_mb=0"})
+        srv.wait_serving()
+
+        def rss_kb():
+            with open("/proc/%d/status" % srv.proc.pid) as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        return int(line.split()[1])
+            return 0
+
+        before = rss_kb()
+        stub = reflection_pb2_grpc.ServerReflectionStub(srv.channel)
+        req = reflection_pb2.ServerReflectionRequest(file_containing_symbol="monitoring.v1.AlertsService")
+        # Each answer is about 23 KB; unread, 40 x 1000 of them would be ~900 MB.
+        calls = [stub.ServerReflectionInfo(iter([req] * 1000), timeout=60) for _ in range(40)]
+        time.sleep(3)
+        grown_mb = (rss_kb() - before) / 1024
+        for c in calls:
+            c.cancel()
+        self.assertLess(grown_mb, 100, "server grew %.0f MB for unread reflection answers" % grown_mb)
+        srv.wait_serving()
+        srv.assert_clean_exit(self)
+
+
     def test_sigterm_ends_streams_with_unavailable_and_exits_cleanly(self):
         srv = harness.Monitord(harness.fresh_database("itest_life"))
         srv.wait_serving()
