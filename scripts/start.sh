@@ -31,6 +31,6 @@ if [ -f "$cache" ] && ! grep -qxF "CMAKE_HOME_DIRECTORY:INTERNAL=$root" "$cache"
 fi
 
 cmake -S . -B "$build_dir" -DCMAKE_BUILD_TYPE="$build_type" -DMON_BUILD_TESTS=OFF >/dev/null
-cmake --build "$build_dir" --target monitord -j "$(nproc)"
+cmake --build "$build_dir" --target monitord monctl -j "$(nproc)"
 
 exec "$build_dir/bin/monitord" "$@"
