@@ -75,10 +75,10 @@ REF_PID=""
 MON_PID=""
 
 stop_server() {
-  local pid=$1 i
+  local pid=$1
   [ -n "$pid" ] || return 0
   kill -TERM "$pid" 2>/dev/null || return 0
-  for i in $(seq 100); do
+  for _ in $(seq 100); do
     kill -0 "$pid" 2>/dev/null || break
     sleep 0.1
   done
@@ -114,9 +114,11 @@ if [ "$DO_BUILD" = 1 ]; then
   else
     note "the full build failed (last lines below); building the reference server alone"
     tail -n 15 "$WORK/build.log" >&2
-    cmake -S "$REPO/bench" -B "$BUILD_DIR/bench-only" >>"$WORK/build.log" 2>&1 &&
-      cmake --build "$BUILD_DIR/bench-only" -j"$(nproc)" >>"$WORK/build.log" 2>&1 ||
-      { tail -n 30 "$WORK/build.log" >&2; die "could not build ref_health_server"; }
+    if ! { cmake -S "$REPO/bench" -B "$BUILD_DIR/bench-only" >>"$WORK/build.log" 2>&1 &&
+           cmake --build "$BUILD_DIR/bench-only" -j"$(nproc)" >>"$WORK/build.log" 2>&1; }; then
+      tail -n 30 "$WORK/build.log" >&2
+      die "could not build ref_health_server"
+    fi
     REF_BIN=$BUILD_DIR/bench-only/bin/ref_health_server
   fi
 else
@@ -146,8 +148,8 @@ fi
 # wait_for_port FILE PID SECONDS: prints the port once FILE holds
 # "[host:]port", fails if PID exits first or time runs out.
 wait_for_port() {
-  local file=$1 pid=$2 tenths=$(($3 * 10)) i content
-  for i in $(seq "$tenths"); do
+  local file=$1 pid=$2 tenths=$(($3 * 10)) content
+  for _ in $(seq "$tenths"); do
     if [ -s "$file" ]; then
       content=$(head -n 1 "$file")
       if [[ "$content" =~ ^(.*:)?([0-9]+)$ ]]; then
@@ -196,7 +198,7 @@ fi
 # SERVING_WAIT_S seconds.
 SERVING_WAIT_S=120
 check_serving() {
-  local addr=$1 buf_bin="" i
+  local addr=$1 buf_bin=""
   if /usr/bin/python3 -c 'import grpc' 2>/dev/null; then
     /usr/bin/python3 - "$addr" "$METHOD_PATH" "$SERVING_WAIT_S" <<'PY'
 import sys
@@ -228,7 +230,7 @@ PY
   if [ -x "$REPO/node_modules/.bin/buf" ]; then buf_bin=$REPO/node_modules/.bin/buf;
   elif command -v buf >/dev/null; then buf_bin=$(command -v buf); fi
   [ -n "$buf_bin" ] || die "need python3-grpcio or buf to check the servers with a real client"
-  for i in $(seq $((SERVING_WAIT_S * 5))); do
+  for _ in $(seq $((SERVING_WAIT_S * 5))); do
     if "$buf_bin" curl --protocol grpc --http2-prior-knowledge \
          --schema /usr/share/grpc-proto/grpc/health/v1/health.proto -d '{}' \
          "http://$addr$METHOD_PATH" 2>/dev/null | grep -q '"SERVING"'; then
