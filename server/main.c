@@ -98,6 +98,8 @@ int main(int argc, char **argv)
 	sigaddset(&sigs, SIGTERM);
 	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 	signal(SIGPIPE, SIG_IGN);
+	if (log_start() != 0)
+		fprintf(stderr, "monitord: logging unbuffered (out of memory)\n");
 
 	char *described = mon_config_describe(&app.cfg);
 	log_info("msg=\"starting monitord\" version=%s %s", MON_VERSION, described ? described : "");
@@ -218,5 +220,6 @@ out:
 	if (exit_code == 0)
 		log_info("msg=\"stopped\"");
 	mon_config_free(&app.cfg);
+	log_stop();
 	return exit_code;
 }

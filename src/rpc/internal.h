@@ -21,7 +21,7 @@ struct rpc_call;
 struct rpc_health;
 struct rpc_reflection;
 
-enum tag_kind { TAG_REQUEST, TAG_CLOSE, TAG_RECV, TAG_SEND, TAG_STATUS };
+enum tag_kind { TAG_REQUEST, TAG_CLOSE, TAG_RECV, TAG_SEND, TAG_STATUS, TAG_INITIAL };
 
 /* What a completion-queue event points to. */
 struct rpc_tag {
@@ -34,6 +34,7 @@ struct bound_method {
 	rpc_any_fn fn;
 	void *user;
 	unsigned flags;
+	void *registered; /* gRPC's handle: calls arrive with their request message */
 };
 
 struct rpc_ctx {
@@ -75,8 +76,10 @@ struct rpc_call {
 	grpc_call *call;
 	grpc_call_details details;
 	grpc_metadata_array request_md;
-	struct rpc_tag t_request, t_close, t_recv, t_send, t_status;
-	const struct bound_method *bm; /* NULL: unknown method */
+	struct rpc_tag t_request, t_close, t_recv, t_send, t_status, t_initial;
+	const struct bound_method *bm;  /* NULL: unknown method */
+	const struct bound_method *reg; /* set: requested as this registered method */
+	gpr_timespec reg_deadline;
 
 	pthread_mutex_t lock;
 	pthread_cond_t drained; /* signalled when the send queue shrinks or the stream closes */
@@ -87,6 +90,7 @@ struct rpc_call {
 	bool finish_requested;
 	bool send_in_flight;
 	bool on_close_ran;
+	bool close_in_status; /* RECV_CLOSE_ON_SERVER rides with the status batch */
 	atomic_bool cancelled;
 	int close_cancelled; /* filled by RECV_CLOSE_ON_SERVER */
 

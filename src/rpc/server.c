@@ -29,10 +29,15 @@
 #include "rpc/status.h"
 #include "util/log.h"
 
-#define REQUESTS_PER_CQ 64
+/* Generic requests (unknown methods) and registered ones per method, per queue. */
+#define GENERIC_REQUESTS_PER_CQ 8
+#define REQUESTS_PER_METHOD_INLINE 32
+#define REQUESTS_PER_METHOD 2
 
 static void call_release(struct rpc_call *c);
 static void request_new_call(struct cq_thread *cqt);
+static void on_recv(struct rpc_call *c, bool ok);
+static void request_registered_call(struct cq_thread *cqt, const struct bound_method *bm);
 
 void rpc_server_config_defaults(struct rpc_server_config *cfg)
 {
@@ -159,6 +164,12 @@ const char *rpc_ctx_metadata(struct rpc_ctx *ctx, const char *key)
 
 const char *rpc_ctx_peer(const struct rpc_ctx *ctx)
 {
+	/* Asked for lazily: most calls never need it, and it costs an allocation. */
+	struct rpc_call *c = ctx->call;
+	pthread_mutex_lock(&c->lock);
+	if (c->ctx.peer == NULL && c->call != NULL)
+		c->ctx.peer = grpc_call_get_peer(c->call);
+	pthread_mutex_unlock(&c->lock);
 	return ctx->peer ? ctx->peer : "unknown";
 }
 
@@ -264,6 +275,17 @@ static void start_batch_locked(struct rpc_call *c, const grpc_op *ops, size_t n,
 	c->pending++;
 }
 
+/* Starts RECV_CLOSE_ON_SERVER alone. */
+static void start_close_locked(struct rpc_call *c)
+{
+	c->close_in_status = false;
+	grpc_op op;
+	memset(&op, 0, sizeof(op));
+	op.op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+	op.data.recv_close_on_server.cancelled = &c->close_cancelled;
+	start_batch_locked(c, &op, 1, &c->t_close);
+}
+
 /* Adds SEND_INITIAL_METADATA to ops if not sent yet; returns ops used. */
 static size_t add_initial_md_locked(struct rpc_call *c, grpc_op *ops)
 {
@@ -289,7 +311,7 @@ static void send_status_locked(struct rpc_call *c, int mon_code, const char *mes
 	}
 	c->status_started = true;
 	c->final_code = rpc_status_from_mon(mon_code);
-	grpc_op ops[3];
+	grpc_op ops[4];
 	size_t n = add_initial_md_locked(c, ops);
 	if (msg) {
 		memset(&ops[n], 0, sizeof(ops[n]));
@@ -309,6 +331,12 @@ static void send_status_locked(struct rpc_call *c, int mon_code, const char *mes
 	ops[n].data.send_status_from_server.trailing_metadata_count = c->ctx.trailer_count;
 	ops[n].data.send_status_from_server.trailing_metadata = c->ctx.trailer_count ? c->ctx.trailers : NULL;
 	n++;
+	if (c->close_in_status) {
+		memset(&ops[n], 0, sizeof(ops[n]));
+		ops[n].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+		ops[n].data.recv_close_on_server.cancelled = &c->close_cancelled;
+		n++;
+	}
 	start_batch_locked(c, ops, n, &c->t_status);
 }
 
@@ -640,6 +668,7 @@ static struct rpc_call *call_new(struct cq_thread *cqt)
 	c->t_recv = (struct rpc_tag){TAG_RECV, c};
 	c->t_send = (struct rpc_tag){TAG_SEND, c};
 	c->t_status = (struct rpc_tag){TAG_STATUS, c};
+	c->t_initial = (struct rpc_tag){TAG_INITIAL, c};
 	c->request_id_slice = grpc_empty_slice();
 	pthread_mutex_init(&c->lock, NULL);
 	pthread_cond_init(&c->drained, NULL);
@@ -663,6 +692,31 @@ static void request_new_call(struct cq_thread *cqt)
 	                                             cqt->cq, &c->t_request);
 	if (e != GRPC_CALL_OK) {
 		log_error("msg=\"could not request a call\" error=%d", e);
+		call_free(c);
+	}
+}
+
+/*
+ * Asks for the next call of a registered method. Unary and server-streaming
+ * calls arrive with their request message, which saves a batch per call.
+ */
+static void request_registered_call(struct cq_thread *cqt, const struct bound_method *bm)
+{
+	struct rpc_server *srv = cqt->server;
+	if (atomic_load(&srv->shutting_down))
+		return;
+	struct rpc_call *c = call_new(cqt);
+	if (c == NULL) {
+		log_error("msg=\"out of memory accepting a call\"");
+		return;
+	}
+	c->reg = bm;
+	bool has_payload = bm->method->kind == RPC_UNARY || bm->method->kind == RPC_SERVER_STREAMING;
+	grpc_call_error e = grpc_server_request_registered_call(srv->server, bm->registered, &c->call, &c->reg_deadline,
+	                                                        &c->request_md, has_payload ? &c->recv_buf : NULL,
+	                                                        cqt->cq, cqt->cq, &c->t_request);
+	if (e != GRPC_CALL_OK) {
+		log_error("msg=\"could not request a call\" method=%s error=%d", bm->method->path, e);
 		call_free(c);
 	}
 }
@@ -825,19 +879,27 @@ static void on_request(struct rpc_call *c, bool ok)
 		call_free(c);
 		return;
 	}
-	request_new_call(c->cqt);
+	if (c->reg)
+		request_registered_call(c->cqt, c->reg);
+	else
+		request_new_call(c->cqt);
 	clock_gettime(CLOCK_MONOTONIC, &c->started);
 
 	struct rpc_ctx *ctx = &c->ctx;
 	ctx->call = c;
 	ctx->arena = arena_create(srv->cfg.call_arena_cap_bytes);
 	ctx->call_arena = ctx->arena;
-	ctx->deadline = gpr_convert_clock_type(c->details.deadline, GPR_CLOCK_MONOTONIC);
-	ctx->peer = grpc_call_get_peer(c->call);
-	ctx->method = arena_strndup(ctx->arena, (const char *)GRPC_SLICE_START_PTR(c->details.method),
-	                            GRPC_SLICE_LENGTH(c->details.method));
-	if (ctx->method == NULL)
-		ctx->method = "?";
+	ctx->deadline = gpr_convert_clock_type(c->reg ? c->reg_deadline : c->details.deadline, GPR_CLOCK_MONOTONIC);
+	c->bm = c->reg ? c->reg : method_find(srv, c->details.method);
+	if (c->bm) {
+		ctx->user = c->bm->user;
+		ctx->method = c->bm->method->path;
+	} else {
+		ctx->method = arena_strndup(ctx->arena, (const char *)GRPC_SLICE_START_PTR(c->details.method),
+		                            GRPC_SLICE_LENGTH(c->details.method));
+		if (ctx->method == NULL)
+			ctx->method = "?";
+	}
 
 	bool have_id = false;
 	for (size_t i = 0; i < c->request_md.count; i++) {
@@ -859,21 +921,22 @@ static void on_request(struct rpc_call *c, bool ok)
 	c->initial_md[0].key = grpc_slice_from_static_string("x-request-id");
 	c->initial_md[0].value = c->request_id_slice;
 
-	c->bm = method_find(srv, c->details.method);
-	if (c->bm)
-		ctx->user = c->bm->user;
-
 	/* Streams go on the live list first: lock order is live_lock, then a call's lock. */
 	bool is_listed = true;
+	bool has_message = false;
 	if (c->bm && c->bm->fn && c->bm->method->kind != RPC_UNARY)
 		is_listed = live_add(c);
 
 	pthread_mutex_lock(&c->lock);
-	grpc_op op;
-	memset(&op, 0, sizeof(op));
-	op.op = GRPC_OP_RECV_CLOSE_ON_SERVER;
-	op.data.recv_close_on_server.cancelled = &c->close_cancelled;
-	start_batch_locked(c, &op, 1, &c->t_close);
+	/*
+	 * Calls answered at once (unknown, unimplemented) or by an inline unary
+	 * handler need no early notice of cancellation: their RECV_CLOSE rides
+	 * with the status batch, one completion less per call.
+	 */
+	c->close_in_status = c->bm == NULL || c->bm->fn == NULL ||
+	                     (c->bm->method->kind == RPC_UNARY && (c->bm->flags & RPC_BIND_INLINE));
+	if (!c->close_in_status)
+		start_close_locked(c);
 
 	if (ctx->arena == NULL) {
 		send_status_locked(c, MON_ENOMEM, "server out of memory", NULL);
@@ -891,6 +954,14 @@ static void on_request(struct rpc_call *c, bool ok)
 		send_status_locked(c, MON_EUNIMPL, msg, NULL);
 	} else if (!is_listed) {
 		send_status_locked(c, MON_EUNAVAIL, "server is shutting down; reconnect and resume", NULL);
+	} else if (c->reg && (c->bm->method->kind == RPC_UNARY || c->bm->method->kind == RPC_SERVER_STREAMING)) {
+		/* The request came with the call. A stream's headers go out now. */
+		if (c->bm->method->kind == RPC_SERVER_STREAMING) {
+			grpc_op ops[1];
+			if (add_initial_md_locked(c, ops) == 1)
+				start_batch_locked(c, ops, 1, &c->t_initial);
+		}
+		has_message = true;
 	} else {
 		grpc_op ops[2];
 		size_t n = add_initial_md_locked(c, ops);
@@ -901,6 +972,8 @@ static void on_request(struct rpc_call *c, bool ok)
 		start_batch_locked(c, ops, n, &c->t_recv);
 	}
 	pthread_mutex_unlock(&c->lock);
+	if (has_message)
+		on_recv(c, true);
 }
 
 static void on_recv(struct rpc_call *c, bool ok)
@@ -919,6 +992,8 @@ static void on_recv(struct rpc_call *c, bool ok)
 			}
 		} else if (ok) {
 			send_status_locked(c, MON_EINVAL, "request message missing", NULL);
+		} else if (c->close_in_status && !c->status_started) {
+			start_close_locked(c); /* the call failed: learn how, and end it */
 		}
 		pthread_mutex_unlock(&c->lock);
 		return;
@@ -1010,7 +1085,12 @@ static void handle_event(grpc_event ev)
 	switch (tag->kind) {
 	case TAG_RECV: on_recv(c, ok); break;
 	case TAG_SEND: on_send(c, ok); break;
-	case TAG_STATUS: on_status(c, ok); break;
+	case TAG_INITIAL: break;
+	case TAG_STATUS:
+		on_status(c, ok);
+		if (c->close_in_status)
+			on_close(c, ok);
+		break;
 	case TAG_CLOSE: on_close(c, ok); break;
 	default: break;
 	}
@@ -1136,6 +1216,23 @@ static grpc_server_credentials *make_credentials(const struct rpc_server_config 
 int rpc_server_start(struct rpc_server *srv, int *bound_port, struct mon_error *err)
 {
 	qsort(srv->methods, srv->method_count, sizeof(srv->methods[0]), method_cmp);
+	/*
+	 * Implemented methods are registered with gRPC: their calls come with
+	 * the request message. Unimplemented and unknown ones arrive through
+	 * the generic request and are answered at once.
+	 */
+	for (size_t i = 0; i < srv->method_count; i++) {
+		struct bound_method *bm = &srv->methods[i];
+		if (bm->fn == NULL)
+			continue;
+		enum rpc_kind kind = bm->method->kind;
+		bool has_payload = kind == RPC_UNARY || kind == RPC_SERVER_STREAMING;
+		bm->registered = grpc_server_register_method(
+		        srv->server, bm->method->path, NULL,
+		        has_payload ? GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER : GRPC_SRM_PAYLOAD_NONE, 0);
+		if (bm->registered == NULL)
+			return mon_error_set(err, MON_EINTERNAL, "could not register method \"%s\"", bm->method->path);
+	}
 	grpc_server_credentials *creds = make_credentials(&srv->cfg, err);
 	if (creds == NULL)
 		return err ? err->code : MON_EINVAL;
@@ -1158,8 +1255,16 @@ int rpc_server_start(struct rpc_server *srv, int *bound_port, struct mon_error *
 		srv->worker_count++;
 	}
 	for (int i = 0; i < srv->cq_count; i++) {
-		for (int j = 0; j < REQUESTS_PER_CQ; j++)
+		for (int j = 0; j < GENERIC_REQUESTS_PER_CQ; j++)
 			request_new_call(&srv->cqs[i]);
+		for (size_t k = 0; k < srv->method_count; k++) {
+			const struct bound_method *bm = &srv->methods[k];
+			if (bm->registered == NULL)
+				continue;
+			int n = (bm->flags & RPC_BIND_INLINE) ? REQUESTS_PER_METHOD_INLINE : REQUESTS_PER_METHOD;
+			for (int j = 0; j < n; j++)
+				request_registered_call(&srv->cqs[i], bm);
+		}
 		if (pthread_create(&srv->cqs[i].thread, NULL, cq_main, &srv->cqs[i]) != 0)
 			return mon_error_set(err, MON_EINTERNAL, "could not start queue thread: %s", strerror(errno));
 		srv->cqs[i].has_thread = true;

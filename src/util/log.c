@@ -1,10 +1,14 @@
 /*
  * Logging to stderr; see log.h. Each line is formatted into a bounded
- * buffer and written with one write() so lines from threads never mix.
+ * buffer and written with one write() (or appended whole to the shared
+ * buffer) so lines from threads never mix.
  */
 #include "util/log.h"
 
+#include <pthread.h>
 #include <stdatomic.h>
+#include <stdbool.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -12,6 +16,123 @@
 #include <unistd.h>
 
 static _Atomic int current_level = LOG_INFO;
+
+#define LOG_BUF_CAP (1024 * 1024)
+#define LOG_FLUSH_AT (64 * 1024)
+#define LOG_FLUSH_MS 50
+
+static struct {
+	pthread_mutex_t lock;
+	pthread_cond_t wake; /* to the flusher: there is work, or stop */
+	pthread_cond_t room; /* to writers: the buffer was emptied */
+	char *buf;
+	size_t len;
+	bool is_running;
+	bool stop;
+	pthread_t thread;
+} lb = {.lock = PTHREAD_MUTEX_INITIALIZER, .wake = PTHREAD_COND_INITIALIZER, .room = PTHREAD_COND_INITIALIZER};
+
+static void write_all(const char *p, size_t n)
+{
+	while (n > 0) {
+		ssize_t w = write(STDERR_FILENO, p, n);
+		if (w <= 0)
+			return; /* nowhere to log to */
+		p += w;
+		n -= (size_t)w;
+	}
+}
+
+/* Lock held: writes the buffer out. */
+static void flush_locked(void)
+{
+	if (lb.len > 0) {
+		write_all(lb.buf, lb.len);
+		lb.len = 0;
+		pthread_cond_broadcast(&lb.room);
+	}
+}
+
+static void *flusher_main(void *arg)
+{
+	(void)arg;
+	pthread_mutex_lock(&lb.lock);
+	while (!lb.stop) {
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_nsec += LOG_FLUSH_MS * 1000000L;
+		if (ts.tv_nsec >= 1000000000L) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000L;
+		}
+		pthread_cond_timedwait(&lb.wake, &lb.lock, &ts);
+		flush_locked();
+	}
+	flush_locked();
+	pthread_mutex_unlock(&lb.lock);
+	return NULL;
+}
+
+int log_start(void)
+{
+	pthread_mutex_lock(&lb.lock);
+	int rc = 0;
+	if (!lb.is_running) {
+		lb.buf = malloc(LOG_BUF_CAP);
+		lb.stop = false;
+		if (lb.buf == NULL || pthread_create(&lb.thread, NULL, flusher_main, NULL) != 0) {
+			free(lb.buf);
+			lb.buf = NULL;
+			rc = MON_ENOMEM;
+		} else {
+			lb.is_running = true;
+		}
+	}
+	pthread_mutex_unlock(&lb.lock);
+	return rc;
+}
+
+void log_stop(void)
+{
+	pthread_mutex_lock(&lb.lock);
+	if (!lb.is_running) {
+		pthread_mutex_unlock(&lb.lock);
+		return;
+	}
+	lb.stop = true;
+	pthread_cond_signal(&lb.wake);
+	pthread_mutex_unlock(&lb.lock);
+	pthread_join(lb.thread, NULL);
+	pthread_mutex_lock(&lb.lock);
+	flush_locked();
+	lb.is_running = false;
+	free(lb.buf);
+	lb.buf = NULL;
+	pthread_mutex_unlock(&lb.lock);
+}
+
+/* Hands one formatted line to the buffer or to stderr. */
+static void emit(enum log_level level, const char *line, size_t len)
+{
+	pthread_mutex_lock(&lb.lock);
+	if (!lb.is_running || level >= LOG_WARN) {
+		flush_locked(); /* keep the order of lines */
+		write_all(line, len);
+		pthread_mutex_unlock(&lb.lock);
+		return;
+	}
+	while (lb.is_running && lb.len + len > LOG_BUF_CAP)
+		pthread_cond_wait(&lb.room, &lb.lock);
+	if (!lb.is_running) {
+		write_all(line, len);
+	} else {
+		memcpy(lb.buf + lb.len, line, len);
+		lb.len += len;
+		if (lb.len >= LOG_FLUSH_AT)
+			pthread_cond_signal(&lb.wake);
+	}
+	pthread_mutex_unlock(&lb.lock);
+}
 
 void log_set_level(enum log_level level)
 {
@@ -59,8 +180,7 @@ void log_vwrite(enum log_level level, const char *fmt, va_list ap)
 	if (len > sizeof(line) - 2)
 		len = sizeof(line) - 2; /* truncated: keep the newline */
 	line[len++] = '\n';
-	ssize_t w = write(STDERR_FILENO, line, len);
-	(void)w;
+	emit(level, line, len);
 }
 
 void log_write(enum log_level level, const char *fmt, ...)

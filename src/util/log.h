@@ -26,6 +26,17 @@ int log_level_parse(const char *name);
 void log_write(enum log_level level, const char *fmt, ...) MON_PRINTF(2, 3);
 void log_vwrite(enum log_level level, const char *fmt, va_list ap);
 
+/*
+ * Buffered mode: lines at info and debug level go to an in-memory buffer
+ * that a background thread writes out every 50 ms or whenever it holds
+ * 64 KiB, so a busy server does not make one write() per call. Warnings
+ * and errors flush the buffer and are written at once, in order. A full
+ * buffer (1 MiB) makes writers wait: nothing is dropped. log_stop flushes
+ * and stops the thread; without log_start every line is written at once.
+ */
+int log_start(void);
+void log_stop(void);
+
 #define log_debug(...) log_write(LOG_DEBUG, __VA_ARGS__)
 #define log_info(...) log_write(LOG_INFO, __VA_ARGS__)
 #define log_warn(...) log_write(LOG_WARN, __VA_ARGS__)

@@ -5,6 +5,7 @@ monitord: health, a streamed watch, an unimplemented RPC, TLS flags."""
 import os
 import subprocess
 import tempfile
+import time
 import unittest
 
 import grpc
@@ -155,6 +156,10 @@ class OwnClientLibrary(unittest.TestCase):
     def test_request_id_reaches_the_server_log(self):
         r = monctl("--target", self.srv.address, "--request-id", "cli-req-42", "health")
         self.assertEqual(r.returncode, 0, r.stderr)
+        for _ in range(40):  # the server writes its log in batches (every 50 ms)
+            if "request_id=cli-req-42" in self.srv.read_log():
+                break
+            time.sleep(0.05)
         self.assertIn("request_id=cli-req-42", self.srv.read_log())
 
 
