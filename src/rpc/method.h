@@ -36,6 +36,7 @@ struct rpc_method {
 	const ProtobufCMessageDescriptor *input;
 	const ProtobufCMessageDescriptor *output;
 	rpc_trampoline_fn trampoline;
+	int min_role; /* enum rpc_role: the least role a caller needs; 0 = open to anyone */
 };
 
 struct rpc_service_desc {

@@ -49,6 +49,28 @@ const char *rpc_ctx_request_id(const struct rpc_ctx *ctx);
 /* The full method path, "/monitoring.v1.AlertsService/ListAlerts". */
 const char *rpc_ctx_method(const struct rpc_ctx *ctx);
 
+/* Roles, in increasing power; a method declares the least it needs. */
+enum rpc_role { RPC_ROLE_NONE = 0, RPC_ROLE_VIEWER = 1, RPC_ROLE_EDITOR = 2, RPC_ROLE_ADMIN = 3 };
+
+/* Who is calling, as the server's authenticator established it. */
+struct rpc_identity {
+	char caller_id[64];
+	char email[256];
+	char team[128];
+	enum rpc_role role;
+	char auth_method[16]; /* "api-key", "certificate" or "" (anonymous) */
+	char key_id[40];      /* the API key's public id, when auth_method is "api-key" */
+};
+
+/*
+ * The caller's identity, or NULL when the method is open and the caller
+ * presented no credentials. Owned by the call.
+ */
+const struct rpc_identity *rpc_ctx_identity(const struct rpc_ctx *ctx);
+
+/* "viewer", "editor", "admin" or "none". */
+const char *rpc_role_name(enum rpc_role role);
+
 /* The user pointer given when the service was bound. */
 void *rpc_ctx_user(const struct rpc_ctx *ctx);
 

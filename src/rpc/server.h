@@ -6,9 +6,11 @@
 #ifndef MON_RPC_SERVER_H
 #define MON_RPC_SERVER_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
+#include "rpc/rpc.h"
 #include "util/error.h"
 
 struct rpc_server;
@@ -63,6 +65,54 @@ void rpc_server_shutdown(struct rpc_server *server, int grace_ms);
  * stay valid until it returns, and nothing may hold a stream afterwards.
  */
 void rpc_server_destroy(struct rpc_server *server);
+
+/*
+ * Authentication and authorization, checked in one place for every call
+ * before its handler runs.
+ *
+ * What the runtime knows of a call when it asks who is calling.
+ */
+struct rpc_auth_request {
+	const char *method;        /* full path */
+	int min_role;              /* enum rpc_role the method declares */
+	const char *bearer_token;  /* from "authorization: Bearer <token>", NULL if none */
+	const char *cert_subject;  /* verified client certificate's common name, NULL if none */
+	const char *peer;          /* "ipv4:127.0.0.1:5555" */
+	const char *user_agent;    /* may be NULL */
+	const char *request_id;
+};
+
+/*
+ * Establishes the caller from req into *out: 0, or MON_EUNAUTH with a
+ * message (missing, malformed, unknown, expired or revoked credentials).
+ * Runs on a queue thread: it must not block (use an in-memory cache).
+ */
+typedef int (*rpc_auth_fn)(void *arg, const struct rpc_auth_request *req, struct rpc_identity *out,
+                           struct mon_error *err);
+
+/*
+ * Told of every refused call (UNAUTHENTICATED, PERMISSION_DENIED, and the
+ * per-caller limits), for the audit trail. who is NULL when the caller is
+ * unknown. Runs on a queue thread: it must not block (queue the work).
+ */
+typedef void (*rpc_deny_fn)(void *arg, const struct rpc_auth_request *req, const struct rpc_identity *who,
+                            int code, const char *message);
+
+struct rpc_auth_config {
+	rpc_auth_fn authenticate;
+	rpc_deny_fn on_deny;        /* may be NULL */
+	void *arg;
+	bool protect_standard;      /* health and reflection need a viewer too (default: open) */
+	double rate_per_s;          /* per caller; 0 = unlimited */
+	double rate_burst;          /* bucket size; 0 = rate_per_s */
+	int max_streams_per_caller; /* open server streams; 0 = unlimited */
+};
+
+/*
+ * Turns authentication on (before rpc_server_start). Without it every call
+ * is anonymous and methods' roles are not checked.
+ */
+void rpc_server_set_auth(struct rpc_server *server, const struct rpc_auth_config *cfg);
 
 /* Standard grpc.health.v1 statuses. */
 enum rpc_health_status { RPC_HEALTH_UNKNOWN = 0, RPC_HEALTH_SERVING = 1, RPC_HEALTH_NOT_SERVING = 2 };
