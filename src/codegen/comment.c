@@ -6,7 +6,9 @@
 
 #include <stdbool.h>
 #include <stdlib.h>
+#include <ctype.h>
 #include <string.h>
+#include <strings.h>
 
 static bool is_space(char c)
 {
@@ -152,4 +154,25 @@ void comment_block_lines(struct strbuf *sb, const char *text, const char *indent
 		sb_append_c(sb, '\n');
 		p = eol ? eol + 1 : end;
 	}
+}
+
+int comment_role(const char *comment)
+{
+	static const char *const names[] = {"viewer", "editor", "admin"};
+	if (comment == NULL)
+		return 0;
+	for (const char *p = comment; *p; p++) {
+		if (strncasecmp(p, "role:", 5) != 0 || (p > comment && isalnum((unsigned char)p[-1])))
+			continue;
+		const char *w = p + 5;
+		while (*w == ' ' || *w == '\t' || *w == '\n')
+			w++;
+		for (int i = 0; i < 3; i++) {
+			size_t n = strlen(names[i]);
+			if (strncasecmp(w, names[i], n) == 0 && !isalnum((unsigned char)w[n]))
+				return i + 1;
+		}
+		return -1;
+	}
+	return 0;
 }

@@ -38,6 +38,14 @@ void comment_c_string(struct strbuf *sb, const char *s);
  */
 void comment_block_lines(struct strbuf *sb, const char *text, const char *indent);
 
+/*
+ * The role a method's comment declares with "Role: viewer", "Role: editor"
+ * or "Role: admin" (the word "Role:" at the start of a word, any case):
+ * 1, 2 or 3; 0 when the comment declares none; -1 when "Role:" is followed
+ * by anything else.
+ */
+int comment_role(const char *comment);
+
 /* True when text is NULL or holds only whitespace. */
 int comment_is_blank(const char *text);
 

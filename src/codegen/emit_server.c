@@ -168,8 +168,9 @@ static void emit_service_table(const struct cg_service *svc, struct strbuf *out)
 			comment_c_string(out, md->summary);
 			sb_printf(out,
 			          ",\n\t\t.kind = %s,\n\t\t.input = &%s,\n\t\t.output = &%s,\n"
-			          "\t\t.trampoline = %s_%s_trampoline,\n\t},\n",
-			          kind_enum(md->kind), md->in->descriptor, md->out->descriptor, p, md->snake);
+			          "\t\t.trampoline = %s_%s_trampoline,\n\t\t.min_role = %d,\n\t},\n",
+			          kind_enum(md->kind), md->in->descriptor, md->out->descriptor, p, md->snake,
+			          md->min_role);
 		}
 		sb_append(out, "};\n");
 	}

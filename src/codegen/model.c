@@ -229,6 +229,20 @@ static int build_method(struct cg_model *m, const Google__Protobuf__FileDescript
 		sb_append(err, "out of memory");
 		return -1;
 	}
+	/*
+	 * The API's methods must declare who may call them: the RPC layer
+	 * enforces the role from the generated table, so a method without one
+	 * would be a hole. Other packages (the standard gRPC services) are open.
+	 */
+	out->min_role = comment_role(out->comment);
+	bool is_api = f->package != NULL && strncmp(f->package, "monitoring.", 11) == 0;
+	if (out->min_role < 0 || (is_api && out->min_role == 0)) {
+		sb_printf(err,
+		          "%s: method %s.%s: its comment must declare \"Role: viewer\", \"Role: editor\" or \"Role: "
+		          "admin\"",
+		          f->name, svc->full_name, md->name);
+		return -1;
+	}
 	bool cs = md->has_client_streaming && md->client_streaming;
 	bool ss = md->has_server_streaming && md->server_streaming;
 	out->kind = cs ? (ss ? CG_BIDI_STREAMING : CG_CLIENT_STREAMING) : (ss ? CG_SERVER_STREAMING : CG_UNARY);

@@ -34,6 +34,7 @@ struct cg_method {
 	char *path;          /* "/monitoring.v1.AlertsService/ListAlerts" */
 	const char *comment; /* leading comment or NULL (borrowed) */
 	char *summary;       /* first sentence of comment, unescaped; "" when none */
+	int min_role;        /* from "Role: ..." in the comment: 0 none, 1 viewer, 2 editor, 3 admin */
 	enum cg_kind kind;
 	const struct cg_type *in;
 	const struct cg_type *out;

@@ -140,13 +140,13 @@ static int tramp_stream(struct rpc_ctx *ctx, rpc_any_fn fn, const ProtobufCMessa
 
 static const struct rpc_method test_methods[] = {
         {"/test.Runtime/Block", "Block", "Blocks.", RPC_UNARY, &grpc__health__v1__health_check_request__descriptor,
-         &grpc__health__v1__health_check_response__descriptor, tramp_unary},
+         &grpc__health__v1__health_check_response__descriptor, tramp_unary, 0},
         {"/test.Runtime/Stream", "Stream", "Streams.", RPC_SERVER_STREAMING,
          &grpc__health__v1__health_check_request__descriptor, &grpc__health__v1__health_check_response__descriptor,
-         tramp_stream},
+         tramp_stream, 0},
         {"/test.Runtime/Missing", "Missing", "Does something not built yet.", RPC_UNARY,
          &grpc__health__v1__health_check_request__descriptor, &grpc__health__v1__health_check_response__descriptor,
-         tramp_unary},
+         tramp_unary, 0},
 };
 static const struct rpc_service_desc test_desc = {"test.Runtime", 3, test_methods};
 

@@ -93,6 +93,19 @@ static void check_c_string(const char *s, const char *want)
 	sb_release(&sb);
 }
 
+static void test_codegen_role_from_comment(void **state)
+{
+	(void)state;
+	assert_int_equal(comment_role("Lists alerts.\n\nRole: viewer. Errors: NOT_FOUND."), 1);
+	assert_int_equal(comment_role("Creates a rule. Role: editor"), 2);
+	assert_int_equal(comment_role("Rotates the key.\nrole:\tADMIN."), 3);
+	assert_int_equal(comment_role("No role here."), 0);
+	assert_int_equal(comment_role(NULL), 0);
+	assert_int_equal(comment_role("Role: superuser."), -1);
+	assert_int_equal(comment_role("Role: viewers only"), -1);  /* a whole word, not a prefix */
+	assert_int_equal(comment_role("The controle: viewer"), 0); /* "Role:" must start a word */
+}
+
 static void test_codegen_c_string(void **state)
 {
 	(void)state;
@@ -145,6 +158,7 @@ int main(void)
 	        cmocka_unit_test(test_codegen_summary_whitespace),
 	        cmocka_unit_test(test_codegen_summary_abbreviations),
 	        cmocka_unit_test(test_codegen_summary_long),
+	        cmocka_unit_test(test_codegen_role_from_comment),
 	        cmocka_unit_test(test_codegen_c_string),
 	        cmocka_unit_test(test_codegen_doc_comment),
 	};
