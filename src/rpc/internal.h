@@ -49,6 +49,17 @@ struct rpc_ctx {
 	void *user;
 	grpc_metadata trailers[RPC_MAX_TRAILERS];
 	size_t trailer_count;
+	struct rpc_identity identity;
+	bool has_identity;
+};
+
+/* Per-caller state for the rate limit and the stream cap. */
+struct caller_limit {
+	struct caller_limit *next;
+	char caller_id[64];
+	double tokens;
+	double refilled_at_s; /* monotonic seconds */
+	int open_streams;
 };
 
 /* One queued outgoing stream message. */
@@ -111,6 +122,8 @@ struct rpc_call {
 	grpc_slice request_id_slice;
 	bool initial_md_sent;
 
+	struct caller_limit *counted_stream; /* holds one of its caller's stream slots */
+
 	void (*on_close)(struct rpc_stream *s, void *arg);
 	void *on_close_arg;
 
@@ -162,6 +175,11 @@ struct rpc_server {
 
 	struct rpc_health *health;
 	struct rpc_reflection *reflection;
+
+	bool has_auth;
+	struct rpc_auth_config auth;
+	pthread_mutex_t limits_lock;
+	struct caller_limit *limits[256];
 };
 
 /* Standard services, bound by rpc_server_create. */

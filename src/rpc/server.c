@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -228,6 +229,171 @@ int rpc_fail(struct rpc_ctx *ctx, int code, const char *fmt, ...)
 	vsnprintf(ctx->err.msg, sizeof(ctx->err.msg), fmt, ap);
 	va_end(ap);
 	return code;
+}
+
+const struct rpc_identity *rpc_ctx_identity(const struct rpc_ctx *ctx)
+{
+	return ctx->has_identity ? &ctx->identity : NULL;
+}
+
+const char *rpc_role_name(enum rpc_role role)
+{
+	switch (role) {
+	case RPC_ROLE_VIEWER: return "viewer";
+	case RPC_ROLE_EDITOR: return "editor";
+	case RPC_ROLE_ADMIN: return "admin";
+	default: return "none";
+	}
+}
+
+/* ---- authentication, roles and per-caller limits ---- */
+
+void rpc_server_set_auth(struct rpc_server *server, const struct rpc_auth_config *cfg)
+{
+	server->auth = *cfg;
+	if (server->auth.rate_per_s > 0 && server->auth.rate_burst < 1)
+		server->auth.rate_burst = server->auth.rate_per_s < 1 ? 1 : server->auth.rate_per_s;
+	server->has_auth = cfg->authenticate != NULL;
+}
+
+static double now_s(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Lock held: the limit entry of a caller, made on first use; NULL when out of memory. */
+static struct caller_limit *limit_get_locked(struct rpc_server *srv, const char *caller_id)
+{
+	unsigned h = 5381;
+	for (const char *p = caller_id; *p; p++)
+		h = h * 33 + (unsigned char)*p;
+	struct caller_limit **slot = &srv->limits[h % 256];
+	for (struct caller_limit *l = *slot; l; l = l->next)
+		if (strcmp(l->caller_id, caller_id) == 0)
+			return l;
+	struct caller_limit *l = calloc(1, sizeof(*l));
+	if (l == NULL)
+		return NULL;
+	snprintf(l->caller_id, sizeof(l->caller_id), "%s", caller_id);
+	l->tokens = srv->auth.rate_burst;
+	l->refilled_at_s = now_s();
+	l->next = *slot;
+	*slot = l;
+	return l;
+}
+
+/* The verified client certificate's common name, copied into the arena; NULL when none. */
+static const char *cert_subject(struct rpc_call *c)
+{
+	grpc_auth_context *actx = grpc_call_auth_context(c->call);
+	if (actx == NULL)
+		return NULL;
+	const char *out = NULL;
+	grpc_auth_property_iterator it = grpc_auth_context_find_properties_by_name(actx, GRPC_X509_CN_PROPERTY_NAME);
+	const grpc_auth_property *prop = grpc_auth_property_iterator_next(&it);
+	if (prop != NULL && prop->value != NULL)
+		out = arena_strndup(c->ctx.arena, prop->value, prop->value_length);
+	grpc_auth_context_release(actx);
+	return out;
+}
+
+/* The bearer token of "authorization: Bearer <token>", in the arena; NULL when none. */
+static const char *bearer_token(struct rpc_ctx *ctx)
+{
+	const char *h = rpc_ctx_metadata(ctx, "authorization");
+	if (h == NULL || strncasecmp(h, "bearer ", 7) != 0)
+		return NULL;
+	h += 7;
+	while (*h == ' ')
+		h++;
+	return *h ? h : NULL;
+}
+
+/*
+ * Decides whether the call may go on: authenticates the caller when the
+ * method needs a role (or credentials came anyway), checks the role, the
+ * rate and the stream cap. Returns 0, or a MON_E* code with msg filled;
+ * *denied_req is then what the deny hook must hear of. Runs before the call
+ * lock is taken.
+ */
+static int authorize(struct rpc_call *c, struct rpc_auth_request *areq, char *msg, size_t msg_len)
+{
+	struct rpc_server *srv = c->server;
+	struct rpc_ctx *ctx = &c->ctx;
+	int needed = c->bm ? c->bm->method->min_role : RPC_ROLE_VIEWER;
+	if (needed == RPC_ROLE_NONE && srv->auth.protect_standard)
+		needed = RPC_ROLE_VIEWER;
+	if (needed == RPC_ROLE_NONE)
+		return 0;
+
+	*areq = (struct rpc_auth_request){
+	        .method = ctx->method,
+	        .min_role = needed,
+	        .bearer_token = bearer_token(ctx),
+	        .peer = rpc_ctx_peer(ctx),
+	        .user_agent = rpc_ctx_metadata(ctx, "user-agent"),
+	        .request_id = ctx->request_id,
+	};
+	if (areq->bearer_token == NULL)
+		areq->cert_subject = cert_subject(c);
+
+	struct mon_error err = {0};
+	if (srv->auth.authenticate(srv->auth.arg, areq, &ctx->identity, &err) != 0) {
+		snprintf(msg, msg_len, "%s", err.msg[0] ? err.msg : "authentication failed");
+		return MON_EUNAUTH;
+	}
+	ctx->has_identity = true;
+	if ((int)ctx->identity.role < needed) {
+		snprintf(msg, msg_len, "%s requires the %s role; caller \"%s\" has %s", ctx->method + 1,
+		         rpc_role_name((enum rpc_role)needed), ctx->identity.caller_id,
+		         rpc_role_name(ctx->identity.role));
+		return MON_EPERM;
+	}
+
+	if (srv->auth.rate_per_s <= 0 &&
+	    (srv->auth.max_streams_per_caller <= 0 || c->bm == NULL || c->bm->method->kind == RPC_UNARY))
+		return 0;
+	int rc = 0;
+	long pushback_ms = 0;
+	pthread_mutex_lock(&srv->limits_lock);
+	struct caller_limit *l = limit_get_locked(srv, ctx->identity.caller_id);
+	if (l != NULL && srv->auth.rate_per_s > 0) {
+		double t = now_s();
+		l->tokens += (t - l->refilled_at_s) * srv->auth.rate_per_s;
+		if (l->tokens > srv->auth.rate_burst)
+			l->tokens = srv->auth.rate_burst;
+		l->refilled_at_s = t;
+		if (l->tokens < 1) {
+			pushback_ms = (long)((1 - l->tokens) / srv->auth.rate_per_s * 1000) + 1;
+			snprintf(msg, msg_len,
+			         "rate limit: %g calls per second per caller (rate-limit-per-s); retry in %ld ms",
+			         srv->auth.rate_per_s, pushback_ms);
+			rc = MON_ELIMIT;
+		} else {
+			l->tokens -= 1;
+		}
+	}
+	if (rc == 0 && l != NULL && srv->auth.max_streams_per_caller > 0 && c->bm != NULL &&
+	    c->bm->method->kind != RPC_UNARY) {
+		if (l->open_streams >= srv->auth.max_streams_per_caller) {
+			snprintf(msg, msg_len, "stream limit: %d open streams per caller (max-streams-per-caller)",
+			         srv->auth.max_streams_per_caller);
+			rc = MON_ELIMIT;
+		} else {
+			l->open_streams++;
+			c->counted_stream = l;
+		}
+	}
+	pthread_mutex_unlock(&srv->limits_lock);
+	if (pushback_ms > 0) {
+		char v[32];
+		snprintf(v, sizeof(v), "%ld", pushback_ms);
+		if (rpc_ctx_add_trailer(ctx, "grpc-retry-pushback-ms", v) != 0)
+			log_warn("msg=\"could not add the retry hint\"");
+	}
+	return rc;
 }
 
 /* ---- request ids ---- */
@@ -921,10 +1087,16 @@ static void on_request(struct rpc_call *c, bool ok)
 	c->initial_md[0].key = grpc_slice_from_static_string("x-request-id");
 	c->initial_md[0].value = c->request_id_slice;
 
+	int denied = 0;
+	char denied_msg[512] = "";
+	struct rpc_auth_request areq;
+	if (srv->has_auth && ctx->arena != NULL)
+		denied = authorize(c, &areq, denied_msg, sizeof(denied_msg));
+
 	/* Streams go on the live list first: lock order is live_lock, then a call's lock. */
 	bool is_listed = true;
 	bool has_message = false;
-	if (c->bm && c->bm->fn && c->bm->method->kind != RPC_UNARY)
+	if (denied == 0 && c->bm && c->bm->fn && c->bm->method->kind != RPC_UNARY)
 		is_listed = live_add(c);
 
 	pthread_mutex_lock(&c->lock);
@@ -940,6 +1112,8 @@ static void on_request(struct rpc_call *c, bool ok)
 
 	if (ctx->arena == NULL) {
 		send_status_locked(c, MON_ENOMEM, "server out of memory", NULL);
+	} else if (denied != 0) {
+		send_status_locked(c, denied, denied_msg, NULL);
 	} else if (c->bm == NULL) {
 		char msg[600];
 		snprintf(msg, sizeof(msg), "unknown method %s", ctx->method);
@@ -972,6 +1146,12 @@ static void on_request(struct rpc_call *c, bool ok)
 		start_batch_locked(c, ops, n, &c->t_recv);
 	}
 	pthread_mutex_unlock(&c->lock);
+	if (denied != 0) {
+		if (srv->auth.on_deny)
+			srv->auth.on_deny(srv->auth.arg, &areq, ctx->has_identity ? &ctx->identity : NULL, denied,
+			                  denied_msg);
+		return; /* a request message that came with the call is freed with it */
+	}
 	if (has_message)
 		on_recv(c, true);
 }
@@ -1061,6 +1241,13 @@ static void on_close(struct rpc_call *c, bool ok)
 			c->final_code = GRPC_STATUS_CANCELLED;
 	}
 	queue_free_locked(c);
+	if (c->counted_stream) {
+		struct caller_limit *l = c->counted_stream;
+		c->counted_stream = NULL;
+		pthread_mutex_lock(&c->server->limits_lock);
+		l->open_streams--;
+		pthread_mutex_unlock(&c->server->limits_lock);
+	}
 	if (!c->on_close_ran && c->on_close) {
 		c->on_close_ran = true;
 		cb = c->on_close;
@@ -1142,6 +1329,7 @@ int rpc_server_create(const struct rpc_server_config *cfg, struct rpc_server **o
 	pthread_mutex_init(&srv->work_lock, NULL);
 	pthread_cond_init(&srv->work_cond, NULL);
 	pthread_mutex_init(&srv->live_lock, NULL);
+	pthread_mutex_init(&srv->limits_lock, NULL);
 	atomic_init(&srv->shutting_down, false);
 
 	gpr_set_log_function(grpc_log_bridge);
@@ -1381,6 +1569,14 @@ void rpc_server_destroy(struct rpc_server *srv)
 	pthread_mutex_destroy(&srv->work_lock);
 	pthread_cond_destroy(&srv->work_cond);
 	pthread_mutex_destroy(&srv->live_lock);
+	for (size_t i = 0; i < 256; i++) {
+		while (srv->limits[i]) {
+			struct caller_limit *l = srv->limits[i];
+			srv->limits[i] = l->next;
+			free(l);
+		}
+	}
+	pthread_mutex_destroy(&srv->limits_lock);
 	free(srv);
 	grpc_shutdown();
 }

@@ -73,12 +73,12 @@ void rpc_server_destroy(struct rpc_server *server);
  * What the runtime knows of a call when it asks who is calling.
  */
 struct rpc_auth_request {
-	const char *method;        /* full path */
-	int min_role;              /* enum rpc_role the method declares */
-	const char *bearer_token;  /* from "authorization: Bearer <token>", NULL if none */
-	const char *cert_subject;  /* verified client certificate's common name, NULL if none */
-	const char *peer;          /* "ipv4:127.0.0.1:5555" */
-	const char *user_agent;    /* may be NULL */
+	const char *method;       /* full path */
+	int min_role;             /* enum rpc_role the method declares */
+	const char *bearer_token; /* from "authorization: Bearer <token>", NULL if none */
+	const char *cert_subject; /* verified client certificate's common name, NULL if none */
+	const char *peer;         /* "ipv4:127.0.0.1:5555" */
+	const char *user_agent;   /* may be NULL */
 	const char *request_id;
 };
 
@@ -95,12 +95,12 @@ typedef int (*rpc_auth_fn)(void *arg, const struct rpc_auth_request *req, struct
  * per-caller limits), for the audit trail. who is NULL when the caller is
  * unknown. Runs on a queue thread: it must not block (queue the work).
  */
-typedef void (*rpc_deny_fn)(void *arg, const struct rpc_auth_request *req, const struct rpc_identity *who,
-                            int code, const char *message);
+typedef void (*rpc_deny_fn)(void *arg, const struct rpc_auth_request *req, const struct rpc_identity *who, int code,
+                            const char *message);
 
 struct rpc_auth_config {
 	rpc_auth_fn authenticate;
-	rpc_deny_fn on_deny;        /* may be NULL */
+	rpc_deny_fn on_deny; /* may be NULL */
 	void *arg;
 	bool protect_standard;      /* health and reflection need a viewer too (default: open) */
 	double rate_per_s;          /* per caller; 0 = unlimited */

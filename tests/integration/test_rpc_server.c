@@ -76,6 +76,10 @@ static int h_block(struct rpc_ctx *ctx, const Req *req, Resp *resp)
 		return rpc_fail(ctx, MON_ECANCELLED, "cancelled");
 	} else if (strcmp(what, "bad") == 0) {
 		return rpc_fail(ctx, MON_EINVAL, "service: must not be \"bad\"");
+	} else if (strcmp(what, "who") == 0) {
+		const struct rpc_identity *id = rpc_ctx_identity(ctx);
+		return rpc_fail(ctx, MON_EINVAL, "caller=%s role=%s", id ? id->caller_id : "-",
+		                id ? rpc_role_name(id->role) : "-");
 	} else if (strcmp(what, "busy") == 0) {
 		if (rpc_ctx_add_trailer(ctx, "grpc-retry-pushback-ms", "250") != 0 ||
 		    rpc_ctx_add_trailer(ctx, "Bad Key", "x") != MON_EINVAL)
@@ -150,6 +154,47 @@ static const struct rpc_method test_methods[] = {
 };
 static const struct rpc_service_desc test_desc = {"test.Runtime", 3, test_methods};
 
+/* The same handlers behind roles, for the authorization tests. */
+static const struct rpc_method secured_methods[] = {
+        {"/test.Secured/Read", "Read", "Reads.", RPC_UNARY, &grpc__health__v1__health_check_request__descriptor,
+         &grpc__health__v1__health_check_response__descriptor, tramp_unary, RPC_ROLE_VIEWER},
+        {"/test.Secured/Write", "Write", "Writes.", RPC_UNARY, &grpc__health__v1__health_check_request__descriptor,
+         &grpc__health__v1__health_check_response__descriptor, tramp_unary, RPC_ROLE_EDITOR},
+        {"/test.Secured/Watch", "Watch", "Watches.", RPC_SERVER_STREAMING,
+         &grpc__health__v1__health_check_request__descriptor, &grpc__health__v1__health_check_response__descriptor,
+         tramp_stream, RPC_ROLE_VIEWER},
+};
+static const struct rpc_service_desc secured_desc = {"test.Secured", 3, secured_methods};
+
+static atomic_int denials;
+static atomic_int last_denial_code;
+
+/* Tokens "viewer-1", "editor-1" and "limited-1" stand for callers; anything else is refused. */
+static int fake_authenticate(void *arg, const struct rpc_auth_request *req, struct rpc_identity *out,
+                             struct mon_error *err)
+{
+	const char *t = req->bearer_token;
+	if (t == NULL)
+		return mon_error_set(err, MON_EUNAUTH, "missing credentials");
+	memset(out, 0, sizeof(*out));
+	if (strcmp(t, "viewer-1") == 0 || strcmp(t, "limited-1") == 0)
+		out->role = RPC_ROLE_VIEWER;
+	else if (strcmp(t, "editor-1") == 0)
+		out->role = RPC_ROLE_EDITOR;
+	else
+		return mon_error_set(err, MON_EUNAUTH, "invalid or expired API key");
+	snprintf(out->caller_id, sizeof(out->caller_id), "%s", t);
+	snprintf(out->auth_method, sizeof(out->auth_method), "api-key");
+	return 0;
+}
+
+static void fake_deny(void *arg, const struct rpc_auth_request *req, const struct rpc_identity *who, int code,
+                      const char *message)
+{
+	atomic_fetch_add(&denials, 1);
+	atomic_store(&last_denial_code, code);
+}
+
 static int call_block(const char *what, int64_t timeout_ms, struct rpc_status *st)
 {
 	Req req = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
@@ -158,6 +203,23 @@ static int call_block(const char *what, int64_t timeout_ms, struct rpc_status *s
 	struct rpc_call_options opts = {.timeout_ms = timeout_ms};
 	int rc = rpc_unary_call(channel, "/test.Runtime/Block", &req.base,
 	                        &grpc__health__v1__health_check_response__descriptor, &resp, &opts, st);
+	if (resp)
+		protobuf_c_message_free_unpacked(resp, NULL);
+	return rc;
+}
+
+static int call_as(struct rpc_channel *ch, const char *path, const char *token, const char *what, struct rpc_status *st)
+{
+	Req req = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
+	req.service = (char *)what;
+	ProtobufCMessage *resp = NULL;
+	char bearer[64];
+	snprintf(bearer, sizeof(bearer), "Bearer %s", token ? token : "");
+	const char *md[] = {"authorization", bearer};
+	struct rpc_call_options opts = {
+	        .timeout_ms = 5000, .metadata = token ? md : NULL, .metadata_pairs = token ? 1 : 0};
+	int rc = rpc_unary_call(ch, path, &req.base, &grpc__health__v1__health_check_response__descriptor, &resp, &opts,
+	                        st);
 	if (resp)
 		protobuf_c_message_free_unpacked(resp, NULL);
 	return rc;
@@ -423,6 +485,126 @@ static void test_rpc_shutdown_finishes_unary_and_ends_streams(void **state)
 	server = NULL;
 }
 
+static void test_rpc_roles_limits_and_denials(void **state)
+{
+	struct mon_error err = {0};
+	struct rpc_server *srv = NULL;
+	struct rpc_server_config cfg;
+	rpc_server_config_defaults(&cfg);
+	cfg.listen_addr = "127.0.0.1:0";
+	cfg.worker_threads = 2;
+	assert_int_equal(rpc_server_create(&cfg, &srv, &err), 0);
+	rpc_any_fn fns[] = {(rpc_any_fn)h_block, (rpc_any_fn)h_block, (rpc_any_fn)h_stream};
+	assert_int_equal(rpc_server_bind(srv, &secured_desc, fns, NULL, 0, &err), 0);
+	rpc_health_set(srv, "", RPC_HEALTH_SERVING);
+	struct rpc_auth_config ac = {
+	        .authenticate = fake_authenticate,
+	        .on_deny = fake_deny,
+	        .rate_per_s = 0.001, /* the bucket never refills during the test */
+	        .rate_burst = 1000,
+	        .max_streams_per_caller = 2,
+	};
+	rpc_server_set_auth(srv, &ac);
+	int port = 0;
+	assert_int_equal(rpc_server_start(srv, &port, &err), 0);
+	char addr[64];
+	snprintf(addr, sizeof(addr), "127.0.0.1:%d", port);
+	struct rpc_channel *ch = NULL;
+	struct rpc_channel_config cc = {.target = addr};
+	assert_int_equal(rpc_channel_open(&cc, &ch, &err), 0);
+	struct rpc_status st = {0};
+
+	/* No credentials, bad credentials: UNAUTHENTICATED, and the deny hook hears of it. */
+	atomic_store(&denials, 0);
+	assert_int_equal(call_as(ch, "/test.Secured/Read", NULL, "", &st), MON_EUNAUTH);
+	assert_string_equal(st.message, "missing credentials");
+	assert_int_equal(call_as(ch, "/test.Secured/Read", "nope", "", &st), MON_EUNAUTH);
+	assert_int_equal(atomic_load(&denials), 2);
+	assert_int_equal(atomic_load(&last_denial_code), MON_EUNAUTH);
+
+	/* A viewer reads but may not write; the handler sees who called. */
+	assert_int_equal(call_as(ch, "/test.Secured/Read", "viewer-1", "", &st), 0);
+	assert_int_equal(call_as(ch, "/test.Secured/Read", "viewer-1", "who", &st), MON_EINVAL);
+	assert_string_equal(st.message, "caller=viewer-1 role=viewer");
+	assert_int_equal(call_as(ch, "/test.Secured/Write", "viewer-1", "", &st), MON_EPERM);
+	assert_string_equal(st.message, "test.Secured/Write requires the editor role; caller \"viewer-1\" has viewer");
+	assert_int_equal(atomic_load(&last_denial_code), MON_EPERM);
+	assert_int_equal(call_as(ch, "/test.Secured/Write", "editor-1", "", &st), 0);
+
+	/* The standard health service stays open. */
+	assert_int_equal(call_as(ch, "/grpc.health.v1.Health/Check", NULL, "", &st), 0);
+
+	/* The stream cap: two open streams per caller, the third refused until one closes. */
+	struct rpc_cstream *streams[3] = {0};
+	Req req = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
+	req.service = "hold";
+	const char *md[] = {"authorization", "Bearer limited-1"};
+	struct rpc_call_options opts = {.metadata = md, .metadata_pairs = 1};
+	ProtobufCMessage *m = NULL;
+	for (int i = 0; i < 3; i++) {
+		assert_int_equal(rpc_cstream_open(ch, "/test.Secured/Watch", &req.base,
+		                                  &grpc__health__v1__health_check_response__descriptor, &opts,
+		                                  &streams[i], &st),
+		                 0);
+		int rc = rpc_cstream_next(streams[i], &m, 10000, &st);
+		if (i < 2) {
+			assert_int_equal(rc, 1);
+			protobuf_c_message_free_unpacked(m, NULL);
+		} else {
+			assert_int_equal(rc, MON_ELIMIT);
+			assert_non_null(strstr(st.message, "max-streams-per-caller"));
+		}
+	}
+	rpc_cstream_close(streams[2]);
+	atomic_store(&hold_closed, 0);
+	rpc_cstream_close(streams[0]);
+	for (int i = 0; i < 500 && atomic_load(&hold_closed) == 0; i++)
+		usleep(10000);
+	assert_int_equal(rpc_cstream_open(ch, "/test.Secured/Watch", &req.base,
+	                                  &grpc__health__v1__health_check_response__descriptor, &opts, &streams[0],
+	                                  &st),
+	                 0);
+	assert_int_equal(rpc_cstream_next(streams[0], &m, 10000, &st), 1);
+	protobuf_c_message_free_unpacked(m, NULL);
+	rpc_cstream_close(streams[0]);
+	rpc_cstream_close(streams[1]);
+
+	rpc_channel_close(ch);
+	rpc_server_shutdown(srv, 5000);
+	rpc_server_destroy(srv);
+}
+
+static void test_rpc_rate_limit_answers_resource_exhausted(void **state)
+{
+	struct mon_error err = {0};
+	struct rpc_server *srv = NULL;
+	struct rpc_server_config cfg;
+	rpc_server_config_defaults(&cfg);
+	cfg.listen_addr = "127.0.0.1:0";
+	assert_int_equal(rpc_server_create(&cfg, &srv, &err), 0);
+	rpc_any_fn fns[] = {(rpc_any_fn)h_block, (rpc_any_fn)h_block, (rpc_any_fn)h_stream};
+	assert_int_equal(rpc_server_bind(srv, &secured_desc, fns, NULL, 0, &err), 0);
+	struct rpc_auth_config ac = {.authenticate = fake_authenticate, .rate_per_s = 0.001, .rate_burst = 3};
+	rpc_server_set_auth(srv, &ac);
+	int port = 0;
+	assert_int_equal(rpc_server_start(srv, &port, &err), 0);
+	char addr[64];
+	snprintf(addr, sizeof(addr), "127.0.0.1:%d", port);
+	struct rpc_channel *ch = NULL;
+	struct rpc_channel_config cc = {.target = addr};
+	assert_int_equal(rpc_channel_open(&cc, &ch, &err), 0);
+	struct rpc_status st = {0};
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(call_as(ch, "/test.Secured/Read", "viewer-1", "", &st), 0);
+	assert_int_equal(call_as(ch, "/test.Secured/Read", "viewer-1", "", &st), MON_ELIMIT);
+	assert_non_null(strstr(st.message, "rate-limit-per-s"));
+	/* Another caller has a bucket of its own. */
+	assert_int_equal(call_as(ch, "/test.Secured/Read", "editor-1", "", &st), 0);
+	rpc_channel_close(ch);
+	rpc_server_shutdown(srv, 5000);
+	rpc_server_destroy(srv);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -434,6 +616,8 @@ int main(void)
 	        cmocka_unit_test(test_rpc_stream_delivers_in_order),
 	        cmocka_unit_test(test_rpc_slow_subscriber_is_ended_not_buffered),
 	        cmocka_unit_test(test_rpc_cancelled_stream_runs_close_callback),
+	        cmocka_unit_test(test_rpc_roles_limits_and_denials),
+	        cmocka_unit_test(test_rpc_rate_limit_answers_resource_exhausted),
 	        cmocka_unit_test(test_rpc_shutdown_finishes_unary_and_ends_streams),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
