@@ -96,6 +96,19 @@ static const struct setting settings[] = {
          "Allow plaintext on addresses other than loopback and Unix sockets."},
         {"db-statement-timeout-ms", KIND_INT, OFF(db_statement_timeout_ms), 100, 86400000, "30000", NULL, "MS",
          "statement_timeout for a call with no deadline (a call's deadline wins)."},
+        {"auth", KIND_BOOL, OFF(auth), 0, 0, "true", NULL, "BOOL",
+         "Require credentials (an API key or a client certificate) and check each "
+         "method's role. false is for development on loopback or Unix sockets only."},
+        {"auth-standard-services", KIND_BOOL, OFF(auth_standard_services), 0, 0, "false", NULL, "BOOL",
+         "Also require a viewer for the standard health and reflection services "
+         "(open by default, for load balancers and grpcurl)."},
+        {"rate-limit-per-s", KIND_INT, OFF(rate_limit_per_s), 0, 1000000, "1000", NULL, "N",
+         "Calls per second allowed to each caller (token bucket); 0 = unlimited. "
+         "Past it: RESOURCE_EXHAUSTED with a retry hint."},
+        {"rate-limit-burst", KIND_INT, OFF(rate_limit_burst), 0, 10000000, "2000", NULL, "N",
+         "Calls a caller may make at once before the rate applies (the bucket size)."},
+        {"max-streams-per-caller", KIND_INT, OFF(max_streams_per_caller), 0, 1000000, "1000", NULL, "N",
+         "Open server streams (watches, exports) per caller; 0 = unlimited."},
 };
 
 #define SETTING_COUNT (sizeof(settings) / sizeof(settings[0]))
@@ -870,6 +883,11 @@ static int check_combinations(struct mon_config *cfg, struct mon_error *err)
 	if (cfg->tls_client_ca != NULL && cfg->tls_cert == NULL)
 		return mon_error_set(err, MON_EINVAL, "tls-client-ca: needs tls-cert and tls-key (mutual TLS is TLS)");
 	const struct mon_listen_addr *a = &cfg->listen_addr;
+	if (!cfg->auth && !a->is_unix && !a->is_loopback && !cfg->allow_insecure_remote)
+		return mon_error_set(err, MON_EINVAL,
+		                     "auth: false is allowed only on loopback or Unix sockets (listen is \"%s\"), "
+		                     "unless allow-insecure-remote = true",
+		                     cfg->listen);
 	if (cfg->tls_cert == NULL && !a->is_unix && !a->is_loopback && !cfg->allow_insecure_remote)
 		return mon_error_set(err, MON_EINVAL,
 		                     "listen: plaintext on non-loopback address \"%s\" is refused; set tls-cert and "

@@ -17,7 +17,7 @@
 #include "util/log.h"
 
 /* Number of settings (the table in config.c has one row per setting). */
-#define MON_CONFIG_SETTING_COUNT 22
+#define MON_CONFIG_SETTING_COUNT 27
 
 /* At most this many warnings are kept (unknown MONITORD_* variables). */
 #define MON_CONFIG_WARNING_MAX 8
@@ -74,6 +74,11 @@ struct mon_config {
 	char *tls_client_ca;                /* tls-client-ca: PEM file path; set = mutual TLS */
 	bool allow_insecure_remote;         /* allow-insecure-remote: plaintext off loopback, default false */
 	int db_statement_timeout_ms;        /* db-statement-timeout-ms: default 30000 */
+	bool auth;                          /* auth: require credentials and check roles, default true */
+	bool auth_standard_services;        /* auth-standard-services: health/reflection need a viewer */
+	int rate_limit_per_s;               /* rate-limit-per-s: per caller, 0 = unlimited, default 1000 */
+	int rate_limit_burst;               /* rate-limit-burst: default 2000 */
+	int max_streams_per_caller;         /* max-streams-per-caller: 0 = unlimited, default 1000 */
 
 	char *config_file; /* the config file read, NULL when none */
 	bool show_help;    /* -h/--help was given: print help, exit 0 */

@@ -502,6 +502,11 @@ static void test_config_help_lists_every_setting(void **state)
 	        "tls-client-ca",
 	        "allow-insecure-remote",
 	        "db-statement-timeout-ms",
+	        "auth",
+	        "auth-standard-services",
+	        "rate-limit-per-s",
+	        "rate-limit-burst",
+	        "max-streams-per-caller",
 	};
 	assert_int_equal(sizeof(names) / sizeof(names[0]), MON_CONFIG_SETTING_COUNT);
 	char *text = NULL;
@@ -618,6 +623,11 @@ static void test_config_example_file_is_valid(void **state)
 		        "tls-client-ca",
 		        "allow-insecure-remote",
 		        "db-statement-timeout-ms",
+		        "auth",
+		        "auth-standard-services",
+		        "rate-limit-per-s",
+		        "rate-limit-burst",
+		        "max-streams-per-caller",
 		};
 		char line[80];
 		snprintf(line, sizeof(line), "\n%s = ", names[i]);
