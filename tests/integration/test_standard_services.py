@@ -23,6 +23,7 @@ MONITORING_SERVICES = [
     "monitoring.v1.AlertsService",
     "monitoring.v1.DashboardsService",
     "monitoring.v1.IntegrationsService",
+    "monitoring.v1.AccessService",
 ]
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
