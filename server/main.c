@@ -15,6 +15,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "admin.h"
 #include "app.h"
 #include "config.h"
 #include "mon_descriptor_set.h"
@@ -73,6 +74,10 @@ int main(int argc, char **argv)
 	char *tls_cert = NULL, *tls_key = NULL, *tls_ca = NULL;
 	int exit_code = 1;
 	memset(&app, 0, sizeof(app));
+
+	/* `monitord admin ...` manages callers and keys on the server host, then exits. */
+	if (argc >= 2 && strcmp(argv[1], "admin") == 0)
+		return admin_main(argc, argv);
 
 	if (mon_config_load(argc, argv, NULL, &app.cfg, &err) != 0) {
 		fprintf(stderr, "monitord: %s\n", err.msg);
