@@ -8,3 +8,6 @@ target_include_directories(test_identity_store PRIVATE ${CMAKE_SOURCE_DIR}/src $
 target_link_libraries(test_identity_store PRIVATE mon_db mon_util PkgConfig::SODIUM PkgConfig::CMOCKA
   PkgConfig::PQ PkgConfig::PROTOBUFC Threads::Threads)
 mon_add_integration_test(NAME test_identity_store TIMEOUT 120 COMMAND test_identity_store)
+# `monitord admin` as a subprocess against a fresh database.
+mon_add_integration_test(NAME itest_identity_admin TIMEOUT 300
+  COMMAND /usr/bin/python3 ${CMAKE_CURRENT_LIST_DIR}/test_identity_admin.py)
