@@ -624,7 +624,16 @@ int identity_store_create(struct db_pool *pool, struct db_bus *bus, struct ident
 	store->pool = pool;
 	store->bus = bus;
 	atomic_init(&store->is_loaded, false);
-	pthread_rwlock_init(&store->lock, NULL);
+	/*
+	 * Writers first: with glibc's default (readers first) a steady stream of
+	 * overlapping calls could hold off a reload forever. A reader then waits
+	 * at most for a pointer swap.
+	 */
+	pthread_rwlockattr_t ra;
+	pthread_rwlockattr_init(&ra);
+	pthread_rwlockattr_setkind_np(&ra, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+	pthread_rwlock_init(&store->lock, &ra);
+	pthread_rwlockattr_destroy(&ra);
 	pthread_mutex_init(&store->reload_mu, NULL);
 	pthread_mutex_init(&store->mu, NULL);
 	pthread_condattr_t ca;

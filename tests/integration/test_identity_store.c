@@ -4,9 +4,13 @@
  * id, a revoked key, an expired key and a disabled caller are each
  * UNAUTHENTICATED; a certificate subject maps to its caller; a second
  * store on the same database (a replica) sees a revocation made through
- * the first after NOTIFY; and the database holds no key in clear.
+ * the first after NOTIFY; the database holds no key in clear; and calls
+ * authenticated while reloads swap the snapshot never see a bad one.
  */
 #include "test_db_common.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
 
 #include <sodium.h>
 
@@ -313,6 +317,57 @@ static void test_identity_database_holds_no_key_in_clear(void **state)
 	db_pool_release(pool, c);
 }
 
+struct hammer {
+	struct identity_store *store;
+	const char *token;
+	atomic_bool *should_stop;
+	long ok;
+	long refused;
+};
+
+static void *hammer_main(void *arg)
+{
+	struct hammer *h = arg;
+	while (!atomic_load(h->should_stop)) {
+		struct rpc_identity who;
+		struct mon_error err = {0};
+		if (auth(h->store, h->token, NULL, &who, &err) == 0 && strcmp(who.caller_id, "erin") == 0)
+			h->ok++;
+		else
+			h->refused++;
+	}
+	return NULL;
+}
+
+/* Readers never see a freed or half-built snapshot while reloads swap it. */
+static void test_identity_reload_under_load(void **state)
+{
+	create_caller("erin", RPC_ROLE_VIEWER, NULL);
+	struct key_arg key;
+	create_key("erin", &key);
+	struct identity_store *store = new_store(pool, NULL);
+	atomic_bool should_stop;
+	atomic_init(&should_stop, false);
+	struct hammer h[4];
+	pthread_t threads[4];
+	for (int i = 0; i < 4; i++) {
+		h[i] = (struct hammer){.store = store, .token = key.token, .should_stop = &should_stop};
+		assert_int_equal(pthread_create(&threads[i], NULL, hammer_main, &h[i]), 0);
+	}
+	struct mon_error err = {0};
+	for (int i = 0; i < 30; i++) {
+		assert_int_equal(identity_store_reload(store, &err), 0);
+		identity_store_request_reload(store);
+	}
+	atomic_store(&should_stop, true);
+	for (int i = 0; i < 4; i++) {
+		pthread_join(threads[i], NULL);
+		assert_int_equal(h[i].refused, 0);
+		assert_true(h[i].ok > 0);
+	}
+	identity_store_destroy(store);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -321,6 +376,7 @@ int main(void)
 	        cmocka_unit_test(test_identity_cert_subject_maps),
 	        cmocka_unit_test(test_identity_replica_sees_revocation),
 	        cmocka_unit_test(test_identity_database_holds_no_key_in_clear),
+	        cmocka_unit_test(test_identity_reload_under_load),
 	};
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
