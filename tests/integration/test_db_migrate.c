@@ -85,6 +85,7 @@ static void test_db_migrate_seed_schema_exists(void **state)
 	        "alert_rule_status=enabled,disabled,testing "
 	        "alert_status=active,acknowledged,resolved,suppressed "
 	        "audit_action_type=create,read,update,delete,execute,export,login,logout,access-denied "
+	        "caller_role=viewer,editor,admin "
 	        "comparison_operator=gt,gte,lt,lte,eq,ne,contains,not-contains "
 	        "dashboard_visibility=private,team,organization,public "
 	        "error_status=new,acknowledged,in-progress,resolved,ignored "
