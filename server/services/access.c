@@ -1,0 +1,1316 @@
+/*
+ * AccessService handlers: callers, API keys and the caller's own identity.
+ * Each handler checks its input (INVALID_ARGUMENT naming the field), then
+ * decides what the caller may do beyond the role the method declares (a
+ * viewer or an editor manages only its own keys: PERMISSION_DENIED or, for
+ * a key named by id, NOT_FOUND), then runs one transaction with the call's
+ * deadline that makes the change through identity.c and writes its audit
+ * event with audit_write_tx, so the change and its event commit together
+ * or not at all. Before/after data are the resources as the API shows
+ * them; the token of a new key goes to the response only, never to an
+ * event, a log line or an error.
+ *
+ * Callers are read here with their updated_at, which identity.c does not
+ * report, and listed with keyset paging; changes to a caller's fields and
+ * to a key's description are made here too (with NOTIFY mon_identity, as
+ * identity.c does), since identity.c has no function for them.
+ *
+ * Without authentication (a server where rpc_server_set_auth was not
+ * called) every call is anonymous and no role is checked; the handlers
+ * then treat the anonymous caller as an administrator without an identity
+ * of its own, like the RPC layer does.
+ *
+ * Test-only failpoint: when the environment variable MONITORD_FAILPOINTS
+ * contains "access.after_write" at bind time, every mutating handler fails
+ * with INTERNAL after writing its change and audit event, inside the
+ * transaction, so that tests can check that both roll back together.
+ */
+#include "services/access.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <jansson.h>
+#include <sodium.h>
+
+#include "audit.h"
+#include "identity.h"
+#include "monitoring/v1/access.mon-server.h"
+#include "util/log.h"
+
+#define MODULE "access"
+#define PAGE_SIZE_DEFAULT 50
+#define PAGE_SIZE_MAX 500
+#define CALLER_ID_MAX 50
+#define EMAIL_MAX 255
+#define TEAM_MAX 100
+#define CERT_SUBJECT_MAX 255
+#define DESCRIPTION_MAX 255
+/* 9999-12-31T23:59:59Z: the latest time a Timestamp may hold. */
+#define TIMESTAMP_SECONDS_MAX INT64_C(253402300799)
+
+/* Milliseconds since the epoch of a timestamptz column, 0 for NULL. */
+#define SQL_MS(col) "coalesce(floor(extract(epoch FROM " col ") * 1000)::bigint, 0)"
+
+struct access_service {
+	struct db_pool *pool;
+	bool is_failing_after_write; /* failpoint access.after_write */
+};
+
+/* The service's state: one per process, set by access_service_bind. */
+static struct access_service the_service;
+
+/* ---- pure checks ---- */
+
+static bool is_lower_id_char(char c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-';
+}
+
+int access_check_new_caller_id(const char *field, const char *id, struct mon_error *err)
+{
+	size_t n = id ? strlen(id) : 0;
+	if (n == 0)
+		return mon_error_set(err, MON_EINVAL, "%s: must be set", field);
+	if (n > CALLER_ID_MAX)
+		return mon_error_set(err, MON_EINVAL, "%s: at most %d characters", field, CALLER_ID_MAX);
+	for (size_t i = 0; i < n; i++)
+		if (!is_lower_id_char(id[i]))
+			return mon_error_set(err, MON_EINVAL, "%s: only lowercase letters, digits, '.', '_' and '-'",
+			                     field);
+	return 0;
+}
+
+/*
+ * An existing caller's id, as identity.c accepts them (the command line may
+ * have made ids with capitals or '@'): a malformed one cannot exist.
+ */
+static int check_caller_ref(const char *field, const char *id, struct mon_error *err)
+{
+	size_t n = id ? strlen(id) : 0;
+	if (n == 0)
+		return mon_error_set(err, MON_EINVAL, "%s: must be set", field);
+	if (n > CALLER_ID_MAX)
+		return mon_error_set(err, MON_EINVAL, "%s: at most %d characters", field, CALLER_ID_MAX);
+	for (size_t i = 0; i < n; i++) {
+		char c = id[i];
+		if (!(is_lower_id_char(c) || (c >= 'A' && c <= 'Z') || c == '@'))
+			return mon_error_set(err, MON_EINVAL, "%s: only letters, digits, '.', '_', '-' and '@'", field);
+	}
+	return 0;
+}
+
+static bool is_alnum(char c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+}
+
+int access_check_email(const char *field, const char *email, struct mon_error *err)
+{
+	size_t n = email ? strlen(email) : 0;
+	if (n == 0)
+		return mon_error_set(err, MON_EINVAL, "%s: must be set", field);
+	if (n > EMAIL_MAX)
+		return mon_error_set(err, MON_EINVAL, "%s: at most %d characters", field, EMAIL_MAX);
+	const char *at = strchr(email, '@');
+	if (at == NULL || strchr(at + 1, '@') != NULL)
+		return mon_error_set(err, MON_EINVAL, "%s: must be one address, local@domain", field);
+	size_t local_n = (size_t)(at - email);
+	if (local_n == 0 || local_n > 64)
+		return mon_error_set(err, MON_EINVAL, "%s: the part before '@' must be 1 to 64 characters", field);
+	for (size_t i = 0; i < local_n; i++) {
+		char c = email[i];
+		if (c == '.') {
+			if (i == 0 || i + 1 == local_n || email[i + 1] == '.')
+				return mon_error_set(err, MON_EINVAL, "%s: misplaced '.' before '@'", field);
+		} else if (!is_alnum(c) && strchr("!#$%&'*+/=?^_`{|}~-", c) == NULL) {
+			return mon_error_set(err, MON_EINVAL, "%s: character not allowed in an address", field);
+		}
+	}
+	const char *domain = at + 1;
+	size_t labels = 0, label_n = 0;
+	for (const char *p = domain;; p++) {
+		if (*p == '.' || *p == '\0') {
+			if (label_n == 0 || label_n > 63 || p[-1] == '-')
+				return mon_error_set(err, MON_EINVAL, "%s: the domain is not a host name", field);
+			labels++;
+			label_n = 0;
+			if (*p == '\0')
+				break;
+		} else if (is_alnum(*p) || (*p == '-' && label_n > 0)) {
+			label_n++;
+		} else {
+			return mon_error_set(err, MON_EINVAL, "%s: the domain is not a host name", field);
+		}
+	}
+	if (labels < 2)
+		return mon_error_set(err, MON_EINVAL, "%s: the domain needs a dot (example.com)", field);
+	return 0;
+}
+
+int access_check_text(const char *field, const char *text, size_t max_bytes, bool is_required, struct mon_error *err)
+{
+	size_t n = text ? strlen(text) : 0;
+	if (n == 0)
+		return is_required ? mon_error_set(err, MON_EINVAL, "%s: must be set", field) : 0;
+	if (n > max_bytes)
+		return mon_error_set(err, MON_EINVAL, "%s: at most %zu bytes", field, max_bytes);
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)text[i];
+		if (c < 0x20 || c == 0x7f)
+			return mon_error_set(err, MON_EINVAL, "%s: must not contain control characters", field);
+	}
+	/* Valid UTF-8 survives clipping unchanged. */
+	char *copy = malloc(n + 1);
+	if (copy == NULL)
+		return mon_error_set(err, MON_ENOMEM, "out of memory");
+	audit_clip_text(text, n, copy, n + 1);
+	bool is_valid = strcmp(copy, text) == 0;
+	free(copy);
+	if (!is_valid)
+		return mon_error_set(err, MON_EINVAL, "%s: must be valid UTF-8", field);
+	return 0;
+}
+
+/* ---- page tokens ---- */
+
+/* 16 hex characters identifying filters. */
+static void filters_digest(const char *filters, char out[17])
+{
+	unsigned char h[16];
+	crypto_generichash(h, sizeof(h), (const unsigned char *)filters, strlen(filters), NULL, 0);
+	sodium_bin2hex(out, 17, h, 8);
+}
+
+int access_page_token_make(const char *filters, const char *cursor, char out[ACCESS_PAGE_TOKEN_MAX],
+                           struct mon_error *err)
+{
+	char plain[ACCESS_PAGE_TOKEN_MAX];
+	char digest[17];
+	out[0] = '\0';
+	if (strchr(cursor, '|') != NULL)
+		return mon_error_set(err, MON_EINTERNAL, "page cursor contains '|'");
+	filters_digest(filters, digest);
+	int n = snprintf(plain, sizeof(plain), "1|%s|%s", digest, cursor);
+	if (n < 0 || (size_t)n >= sizeof(plain) ||
+	    sodium_base64_ENCODED_LEN((size_t)n, sodium_base64_VARIANT_URLSAFE_NO_PADDING) > ACCESS_PAGE_TOKEN_MAX)
+		return mon_error_set(err, MON_EINTERNAL, "page token too long");
+	sodium_bin2base64(out, ACCESS_PAGE_TOKEN_MAX, (const unsigned char *)plain, (size_t)n,
+	                  sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+	return 0;
+}
+
+int access_page_token_read(const char *token, const char *filters, char *cursor_out, size_t cursor_len,
+                           struct mon_error *err)
+{
+	unsigned char plain[ACCESS_PAGE_TOKEN_MAX];
+	size_t n = 0;
+	char digest[17];
+	if (strlen(token) >= ACCESS_PAGE_TOKEN_MAX ||
+	    sodium_base642bin(plain, sizeof(plain) - 1, token, strlen(token), NULL, &n, NULL,
+	                      sodium_base64_VARIANT_URLSAFE_NO_PADDING) != 0)
+		return mon_error_set(err, MON_EINVAL, "page_token: malformed");
+	plain[n] = '\0';
+	const char *text = (const char *)plain;
+	if (n < 20 || memchr(plain, '\0', n) != NULL || strncmp(text, "1|", 2) != 0 || text[18] != '|')
+		return mon_error_set(err, MON_EINVAL, "page_token: malformed");
+	filters_digest(filters, digest);
+	if (memcmp(text + 2, digest, 16) != 0)
+		return mon_error_set(err, MON_EINVAL, "page_token: does not match the request");
+	if (strlen(text + 19) >= cursor_len)
+		return mon_error_set(err, MON_EINVAL, "page_token: malformed");
+	snprintf(cursor_out, cursor_len, "%s", text + 19);
+	return 0;
+}
+
+/* ---- the call ---- */
+
+struct call {
+	struct rpc_ctx *ctx;
+	struct arena *arena;
+	struct access_service *svc;
+	const struct rpc_identity *who; /* NULL: anonymous, on a server without authentication */
+	bool is_admin;
+};
+
+static void call_init(struct call *c, struct rpc_ctx *ctx)
+{
+	c->ctx = ctx;
+	c->arena = rpc_ctx_arena(ctx);
+	c->svc = rpc_ctx_user(ctx);
+	c->who = rpc_ctx_identity(ctx);
+	c->is_admin = c->who == NULL || c->who->role >= RPC_ROLE_ADMIN;
+}
+
+/* True when the call is made by caller_id itself. */
+static bool is_self(const struct call *c, const char *caller_id)
+{
+	return c->who != NULL && strcmp(c->who->caller_id, caller_id) == 0;
+}
+
+/* Runs fn in one transaction bounded by the call's deadline; fails the call with the error. */
+static int run_tx(struct call *c, db_tx_fn fn, void *arg)
+{
+	struct mon_error err = {0};
+	int64_t left_ms = rpc_ctx_remaining_ms(c->ctx);
+	if (left_ms <= 0)
+		return rpc_fail(c->ctx, MON_EDEADLINE, "deadline exceeded before the transaction started");
+	int rc = db_tx_run(c->svc->pool, left_ms, fn, arg, &err);
+	if (rc != 0)
+		return rpc_fail(c->ctx, rc, "%s", err.msg[0] ? err.msg : mon_error_name(rc));
+	return 0;
+}
+
+static int fail_nomem(struct mon_error *err)
+{
+	return mon_error_set(err, MON_ENOMEM, "response larger than the call's memory cap");
+}
+
+/* The test-only failpoint, after a change and its audit event are written. */
+static int failpoint_after_write(const struct call *c, struct mon_error *err)
+{
+	if (!c->svc->is_failing_after_write)
+		return 0;
+	return mon_error_set(err, MON_EINTERNAL, "failpoint access.after_write: failing after the write");
+}
+
+/* ---- times ---- */
+
+static Google__Protobuf__Timestamp *ts_new(struct arena *a, int64_t ms)
+{
+	if (ms == 0)
+		return NULL;
+	Google__Protobuf__Timestamp *ts = arena_alloc(a, sizeof(*ts));
+	if (ts == NULL)
+		return NULL;
+	google__protobuf__timestamp__init(ts);
+	ts->seconds = ms / 1000;
+	ts->nanos = (int32_t)(ms % 1000) * 1000000;
+	return ts;
+}
+
+/* A timestamp to milliseconds; MON_EINVAL naming field when out of range. */
+static int ts_ms(const char *field, const Google__Protobuf__Timestamp *ts, int64_t *out, struct mon_error *err)
+{
+	if (ts->nanos < 0 || ts->nanos > 999999999 || ts->seconds < 0 || ts->seconds > TIMESTAMP_SECONDS_MAX)
+		return mon_error_set(err, MON_EINVAL, "%s: not a valid time", field);
+	*out = ts->seconds * 1000 + ts->nanos / 1000000;
+	return 0;
+}
+
+static int64_t wall_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* RFC 3339 in UTC with milliseconds, or JSON null for 0. New reference. */
+static json_t *json_time(int64_t ms)
+{
+	if (ms == 0)
+		return json_null();
+	time_t s = (time_t)(ms / 1000);
+	struct tm tm;
+	char date[32], text[48];
+	if (gmtime_r(&s, &tm) == NULL || strftime(date, sizeof(date), "%Y-%m-%dT%H:%M:%S", &tm) == 0)
+		return json_null();
+	snprintf(text, sizeof(text), "%s.%03dZ", date, (int)(ms % 1000));
+	return json_string(text);
+}
+
+/* ---- callers ---- */
+
+struct caller_row {
+	struct identity_caller c;
+	int64_t updated_at_ms;
+};
+
+static const char caller_columns_sql[] = "SELECT id, email, team, role::text, coalesce(cert_subject, ''), " SQL_MS(
+        "created_at") ", " SQL_MS("updated_at") ", " SQL_MS("disabled_at") " FROM tb_caller ";
+
+static int64_t parse_i64(const char *text)
+{
+	return (int64_t)strtoll(text, NULL, 10);
+}
+
+static void caller_from_result(const struct db_result *res, int row, struct caller_row *out)
+{
+	memset(out, 0, sizeof(*out));
+	snprintf(out->c.id, sizeof(out->c.id), "%s", db_result_value(res, row, 0));
+	snprintf(out->c.email, sizeof(out->c.email), "%s", db_result_value(res, row, 1));
+	snprintf(out->c.team, sizeof(out->c.team), "%s", db_result_value(res, row, 2));
+	if (identity_role_parse(db_result_value(res, row, 3), &out->c.role) != 0)
+		out->c.role = RPC_ROLE_NONE;
+	snprintf(out->c.cert_subject, sizeof(out->c.cert_subject), "%s", db_result_value(res, row, 4));
+	out->c.created_at_ms = parse_i64(db_result_value(res, row, 5));
+	out->updated_at_ms = parse_i64(db_result_value(res, row, 6));
+	out->c.disabled_at_ms = parse_i64(db_result_value(res, row, 7));
+}
+
+/* Reads one caller (locked FOR UPDATE when is_locking); MON_ENOTFOUND when absent. */
+static int caller_read(struct db_conn *conn, const char *id, bool is_locking, struct caller_row *out,
+                       struct mon_error *err)
+{
+	struct db_result *res = NULL;
+	char sql[512];
+	snprintf(sql, sizeof(sql), "%sWHERE id = $1%s", caller_columns_sql, is_locking ? " FOR UPDATE" : "");
+	const char *params[] = {id};
+	int rc = db_exec(conn, sql, 1, params, &res, err);
+	if (rc != 0)
+		goto out;
+	if (db_result_rows(res) != 1) {
+		rc = mon_error_set(err, MON_ENOTFOUND, "caller \"%s\": not found", id);
+		goto out;
+	}
+	caller_from_result(res, 0, out);
+out:
+	db_result_free(res);
+	return rc;
+}
+
+/* The caller as the API shows it, for audit events. New reference, NULL when out of memory. */
+static json_t *caller_json(const struct caller_row *r)
+{
+	return json_pack("{s:s, s:s, s:s, s:s, s:s, s:o, s:o, s:o}", "id", r->c.id, "email", r->c.email, "team",
+	                 r->c.team, "role", rpc_role_name(r->c.role), "cert_subject", r->c.cert_subject, "created_at",
+	                 json_time(r->c.created_at_ms), "updated_at", json_time(r->updated_at_ms), "disabled_at",
+	                 json_time(r->c.disabled_at_ms));
+}
+
+static Monitoring__V1__Caller *caller_msg(struct arena *a, const struct caller_row *r)
+{
+	Monitoring__V1__Caller *m = arena_alloc(a, sizeof(*m));
+	if (m == NULL)
+		return NULL;
+	monitoring__v1__caller__init(m);
+	m->id = arena_strdup(a, r->c.id);
+	m->email = arena_strdup(a, r->c.email);
+	m->team = arena_strdup(a, r->c.team);
+	m->role = (Monitoring__V1__CallerRole)r->c.role;
+	m->cert_subject = arena_strdup(a, r->c.cert_subject);
+	m->created_at = ts_new(a, r->c.created_at_ms);
+	m->updated_at = ts_new(a, r->updated_at_ms);
+	m->disabled_at = ts_new(a, r->c.disabled_at_ms);
+	if (m->id == NULL || m->email == NULL || m->team == NULL || m->cert_subject == NULL ||
+	    (r->c.created_at_ms != 0 && m->created_at == NULL) || (r->updated_at_ms != 0 && m->updated_at == NULL) ||
+	    (r->c.disabled_at_ms != 0 && m->disabled_at == NULL))
+		return NULL;
+	return m;
+}
+
+/* ---- keys ---- */
+
+static void key_from_result(const struct db_result *res, int row, struct identity_key *out)
+{
+	memset(out, 0, sizeof(*out));
+	snprintf(out->id, sizeof(out->id), "%s", db_result_value(res, row, 0));
+	snprintf(out->caller_id, sizeof(out->caller_id), "%s", db_result_value(res, row, 1));
+	snprintf(out->description, sizeof(out->description), "%s", db_result_value(res, row, 2));
+	out->created_at_ms = parse_i64(db_result_value(res, row, 3));
+	out->expires_at_ms = parse_i64(db_result_value(res, row, 4));
+	out->revoked_at_ms = parse_i64(db_result_value(res, row, 5));
+	out->last_used_at_ms = parse_i64(db_result_value(res, row, 6));
+}
+
+/* The key as the API shows it (never the secret), for audit events. New reference, NULL when out of memory. */
+static json_t *key_json(const struct identity_key *k)
+{
+	return json_pack("{s:s, s:s, s:s, s:o, s:o, s:o, s:o}", "id", k->id, "caller_id", k->caller_id, "description",
+	                 k->description, "created_at", json_time(k->created_at_ms), "expires_at",
+	                 json_time(k->expires_at_ms), "revoked_at", json_time(k->revoked_at_ms), "last_used_at",
+	                 json_time(k->last_used_at_ms));
+}
+
+static Monitoring__V1__ApiKey *key_msg(struct arena *a, const struct identity_key *k)
+{
+	Monitoring__V1__ApiKey *m = arena_alloc(a, sizeof(*m));
+	if (m == NULL)
+		return NULL;
+	monitoring__v1__api_key__init(m);
+	m->id = arena_strdup(a, k->id);
+	m->caller_id = arena_strdup(a, k->caller_id);
+	m->description = arena_strdup(a, k->description);
+	m->created_at = ts_new(a, k->created_at_ms);
+	m->expires_at = ts_new(a, k->expires_at_ms);
+	m->revoked_at = ts_new(a, k->revoked_at_ms);
+	m->last_used_at = ts_new(a, k->last_used_at_ms);
+	if (m->id == NULL || m->caller_id == NULL || m->description == NULL ||
+	    (k->created_at_ms != 0 && m->created_at == NULL) || (k->expires_at_ms != 0 && m->expires_at == NULL) ||
+	    (k->revoked_at_ms != 0 && m->revoked_at == NULL) || (k->last_used_at_ms != 0 && m->last_used_at == NULL))
+		return NULL;
+	return m;
+}
+
+static int check_key_id(const char *field, const char *id, struct mon_error *err)
+{
+	size_t n = id ? strlen(id) : 0;
+	if (n == 0)
+		return mon_error_set(err, MON_EINVAL, "%s: must be set", field);
+	if (n != IDENTITY_KEY_ID_LEN)
+		return mon_error_set(err, MON_EINVAL, "%s: must be %d lowercase hex characters", field,
+		                     IDENTITY_KEY_ID_LEN);
+	for (size_t i = 0; i < n; i++)
+		if (!((id[i] >= '0' && id[i] <= '9') || (id[i] >= 'a' && id[i] <= 'f')))
+			return mon_error_set(err, MON_EINVAL, "%s: must be %d lowercase hex characters", field,
+			                     IDENTITY_KEY_ID_LEN);
+	return 0;
+}
+
+/*
+ * Reads a key the caller may manage: its own, or any for an admin. Another
+ * caller's key is NOT_FOUND for a non-admin, so key ids cannot be probed.
+ */
+static int key_read_owned(struct db_conn *conn, const struct call *c, const char *key_id, struct identity_key *out,
+                          struct mon_error *err)
+{
+	int rc = identity_key_get_tx(conn, key_id, out, err);
+	if (rc == 0 && !c->is_admin && !is_self(c, out->caller_id))
+		rc = mon_error_set(err, MON_ENOTFOUND, "API key \"%s\": not found", key_id);
+	return rc;
+}
+
+/* ---- writing an event ---- */
+
+static int write_event(struct db_conn *conn, const struct call *c, const char *action, const char *resource_type,
+                       const char *resource_id, const char *resource_name, const char *description, json_t *before,
+                       json_t *after, struct mon_error *err)
+{
+	struct audit_event ev = {.action = action,
+	                         .resource_type = resource_type,
+	                         .resource_id = resource_id,
+	                         .resource_name = resource_name,
+	                         .description = description,
+	                         .before = before,
+	                         .after = after,
+	                         .module = MODULE};
+	int rc = audit_write_tx(conn, c->ctx, &ev, err);
+	if (rc == 0)
+		rc = failpoint_after_write(c, err);
+	return rc;
+}
+
+/* ---- GetCallerIdentity ---- */
+
+struct get_caller_op {
+	const char *caller_id;
+	struct caller_row row;
+};
+
+static int get_caller_tx(struct db_conn *conn, void *arg, struct mon_error *err)
+{
+	struct get_caller_op *op = arg;
+	return caller_read(conn, op->caller_id, false, &op->row, err);
+}
+
+static int get_caller_identity(struct rpc_ctx *ctx, const Monitoring__V1__GetCallerIdentityRequest *req,
+                               Monitoring__V1__GetCallerIdentityResponse *resp)
+{
+	struct call c;
+	call_init(&c, ctx);
+	(void)req;
+	if (c.who == NULL)
+		return rpc_fail(ctx, MON_EUNAUTH,
+		                "the call carries no credentials (the server runs without authentication)");
+	struct get_caller_op op = {.caller_id = c.who->caller_id};
+	int rc = run_tx(&c, get_caller_tx, &op);
+	if (rc != 0)
+		return rc;
+	resp->caller = caller_msg(c.arena, &op.row);
+	if (strcmp(c.who->auth_method, "api-key") == 0) {
+		resp->auth_method = MONITORING__V1__AUTH_METHOD__AUTH_METHOD_API_KEY;
+		resp->key_id = arena_strdup(c.arena, c.who->key_id);
+	} else if (strcmp(c.who->auth_method, "certificate") == 0) {
+		resp->auth_method = MONITORING__V1__AUTH_METHOD__AUTH_METHOD_CERTIFICATE;
+	}
+	if (resp->caller == NULL || resp->key_id == NULL)
+		return rpc_fail(ctx, MON_ENOMEM, "response larger than the call's memory cap");
+	return 0;
+}
+
+/* ---- CreateCaller ---- */
+
+struct create_caller_op {
+	const struct call *call;
+	struct identity_caller in;
+	struct caller_row row;
+};
+
+static int create_caller_tx(struct db_conn *conn, void *arg, struct mon_error *err)
+{
+	struct create_caller_op *op = arg;
+	json_t *after = NULL;
+	char what[160];
+	int rc = identity_caller_create_tx(conn, &op->in, err);
+	if (rc == 0)
+		rc = caller_read(conn, op->in.id, false, &op->row, err);
+	if (rc != 0)
+		goto out;
+	after = caller_json(&op->row);
+	if (after == NULL) {
+		rc = fail_nomem(err);
+		goto out;
+	}
+	snprintf(what, sizeof(what), "created caller \"%s\" with role %s", op->row.c.id, rpc_role_name(op->row.c.role));
+	rc = write_event(conn, op->call, "create", "caller", op->row.c.id, op->row.c.email, what, NULL, after, err);
+out:
+	json_decref(after);
+	return rc;
+}
+
+static int check_role(const char *field, Monitoring__V1__CallerRole role, struct mon_error *err)
+{
+	if (role == MONITORING__V1__CALLER_ROLE__CALLER_ROLE_UNSPECIFIED)
+		return mon_error_set(err, MON_EINVAL, "%s: must not be UNSPECIFIED", field);
+	if (role < MONITORING__V1__CALLER_ROLE__CALLER_ROLE_VIEWER ||
+	    role > MONITORING__V1__CALLER_ROLE__CALLER_ROLE_ADMIN)
+		return mon_error_set(err, MON_EINVAL, "%s: unknown role %d", field, (int)role);
+	return 0;
+}
+
+/* Checks the writable fields of a caller message; prefix names it in messages ("caller"). */
+static int check_caller_fields(const Monitoring__V1__Caller *m, bool has_email, bool has_team, bool has_role,
+                               bool has_cert, struct mon_error *err)
+{
+	int rc = 0;
+	if (has_email)
+		rc = access_check_email("caller.email", m->email, err);
+	if (rc == 0 && has_team)
+		rc = access_check_text("caller.team", m->team, TEAM_MAX, false, err);
+	if (rc == 0 && has_role)
+		rc = check_role("caller.role", m->role, err);
+	if (rc == 0 && has_cert)
+		rc = access_check_text("caller.cert_subject", m->cert_subject, CERT_SUBJECT_MAX, false, err);
+	return rc;
+}
+
+static int create_caller(struct rpc_ctx *ctx, const Monitoring__V1__CreateCallerRequest *req,
+                         Monitoring__V1__CreateCallerResponse *resp)
+{
+	struct call c;
+	struct mon_error err = {0};
+	call_init(&c, ctx);
+	const Monitoring__V1__Caller *m = req->caller;
+	if (m == NULL)
+		return rpc_fail(ctx, MON_EINVAL, "caller: must be set");
+	int rc = access_check_new_caller_id("caller.id", m->id, &err);
+	if (rc == 0)
+		rc = check_caller_fields(m, true, true, true, true, &err);
+	if (rc != 0)
+		return rpc_fail(ctx, rc, "%s", err.msg);
+	struct create_caller_op op = {.call = &c};
+	snprintf(op.in.id, sizeof(op.in.id), "%s", m->id);
+	snprintf(op.in.email, sizeof(op.in.email), "%s", m->email);
+	snprintf(op.in.team, sizeof(op.in.team), "%s", m->team);
+	op.in.role = (enum rpc_role)m->role;
+	snprintf(op.in.cert_subject, sizeof(op.in.cert_subject), "%s", m->cert_subject);
+	rc = run_tx(&c, create_caller_tx, &op);
+	if (rc != 0)
+		return rc;
+	resp->caller = caller_msg(c.arena, &op.row);
+	if (resp->caller == NULL)
+		return rpc_fail(ctx, MON_ENOMEM, "response larger than the call's memory cap");
+	return 0;
+}
+
+/* ---- GetCaller ---- */
+
+static int get_caller(struct rpc_ctx *ctx, const Monitoring__V1__GetCallerRequest *req,
+                      Monitoring__V1__GetCallerResponse *resp)
+{
+	struct call c;
+	struct mon_error err = {0};
+	call_init(&c, ctx);
+	if (check_caller_ref("caller_id", req->caller_id, &err) != 0)
+		return rpc_fail(ctx, MON_EINVAL, "%s", err.msg);
+	struct get_caller_op op = {.caller_id = req->caller_id};
+	int rc = run_tx(&c, get_caller_tx, &op);
+	if (rc != 0)
+		return rc;
+	resp->caller = caller_msg(c.arena, &op.row);
+	if (resp->caller == NULL)
+		return rpc_fail(ctx, MON_ENOMEM, "response larger than the call's memory cap");
+	return 0;
+}
+
+/* ---- ListCallers ---- */
+
+struct list_callers_op {
+	struct call *call;
+	const char *roles; /* array literal "{viewer,admin}", NULL for all */
+	const char *team;  /* "" for all */
+	bool show_disabled;
+	const char *after; /* cursor: the last id of the previous page, "" for the first */
+	int page_size;
+	const char *filters; /* for the page token */
+	Monitoring__V1__ListCallersResponse *resp;
+};
+
+static int list_callers_tx(struct db_conn *conn, void *arg, struct mon_error *err)
+{
+	struct list_callers_op *op = arg;
+	struct arena *a = op->call->arena;
+	struct db_result *res = NULL;
+	char sql[1024], limit[16];
+	const char *where = "WHERE ($1::text[] IS NULL OR role::text = ANY($1::text[])) AND ($2 = '' OR team = $2)"
+	                    " AND ($3::boolean OR disabled_at IS NULL)";
+	snprintf(limit, sizeof(limit), "%d", op->page_size + 1);
+	const char *params[] = {op->roles, op->team, op->show_disabled ? "true" : "false", op->after, limit};
+	snprintf(sql, sizeof(sql), "%s%s AND ($4 = '' OR id > $4) ORDER BY id LIMIT $5::integer", caller_columns_sql,
+	         where);
+	int rc = db_exec(conn, sql, 5, params, &res, err);
+	if (rc != 0)
+		goto out;
+	int rows = db_result_rows(res);
+	int shown = rows > op->page_size ? op->page_size : rows;
+	op->resp->n_callers = 0;
+	op->resp->callers = shown > 0 ? arena_calloc(a, (size_t)shown, sizeof(*op->resp->callers)) : NULL;
+	if (shown > 0 && op->resp->callers == NULL) {
+		rc = fail_nomem(err);
+		goto out;
+	}
+	struct caller_row row;
+	for (int i = 0; i < shown; i++) {
+		caller_from_result(res, i, &row);
+		op->resp->callers[i] = caller_msg(a, &row);
+		if (op->resp->callers[i] == NULL) {
+			rc = fail_nomem(err);
+			goto out;
+		}
+	}
+	op->resp->n_callers = (size_t)shown;
+	op->resp->next_page_token = "";
+	if (rows > op->page_size) {
+		char token[ACCESS_PAGE_TOKEN_MAX];
+		rc = access_page_token_make(op->filters, row.c.id, token, err);
+		if (rc != 0)
+			goto out;
+		op->resp->next_page_token = arena_strdup(a, token);
+		if (op->resp->next_page_token == NULL) {
+			rc = fail_nomem(err);
+			goto out;
+		}
+	}
+	db_result_free(res);
+	res = NULL;
+	snprintf(sql, sizeof(sql), "SELECT count(*) FROM tb_caller %s", where);
+	rc = db_exec(conn, sql, 3, params, &res, err);
+	if (rc != 0)
+		goto out;
+	op->resp->total_size = (int32_t)parse_i64(db_result_value(res, 0, 0));
+out:
+	db_result_free(res);
+	return rc;
+}
+
+static int page_size_of(struct rpc_ctx *ctx, int32_t requested, int *out)
+{
+	if (requested < 0)
+		return rpc_fail(ctx, MON_EINVAL, "page_size: must not be negative");
+	*out = requested == 0 ? PAGE_SIZE_DEFAULT : requested > PAGE_SIZE_MAX ? PAGE_SIZE_MAX : requested;
+	return 0;
+}
+
+static int list_callers(struct rpc_ctx *ctx, const Monitoring__V1__ListCallersRequest *req,
+                        Monitoring__V1__ListCallersResponse *resp)
+{
+	struct call c;
+	struct mon_error err = {0};
+	call_init(&c, ctx);
+	struct list_callers_op op = {.call = &c, .team = req->team ? req->team : "", .resp = resp};
+	int rc = page_size_of(ctx, req->page_size, &op.page_size);
+	if (rc != 0)
+		return rc;
+	if (access_check_text("team", op.team, TEAM_MAX, false, &err) != 0)
+		return rpc_fail(ctx, MON_EINVAL, "%s", err.msg);
+	bool has_role[4] = {false, false, false, false};
+	for (size_t i = 0; i < req->n_roles; i++) {
+		char field[32];
+		snprintf(field, sizeof(field), "roles[%zu]", i);
+		if (check_role(field, req->roles[i], &err) != 0)
+			return rpc_fail(ctx, MON_EINVAL, "%s", err.msg);
+		has_role[req->roles[i]] = true;
+	}
+	if (req->n_roles > 0) {
+		/* A text[] literal of the roles asked for: "{viewer,admin}". */
+		static const char *const names[] = {"", "viewer", "editor", "admin"};
+		char roles[32] = "{";
+		for (int r = 1; r <= 3; r++) {
+			if (!has_role[r])
+				continue;
+			size_t n = strlen(roles);
+			snprintf(roles + n, sizeof(roles) - n, "%s%s", n > 1 ? "," : "", names[r]);
+		}
+		size_t n = strlen(roles);
+		snprintf(roles + n, sizeof(roles) - n, "}");
+		op.roles = arena_strdup(c.arena, roles);
+		if (op.roles == NULL)
+			return rpc_fail(ctx, MON_ENOMEM, "response larger than the call's memory cap");
+	}
+	op.show_disabled = req->show_disabled;
+	op.filters = arena_printf(c.arena, "callers|%s|%d|%s", op.roles ? op.roles : "", op.show_disabled, op.team);
+	if (op.filters == NULL)
+		return rpc_fail(ctx, MON_ENOMEM, "response larger than the call's memory cap");
+	op.after = "";
+	if (req->page_token != NULL && req->page_token[0] != '\0') {
+		char *cursor = arena_alloc(c.arena, 64);
+		if (cursor == NULL)
+			return rpc_fail(ctx, MON_ENOMEM, "response larger than the call's memory cap");
+		if (access_page_token_read(req->page_token, op.filters, cursor, 64, &err) != 0)
+			return rpc_fail(ctx, MON_EINVAL, "%s", err.msg);
+		op.after = cursor;
+	}
+	return run_tx(&c, list_callers_tx, &op);
+}
+
+/* ---- UpdateCaller ---- */
+
+struct update_caller_op {
+	const struct call *call;
+	const Monitoring__V1__Caller *in;
+	bool has_email, has_team, has_role, has_cert;
+	struct caller_row before;
+	struct caller_row after;
+};
+
+static const char *join_paths(char *buf, size_t len, bool a, const char *an, bool b, const char *bn, bool c,
+                              const char *cn, bool d, const char *dn)
+{
+	snprintf(buf, len, "%s%s%s%s%s%s%s", a ? an : "", a && (b || c || d) ? ", " : "", b ? bn : "",
+	         b && (c || d) ? ", " : "", c ? cn : "", c && d ? ", " : "", d ? dn : "");
+	return buf;
+}
+
+static int update_caller_tx(struct db_conn *conn, void *arg, struct mon_error *err)
+{
+	struct update_caller_op *op = arg;
+	const struct call *c = op->call;
+	json_t *before = NULL, *after = NULL;
+	struct db_result *res = NULL;
+	int rc = caller_read(conn, op->in->id, true, &op->before, err);
+	if (rc != 0)
+		goto out;
+	if (op->before.c.disabled_at_ms != 0) {
+		rc = mon_error_set(err, MON_EPRECOND, "caller \"%s\" is disabled", op->before.c.id);
+		goto out;
+	}
+	enum rpc_role role = op->has_role ? (enum rpc_role)op->in->role : op->before.c.role;
+	if (is_self(c, op->before.c.id) && role < op->before.c.role) {
+		rc = mon_error_set(err, MON_EPRECOND, "caller.role: an administrator cannot lower its own role");
+		goto out;
+	}
+	const char *params[] = {op->before.c.id, op->has_email ? op->in->email : op->before.c.email,
+	                        op->has_team ? op->in->team : op->before.c.team, rpc_role_name(role),
+	                        op->has_cert ? op->in->cert_subject : op->before.c.cert_subject};
+	rc = db_exec(
+	        conn,
+	        "UPDATE tb_caller SET email = $2, team = $3, role = $4::caller_role, cert_subject = NULLIF($5, ''),"
+	        " updated_at = now() WHERE id = $1",
+	        5, params, &res, err);
+	if (rc == MON_EEXIST)
+		rc = mon_error_set(err, MON_EEXIST, "caller.cert_subject: already mapped to another caller");
+	if (rc == 0)
+		rc = db_notify(conn, "mon_identity", op->before.c.id, err);
+	if (rc == 0)
+		rc = caller_read(conn, op->before.c.id, false, &op->after, err);
+	if (rc != 0)
+		goto out;
+	before = caller_json(&op->before);
+	after = caller_json(&op->after);
+	if (before == NULL || after == NULL) {
+		rc = fail_nomem(err);
+		goto out;
+	}
+	char paths[64], what[200];
+	join_paths(paths, sizeof(paths), op->has_email, "email", op->has_team, "team", op->has_role, "role",
+	           op->has_cert, "cert_subject");
+	snprintf(what, sizeof(what), "changed caller \"%s\": %s", op->before.c.id, paths);
+	rc = write_event(conn, c, "update", "caller", op->after.c.id, op->after.c.email, what, before, after, err);
+out:
+	json_decref(before);
+	json_decref(after);
+	db_result_free(res);
+	return rc;
+}
+
+/*
+ * Reads update_mask against the writable paths (names) and the output-only
+ * ones; sets has[i] for each writable path named. MON_EINVAL when the mask
+ * is empty or names an unknown or output-only path.
+ */
+static int read_mask(const Google__Protobuf__FieldMask *mask, const char *const *names, bool *has, size_t count,
+                     const char *const *output_only, size_t output_only_count, struct mon_error *err)
+{
+	if (mask == NULL || mask->n_paths == 0)
+		return mon_error_set(err, MON_EINVAL, "update_mask: must name at least one field");
+	for (size_t i = 0; i < mask->n_paths; i++) {
+		const char *p = mask->paths[i];
+		bool is_known = false;
+		for (size_t j = 0; j < count; j++) {
+			if (strcmp(p, names[j]) == 0) {
+				has[j] = true;
+				is_known = true;
+			}
+		}
+		if (is_known)
+			continue;
+		for (size_t j = 0; j < output_only_count; j++)
+			if (strcmp(p, output_only[j]) == 0)
+				return mon_error_set(err, MON_EINVAL, "update_mask: \"%s\" cannot be changed here", p);
+		char shown[64];
+		audit_clip_text(p, 40, shown, sizeof(shown));
+		return mon_error_set(err, MON_EINVAL, "update_mask: unknown path \"%s\"", shown);
+	}
+	return 0;
+}
+
+static int update_caller(struct rpc_ctx *ctx, const Monitoring__V1__UpdateCallerRequest *req,
+                         Monitoring__V1__UpdateCallerResponse *resp)
+{
+	static const char *const writable[] = {"email", "team", "role", "cert_subject"};
+	static const char *const output_only[] = {"id", "created_at", "updated_at", "disabled_at"};
+	struct call c;
+	struct mon_error err = {0};
+	bool has[4] = {false, false, false, false};
+	call_init(&c, ctx);
+	if (req->caller == NULL)
+		return rpc_fail(ctx, MON_EINVAL, "caller: must be set");
+	int rc = check_caller_ref("caller.id", req->caller->id, &err);
+	if (rc == 0)
+		rc = read_mask(req->update_mask, writable, has, 4, output_only, 4, &err);
+	if (rc == 0)
+		rc = check_caller_fields(req->caller, has[0], has[1], has[2], has[3], &err);
+	if (rc != 0)
+		return rpc_fail(ctx, rc, "%s", err.msg);
+	struct update_caller_op op = {.call = &c,
+	                              .in = req->caller,
+	                              .has_email = has[0],
+	                              .has_team = has[1],
+	                              .has_role = has[2],
+	                              .has_cert = has[3]};
+	rc = run_tx(&c, update_caller_tx, &op);
+	if (rc != 0)
+		return rc;
+	resp->caller = caller_msg(c.arena, &op.after);
+	if (resp->caller == NULL)
+		return rpc_fail(ctx, MON_ENOMEM, "response larger than the call's memory cap");
+	return 0;
+}
+
+/* ---- DisableCaller ---- */
+
+struct disable_caller_op {
+	const struct call *call;
+	const char *caller_id;
+	struct caller_row before;
+	struct caller_row after;
+};
+
+static int disable_caller_tx(struct db_conn *conn, void *arg, struct mon_error *err)
+{
+	struct disable_caller_op *op = arg;
+	json_t *before = NULL, *after = NULL;
+	char what[120];
+	int rc = caller_read(conn, op->caller_id, true, &op->before, err);
+	if (rc != 0)
+		goto out;
+	if (op->before.c.disabled_at_ms != 0) {
+		rc = mon_error_set(err, MON_EPRECOND, "caller \"%s\" is already disabled", op->caller_id);
+		goto out;
+	}
+	rc = identity_caller_set_disabled_tx(conn, op->caller_id, true, err);
+	if (rc == 0)
+		rc = caller_read(conn, op->caller_id, false, &op->after, err);
+	if (rc != 0)
+		goto out;
+	before = caller_json(&op->before);
+	after = caller_json(&op->after);
+	if (before == NULL || after == NULL) {
+		rc = fail_nomem(err);
+		goto out;
+	}
+	snprintf(what, sizeof(what), "disabled caller \"%s\"", op->caller_id);
+	rc = write_event(conn, op->call, "execute", "caller", op->after.c.id, op->after.c.email, what, before, after,
+	                 err);
+out:
+	json_decref(before);
+	json_decref(after);
+	return rc;
+}
+
+static int disable_caller(struct rpc_ctx *ctx, const Monitoring__V1__DisableCallerRequest *req,
+                          Monitoring__V1__DisableCallerResponse *resp)
+{
+	struct call c;
+	struct mon_error err = {0};
+	call_init(&c, ctx);
+	if (check_caller_ref("caller_id", req->caller_id, &err) != 0)
+		return rpc_fail(ctx, MON_EINVAL, "%s", err.msg);
+	if (is_self(&c, req->caller_id))
+		return rpc_fail(ctx, MON_EPRECOND, "caller_id: an administrator cannot disable itself");
+	struct disable_caller_op op = {.call = &c, .caller_id = req->caller_id};
+	int rc = run_tx(&c, disable_caller_tx, &op);
+	if (rc != 0)
+		return rc;
+	resp->caller = caller_msg(c.arena, &op.after);
+	if (resp->caller == NULL)
+		return rpc_fail(ctx, MON_ENOMEM, "response larger than the call's memory cap");
+	return 0;
+}
+
+/* ---- CreateApiKey ---- */
+
+struct create_key_op {
+	const struct call *call;
+	const char *caller_id;
+	const char *description;
+	int64_t expires_at_ms;
+	char token[IDENTITY_TOKEN_MAX]; /* the secret: wiped after the response has its copy */
+	struct identity_key key;
+};
+
+static int create_key_tx(struct db_conn *conn, void *arg, struct mon_error *err)
+{
+	struct create_key_op *op = arg;
+	json_t *after = NULL;
+	char what[160];
+	int rc = identity_key_create_tx(conn, op->caller_id, op->description, op->expires_at_ms, op->token, &op->key,
+	                                err);
+	if (rc != 0)
+		goto out;
+	after = key_json(&op->key);
+	if (after == NULL) {
+		rc = fail_nomem(err);
+		goto out;
+	}
+	snprintf(what, sizeof(what), "created API key \"%s\" for caller \"%s\"", op->key.id, op->key.caller_id);
+	rc = write_event(conn, op->call, "create", "api-key", op->key.id, op->key.caller_id, what, NULL, after, err);
+out:
+	json_decref(after);
+	return rc;
+}
+
+static int create_api_key(struct rpc_ctx *ctx, const Monitoring__V1__CreateApiKeyRequest *req,
+                          Monitoring__V1__CreateApiKeyResponse *resp)
+{
+	struct call c;
+	struct mon_error err = {0};
+	call_init(&c, ctx);
+	struct create_key_op op = {.call = &c, .description = req->description ? req->description : ""};
+	const char *target = req->caller_id != NULL && req->caller_id[0] != '\0' ? req->caller_id : NULL;
+	int rc = 0;
+	if (target != NULL) {
+		rc = check_caller_ref("caller_id", target, &err);
+	} else if (c.who != NULL) {
+		target = c.who->caller_id;
+	} else {
+		rc = mon_error_set(&err, MON_EINVAL, "caller_id: required when the call carries no credentials");
+	}
+	if (rc == 0)
+		rc = access_check_text("description", op.description, DESCRIPTION_MAX, false, &err);
+	if (rc == 0 && req->expires_at != NULL) {
+		rc = ts_ms("expires_at", req->expires_at, &op.expires_at_ms, &err);
+		if (rc == 0 && op.expires_at_ms <= wall_ms())
+			rc = mon_error_set(&err, MON_EINVAL, "expires_at: must be in the future");
+	}
+	if (rc != 0)
+		return rpc_fail(ctx, rc, "%s", err.msg);
+	if (!c.is_admin && !is_self(&c, target))
+		return rpc_fail(ctx, MON_EPERM, "caller_id: only an admin may create keys for another caller");
+	op.caller_id = target;
+	rc = run_tx(&c, create_key_tx, &op);
+	if (rc == 0) {
+		resp->api_key = key_msg(c.arena, &op.key);
+		resp->token = arena_strdup(c.arena, op.token);
+		if (resp->api_key == NULL || resp->token == NULL)
+			rc = rpc_fail(ctx, MON_ENOMEM, "response larger than the call's memory cap");
+	}
+	sodium_memzero(op.token, sizeof(op.token));
+	return rc;
+}
+
+/* ---- ListApiKeys ---- */
+
+struct list_keys_op {
+	struct call *call;
+	const char *caller_id; /* NULL: every caller's */
+	bool show_revoked;
+	const char *after_us; /* cursor: created_at in microseconds of the last key shown, NULL for the first page */
+	const char *after_id;
+	int page_size;
+	const char *filters;
+	Monitoring__V1__ListApiKeysResponse *resp;
+};
+
+static int list_keys_tx(struct db_conn *conn, void *arg, struct mon_error *err)
+{
+	struct list_keys_op *op = arg;
+	struct arena *a = op->call->arena;
+	struct db_result *res = NULL;
+	char limit[16];
+	snprintf(limit, sizeof(limit), "%d", op->page_size + 1);
+	static const char sql[] =
+	        "SELECT id, caller_id, description, " SQL_MS("created_at") ", " SQL_MS("expires_at") ", " SQL_MS(
+	                "revoked_at") ", " SQL_MS("last_used_at") ", (extract(epoch FROM created_at) * 1000000)::bigint"
+	                                                          " FROM tb_api_key WHERE ($1::text IS NULL OR "
+	                                                          "caller_id = $1) AND ($2::boolean OR revoked_at IS "
+	                                                          "NULL)"
+	                                                          " AND ($3::bigint IS NULL"
+	                                                          " OR (created_at, id) > ('epoch'::timestamptz + "
+	                                                          "$3::bigint * interval '1 microsecond', $4))"
+	                                                          " ORDER BY created_at, id LIMIT $5::integer";
+	const char *params[] = {op->caller_id, op->show_revoked ? "true" : "false", op->after_us, op->after_id, limit};
+	int rc = db_exec(conn, sql, 5, params, &res, err);
+	if (rc != 0)
+		goto out;
+	int rows = db_result_rows(res);
+	int shown = rows > op->page_size ? op->page_size : rows;
+	op->resp->n_api_keys = 0;
+	op->resp->api_keys = shown > 0 ? arena_calloc(a, (size_t)shown, sizeof(*op->resp->api_keys)) : NULL;
+	if (shown > 0 && op->resp->api_keys == NULL) {
+		rc = fail_nomem(err);
+		goto out;
+	}
+	struct identity_key key;
+	for (int i = 0; i < shown; i++) {
+		key_from_result(res, i, &key);
+		op->resp->api_keys[i] = key_msg(a, &key);
+		if (op->resp->api_keys[i] == NULL) {
+			rc = fail_nomem(err);
+			goto out;
+		}
+	}
+	op->resp->n_api_keys = (size_t)shown;
+	op->resp->next_page_token = "";
+	if (rows > op->page_size) {
+		char cursor[64], token[ACCESS_PAGE_TOKEN_MAX];
+		snprintf(cursor, sizeof(cursor), "%s,%s", db_result_value(res, shown - 1, 7), key.id);
+		rc = access_page_token_make(op->filters, cursor, token, err);
+		if (rc != 0)
+			goto out;
+		op->resp->next_page_token = arena_strdup(a, token);
+		if (op->resp->next_page_token == NULL)
+			rc = fail_nomem(err);
+	}
+out:
+	db_result_free(res);
+	return rc;
+}
+
+/* Splits a key list cursor "<created_at us>,<key id>" into the arena; MON_EINVAL when malformed. */
+static int read_key_cursor(struct arena *a, const char *cursor, const char **us_out, const char **id_out)
+{
+	const char *comma = strchr(cursor, ',');
+	if (comma == NULL || comma == cursor || strlen(comma + 1) != IDENTITY_KEY_ID_LEN)
+		return MON_EINVAL;
+	for (const char *p = cursor; p < comma; p++)
+		if (*p < '0' || *p > '9')
+			return MON_EINVAL;
+	if (check_key_id("page_token", comma + 1, NULL) != 0)
+		return MON_EINVAL;
+	*us_out = arena_strndup(a, cursor, (size_t)(comma - cursor));
+	*id_out = arena_strdup(a, comma + 1);
+	return *us_out != NULL && *id_out != NULL ? 0 : MON_ENOMEM;
+}
+
+static int list_api_keys(struct rpc_ctx *ctx, const Monitoring__V1__ListApiKeysRequest *req,
+                         Monitoring__V1__ListApiKeysResponse *resp)
+{
+	struct call c;
+	struct mon_error err = {0};
+	call_init(&c, ctx);
+	struct list_keys_op op = {.call = &c, .show_revoked = req->show_revoked, .resp = resp};
+	int rc = page_size_of(ctx, req->page_size, &op.page_size);
+	if (rc != 0)
+		return rc;
+	if (req->caller_id != NULL && req->caller_id[0] != '\0') {
+		if (check_caller_ref("caller_id", req->caller_id, &err) != 0)
+			return rpc_fail(ctx, MON_EINVAL, "%s", err.msg);
+		if (!c.is_admin && !is_self(&c, req->caller_id))
+			return rpc_fail(ctx, MON_EPERM, "caller_id: only an admin may list another caller's keys");
+		op.caller_id = req->caller_id;
+	} else if (!c.is_admin) {
+		op.caller_id = c.who->caller_id;
+	}
+	op.filters = arena_printf(c.arena, "keys|%s|%d", op.caller_id ? op.caller_id : "*", op.show_revoked);
+	if (op.filters == NULL)
+		return rpc_fail(ctx, MON_ENOMEM, "response larger than the call's memory cap");
+	if (req->page_token != NULL && req->page_token[0] != '\0') {
+		char cursor[64];
+		if (access_page_token_read(req->page_token, op.filters, cursor, sizeof(cursor), &err) != 0)
+			return rpc_fail(ctx, MON_EINVAL, "%s", err.msg);
+		rc = read_key_cursor(c.arena, cursor, &op.after_us, &op.after_id);
+		if (rc != 0)
+			return rpc_fail(ctx, rc, "%s", rc == MON_EINVAL ? "page_token: malformed" : "out of memory");
+	}
+	return run_tx(&c, list_keys_tx, &op);
+}
+
+/* ---- RevokeApiKey ---- */
+
+struct revoke_key_op {
+	const struct call *call;
+	const char *key_id;
+	struct identity_key before;
+	struct identity_key after;
+};
+
+static int revoke_key_tx(struct db_conn *conn, void *arg, struct mon_error *err)
+{
+	struct revoke_key_op *op = arg;
+	json_t *before = NULL, *after = NULL;
+	char what[160];
+	int rc = key_read_owned(conn, op->call, op->key_id, &op->before, err);
+	if (rc == 0)
+		rc = identity_key_revoke_tx(conn, op->key_id, err);
+	if (rc == 0)
+		rc = identity_key_get_tx(conn, op->key_id, &op->after, err);
+	if (rc != 0)
+		goto out;
+	before = key_json(&op->before);
+	after = key_json(&op->after);
+	if (before == NULL || after == NULL) {
+		rc = fail_nomem(err);
+		goto out;
+	}
+	snprintf(what, sizeof(what), "revoked API key \"%s\" of caller \"%s\"", op->after.id, op->after.caller_id);
+	rc = write_event(conn, op->call, "execute", "api-key", op->after.id, op->after.caller_id, what, before, after,
+	                 err);
+out:
+	json_decref(before);
+	json_decref(after);
+	return rc;
+}
+
+static int revoke_api_key(struct rpc_ctx *ctx, const Monitoring__V1__RevokeApiKeyRequest *req,
+                          Monitoring__V1__RevokeApiKeyResponse *resp)
+{
+	struct call c;
+	struct mon_error err = {0};
+	call_init(&c, ctx);
+	if (check_key_id("key_id", req->key_id, &err) != 0)
+		return rpc_fail(ctx, MON_EINVAL, "%s", err.msg);
+	struct revoke_key_op op = {.call = &c, .key_id = req->key_id};
+	int rc = run_tx(&c, revoke_key_tx, &op);
+	if (rc != 0)
+		return rc;
+	resp->api_key = key_msg(c.arena, &op.after);
+	if (resp->api_key == NULL)
+		return rpc_fail(ctx, MON_ENOMEM, "response larger than the call's memory cap");
+	return 0;
+}
+
+/* ---- UpdateApiKey ---- */
+
+struct update_key_op {
+	const struct call *call;
+	const char *key_id;
+	bool has_description, has_expires_at;
+	const char *description;
+	int64_t expires_at_ms; /* 0: never */
+	struct identity_key before;
+	struct identity_key after;
+};
+
+static int update_key_tx(struct db_conn *conn, void *arg, struct mon_error *err)
+{
+	struct update_key_op *op = arg;
+	json_t *before = NULL, *after = NULL;
+	char what[200];
+	int rc = key_read_owned(conn, op->call, op->key_id, &op->before, err);
+	if (rc == 0 && op->before.revoked_at_ms != 0)
+		rc = mon_error_set(err, MON_EPRECOND, "API key \"%s\" is revoked", op->key_id);
+	if (rc == 0 && op->has_expires_at)
+		rc = identity_key_set_expiry_tx(conn, op->key_id, op->expires_at_ms, err);
+	if (rc == 0 && op->has_description) {
+		const char *params[] = {op->key_id, op->description};
+		rc = db_exec(conn, "UPDATE tb_api_key SET description = $2 WHERE id = $1", 2, params, NULL, err);
+		if (rc == 0)
+			rc = db_notify(conn, "mon_identity", op->key_id, err);
+	}
+	if (rc == 0)
+		rc = identity_key_get_tx(conn, op->key_id, &op->after, err);
+	if (rc != 0)
+		goto out;
+	before = key_json(&op->before);
+	after = key_json(&op->after);
+	if (before == NULL || after == NULL) {
+		rc = fail_nomem(err);
+		goto out;
+	}
+	snprintf(what, sizeof(what), "changed API key \"%s\" of caller \"%s\": %s%s%s", op->after.id,
+	         op->after.caller_id, op->has_description ? "description" : "",
+	         op->has_description && op->has_expires_at ? ", " : "", op->has_expires_at ? "expires_at" : "");
+	rc = write_event(conn, op->call, "update", "api-key", op->after.id, op->after.caller_id, what, before, after,
+	                 err);
+out:
+	json_decref(before);
+	json_decref(after);
+	return rc;
+}
+
+static int update_api_key(struct rpc_ctx *ctx, const Monitoring__V1__UpdateApiKeyRequest *req,
+                          Monitoring__V1__UpdateApiKeyResponse *resp)
+{
+	static const char *const writable[] = {"description", "expires_at"};
+	static const char *const output_only[] = {"id", "caller_id", "created_at", "revoked_at", "last_used_at"};
+	struct call c;
+	struct mon_error err = {0};
+	bool has[2] = {false, false};
+	call_init(&c, ctx);
+	const Monitoring__V1__ApiKey *k = req->api_key;
+	if (k == NULL)
+		return rpc_fail(ctx, MON_EINVAL, "api_key: must be set");
+	struct update_key_op op = {.call = &c, .key_id = k->id, .description = k->description ? k->description : ""};
+	int rc = check_key_id("api_key.id", k->id, &err);
+	if (rc == 0)
+		rc = read_mask(req->update_mask, writable, has, 2, output_only, 5, &err);
+	if (rc == 0 && has[0])
+		rc = access_check_text("api_key.description", op.description, DESCRIPTION_MAX, false, &err);
+	if (rc == 0 && has[1] && k->expires_at != NULL) {
+		rc = ts_ms("api_key.expires_at", k->expires_at, &op.expires_at_ms, &err);
+		if (rc == 0 && op.expires_at_ms <= wall_ms())
+			rc = mon_error_set(&err, MON_EINVAL, "api_key.expires_at: must be in the future");
+	}
+	if (rc != 0)
+		return rpc_fail(ctx, rc, "%s", err.msg);
+	op.has_description = has[0];
+	op.has_expires_at = has[1];
+	rc = run_tx(&c, update_key_tx, &op);
+	if (rc != 0)
+		return rc;
+	resp->api_key = key_msg(c.arena, &op.after);
+	if (resp->api_key == NULL)
+		return rpc_fail(ctx, MON_ENOMEM, "response larger than the call's memory cap");
+	return 0;
+}
+
+/* ---- binding ---- */
+
+int access_service_bind(struct rpc_server *server, struct db_pool *pool, struct mon_error *err)
+{
+	static const struct monitoring_v1_access_service_handlers handlers = {
+	        .get_caller_identity = get_caller_identity,
+	        .create_caller = create_caller,
+	        .get_caller = get_caller,
+	        .list_callers = list_callers,
+	        .update_caller = update_caller,
+	        .disable_caller = disable_caller,
+	        .create_api_key = create_api_key,
+	        .list_api_keys = list_api_keys,
+	        .revoke_api_key = revoke_api_key,
+	        .update_api_key = update_api_key,
+	};
+	if (sodium_init() < 0)
+		return mon_error_set(err, MON_EINTERNAL, "libsodium could not be initialised");
+	const char *failpoints = getenv("MONITORD_FAILPOINTS");
+	the_service.pool = pool;
+	the_service.is_failing_after_write = failpoints != NULL && strstr(failpoints, "access.after_write") != NULL;
+	if (the_service.is_failing_after_write)
+		log_warn("msg=\"test failpoint on: every AccessService change fails after its write\" "
+		         "failpoint=access.after_write");
+	return monitoring_v1_access_service_bind(server, &handlers, &the_service, 0, err);
+}
