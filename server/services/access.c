@@ -52,9 +52,6 @@
 /* 9999-12-31T23:59:59Z: the latest time a Timestamp may hold. */
 #define TIMESTAMP_SECONDS_MAX INT64_C(253402300799)
 
-/* Milliseconds since the epoch of a timestamptz column, 0 for NULL. */
-#define SQL_MS(col) "coalesce(floor(extract(epoch FROM " col ") * 1000)::bigint, 0)"
-
 struct access_service {
 	struct db_pool *pool;
 	bool is_failing_after_write; /* failpoint access.after_write */
@@ -329,8 +326,11 @@ struct caller_row {
 	int64_t updated_at_ms;
 };
 
-static const char caller_columns_sql[] = "SELECT id, email, team, role::text, coalesce(cert_subject, ''), " SQL_MS(
-        "created_at") ", " SQL_MS("updated_at") ", " SQL_MS("disabled_at") " FROM tb_caller ";
+static const char caller_columns_sql[] = "SELECT id, email, team, role::text, coalesce(cert_subject, ''),"
+                                         " floor(extract(epoch FROM created_at) * 1000)::bigint,"
+                                         " floor(extract(epoch FROM updated_at) * 1000)::bigint,"
+                                         " floor(extract(epoch FROM disabled_at) * 1000)::bigint"
+                                         " FROM tb_caller ";
 
 static int64_t parse_i64(const char *text)
 {
@@ -475,6 +475,7 @@ static int key_read_owned(struct db_conn *conn, const struct call *c, const char
 
 /* ---- writing an event ---- */
 
+/* Writes the change's audit event (module "access") in conn's transaction, then honours the failpoint. */
 static int write_event(struct db_conn *conn, const struct call *c, const char *action, const char *resource_type,
                        const char *resource_id, const char *resource_name, const char *description, json_t *before,
                        json_t *after, struct mon_error *err)
@@ -506,6 +507,7 @@ static int get_caller_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 	return caller_read(conn, op->caller_id, false, &op->row, err);
 }
 
+/* GetCallerIdentity: the caller from the database as it is now, with how this call authenticated. */
 static int get_caller_identity(struct rpc_ctx *ctx, const Monitoring__V1__GetCallerIdentityRequest *req,
                                Monitoring__V1__GetCallerIdentityResponse *resp)
 {
@@ -539,6 +541,7 @@ struct create_caller_op {
 	struct caller_row row;
 };
 
+/* Creates the caller, reads it back with its times and writes the "create" event. */
 static int create_caller_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 {
 	struct create_caller_op *op = arg;
@@ -587,6 +590,7 @@ static int check_caller_fields(const Monitoring__V1__Caller *m, bool has_email, 
 	return rc;
 }
 
+/* CreateCaller (admin, declared): a new caller; its event is "create" on resource "caller". */
 static int create_caller(struct rpc_ctx *ctx, const Monitoring__V1__CreateCallerRequest *req,
                          Monitoring__V1__CreateCallerResponse *resp)
 {
@@ -618,6 +622,7 @@ static int create_caller(struct rpc_ctx *ctx, const Monitoring__V1__CreateCaller
 
 /* ---- GetCaller ---- */
 
+/* GetCaller (admin, declared): one caller, disabled ones included. */
 static int get_caller(struct rpc_ctx *ctx, const Monitoring__V1__GetCallerRequest *req,
                       Monitoring__V1__GetCallerResponse *resp)
 {
@@ -649,6 +654,7 @@ struct list_callers_op {
 	Monitoring__V1__ListCallersResponse *resp;
 };
 
+/* One page of callers into op->resp (in the call's arena), with the next page token and the total. */
 static int list_callers_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 {
 	struct list_callers_op *op = arg;
@@ -714,6 +720,10 @@ static int page_size_of(struct rpc_ctx *ctx, int32_t requested, int *out)
 	return 0;
 }
 
+/*
+ * ListCallers (admin, declared): callers by id, a page at a time; the page
+ * token binds the roles, team and show_disabled it was made for.
+ */
 static int list_callers(struct rpc_ctx *ctx, const Monitoring__V1__ListCallersRequest *req,
                         Monitoring__V1__ListCallersResponse *resp)
 {
@@ -784,6 +794,7 @@ static const char *join_paths(char *buf, size_t len, bool a, const char *an, boo
 	return buf;
 }
 
+/* Locks the caller, applies the mask's fields, reloads it and writes the "update" event. */
 static int update_caller_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 {
 	struct update_caller_op *op = arg;
@@ -867,6 +878,10 @@ static int read_mask(const Google__Protobuf__FieldMask *mask, const char *const 
 	return 0;
 }
 
+/*
+ * UpdateCaller (admin, declared): the mask's fields; an administrator may
+ * not lower its own role, and a disabled caller cannot be changed.
+ */
 static int update_caller(struct rpc_ctx *ctx, const Monitoring__V1__UpdateCallerRequest *req,
                          Monitoring__V1__UpdateCallerResponse *resp)
 {
@@ -909,6 +924,7 @@ struct disable_caller_op {
 	struct caller_row after;
 };
 
+/* Locks the caller, refuses a disabled one, disables it and writes the "execute" event. */
 static int disable_caller_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 {
 	struct disable_caller_op *op = arg;
@@ -941,6 +957,7 @@ out:
 	return rc;
 }
 
+/* DisableCaller (admin, declared): never oneself; the event is "execute" on the caller. */
 static int disable_caller(struct rpc_ctx *ctx, const Monitoring__V1__DisableCallerRequest *req,
                           Monitoring__V1__DisableCallerResponse *resp)
 {
@@ -972,6 +989,7 @@ struct create_key_op {
 	struct identity_key key;
 };
 
+/* Creates the key (the token lands in op->token) and writes the "create" event, without the token. */
 static int create_key_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 {
 	struct create_key_op *op = arg;
@@ -993,6 +1011,10 @@ out:
 	return rc;
 }
 
+/*
+ * CreateApiKey (viewer, declared): for oneself, or for anyone when admin.
+ * The token is copied into the response and wiped here; nothing else sees it.
+ */
 static int create_api_key(struct rpc_ctx *ctx, const Monitoring__V1__CreateApiKeyRequest *req,
                           Monitoring__V1__CreateApiKeyResponse *resp)
 {
@@ -1045,6 +1067,7 @@ struct list_keys_op {
 	Monitoring__V1__ListApiKeysResponse *resp;
 };
 
+/* One page of keys into op->resp (in the call's arena), with the next page token. */
 static int list_keys_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 {
 	struct list_keys_op *op = arg;
@@ -1052,16 +1075,17 @@ static int list_keys_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 	struct db_result *res = NULL;
 	char limit[16];
 	snprintf(limit, sizeof(limit), "%d", op->page_size + 1);
-	static const char sql[] =
-	        "SELECT id, caller_id, description, " SQL_MS("created_at") ", " SQL_MS("expires_at") ", " SQL_MS(
-	                "revoked_at") ", " SQL_MS("last_used_at") ", (extract(epoch FROM created_at) * 1000000)::bigint"
-	                                                          " FROM tb_api_key WHERE ($1::text IS NULL OR "
-	                                                          "caller_id = $1) AND ($2::boolean OR revoked_at IS "
-	                                                          "NULL)"
-	                                                          " AND ($3::bigint IS NULL"
-	                                                          " OR (created_at, id) > ('epoch'::timestamptz + "
-	                                                          "$3::bigint * interval '1 microsecond', $4))"
-	                                                          " ORDER BY created_at, id LIMIT $5::integer";
+	static const char sql[] = "SELECT id, caller_id, description,"
+	                          " floor(extract(epoch FROM created_at) * 1000)::bigint,"
+	                          " floor(extract(epoch FROM expires_at) * 1000)::bigint,"
+	                          " floor(extract(epoch FROM revoked_at) * 1000)::bigint,"
+	                          " floor(extract(epoch FROM last_used_at) * 1000)::bigint,"
+	                          " (extract(epoch FROM created_at) * 1000000)::bigint"
+	                          " FROM tb_api_key"
+	                          " WHERE ($1::text IS NULL OR caller_id = $1) AND ($2::boolean OR revoked_at IS NULL)"
+	                          " AND ($3::bigint IS NULL OR (created_at, id) >"
+	                          " ('epoch'::timestamptz + $3::bigint * interval '1 microsecond', $4))"
+	                          " ORDER BY created_at, id LIMIT $5::integer";
 	const char *params[] = {op->caller_id, op->show_revoked ? "true" : "false", op->after_us, op->after_id, limit};
 	int rc = db_exec(conn, sql, 5, params, &res, err);
 	if (rc != 0)
@@ -1116,6 +1140,7 @@ static int read_key_cursor(struct arena *a, const char *cursor, const char **us_
 	return *us_out != NULL && *id_out != NULL ? 0 : MON_ENOMEM;
 }
 
+/* ListApiKeys (viewer, declared): one's own keys, or, for an admin, anyone's or one caller's. */
 static int list_api_keys(struct rpc_ctx *ctx, const Monitoring__V1__ListApiKeysRequest *req,
                          Monitoring__V1__ListApiKeysResponse *resp)
 {
@@ -1158,6 +1183,7 @@ struct revoke_key_op {
 	struct identity_key after;
 };
 
+/* Checks ownership, revokes (FAILED_PRECONDITION when already revoked) and writes the event. */
 static int revoke_key_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 {
 	struct revoke_key_op *op = arg;
@@ -1185,6 +1211,7 @@ out:
 	return rc;
 }
 
+/* RevokeApiKey (viewer, declared): one's own key, or any for an admin; the event is "execute". */
 static int revoke_api_key(struct rpc_ctx *ctx, const Monitoring__V1__RevokeApiKeyRequest *req,
                           Monitoring__V1__RevokeApiKeyResponse *resp)
 {
@@ -1215,6 +1242,7 @@ struct update_key_op {
 	struct identity_key after;
 };
 
+/* Checks ownership and state, applies the mask's fields, reloads the key and writes the "update" event. */
 static int update_key_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 {
 	struct update_key_op *op = arg;
@@ -1252,6 +1280,7 @@ out:
 	return rc;
 }
 
+/* UpdateApiKey (viewer, declared): description and expiry of one's own key, or any for an admin. */
 static int update_api_key(struct rpc_ctx *ctx, const Monitoring__V1__UpdateApiKeyRequest *req,
                           Monitoring__V1__UpdateApiKeyResponse *resp)
 {
