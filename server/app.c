@@ -11,6 +11,7 @@
 #include <time.h>
 
 #include "mon_services.h"
+#include "services/access.h"
 #include "rpc/method.h"
 #include "util/log.h"
 
@@ -22,16 +23,48 @@ static bool is_monitoring_service(const struct rpc_service_desc *d)
 	return strncmp(d->name, "monitoring.", 11) == 0;
 }
 
+static int app_authenticate(void *arg, const struct rpc_auth_request *req, struct rpc_identity *out,
+                            struct mon_error *err)
+{
+	struct app *app = arg;
+	return identity_authenticate(app->identity, req, out, err);
+}
+
+static void app_on_deny(void *arg, const struct rpc_auth_request *req, const struct rpc_identity *who, int code,
+                        const char *message)
+{
+	struct app *app = arg;
+	audit_on_deny(app->audit, req, who, code, message);
+}
+
 int app_bind_services(struct app *app, struct mon_error *err)
 {
+	int rc = access_service_bind(app->rpc, app->pool, err);
+	if (rc != 0)
+		return rc;
 	for (size_t i = 0; i < mon_all_services_count; i++) {
 		const struct rpc_service_desc *d = mon_all_services[i];
-		if (!is_monitoring_service(d))
+		if (!is_monitoring_service(d) || strcmp(d->name, "monitoring.v1.AccessService") == 0)
 			continue; /* the runtime serves the standard services itself */
-		int rc = rpc_server_bind(app->rpc, d, NULL, app, 0, err);
+		rc = rpc_server_bind(app->rpc, d, NULL, app, 0, err);
 		if (rc != 0)
 			return rc;
 	}
+	if (!app->cfg.auth) {
+		log_warn("msg=\"authentication is off (auth = false): every caller is anonymous and no role is "
+		         "checked\"");
+		return 0;
+	}
+	struct rpc_auth_config ac = {
+	        .authenticate = app_authenticate,
+	        .on_deny = app_on_deny,
+	        .arg = app,
+	        .protect_standard = app->cfg.auth_standard_services,
+	        .rate_per_s = app->cfg.rate_limit_per_s,
+	        .rate_burst = app->cfg.rate_limit_burst,
+	        .max_streams_per_caller = app->cfg.max_streams_per_caller,
+	};
+	rpc_server_set_auth(app->rpc, &ac);
 	return 0;
 }
 
@@ -75,6 +108,8 @@ static void *monitor_main(void *arg)
 		if (!atomic_load(&app->migrated)) {
 			if (db_migrate(app->pool, &err) == 0) {
 				atomic_store(&app->migrated, true);
+				if (app->identity)
+					identity_store_request_reload(app->identity);
 				log_info("msg=\"database schema is up to date\"");
 			} else {
 				if (!logged_once)

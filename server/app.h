@@ -10,7 +10,9 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 
+#include "audit.h"
 #include "config.h"
+#include "identity.h"
 #include "db/db.h"
 #include "rpc/server.h"
 
@@ -20,6 +22,8 @@ struct app {
 	char conninfo[1024];
 	struct db_pool *pool;
 	struct db_bus *bus;
+	struct identity_store *identity;
+	struct audit_writer *audit;
 	struct rpc_server *rpc;
 
 	/* The database monitor: applies migrations, then follows reachability. */
@@ -32,7 +36,11 @@ struct app {
 	atomic_bool migrated;
 };
 
-/* Binds every monitoring.v1 service (unimplemented methods answer UNIMPLEMENTED). */
+/*
+ * Binds every monitoring.v1 service (methods not built yet answer
+ * UNIMPLEMENTED) and, when the auth setting is on, turns on authentication
+ * with the identity store and the audit writer of refused calls.
+ */
 int app_bind_services(struct app *app, struct mon_error *err) MON_MUST_CHECK;
 
 /* Starts and stops the database monitor thread. */

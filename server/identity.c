@@ -350,12 +350,15 @@ static int load_callers(struct db_conn *conn, struct snapshot *snap, struct mon_
 		c->disabled_at_ms = parse_i64(db_result_value(res, i, 5));
 	}
 	snap->callers_n = (size_t)rows;
-	qsort(snap->callers, snap->callers_n, sizeof(*snap->callers), cmp_caller);
+	if (snap->callers_n > 0)
+		qsort(snap->callers, snap->callers_n, sizeof(*snap->callers), cmp_caller);
 	for (size_t i = 0; i < snap->callers_n; i++)
 		if (snap->callers[i].cert_subject[0] != '\0')
 			snap->by_cert[snap->by_cert_n++] = (uint32_t)i;
 	sort_callers = snap->callers;
-	qsort(snap->by_cert, snap->by_cert_n, sizeof(*snap->by_cert), cmp_cert);
+	if (snap->by_cert_n > 0)
+		if (snap->by_cert_n > 0)
+			qsort(snap->by_cert, snap->by_cert_n, sizeof(*snap->by_cert), cmp_cert);
 	sort_callers = NULL;
 out:
 	db_result_free(res);

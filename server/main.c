@@ -154,8 +154,10 @@ int main(int argc, char **argv)
 		log_error("msg=\"database: %s\"", err.msg);
 		goto out;
 	}
-	if (db_bus_create(conninfo, &app.bus, &err) != 0 || db_bus_start(app.bus, &err) != 0) {
-		log_error("msg=\"event bus: %s\"", err.msg);
+	if (db_bus_create(conninfo, &app.bus, &err) != 0 ||
+	    identity_store_create(app.pool, app.bus, &app.identity, &err) != 0 || db_bus_start(app.bus, &err) != 0 ||
+	    audit_writer_create(app.pool, &app.audit, &err) != 0) {
+		log_error("msg=\"%s\"", err.msg);
 		goto out;
 	}
 
@@ -209,6 +211,8 @@ out:
 	app_monitor_stop(&app);
 	rpc_server_destroy(app.rpc);
 	db_bus_destroy(app.bus);
+	identity_store_destroy(app.identity);
+	audit_writer_destroy(app.audit); /* writes the refusals still queued */
 	db_pool_destroy(app.pool);
 	if (app.embedded) {
 		log_info("msg=\"stopping the embedded PostgreSQL\"");

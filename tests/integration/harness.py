@@ -88,6 +88,7 @@ class Monitord:
     """A monitord process on an ephemeral loopback port."""
 
     def __init__(self, database, extra_args=(), env=None):
+        self.database = database
         self.tmp = tempfile.mkdtemp(prefix="mon-srv-")
         self.port_file = os.path.join(self.tmp, "port")
         self.log_path = os.path.join(self.tmp, "monitord.log")
@@ -107,6 +108,20 @@ class Monitord:
         with open(self.port_file) as f:
             self.address = f.read().strip()
         self.channel = grpc.insecure_channel(self.address)
+
+    def admin_key(self):
+        """An admin API key, made once with `monitord admin bootstrap` on the server's database."""
+        if getattr(self, "_admin_key", None) is None:
+            r = subprocess.run([MONITORD, "admin", "bootstrap", "--email", "admin@example.com",
+                                "--database", self.database], capture_output=True, text=True, timeout=120)
+            if r.returncode != 0:
+                raise RuntimeError("monitord admin bootstrap failed (%d): %s" % (r.returncode, r.stderr))
+            self._admin_key = r.stdout.strip().splitlines()[-1]
+        return self._admin_key
+
+    def auth(self):
+        """Call metadata authenticating as the admin."""
+        return (("authorization", "Bearer " + self.admin_key()),)
 
     def read_log(self):
         if not self.log.closed:

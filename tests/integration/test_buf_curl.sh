@@ -54,6 +54,9 @@ for _ in $(seq 1 300); do
 	sleep 0.1
 done
 
+key=$("$build/bin/monitord" admin bootstrap --email admin@example.com --database "$conninfo" | tail -1)
+[ -n "$key" ] || { echo "could not bootstrap an admin key" >&2; exit 1; }
+
 services=$(curl_grpc --list-services "$url" 2>&1 || true)
 for s in HealthService MetricsService ErrorsService AuditService AlertsService DashboardsService IntegrationsService; do
 	check "list-services has $s" echo "$services" "^monitoring\.v1\.$s\$"
@@ -73,8 +76,12 @@ check "health check via v1alpha reflection" curl_grpc --reflect-protocol grpc-v1
 	"$url/grpc.health.v1.Health/Check" '"status": *"SERVING"'
 check "unknown health service is not_found" curl_grpc -d '{"service":"nope"}' \
 	"$url/grpc.health.v1.Health/Check" 'not_found'
-check "unimplemented RPC names its capability" curl_grpc -d '{}' \
+check "unimplemented RPC names its capability" curl_grpc -H "authorization: Bearer $key" -d '{}' \
 	"$url/monitoring.v1.AlertsService/ListAlerts" 'not implemented yet: '
+check "no credentials: unauthenticated" curl_grpc -d '{}' \
+	"$url/monitoring.v1.AlertsService/ListAlerts" 'unauthenticated'
+check "who am I, as the bootstrapped admin" curl_grpc -H "authorization: Bearer $key" -d '{}' \
+	"$url/monitoring.v1.AccessService/GetCallerIdentity" 'CALLER_ROLE_ADMIN'
 check "JSON with an unknown field is refused by the client schema" curl_grpc -d '{"nope":1}' \
 	"$url/grpc.health.v1.Health/Check" 'nope'
 check "health watch streams the status" curl_grpc --timeout 2s -d '{"service":""}' \

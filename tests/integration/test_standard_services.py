@@ -136,12 +136,12 @@ class StandardServices(unittest.TestCase):
             self.assertFalse(client_streaming, path)
             try:
                 if server_streaming:
-                    call = harness.raw_stream(self.srv.channel, path)(b"", timeout=5)
+                    call = harness.raw_stream(self.srv.channel, path)(b"", timeout=5, metadata=self.srv.auth())
                     for _ in call:
                         break
                     call.cancel()
                 else:
-                    harness.raw_unary(self.srv.channel, path)(b"", timeout=5)
+                    harness.raw_unary(self.srv.channel, path)(b"", timeout=5, metadata=self.srv.auth())
             except grpc.RpcError as e:
                 self.assertNotIn(e.code(), (grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL), path)
                 if e.code() == grpc.StatusCode.UNIMPLEMENTED:
@@ -168,8 +168,21 @@ class StandardServices(unittest.TestCase):
     def test_unknown_method_is_unimplemented(self):
         for path in ("/monitoring.v1.AlertsService/NoSuchMethod", "/no.Such/Method"):
             with self.assertRaises(grpc.RpcError) as cm:
-                harness.raw_unary(self.srv.channel, path)(b"", timeout=5)
+                harness.raw_unary(self.srv.channel, path)(b"", timeout=5, metadata=self.srv.auth())
             self.assertEqual(cm.exception.code(), grpc.StatusCode.UNIMPLEMENTED)
+        self.assert_still_serving()
+
+    def test_api_needs_credentials(self):
+        path = "/monitoring.v1.AlertsService/ListAlerts"
+        for md in ((), (("authorization", "Bearer mk_0123456789abcdef_" + "A" * 43),),
+                   (("authorization", "Basic dXNlcjpwYXNz"),)):
+            with self.assertRaises(grpc.RpcError) as cm:
+                harness.raw_unary(self.srv.channel, path)(b"", timeout=5, metadata=md)
+            self.assertEqual(cm.exception.code(), grpc.StatusCode.UNAUTHENTICATED, md)
+        # Unknown methods do not tell an unauthenticated caller what exists.
+        with self.assertRaises(grpc.RpcError) as cm:
+            harness.raw_unary(self.srv.channel, "/no.Such/Method")(b"", timeout=5)
+        self.assertEqual(cm.exception.code(), grpc.StatusCode.UNAUTHENTICATED)
         self.assert_still_serving()
 
     def test_expired_deadline(self):

@@ -137,10 +137,21 @@ class OwnClientLibrary(unittest.TestCase):
         self.assertIn("NOT_FOUND", r.stderr)
 
     def test_unimplemented_rpc_names_its_capability(self):
-        r = monctl("--target", self.srv.address, "call", "AlertsService/ListAlerts", '{"pageSize": 10}')
+        r = monctl("--target", self.srv.address, "--api-key", self.srv.admin_key(), "call",
+                   "AlertsService/ListAlerts", '{"pageSize": 10}')
         self.assertEqual(r.returncode, 1)
         self.assertIn("UNIMPLEMENTED", r.stderr)
         self.assertIn("monitoring.v1.AlertsService/ListAlerts is not implemented yet: ", r.stderr)
+
+    def test_api_key_from_the_environment(self):
+        env = dict(os.environ, MONITORD_API_KEY=self.srv.admin_key())
+        r = subprocess.run([MONCTL, "--target", self.srv.address, "call", "AccessService/GetCallerIdentity", "{}"],
+                           capture_output=True, text=True, timeout=60, env=env)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("CALLER_ROLE_ADMIN", r.stdout)
+        r = monctl("--target", self.srv.address, "call", "AccessService/GetCallerIdentity", "{}")
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("UNAUTHENTICATED", r.stderr)
 
     def test_bad_json_is_refused_naming_the_field(self):
         r = monctl("--target", self.srv.address, "call", "AlertsService/ListAlerts", '{"noSuchField": 1}')
