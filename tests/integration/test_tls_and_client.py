@@ -101,6 +101,38 @@ class MutualTls(unittest.TestCase):
             self.srv.channel = ch
             check(ch)
 
+    def test_certificate_maps_to_a_caller(self):
+        r = subprocess.run([harness.MONITORD, "admin", "create-caller", "--id", "cert-viewer", "--email",
+                            "cv@example.com", "--role", "viewer", "--cert-subject", "viewer",
+                            "--database", self.srv.database], capture_output=True, text=True, timeout=120)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        viewer = grpc.ssl_channel_credentials(root_certificates=read("ca.pem"), private_key=read("client-viewer.key"),
+                                              certificate_chain=read("client-viewer.pem"))
+        admin_cert = grpc.ssl_channel_credentials(root_certificates=read("ca.pem"),
+                                                  private_key=read("client-admin.key"),
+                                                  certificate_chain=read("client-admin.pem"))
+        who = "/monitoring.v1.AccessService/GetCallerIdentity"
+        with grpc.secure_channel("localhost:" + self.port, viewer) as ch:
+            out = b""
+            for _ in range(100):  # the mapping reaches the server's memory after commit (NOTIFY)
+                try:
+                    out = harness.raw_unary(ch, who)(b"", timeout=5)
+                    break
+                except grpc.RpcError as e:
+                    self.assertEqual(e.code(), grpc.StatusCode.UNAUTHENTICATED)
+                    time.sleep(0.05)
+            self.assertIn(b"cert-viewer", out)
+            # A viewer by certificate still may not write.
+            with self.assertRaises(grpc.RpcError) as cm:
+                harness.raw_unary(ch, "/monitoring.v1.AccessService/CreateCaller")(b"", timeout=5)
+            self.assertEqual(cm.exception.code(), grpc.StatusCode.PERMISSION_DENIED)
+        # A valid certificate whose name maps to no caller gets nothing but the open services.
+        with grpc.secure_channel("localhost:" + self.port, admin_cert) as ch:
+            with self.assertRaises(grpc.RpcError) as cm:
+                harness.raw_unary(ch, who)(b"", timeout=5)
+            self.assertEqual(cm.exception.code(), grpc.StatusCode.UNAUTHENTICATED)
+            check(ch)
+
     def test_monctl_with_client_certificate(self):
         r = monctl("--target", "localhost:" + self.port, "--tls-ca", os.path.join(CERTS, "ca.pem"),
                    "--tls-cert", os.path.join(CERTS, "client-viewer.pem"),
