@@ -80,6 +80,8 @@ check "unimplemented RPC names its capability" curl_grpc -H "authorization: Bear
 	"$url/monitoring.v1.AlertsService/ListAlerts" 'not implemented yet: '
 check "no credentials: unauthenticated" curl_grpc -d '{}' \
 	"$url/monitoring.v1.AlertsService/ListAlerts" 'unauthenticated'
+check "a wrong key: unauthenticated" curl_grpc -H "authorization: Bearer mk_0000000000000000_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA" \
+	-d '{}' "$url/monitoring.v1.AccessService/GetCallerIdentity" 'unauthenticated'
 check "who am I, as the bootstrapped admin" curl_grpc -H "authorization: Bearer $key" -d '{}' \
 	"$url/monitoring.v1.AccessService/GetCallerIdentity" 'CALLER_ROLE_ADMIN'
 check "JSON with an unknown field is refused by the client schema" curl_grpc -d '{"nope":1}' \
