@@ -264,6 +264,31 @@ class Lifecycle(unittest.TestCase):
         self.assertNotIn("AddressSanitizer", log)
         self.assertIn('msg="stopped"', log)
 
+    def test_rate_limit_per_caller_with_retry_hint(self):
+        srv = harness.Monitord(harness.fresh_database("itest_rate"),
+                               ["--rate-limit-per-s", "1", "--rate-limit-burst", "2"])
+        srv.wait_serving()
+        who = harness.raw_unary(srv.channel, "/monitoring.v1.AccessService/GetCallerIdentity")
+        md = srv.auth()
+        codes = []
+        trailers = {}
+        for _ in range(5):
+            try:
+                who(b"", timeout=5, metadata=md)
+                codes.append(grpc.StatusCode.OK)
+            except grpc.RpcError as e:
+                codes.append(e.code())
+                if e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
+                    trailers = dict(e.trailing_metadata() or ())
+                    self.assertIn("rate-limit-per-s", e.details())
+        # A burst of 2 then 1 per second: five quick calls cannot all pass.
+        self.assertIn(grpc.StatusCode.RESOURCE_EXHAUSTED, codes)
+        self.assertEqual(codes[0], grpc.StatusCode.OK)
+        self.assertGreater(int(trailers.get("grpc-retry-pushback-ms", "0")), 0)
+        # The standard health service is not rate limited for it.
+        srv.wait_serving()
+        srv.assert_clean_exit(self)
+
     def test_database_outage_and_recovery(self):
         cluster = harness.PrivateCluster()
         try:
