@@ -1,0 +1,73 @@
+/*
+ * The health prober: every monitored service with a health_check_url is
+ * probed every check_interval seconds, by exactly one replica at a time, and
+ * each result is recorded through health_record_check_tx (source "probe").
+ * http:// and https:// URLs are fetched with libcurl; grpc://host:port[/name]
+ * URLs are asked with the standard grpc.health.v1.Health/Check. The rules
+ * that turn an answer into healthy, degraded or down are in
+ * docs/operations.md ("Health probes").
+ *
+ * Claims live in PostgreSQL (tb_service_health.next_probe_at,
+ * probe_claimed_by, probe_lease_until): a replica claims due targets with
+ * FOR UPDATE SKIP LOCKED and a lease that covers every attempt; a replica
+ * that dies stops renewing, its leases expire and the others take over.
+ *
+ * Also the handler of HealthService.RunHealthCheck, which probes one
+ * service now with the same rules.
+ */
+#ifndef MON_SERVER_HEALTH_PROBER_H
+#define MON_SERVER_HEALTH_PROBER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "db/db.h"
+#include "monitoring/v1/health.pb-c.h"
+#include "rpc/rpc.h"
+#include "util/error.h"
+
+#define PROBER_CONCURRENCY_DEFAULT 8
+#define PROBER_CONCURRENCY_MAX 256
+#define PROBER_CLAIM_INTERVAL_MS_DEFAULT 500
+
+struct prober;
+
+struct prober_config {
+	struct db_pool *pool;   /* required; must outlive the prober */
+	const char *replica_id; /* the claim owner's name; NULL: "<host>/<pid>/<random>" */
+	int concurrency;        /* probes in flight at once (worker threads); 0: the default, 1..256 */
+	int claim_interval_ms;  /* how often due targets are claimed; 0: the default */
+	const char *proxy;      /* proxy for http(s) probes; NULL: none (proxy environment variables are ignored) */
+};
+
+/*
+ * Starts the claim thread and the probe workers. Works while the database is
+ * down or not yet migrated (claims simply fail and are retried). Also makes
+ * this prober the one RunHealthCheck uses for its pool and proxy. The caller
+ * owns *out and stops it with prober_stop. Returns MON_EINVAL naming a bad
+ * field, or MON_EINTERNAL when a thread cannot start.
+ */
+int prober_start(const struct prober_config *cfg, struct prober **out, struct mon_error *err) MON_MUST_CHECK;
+
+/*
+ * Stops claiming, aborts http probes in flight (a grpc probe in flight ends
+ * within its timeout), gives the unfinished claims back so another replica
+ * probes those targets at once, joins the threads and frees the prober.
+ * Accepts NULL. Call it before the pool is destroyed.
+ */
+void prober_stop(struct prober *p);
+
+/*
+ * HealthService.RunHealthCheck: probes req->service_id now (with its
+ * timeout and retry_count, retries bounded by the caller's deadline),
+ * records the result with its audit event and fills resp with the check,
+ * the service after it and the attempts made. Errors: INVALID_ARGUMENT
+ * (service_id empty), NOT_FOUND, FAILED_PRECONDITION (no
+ * health_check_url), DEADLINE_EXCEEDED (the caller's deadline is shorter
+ * than the service's timeout), UNAVAILABLE (database down, or no prober
+ * started in this process).
+ */
+int health_run_check(struct rpc_ctx *ctx, const Monitoring__V1__RunHealthCheckRequest *req,
+                     Monitoring__V1__RunHealthCheckResponse *resp);
+
+#endif
