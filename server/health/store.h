@@ -15,7 +15,15 @@
  * Schema added by this module's migration (0008): tb_service_health gets
  * next_probe_at, probe_claimed_by and probe_lease_until (the prober's
  * claims); tb_service_health_event(seq BIGSERIAL PRIMARY KEY, service_id,
- * previous_status, status, checked_at, occurred_at, response_time, error_message).
+ * kind, previous_status, status, check_id, checked_at, occurred_at,
+ * response_time, error_message). kind is 'status_changed', 'checked' (a
+ * check that left the status as it was), 'created', 'updated' or
+ * 'deleted'; every recorded check writes one event of the first two kinds.
+ *
+ * A check older than the service's latest one (reported late) is logged and
+ * counted in uptime but leaves status and last_check alone. The service's
+ * uptime_24h, uptime_7d and uptime_30d are recomputed in the same
+ * transaction (time-weighted, see sql/0008_health.sql and docs/api.md).
  */
 #ifndef MON_SERVER_HEALTH_STORE_H
 #define MON_SERVER_HEALTH_STORE_H
@@ -38,13 +46,16 @@ struct health_check_result {
 	const char *details_json;  /* a JSON object, or NULL */
 	int64_t checked_at_ms;     /* 0: now */
 	const char *source;        /* "report" or "probe" */
+	const char *metrics_json;  /* a JSON object replacing the service's metrics, or NULL to keep them */
 };
 
 struct health_check_outcome {
 	int64_t log_id;
 	int previous_status;
 	int status;
-	int64_t event_seq; /* 0 when the status did not change */
+	int64_t event_seq;     /* 0 when the status did not change */
+	int64_t checked_seq;   /* the 'checked' event's seq when the status did not change, else 0 */
+	int64_t checked_at_ms; /* the stored check's time */
 };
 
 /*
@@ -54,5 +65,25 @@ struct health_check_outcome {
  */
 int health_record_check_tx(struct db_conn *conn, struct rpc_ctx *ctx, const struct health_check_result *r,
                            struct health_check_outcome *out, struct mon_error *err) MON_MUST_CHECK;
+
+/* Service status names of the SQL enum, by Monitoring__V1__ServiceStatus value; NULL when out of range. */
+const char *health_status_name(int status);
+
+/* The Monitoring__V1__ServiceStatus value of an SQL service_status name; 0 when unknown. */
+int health_status_parse(const char *name);
+
+/*
+ * Appends a 'created', 'updated' or 'deleted' event of service_id in conn's
+ * transaction (taking the event lock) and queues its NOTIFY; the seq goes
+ * to *seq_out (may be NULL).
+ */
+int health_event_append_tx(struct db_conn *conn, const char *kind, const char *service_id, int64_t *seq_out,
+                           struct mon_error *err) MON_MUST_CHECK;
+
+/*
+ * Recomputes and stores service_id's uptime_24h, uptime_7d and uptime_30d
+ * as of now in conn's transaction.
+ */
+int health_uptime_refresh_tx(struct db_conn *conn, const char *service_id, struct mon_error *err) MON_MUST_CHECK;
 
 #endif
