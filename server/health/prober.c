@@ -479,7 +479,10 @@ static void outcome_to_result(const struct probe_outcome *o, const char *service
 	r->response_time_ms = o->response_time_ms;
 	r->error_message = o->error[0] ? o->error : NULL;
 	r->details_json = details;
-	r->checked_at_ms = 0;
+	/* The probe's own time, to the millisecond, as a reported check carries it. */
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	r->checked_at_ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 	r->source = "probe";
 }
 
