@@ -75,6 +75,7 @@ struct health_watch_hub {
 	struct db_pool *pool;
 	pthread_t thread;
 	bool has_thread;
+	bool is_failing; /* hub thread only: the last read failed (logged once per outage) */
 
 	pthread_mutex_t mu; /* guards everything below and the subscribers' shared fields */
 	pthread_cond_t cond;
@@ -498,15 +499,19 @@ static void hub_catch_up(struct health_watch_hub *hub)
 		pthread_mutex_unlock(&hub->mu);
 		if (after < 0)
 			break;
-		if (conn == NULL && db_pool_acquire(hub->pool, WATCH_ACQUIRE_MS, &conn, &err) != 0) {
-			log_warn("msg=\"health watch could not read events, retrying\" error=\"%s\"", err.msg);
-			break;
-		}
 		struct db_result *res = NULL;
-		if (events_read(conn, after, &res, &err) != 0) {
-			log_warn("msg=\"health watch could not read events, retrying\" error=\"%s\"", err.msg);
+		if ((conn == NULL && db_pool_acquire(hub->pool, WATCH_ACQUIRE_MS, &conn, &err) != 0) ||
+		    events_read(conn, after, &res, &err) != 0) {
+			if (!hub->is_failing)
+				log_warn("msg=\"health watch could not read events, retrying every second\" "
+				         "error=\"%s\"",
+				         err.msg);
+			hub->is_failing = true;
 			break;
 		}
+		if (hub->is_failing)
+			log_info("msg=\"health watch reads events again\"");
+		hub->is_failing = false;
 		struct arena *a = arena_create(WATCH_BATCH_ARENA_BYTES);
 		struct watch_event *ev = NULL;
 		int n = 0;
