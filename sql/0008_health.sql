@@ -188,7 +188,7 @@ LANGUAGE sql IMMUTABLE AS $$
   SELECT CASE WHEN p_up + p_down > 0 THEN round(p_up * 100.0 / (p_up + p_down), 2) END
 $$;
 
--- Folds a new check (already inserted as row p_id) into the hourly rollup:
+-- Folds a new check (row p_id, not yet visible) into the hourly rollup:
 -- the check takes over the interval up to its successor from its
 -- predecessor, or closes its predecessor's open interval when it is the
 -- latest. Returns true when the check is the service's latest (by
@@ -232,3 +232,20 @@ BEGIN
   RETURN NOT has_next;
 END
 $$;
+
+-- Every insert into the log folds the check into the rollup, whoever
+-- writes it (the store, COPY, an operator's psql). BEFORE, so that rows
+-- inserted earlier by the same statement are visible and the new one is
+-- not yet. Rows deleted by hand are not taken out of the rollup (retention
+-- removes whole hours of both).
+CREATE FUNCTION health_check_log_rollup() RETURNS TRIGGER
+LANGUAGE plpgsql AS $$
+BEGIN
+  PERFORM 1 FROM tb_service_health WHERE id = NEW.service_id FOR UPDATE;
+  PERFORM health_uptime_record(NEW.service_id, NEW.id, NEW.checked_at, NEW.status);
+  RETURN NEW;
+END
+$$;
+
+CREATE TRIGGER trg_health_check_log_rollup BEFORE INSERT ON tb_health_check_log
+  FOR EACH ROW EXECUTE FUNCTION health_check_log_rollup();

@@ -155,11 +155,13 @@ int health_record_check_tx(struct db_conn *conn, struct rpc_ctx *ctx, const stru
 	        "INSERT INTO tb_health_check_log (service_id, status, response_time, error_message, details, "
 	        "checked_at)"
 	        " VALUES ($1, $2::service_status, $3::integer, $4, $5::jsonb,"
-	        " coalesce('epoch'::timestamptz + $6::bigint * interval '1 millisecond', now()))"
+	        " coalesce('epoch'::timestamptz + $6::bigint * interval '1 millisecond',"
+	        " date_trunc('milliseconds', now())))"
 	        " RETURNING id, floor(extract(epoch FROM checked_at) * 1000)::bigint";
-	static const char rollup_sql[] = "SELECT health_uptime_record($1, $2::bigint,"
-	                                 " 'epoch'::timestamptz + $3::bigint * interval '1 millisecond',"
-	                                 " $4::service_status)";
+	/* The insert trigger has folded the check into the uptime rollup (sql/0008_health.sql). */
+	static const char latest_q[] = "SELECT NOT EXISTS (SELECT 1 FROM tb_health_check_log n, tb_health_check_log me"
+	                               " WHERE me.id = $2::bigint AND n.service_id = $1"
+	                               " AND (n.checked_at, n.id) > (me.checked_at, me.id))";
 	static const char latest_sql[] =
 	        "UPDATE tb_service_health SET status = $2::service_status,"
 	        " last_check = 'epoch'::timestamptz + $3::bigint * interval '1 millisecond',"
@@ -208,8 +210,8 @@ int health_record_check_tx(struct db_conn *conn, struct rpc_ctx *ctx, const stru
 	snprintf(log_id, sizeof(log_id), "%" PRId64, out->log_id);
 	snprintf(checked_at, sizeof(checked_at), "%" PRId64, out->checked_at_ms);
 
-	const char *rollup_params[] = {r->service_id, log_id, checked_at, status};
-	rc = db_exec(conn, rollup_sql, 4, rollup_params, &res, err);
+	const char *latest_params[] = {r->service_id, log_id};
+	rc = db_exec(conn, latest_q, 2, latest_params, &res, err);
 	if (rc != 0)
 		goto out;
 	bool is_latest = strcmp(db_result_value(res, 0, 0), "t") == 0;
