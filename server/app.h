@@ -12,6 +12,7 @@
 
 #include "audit.h"
 #include "config.h"
+#include "health/prober.h"
 #include "identity.h"
 #include "db/db.h"
 #include "rpc/server.h"
@@ -24,6 +25,7 @@ struct app {
 	struct db_bus *bus;
 	struct identity_store *identity;
 	struct audit_writer *audit;
+	struct prober *prober;
 	struct rpc_server *rpc;
 
 	/* The database monitor: applies migrations, then follows reachability. */

@@ -109,6 +109,11 @@ static const struct setting settings[] = {
          "Calls a caller may make at once before the rate applies (the bucket size)."},
         {"max-streams-per-caller", KIND_INT, OFF(max_streams_per_caller), 0, 1000000, "1000", NULL, "N",
          "Open server streams (watches, exports) per caller; 0 = unlimited."},
+        {"probe-concurrency", KIND_INT, OFF(probe_concurrency), 1, 256, "8", NULL, "N",
+         "Health probes this process runs at once (each service with a health_check_url "
+         "is probed by one replica every check_interval)."},
+        {"probe-proxy", KIND_OPT_STRING, OFF(probe_proxy), 0, 0, "", "none", "URL",
+         "Proxy for http(s) health probes; proxy environment variables are ignored."},
 };
 
 #define SETTING_COUNT (sizeof(settings) / sizeof(settings[0]))

@@ -185,6 +185,15 @@ int main(int argc, char **argv)
 		log_error("msg=\"%s\"", err.msg);
 		goto out;
 	}
+	struct prober_config pc = {
+	        .pool = app.pool,
+	        .concurrency = app.cfg.probe_concurrency,
+	        .proxy = app.cfg.probe_proxy,
+	};
+	if (prober_start(&pc, &app.prober, &err) != 0) {
+		log_error("msg=\"%s\"", err.msg);
+		goto out;
+	}
 	int port = 0;
 	if (rpc_server_start(app.rpc, &port, &err) != 0) {
 		log_error("msg=\"%s\"", err.msg);
@@ -209,6 +218,7 @@ out:
 	if (app.rpc)
 		rpc_server_shutdown(app.rpc, app.cfg.shutdown_grace_ms);
 	app_monitor_stop(&app);
+	prober_stop(app.prober); /* after the RPC server: RunHealthCheck uses it */
 	rpc_server_destroy(app.rpc);
 	db_bus_destroy(app.bus);
 	identity_store_destroy(app.identity);

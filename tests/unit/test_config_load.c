@@ -507,6 +507,8 @@ static void test_config_help_lists_every_setting(void **state)
 	        "rate-limit-per-s",
 	        "rate-limit-burst",
 	        "max-streams-per-caller",
+	        "probe-concurrency",
+	        "probe-proxy",
 	};
 	assert_int_equal(sizeof(names) / sizeof(names[0]), MON_CONFIG_SETTING_COUNT);
 	char *text = NULL;
@@ -628,6 +630,8 @@ static void test_config_example_file_is_valid(void **state)
 		        "rate-limit-per-s",
 		        "rate-limit-burst",
 		        "max-streams-per-caller",
+		        "probe-concurrency",
+		        "probe-proxy",
 		};
 		char line[80];
 		snprintf(line, sizeof(line), "\n%s = ", names[i]);
