@@ -134,14 +134,20 @@ class Env:
         self.stub = health_pb2_grpc.HealthServiceStub(self.srv.channel)
         self.has_report_rpc = None  # decided on first use
         self.n = 0
-        try:
-            first = next(self.stub.WatchServiceHealth(health_pb2.WatchServiceHealthRequest(service_ids=["none"]),
-                                                      metadata=self.srv.auth(), timeout=10))
-        except grpc.RpcError as e:
-            if e.code() == SC.UNIMPLEMENTED:
-                self.srv.stop()
-                raise unittest.SkipTest("WatchServiceHealth is not bound in this monitord (server/app.c)")
-            raise
+        deadline = time.time() + WAIT_S
+        while True:  # the new admin key is usable once the server's identity store has reloaded
+            try:
+                first = next(self.stub.WatchServiceHealth(
+                    health_pb2.WatchServiceHealthRequest(service_ids=["none"]), metadata=self.srv.auth(),
+                    timeout=10))
+                break
+            except grpc.RpcError as e:
+                if e.code() == SC.UNIMPLEMENTED:
+                    self.srv.stop()
+                    raise unittest.SkipTest("WatchServiceHealth is not bound in this monitord (server/app.c)")
+                if e.code() != SC.UNAUTHENTICATED or time.time() > deadline:
+                    raise
+                time.sleep(0.1)
         assert first.control.kind == K_SNAPSHOT_COMPLETE, first
 
     def new_service(self):
