@@ -181,6 +181,10 @@ int health_check_url(const char *field, const char *url, struct mon_error *err)
 			if (!is_host_char(c))
 				return mon_error_set(err, MON_EINVAL, "%s: host name has a character not allowed",
 				                     field);
+			bool is_label_edge = label_n == 0 || i + 1 == host_n || host[i + 1] == '.';
+			if (c == '-' && is_label_edge)
+				return mon_error_set(err, MON_EINVAL,
+				                     "%s: host name labels must not start or end with '-'", field);
 			if (c == '.') {
 				if (label_n == 0)
 					return mon_error_set(err, MON_EINVAL, "%s: host name has an empty label",
@@ -190,8 +194,6 @@ int health_check_url(const char *field, const char *url, struct mon_error *err)
 				return mon_error_set(err, MON_EINVAL, "%s: host name label longer than 63", field);
 			}
 		}
-		if (host[0] == '-' || host[host_n - 1] == '-')
-			return mon_error_set(err, MON_EINVAL, "%s: host name must not start or end with '-'", field);
 	}
 	if (port != NULL) {
 		size_t port_n = (size_t)(rest + auth_n - port);
@@ -1150,10 +1152,12 @@ struct update_op {
 static int update_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 {
 	static const char update_sql[] =
-	        "UPDATE tb_service_health SET name = $2, description = $3, service_type = $4, health_check_url = $5,"
+	        "UPDATE tb_service_health SET name = $2, description = $3, service_type = $4, health_check_url = "
+	        "$5::varchar,"
 	        " check_interval = $6::integer, timeout = $7::integer, retry_count = $8::integer, metrics = $9::jsonb,"
 	        " updated_at = now(),"
-	        " next_probe_at = CASE WHEN health_check_url IS DISTINCT FROM $5 OR check_interval <> $6::integer"
+	        " next_probe_at = CASE WHEN health_check_url IS DISTINCT FROM $5::varchar OR check_interval <> "
+	        "$6::integer"
 	        " THEN now() ELSE next_probe_at END WHERE id = $1";
 	struct update_op *op = arg;
 	struct arena *a = op->call->arena;
