@@ -12,6 +12,7 @@
 
 #include "mon_services.h"
 #include "services/access.h"
+#include "services/health.h"
 #include "rpc/method.h"
 #include "util/log.h"
 
@@ -42,10 +43,18 @@ int app_bind_services(struct app *app, struct mon_error *err)
 	int rc = access_service_bind(app->rpc, app->pool, err);
 	if (rc != 0)
 		return rc;
+	struct health_service_extra health_extra = {
+	        .run_health_check = health_run_check,
+	        .watch_service_health = health_watch,
+	};
+	rc = health_service_bind(app->rpc, app->pool, &health_extra, err);
+	if (rc != 0)
+		return rc;
 	for (size_t i = 0; i < mon_all_services_count; i++) {
 		const struct rpc_service_desc *d = mon_all_services[i];
-		if (!is_monitoring_service(d) || strcmp(d->name, "monitoring.v1.AccessService") == 0)
-			continue; /* the runtime serves the standard services itself */
+		if (!is_monitoring_service(d) || strcmp(d->name, "monitoring.v1.AccessService") == 0 ||
+		    strcmp(d->name, "monitoring.v1.HealthService") == 0)
+			continue; /* built above; the runtime serves the standard services itself */
 		rc = rpc_server_bind(app->rpc, d, NULL, app, 0, err);
 		if (rc != 0)
 			return rc;

@@ -13,6 +13,8 @@
 #include "audit.h"
 #include "config.h"
 #include "health/prober.h"
+#include "health/retention.h"
+#include "health/watch.h"
 #include "identity.h"
 #include "db/db.h"
 #include "rpc/server.h"
@@ -26,6 +28,8 @@ struct app {
 	struct identity_store *identity;
 	struct audit_writer *audit;
 	struct prober *prober;
+	struct health_watch_hub *health_hub;
+	struct health_retention *health_retention;
 	struct rpc_server *rpc;
 
 	/* The database monitor: applies migrations, then follows reachability. */

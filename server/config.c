@@ -114,6 +114,8 @@ static const struct setting settings[] = {
          "is probed by one replica every check_interval)."},
         {"probe-proxy", KIND_OPT_STRING, OFF(probe_proxy), 0, 0, "", "none", "URL",
          "Proxy for http(s) health probes; proxy environment variables are ignored."},
+        {"health-check-retention-days", KIND_INT, OFF(health_check_retention_days), 1, 3650, "30", NULL, "DAYS",
+         "Health check log rows older than this are removed (hourly, by one replica)."},
 };
 
 #define SETTING_COUNT (sizeof(settings) / sizeof(settings[0]))

@@ -17,7 +17,7 @@
 #include "util/log.h"
 
 /* Number of settings (the table in config.c has one row per setting). */
-#define MON_CONFIG_SETTING_COUNT 29
+#define MON_CONFIG_SETTING_COUNT 30
 
 /* At most this many warnings are kept (unknown MONITORD_* variables). */
 #define MON_CONFIG_WARNING_MAX 8
@@ -81,6 +81,7 @@ struct mon_config {
 	int max_streams_per_caller;         /* max-streams-per-caller: 0 = unlimited, default 1000 */
 	int probe_concurrency;              /* probe-concurrency: probes at once, default 8 */
 	char *probe_proxy;                  /* probe-proxy: proxy URL for http(s) probes; NULL = none */
+	int health_check_retention_days;    /* health-check-retention-days: default 30 */
 
 	char *config_file; /* the config file read, NULL when none */
 	bool show_help;    /* -h/--help was given: print help, exit 0 */

@@ -155,8 +155,9 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	if (db_bus_create(conninfo, &app.bus, &err) != 0 ||
-	    identity_store_create(app.pool, app.bus, &app.identity, &err) != 0 || db_bus_start(app.bus, &err) != 0 ||
-	    audit_writer_create(app.pool, &app.audit, &err) != 0) {
+	    identity_store_create(app.pool, app.bus, &app.identity, &err) != 0 ||
+	    health_watch_hub_create(app.pool, app.bus, &app.health_hub, &err) != 0 ||
+	    db_bus_start(app.bus, &err) != 0 || audit_writer_create(app.pool, &app.audit, &err) != 0) {
 		log_error("msg=\"%s\"", err.msg);
 		goto out;
 	}
@@ -190,7 +191,9 @@ int main(int argc, char **argv)
 	        .concurrency = app.cfg.probe_concurrency,
 	        .proxy = app.cfg.probe_proxy,
 	};
-	if (prober_start(&pc, &app.prober, &err) != 0) {
+	if (prober_start(&pc, &app.prober, &err) != 0 ||
+	    health_retention_start(app.pool, app.cfg.health_check_retention_days, 3600, &app.health_retention, &err) !=
+	            0) {
 		log_error("msg=\"%s\"", err.msg);
 		goto out;
 	}
@@ -219,8 +222,10 @@ out:
 		rpc_server_shutdown(app.rpc, app.cfg.shutdown_grace_ms);
 	app_monitor_stop(&app);
 	prober_stop(app.prober); /* after the RPC server: RunHealthCheck uses it */
+	health_retention_stop(app.health_retention);
 	rpc_server_destroy(app.rpc);
 	db_bus_destroy(app.bus);
+	health_watch_hub_destroy(app.health_hub); /* after the server and the bus, which call into it */
 	identity_store_destroy(app.identity);
 	audit_writer_destroy(app.audit); /* writes the refusals still queued */
 	db_pool_destroy(app.pool);

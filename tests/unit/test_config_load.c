@@ -509,6 +509,7 @@ static void test_config_help_lists_every_setting(void **state)
 	        "max-streams-per-caller",
 	        "probe-concurrency",
 	        "probe-proxy",
+	        "health-check-retention-days",
 	};
 	assert_int_equal(sizeof(names) / sizeof(names[0]), MON_CONFIG_SETTING_COUNT);
 	char *text = NULL;
@@ -632,6 +633,7 @@ static void test_config_example_file_is_valid(void **state)
 		        "max-streams-per-caller",
 		        "probe-concurrency",
 		        "probe-proxy",
+		        "health-check-retention-days",
 		};
 		char line[80];
 		snprintf(line, sizeof(line), "\n%s = ", names[i]);
