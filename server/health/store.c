@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <jansson.h>
 
@@ -105,12 +106,18 @@ static json_t *check_json(const struct health_check_result *r, const struct heal
 	json_t *details = NULL;
 	if (r->details_json != NULL)
 		details = json_loads(r->details_json, 0, NULL);
+	char at[48], date[32];
+	time_t secs = (time_t)(o->checked_at_ms / 1000);
+	struct tm tm;
+	if (gmtime_r(&secs, &tm) == NULL || strftime(date, sizeof(date), "%Y-%m-%dT%H:%M:%S", &tm) == 0)
+		date[0] = '\0';
+	snprintf(at, sizeof(at), "%s.%03dZ", date, (int)(o->checked_at_ms % 1000));
 	json_t *j =
-	        json_pack("{s:I, s:s, s:s, s:o, s:s, s:o, s:I, s:s}", "id", (json_int_t)o->log_id, "service_id",
+	        json_pack("{s:I, s:s, s:s, s:o, s:s, s:o, s:s, s:s}", "id", (json_int_t)o->log_id, "service_id",
 	                  r->service_id, "status", health_status_name(r->status), "response_time",
 	                  r->response_time_ms >= 0 ? json_integer(r->response_time_ms) : json_null(), "error_message",
 	                  r->error_message ? r->error_message : "", "details", details ? details : json_null(),
-	                  "checked_at_ms", (json_int_t)o->checked_at_ms, "source", r->source ? r->source : "report");
+	                  "checked_at", at, "source", r->source ? r->source : "report");
 	return j;
 }
 
@@ -151,13 +158,12 @@ int health_record_check_tx(struct db_conn *conn, struct rpc_ctx *ctx, const stru
                            struct health_check_outcome *out, struct mon_error *err)
 {
 	static const char lock_sql[] = "SELECT status::text FROM tb_service_health WHERE id = $1 FOR UPDATE";
-	static const char insert_sql[] =
-	        "INSERT INTO tb_health_check_log (service_id, status, response_time, error_message, details, "
-	        "checked_at)"
-	        " VALUES ($1, $2::service_status, $3::integer, $4, $5::jsonb,"
-	        " coalesce('epoch'::timestamptz + $6::bigint * interval '1 millisecond',"
-	        " date_trunc('milliseconds', now())))"
-	        " RETURNING id, floor(extract(epoch FROM checked_at) * 1000)::bigint";
+	static const char insert_sql[] = "INSERT INTO tb_health_check_log"
+	                                 " (service_id, status, response_time, error_message, details, checked_at)"
+	                                 " VALUES ($1, $2::service_status, $3::integer, $4, $5::jsonb,"
+	                                 " coalesce('epoch'::timestamptz + $6::bigint * interval '1 millisecond',"
+	                                 " date_trunc('milliseconds', now())))"
+	                                 " RETURNING id, floor(extract(epoch FROM checked_at) * 1000)::bigint";
 	/* The insert trigger has folded the check into the uptime rollup (sql/0008_health.sql). */
 	static const char latest_q[] = "SELECT NOT EXISTS (SELECT 1 FROM tb_health_check_log n, tb_health_check_log me"
 	                               " WHERE me.id = $2::bigint AND n.service_id = $1"
