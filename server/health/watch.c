@@ -440,11 +440,14 @@ static void fall_behind_locked(struct health_watch_hub *hub, struct watch_sub *s
 /* Offers ev to every ready subscriber that has not had it. Under hub->mu. */
 static void dispatch_locked(struct health_watch_hub *hub, const struct watch_event *ev, int64_t now)
 {
+	struct rpc_packed *packed = NULL; /* serialised once, for every subscriber */
 	for (struct watch_sub *sub = hub->subs; sub; sub = sub->next) {
 		if (!sub->is_ready || sub->is_ending || ev->seq <= sub->last_seq)
 			continue;
 		if (event_matches(sub, ev)) {
-			int rc = rpc_stream_send(sub->stream, &ev->msg->base);
+			int rc = packed != NULL || rpc_packed_create(&ev->msg->base, &packed) == 0
+			                 ? rpc_stream_send_packed(sub->stream, packed)
+			                 : MON_ENOMEM;
 			if (rc == MON_ELIMIT) {
 				fall_behind_locked(hub, sub);
 				continue;
@@ -455,6 +458,7 @@ static void dispatch_locked(struct health_watch_hub *hub, const struct watch_eve
 		}
 		sub->last_seq = ev->seq;
 	}
+	rpc_packed_release(packed);
 	if (ev->seq > hub->last_seen)
 		hub->last_seen = ev->seq;
 }

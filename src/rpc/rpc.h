@@ -121,6 +121,18 @@ int rpc_stream_send(struct rpc_stream *s, const ProtobufCMessage *msg) MON_MUST_
 int rpc_stream_send_wait(struct rpc_stream *s, const ProtobufCMessage *msg) MON_MUST_CHECK;
 
 /*
+ * A message serialised once for sending on many streams (fan-out of one
+ * event to every subscriber): rpc_packed_create packs msg (the caller keeps
+ * msg); rpc_stream_send_packed queues it on a stream as rpc_stream_send
+ * would, sharing the bytes; rpc_packed_release drops the creator's
+ * reference (streams keep theirs until sent). Thread-safe.
+ */
+struct rpc_packed;
+int rpc_packed_create(const ProtobufCMessage *msg, struct rpc_packed **out) MON_MUST_CHECK;
+void rpc_packed_release(struct rpc_packed *p);
+int rpc_stream_send_packed(struct rpc_stream *s, const struct rpc_packed *p) MON_MUST_CHECK;
+
+/*
  * Ends the stream once the queued messages are sent, with status code (0 or
  * a MON_E* value) and message (may be NULL). Later calls are ignored.
  */

@@ -622,17 +622,46 @@ struct rpc_ctx *rpc_stream_ctx(struct rpc_stream *s)
 	return &stream_call(s)->ctx;
 }
 
-static int stream_enqueue(struct rpc_call *c, const ProtobufCMessage *msg, bool wait)
+struct rpc_packed {
+	grpc_slice bytes;
+};
+
+int rpc_packed_create(const ProtobufCMessage *msg, struct rpc_packed **out)
 {
-	size_t len = protobuf_c_message_get_packed_size(msg);
-	if (len > c->server->cfg.max_send_message_bytes)
-		return MON_ELIMIT;
-	struct send_node *node = malloc(sizeof(*node));
-	if (node == NULL)
+	*out = NULL;
+	struct rpc_packed *p = malloc(sizeof(*p));
+	if (p == NULL)
 		return MON_ENOMEM;
+	size_t len = protobuf_c_message_get_packed_size(msg);
+	p->bytes = grpc_slice_malloc(len);
+	protobuf_c_message_pack(msg, GRPC_SLICE_START_PTR(p->bytes));
+	*out = p;
+	return 0;
+}
+
+void rpc_packed_release(struct rpc_packed *p)
+{
+	if (p == NULL)
+		return;
+	grpc_slice_unref(p->bytes);
+	free(p);
+}
+
+/* Queues bytes (a reference the queue takes over) on the stream; see rpc_stream_send. */
+static int stream_enqueue_slice(struct rpc_call *c, grpc_slice bytes, bool wait)
+{
+	size_t len = GRPC_SLICE_LENGTH(bytes);
+	if (len > c->server->cfg.max_send_message_bytes) {
+		grpc_slice_unref(bytes);
+		return MON_ELIMIT;
+	}
+	struct send_node *node = malloc(sizeof(*node));
+	if (node == NULL) {
+		grpc_slice_unref(bytes);
+		return MON_ENOMEM;
+	}
 	node->next = NULL;
-	node->bytes = grpc_slice_malloc(len);
-	protobuf_c_message_pack(msg, GRPC_SLICE_START_PTR(node->bytes));
+	node->bytes = bytes;
 
 	int rc = 0;
 	pthread_mutex_lock(&c->lock);
@@ -683,6 +712,16 @@ static int stream_enqueue(struct rpc_call *c, const ProtobufCMessage *msg, bool 
 	return rc;
 }
 
+static int stream_enqueue(struct rpc_call *c, const ProtobufCMessage *msg, bool wait)
+{
+	size_t len = protobuf_c_message_get_packed_size(msg);
+	if (len > c->server->cfg.max_send_message_bytes)
+		return MON_ELIMIT;
+	grpc_slice bytes = grpc_slice_malloc(len);
+	protobuf_c_message_pack(msg, GRPC_SLICE_START_PTR(bytes));
+	return stream_enqueue_slice(c, bytes, wait);
+}
+
 int rpc_stream_send(struct rpc_stream *s, const ProtobufCMessage *msg)
 {
 	return stream_enqueue(stream_call(s), msg, false);
@@ -691,6 +730,12 @@ int rpc_stream_send(struct rpc_stream *s, const ProtobufCMessage *msg)
 int rpc_stream_send_wait(struct rpc_stream *s, const ProtobufCMessage *msg)
 {
 	return stream_enqueue(stream_call(s), msg, true);
+}
+
+int rpc_stream_send_packed(struct rpc_stream *s, const struct rpc_packed *p)
+{
+	/* Slices are reference counted: every stream shares the one buffer. */
+	return stream_enqueue_slice(stream_call(s), grpc_slice_ref(p->bytes), false);
 }
 
 void rpc_stream_finish(struct rpc_stream *s, int code, const char *message)
