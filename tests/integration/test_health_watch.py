@@ -9,10 +9,7 @@ snapshot; a subscriber that stops reading (server started with
 RESOURCE_EXHAUSTED, and the server stays healthy.
 
 Services are created and checks reported through CreateService and
-ReportHealthCheck. While those RPCs answer UNIMPLEMENTED, the test does
-what the health store does (server/health/store.h) in SQL: the change
-under the event lock, then NOTIFY "mon_health" with the seq. Waits are
-bounded polls; nothing asserts on timing."""
+ReportHealthCheck. Waits are bounded polls; nothing asserts on timing."""
 
 import os
 import queue
@@ -132,7 +129,6 @@ class Env:
         self.srv = harness.Monitord(self.db, extra_args=extra_args)
         self.srv.wait_serving("monitoring.v1.HealthService")
         self.stub = health_pb2_grpc.HealthServiceStub(self.srv.channel)
-        self.has_report_rpc = None  # decided on first use
         self.n = 0
         deadline = time.time() + WAIT_S
         while True:  # the new admin key is usable once the server's identity store has reloaded
@@ -142,9 +138,6 @@ class Env:
                     timeout=10))
                 break
             except grpc.RpcError as e:
-                if e.code() == SC.UNIMPLEMENTED:
-                    self.srv.stop()
-                    raise unittest.SkipTest("WatchServiceHealth is not bound in this monitord (server/app.c)")
                 if e.code() != SC.UNAUTHENTICATED or time.time() > deadline:
                     raise
                 time.sleep(0.1)
@@ -154,39 +147,15 @@ class Env:
         self.n += 1
         sid = "svc-%d-%d" % (os.getpid(), self.n)
         svc = health_pb2.MonitoredService(id=sid, name="watch test %s" % sid, service_type="api")
-        try:
-            self.stub.CreateService(health_pb2.CreateServiceRequest(service=svc), metadata=self.srv.auth(),
-                                    timeout=10)
-        except grpc.RpcError as e:
-            if e.code() != SC.UNIMPLEMENTED:
-                raise
-            psql(self.db, "INSERT INTO tb_service_health (id, name, service_type) VALUES (%s, %s, 'api')"
-                 % (quote(sid), quote(svc.name)))
+        self.stub.CreateService(health_pb2.CreateServiceRequest(service=svc), metadata=self.srv.auth(), timeout=10)
         return sid
 
     def report(self, sid, status, error="", srv=None):
         """Records a check that sets sid's status (through srv, by default the env's server)."""
         srv = srv or self.srv
-        if self.has_report_rpc is not False:
-            check = health_pb2.HealthCheck(service_id=sid, status=status, error_message=error)
-            try:
-                health_pb2_grpc.HealthServiceStub(srv.channel).ReportHealthCheck(
-                    health_pb2.ReportHealthCheckRequest(check=check), metadata=srv.auth(), timeout=10)
-                self.has_report_rpc = True
-                return
-            except grpc.RpcError as e:
-                if e.code() != SC.UNIMPLEMENTED or self.has_report_rpc:
-                    raise
-                self.has_report_rpc = False
-        # What the health store does, while ReportHealthCheck is not served.
-        psql(self.db, "BEGIN; SELECT pg_advisory_xact_lock(7206001);"
-             " WITH old AS (SELECT status FROM tb_service_health WHERE id = %(id)s FOR UPDATE),"
-             " upd AS (UPDATE tb_service_health SET status = %(st)s, last_check = now() WHERE id = %(id)s),"
-             " ev AS (INSERT INTO tb_service_health_event (service_id, kind, previous_status, status, checked_at,"
-             " error_message) SELECT %(id)s, 'status_changed', old.status, %(st)s, now(), nullif(%(err)s, '')"
-             " FROM old RETURNING seq)"
-             " SELECT pg_notify('mon_health', seq::text) FROM ev; COMMIT;"
-             % {"id": quote(sid), "st": quote(STATUS_NAMES[status]), "err": quote(error)})
+        check = health_pb2.HealthCheck(service_id=sid, status=status, error_message=error)
+        health_pb2_grpc.HealthServiceStub(srv.channel).ReportHealthCheck(
+            health_pb2.ReportHealthCheckRequest(check=check), metadata=srv.auth(), timeout=10)
 
     def watch(self, srv=None, **kw):
         return Watch(srv or self.srv, health_pb2.WatchServiceHealthRequest(**kw))
