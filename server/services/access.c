@@ -26,6 +26,7 @@
  * transaction, so that tests can check that both roll back together.
  */
 #include "services/access.h"
+#include "services/common.h"
 
 #include <inttypes.h>
 #include <stdio.h>
@@ -50,7 +51,6 @@
 #define CERT_SUBJECT_MAX 255
 #define DESCRIPTION_MAX 255
 /* 9999-12-31T23:59:59Z: the latest time a Timestamp may hold. */
-#define TIMESTAMP_SECONDS_MAX INT64_C(253402300799)
 
 struct access_service {
 	struct db_pool *pool;
@@ -175,52 +175,18 @@ int access_check_text(const char *field, const char *text, size_t max_bytes, boo
 /* ---- page tokens ---- */
 
 /* 16 hex characters identifying filters. */
-static void filters_digest(const char *filters, char out[17])
-{
-	unsigned char h[16];
-	crypto_generichash(h, sizeof(h), (const unsigned char *)filters, strlen(filters), NULL, 0);
-	sodium_bin2hex(out, 17, h, 8);
-}
-
 int access_page_token_make(const char *filters, const char *cursor, char out[ACCESS_PAGE_TOKEN_MAX],
                            struct mon_error *err)
 {
-	char plain[ACCESS_PAGE_TOKEN_MAX];
-	char digest[17];
-	out[0] = '\0';
-	if (strchr(cursor, '|') != NULL)
-		return mon_error_set(err, MON_EINTERNAL, "page cursor contains '|'");
-	filters_digest(filters, digest);
-	int n = snprintf(plain, sizeof(plain), "1|%s|%s", digest, cursor);
-	if (n < 0 || (size_t)n >= sizeof(plain) ||
-	    sodium_base64_ENCODED_LEN((size_t)n, sodium_base64_VARIANT_URLSAFE_NO_PADDING) > ACCESS_PAGE_TOKEN_MAX)
-		return mon_error_set(err, MON_EINTERNAL, "page token too long");
-	sodium_bin2base64(out, ACCESS_PAGE_TOKEN_MAX, (const unsigned char *)plain, (size_t)n,
-	                  sodium_base64_VARIANT_URLSAFE_NO_PADDING);
-	return 0;
+	return svc_page_token_make(filters, cursor, out, ACCESS_PAGE_TOKEN_MAX, err);
 }
 
 int access_page_token_read(const char *token, const char *filters, char *cursor_out, size_t cursor_len,
                            struct mon_error *err)
 {
-	unsigned char plain[ACCESS_PAGE_TOKEN_MAX];
-	size_t n = 0;
-	char digest[17];
-	if (strlen(token) >= ACCESS_PAGE_TOKEN_MAX ||
-	    sodium_base642bin(plain, sizeof(plain) - 1, token, strlen(token), NULL, &n, NULL,
-	                      sodium_base64_VARIANT_URLSAFE_NO_PADDING) != 0)
+	if (strlen(token) >= ACCESS_PAGE_TOKEN_MAX)
 		return mon_error_set(err, MON_EINVAL, "page_token: malformed");
-	plain[n] = '\0';
-	const char *text = (const char *)plain;
-	if (n < 20 || memchr(plain, '\0', n) != NULL || strncmp(text, "1|", 2) != 0 || text[18] != '|')
-		return mon_error_set(err, MON_EINVAL, "page_token: malformed");
-	filters_digest(filters, digest);
-	if (memcmp(text + 2, digest, 16) != 0)
-		return mon_error_set(err, MON_EINVAL, "page_token: does not match the request");
-	if (strlen(text + 19) >= cursor_len)
-		return mon_error_set(err, MON_EINVAL, "page_token: malformed");
-	snprintf(cursor_out, cursor_len, "%s", text + 19);
-	return 0;
+	return svc_page_token_read(token, filters, cursor_out, cursor_len, err);
 }
 
 /* ---- the call ---- */
@@ -290,21 +256,6 @@ static Google__Protobuf__Timestamp *ts_new(struct arena *a, int64_t ms)
 }
 
 /* A timestamp to milliseconds; MON_EINVAL naming field when out of range. */
-static int ts_ms(const char *field, const Google__Protobuf__Timestamp *ts, int64_t *out, struct mon_error *err)
-{
-	if (ts->nanos < 0 || ts->nanos > 999999999 || ts->seconds < 0 || ts->seconds > TIMESTAMP_SECONDS_MAX)
-		return mon_error_set(err, MON_EINVAL, "%s: not a valid time", field);
-	*out = ts->seconds * 1000 + ts->nanos / 1000000;
-	return 0;
-}
-
-static int64_t wall_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* RFC 3339 in UTC with milliseconds, or JSON null for 0. New reference. */
 static json_t *json_time(int64_t ms)
 {
@@ -1034,8 +985,8 @@ static int create_api_key(struct rpc_ctx *ctx, const Monitoring__V1__CreateApiKe
 	if (rc == 0)
 		rc = access_check_text("description", op.description, DESCRIPTION_MAX, false, &err);
 	if (rc == 0 && req->expires_at != NULL) {
-		rc = ts_ms("expires_at", req->expires_at, &op.expires_at_ms, &err);
-		if (rc == 0 && op.expires_at_ms <= wall_ms())
+		rc = svc_time_ms("expires_at", req->expires_at, &op.expires_at_ms, &err);
+		if (rc == 0 && op.expires_at_ms <= svc_wall_ms())
 			rc = mon_error_set(&err, MON_EINVAL, "expires_at: must be in the future");
 	}
 	if (rc != 0)
@@ -1300,8 +1251,8 @@ static int update_api_key(struct rpc_ctx *ctx, const Monitoring__V1__UpdateApiKe
 	if (rc == 0 && has[0])
 		rc = access_check_text("api_key.description", op.description, DESCRIPTION_MAX, false, &err);
 	if (rc == 0 && has[1] && k->expires_at != NULL) {
-		rc = ts_ms("api_key.expires_at", k->expires_at, &op.expires_at_ms, &err);
-		if (rc == 0 && op.expires_at_ms <= wall_ms())
+		rc = svc_time_ms("api_key.expires_at", k->expires_at, &op.expires_at_ms, &err);
+		if (rc == 0 && op.expires_at_ms <= svc_wall_ms())
 			rc = mon_error_set(&err, MON_EINVAL, "api_key.expires_at: must be in the future");
 	}
 	if (rc != 0)

@@ -12,6 +12,7 @@
  * it was made for. Uptime figures come from SQL functions of
  * sql/0008_health.sql (time-weighted, docs/api.md).
  */
+#include "services/common.h"
 #include "services/health.h"
 
 #include <inttypes.h>
@@ -35,7 +36,6 @@
 #define RETENTION_DAYS 30
 #define DAY_MS INT64_C(86400000)
 /* 9999-12-31T23:59:59Z: the latest time a Timestamp may hold. */
-#define TIMESTAMP_SECONDS_MAX INT64_C(253402300799)
 
 static const char *const service_types[] = {"database", "cache", "email", "storage", "api"};
 
@@ -249,51 +249,24 @@ bool health_uptime_percent(int64_t up_ms, int64_t down_ms, double *out)
 	return true;
 }
 
-/* ---- page tokens: base64url of "1|<filters digest>|<cursor>" ---- */
-
-static void filters_digest(const char *filters, char out[17])
-{
-	unsigned char h[16];
-	crypto_generichash(h, sizeof(h), (const unsigned char *)filters, strlen(filters), NULL, 0);
-	sodium_bin2hex(out, 17, h, 8);
-}
-
 static int token_make(struct arena *a, const char *filters, const char *cursor, char **out, struct mon_error *err)
 {
-	char plain[PAGE_TOKEN_MAX], digest[17];
-	filters_digest(filters, digest);
-	int n = snprintf(plain, sizeof(plain), "1|%s|%s", digest, cursor);
-	size_t len = sodium_base64_ENCODED_LEN((size_t)(n > 0 ? n : 0), sodium_base64_VARIANT_URLSAFE_NO_PADDING);
-	if (n < 0 || (size_t)n >= sizeof(plain) || len > PAGE_TOKEN_MAX)
-		return mon_error_set(err, MON_EINTERNAL, "page token too long");
-	*out = arena_alloc(a, len);
+	*out = arena_alloc(a, PAGE_TOKEN_MAX);
 	if (*out == NULL)
 		return mon_error_set(err, MON_ENOMEM, "response larger than the call's memory cap");
-	sodium_bin2base64(*out, len, (const unsigned char *)plain, (size_t)n, sodium_base64_VARIANT_URLSAFE_NO_PADDING);
-	return 0;
+	return svc_page_token_make(filters, cursor, *out, PAGE_TOKEN_MAX, err);
 }
 
 /* The cursor of token, checked against filters, copied into the arena. */
 static int token_read(struct arena *a, const char *token, const char *filters, char **cursor_out, struct mon_error *err)
 {
-	unsigned char plain[PAGE_TOKEN_MAX];
-	size_t n = 0;
-	char digest[17];
-	if (strlen(token) >= PAGE_TOKEN_MAX ||
-	    sodium_base642bin(plain, sizeof(plain) - 1, token, strlen(token), NULL, &n, NULL,
-	                      sodium_base64_VARIANT_URLSAFE_NO_PADDING) != 0)
+	size_t len = strlen(token) + 1;
+	if (len > PAGE_TOKEN_MAX)
 		return mon_error_set(err, MON_EINVAL, "page_token: malformed");
-	plain[n] = '\0';
-	const char *text = (const char *)plain;
-	if (n < 20 || memchr(plain, '\0', n) != NULL || strncmp(text, "1|", 2) != 0 || text[18] != '|')
-		return mon_error_set(err, MON_EINVAL, "page_token: malformed");
-	filters_digest(filters, digest);
-	if (memcmp(text + 2, digest, 16) != 0)
-		return mon_error_set(err, MON_EINVAL, "page_token: does not match the request");
-	*cursor_out = arena_strdup(a, text + 19);
+	*cursor_out = arena_alloc(a, len);
 	if (*cursor_out == NULL)
 		return mon_error_set(err, MON_ENOMEM, "out of memory");
-	return 0;
+	return svc_page_token_read(token, filters, *cursor_out, len, err);
 }
 
 /* ---- times ---- */
@@ -311,21 +284,6 @@ static Google__Protobuf__Timestamp *ts_from_us(struct arena *a, int64_t us)
 		ts->nanos += 1000000000;
 	}
 	return ts;
-}
-
-static int ts_ms(const char *field, const Google__Protobuf__Timestamp *ts, int64_t *out, struct mon_error *err)
-{
-	if (ts->nanos < 0 || ts->nanos > 999999999 || ts->seconds < 0 || ts->seconds > TIMESTAMP_SECONDS_MAX)
-		return mon_error_set(err, MON_EINVAL, "%s: not a valid time", field);
-	*out = ts->seconds * 1000 + ts->nanos / 1000000;
-	return 0;
-}
-
-static int64_t wall_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 /* RFC 3339 in UTC with microseconds. New reference. */
@@ -1364,8 +1322,8 @@ static int report_health_check(struct rpc_ctx *ctx, const Monitoring__V1__Report
 	if (rc == 0 && req->service_metrics != NULL)
 		rc = struct_text(c.arena, "service_metrics", req->service_metrics, &op.r.metrics_json, &err);
 	if (rc == 0 && k->checked_at != NULL) {
-		rc = ts_ms("check.checked_at", k->checked_at, &op.r.checked_at_ms, &err);
-		if (rc == 0 && op.r.checked_at_ms > wall_ms() + FUTURE_SLACK_MS)
+		rc = svc_time_ms("check.checked_at", k->checked_at, &op.r.checked_at_ms, &err);
+		if (rc == 0 && op.r.checked_at_ms > svc_wall_ms() + FUTURE_SLACK_MS)
 			rc = mon_error_set(&err, MON_EINVAL, "check.checked_at: more than 5 minutes in the future");
 		if (rc == 0 && op.r.checked_at_ms == 0)
 			rc = mon_error_set(&err, MON_EINVAL, "check.checked_at: not a valid time");
@@ -1477,14 +1435,14 @@ static int read_range(const char *field, const Monitoring__V1__TimeRange *tr, in
 	*end_ms = now_ms;
 	if (tr != NULL && tr->end_time != NULL) {
 		snprintf(name, sizeof(name), "%s.end_time", field);
-		int rc = ts_ms(name, tr->end_time, end_ms, err);
+		int rc = svc_time_ms(name, tr->end_time, end_ms, err);
 		if (rc != 0)
 			return rc;
 	}
 	*start_ms = *end_ms - default_ms;
 	if (tr != NULL && tr->start_time != NULL) {
 		snprintf(name, sizeof(name), "%s.start_time", field);
-		int rc = ts_ms(name, tr->start_time, start_ms, err);
+		int rc = svc_time_ms(name, tr->start_time, start_ms, err);
 		if (rc != 0)
 			return rc;
 	}
@@ -1504,7 +1462,7 @@ static int list_health_checks(struct rpc_ctx *ctx, const Monitoring__V1__ListHea
 	int64_t start_ms, end_ms;
 	int rc = health_check_id("service_id", req->service_id, &err);
 	if (rc == 0)
-		rc = read_range("time_range", req->time_range, wall_ms(), DAY_MS, &start_ms, &end_ms, &err);
+		rc = read_range("time_range", req->time_range, svc_wall_ms(), DAY_MS, &start_ms, &end_ms, &err);
 	if (rc == 0)
 		rc = statuses_literal(c.arena, "statuses", req->statuses, req->n_statuses, &op.statuses, &err);
 	if (rc != 0)
@@ -1864,7 +1822,7 @@ static int get_service_uptime(struct rpc_ctx *ctx, const Monitoring__V1__GetServ
 	struct call c;
 	struct mon_error err = {0};
 	call_init(&c, ctx);
-	struct uptime_op op = {.call = &c, .id = req->service_id, .now_ms = wall_ms(), .resp = resp};
+	struct uptime_op op = {.call = &c, .id = req->service_id, .now_ms = svc_wall_ms(), .resp = resp};
 	int rc = health_check_id("service_id", req->service_id, &err);
 	if (rc == 0 && req->custom_range != NULL) {
 		op.has_custom = true;
