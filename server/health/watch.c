@@ -85,7 +85,26 @@ struct health_watch_hub {
 	size_t ready_n;
 	size_t ending_n;
 	int64_t last_seen; /* last sequence dispatched; -1 while nobody is ready */
+
+	/*
+	 * Fan-out of one event: the targets, and a second thread that sends to
+	 * the upper half while the hub thread sends to the lower one (sending
+	 * is the cost: one gRPC batch per stream).
+	 */
+	struct watch_sub **targets;
+	int *results;
+	size_t targets_cap;
+	pthread_t fan_thread;
+	bool has_fan_thread;
+	pthread_mutex_t fan_mu;
+	pthread_cond_t fan_cond;
+	bool fan_has_job, fan_done, fan_stop;
+	size_t fan_from, fan_to;
+	struct rpc_packed *fan_packed;
 };
+
+/* Below this many targets one thread sends them all. */
+#define FAN_SPLIT_MIN 64
 
 /* The process's hub: the handler has no other way to find it. */
 static _Atomic(struct health_watch_hub *) the_hub;
@@ -437,25 +456,95 @@ static void fall_behind_locked(struct health_watch_hub *hub, struct watch_sub *s
 	try_end_locked(hub, sub);
 }
 
-/* Offers ev to every ready subscriber that has not had it. Under hub->mu. */
+/* Sends packed to targets [from, to), recording each result. No lock needed: streams are thread-safe. */
+static void fan_send(struct health_watch_hub *hub, struct rpc_packed *packed, size_t from, size_t to)
+{
+	for (size_t i = from; i < to; i++)
+		hub->results[i] = rpc_stream_send_packed(hub->targets[i]->stream, packed);
+}
+
+static void *fan_main(void *arg)
+{
+	struct health_watch_hub *hub = arg;
+	pthread_mutex_lock(&hub->fan_mu);
+	for (;;) {
+		while (!hub->fan_has_job && !hub->fan_stop)
+			pthread_cond_wait(&hub->fan_cond, &hub->fan_mu);
+		if (hub->fan_stop)
+			break;
+		hub->fan_has_job = false;
+		size_t from = hub->fan_from, to = hub->fan_to;
+		struct rpc_packed *packed = hub->fan_packed;
+		pthread_mutex_unlock(&hub->fan_mu);
+		fan_send(hub, packed, from, to);
+		pthread_mutex_lock(&hub->fan_mu);
+		hub->fan_done = true;
+		pthread_cond_broadcast(&hub->fan_cond);
+	}
+	pthread_mutex_unlock(&hub->fan_mu);
+	return NULL;
+}
+
+/*
+ * Offers ev to every ready subscriber that has not had it. Under hub->mu,
+ * which keeps every target's stream alive until the sends are done (close
+ * callbacks take it before releasing their stream).
+ */
 static void dispatch_locked(struct health_watch_hub *hub, const struct watch_event *ev, int64_t now)
 {
-	struct rpc_packed *packed = NULL; /* serialised once, for every subscriber */
+	size_t n = 0;
 	for (struct watch_sub *sub = hub->subs; sub; sub = sub->next) {
 		if (!sub->is_ready || sub->is_ending || ev->seq <= sub->last_seq)
 			continue;
-		if (event_matches(sub, ev)) {
-			int rc = packed != NULL || rpc_packed_create(&ev->msg->base, &packed) == 0
-			                 ? rpc_stream_send_packed(sub->stream, packed)
-			                 : MON_ENOMEM;
-			if (rc == MON_ELIMIT) {
-				fall_behind_locked(hub, sub);
-				continue;
-			}
-			if (rc != 0)
-				continue; /* ending: on_stream_close unlinks it */
-			sub->last_send_ms = now;
+		if (!event_matches(sub, ev)) {
+			sub->last_seq = ev->seq;
+			continue;
 		}
+		if (n == hub->targets_cap) {
+			size_t cap = hub->targets_cap ? hub->targets_cap * 2 : 256;
+			struct watch_sub **t = realloc(hub->targets, cap * sizeof(*t));
+			int *r = realloc(hub->results, cap * sizeof(*r));
+			if (t != NULL)
+				hub->targets = t;
+			if (r != NULL)
+				hub->results = r;
+			if (t == NULL || r == NULL)
+				break; /* the rest get it on the next read: last_seq is unchanged */
+			hub->targets_cap = cap;
+		}
+		hub->targets[n++] = sub;
+	}
+	struct rpc_packed *packed = NULL; /* serialised once, for every subscriber */
+	if (n > 0 && rpc_packed_create(&ev->msg->base, &packed) != 0)
+		n = 0;
+	if (n >= FAN_SPLIT_MIN && hub->has_fan_thread) {
+		size_t mid = n / 2;
+		pthread_mutex_lock(&hub->fan_mu);
+		hub->fan_from = mid;
+		hub->fan_to = n;
+		hub->fan_packed = packed;
+		hub->fan_done = false;
+		hub->fan_has_job = true;
+		pthread_cond_broadcast(&hub->fan_cond);
+		pthread_mutex_unlock(&hub->fan_mu);
+		fan_send(hub, packed, 0, mid);
+		pthread_mutex_lock(&hub->fan_mu);
+		while (!hub->fan_done)
+			pthread_cond_wait(&hub->fan_cond, &hub->fan_mu);
+		pthread_mutex_unlock(&hub->fan_mu);
+	} else if (n > 0) {
+		fan_send(hub, packed, 0, n);
+	}
+	for (size_t i = 0; i < n; i++) {
+		struct watch_sub *sub = hub->targets[i];
+		int rc = hub->results[i];
+		if (rc == MON_ELIMIT) {
+			fall_behind_locked(hub, sub);
+			continue;
+		}
+		if (rc != 0)
+			continue; /* ending: on_stream_close unlinks it */
+		sub->last_send_ms = now;
 		sub->last_seq = ev->seq;
 	}
 	rpc_packed_release(packed);
@@ -599,6 +688,8 @@ int health_watch_hub_create(struct db_pool *pool, struct db_bus *bus, struct hea
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
 	pthread_cond_init(&hub->cond, &ca);
 	pthread_condattr_destroy(&ca);
+	pthread_mutex_init(&hub->fan_mu, NULL);
+	pthread_cond_init(&hub->fan_cond, NULL);
 
 	struct health_watch_hub *none = NULL;
 	if (!atomic_compare_exchange_strong(&the_hub, &none, hub)) {
@@ -615,6 +706,8 @@ int health_watch_hub_create(struct db_pool *pool, struct db_bus *bus, struct hea
 		return mon_error_set(err, MON_ENOMEM, "could not start the health watch thread");
 	}
 	hub->has_thread = true;
+	/* Without the second sender the hub still works, sending alone. */
+	hub->has_fan_thread = pthread_create(&hub->fan_thread, NULL, fan_main, hub) == 0;
 	*out = hub;
 	return 0;
 }
@@ -630,6 +723,15 @@ void health_watch_hub_destroy(struct health_watch_hub *hub)
 		pthread_mutex_unlock(&hub->mu);
 		pthread_join(hub->thread, NULL);
 	}
+	if (hub->has_fan_thread) {
+		pthread_mutex_lock(&hub->fan_mu);
+		hub->fan_stop = true;
+		pthread_cond_broadcast(&hub->fan_cond);
+		pthread_mutex_unlock(&hub->fan_mu);
+		pthread_join(hub->fan_thread, NULL);
+	}
+	free(hub->targets);
+	free(hub->results);
 	struct health_watch_hub *self = hub;
 	atomic_compare_exchange_strong(&the_hub, &self, NULL);
 	/* The server is gone, so every close callback has run and the list is empty. */
@@ -637,6 +739,8 @@ void health_watch_hub_destroy(struct health_watch_hub *hub)
 		log_error("msg=\"health watch destroyed with subscribers left\"");
 	pthread_cond_destroy(&hub->cond);
 	pthread_mutex_destroy(&hub->mu);
+	pthread_cond_destroy(&hub->fan_cond);
+	pthread_mutex_destroy(&hub->fan_mu);
 	free(hub);
 }
 

@@ -200,6 +200,23 @@ class HealthWatchTest(unittest.TestCase):
         finally:
             w.close()
 
+    def test_many_subscribers_each_get_every_change(self):
+        # Enough subscribers for the hub to split its fan-out between two threads.
+        sid = self.new_service()
+        watches = [self.watch(service_ids=[sid]) for _ in range(100)]
+        try:
+            for w in watches:
+                w.until_control(K_SNAPSHOT_COMPLETE)
+            self.report(sid, DOWN, "down for all")
+            self.report(sid, HEALTHY)
+            for w in watches:
+                a, b = w.changes(2)
+                self.assertEqual((a.change.service.status, b.change.service.status), (DOWN, HEALTHY))
+                self.assertLess(a.sequence, b.sequence)
+        finally:
+            for w in watches:
+                w.close()
+
     def test_filters_and_invalid_requests(self):
         a, b = self.new_service(), self.new_service()
         w = self.watch(service_ids=[a], statuses=[DOWN])
