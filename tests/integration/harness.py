@@ -42,6 +42,25 @@ def _generate_stubs():
 
 
 STUB_DIR = _generate_stubs()
+
+
+def api_stubs():
+    """Makes `from monitoring.v1 import ..._pb2` work: python modules for every
+    proto of the API, generated once per process into a temporary directory."""
+    global _API_STUBS
+    if _API_STUBS is None:
+        out = tempfile.mkdtemp(prefix="mon-api-stubs-")
+        protos = os.path.join(SOURCE_DIR, "proto")
+        api = os.path.join(protos, "monitoring", "v1")
+        files = sorted(os.path.join(api, f) for f in os.listdir(api) if f.endswith(".proto"))
+        subprocess.run([sys.executable, "-m", "grpc_tools.protoc", "-I", protos, "-I", "/usr/include",
+                        "--python_out", out, "--grpc_python_out", out] + files, check=True)
+        sys.path.insert(0, out)
+        _API_STUBS = out
+    return _API_STUBS
+
+
+_API_STUBS = None
 import health_pb2  # noqa: E402
 import health_pb2_grpc  # noqa: E402
 import reflection_pb2  # noqa: E402
@@ -116,7 +135,19 @@ class Monitord:
                                 "--database", self.database], capture_output=True, text=True, timeout=120)
             if r.returncode != 0:
                 raise RuntimeError("monitord admin bootstrap failed (%d): %s" % (r.returncode, r.stderr))
-            self._admin_key = r.stdout.strip().splitlines()[-1]
+            key = r.stdout.strip().splitlines()[-1]
+            # A new key works once the server's identity store has reloaded (NOTIFY, then a read).
+            who = raw_unary(self.channel, "/monitoring.v1.AccessService/GetCallerIdentity")
+            deadline = time.time() + 30
+            while True:
+                try:
+                    who(b"", timeout=5, metadata=(("authorization", "Bearer " + key),))
+                    break
+                except grpc.RpcError as e:
+                    if e.code() != grpc.StatusCode.UNAUTHENTICATED or time.time() > deadline:
+                        raise
+                    time.sleep(0.05)
+            self._admin_key = key
         return self._admin_key
 
     def auth(self):

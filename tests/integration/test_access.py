@@ -9,8 +9,6 @@ neither the change nor its event."""
 
 import os
 import subprocess
-import sys
-import tempfile
 import time
 import unittest
 
@@ -20,18 +18,7 @@ from google.protobuf import field_mask_pb2, timestamp_pb2
 import harness
 
 
-def _generate_access_stubs():
-    """Python modules for access.proto and what it imports, in a temporary directory."""
-    out = tempfile.mkdtemp(prefix="mon-access-stubs-")
-    protos = os.path.join(harness.SOURCE_DIR, "proto")
-    subprocess.run(["/usr/bin/python3", "-m", "grpc_tools.protoc", "-I", protos, "-I", "/usr/include",
-                    "--python_out", out, "--grpc_python_out", out,
-                    os.path.join(protos, "monitoring", "v1", "access.proto"),
-                    os.path.join(protos, "monitoring", "v1", "common.proto")], check=True)
-    sys.path.insert(0, out)
-
-
-_generate_access_stubs()
+harness.api_stubs()
 from monitoring.v1 import access_pb2, access_pb2_grpc, common_pb2  # noqa: E402
 
 SC = grpc.StatusCode

@@ -19,8 +19,6 @@ WatchServiceHealth and RunHealthCheck have their own tests
 
 import os
 import subprocess
-import sys
-import tempfile
 import threading
 import time
 import unittest
@@ -31,17 +29,7 @@ from google.protobuf import field_mask_pb2, struct_pb2, timestamp_pb2, wrappers_
 import harness
 
 
-def _generate_stubs():
-    out = tempfile.mkdtemp(prefix="mon-health-svc-stubs-")
-    protos = os.path.join(harness.SOURCE_DIR, "proto")
-    subprocess.run(["/usr/bin/python3", "-m", "grpc_tools.protoc", "-I", protos, "-I", "/usr/include",
-                    "--python_out", out, "--grpc_python_out", out,
-                    os.path.join(protos, "monitoring", "v1", "health.proto"),
-                    os.path.join(protos, "monitoring", "v1", "common.proto")], check=True)
-    sys.path.insert(0, out)
-
-
-_generate_stubs()
+harness.api_stubs()
 from monitoring.v1 import common_pb2, health_pb2, health_pb2_grpc  # noqa: E402
 
 SC = grpc.StatusCode
@@ -108,20 +96,6 @@ class HealthService(unittest.TestCase):
         cls.srv.wait_serving()
         cls.stub = health_pb2_grpc.HealthServiceStub(cls.srv.channel)
         cls.md = cls.srv.auth()
-        deadline = time.time() + 10
-        while True:
-            try:
-                cls.stub.GetSystemHealthSummary(health_pb2.GetSystemHealthSummaryRequest(), metadata=cls.md,
-                                                timeout=5)
-                break
-            except grpc.RpcError as e:
-                if e.code() == SC.UNIMPLEMENTED:
-                    cls.srv.stop()
-                    raise unittest.SkipTest("HealthService is not bound in monitord (server/app.c: "
-                                            "health_service_bind)")
-                if e.code() != SC.UNAUTHENTICATED or time.time() > deadline:
-                    raise
-                time.sleep(0.1)
 
     @classmethod
     def tearDownClass(cls):

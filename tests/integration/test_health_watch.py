@@ -14,10 +14,7 @@ ReportHealthCheck. Waits are bounded polls; nothing asserts on timing."""
 import os
 import queue
 import subprocess
-import sys
-import tempfile
 import threading
-import time
 import unittest
 
 import grpc
@@ -25,17 +22,7 @@ import grpc
 import harness
 
 
-def _generate_stubs():
-    out = tempfile.mkdtemp(prefix="mon-health-stubs-")
-    protos = os.path.join(harness.SOURCE_DIR, "proto")
-    subprocess.run(["/usr/bin/python3", "-m", "grpc_tools.protoc", "-I", protos, "-I", "/usr/include",
-                    "--python_out", out, "--grpc_python_out", out,
-                    os.path.join(protos, "monitoring", "v1", "health.proto"),
-                    os.path.join(protos, "monitoring", "v1", "common.proto")], check=True)
-    sys.path.insert(0, out)
-
-
-_generate_stubs()
+harness.api_stubs()
 from monitoring.v1 import common_pb2, health_pb2, health_pb2_grpc  # noqa: E402
 
 SC = grpc.StatusCode
@@ -130,17 +117,8 @@ class Env:
         self.srv.wait_serving("monitoring.v1.HealthService")
         self.stub = health_pb2_grpc.HealthServiceStub(self.srv.channel)
         self.n = 0
-        deadline = time.time() + WAIT_S
-        while True:  # the new admin key is usable once the server's identity store has reloaded
-            try:
-                first = next(self.stub.WatchServiceHealth(
-                    health_pb2.WatchServiceHealthRequest(service_ids=["none"]), metadata=self.srv.auth(),
-                    timeout=10))
-                break
-            except grpc.RpcError as e:
-                if e.code() != SC.UNAUTHENTICATED or time.time() > deadline:
-                    raise
-                time.sleep(0.1)
+        first = next(self.stub.WatchServiceHealth(health_pb2.WatchServiceHealthRequest(service_ids=["none"]),
+                                                  metadata=self.srv.auth(), timeout=10))
         assert first.control.kind == K_SNAPSHOT_COMPLETE, first
 
     def new_service(self):

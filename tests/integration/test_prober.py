@@ -10,12 +10,9 @@ API allows. Every wait is a bounded poll; nothing asserts a duration.
 """
 
 import http.server
-import os
 import signal
 import socket
 import subprocess
-import sys
-import tempfile
 import threading
 import time
 import unittest
@@ -27,18 +24,7 @@ import harness
 from harness import health_pb2, health_pb2_grpc
 
 
-def _generate_health_stubs():
-    """Python modules for monitoring.v1's health.proto, in a temporary directory."""
-    out = tempfile.mkdtemp(prefix="mon-prober-stubs-")
-    protos = os.path.join(harness.SOURCE_DIR, "proto")
-    subprocess.run(["/usr/bin/python3", "-m", "grpc_tools.protoc", "-I", protos, "-I", "/usr/include",
-                    "--python_out", out, "--grpc_python_out", out,
-                    os.path.join(protos, "monitoring", "v1", "health.proto"),
-                    os.path.join(protos, "monitoring", "v1", "common.proto")], check=True)
-    sys.path.insert(0, out)
-
-
-_generate_health_stubs()
+harness.api_stubs()
 from monitoring.v1 import common_pb2, health_pb2 as mon_health_pb2, health_pb2_grpc as mon_health_pb2_grpc  # noqa
 
 POLL_S = 60
