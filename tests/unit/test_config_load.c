@@ -477,41 +477,44 @@ static void test_config_help_and_version(void **state)
 	mon_config_free(&cfg);
 }
 
+/* Every setting, as --help and the example config must name them. */
+static const char *const setting_names[] = {
+        "listen",
+        "database",
+        "data-dir",
+        "port-file",
+        "log-level",
+        "cq-threads",
+        "worker-threads",
+        "db-pool-size",
+        "max-recv-message-bytes",
+        "max-send-message-bytes",
+        "max-concurrent-streams",
+        "keepalive-min-ping-ms",
+        "keepalive-time-ms",
+        "keepalive-timeout-ms",
+        "handshake-timeout-ms",
+        "stream-queue-max",
+        "shutdown-grace-ms",
+        "tls-cert",
+        "tls-key",
+        "tls-client-ca",
+        "allow-insecure-remote",
+        "db-statement-timeout-ms",
+        "auth",
+        "auth-standard-services",
+        "rate-limit-per-s",
+        "rate-limit-burst",
+        "max-streams-per-caller",
+        "probe-concurrency",
+        "probe-proxy",
+        "health-check-retention-days",
+};
+
 static void test_config_help_lists_every_setting(void **state)
 {
-	static const char *const names[] = {
-	        "listen",
-	        "database",
-	        "data-dir",
-	        "port-file",
-	        "log-level",
-	        "cq-threads",
-	        "worker-threads",
-	        "db-pool-size",
-	        "max-recv-message-bytes",
-	        "max-send-message-bytes",
-	        "max-concurrent-streams",
-	        "keepalive-min-ping-ms",
-	        "keepalive-time-ms",
-	        "keepalive-timeout-ms",
-	        "handshake-timeout-ms",
-	        "stream-queue-max",
-	        "shutdown-grace-ms",
-	        "tls-cert",
-	        "tls-key",
-	        "tls-client-ca",
-	        "allow-insecure-remote",
-	        "db-statement-timeout-ms",
-	        "auth",
-	        "auth-standard-services",
-	        "rate-limit-per-s",
-	        "rate-limit-burst",
-	        "max-streams-per-caller",
-	        "probe-concurrency",
-	        "probe-proxy",
-	        "health-check-retention-days",
-	};
-	assert_int_equal(sizeof(names) / sizeof(names[0]), MON_CONFIG_SETTING_COUNT);
+	const char *const *names = setting_names;
+	assert_int_equal(sizeof(setting_names) / sizeof(setting_names[0]), MON_CONFIG_SETTING_COUNT);
 	char *text = NULL;
 	size_t len = 0;
 	FILE *f = open_memstream(&text, &len);
@@ -524,7 +527,7 @@ static void test_config_help_lists_every_setting(void **state)
 	assert_non_null(strstr(text, "--config FILE"));
 	assert_non_null(strstr(text, "MONITORD_CONFIG"));
 	assert_non_null(strstr(text, "DATABASE_URL"));
-	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+	for (size_t i = 0; i < sizeof(setting_names) / sizeof(setting_names[0]); i++) {
 		char flag[64];
 		char env[64];
 		snprintf(flag, sizeof(flag), "\n  --%s ", names[i]);
@@ -603,38 +606,7 @@ static void test_config_example_file_is_valid(void **state)
 	text[n] = '\0';
 	fclose(f);
 	for (size_t i = 0; i < MON_CONFIG_SETTING_COUNT; i++) {
-		static const char *const names[] = {
-		        "listen",
-		        "database",
-		        "data-dir",
-		        "port-file",
-		        "log-level",
-		        "cq-threads",
-		        "worker-threads",
-		        "db-pool-size",
-		        "max-recv-message-bytes",
-		        "max-send-message-bytes",
-		        "max-concurrent-streams",
-		        "keepalive-min-ping-ms",
-		        "keepalive-time-ms",
-		        "keepalive-timeout-ms",
-		        "handshake-timeout-ms",
-		        "stream-queue-max",
-		        "shutdown-grace-ms",
-		        "tls-cert",
-		        "tls-key",
-		        "tls-client-ca",
-		        "allow-insecure-remote",
-		        "db-statement-timeout-ms",
-		        "auth",
-		        "auth-standard-services",
-		        "rate-limit-per-s",
-		        "rate-limit-burst",
-		        "max-streams-per-caller",
-		        "probe-concurrency",
-		        "probe-proxy",
-		        "health-check-retention-days",
-		};
+		const char *const *names = setting_names;
 		char line[80];
 		snprintf(line, sizeof(line), "\n%s = ", names[i]);
 		char commented[80];
