@@ -15,6 +15,8 @@
 #include "health/prober.h"
 #include "health/retention.h"
 #include "health/watch.h"
+#include "metrics/rollup.h"
+#include "metrics/watch.h"
 #include "identity.h"
 #include "db/db.h"
 #include "rpc/server.h"
@@ -30,6 +32,8 @@ struct app {
 	struct prober *prober;
 	struct health_watch_hub *health_hub;
 	struct health_retention *health_retention;
+	struct metrics_watch_hub *metrics_hub;
+	struct metrics_maintenance *metrics_maintenance;
 	struct rpc_server *rpc;
 
 	/* The database monitor: applies migrations, then follows reachability. */

@@ -157,6 +157,7 @@ int main(int argc, char **argv)
 	if (db_bus_create(conninfo, &app.bus, &err) != 0 ||
 	    identity_store_create(app.pool, app.bus, &app.identity, &err) != 0 ||
 	    health_watch_hub_create(app.pool, app.bus, &app.health_hub, &err) != 0 ||
+	    metrics_watch_hub_create(app.pool, app.bus, &app.metrics_hub, &err) != 0 ||
 	    db_bus_start(app.bus, &err) != 0 || audit_writer_create(app.pool, &app.audit, &err) != 0) {
 		log_error("msg=\"%s\"", err.msg);
 		goto out;
@@ -191,9 +192,18 @@ int main(int argc, char **argv)
 	        .concurrency = app.cfg.probe_concurrency,
 	        .proxy = app.cfg.probe_proxy,
 	};
+	struct metrics_maintenance_config mc = {
+	        .pool = app.pool,
+	        .interval_ms = 10000,
+	        .raw_retention_days = 7,
+	        .rollup_5min_days = 90,
+	        .rollup_hourly_days = 365,
+	        .replay_window_s = 600,
+	};
 	if (prober_start(&pc, &app.prober, &err) != 0 ||
 	    health_retention_start(app.pool, app.cfg.health_check_retention_days, 3600, &app.health_retention, &err) !=
-	            0) {
+	            0 ||
+	    metrics_maintenance_start(&mc, &app.metrics_maintenance, &err) != 0) {
 		log_error("msg=\"%s\"", err.msg);
 		goto out;
 	}
@@ -223,9 +233,11 @@ out:
 	app_monitor_stop(&app);
 	prober_stop(app.prober); /* after the RPC server: RunHealthCheck uses it */
 	health_retention_stop(app.health_retention);
+	metrics_maintenance_stop(app.metrics_maintenance);
 	rpc_server_destroy(app.rpc);
 	db_bus_destroy(app.bus);
 	health_watch_hub_destroy(app.health_hub); /* after the server and the bus, which call into it */
+	metrics_watch_hub_destroy(app.metrics_hub);
 	identity_store_destroy(app.identity);
 	audit_writer_destroy(app.audit); /* writes the refusals still queued */
 	db_pool_destroy(app.pool);
