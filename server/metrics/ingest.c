@@ -24,13 +24,3 @@ int metrics_write(struct db_pool *pool, int64_t timeout_ms, Monitoring__V1__Metr
 	(void)out;
 	return mon_error_set(err, MON_EUNIMPL, "RecordMetrics is not built yet");
 }
-
-int metrics_point_from_row(struct arena *a, const struct db_result *res, int row, Monitoring__V1__MetricPoint **out,
-                           struct mon_error *err)
-{
-	(void)a;
-	(void)res;
-	(void)row;
-	(void)out;
-	return mon_error_set(err, MON_EUNIMPL, "not built yet");
-}
