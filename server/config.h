@@ -17,7 +17,7 @@
 #include "util/log.h"
 
 /* Number of settings (the table in config.c has one row per setting). */
-#define MON_CONFIG_SETTING_COUNT 30
+#define MON_CONFIG_SETTING_COUNT 35
 
 /* At most this many warnings are kept (unknown MONITORD_* variables). */
 #define MON_CONFIG_WARNING_MAX 8
@@ -82,6 +82,11 @@ struct mon_config {
 	int probe_concurrency;              /* probe-concurrency: probes at once, default 8 */
 	char *probe_proxy;                  /* probe-proxy: proxy URL for http(s) probes; NULL = none */
 	int health_check_retention_days;    /* health-check-retention-days: default 30 */
+	int metrics_raw_retention_days;     /* metrics-raw-retention-days: default 7 */
+	int metrics_5min_retention_days;    /* metrics-5min-retention-days: default 90 */
+	int metrics_hourly_retention_days;  /* metrics-hourly-retention-days: default 365 */
+	int metrics_rollup_interval_ms;     /* metrics-rollup-interval-ms: default 10000 */
+	int metrics_replay_window_s;        /* metrics-replay-window-s: default 600 */
 
 	char *config_file; /* the config file read, NULL when none */
 	bool show_help;    /* -h/--help was given: print help, exit 0 */

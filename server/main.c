@@ -194,11 +194,11 @@ int main(int argc, char **argv)
 	};
 	struct metrics_maintenance_config mc = {
 	        .pool = app.pool,
-	        .interval_ms = 10000,
-	        .raw_retention_days = 7,
-	        .rollup_5min_days = 90,
-	        .rollup_hourly_days = 365,
-	        .replay_window_s = 600,
+	        .interval_ms = app.cfg.metrics_rollup_interval_ms,
+	        .raw_retention_days = app.cfg.metrics_raw_retention_days,
+	        .rollup_5min_days = app.cfg.metrics_5min_retention_days,
+	        .rollup_hourly_days = app.cfg.metrics_hourly_retention_days,
+	        .replay_window_s = app.cfg.metrics_replay_window_s,
 	};
 	if (prober_start(&pc, &app.prober, &err) != 0 ||
 	    health_retention_start(app.pool, app.cfg.health_check_retention_days, 3600, &app.health_retention, &err) !=

@@ -509,6 +509,11 @@ static const char *const setting_names[] = {
         "probe-concurrency",
         "probe-proxy",
         "health-check-retention-days",
+        "metrics-raw-retention-days",
+        "metrics-5min-retention-days",
+        "metrics-hourly-retention-days",
+        "metrics-rollup-interval-ms",
+        "metrics-replay-window-s",
 };
 
 static void test_config_help_lists_every_setting(void **state)
