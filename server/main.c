@@ -17,6 +17,7 @@
 
 #include "admin.h"
 #include "app.h"
+#include "metrics/ingest.h"
 #include "config.h"
 #include "mon_descriptor_set.h"
 #include "util/log.h"
@@ -148,6 +149,7 @@ int main(int argc, char **argv)
 	        .pool_size = app.cfg.db_pool_size,
 	        .connect_timeout_s = 5,
 	        .application_name = "monitord",
+	        .session_sql = metrics_session_sql,
 	        .statement_timeout_ms = app.cfg.db_statement_timeout_ms,
 	};
 	if (db_pool_create(&dbc, &app.pool, &err) != 0) {

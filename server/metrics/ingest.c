@@ -1,26 +1,508 @@
-/* Performance metric ingest (being written). */
+/*
+ * Performance metric ingest: validation of RecordMetrics points and the
+ * write path (see ingest.h). Values are rounded here as the columns store
+ * them (2 decimals, microsecond times), so that the points the stream
+ * publishes are the points the table holds.
+ */
 #include "metrics/ingest.h"
+
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <sodium.h>
+
+#include "services/common.h"
+
+const char metrics_session_sql[] =
+        "CREATE TEMP TABLE IF NOT EXISTS mon_metric_stage ("
+        "time timestamptz, metric_name text, endpoint text, method text, status_code integer, "
+        "p50 numeric, p95 numeric, p99 numeric, mean numeric, min numeric, max numeric, "
+        "request_count integer, error_count integer, error_rate numeric, throughput numeric, "
+        "tags jsonb, metric_type text) ON COMMIT DELETE ROWS";
+
+#define COLS "time, metric_name, endpoint, method, status_code, p50, p95, p99, mean, min, max, " \
+             "request_count, error_count, error_rate, throughput, tags, metric_type"
+#define VALUE_COLS "method, status_code, p50, p95, p99, mean, min, max, request_count, error_count, " \
+                   "error_rate, throughput, tags, metric_type"
+
+/*
+ * One statement: how many keys already exist (for the inserted / updated /
+ * duplicate counts) and the upsert, which rewrites a row only when a value
+ * differs. Rows go in key order so that two batches sharing keys lock them
+ * in the same order.
+ */
+static const struct db_stmt upsert_stmt = {
+        .name = "metrics_upsert",
+        .sql = "WITH pre AS (SELECT count(*) AS n FROM mon_metric_stage s JOIN tb_performance_metric t "
+               "USING (time, metric_name, endpoint)), "
+               "up AS (INSERT INTO tb_performance_metric AS t (" COLS ") "
+               "SELECT time, metric_name, endpoint, method, status_code, p50, p95, p99, mean, min, max, "
+               "request_count, error_count, error_rate, throughput, tags, metric_type::metric_type "
+               "FROM mon_metric_stage ORDER BY time, metric_name, endpoint "
+               "ON CONFLICT (time, metric_name, endpoint) DO UPDATE SET "
+               "method = EXCLUDED.method, status_code = EXCLUDED.status_code, p50 = EXCLUDED.p50, "
+               "p95 = EXCLUDED.p95, p99 = EXCLUDED.p99, mean = EXCLUDED.mean, min = EXCLUDED.min, "
+               "max = EXCLUDED.max, request_count = EXCLUDED.request_count, "
+               "error_count = EXCLUDED.error_count, error_rate = EXCLUDED.error_rate, "
+               "throughput = EXCLUDED.throughput, tags = EXCLUDED.tags, metric_type = EXCLUDED.metric_type "
+               "WHERE (t.method, t.status_code, t.p50, t.p95, t.p99, t.mean, t.min, t.max, t.request_count, "
+               "t.error_count, t.error_rate, t.throughput, t.tags, t.metric_type) IS DISTINCT FROM "
+               "(EXCLUDED.method, EXCLUDED.status_code, EXCLUDED.p50, EXCLUDED.p95, EXCLUDED.p99, "
+               "EXCLUDED.mean, EXCLUDED.min, EXCLUDED.max, EXCLUDED.request_count, EXCLUDED.error_count, "
+               "EXCLUDED.error_rate, EXCLUDED.throughput, EXCLUDED.tags, EXCLUDED.metric_type) "
+               "RETURNING 1) "
+               "SELECT (SELECT n FROM pre), (SELECT count(*) FROM up)",
+        .param_count = 0,
+};
+
+static const struct db_stmt commit_stmt = {
+        .name = "metrics_commit",
+        .sql = "SELECT mon_metrics_commit($1::integer, $2::timestamptz, $3::timestamptz, $4::timestamptz[], "
+               "$5::bytea)",
+        .param_count = 5,
+};
+
+static const char *const methods[] = {"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"};
+static const char *const type_labels[] = {"gauge", "counter", "gauge", "histogram", "summary"};
+
+/* ---- validation ---- */
+
+static void add_error(struct metrics_point_error *errs, size_t cap, size_t *n, int32_t index, const char *field,
+                      const char *fmt, ...) MON_PRINTF(6, 7);
+
+static void add_error(struct metrics_point_error *errs, size_t cap, size_t *n, int32_t index, const char *field,
+                      const char *fmt, ...)
+{
+	if (*n < cap) {
+		struct metrics_point_error *e = &errs[*n];
+		e->index = index;
+		e->field = field;
+		va_list ap;
+		va_start(ap, fmt);
+		vsnprintf(e->message, sizeof(e->message), fmt, ap);
+		va_end(ap);
+	}
+	(*n)++;
+}
+
+/* Characters of valid UTF-8 text without control characters; -1 when invalid. */
+static long utf8_chars(const char *s)
+{
+	long chars = 0;
+	const unsigned char *p = (const unsigned char *)s;
+	while (*p) {
+		unsigned c = *p;
+		int len = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xe ? 3 : (c >> 3) == 0x1e ? 4 : 0;
+		if (len == 0 || (len == 1 && (c < 0x20 || c == 0x7f)))
+			return -1;
+		uint32_t cp = len == 1 ? c : len == 2 ? (c & 0x1f) : len == 3 ? (c & 0x0f) : (c & 0x07);
+		for (int i = 1; i < len; i++) {
+			if ((p[i] & 0xc0) != 0x80)
+				return -1;
+			cp = (cp << 6) | (p[i] & 0x3f);
+		}
+		if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
+		    (cp >= 0xd800 && cp <= 0xdfff))
+			return -1;
+		p += len;
+		chars++;
+	}
+	return chars;
+}
+
+static bool is_name_char(char c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '.' ||
+	       c == ':' || c == '-';
+}
+
+/* A latency, throughput or rate value: finite, >= 0, at most max. */
+static void check_value(const Google__Protobuf__DoubleValue *v, const char *field, double max, int32_t index,
+                        struct metrics_point_error *errs, size_t cap, size_t *n)
+{
+	if (v == NULL)
+		return;
+	if (!isfinite(v->value))
+		add_error(errs, cap, n, index, field, "must be a finite number");
+	else if (v->value < 0)
+		add_error(errs, cap, n, index, field, "must be >= 0");
+	else if (v->value > max)
+		add_error(errs, cap, n, index, field, "must be <= %.2f", max);
+}
 
 int metrics_check_point(const Monitoring__V1__MetricPoint *p, int32_t index, int64_t now_ms, int64_t oldest_ms,
                         struct metrics_point_error *errs, size_t cap, size_t *n)
 {
-	(void)p;
-	(void)index;
-	(void)now_ms;
-	(void)oldest_ms;
-	(void)errs;
-	(void)cap;
-	(void)n;
+	size_t before = *n;
+	if (p->time == NULL) {
+		add_error(errs, cap, n, index, "time", "required");
+	} else {
+		struct mon_error e = {0};
+		int64_t ms = 0;
+		if (svc_time_ms("time", p->time, &ms, &e) != 0)
+			add_error(errs, cap, n, index, "time", "not a valid timestamp");
+		else if (ms > now_ms + (int64_t)METRICS_FUTURE_MAX_S * 1000)
+			add_error(errs, cap, n, index, "time", "more than %d seconds in the future", METRICS_FUTURE_MAX_S);
+		else if (ms < oldest_ms)
+			add_error(errs, cap, n, index, "time", "older than the raw retention of %d days",
+			          METRICS_RAW_RETENTION_DAYS);
+	}
+
+	const char *name = p->metric_name ? p->metric_name : "";
+	size_t name_len = strlen(name);
+	if (name_len == 0) {
+		add_error(errs, cap, n, index, "metric_name", "required");
+	} else if (name_len > METRICS_NAME_MAX) {
+		add_error(errs, cap, n, index, "metric_name", "longer than %d characters", METRICS_NAME_MAX);
+	} else {
+		for (size_t i = 0; i < name_len; i++) {
+			if (!is_name_char(name[i])) {
+				add_error(errs, cap, n, index, "metric_name",
+				          "only letters, digits and _ . : - are allowed (offset %zu)", i);
+				break;
+			}
+		}
+	}
+
+	if (p->endpoint != NULL && p->endpoint[0] != '\0') {
+		long chars = utf8_chars(p->endpoint);
+		if (chars < 0)
+			add_error(errs, cap, n, index, "endpoint", "must be UTF-8 text without control characters");
+		else if (chars > METRICS_ENDPOINT_MAX)
+			add_error(errs, cap, n, index, "endpoint", "longer than %d characters", METRICS_ENDPOINT_MAX);
+	}
+
+	if (p->method != NULL && p->method[0] != '\0') {
+		bool is_known = false;
+		for (size_t i = 0; i < sizeof(methods) / sizeof(methods[0]); i++)
+			is_known = is_known || strcmp(p->method, methods[i]) == 0;
+		if (!is_known)
+			add_error(errs, cap, n, index, "method", "must be one of GET, POST, PUT, PATCH, DELETE, HEAD, OPTIONS");
+	}
+
+	if (p->status_code != NULL && (p->status_code->value < 100 || p->status_code->value > 599))
+		add_error(errs, cap, n, index, "status_code", "must be 100-599");
+
+	/* Latencies: each valid, then in order min <= p50 <= p95 <= p99 <= max among those present. */
+	const Google__Protobuf__DoubleValue *order[] = {p->min, p->p50, p->p95, p->p99, p->max};
+	static const char *const order_names[] = {"min", "p50", "p95", "p99", "max"};
+	size_t bad_before = *n;
+	for (size_t i = 0; i < 5; i++)
+		check_value(order[i], order_names[i], METRICS_DECIMAL_MAX, index, errs, cap, n);
+	check_value(p->mean, "mean", METRICS_DECIMAL_MAX, index, errs, cap, n);
+	if (*n == bad_before) {
+		int last = -1;
+		for (int i = 0; i < 5; i++) {
+			if (order[i] == NULL)
+				continue;
+			if (last >= 0 && order[i]->value < order[last]->value) {
+				add_error(errs, cap, n, index, order_names[i], "must be >= %s (%g < %g)", order_names[last],
+				          order[i]->value, order[last]->value);
+			}
+			last = i;
+		}
+		if (p->mean != NULL && p->min != NULL && p->mean->value < p->min->value)
+			add_error(errs, cap, n, index, "mean", "must be >= min (%g < %g)", p->mean->value, p->min->value);
+		if (p->mean != NULL && p->max != NULL && p->mean->value > p->max->value)
+			add_error(errs, cap, n, index, "mean", "must be <= max (%g > %g)", p->mean->value, p->max->value);
+	}
+
+	if (p->request_count < 0)
+		add_error(errs, cap, n, index, "request_count", "must be >= 0");
+	if (p->error_count < 0)
+		add_error(errs, cap, n, index, "error_count", "must be >= 0");
+	else if (p->request_count >= 0 && p->error_count > p->request_count)
+		add_error(errs, cap, n, index, "error_count", "must be <= request_count (%d > %d)", p->error_count,
+		          p->request_count);
+	check_value(p->error_rate, "error_rate", 100.0, index, errs, cap, n);
+	check_value(p->throughput, "throughput", METRICS_DECIMAL_MAX, index, errs, cap, n);
+
+	if (p->n_tags > METRICS_TAGS_MAX)
+		add_error(errs, cap, n, index, "tags", "more than %d keys", METRICS_TAGS_MAX);
+	for (size_t i = 0; i < p->n_tags; i++) {
+		const char *k = p->tags[i]->key ? p->tags[i]->key : "";
+		const char *v = p->tags[i]->value ? p->tags[i]->value : "";
+		if (k[0] == '\0') {
+			add_error(errs, cap, n, index, "tags", "a key is empty");
+			break;
+		}
+		if (strlen(k) > METRICS_TAG_KEY_MAX || utf8_chars(k) < 0) {
+			add_error(errs, cap, n, index, "tags", "key \"%.40s\": must be UTF-8 text of at most %d bytes", k,
+			          METRICS_TAG_KEY_MAX);
+			break;
+		}
+		if (strlen(v) > METRICS_TAG_VALUE_MAX || utf8_chars(v) < 0) {
+			add_error(errs, cap, n, index, "tags", "value of \"%.40s\": must be UTF-8 text of at most %d bytes",
+			          k, METRICS_TAG_VALUE_MAX);
+			break;
+		}
+	}
+
+	if ((int)p->metric_type < 0 || (size_t)p->metric_type >= sizeof(type_labels) / sizeof(type_labels[0]))
+		add_error(errs, cap, n, index, "metric_type", "unknown value %d", (int)p->metric_type);
+	return (int)(*n - before);
+}
+
+/* ---- encoding ---- */
+
+/* Microseconds since the epoch of a valid timestamp (nanoseconds truncated, as the column stores them). */
+static int64_t time_us(const Google__Protobuf__Timestamp *t)
+{
+	return t->seconds * 1000000 + t->nanos / 1000;
+}
+
+static char *format_time(struct arena *a, int64_t us)
+{
+	time_t s = (time_t)(us >= 0 ? us / 1000000 : (us - 999999) / 1000000);
+	int64_t frac = us - (int64_t)s * 1000000;
+	struct tm tm;
+	gmtime_r(&s, &tm);
+	return arena_printf(a, "%04d-%02d-%02d %02d:%02d:%02d.%06" PRId64 "+00", tm.tm_year + 1900, tm.tm_mon + 1,
+	                    tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, frac);
+}
+
+/* A value rounded to the column's 2 decimals, as text and back as the stored double. */
+static char *round2(struct arena *a, Google__Protobuf__DoubleValue **v)
+{
+	if (*v == NULL)
+		return NULL;
+	char *text = arena_printf(a, "%.2f", (*v)->value);
+	Google__Protobuf__DoubleValue *copy = arena_alloc(a, sizeof(*copy));
+	if (text == NULL || copy == NULL)
+		return NULL;
+	google__protobuf__double_value__init(copy);
+	copy->value = strtod(text, NULL);
+	*v = copy;
+	return text;
+}
+
+/* Appends s as a JSON string. */
+static int json_string(struct arena *a, char **buf, size_t *len, size_t *cap, const char *s)
+{
+	size_t need = *len + strlen(s) * 6 + 3;
+	if (need > *cap) {
+		size_t ncap = need * 2;
+		char *nb = arena_alloc(a, ncap);
+		if (nb == NULL)
+			return MON_ENOMEM;
+		memcpy(nb, *buf, *len);
+		*buf = nb;
+		*cap = ncap;
+	}
+	char *o = *buf + *len;
+	*o++ = '"';
+	for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+		if (*p == '"' || *p == '\\') {
+			*o++ = '\\';
+			*o++ = (char)*p;
+		} else if (*p < 0x20 || *p == 0x7f) {
+			o += sprintf(o, "\\u%04x", *p);
+		} else {
+			*o++ = (char)*p;
+		}
+	}
+	*o++ = '"';
+	*len = (size_t)(o - *buf);
 	return 0;
 }
 
-int metrics_write(struct db_pool *pool, int64_t timeout_ms, Monitoring__V1__MetricPoint *const *points, size_t count,
-                  struct metrics_write_result *out, struct mon_error *err)
+static char *tags_json(struct arena *a, const Monitoring__V1__MetricPoint *p)
 {
-	(void)pool;
-	(void)timeout_ms;
-	(void)points;
-	(void)count;
-	(void)out;
-	return mon_error_set(err, MON_EUNIMPL, "RecordMetrics is not built yet");
+	size_t cap = 64, len = 0;
+	char *buf = arena_alloc(a, cap);
+	if (buf == NULL)
+		return NULL;
+	buf[len++] = '{';
+	for (size_t i = 0; i < p->n_tags; i++) {
+		if (i > 0)
+			buf[len++] = ',';
+		if (json_string(a, &buf, &len, &cap, p->tags[i]->key ? p->tags[i]->key : "") != 0)
+			return NULL;
+		buf[len++] = ':';
+		if (json_string(a, &buf, &len, &cap, p->tags[i]->value ? p->tags[i]->value : "") != 0)
+			return NULL;
+	}
+	if (len + 2 > cap) {
+		char *nb = arena_alloc(a, len + 2);
+		if (nb == NULL)
+			return NULL;
+		memcpy(nb, buf, len);
+		buf = nb;
+	}
+	buf[len++] = '}';
+	buf[len] = '\0';
+	return buf;
+}
+
+/* One point as COPY values and as the stored point (a shallow copy with rounded values). */
+struct row {
+	const char *v[17];
+	Monitoring__V1__MetricPoint stored;
+};
+
+static int encode_row(struct arena *a, const Monitoring__V1__MetricPoint *p, struct row *r, struct mon_error *err)
+{
+	r->stored = *p;
+	Monitoring__V1__MetricPoint *s = &r->stored;
+	Google__Protobuf__Timestamp *t = arena_alloc(a, sizeof(*t));
+	if (t == NULL)
+		return mon_error_set(err, MON_ENOMEM, "out of memory encoding points");
+	google__protobuf__timestamp__init(t);
+	t->seconds = p->time->seconds;
+	t->nanos = p->time->nanos / 1000 * 1000;
+	s->time = t;
+	if (s->error_rate == NULL && p->request_count > 0) {
+		Google__Protobuf__DoubleValue *rate = arena_alloc(a, sizeof(*rate));
+		if (rate == NULL)
+			return mon_error_set(err, MON_ENOMEM, "out of memory encoding points");
+		google__protobuf__double_value__init(rate);
+		rate->value = (double)p->error_count * 100.0 / (double)p->request_count;
+		s->error_rate = rate;
+	}
+	if (s->metric_type == MONITORING__V1__METRIC_TYPE__METRIC_TYPE_UNSPECIFIED)
+		s->metric_type = MONITORING__V1__METRIC_TYPE__METRIC_TYPE_GAUGE;
+	if (s->endpoint == NULL)
+		s->endpoint = "";
+	char *sc = NULL;
+	if (p->status_code != NULL)
+		sc = arena_printf(a, "%d", (int)p->status_code->value);
+	r->v[0] = format_time(a, time_us(p->time));
+	r->v[1] = p->metric_name;
+	r->v[2] = s->endpoint;
+	r->v[3] = p->method != NULL && p->method[0] != '\0' ? p->method : NULL;
+	r->v[4] = sc;
+	r->v[5] = round2(a, &s->p50);
+	r->v[6] = round2(a, &s->p95);
+	r->v[7] = round2(a, &s->p99);
+	r->v[8] = round2(a, &s->mean);
+	r->v[9] = round2(a, &s->min);
+	r->v[10] = round2(a, &s->max);
+	r->v[11] = arena_printf(a, "%d", (int)p->request_count);
+	r->v[12] = arena_printf(a, "%d", (int)p->error_count);
+	r->v[13] = round2(a, &s->error_rate);
+	r->v[14] = round2(a, &s->throughput);
+	r->v[15] = tags_json(a, p);
+	r->v[16] = type_labels[s->metric_type];
+	if (r->v[0] == NULL || r->v[11] == NULL || r->v[12] == NULL || r->v[15] == NULL ||
+	    (p->status_code != NULL && sc == NULL))
+		return mon_error_set(err, MON_ENOMEM, "out of memory encoding points");
+	return 0;
+}
+
+/* ---- the transaction ---- */
+
+struct write_op {
+	struct row *rows;
+	size_t count;
+	const char *params[5];
+	struct metrics_write_result result;
+};
+
+static int write_tx(struct db_conn *conn, void *arg, struct mon_error *err)
+{
+	struct write_op *op = arg;
+	struct db_result *res = NULL;
+	int rc = db_copy_begin(conn, "COPY mon_metric_stage (" COLS ") FROM STDIN", err);
+	for (size_t i = 0; rc == 0 && i < op->count; i++)
+		rc = db_copy_row(conn, 17, op->rows[i].v, err);
+	if (rc == 0)
+		rc = db_copy_end(conn, NULL, err);
+	if (rc == 0)
+		rc = db_exec_stmt(conn, &upsert_stmt, NULL, &res, err);
+	if (rc != 0)
+		goto out;
+	int64_t existing = strtoll(db_result_value(res, 0, 0), NULL, 10);
+	int64_t written = strtoll(db_result_value(res, 0, 1), NULL, 10);
+	db_result_free(res);
+	res = NULL;
+	int64_t inserted = (int64_t)op->count - existing;
+	op->result.inserted = (int32_t)inserted;
+	op->result.updated = (int32_t)(written - inserted);
+	op->result.duplicates = (int32_t)((int64_t)op->count - written);
+	op->result.sequence = 0;
+	if (written == 0)
+		goto out; /* a retry of a stored batch: nothing changed, nothing to publish */
+	rc = db_exec_stmt(conn, &commit_stmt, op->params, &res, err);
+	if (rc != 0)
+		goto out;
+	op->result.sequence = strtoll(db_result_value(res, 0, 0), NULL, 10);
+out:
+	db_result_free(res);
+	return rc;
+}
+
+int metrics_write(struct db_pool *pool, struct arena *a, int64_t timeout_ms,
+                  Monitoring__V1__MetricPoint *const *points, size_t count, struct metrics_write_result *out,
+                  struct mon_error *err)
+{
+	struct write_op op = {.count = count};
+	op.rows = arena_calloc(a, count, sizeof(*op.rows));
+	Monitoring__V1__MetricPoint **stored = arena_calloc(a, count, sizeof(*stored));
+	int64_t *buckets = arena_calloc(a, count, sizeof(*buckets));
+	if (op.rows == NULL || stored == NULL || buckets == NULL)
+		return mon_error_set(err, MON_ENOMEM, "out of memory encoding points");
+	int64_t min_us = INT64_MAX, max_us = INT64_MIN;
+	size_t bucket_n = 0;
+	for (size_t i = 0; i < count; i++) {
+		int rc = encode_row(a, points[i], &op.rows[i], err);
+		if (rc != 0)
+			return rc;
+		stored[i] = &op.rows[i].stored;
+		int64_t us = time_us(points[i]->time);
+		min_us = us < min_us ? us : min_us;
+		max_us = us > max_us ? us : max_us;
+		/* distinct 5-minute bucket starts; batches usually touch one or two */
+		int64_t b = us >= 0 ? us / 300000000 : (us - 299999999) / 300000000;
+		size_t j = 0;
+		while (j < bucket_n && buckets[j] != b)
+			j++;
+		if (j == bucket_n)
+			buckets[bucket_n++] = b;
+	}
+
+	size_t blen = 2;
+	for (size_t j = 0; j < bucket_n; j++)
+		blen += 40;
+	char *barr = arena_alloc(a, blen);
+	if (barr == NULL)
+		return mon_error_set(err, MON_ENOMEM, "out of memory encoding points");
+	size_t off = 0;
+	barr[off++] = '{';
+	for (size_t j = 0; j < bucket_n; j++) {
+		char *t = format_time(a, buckets[j] * 300000000);
+		if (t == NULL)
+			return mon_error_set(err, MON_ENOMEM, "out of memory encoding points");
+		off += (size_t)snprintf(barr + off, blen - off, "%s\"%s\"", j ? "," : "", t);
+	}
+	barr[off++] = '}';
+	barr[off] = '\0';
+
+	Monitoring__V1__MetricBatch batch = MONITORING__V1__METRIC_BATCH__INIT;
+	batch.n_points = count;
+	batch.points = stored;
+	size_t packed_len = monitoring__v1__metric_batch__get_packed_size(&batch);
+	uint8_t *packed = arena_alloc(a, packed_len ? packed_len : 1);
+	char *hex = arena_alloc(a, packed_len * 2 + 3);
+	if (packed == NULL || hex == NULL)
+		return mon_error_set(err, MON_ENOMEM, "out of memory encoding the batch");
+	monitoring__v1__metric_batch__pack(&batch, packed);
+	hex[0] = '\\';
+	hex[1] = 'x';
+	sodium_bin2hex(hex + 2, packed_len * 2 + 1, packed, packed_len);
+
+	op.params[0] = arena_printf(a, "%zu", count);
+	op.params[1] = format_time(a, min_us);
+	op.params[2] = format_time(a, max_us);
+	op.params[3] = barr;
+	op.params[4] = hex;
+	if (op.params[0] == NULL || op.params[1] == NULL || op.params[2] == NULL)
+		return mon_error_set(err, MON_ENOMEM, "out of memory encoding the batch");
+	int rc = db_tx_run(pool, timeout_ms, write_tx, &op, err);
+	if (rc == 0)
+		*out = op.result;
+	return rc;
 }

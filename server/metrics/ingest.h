@@ -8,6 +8,8 @@
  * the sequence WatchMetrics delivers it under, the 5-minute buckets the
  * rollup job re-aggregates, and the points every replica's hub fans out.
  * The NOTIFY "mon_metrics" with the sequence as payload wakes the hubs.
+ * A batch whose points are all duplicates (a retry of a committed batch)
+ * changes nothing and is not published again.
  */
 #ifndef MON_SERVER_METRICS_INGEST_H
 #define MON_SERVER_METRICS_INGEST_H
@@ -56,17 +58,24 @@ struct metrics_write_result {
 	int32_t inserted;
 	int32_t updated;
 	int32_t duplicates;
-	int64_t sequence; /* 0 when nothing was written */
+	int64_t sequence; /* 0 when nothing changed (every point a duplicate): nothing is published */
 };
 
 /*
  * Writes points (already valid, count >= 1, no two with the same key) in
- * one transaction within timeout_ms; the result is known only once the
+ * one transaction within timeout_ms, with scratch memory from a; the result is known only once the
  * transaction committed. MON_EUNAVAIL / MON_EDEADLINE / MON_EINVAL from
  * the database.
  */
-int metrics_write(struct db_pool *pool, int64_t timeout_ms, Monitoring__V1__MetricPoint *const *points, size_t count,
-                  struct metrics_write_result *out, struct mon_error *err) MON_MUST_CHECK;
+int metrics_write(struct db_pool *pool, struct arena *a, int64_t timeout_ms,
+                  Monitoring__V1__MetricPoint *const *points, size_t count, struct metrics_write_result *out,
+                  struct mon_error *err) MON_MUST_CHECK;
+
+/*
+ * What every pooled connection of monitord runs once (db_config.session_sql):
+ * the temporary staging table of metrics_write, emptied at each commit.
+ */
+extern const char metrics_session_sql[];
 
 /*
  * Reads a stored point's row (columns named as tb_performance_metric's:

@@ -31,6 +31,8 @@ struct db_config {
 	int connect_timeout_s;        /* default 5 */
 	const char *application_name; /* default "monitord" */
 	int statement_timeout_ms;     /* session default for statements run without a caller deadline; 0: none */
+	const char *session_sql;      /* run on every new connection before its first use (e.g. temporary
+	                                 tables); must not depend on the migrations; NULL: none */
 };
 
 /*

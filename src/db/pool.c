@@ -22,6 +22,7 @@ struct db_pool {
 	char *application_name;
 	char connect_timeout[16];
 	int statement_timeout_ms;
+	char *session_sql;
 	int size;
 	int connect_timeout_s;
 	pthread_mutex_t mu;
@@ -124,8 +125,10 @@ int db_pool_create(const struct db_config *cfg, struct db_pool **out, struct mon
 	snprintf(pool->connect_timeout, sizeof(pool->connect_timeout), "%d", pool->connect_timeout_s);
 	pool->conninfo = strdup(cfg->conninfo);
 	pool->application_name = strdup(cfg->application_name ? cfg->application_name : "monitord");
+	pool->session_sql = cfg->session_sql ? strdup(cfg->session_sql) : NULL;
 	pool->conns = calloc((size_t)pool->size, sizeof(*pool->conns));
-	if (pool->conninfo == NULL || pool->application_name == NULL || pool->conns == NULL) {
+	if (pool->conninfo == NULL || pool->application_name == NULL || pool->conns == NULL ||
+	    (cfg->session_sql != NULL && pool->session_sql == NULL)) {
 		rc = mon_error_set(err, MON_ENOMEM, "out of memory creating the database pool");
 		goto out;
 	}
@@ -143,6 +146,7 @@ out:
 	if (pool != NULL) {
 		free(pool->conninfo);
 		free(pool->application_name);
+		free(pool->session_sql);
 		free(pool->conns);
 		free(pool);
 	}
@@ -180,6 +184,7 @@ void db_pool_destroy(struct db_pool *pool)
 	free(pool->conns);
 	free(pool->conninfo);
 	free(pool->application_name);
+	free(pool->session_sql);
 	free(pool);
 }
 
@@ -276,13 +281,19 @@ int db_pool_acquire(struct db_pool *pool, int64_t timeout_ms, struct db_conn **o
 			c = NULL;
 			goto out;
 		}
-		if (pool->statement_timeout_ms > 0) {
+		if (pool->statement_timeout_ms > 0 || pool->session_sql != NULL) {
 			/* The session default; transactions with a deadline SET LOCAL a shorter one. */
-			char sql[64];
-			snprintf(sql, sizeof(sql), "SET statement_timeout = %d", pool->statement_timeout_ms);
-			PGresult *r = PQexec(c->pg, sql);
-			bool ok = PQresultStatus(r) == PGRES_COMMAND_OK;
-			PQclear(r);
+			char timeout_sql[64];
+			snprintf(timeout_sql, sizeof(timeout_sql), "SET statement_timeout = %d", pool->statement_timeout_ms);
+			bool ok = true;
+			const char *setup[] = {pool->statement_timeout_ms > 0 ? timeout_sql : NULL, pool->session_sql};
+			for (size_t i = 0; i < sizeof(setup) / sizeof(setup[0]) && ok; i++) {
+				if (setup[i] == NULL)
+					continue;
+				PGresult *r = PQexec(c->pg, setup[i]);
+				ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+				PQclear(r);
+			}
 			if (!ok) {
 				c->is_broken = true;
 				db_pool_release(pool, c);
