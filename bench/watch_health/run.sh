@@ -9,6 +9,10 @@
 #       --monitord PATH     monitord binary (default: BUILD/bin/monitord)
 #   -s, --subscribers "N.." subscriber counts (default "1 1000")
 #   -e, --events N          measured events per run (default 1000)
+#       --client cq|threads the benchmark's stream client (default cq: many
+#                           streams per completion queue; threads: a thread
+#                           per stream on the client runtime, as before)
+#       --pollers N         completion-queue threads of the cq client (default 1)
 #       --keep              keep the work directory (server log, cluster)
 #
 # Everything listens on and talks to 127.0.0.1 or a Unix socket only.
@@ -22,24 +26,32 @@ MONITORD=""
 SUBSCRIBERS="1 1000"
 EVENTS=1000
 KEEP=0
+CLIENT=cq
+POLLERS=1
 while [ $# -gt 0 ]; do
 	case "$1" in
 	-b | --build-dir) BUILD_DIR=$(realpath -m "$2"); shift 2 ;;
 	--monitord) MONITORD=$(realpath "$2"); shift 2 ;;
 	-s | --subscribers) SUBSCRIBERS=$2; shift 2 ;;
 	-e | --events) EVENTS=$2; shift 2 ;;
+	--client) CLIENT=$2; shift 2 ;;
+	--pollers) POLLERS=$2; shift 2 ;;
 	--keep) KEEP=1; shift ;;
-	*) sed -n '2,14p' "$0" >&2; exit 2 ;;
+	*) sed -n '2,18p' "$0" >&2; exit 2 ;;
 	esac
 done
 
 echo "== building (release) in $BUILD_DIR"
 cmake -S "$REPO" -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release -DMON_SANITIZE=OFF >/dev/null
-cmake --build "$BUILD_DIR" -j"$(nproc)" --target monitord mon_rpc_client mon_proto mon_util >/dev/null
+if [ -n "$MONITORD" ]; then
+	cmake --build "$BUILD_DIR" -j"$(nproc)" --target mon_rpc_client mon_proto mon_util >/dev/null
+else
+	cmake --build "$BUILD_DIR" -j"$(nproc)" --target monitord mon_rpc_client mon_proto mon_util >/dev/null
+fi
 MONITORD=${MONITORD:-$BUILD_DIR/bin/monitord}
 BENCH=$BUILD_DIR/bin/watch_bench
 # shellcheck disable=SC2046
-cc -std=c11 -D_GNU_SOURCE -O2 -Wall -Wextra -Wpedantic -Wshadow -Wstrict-prototypes -Wformat=2 -Wvla -I"$REPO/src" -I"$BUILD_DIR/gen" -o "$BENCH" "$REPO/bench/watch_health/watch_bench.c" \
+cc -std=c11 -D_GNU_SOURCE -O2 -Wall -Wextra -Wpedantic -Wshadow -Wstrict-prototypes -Wformat=2 -Wvla -Werror -I"$REPO/src" -I"$BUILD_DIR/gen" -o "$BENCH" "$REPO/bench/watch_health/watch_bench.c" \
 	"$BUILD_DIR/src/rpc/libmon_rpc_client.a" "$BUILD_DIR/proto/libmon_proto.a" "$BUILD_DIR/src/util/libmon_util.a" \
 	$(pkg-config --libs grpc libprotobuf-c) -lpthread
 
@@ -70,6 +82,7 @@ echo "== machine: $(nproc) CPUs, $(sed -n 's/^model name[[:space:]]*: //p' /proc
 	"$(awk '/MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo), $(uname -sr)"
 echo "== monitord $("$MONITORD" --version | awk '{print $2}') at $TARGET, PostgreSQL on a Unix socket"
 for s in $SUBSCRIBERS; do
-	echo "== $s subscriber(s), $EVENTS events"
-	"$BENCH" --target "$TARGET" --token "$TOKEN" --subscribers "$s" --events "$EVENTS"
+	echo "== $s subscriber(s), $EVENTS events, load average $(cut -d' ' -f1-3 /proc/loadavg)"
+	"$BENCH" --target "$TARGET" --token "$TOKEN" --subscribers "$s" --events "$EVENTS" \
+		--client "$CLIENT" --pollers "$POLLERS"
 done
