@@ -15,12 +15,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <jansson.h>
 #include <monitoring/client.h>
+#include <monitoring/metrics_writer.h>
 
 #include "grpc/health/v1/health.pb-c.h"
 #include "json.h"
+#include "monitoring/v1/metrics.pb-c.h"
 #include "mon_services.h"
 #include "rpc/method.h"
 
@@ -29,6 +32,12 @@
 #define EXIT_INTERRUPTED 130
 #define WATCH_POLL_MS 200
 #define HEALTH_CHECK_PATH "/grpc.health.v1.Health/Check"
+#define WATCH_METRICS_PATH "/monitoring.v1.MetricsService/WatchMetrics"
+/* Longest JSON line monctl metrics send reads (a point is far smaller). */
+#define MAX_LINE_BYTES ((size_t)1 << 20)
+/* How long metrics send waits at the end for the last points, by default. */
+#define SEND_CLOSE_TIMEOUT_MS 120000
+#define FOLLOW_RETRY_MAX_MS 10000
 /* monitord's default listen address. */
 #define DEFAULT_TARGET "127.0.0.1:50051"
 
@@ -65,6 +74,17 @@ static void usage(FILE *out)
 	      "                                  per line until the stream ends or Ctrl-C\n"
 	      "  health [SERVICE]                grpc.health.v1.Health/Check: prints the\n"
 	      "                                  status; exits 0 only when SERVING\n"
+	      "  metrics send [FILE|-] [--batch-points N] [--max-delay MS] [--atomic]\n"
+	      "                                  record metric points read as JSON lines (one\n"
+	      "                                  MetricPoint per line) from FILE or standard\n"
+	      "                                  input, in batches through RecordMetrics,\n"
+	      "                                  retrying while the server is unavailable;\n"
+	      "                                  prints a summary; exits 1 if any point was\n"
+	      "                                  not recorded\n"
+	      "  metrics follow [JSON]           follow WatchMetrics (JSON is the\n"
+	      "                                  WatchMetricsRequest): one JSON object per\n"
+	      "                                  line; reconnects after UNAVAILABLE, resuming\n"
+	      "                                  after the last sequence received\n"
 	      "\n"
 	      "  Service is the full name (monitoring.v1.AlertsService) or the short one\n"
 	      "  (AlertsService); a leading '/' is accepted, as in a gRPC path.\n"
@@ -95,6 +115,8 @@ static void usage(FILE *out)
 	      "  monctl call AlertsService/ListAlerts '{\"pageSize\": 10}'\n"
 	      "  echo '{\"service\": {\"name\": \"api\"}}' | monctl call HealthService/CreateService -\n"
 	      "  monctl watch AlertsService/WatchAlerts '{}'\n"
+	      "  monctl metrics send points.jsonl\n"
+	      "  monctl metrics follow '{\"filter\": {\"metricNames\": [\"http.latency\"]}}'\n"
 	      "  monctl health\n",
 	      out);
 }
@@ -415,6 +437,286 @@ static int parse_timeout(const char *s, int64_t *out)
 	return 0;
 }
 
+/* --- metrics send / follow ------------------------------------------------ */
+
+static void signals_catch(void)
+{
+	struct sigaction sa;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_signal;
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+}
+
+/* RFC 3339 of a Timestamp (UTC, seconds), or "-" when absent. */
+static void time_format(const Google__Protobuf__Timestamp *ts, char *buf, size_t size)
+{
+	struct tm tm;
+	time_t t = ts != NULL ? (time_t)ts->seconds : 0;
+	if (ts == NULL || gmtime_r(&t, &tm) == NULL || strftime(buf, size, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
+		snprintf(buf, size, "-");
+}
+
+/* Prints the points the writer could not record, one line per error (at most 20 per failure). */
+static void on_send_error(void *data, const mon_metrics_writer_failure *f)
+{
+	(void)data;
+	const size_t max_lines = 20;
+	char when[40];
+	size_t lines = 0;
+	for (size_t i = 0; i < f->errors_n && lines < max_lines; i++, lines++) {
+		const Monitoring__V1__PointError *e = f->errors[i];
+		const Monitoring__V1__MetricPoint *p =
+		        e->index >= 0 && (size_t)e->index < f->points_n ? f->points[e->index] : NULL;
+		time_format(p != NULL ? p->time : NULL, when, sizeof(when));
+		fprintf(stderr, "monctl: %s: point (metric \"%s\", endpoint \"%s\", time %s): %s: %s\n",
+		        mon_status_code_name(f->code), p != NULL ? p->metric_name : "?", p != NULL ? p->endpoint : "?",
+		        when, e->field, e->message);
+	}
+	if (f->errors_n == 0)
+		fprintf(stderr, "monctl: %s: %zu points not recorded: %s\n", mon_status_code_name(f->code), f->points_n,
+		        f->message);
+	else if (f->errors_n > max_lines)
+		fprintf(stderr, "monctl: ... and %zu more errors\n", f->errors_n - max_lines);
+}
+
+/* Whether line holds only white space. */
+static int is_blank(const char *line)
+{
+	for (; *line != '\0'; line++)
+		if (*line != ' ' && *line != '\t' && *line != '\r' && *line != '\n')
+			return 0;
+	return 1;
+}
+
+static int cmd_metrics_send(const struct cli *cli, int argc, char **argv)
+{
+	int rc = 0;
+	mon_client *client = NULL;
+	mon_metrics_writer *w = NULL;
+	FILE *in = stdin;
+	const char *path = NULL;
+	char *line = NULL;
+	size_t line_cap = 0;
+	unsigned long line_no = 0, read_n = 0, bad_n = 0;
+	mon_metrics_writer_options o = {.on_error = on_send_error};
+	mon_status st;
+
+	for (int i = 0; i < argc; i++) {
+		int64_t v = 0;
+		if (strcmp(argv[i], "--batch-points") == 0 && i + 1 < argc) {
+			if (parse_timeout(argv[++i], &v) != 0 || v > MON_METRICS_WRITER_MAX_BATCH_POINTS)
+				return usage_error("--batch-points: expected 1 to 5000");
+			o.max_batch_points = (int)v;
+		} else if (strcmp(argv[i], "--max-delay") == 0 && i + 1 < argc) {
+			if (parse_timeout(argv[++i], &v) != 0)
+				return usage_error("--max-delay: expected a positive number of milliseconds");
+			o.max_delay_ms = v;
+		} else if (strcmp(argv[i], "--atomic") == 0) {
+			o.is_atomic = 1;
+		} else if (path == NULL && (argv[i][0] != '-' || strcmp(argv[i], "-") == 0)) {
+			path = argv[i];
+		} else {
+			return usage_error(
+			        "usage: monctl metrics send [FILE|-] [--batch-points N] [--max-delay MS] [--atomic]");
+		}
+	}
+	if (path != NULL && strcmp(path, "-") != 0) {
+		in = fopen(path, "r");
+		if (in == NULL) {
+			char msg[600];
+			snprintf(msg, sizeof(msg), "could not open \"%s\": %s", path, strerror(errno));
+			return report(EXIT_USAGE, "INVALID_ARGUMENT", msg);
+		}
+	}
+	o.call_timeout_ms = cli->timeout_ms;
+	if ((rc = client_open(cli, &client)) != 0)
+		goto out;
+	if (mon_metrics_writer_create(client, &o, &w, &st) != 0) {
+		rc = report(EXIT_USAGE, mon_status_code_name(st.code), st.message);
+		goto out;
+	}
+	signals_catch();
+	for (;;) {
+		errno = 0;
+		ssize_t n = getline(&line, &line_cap, in);
+		if (n < 0)
+			break;
+		line_no++;
+		if ((size_t)n > MAX_LINE_BYTES) {
+			fprintf(stderr, "monctl: INVALID_ARGUMENT: line %lu: longer than 1 MiB\n", line_no);
+			bad_n++;
+			continue;
+		}
+		if (is_blank(line))
+			continue;
+		json_error_t jerr;
+		json_t *j = json_loads(line, JSON_REJECT_DUPLICATES, &jerr);
+		ProtobufCMessage *point = NULL;
+		struct mon_error err = {.code = MON_OK};
+		if (j == NULL) {
+			fprintf(stderr, "monctl: INVALID_ARGUMENT: line %lu: invalid JSON at column %d: %s\n", line_no,
+			        jerr.column, jerr.text);
+			bad_n++;
+			continue;
+		}
+		int jrc = json_to_message(j, &monitoring__v1__metric_point__descriptor, &point, &err);
+		json_decref(j);
+		if (jrc != MON_OK) {
+			fprintf(stderr, "monctl: INVALID_ARGUMENT: line %lu: %s\n", line_no, err.msg);
+			bad_n++;
+			continue;
+		}
+		int arc = mon_metrics_writer_add(w, (const Monitoring__V1__MetricPoint *)point, &st);
+		mon_message_free(point);
+		if (arc != 0) {
+			fprintf(stderr, "monctl: %s: line %lu: %s\n", mon_status_code_name(st.code), line_no,
+			        st.message);
+			bad_n++;
+			continue;
+		}
+		read_n++;
+		if (g_interrupted)
+			break;
+	}
+	if (ferror(in) && !g_interrupted) {
+		fprintf(stderr, "monctl: INVALID_ARGUMENT: reading %s: %s\n", path != NULL ? path : "standard input",
+		        strerror(errno));
+		bad_n++;
+	}
+	/* Interrupted: a short grace for what is buffered, then give up. */
+	(void)mon_metrics_writer_flush(w, g_interrupted ? 5000 : SEND_CLOSE_TIMEOUT_MS, NULL);
+	mon_metrics_writer_stats s;
+	mon_metrics_writer_stats_get(w, &s);
+	(void)mon_metrics_writer_close(w, 0, NULL); /* anything left is reported as CANCELLED */
+	w = NULL;
+	uint64_t not_recorded = s.points_added - s.points_sent;
+	printf("{\"points\": %lu, \"inserted\": %llu, \"updated\": %llu, \"duplicate\": %llu, "
+	       "\"notRecorded\": %llu, \"retries\": %llu, \"invalidLines\": %lu}\n",
+	       read_n, (unsigned long long)s.points_inserted, (unsigned long long)s.points_updated,
+	       (unsigned long long)s.points_duplicate, (unsigned long long)not_recorded, (unsigned long long)s.retries,
+	       bad_n);
+	fflush(stdout);
+	if (g_interrupted)
+		rc = EXIT_INTERRUPTED;
+	else
+		rc = not_recorded > 0 || bad_n > 0 ? EXIT_RPC : 0;
+out:
+	mon_metrics_writer_close(w, 0, NULL);
+	mon_client_close(client);
+	free(line);
+	if (in != NULL && in != stdin)
+		fclose(in);
+	return rc;
+}
+
+static void sleep_interruptible_ms(int64_t ms)
+{
+	while (ms > 0 && !g_interrupted) {
+		int64_t step = ms < WATCH_POLL_MS ? ms : WATCH_POLL_MS;
+		struct timespec ts = {.tv_sec = 0, .tv_nsec = (long)step * 1000000};
+		nanosleep(&ts, NULL);
+		ms -= step;
+	}
+}
+
+/*
+ * WatchMetrics, printed as monctl watch does, but a stream that fails with
+ * UNAVAILABLE (a restarted server, a broken connection) is opened again
+ * with resume_after_sequence set to the last batch or gap received, so the
+ * server replays what was missed or reports it as a gap.
+ */
+static int cmd_metrics_follow(const struct cli *cli, int argc, char **argv)
+{
+	int rc = 0;
+	mon_client *client = NULL;
+	mon_stream *stream = NULL;
+	ProtobufCMessage *req = NULL;
+	int64_t backoff_ms = WATCH_POLL_MS;
+
+	if (argc > 1)
+		return usage_error("usage: monctl metrics follow [JSON|-]");
+	if ((rc = request_build(argc > 0 ? argv[0] : NULL, &monitoring__v1__watch_metrics_request__descriptor, &req)) !=
+	    0)
+		goto out;
+	if ((rc = client_open(cli, &client)) != 0)
+		goto out;
+	signals_catch();
+	Monitoring__V1__WatchMetricsRequest *wreq = (Monitoring__V1__WatchMetricsRequest *)req;
+	mon_call_options co = {.timeout_ms = cli->timeout_ms, .request_id = cli->request_id};
+	for (;;) {
+		mon_status st;
+		if (g_interrupted) {
+			rc = EXIT_INTERRUPTED;
+			break;
+		}
+		if (stream == NULL) {
+			if (mon_stream_open(client, WATCH_METRICS_PATH, req,
+			                    &monitoring__v1__watch_metrics_response__descriptor, &co, &stream,
+			                    &st) != 0) {
+				if (st.code != 14 /* UNAVAILABLE */) {
+					rc = rpc_error(&st);
+					break;
+				}
+				fprintf(stderr, "monctl: UNAVAILABLE: %s (retrying in %lld ms)\n", st.message,
+				        (long long)backoff_ms);
+				sleep_interruptible_ms(backoff_ms);
+				backoff_ms =
+				        backoff_ms * 2 < FOLLOW_RETRY_MAX_MS ? backoff_ms * 2 : FOLLOW_RETRY_MAX_MS;
+				continue;
+			}
+		}
+		ProtobufCMessage *msg = NULL;
+		int n = mon_stream_next(stream, &msg, WATCH_POLL_MS, &st);
+		if (n == MON_STREAM_TIMEOUT)
+			continue;
+		if (n == 0) {
+			rc = 0;
+			break;
+		}
+		if (n < 0) {
+			mon_stream_close(stream);
+			stream = NULL;
+			if (st.code != 14 /* UNAVAILABLE */) {
+				rc = rpc_error(&st);
+				break;
+			}
+			fprintf(stderr, "monctl: UNAVAILABLE: %s (resuming after sequence %lld)\n", st.message,
+			        (long long)wreq->resume_after_sequence);
+			sleep_interruptible_ms(backoff_ms);
+			backoff_ms = backoff_ms * 2 < FOLLOW_RETRY_MAX_MS ? backoff_ms * 2 : FOLLOW_RETRY_MAX_MS;
+			continue;
+		}
+		backoff_ms = WATCH_POLL_MS;
+		const Monitoring__V1__WatchMetricsResponse *ev = (const Monitoring__V1__WatchMetricsResponse *)msg;
+		if ((ev->event_case == MONITORING__V1__WATCH_METRICS_RESPONSE__EVENT_BATCH ||
+		     ev->event_case == MONITORING__V1__WATCH_METRICS_RESPONSE__EVENT_GAP) &&
+		    ev->sequence > wreq->resume_after_sequence)
+			wreq->resume_after_sequence = ev->sequence;
+		int prc = print_message(msg, cli->print_flags, 1);
+		mon_message_free(msg);
+		if (prc != 0) {
+			rc = errno == EPIPE ? 0 : prc;
+			break;
+		}
+	}
+out:
+	mon_stream_close(stream);
+	mon_message_free(req);
+	mon_client_close(client);
+	return rc;
+}
+
+static int cmd_metrics(const struct cli *cli, int argc, char **argv)
+{
+	if (argc >= 1 && strcmp(argv[0], "send") == 0)
+		return cmd_metrics_send(cli, argc - 1, argv + 1);
+	if (argc >= 1 && strcmp(argv[0], "follow") == 0)
+		return cmd_metrics_follow(cli, argc - 1, argv + 1);
+	return usage_error("usage: monctl metrics send [FILE|-] [options] | monctl metrics follow [JSON|-]");
+}
+
 int main(int argc, char **argv)
 {
 	enum {
@@ -481,6 +783,8 @@ int main(int argc, char **argv)
 		return cmd_watch(&cli, rest_argc, rest);
 	if (strcmp(cmd, "health") == 0)
 		return cmd_health(&cli, rest_argc, rest);
+	if (strcmp(cmd, "metrics") == 0)
+		return cmd_metrics(&cli, rest_argc, rest);
 	if (strcmp(cmd, "help") == 0) {
 		usage(stdout);
 		return 0;
