@@ -1,32 +1,1696 @@
-/* WatchMetrics: not built yet. */
+/*
+ * WatchMetrics: the per-process hub and the handler.
+ *
+ * The hub owns a list of subscribers and one thread. The bus callback on
+ * "mon_metrics" only wakes that thread; the thread reads the rows of
+ * tb_metric_ingest_log after the last sequence it dispatched, in sequence
+ * order (commit order, see sql/0009_metrics.sql), decodes each payload once,
+ * and offers its points to every ready subscriber. It also reads once a
+ * second while anyone listens (which catches up after the bus lost its
+ * connection), and every 50 ms flushes batches whose max_batch_delay is up,
+ * closes downsampling intervals and sends heartbeats. With 64 subscribers or
+ * more, a second thread takes half of them.
+ *
+ * A subscriber holds the matching points it has not sent yet (or, when
+ * downsampling, one aggregate per series and interval) in memory of its
+ * own, capped at WATCH_PENDING_BATCHES times max_batch_points points and
+ * WATCH_PENDING_BYTES bytes, on top of the stream's bounded queue. When the
+ * stream's queue is full (rpc_stream_send says MON_ELIMIT) the points wait
+ * there; once the cap is reached, matching points are counted instead of
+ * kept: a gap opens, and from then on every matching point goes into it
+ * until the pending points and then the MetricGap (FELL_BEHIND, count and
+ * time range) have been sent. The stream is never ended for being slow.
+ *
+ * Every message carries a resume cursor: the highest sequence such that
+ * every matching point of the commits up to it was sent or announced by a
+ * gap. A commit split over several batches is thus covered only by its last
+ * one (earlier ones carry the cursor before it, so consecutive batches may
+ * share a sequence), and resuming never loses a point (it may repeat some).
+ *
+ * A new stream is registered (not ready) first; the handler then replays
+ * the log after the resume cursor through the subscriber's own batcher on
+ * its worker thread, and hands it to the hub once the hub has not
+ * dispatched past the sequence it reached (as health/watch.c does).
+ */
 #include "metrics/watch.h"
 
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "google/protobuf/duration.pb-c.h"
+#include "google/protobuf/timestamp.pb-c.h"
+#include "google/protobuf/wrappers.pb-c.h"
+#include "metrics/ingest.h"
+#include "monitoring/v1/common.pb-c.h"
+#include "util/arena.h"
+#include "util/log.h"
+
+#define WATCH_BATCH_DEFAULT 500       /* max_batch_points when 0 */
+#define WATCH_BATCH_MAX 10000         /* max_batch_points allowed */
+#define WATCH_DELAY_DEFAULT_MS 1000   /* max_batch_delay when absent */
+#define WATCH_DELAY_MAX_MS 60000      /* max_batch_delay allowed */
+#define WATCH_PENDING_BATCHES 10      /* pending points per subscriber: this many batches... */
+#define WATCH_PENDING_MIN 1000        /* ...but at least this many */
+#define WATCH_PENDING_BYTES (8u << 20) /* and at most this much memory */
+#define WATCH_FILTER_MAX 1000         /* entries per filter list */
+#define WATCH_SUBS_MAX 10000          /* subscribers per process */
+#define WATCH_HEARTBEAT_DEFAULT_S 30
+#define WATCH_HEARTBEAT_MIN_S 1
+#define WATCH_DOWNSAMPLE_MIN_MS 1000
+#define WATCH_DOWNSAMPLE_MAX_MS 3600000
+#define WATCH_READ_ROWS "256"          /* log rows per read... */
+#define WATCH_READ_BYTES "8388608"     /* ...and payload bytes (at least one row) */
+#define WATCH_READ_ARENA_BYTES (256u << 20)
+#define WATCH_POLL_MS 1000             /* catch-up read while anyone listens */
+#define WATCH_TICK_MS 50               /* flush check while anything is pending */
+#define WATCH_ACQUIRE_MS 2000          /* waiting for a pooled connection */
+#define WATCH_REPLAY_STALL_MS 2000     /* a replay waits this long for queue room, then drops */
+#define FAN_SPLIT_MIN 64               /* below this many targets one thread does all */
+
+typedef Monitoring__V1__WatchMetricsResponse watch_msg;
+typedef Monitoring__V1__MetricPoint metric_point;
+
+/* Values of a point that downsampling aggregates. */
+enum { ST_P50, ST_P95, ST_P99, ST_MEAN, ST_MIN, ST_MAX, ST_ERROR_RATE, ST_THROUGHPUT, ST_REQUESTS, ST_ERRORS, ST_N };
+#define ST_DOUBLES 8 /* the first ST_DOUBLES are DoubleValue fields */
+
+struct stat_acc {
+	int64_t n;
+	double sum, min, max, last;
+	int64_t last_us; /* time of the point last came from */
+};
+
+/* One open aggregate: a series (every label of a point) in one interval. */
+struct agg {
+	struct agg *next; /* hash chain */
+	uint64_t hash;
+	int64_t bucket_us;   /* interval start */
+	int64_t first_seq;   /* lowest commit that contributed */
+	int64_t emit_wall_ms; /* sent once the wall clock passes this */
+	int64_t points_n;
+	int64_t min_us, max_us;
+	size_t bytes;
+	const char *metric_name, *endpoint, *method;
+	bool has_status;
+	int32_t status_code;
+	int metric_type;
+	int64_t type_us;
+	size_t tags_n;
+	const char **tag_keys, **tag_values;
+	struct stat_acc st[ST_N];
+};
+
+struct watch_sub {
+	struct metrics_watch_hub *hub;
+	struct rpc_stream *stream;
+
+	/* The request, validated; owned (strings in filter_arena). */
+	struct arena *filter_arena;
+	char **names, **endpoints, **methods; /* names and endpoints sorted */
+	size_t names_n, endpoints_n, methods_n;
+	int32_t *statuses;
+	size_t statuses_n;
+	const char **tag_keys, **tag_values;
+	size_t tags_n;
+	size_t max_points;
+	size_t cap_points;
+	int64_t delay_ms;
+	int64_t heartbeat_ms;
+	int64_t downsample_ms; /* 0: raw points */
+	int aggregation;
+
+	/* Under hub->mu. */
+	struct watch_sub *prev, *next;
+	int refs; /* the handler's and the stream's (dropped by on_stream_close) */
+	bool is_linked;
+	bool is_ready; /* the hub serves it */
+
+	/*
+	 * The batcher: the handler's alone until is_ready, then the hub's
+	 * (its thread, or the fan thread while the hub thread waits for it).
+	 */
+	int64_t processed_seq; /* last commit offered */
+	int64_t sent_cursor;   /* sequence of the last message sent */
+	int64_t last_send_ms;
+	bool is_blocked;       /* the last send found the queue full */
+	struct arena *pend_arena;
+	metric_point **pend;   /* points to send, [pend_head, pend_n) */
+	int64_t *pend_seq;     /* the lowest commit behind each */
+	size_t pend_head, pend_n, pend_alloc;
+	int64_t pend_since_ms; /* when the oldest pending point arrived */
+	bool has_gap;          /* points are being skipped; the gap is not sent yet */
+	int64_t gap_count;     /* -1: unknown */
+	int64_t gap_first_seq;
+	int64_t gap_min_us, gap_max_us;
+	struct agg **aggs;     /* hash table of open aggregates */
+	size_t aggs_size, aggs_n, aggs_bytes;
+	int64_t aggs_min_seq;  /* lowest first_seq among them */
+	int64_t next_emit_wall_ms;
+};
+
+/* The log rows of one read, decoded in one arena. */
+struct log_row {
+	int64_t seq;
+	int64_t min_us, max_us;
+	Monitoring__V1__MetricBatch *batch; /* NULL when the payload could not be decoded */
+};
 
 struct metrics_watch_hub {
-	int unused;
+	struct db_pool *pool;
+	pthread_t thread;
+	bool has_thread;
+	bool is_failing; /* hub thread only: the last read failed (logged once per outage) */
+
+	pthread_mutex_t mu; /* guards everything below and the subscribers' shared fields */
+	pthread_cond_t cond;
+	bool is_woken;
+	bool should_stop;
+	struct watch_sub *subs;
+	size_t subs_n;
+	size_t ready_n;
+	bool has_pending;  /* some subscriber holds points, aggregates or a gap */
+	int64_t last_seen; /* last sequence dispatched; -1 while nobody is ready */
+
+	/* Work on every target: the hub thread does [0, mid), the fan thread [mid, n). */
+	struct watch_sub **targets;
+	size_t targets_cap;
+	pthread_t fan_thread;
+	bool has_fan_thread;
+	pthread_mutex_t fan_mu;
+	pthread_cond_t fan_cond;
+	bool fan_has_job, fan_done, fan_stop;
+	size_t fan_from, fan_to;
+	void (*fan_fn)(struct watch_sub *sub, void *arg);
+	void *fan_arg;
 };
+
+/* The process's hub: the handler has no other way to find it. */
+static _Atomic(struct metrics_watch_hub *) the_hub;
+
+/* Rows after $1, at most WATCH_READ_ROWS and about WATCH_READ_BYTES of payload (always at least one). */
+static const struct db_stmt rows_stmt = {
+        .name = "metrics_watch_rows",
+        .sql = "SELECT seq, (extract(epoch FROM min_time) * 1000000)::bigint,"
+               " (extract(epoch FROM max_time) * 1000000)::bigint, encode(payload, 'hex')"
+               " FROM (SELECT seq, min_time, max_time, payload,"
+               " sum(octet_length(payload)) OVER (ORDER BY seq) - octet_length(payload) AS before"
+               " FROM tb_metric_ingest_log WHERE seq > $1::bigint ORDER BY seq LIMIT " WATCH_READ_ROWS ") r"
+               " WHERE before < " WATCH_READ_BYTES " ORDER BY seq",
+        .param_count = 1,
+};
+
+/*
+ * The current sequence, taken after every commit in flight has ended (the
+ * shared lock waits for mon_metrics_commit's exclusive one), and the oldest
+ * retained row.
+ */
+static const struct db_stmt lock_stmt = {
+        .name = "metrics_watch_lock",
+        .sql = "SELECT pg_advisory_xact_lock_shared($1::bigint)",
+        .param_count = 1,
+};
+static const struct db_stmt bounds_stmt = {
+        .name = "metrics_watch_bounds",
+        .sql = "SELECT CASE WHEN s.is_called THEN s.last_value ELSE 0 END, coalesce(l.lo, 0),"
+               " coalesce((extract(epoch FROM l.oldest) * 1000000)::bigint, 0)"
+               " FROM seq_metric_ingest s,"
+               " (SELECT min(seq) AS lo, min(committed_at) AS oldest FROM tb_metric_ingest_log) l",
+        .param_count = 0,
+};
+
+/* ---- small helpers ---- */
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int64_t wall_us(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static int64_t parse_i64(const char *text)
+{
+	char *end = NULL;
+	errno = 0;
+	long long v = strtoll(text, &end, 10);
+	if (errno != 0 || end == text)
+		return 0;
+	return (int64_t)v;
+}
+
+static int64_t floor_div(int64_t a, int64_t b)
+{
+	int64_t q = a / b;
+	return (a % b != 0 && (a < 0) != (b < 0)) ? q - 1 : q;
+}
+
+static int64_t point_us(const metric_point *p)
+{
+	if (p->time == NULL)
+		return 0;
+	return p->time->seconds * 1000000 + p->time->nanos / 1000;
+}
+
+static Google__Protobuf__Timestamp *timestamp_from_us(struct arena *a, int64_t us)
+{
+	Google__Protobuf__Timestamp *t = arena_alloc(a, sizeof(*t));
+	if (t == NULL)
+		return NULL;
+	google__protobuf__timestamp__init(t);
+	t->seconds = floor_div(us, 1000000);
+	t->nanos = (int32_t)((us - t->seconds * 1000000) * 1000);
+	return t;
+}
+
+static int hex_nibble(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+/* Decodes hex text into bytes in a; NULL on bad input or past the arena's cap. */
+static uint8_t *hex_decode(struct arena *a, const char *hex, size_t *len_out)
+{
+	size_t n = strlen(hex);
+	if (n % 2 != 0)
+		return NULL;
+	uint8_t *out = arena_alloc(a, n / 2 + 1);
+	if (out == NULL)
+		return NULL;
+	for (size_t i = 0; i < n / 2; i++) {
+		int hi = hex_nibble(hex[2 * i]), lo = hex_nibble(hex[2 * i + 1]);
+		if (hi < 0 || lo < 0)
+			return NULL;
+		out[i] = (uint8_t)(hi << 4 | lo);
+	}
+	*len_out = n / 2;
+	return out;
+}
+
+/* A Duration as milliseconds; false when it is not a valid Duration. */
+static bool duration_ms(const Google__Protobuf__Duration *d, int64_t *out)
+{
+	if (d->nanos <= -1000000000 || d->nanos >= 1000000000 || (d->seconds > 0 && d->nanos < 0) ||
+	    (d->seconds < 0 && d->nanos > 0) || d->seconds > 315576000000 || d->seconds < -315576000000)
+		return false;
+	*out = d->seconds * 1000 + d->nanos / 1000000;
+	return true;
+}
+
+/* ---- filters ---- */
+
+static int cmp_str(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static bool in_sorted(char **list, size_t n, const char *s)
+{
+	return bsearch(&s, list, n, sizeof(*list), cmp_str) != NULL;
+}
+
+static const char *point_tag(const metric_point *p, const char *key)
+{
+	for (size_t i = 0; i < p->n_tags; i++)
+		if (p->tags[i]->key && strcmp(p->tags[i]->key, key) == 0)
+			return p->tags[i]->value ? p->tags[i]->value : "";
+	return NULL;
+}
+
+static bool point_matches(const struct watch_sub *sub, const metric_point *p)
+{
+	if (sub->names_n > 0 && !in_sorted(sub->names, sub->names_n, p->metric_name ? p->metric_name : ""))
+		return false;
+	if (sub->endpoints_n > 0 && !in_sorted(sub->endpoints, sub->endpoints_n, p->endpoint ? p->endpoint : ""))
+		return false;
+	if (sub->methods_n > 0) {
+		bool is_found = false;
+		for (size_t i = 0; i < sub->methods_n && !is_found; i++)
+			is_found = strcmp(sub->methods[i], p->method ? p->method : "") == 0;
+		if (!is_found)
+			return false;
+	}
+	if (sub->statuses_n > 0) {
+		bool is_found = false;
+		for (size_t i = 0; i < sub->statuses_n && !is_found; i++)
+			is_found = p->status_code != NULL && p->status_code->value == sub->statuses[i];
+		if (!is_found)
+			return false;
+	}
+	for (size_t i = 0; i < sub->tags_n; i++) {
+		const char *v = point_tag(p, sub->tag_keys[i]);
+		if (v == NULL || strcmp(v, sub->tag_values[i]) != 0)
+			return false;
+	}
+	return true;
+}
+
+/* ---- pending points ---- */
+
+static Google__Protobuf__DoubleValue *copy_double(struct arena *a, const Google__Protobuf__DoubleValue *v, bool *is_ok)
+{
+	if (v == NULL)
+		return NULL;
+	Google__Protobuf__DoubleValue *d = arena_alloc(a, sizeof(*d));
+	if (d == NULL) {
+		*is_ok = false;
+		return NULL;
+	}
+	google__protobuf__double_value__init(d);
+	d->value = v->value;
+	return d;
+}
+
+static char *copy_str(struct arena *a, const char *s, bool *is_ok)
+{
+	char *d = arena_strdup(a, s ? s : "");
+	if (d == NULL)
+		*is_ok = false;
+	return d;
+}
+
+/* A deep copy of p in a; NULL past the arena's cap. */
+static metric_point *point_copy(struct arena *a, const metric_point *p)
+{
+	metric_point *d = arena_alloc(a, sizeof(*d));
+	if (d == NULL)
+		return NULL;
+	monitoring__v1__metric_point__init(d);
+	bool is_ok = true;
+	if (p->time != NULL) {
+		d->time = timestamp_from_us(a, 0);
+		if (d->time == NULL)
+			return NULL;
+		d->time->seconds = p->time->seconds;
+		d->time->nanos = p->time->nanos;
+	}
+	d->metric_name = copy_str(a, p->metric_name, &is_ok);
+	d->endpoint = copy_str(a, p->endpoint, &is_ok);
+	d->method = copy_str(a, p->method, &is_ok);
+	if (p->status_code != NULL) {
+		d->status_code = arena_alloc(a, sizeof(*d->status_code));
+		if (d->status_code == NULL)
+			return NULL;
+		google__protobuf__int32_value__init(d->status_code);
+		d->status_code->value = p->status_code->value;
+	}
+	d->p50 = copy_double(a, p->p50, &is_ok);
+	d->p95 = copy_double(a, p->p95, &is_ok);
+	d->p99 = copy_double(a, p->p99, &is_ok);
+	d->mean = copy_double(a, p->mean, &is_ok);
+	d->min = copy_double(a, p->min, &is_ok);
+	d->max = copy_double(a, p->max, &is_ok);
+	d->error_rate = copy_double(a, p->error_rate, &is_ok);
+	d->throughput = copy_double(a, p->throughput, &is_ok);
+	d->request_count = p->request_count;
+	d->error_count = p->error_count;
+	d->metric_type = p->metric_type;
+	if (p->n_tags > 0) {
+		d->tags = arena_calloc(a, p->n_tags, sizeof(*d->tags));
+		if (d->tags == NULL)
+			return NULL;
+		for (size_t i = 0; i < p->n_tags; i++) {
+			Monitoring__V1__MetricPoint__TagsEntry *e = arena_alloc(a, sizeof(*e));
+			if (e == NULL)
+				return NULL;
+			monitoring__v1__metric_point__tags_entry__init(e);
+			e->key = copy_str(a, p->tags[i]->key, &is_ok);
+			e->value = copy_str(a, p->tags[i]->value, &is_ok);
+			d->tags[i] = e;
+		}
+		d->n_tags = p->n_tags;
+	}
+	return is_ok ? d : NULL;
+}
+
+static size_t pend_live(const struct watch_sub *sub)
+{
+	return sub->pend_n - sub->pend_head;
+}
+
+/* Points held: pending ones and open aggregates; what the cap counts. */
+static size_t held_points(const struct watch_sub *sub)
+{
+	return pend_live(sub) + sub->aggs_n;
+}
+
+/* Moves the unsent points into a fresh arena, so sent ones stop counting against the byte cap. */
+static void pend_compact(struct watch_sub *sub)
+{
+	size_t live = pend_live(sub);
+	if (live == 0) {
+		arena_destroy(sub->pend_arena);
+		sub->pend_arena = NULL;
+		sub->pend_head = sub->pend_n = 0;
+		return;
+	}
+	if (sub->pend_head == 0)
+		return;
+	struct arena *a = arena_create(WATCH_PENDING_BYTES);
+	if (a == NULL)
+		return;
+	for (size_t i = 0; i < live; i++) {
+		metric_point *p = point_copy(a, sub->pend[sub->pend_head + i]);
+		if (p == NULL) { /* cannot happen: the live points fitted before */
+			arena_destroy(a);
+			return;
+		}
+		sub->pend[i] = p;
+		sub->pend_seq[i] = sub->pend_seq[sub->pend_head + i];
+	}
+	arena_destroy(sub->pend_arena);
+	sub->pend_arena = a;
+	sub->pend_head = 0;
+	sub->pend_n = live;
+}
+
+/* Appends p (already in sub->pend_arena) to the pending list; false when the list cannot grow. */
+static bool pend_push(struct watch_sub *sub, metric_point *p, int64_t seq, int64_t now)
+{
+	if (sub->pend_n == sub->pend_alloc) {
+		if (sub->pend_head > 0) {
+			memmove(sub->pend, sub->pend + sub->pend_head, pend_live(sub) * sizeof(*sub->pend));
+			memmove(sub->pend_seq, sub->pend_seq + sub->pend_head, pend_live(sub) * sizeof(*sub->pend_seq));
+			sub->pend_n -= sub->pend_head;
+			sub->pend_head = 0;
+		} else {
+			size_t cap = sub->pend_alloc ? sub->pend_alloc * 2 : 256;
+			metric_point **np = realloc(sub->pend, cap * sizeof(*np));
+			if (np == NULL)
+				return false;
+			sub->pend = np;
+			int64_t *ns = realloc(sub->pend_seq, cap * sizeof(*ns));
+			if (ns == NULL)
+				return false;
+			sub->pend_seq = ns;
+			sub->pend_alloc = cap;
+		}
+	}
+	if (pend_live(sub) == 0)
+		sub->pend_since_ms = now;
+	sub->pend[sub->pend_n] = p;
+	sub->pend_seq[sub->pend_n] = seq;
+	sub->pend_n++;
+	return true;
+}
+
+/* Keeps a copy of p to send; false when the subscriber's caps do not allow it. */
+static bool pend_add(struct watch_sub *sub, const metric_point *p, int64_t seq, int64_t now)
+{
+	if (held_points(sub) >= sub->cap_points)
+		return false;
+	for (int attempt = 0; attempt < 2; attempt++) {
+		if (sub->pend_arena == NULL && (sub->pend_arena = arena_create(WATCH_PENDING_BYTES)) == NULL)
+			return false;
+		if (arena_used(sub->pend_arena) + sub->aggs_bytes < WATCH_PENDING_BYTES) {
+			metric_point *c = point_copy(sub->pend_arena, p);
+			if (c != NULL)
+				return pend_push(sub, c, seq, now);
+		}
+		if (sub->pend_head == 0)
+			return false;
+		pend_compact(sub);
+	}
+	return false;
+}
+
+/* Counts skipped points into the open gap (count -1: unknown). */
+static void gap_add(struct watch_sub *sub, int64_t count, int64_t seq, int64_t min_us, int64_t max_us)
+{
+	if (!sub->has_gap) {
+		sub->has_gap = true;
+		sub->gap_count = 0;
+		sub->gap_first_seq = seq;
+		sub->gap_min_us = min_us;
+		sub->gap_max_us = max_us;
+	}
+	if (count < 0 || sub->gap_count < 0)
+		sub->gap_count = -1;
+	else
+		sub->gap_count += count;
+	if (min_us < sub->gap_min_us)
+		sub->gap_min_us = min_us;
+	if (max_us > sub->gap_max_us)
+		sub->gap_max_us = max_us;
+}
+
+/* ---- downsampling ---- */
+
+static uint64_t fnv(uint64_t h, const char *s)
+{
+	for (const unsigned char *c = (const unsigned char *)(s ? s : ""); *c; c++)
+		h = (h ^ *c) * 1099511628211u;
+	return (h ^ 0xff) * 1099511628211u;
+}
+
+/* The series of a point (every label; tags as a set) in the interval starting at bucket_us. */
+static uint64_t series_hash(const metric_point *p, int64_t bucket_us)
+{
+	uint64_t h = 1469598103934665603u;
+	h = fnv(h, p->metric_name);
+	h = fnv(h, p->endpoint);
+	h = fnv(h, p->method);
+	h = (h ^ (p->status_code ? (uint64_t)(uint32_t)p->status_code->value + 1 : 0)) * 1099511628211u;
+	uint64_t tags = 0;
+	for (size_t i = 0; i < p->n_tags; i++)
+		tags += fnv(fnv(1469598103934665603u, p->tags[i]->key), p->tags[i]->value);
+	h = (h ^ tags) * 1099511628211u;
+	return (h ^ (uint64_t)bucket_us) * 1099511628211u;
+}
+
+static bool streq(const char *a, const char *b)
+{
+	return strcmp(a ? a : "", b ? b : "") == 0;
+}
+
+static bool agg_is_series(const struct agg *g, const metric_point *p, int64_t bucket_us)
+{
+	if (g->bucket_us != bucket_us || !streq(g->metric_name, p->metric_name) || !streq(g->endpoint, p->endpoint) ||
+	    !streq(g->method, p->method) || g->has_status != (p->status_code != NULL) ||
+	    (g->has_status && g->status_code != p->status_code->value) || g->tags_n != p->n_tags)
+		return false;
+	for (size_t i = 0; i < g->tags_n; i++) {
+		const char *v = point_tag(p, g->tag_keys[i]);
+		if (v == NULL || !streq(v, g->tag_values[i]))
+			return false;
+	}
+	return true;
+}
+
+/* A new aggregate for p's series, labels copied into one allocation; NULL when out of memory. */
+static struct agg *agg_new(const metric_point *p)
+{
+	size_t n_name = strlen(p->metric_name ? p->metric_name : "") + 1;
+	size_t n_ep = strlen(p->endpoint ? p->endpoint : "") + 1;
+	size_t n_m = strlen(p->method ? p->method : "") + 1;
+	size_t bytes = sizeof(struct agg) + 2 * p->n_tags * sizeof(char *) + n_name + n_ep + n_m;
+	for (size_t i = 0; i < p->n_tags; i++)
+		bytes += strlen(p->tags[i]->key ? p->tags[i]->key : "") + strlen(p->tags[i]->value ? p->tags[i]->value : "") +
+		         2;
+	struct agg *g = calloc(1, bytes);
+	if (g == NULL)
+		return NULL;
+	g->bytes = bytes;
+	char *at = (char *)(g + 1);
+	g->tag_keys = (const char **)(void *)at;
+	at += p->n_tags * sizeof(char *);
+	g->tag_values = (const char **)(void *)at;
+	at += p->n_tags * sizeof(char *);
+#define AGG_COPY(dst, src)                                                                                       \
+	do {                                                                                                     \
+		const char *s_ = (src) ? (src) : "";                                                            \
+		size_t n_ = strlen(s_) + 1;                                                                      \
+		memcpy(at, s_, n_);                                                                              \
+		(dst) = at;                                                                                      \
+		at += n_;                                                                                        \
+	} while (0)
+	AGG_COPY(g->metric_name, p->metric_name);
+	AGG_COPY(g->endpoint, p->endpoint);
+	AGG_COPY(g->method, p->method);
+	for (size_t i = 0; i < p->n_tags; i++) {
+		AGG_COPY(g->tag_keys[i], p->tags[i]->key);
+		AGG_COPY(g->tag_values[i], p->tags[i]->value);
+	}
+#undef AGG_COPY
+	g->tags_n = p->n_tags;
+	g->has_status = p->status_code != NULL;
+	g->status_code = g->has_status ? p->status_code->value : 0;
+	g->type_us = INT64_MIN;
+	for (int i = 0; i < ST_N; i++)
+		g->st[i].last_us = INT64_MIN;
+	return g;
+}
+
+static const Google__Protobuf__DoubleValue *point_double(const metric_point *p, int i)
+{
+	switch (i) {
+	case ST_P50: return p->p50;
+	case ST_P95: return p->p95;
+	case ST_P99: return p->p99;
+	case ST_MEAN: return p->mean;
+	case ST_MIN: return p->min;
+	case ST_MAX: return p->max;
+	case ST_ERROR_RATE: return p->error_rate;
+	case ST_THROUGHPUT: return p->throughput;
+	default: return NULL;
+	}
+}
+
+static void stat_add(struct stat_acc *s, double v, int64_t t_us)
+{
+	if (s->n == 0 || v < s->min)
+		s->min = v;
+	if (s->n == 0 || v > s->max)
+		s->max = v;
+	s->sum += v;
+	s->n++;
+	if (t_us >= s->last_us) {
+		s->last = v;
+		s->last_us = t_us;
+	}
+}
+
+static void agg_fold(struct agg *g, const metric_point *p, int64_t t_us)
+{
+	for (int i = 0; i < ST_DOUBLES; i++) {
+		const Google__Protobuf__DoubleValue *v = point_double(p, i);
+		if (v != NULL)
+			stat_add(&g->st[i], v->value, t_us);
+	}
+	stat_add(&g->st[ST_REQUESTS], p->request_count, t_us);
+	stat_add(&g->st[ST_ERRORS], p->error_count, t_us);
+	if (t_us >= g->type_us) {
+		g->metric_type = p->metric_type;
+		g->type_us = t_us;
+	}
+	if (g->points_n == 0 || t_us < g->min_us)
+		g->min_us = t_us;
+	if (g->points_n == 0 || t_us > g->max_us)
+		g->max_us = t_us;
+	g->points_n++;
+}
+
+/* Folds p into its series' aggregate, opening one; false when the caps do not allow a new one. */
+static bool agg_add(struct watch_sub *sub, const metric_point *p, int64_t seq, int64_t wall_ms)
+{
+	int64_t t_us = point_us(p);
+	int64_t iv_us = sub->downsample_ms * 1000;
+	int64_t bucket_us = floor_div(t_us, iv_us) * iv_us;
+	uint64_t h = series_hash(p, bucket_us);
+	if (sub->aggs_size > 0) {
+		for (struct agg *g = sub->aggs[h & (sub->aggs_size - 1)]; g; g = g->next) {
+			if (g->hash == h && agg_is_series(g, p, bucket_us)) {
+				agg_fold(g, p, t_us);
+				return true;
+			}
+		}
+	}
+	if (held_points(sub) >= sub->cap_points)
+		return false;
+	if (sub->aggs_n >= sub->aggs_size / 2) {
+		size_t size = sub->aggs_size ? sub->aggs_size * 2 : 64;
+		struct agg **t = calloc(size, sizeof(*t));
+		if (t == NULL)
+			return false;
+		for (size_t i = 0; i < sub->aggs_size; i++) {
+			for (struct agg *g = sub->aggs[i], *nx; g; g = nx) {
+				nx = g->next;
+				g->next = t[g->hash & (size - 1)];
+				t[g->hash & (size - 1)] = g;
+			}
+		}
+		free(sub->aggs);
+		sub->aggs = t;
+		sub->aggs_size = size;
+	}
+	struct agg *g = agg_new(p);
+	if (g == NULL)
+		return false;
+	size_t used = sub->pend_arena ? arena_used(sub->pend_arena) : 0;
+	if (used + sub->aggs_bytes + g->bytes > WATCH_PENDING_BYTES) {
+		free(g);
+		return false;
+	}
+	g->hash = h;
+	g->bucket_us = bucket_us;
+	g->first_seq = seq;
+	/* Sent when the interval is over plus max_batch_delay for late points; a late interval waits as long. */
+	int64_t end_ms = floor_div(bucket_us + iv_us, 1000);
+	g->emit_wall_ms = (end_ms > wall_ms ? end_ms : wall_ms) + sub->delay_ms;
+	agg_fold(g, p, t_us);
+	g->next = sub->aggs[h & (sub->aggs_size - 1)];
+	sub->aggs[h & (sub->aggs_size - 1)] = g;
+	if (sub->aggs_n == 0 || seq < sub->aggs_min_seq)
+		sub->aggs_min_seq = seq;
+	if (sub->aggs_n == 0 || g->emit_wall_ms < sub->next_emit_wall_ms)
+		sub->next_emit_wall_ms = g->emit_wall_ms;
+	sub->aggs_n++;
+	sub->aggs_bytes += g->bytes;
+	return true;
+}
+
+static double stat_value(const struct stat_acc *s, int aggregation, bool is_count)
+{
+	switch (aggregation) {
+	case MONITORING__V1__AGGREGATION__AGGREGATION_SUM: return s->sum;
+	case MONITORING__V1__AGGREGATION__AGGREGATION_MIN: return s->min;
+	case MONITORING__V1__AGGREGATION__AGGREGATION_MAX: return s->max;
+	case MONITORING__V1__AGGREGATION__AGGREGATION_COUNT: return (double)s->n;
+	case MONITORING__V1__AGGREGATION__AGGREGATION_LAST: return s->last;
+	case MONITORING__V1__AGGREGATION__AGGREGATION_AVG: return s->sum / (double)s->n;
+	default: return is_count ? s->sum : s->sum / (double)s->n; /* the natural aggregation */
+	}
+}
+
+static int32_t clamp_i32(double v)
+{
+	if (!(v > -2147483648.0))
+		return v != v ? 0 : INT32_MIN;
+	if (v > 2147483647.0)
+		return INT32_MAX;
+	return (int32_t)(v < 0 ? v - 0.5 : v + 0.5); /* rounded half away from zero */
+}
+
+/* The aggregate as a downsampled point in a; NULL past the arena's cap. */
+static metric_point *agg_point(struct arena *a, const struct agg *g, int aggregation)
+{
+	metric_point *d = arena_alloc(a, sizeof(*d));
+	if (d == NULL)
+		return NULL;
+	monitoring__v1__metric_point__init(d);
+	bool is_ok = true;
+	d->time = timestamp_from_us(a, g->bucket_us);
+	d->metric_name = copy_str(a, g->metric_name, &is_ok);
+	d->endpoint = copy_str(a, g->endpoint, &is_ok);
+	d->method = copy_str(a, g->method, &is_ok);
+	if (d->time == NULL || !is_ok)
+		return NULL;
+	if (g->has_status) {
+		d->status_code = arena_alloc(a, sizeof(*d->status_code));
+		if (d->status_code == NULL)
+			return NULL;
+		google__protobuf__int32_value__init(d->status_code);
+		d->status_code->value = g->status_code;
+	}
+	Google__Protobuf__DoubleValue **fields[ST_DOUBLES] = {&d->p50, &d->p95, &d->p99, &d->mean,
+	                                                      &d->min, &d->max, &d->error_rate, &d->throughput};
+	for (int i = 0; i < ST_DOUBLES; i++) {
+		if (g->st[i].n == 0)
+			continue;
+		Google__Protobuf__DoubleValue *v = arena_alloc(a, sizeof(*v));
+		if (v == NULL)
+			return NULL;
+		google__protobuf__double_value__init(v);
+		v->value = stat_value(&g->st[i], aggregation, false);
+		if (i == ST_ERROR_RATE && aggregation == MONITORING__V1__AGGREGATION__AGGREGATION_UNSPECIFIED &&
+		    g->st[ST_REQUESTS].sum > 0)
+			v->value = g->st[ST_ERRORS].sum / g->st[ST_REQUESTS].sum * 100.0;
+		*fields[i] = v;
+	}
+	d->request_count = clamp_i32(stat_value(&g->st[ST_REQUESTS], aggregation, true));
+	d->error_count = clamp_i32(stat_value(&g->st[ST_ERRORS], aggregation, true));
+	d->metric_type = g->metric_type;
+	if (g->tags_n > 0) {
+		d->tags = arena_calloc(a, g->tags_n, sizeof(*d->tags));
+		if (d->tags == NULL)
+			return NULL;
+		for (size_t i = 0; i < g->tags_n; i++) {
+			Monitoring__V1__MetricPoint__TagsEntry *e = arena_alloc(a, sizeof(*e));
+			if (e == NULL)
+				return NULL;
+			monitoring__v1__metric_point__tags_entry__init(e);
+			e->key = copy_str(a, g->tag_keys[i], &is_ok);
+			e->value = copy_str(a, g->tag_values[i], &is_ok);
+			d->tags[i] = e;
+		}
+		d->n_tags = g->tags_n;
+	}
+	return is_ok ? d : NULL;
+}
+
+static int cmp_agg(const void *a, const void *b)
+{
+	const struct agg *x = *(struct agg *const *)a, *y = *(struct agg *const *)b;
+	if (x->bucket_us != y->bucket_us)
+		return x->bucket_us < y->bucket_us ? -1 : 1;
+	if (x->first_seq != y->first_seq)
+		return x->first_seq < y->first_seq ? -1 : 1;
+	return 0;
+}
+
+/*
+ * Moves the aggregates whose interval is over into the pending points, in
+ * interval order. One that cannot be kept is counted into the gap.
+ */
+static void aggs_close_due(struct watch_sub *sub, int64_t wall_ms, int64_t now)
+{
+	if (sub->aggs_n == 0 || wall_ms < sub->next_emit_wall_ms)
+		return;
+	struct agg **due = malloc(sub->aggs_n * sizeof(*due));
+	if (due == NULL)
+		return;
+	size_t n = 0;
+	int64_t min_seq = INT64_MAX, next_emit = INT64_MAX;
+	for (size_t i = 0; i < sub->aggs_size; i++) {
+		struct agg **link = &sub->aggs[i];
+		while (*link) {
+			struct agg *g = *link;
+			if (g->emit_wall_ms <= wall_ms) {
+				*link = g->next;
+				due[n++] = g;
+				continue;
+			}
+			if (g->first_seq < min_seq)
+				min_seq = g->first_seq;
+			if (g->emit_wall_ms < next_emit)
+				next_emit = g->emit_wall_ms;
+			link = &g->next;
+		}
+	}
+	qsort(due, n, sizeof(*due), cmp_agg);
+	for (size_t i = 0; i < n; i++) {
+		struct agg *g = due[i];
+		sub->aggs_n--;
+		sub->aggs_bytes -= g->bytes;
+		metric_point *p = NULL;
+		for (int attempt = 0; attempt < 2 && p == NULL; attempt++) {
+			if (sub->pend_arena == NULL && (sub->pend_arena = arena_create(WATCH_PENDING_BYTES)) == NULL)
+				break;
+			p = agg_point(sub->pend_arena, g, sub->aggregation);
+			if (p == NULL && sub->pend_head > 0)
+				pend_compact(sub);
+		}
+		if (p == NULL || !pend_push(sub, p, g->first_seq, now))
+			gap_add(sub, g->points_n, g->first_seq, g->min_us, g->max_us);
+		free(g);
+	}
+	free(due);
+	sub->aggs_min_seq = min_seq;
+	sub->next_emit_wall_ms = next_emit;
+}
+
+static void aggs_free(struct watch_sub *sub)
+{
+	for (size_t i = 0; i < sub->aggs_size; i++) {
+		for (struct agg *g = sub->aggs[i], *nx; g; g = nx) {
+			nx = g->next;
+			free(g);
+		}
+	}
+	free(sub->aggs);
+	sub->aggs = NULL;
+	sub->aggs_size = sub->aggs_n = sub->aggs_bytes = 0;
+}
+
+/* ---- sending ---- */
+
+/*
+ * The resume cursor once the points before pend[from] are sent: the last
+ * commit all of whose matching points are sent, or announced by a gap
+ * (unless the gap is still unsent and has_unsent_gap).
+ */
+static int64_t sub_cursor(const struct watch_sub *sub, size_t from, bool has_unsent_gap)
+{
+	int64_t c = sub->processed_seq;
+	for (size_t i = from; i < sub->pend_n; i++)
+		if (sub->pend_seq[i] - 1 < c)
+			c = sub->pend_seq[i] - 1;
+	if (sub->aggs_n > 0 && sub->aggs_min_seq - 1 < c)
+		c = sub->aggs_min_seq - 1;
+	if (has_unsent_gap && sub->has_gap && sub->gap_first_seq - 1 < c)
+		c = sub->gap_first_seq - 1;
+	return c < sub->sent_cursor ? sub->sent_cursor : c;
+}
+
+static int send_batch(struct watch_sub *sub, size_t from, size_t n, int64_t cursor)
+{
+	Monitoring__V1__MetricBatch b = MONITORING__V1__METRIC_BATCH__INIT;
+	b.points = &sub->pend[from];
+	b.n_points = n;
+	b.is_downsampled = sub->downsample_ms > 0;
+	watch_msg m = MONITORING__V1__WATCH_METRICS_RESPONSE__INIT;
+	m.sequence = cursor;
+	m.event_case = MONITORING__V1__WATCH_METRICS_RESPONSE__EVENT_BATCH;
+	m.batch = &b;
+	return rpc_stream_send(sub->stream, &m.base);
+}
+
+/* A gap message; count -1 is unknown; min_us > max_us leaves the range's start absent. */
+static int send_gap(struct rpc_stream *stream, int64_t cursor, int64_t count, int64_t min_us, int64_t end_us,
+                    int reason)
+{
+	struct arena *a = arena_create(4096);
+	if (a == NULL)
+		return MON_ENOMEM;
+	Monitoring__V1__TimeRange tr = MONITORING__V1__TIME_RANGE__INIT;
+	tr.start_time = min_us < end_us ? timestamp_from_us(a, min_us) : NULL;
+	tr.end_time = timestamp_from_us(a, end_us);
+	Monitoring__V1__MetricGap g = MONITORING__V1__METRIC_GAP__INIT;
+	g.skipped_count = count;
+	g.time_range = &tr;
+	g.reason = reason;
+	watch_msg m = MONITORING__V1__WATCH_METRICS_RESPONSE__INIT;
+	m.sequence = cursor;
+	m.event_case = MONITORING__V1__WATCH_METRICS_RESPONSE__EVENT_GAP;
+	m.gap = &g;
+	int rc = tr.end_time == NULL ? MON_ENOMEM : rpc_stream_send(stream, &m.base);
+	arena_destroy(a);
+	return rc;
+}
+
+static int send_control(struct rpc_stream *stream, int kind, int64_t cursor, int reason, const char *text)
+{
+	struct arena *a = arena_create(4096);
+	if (a == NULL)
+		return MON_ENOMEM;
+	Monitoring__V1__StreamControl c = MONITORING__V1__STREAM_CONTROL__INIT;
+	c.kind = kind;
+	c.resume_after_sequence = cursor;
+	c.reason = reason;
+	c.message = (char *)(text ? text : "");
+	c.server_time = timestamp_from_us(a, wall_us());
+	watch_msg m = MONITORING__V1__WATCH_METRICS_RESPONSE__INIT;
+	m.sequence = cursor;
+	m.event_case = MONITORING__V1__WATCH_METRICS_RESPONSE__EVENT_CONTROL;
+	m.control = &c;
+	int rc = c.server_time == NULL ? MON_ENOMEM : rpc_stream_send(stream, &m.base);
+	arena_destroy(a);
+	return rc;
+}
+
+/*
+ * Sends the pending points that are due: full batches always, the rest
+ * once max_batch_delay is up (or when forced, or when a gap waits behind
+ * them); then the gap, if any. Stops at the first refused send
+ * (is_blocked), keeping what was not sent.
+ */
+static void sub_flush(struct watch_sub *sub, int64_t now, bool is_forced)
+{
+	int rc = 0;
+	sub->is_blocked = false;
+	while (pend_live(sub) > 0) {
+		size_t live = pend_live(sub);
+		bool is_due = is_forced || sub->has_gap || sub->delay_ms == 0 || now - sub->pend_since_ms >= sub->delay_ms;
+		if (live < sub->max_points && !is_due)
+			break;
+		size_t k = live < sub->max_points ? live : sub->max_points;
+		int64_t cursor;
+		for (;;) {
+			cursor = sub_cursor(sub, sub->pend_head + k, true);
+			rc = send_batch(sub, sub->pend_head, k, cursor);
+			/* Refused with an empty queue: the message is over the size limit, so send fewer points. */
+			if (rc == MON_ELIMIT && k > 1 && rpc_stream_queued(sub->stream) == 0) {
+				k /= 2;
+				continue;
+			}
+			break;
+		}
+		if (rc != 0)
+			break;
+		sub->pend_head += k;
+		sub->sent_cursor = cursor;
+		sub->last_send_ms = now;
+	}
+	if (pend_live(sub) == 0 || sub->pend_head > pend_live(sub))
+		pend_compact(sub);
+	if (rc == 0 && pend_live(sub) == 0 && sub->has_gap) {
+		int64_t cursor = sub_cursor(sub, sub->pend_n, false);
+		rc = send_gap(sub->stream, cursor, sub->gap_count, sub->gap_min_us, sub->gap_max_us + 1,
+		              MONITORING__V1__STREAM_END_REASON__STREAM_END_REASON_FELL_BEHIND);
+		if (rc == 0) {
+			log_info("msg=\"metrics watch subscriber fell behind\" skipped_count=%" PRId64
+			         " sequence=%" PRId64 " peer=\"%s\"",
+			         sub->gap_count, cursor, rpc_ctx_peer(rpc_stream_ctx(sub->stream)));
+			sub->has_gap = false;
+			sub->sent_cursor = cursor;
+			sub->last_send_ms = now;
+		}
+	}
+	sub->is_blocked = rc == MON_ELIMIT;
+}
+
+/* Offers the points of one commit to sub, sending full batches as they fill. */
+static void sub_offer(struct watch_sub *sub, const struct log_row *row, int64_t now, int64_t wall_ms)
+{
+	if (row->seq <= sub->processed_seq)
+		return;
+	if (row->batch == NULL) {
+		gap_add(sub, -1, row->seq, row->min_us, row->max_us);
+	} else {
+		for (size_t i = 0; i < row->batch->n_points; i++) {
+			const metric_point *p = row->batch->points[i];
+			if (!point_matches(sub, p))
+				continue;
+			int64_t t_us = point_us(p);
+			bool is_kept = false;
+			if (sub->downsample_ms > 0)
+				is_kept = agg_add(sub, p, row->seq, wall_ms); /* aggregates stay in order behind a gap */
+			else if (!sub->has_gap)
+				is_kept = pend_add(sub, p, row->seq, now);
+			if (!is_kept)
+				gap_add(sub, 1, row->seq, t_us, t_us);
+			else if (pend_live(sub) >= sub->max_points && !sub->is_blocked)
+				sub_flush(sub, now, false);
+		}
+	}
+	sub->processed_seq = row->seq;
+}
+
+/* Timers of one subscriber: intervals that closed, batches that are due, a heartbeat. */
+static void sub_tick(struct watch_sub *sub, int64_t now, int64_t wall_ms)
+{
+	aggs_close_due(sub, wall_ms, now);
+	sub_flush(sub, now, false);
+	if (pend_live(sub) == 0 && !sub->has_gap && now - sub->last_send_ms >= sub->heartbeat_ms) {
+		int64_t cursor = sub_cursor(sub, sub->pend_n, false);
+		if (send_control(sub->stream, MONITORING__V1__STREAM_CONTROL_KIND__STREAM_CONTROL_KIND_HEARTBEAT, cursor,
+		                 0, NULL) == 0) {
+			sub->sent_cursor = cursor;
+			sub->last_send_ms = now;
+		}
+	}
+}
+
+static bool sub_has_pending(const struct watch_sub *sub)
+{
+	return pend_live(sub) > 0 || sub->aggs_n > 0 || sub->has_gap;
+}
+
+/* ---- subscribers ---- */
+
+static void sub_free(struct watch_sub *sub)
+{
+	if (sub == NULL)
+		return;
+	arena_destroy(sub->filter_arena);
+	arena_destroy(sub->pend_arena);
+	free(sub->pend);
+	free(sub->pend_seq);
+	aggs_free(sub);
+	free(sub);
+}
+
+/* Drops one reference; the last frees the subscriber. Takes hub->mu. */
+static void sub_unref(struct watch_sub *sub)
+{
+	struct metrics_watch_hub *hub = sub->hub;
+	pthread_mutex_lock(&hub->mu);
+	bool is_last = --sub->refs == 0;
+	pthread_mutex_unlock(&hub->mu);
+	if (is_last)
+		sub_free(sub);
+}
+
+static void unlink_locked(struct metrics_watch_hub *hub, struct watch_sub *sub)
+{
+	if (!sub->is_linked)
+		return;
+	if (sub->prev)
+		sub->prev->next = sub->next;
+	else
+		hub->subs = sub->next;
+	if (sub->next)
+		sub->next->prev = sub->prev;
+	sub->prev = sub->next = NULL;
+	sub->is_linked = false;
+	hub->subs_n--;
+	if (sub->is_ready)
+		hub->ready_n--;
+	sub->is_ready = false;
+}
+
+/* The stream is over (any reason): forget the subscriber. Runs on a completion-queue thread. */
+static void on_stream_close(struct rpc_stream *stream, void *arg)
+{
+	struct watch_sub *sub = arg;
+	pthread_mutex_lock(&sub->hub->mu);
+	unlink_locked(sub->hub, sub);
+	pthread_mutex_unlock(&sub->hub->mu);
+	rpc_stream_release(stream);
+	sub_unref(sub);
+}
+
+/* ---- fan-out ---- */
+
+static void fan_apply(struct metrics_watch_hub *hub, void (*fn)(struct watch_sub *, void *), void *arg, size_t from,
+                      size_t to)
+{
+	for (size_t i = from; i < to; i++)
+		fn(hub->targets[i], arg);
+}
+
+static void *fan_main(void *arg)
+{
+	struct metrics_watch_hub *hub = arg;
+	pthread_mutex_lock(&hub->fan_mu);
+	for (;;) {
+		while (!hub->fan_has_job && !hub->fan_stop)
+			pthread_cond_wait(&hub->fan_cond, &hub->fan_mu);
+		if (hub->fan_stop)
+			break;
+		hub->fan_has_job = false;
+		size_t from = hub->fan_from, to = hub->fan_to;
+		void (*fn)(struct watch_sub *, void *) = hub->fan_fn;
+		void *fn_arg = hub->fan_arg;
+		pthread_mutex_unlock(&hub->fan_mu);
+		fan_apply(hub, fn, fn_arg, from, to);
+		pthread_mutex_lock(&hub->fan_mu);
+		hub->fan_done = true;
+		pthread_cond_broadcast(&hub->fan_cond);
+	}
+	pthread_mutex_unlock(&hub->fan_mu);
+	return NULL;
+}
+
+/*
+ * Runs fn on every ready subscriber, from two threads when there are
+ * FAN_SPLIT_MIN or more (each subscriber is touched by one of them only).
+ * Under hub->mu, which keeps the targets linked and their streams alive.
+ */
+static void fan_run_locked(struct metrics_watch_hub *hub, void (*fn)(struct watch_sub *, void *), void *arg)
+{
+	if (hub->targets_cap < hub->ready_n) {
+		size_t cap = hub->ready_n < 256 ? 256 : hub->ready_n * 2;
+		struct watch_sub **t = realloc(hub->targets, cap * sizeof(*t));
+		if (t == NULL) {
+			log_error("msg=\"metrics watch: out of memory for the fan-out\"");
+			return;
+		}
+		hub->targets = t;
+		hub->targets_cap = cap;
+	}
+	size_t n = 0;
+	for (struct watch_sub *sub = hub->subs; sub && n < hub->targets_cap; sub = sub->next)
+		if (sub->is_ready)
+			hub->targets[n++] = sub;
+	if (n < FAN_SPLIT_MIN || !hub->has_fan_thread) {
+		fan_apply(hub, fn, arg, 0, n);
+		return;
+	}
+	size_t mid = n / 2;
+	pthread_mutex_lock(&hub->fan_mu);
+	hub->fan_from = mid;
+	hub->fan_to = n;
+	hub->fan_fn = fn;
+	hub->fan_arg = arg;
+	hub->fan_done = false;
+	hub->fan_has_job = true;
+	pthread_cond_broadcast(&hub->fan_cond);
+	pthread_mutex_unlock(&hub->fan_mu);
+	fan_apply(hub, fn, arg, 0, mid);
+	pthread_mutex_lock(&hub->fan_mu);
+	while (!hub->fan_done)
+		pthread_cond_wait(&hub->fan_cond, &hub->fan_mu);
+	pthread_mutex_unlock(&hub->fan_mu);
+}
+
+struct offer_job {
+	const struct log_row *rows;
+	int n;
+	int64_t now, wall_ms;
+};
+
+static void offer_fn(struct watch_sub *sub, void *arg)
+{
+	const struct offer_job *job = arg;
+	for (int i = 0; i < job->n; i++)
+		sub_offer(sub, &job->rows[i], job->now, job->wall_ms);
+	aggs_close_due(sub, job->wall_ms, job->now);
+	sub_flush(sub, job->now, false);
+}
+
+static void tick_fn(struct watch_sub *sub, void *arg)
+{
+	const struct offer_job *job = arg;
+	sub_tick(sub, job->now, job->wall_ms);
+}
+
+/* ---- reading the log ---- */
+
+/*
+ * Reads the rows after seq into *rows (n in *n_out), decoded in a. A payload
+ * that does not decode is logged and left NULL. MON_ENOMEM past the arena's
+ * cap; db errors as db_exec_stmt.
+ */
+static int rows_read(struct db_conn *conn, int64_t after, struct arena *a, struct log_row **rows, int *n_out,
+                     struct mon_error *err)
+{
+	char after_text[24];
+	snprintf(after_text, sizeof(after_text), "%" PRId64, after);
+	const char *params[] = {after_text};
+	struct db_result *res = NULL;
+	int rc = db_exec_stmt(conn, &rows_stmt, params, &res, err);
+	if (rc != 0)
+		return rc;
+	int n = db_result_rows(res);
+	struct log_row *r = arena_calloc(a, n > 0 ? (size_t)n : 1, sizeof(*r));
+	if (r == NULL) {
+		db_result_free(res);
+		return mon_error_set(err, MON_ENOMEM, "out of memory reading the ingest log");
+	}
+	ProtobufCAllocator alloc = arena_protobuf_allocator(a);
+	for (int i = 0; i < n; i++) {
+		r[i].seq = parse_i64(db_result_value(res, i, 0));
+		r[i].min_us = parse_i64(db_result_value(res, i, 1));
+		r[i].max_us = parse_i64(db_result_value(res, i, 2));
+		size_t len = 0;
+		uint8_t *bytes = hex_decode(a, db_result_value(res, i, 3), &len);
+		r[i].batch = bytes ? monitoring__v1__metric_batch__unpack(&alloc, len, bytes) : NULL;
+		if (r[i].batch == NULL)
+			log_error("msg=\"metrics watch could not decode an ingest log payload; its points are "
+			          "announced as a gap\" sequence=%" PRId64,
+			          r[i].seq);
+	}
+	db_result_free(res);
+	*rows = r;
+	*n_out = n;
+	return 0;
+}
+
+/*
+ * Reads every row after hub->last_seen and offers it to the ready
+ * subscribers, in chunks. Hub thread only, which alone advances last_seen
+ * once set.
+ */
+static void hub_catch_up(struct metrics_watch_hub *hub)
+{
+	struct db_conn *conn = NULL;
+	struct mon_error err = {0};
+	for (;;) {
+		pthread_mutex_lock(&hub->mu);
+		int64_t after = hub->ready_n > 0 ? hub->last_seen : -1;
+		pthread_mutex_unlock(&hub->mu);
+		if (after < 0)
+			break;
+		struct arena *a = arena_create(WATCH_READ_ARENA_BYTES);
+		struct log_row *rows = NULL;
+		int n = 0;
+		int rc = a == NULL ? mon_error_set(&err, MON_ENOMEM, "out of memory") : 0;
+		if (rc == 0 && conn == NULL)
+			rc = db_pool_acquire(hub->pool, WATCH_ACQUIRE_MS, &conn, &err);
+		if (rc == 0)
+			rc = rows_read(conn, after, a, &rows, &n, &err);
+		if (rc != 0) {
+			if (!hub->is_failing)
+				log_warn("msg=\"metrics watch could not read the ingest log, retrying every second\" "
+				         "error=\"%s\"",
+				         err.msg);
+			hub->is_failing = true;
+			arena_destroy(a);
+			break;
+		}
+		if (hub->is_failing)
+			log_info("msg=\"metrics watch reads the ingest log again\"");
+		hub->is_failing = false;
+		if (n > 0) {
+			struct offer_job job = {.rows = rows, .n = n, .now = now_ms(), .wall_ms = wall_us() / 1000};
+			pthread_mutex_lock(&hub->mu);
+			fan_run_locked(hub, offer_fn, &job);
+			if (rows[n - 1].seq > hub->last_seen)
+				hub->last_seen = rows[n - 1].seq;
+			hub->has_pending = true;
+			pthread_mutex_unlock(&hub->mu);
+		}
+		arena_destroy(a);
+		if (n == 0)
+			break;
+	}
+	if (conn != NULL)
+		db_pool_release(hub->pool, conn);
+}
+
+static void *hub_main(void *arg)
+{
+	struct metrics_watch_hub *hub = arg;
+	int64_t next_poll = 0;
+	pthread_mutex_lock(&hub->mu);
+	while (!hub->should_stop) {
+		if (!hub->is_woken) {
+			int wait_ms = hub->has_pending ? WATCH_TICK_MS : WATCH_POLL_MS;
+			struct timespec ts;
+			clock_gettime(CLOCK_MONOTONIC, &ts);
+			ts.tv_sec += wait_ms / 1000;
+			ts.tv_nsec += (long)(wait_ms % 1000) * 1000000L;
+			if (ts.tv_nsec >= 1000000000L) {
+				ts.tv_sec++;
+				ts.tv_nsec -= 1000000000L;
+			}
+			pthread_cond_timedwait(&hub->cond, &hub->mu, &ts);
+			if (hub->should_stop)
+				break;
+		}
+		bool is_woken = hub->is_woken;
+		hub->is_woken = false;
+		pthread_mutex_unlock(&hub->mu);
+
+		if (is_woken || now_ms() >= next_poll) {
+			hub_catch_up(hub);
+			next_poll = now_ms() + WATCH_POLL_MS;
+		}
+
+		pthread_mutex_lock(&hub->mu);
+		struct offer_job job = {.now = now_ms(), .wall_ms = wall_us() / 1000};
+		fan_run_locked(hub, tick_fn, &job);
+		hub->has_pending = false;
+		for (struct watch_sub *sub = hub->subs; sub && !hub->has_pending; sub = sub->next)
+			hub->has_pending = sub->is_ready && sub_has_pending(sub);
+		if (hub->ready_n == 0)
+			hub->last_seen = -1; /* nobody to serve: the next subscriber sets it */
+	}
+	pthread_mutex_unlock(&hub->mu);
+	return NULL;
+}
+
+/* Bus thread: must not block, so it only wakes the hub thread. */
+static void on_notify(const char *channel, const char *payload, void *arg)
+{
+	(void)channel;
+	(void)payload;
+	struct metrics_watch_hub *hub = arg;
+	pthread_mutex_lock(&hub->mu);
+	hub->is_woken = true;
+	pthread_cond_signal(&hub->cond);
+	pthread_mutex_unlock(&hub->mu);
+}
 
 int metrics_watch_hub_create(struct db_pool *pool, struct db_bus *bus, struct metrics_watch_hub **out,
                              struct mon_error *err)
 {
-	(void)pool;
-	(void)bus;
-	*out = calloc(1, sizeof(**out));
-	if (!*out)
-		return mon_error_set(err, MON_ENOMEM, "out of memory");
+	*out = NULL;
+	struct metrics_watch_hub *hub = calloc(1, sizeof(*hub));
+	if (hub == NULL)
+		return mon_error_set(err, MON_ENOMEM, "out of memory creating the metrics watch");
+	hub->pool = pool;
+	hub->last_seen = -1;
+	pthread_mutex_init(&hub->mu, NULL);
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&hub->cond, &ca);
+	pthread_condattr_destroy(&ca);
+	pthread_mutex_init(&hub->fan_mu, NULL);
+	pthread_cond_init(&hub->fan_cond, NULL);
+
+	struct metrics_watch_hub *none = NULL;
+	if (!atomic_compare_exchange_strong(&the_hub, &none, hub)) {
+		metrics_watch_hub_destroy(hub);
+		return mon_error_set(err, MON_EPRECOND, "metrics watch: a hub already exists in this process");
+	}
+	int rc = db_bus_subscribe(bus, METRICS_NOTIFY_CHANNEL, on_notify, hub, err);
+	if (rc != 0) {
+		metrics_watch_hub_destroy(hub);
+		return rc;
+	}
+	if (pthread_create(&hub->thread, NULL, hub_main, hub) != 0) {
+		metrics_watch_hub_destroy(hub);
+		return mon_error_set(err, MON_ENOMEM, "could not start the metrics watch thread");
+	}
+	hub->has_thread = true;
+	/* Without the second thread the hub still works, alone. */
+	hub->has_fan_thread = pthread_create(&hub->fan_thread, NULL, fan_main, hub) == 0;
+	*out = hub;
 	return 0;
 }
 
 void metrics_watch_hub_destroy(struct metrics_watch_hub *hub)
 {
+	if (hub == NULL)
+		return;
+	if (hub->has_thread) {
+		pthread_mutex_lock(&hub->mu);
+		hub->should_stop = true;
+		pthread_cond_signal(&hub->cond);
+		pthread_mutex_unlock(&hub->mu);
+		pthread_join(hub->thread, NULL);
+	}
+	if (hub->has_fan_thread) {
+		pthread_mutex_lock(&hub->fan_mu);
+		hub->fan_stop = true;
+		pthread_cond_broadcast(&hub->fan_cond);
+		pthread_mutex_unlock(&hub->fan_mu);
+		pthread_join(hub->fan_thread, NULL);
+	}
+	free(hub->targets);
+	struct metrics_watch_hub *self = hub;
+	atomic_compare_exchange_strong(&the_hub, &self, NULL);
+	/* The server is gone, so every close callback has run and the list is empty. */
+	if (hub->subs != NULL)
+		log_error("msg=\"metrics watch destroyed with subscribers left\"");
+	pthread_cond_destroy(&hub->cond);
+	pthread_mutex_destroy(&hub->mu);
+	pthread_cond_destroy(&hub->fan_cond);
+	pthread_mutex_destroy(&hub->fan_mu);
 	free(hub);
+}
+
+/* ---- the handler ---- */
+
+/* Copies list (n strings) into the filter arena; sorted when is_sorted. Validates with field's name. */
+static int copy_list(struct rpc_ctx *ctx, struct watch_sub *sub, const char *field, char **list, size_t n,
+                     bool may_be_empty, bool is_sorted, char ***out)
+{
+	if (n > WATCH_FILTER_MAX)
+		return rpc_fail(ctx, MON_EINVAL, "filter.%s: at most %d entries", field, WATCH_FILTER_MAX);
+	if (n == 0)
+		return 0;
+	char **copy = arena_calloc(sub->filter_arena, n, sizeof(*copy));
+	if (copy == NULL)
+		return rpc_fail(ctx, MON_ENOMEM, "filter: too large");
+	for (size_t i = 0; i < n; i++) {
+		if (!may_be_empty && list[i][0] == '\0')
+			return rpc_fail(ctx, MON_EINVAL, "filter.%s[%zu]: must not be empty", field, i);
+		copy[i] = arena_strdup(sub->filter_arena, list[i]);
+		if (copy[i] == NULL)
+			return rpc_fail(ctx, MON_ENOMEM, "filter: too large");
+	}
+	if (is_sorted)
+		qsort(copy, n, sizeof(*copy), cmp_str);
+	*out = copy;
+	return 0;
+}
+
+/* Validates the request into sub. Errors name the field. */
+static int sub_configure(struct rpc_ctx *ctx, struct watch_sub *sub, const Monitoring__V1__WatchMetricsRequest *req)
+{
+	if (req->resume_after_sequence < 0)
+		return rpc_fail(ctx, MON_EINVAL, "resume_after_sequence: must not be negative");
+	if (req->max_batch_points < 0 || req->max_batch_points > WATCH_BATCH_MAX)
+		return rpc_fail(ctx, MON_EINVAL, "max_batch_points: must be between 0 and %d", WATCH_BATCH_MAX);
+	sub->max_points = req->max_batch_points == 0 ? WATCH_BATCH_DEFAULT : (size_t)req->max_batch_points;
+	sub->cap_points = sub->max_points * WATCH_PENDING_BATCHES;
+	if (sub->cap_points < WATCH_PENDING_MIN)
+		sub->cap_points = WATCH_PENDING_MIN;
+	sub->delay_ms = WATCH_DELAY_DEFAULT_MS;
+	if (req->max_batch_delay != NULL &&
+	    (!duration_ms(req->max_batch_delay, &sub->delay_ms) || sub->delay_ms < 0 ||
+	     sub->delay_ms > WATCH_DELAY_MAX_MS))
+		return rpc_fail(ctx, MON_EINVAL, "max_batch_delay: must be between 0s and %ds", WATCH_DELAY_MAX_MS / 1000);
+	if (req->heartbeat_interval < 0)
+		return rpc_fail(ctx, MON_EINVAL, "heartbeat_interval: must not be negative");
+	int64_t hb = req->heartbeat_interval == 0 ? WATCH_HEARTBEAT_DEFAULT_S : req->heartbeat_interval;
+	sub->heartbeat_ms = (hb < WATCH_HEARTBEAT_MIN_S ? WATCH_HEARTBEAT_MIN_S : hb) * 1000;
+	if (req->downsample_interval != NULL &&
+	    (!duration_ms(req->downsample_interval, &sub->downsample_ms) ||
+	     sub->downsample_ms < WATCH_DOWNSAMPLE_MIN_MS || sub->downsample_ms > WATCH_DOWNSAMPLE_MAX_MS))
+		return rpc_fail(ctx, MON_EINVAL, "downsample_interval: must be between 1s and 1h");
+	int agg = req->downsample_aggregation;
+	if (agg < MONITORING__V1__AGGREGATION__AGGREGATION_UNSPECIFIED ||
+	    agg > MONITORING__V1__AGGREGATION__AGGREGATION_LAST)
+		return rpc_fail(ctx, MON_EINVAL, "downsample_aggregation: unknown value %d", agg);
+	if (agg != MONITORING__V1__AGGREGATION__AGGREGATION_UNSPECIFIED && sub->downsample_ms == 0)
+		return rpc_fail(ctx, MON_EINVAL, "downsample_aggregation: needs downsample_interval");
+	sub->aggregation = agg;
+
+	const Monitoring__V1__MetricFilter *f = req->filter;
+	if (f == NULL)
+		return 0;
+	sub->filter_arena = arena_create(16u << 20);
+	if (sub->filter_arena == NULL)
+		return rpc_fail(ctx, MON_ENOMEM, "out of memory");
+	int rc = copy_list(ctx, sub, "metric_names", f->metric_names, f->n_metric_names, false, true, &sub->names);
+	if (rc == 0)
+		rc = copy_list(ctx, sub, "endpoints", f->endpoints, f->n_endpoints, true, true, &sub->endpoints);
+	if (rc == 0)
+		rc = copy_list(ctx, sub, "methods", f->methods, f->n_methods, true, false, &sub->methods);
+	if (rc != 0)
+		return rc;
+	sub->names_n = f->n_metric_names;
+	sub->endpoints_n = f->n_endpoints;
+	sub->methods_n = f->n_methods;
+	if (f->n_status_codes > WATCH_FILTER_MAX)
+		return rpc_fail(ctx, MON_EINVAL, "filter.status_codes: at most %d entries", WATCH_FILTER_MAX);
+	if (f->n_status_codes > 0) {
+		sub->statuses = arena_calloc(sub->filter_arena, f->n_status_codes, sizeof(*sub->statuses));
+		if (sub->statuses == NULL)
+			return rpc_fail(ctx, MON_ENOMEM, "filter: too large");
+		for (size_t i = 0; i < f->n_status_codes; i++) {
+			if (f->status_codes[i] < 100 || f->status_codes[i] > 599)
+				return rpc_fail(ctx, MON_EINVAL, "filter.status_codes[%zu]: must be between 100 and 599", i);
+			sub->statuses[i] = f->status_codes[i];
+		}
+		sub->statuses_n = f->n_status_codes;
+	}
+	if (f->n_tags > METRICS_TAGS_MAX)
+		return rpc_fail(ctx, MON_EINVAL, "filter.tags: at most %d keys", METRICS_TAGS_MAX);
+	if (f->n_tags > 0) {
+		sub->tag_keys = arena_calloc(sub->filter_arena, f->n_tags, sizeof(*sub->tag_keys));
+		sub->tag_values = arena_calloc(sub->filter_arena, f->n_tags, sizeof(*sub->tag_values));
+		if (sub->tag_keys == NULL || sub->tag_values == NULL)
+			return rpc_fail(ctx, MON_ENOMEM, "filter: too large");
+		for (size_t i = 0; i < f->n_tags; i++) {
+			const char *k = f->tags[i]->key ? f->tags[i]->key : "";
+			if (k[0] == '\0')
+				return rpc_fail(ctx, MON_EINVAL, "filter.tags: a key must not be empty");
+			sub->tag_keys[i] = arena_strdup(sub->filter_arena, k);
+			sub->tag_values[i] = arena_strdup(sub->filter_arena, f->tags[i]->value ? f->tags[i]->value : "");
+			if (sub->tag_keys[i] == NULL || sub->tag_values[i] == NULL)
+				return rpc_fail(ctx, MON_ENOMEM, "filter: too large");
+		}
+		sub->tags_n = f->n_tags;
+	}
+	return 0;
+}
+
+struct log_bounds {
+	int64_t current; /* the last sequence handed out, every commit up to it ended */
+	int64_t lo;      /* the oldest retained row; 0 when the log is empty */
+	int64_t oldest_us;
+};
+
+static int bounds_tx(struct db_conn *conn, void *arg, struct mon_error *err)
+{
+	struct log_bounds *b = arg;
+	char lock_text[24];
+	snprintf(lock_text, sizeof(lock_text), "%d", METRICS_INGEST_LOCK);
+	const char *params[] = {lock_text};
+	int rc = db_exec_stmt(conn, &lock_stmt, params, NULL, err);
+	struct db_result *res = NULL;
+	if (rc == 0)
+		rc = db_exec_stmt(conn, &bounds_stmt, NULL, &res, err);
+	if (rc != 0)
+		return rc;
+	b->current = parse_i64(db_result_value(res, 0, 0));
+	b->lo = parse_i64(db_result_value(res, 0, 1));
+	b->oldest_us = parse_i64(db_result_value(res, 0, 2));
+	db_result_free(res);
+	return 0;
+}
+
+/* Waits, bounded, until a replaying subscriber's stream takes its pending points again. */
+static void replay_wait(struct watch_sub *sub)
+{
+	int64_t start = now_ms();
+	while (sub->is_blocked && !rpc_stream_is_closed(sub->stream) && now_ms() - start < WATCH_REPLAY_STALL_MS) {
+		struct timespec ts = {.tv_sec = 0, .tv_nsec = 5 * 1000000L};
+		nanosleep(&ts, NULL);
+		sub_flush(sub, now_ms(), false);
+	}
+}
+
+/* Offers the log rows after sub->processed_seq to sub, on the handler's thread. */
+static int replay(struct rpc_ctx *ctx, struct db_conn *conn, struct watch_sub *sub)
+{
+	for (;;) {
+		struct arena *a = arena_create(WATCH_READ_ARENA_BYTES);
+		if (a == NULL)
+			return rpc_fail(ctx, MON_ENOMEM, "out of memory");
+		struct log_row *rows = NULL;
+		int n = 0;
+		int rc = rows_read(conn, sub->processed_seq, a, &rows, &n, rpc_ctx_error(ctx));
+		for (int i = 0; rc == 0 && i < n && !rpc_stream_is_closed(sub->stream); i++) {
+			replay_wait(sub);
+			sub_offer(sub, &rows[i], now_ms(), wall_us() / 1000);
+		}
+		arena_destroy(a);
+		if (rc != 0)
+			return rc;
+		if (n == 0 || rpc_stream_is_closed(sub->stream))
+			break;
+	}
+	replay_wait(sub);
+	aggs_close_due(sub, wall_us() / 1000, now_ms());
+	sub_flush(sub, now_ms(), true);
+	return 0;
 }
 
 int metrics_watch(struct rpc_ctx *ctx, const Monitoring__V1__WatchMetricsRequest *req, struct rpc_stream *stream)
 {
-	(void)ctx;
-	(void)req;
-	(void)stream;
-	return MON_EUNIMPL;
+	struct metrics_watch_hub *hub = atomic_load(&the_hub);
+	if (hub == NULL)
+		return rpc_fail(ctx, MON_EUNAVAIL, "metrics watch is not running; retry later");
+	struct watch_sub *sub = calloc(1, sizeof(*sub));
+	if (sub == NULL)
+		return rpc_fail(ctx, MON_ENOMEM, "out of memory");
+	sub->hub = hub;
+	sub->stream = stream;
+	int rc = sub_configure(ctx, sub, req);
+	if (rc != 0) {
+		sub_free(sub);
+		return rc;
+	}
+
+	/* Registered before the replay, so the hub keeps its place (see the file comment). */
+	pthread_mutex_lock(&hub->mu);
+	bool is_full = hub->subs_n >= WATCH_SUBS_MAX;
+	if (!is_full) {
+		sub->refs = 2;
+		sub->next = hub->subs;
+		if (hub->subs)
+			hub->subs->prev = sub;
+		hub->subs = sub;
+		sub->is_linked = true;
+		hub->subs_n++;
+	}
+	pthread_mutex_unlock(&hub->mu);
+	if (is_full) {
+		sub_free(sub);
+		return rpc_fail(ctx, MON_ELIMIT, "subscribers: at most %d WatchMetrics streams per server; retry later",
+		                WATCH_SUBS_MAX);
+	}
+	rpc_stream_retain(stream);
+	rpc_stream_on_close(stream, on_stream_close, sub); /* may run at once if the caller already left */
+
+	struct db_conn *conn = NULL;
+	struct log_bounds b = {0};
+	rc = db_tx_run(hub->pool, rpc_ctx_remaining_ms(ctx), bounds_tx, &b, rpc_ctx_error(ctx));
+	if (rc != 0)
+		goto out;
+	int64_t cursor = req->resume_after_sequence;
+	if (cursor == 0) {
+		cursor = b.current;
+	} else if (cursor > b.current || (b.lo > 0 && cursor < b.lo - 1) || (b.lo == 0 && cursor < b.current)) {
+		/* Older than the log (or unknown): what was lost cannot be counted. */
+		int64_t restart = b.lo > 0 ? b.lo - 1 : b.current;
+		int64_t end_us = b.lo > 0 ? b.oldest_us : wall_us();
+		rc = send_gap(stream, restart, -1, end_us, end_us, MONITORING__V1__STREAM_END_REASON__STREAM_END_REASON_UNSPECIFIED);
+		if (rc != 0)
+			goto out;
+		cursor = restart;
+	}
+	sub->processed_seq = sub->sent_cursor = cursor;
+	sub->last_send_ms = INT64_MIN / 2; /* never: the hub's first tick sends a heartbeat with the cursor */
+	rc = db_pool_acquire(hub->pool, WATCH_ACQUIRE_MS, &conn, rpc_ctx_error(ctx));
+	if (rc == 0 && cursor < b.current)
+		rc = replay(ctx, conn, sub);
+	/* Hand over to the hub once it has not dispatched past our cursor; else replay the difference. */
+	while (rc == 0) {
+		pthread_mutex_lock(&hub->mu);
+		bool is_handed = !sub->is_linked; /* closed meanwhile: nothing to hand over */
+		if (sub->is_linked && (hub->last_seen < 0 || hub->last_seen <= sub->processed_seq)) {
+			if (hub->last_seen < 0)
+				hub->last_seen = sub->processed_seq;
+			sub->is_ready = true;
+			hub->ready_n++;
+			hub->has_pending = true;
+			is_handed = true;
+		}
+		pthread_mutex_unlock(&hub->mu);
+		if (is_handed)
+			break;
+		rc = replay(ctx, conn, sub);
+	}
+out:
+	if (conn != NULL)
+		db_pool_release(hub->pool, conn);
+	if (rc == MON_ECANCELLED)
+		rc = 0; /* the caller left; the runtime has ended the stream */
+	sub_unref(sub);
+	return rc;
 }
