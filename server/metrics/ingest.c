@@ -26,36 +26,43 @@ const char metrics_session_sql[] =
 
 #define COLS "time, metric_name, endpoint, method, status_code, p50, p95, p99, mean, min, max, " \
              "request_count, error_count, error_rate, throughput, tags, metric_type"
-#define VALUE_COLS "method, status_code, p50, p95, p99, mean, min, max, request_count, error_count, " \
-                   "error_rate, throughput, tags, metric_type"
 
 /*
- * One statement: how many keys already exist (for the inserted / updated /
- * duplicate counts) and the upsert, which rewrites a row only when a value
- * differs. Rows go in key order so that two batches sharing keys lock them
- * in the same order.
+ * The insert: new keys go in, existing keys are left alone and counted by
+ * the caller (count of the batch minus rows returned). Rows go in key order
+ * (byte order of the names: any fixed order will do) so that two batches
+ * sharing keys lock them in the same order instead of deadlocking.
  */
-static const struct db_stmt upsert_stmt = {
-        .name = "metrics_upsert",
-        .sql = "WITH pre AS (SELECT count(*) AS n FROM mon_metric_stage s JOIN tb_performance_metric t "
-               "USING (time, metric_name, endpoint)), "
-               "up AS (INSERT INTO tb_performance_metric AS t (" COLS ") "
+static const struct db_stmt insert_stmt = {
+        .name = "metrics_insert",
+        .sql = "WITH ins AS (INSERT INTO tb_performance_metric (" COLS ") "
                "SELECT time, metric_name, endpoint, method, status_code, p50, p95, p99, mean, min, max, "
                "request_count, error_count, error_rate, throughput, tags, metric_type::metric_type "
-               "FROM mon_metric_stage ORDER BY time, metric_name, endpoint "
-               "ON CONFLICT (time, metric_name, endpoint) DO UPDATE SET "
-               "method = EXCLUDED.method, status_code = EXCLUDED.status_code, p50 = EXCLUDED.p50, "
-               "p95 = EXCLUDED.p95, p99 = EXCLUDED.p99, mean = EXCLUDED.mean, min = EXCLUDED.min, "
-               "max = EXCLUDED.max, request_count = EXCLUDED.request_count, "
-               "error_count = EXCLUDED.error_count, error_rate = EXCLUDED.error_rate, "
-               "throughput = EXCLUDED.throughput, tags = EXCLUDED.tags, metric_type = EXCLUDED.metric_type "
-               "WHERE (t.method, t.status_code, t.p50, t.p95, t.p99, t.mean, t.min, t.max, t.request_count, "
+               "FROM mon_metric_stage ORDER BY time, metric_name COLLATE \"C\", endpoint COLLATE \"C\" "
+               "ON CONFLICT (time, metric_name, endpoint) DO NOTHING RETURNING 1) "
+               "SELECT count(*) FROM ins",
+        .param_count = 0,
+};
+
+/*
+ * Only when some keys existed (a retry, or a replacement): the stored rows
+ * whose values differ take the new ones; identical ones are duplicates and
+ * are not touched. The staging table is analysed first so that the join
+ * probes the primary key of the few partitions concerned instead of
+ * scanning them.
+ */
+static const struct db_stmt update_stmt = {
+        .name = "metrics_update",
+        .sql = "UPDATE tb_performance_metric t SET method = s.method, status_code = s.status_code, p50 = s.p50, "
+               "p95 = s.p95, p99 = s.p99, mean = s.mean, min = s.min, max = s.max, "
+               "request_count = s.request_count, error_count = s.error_count, error_rate = s.error_rate, "
+               "throughput = s.throughput, tags = s.tags, metric_type = s.metric_type::metric_type "
+               "FROM mon_metric_stage s "
+               "WHERE t.time = s.time AND t.metric_name = s.metric_name AND t.endpoint = s.endpoint "
+               "AND (t.method, t.status_code, t.p50, t.p95, t.p99, t.mean, t.min, t.max, t.request_count, "
                "t.error_count, t.error_rate, t.throughput, t.tags, t.metric_type) IS DISTINCT FROM "
-               "(EXCLUDED.method, EXCLUDED.status_code, EXCLUDED.p50, EXCLUDED.p95, EXCLUDED.p99, "
-               "EXCLUDED.mean, EXCLUDED.min, EXCLUDED.max, EXCLUDED.request_count, EXCLUDED.error_count, "
-               "EXCLUDED.error_rate, EXCLUDED.throughput, EXCLUDED.tags, EXCLUDED.metric_type) "
-               "RETURNING 1) "
-               "SELECT (SELECT n FROM pre), (SELECT count(*) FROM up)",
+               "(s.method, s.status_code, s.p50, s.p95, s.p99, s.mean, s.min, s.max, s.request_count, "
+               "s.error_count, s.error_rate, s.throughput, s.tags, s.metric_type::metric_type)",
         .param_count = 0,
 };
 
@@ -412,16 +419,26 @@ static int write_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 	if (rc == 0)
 		rc = db_copy_end(conn, NULL, err);
 	if (rc == 0)
-		rc = db_exec_stmt(conn, &upsert_stmt, NULL, &res, err);
+		rc = db_exec_stmt(conn, &insert_stmt, NULL, &res, err);
 	if (rc != 0)
 		goto out;
-	int64_t existing = strtoll(db_result_value(res, 0, 0), NULL, 10);
-	int64_t written = strtoll(db_result_value(res, 0, 1), NULL, 10);
+	int64_t inserted = strtoll(db_result_value(res, 0, 0), NULL, 10);
 	db_result_free(res);
 	res = NULL;
-	int64_t inserted = (int64_t)op->count - existing;
+	int64_t updated = 0;
+	if (inserted < (int64_t)op->count) {
+		rc = db_exec(conn, "ANALYZE mon_metric_stage", 0, NULL, NULL, err);
+		if (rc == 0)
+			rc = db_exec_stmt(conn, &update_stmt, NULL, &res, err);
+		if (rc != 0)
+			goto out;
+		updated = db_result_affected(res);
+		db_result_free(res);
+		res = NULL;
+	}
+	int64_t written = inserted + updated;
 	op->result.inserted = (int32_t)inserted;
-	op->result.updated = (int32_t)(written - inserted);
+	op->result.updated = (int32_t)updated;
 	op->result.duplicates = (int32_t)((int64_t)op->count - written);
 	op->result.sequence = 0;
 	if (written == 0)

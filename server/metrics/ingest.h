@@ -3,7 +3,8 @@
  * write path. A batch is written in one transaction: its rows are COPYed
  * into a per-connection temporary staging table, moved into
  * tb_performance_metric by one INSERT ... ON CONFLICT (time, metric_name,
- * endpoint) DO UPDATE that changes a row only when a value differs, and the
+ * endpoint) DO NOTHING, then, only when some keys existed, one UPDATE of
+ * the stored rows whose values differ; and the
  * batch is numbered and logged by mon_metrics_commit (sql/0009_metrics.sql):
  * the sequence WatchMetrics delivers it under, the 5-minute buckets the
  * rollup job re-aggregates, and the points every replica's hub fans out.
