@@ -1,31 +1,560 @@
-/* Metric maintenance: not built yet. */
+/*
+ * Maintenance of the performance metric tables (see rollup.h). A run holds
+ * the session advisory lock METRICS_ROLLUP_LOCK on one pooled connection
+ * and, on that connection:
+ *   1. makes partitions ahead (mon_maintain_partitions);
+ *   2. lists the dirty 5-minute buckets: those named by the ingest log rows
+ *      above the watermark, or, when tb_metric_ingest_log_intact has no row
+ *      (the log was emptied by a crash, or this is the first run), every
+ *      bucket holding raw points or rollup rows within raw retention;
+ *   3. re-aggregates them in transactions of about an hour of buckets
+ *      each: whole 5-minute buckets from the raw points, then the hours
+ *      containing them from the 5-minute rows (sums and counts, so hourly
+ *      averages are exact), deleting rollup rows left without points; the
+ *      last transaction moves the watermark (and marks the log intact);
+ *   4. applies retention: drops whole partitions past each table's age,
+ *      deletes old rows parked in DEFAULT partitions and ingest log rows
+ *      that are aggregated and older than the replay window, in batches.
+ * Buckets older than raw retention are never re-aggregated: their points
+ * may be gone already, and their rollups are then the only record.
+ */
 #include "metrics/rollup.h"
 
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <time.h>
 
-struct metrics_maintenance {
-	int unused;
+#include "metrics/ingest.h"
+#include "util/log.h"
+
+#define ACQUIRE_TIMEOUT_MS 10000
+#define DEFAULT_INTERVAL_MS 10000
+#define DEFAULT_RAW_DAYS 7
+#define DEFAULT_5MIN_DAYS 90
+#define DEFAULT_HOURLY_DAYS 365
+#define DEFAULT_REPLAY_WINDOW_S 600
+#define RETENTION_DAYS_MAX 36500
+#define BUCKET_S 300
+#define HOUR_S 3600
+#define CHUNK_BUCKETS 12                                  /* 5-minute buckets per transaction: about an hour */
+#define CHUNK_BUCKETS_MAX (CHUNK_BUCKETS + HOUR_S / BUCKET_S) /* a chunk ends with a whole hour */
+#define DELETE_BATCH 5000                                 /* rows per retention DELETE */
+#define FIRST_RUN_DELAY_MS 1000
+
+/* The effective settings of a run. */
+struct run_settings {
+	int raw_days;
+	int rollup_5min_days;
+	int rollup_hourly_days;
+	int replay_window_s;
 };
+
+static int settings_of(const struct metrics_maintenance_config *cfg, struct run_settings *out, struct mon_error *err)
+{
+	if (cfg == NULL || cfg->pool == NULL)
+		return mon_error_set(err, MON_EINVAL, "metric maintenance: no database pool");
+	out->raw_days = cfg->raw_retention_days > 0 ? cfg->raw_retention_days : DEFAULT_RAW_DAYS;
+	out->rollup_5min_days = cfg->rollup_5min_days > 0 ? cfg->rollup_5min_days : DEFAULT_5MIN_DAYS;
+	out->rollup_hourly_days = cfg->rollup_hourly_days > 0 ? cfg->rollup_hourly_days : DEFAULT_HOURLY_DAYS;
+	out->replay_window_s = cfg->replay_window_s > 0 ? cfg->replay_window_s : DEFAULT_REPLAY_WINDOW_S;
+	if (out->raw_days > RETENTION_DAYS_MAX || out->rollup_5min_days > RETENTION_DAYS_MAX ||
+	    out->rollup_hourly_days > RETENTION_DAYS_MAX)
+		return mon_error_set(err, MON_EINVAL, "metric retention: at most %d days", RETENTION_DAYS_MAX);
+	/* Hours are rebuilt from 5-minute rows, and 5-minute rows from points, for buckets within raw retention. */
+	if (out->rollup_5min_days < out->raw_days)
+		return mon_error_set(err, MON_EINVAL, "metric 5-minute retention: must be at least the raw retention (%d days)",
+		                     out->raw_days);
+	if (out->rollup_hourly_days < out->rollup_5min_days)
+		return mon_error_set(err, MON_EINVAL,
+		                     "metric hourly retention: must be at least the 5-minute retention (%d days)",
+		                     out->rollup_5min_days);
+	return 0;
+}
+
+/* Runs sql and reads the first column of its one row as an integer into *out (0 when NULL). */
+static int query_int(struct db_conn *conn, const char *sql, int param_count, const char *const *params,
+                     int64_t *out, struct mon_error *err)
+{
+	struct db_result *res = NULL;
+	int rc = db_exec(conn, sql, param_count, params, &res, err);
+	if (rc != 0)
+		return rc;
+	if (db_result_rows(res) != 1) {
+		rc = mon_error_set(err, MON_EINTERNAL, "metric maintenance: expected one row");
+		goto out;
+	}
+	*out = db_result_is_null(res, 0, 0) ? 0 : strtoll(db_result_value(res, 0, 0), NULL, 10);
+out:
+	db_result_free(res);
+	return rc;
+}
+
+/* A sorted list of 5-minute bucket starts (epoch seconds), capped. */
+struct bucket_list {
+	int64_t *v;
+	size_t n;
+	size_t cap;
+};
+
+/*
+ * Reads the buckets query's rows (epoch seconds, ascending) into list. More
+ * rows than its cap is MON_ENOMEM: the queries bound buckets to raw
+ * retention, so that means a bug, not data.
+ */
+static int read_buckets(struct db_conn *conn, const char *sql, int param_count, const char *const *params,
+                        struct bucket_list *list, struct mon_error *err)
+{
+	struct db_result *res = NULL;
+	int rc = db_exec(conn, sql, param_count, params, &res, err);
+	if (rc != 0)
+		return rc;
+	size_t rows = (size_t)db_result_rows(res);
+	if (rows > list->cap) {
+		rc = mon_error_set(err, MON_ENOMEM, "metric rollup: %zu dirty buckets, more than the cap of %zu", rows,
+		                   list->cap);
+		goto out;
+	}
+	for (size_t i = 0; i < rows; i++)
+		list->v[i] = strtoll(db_result_value(res, (int)i, 0), NULL, 10);
+	list->n = rows;
+out:
+	db_result_free(res);
+	return rc;
+}
+
+static int64_t floor_div(int64_t a, int64_t b)
+{
+	return a >= 0 ? a / b : -((-a + b - 1) / b);
+}
+
+/*
+ * The statements of one chunk; $1 is the chunk's buckets as a bigint[] of
+ * epoch seconds. The 5-minute rows are the seed's continuous aggregate
+ * (AVG, SUM grouped by bucket, metric_name, endpoint) plus the sums and
+ * counts behind each average; a row changes only when its sums do. The
+ * hourly rows add up the 5-minute sums and counts of their hour.
+ */
+static const char upsert_5min_sql[] =
+        "WITH b AS (SELECT DISTINCT to_timestamp(x) AS bucket FROM unnest($1::bigint[]) x)"
+        " INSERT INTO tb_performance_metric_5min AS r (bucket, metric_name, endpoint, avg_p50, avg_p95, avg_p99,"
+        "  total_requests, total_errors, avg_error_rate, data_points, p50_sum, p50_n, p95_sum, p95_n, p99_sum,"
+        "  p99_n, error_rate_sum, error_rate_n)"
+        " SELECT b.bucket, m.metric_name, m.endpoint, avg(m.p50), avg(m.p95), avg(m.p99), sum(m.request_count),"
+        "  sum(m.error_count), avg(m.error_rate), count(*), sum(m.p50), count(m.p50), sum(m.p95), count(m.p95),"
+        "  sum(m.p99), count(m.p99), sum(m.error_rate), count(m.error_rate)"
+        " FROM b JOIN tb_performance_metric m ON m.time >= b.bucket AND m.time < b.bucket + interval '5 minutes'"
+        " GROUP BY b.bucket, m.metric_name, m.endpoint"
+        " ON CONFLICT (bucket, metric_name, endpoint) DO UPDATE SET avg_p50 = EXCLUDED.avg_p50,"
+        "  avg_p95 = EXCLUDED.avg_p95, avg_p99 = EXCLUDED.avg_p99, total_requests = EXCLUDED.total_requests,"
+        "  total_errors = EXCLUDED.total_errors, avg_error_rate = EXCLUDED.avg_error_rate,"
+        "  data_points = EXCLUDED.data_points, p50_sum = EXCLUDED.p50_sum, p50_n = EXCLUDED.p50_n,"
+        "  p95_sum = EXCLUDED.p95_sum, p95_n = EXCLUDED.p95_n, p99_sum = EXCLUDED.p99_sum, p99_n = EXCLUDED.p99_n,"
+        "  error_rate_sum = EXCLUDED.error_rate_sum, error_rate_n = EXCLUDED.error_rate_n"
+        " WHERE (r.data_points, r.total_requests, r.total_errors, r.p50_sum, r.p50_n, r.p95_sum, r.p95_n,"
+        "  r.p99_sum, r.p99_n, r.error_rate_sum, r.error_rate_n) IS DISTINCT FROM (EXCLUDED.data_points,"
+        "  EXCLUDED.total_requests, EXCLUDED.total_errors, EXCLUDED.p50_sum, EXCLUDED.p50_n, EXCLUDED.p95_sum,"
+        "  EXCLUDED.p95_n, EXCLUDED.p99_sum, EXCLUDED.p99_n, EXCLUDED.error_rate_sum, EXCLUDED.error_rate_n)";
+
+static const char delete_5min_sql[] =
+        "DELETE FROM tb_performance_metric_5min r USING (SELECT DISTINCT to_timestamp(x) AS bucket"
+        "  FROM unnest($1::bigint[]) x) b"
+        " WHERE r.bucket = b.bucket AND NOT EXISTS (SELECT 1 FROM tb_performance_metric m"
+        "  WHERE m.time >= r.bucket AND m.time < r.bucket + interval '5 minutes'"
+        "  AND m.metric_name = r.metric_name AND m.endpoint = r.endpoint)";
+
+static const char upsert_hourly_sql[] =
+        "WITH h AS (SELECT DISTINCT date_bin('1 hour', to_timestamp(x), TIMESTAMPTZ 'epoch') AS hour"
+        "  FROM unnest($1::bigint[]) x),"
+        " s AS (SELECT h.hour, f.metric_name, f.endpoint, sum(f.total_requests) AS total_requests,"
+        "  sum(f.total_errors) AS total_errors, sum(f.data_points) AS data_points, sum(f.p50_sum) AS p50_sum,"
+        "  sum(f.p50_n) AS p50_n, sum(f.p95_sum) AS p95_sum, sum(f.p95_n) AS p95_n, sum(f.p99_sum) AS p99_sum,"
+        "  sum(f.p99_n) AS p99_n, sum(f.error_rate_sum) AS error_rate_sum, sum(f.error_rate_n) AS error_rate_n"
+        "  FROM h JOIN tb_performance_metric_5min f ON f.bucket >= h.hour AND f.bucket < h.hour + interval '1 hour'"
+        "  GROUP BY h.hour, f.metric_name, f.endpoint)"
+        " INSERT INTO tb_performance_metric_hourly AS r (bucket, metric_name, endpoint, avg_p50, avg_p95, avg_p99,"
+        "  total_requests, total_errors, avg_error_rate, data_points, p50_sum, p50_n, p95_sum, p95_n, p99_sum,"
+        "  p99_n, error_rate_sum, error_rate_n)"
+        " SELECT hour, metric_name, endpoint, p50_sum / nullif(p50_n, 0), p95_sum / nullif(p95_n, 0),"
+        "  p99_sum / nullif(p99_n, 0), total_requests, total_errors, error_rate_sum / nullif(error_rate_n, 0),"
+        "  data_points, p50_sum, p50_n, p95_sum, p95_n, p99_sum, p99_n, error_rate_sum, error_rate_n FROM s"
+        " ON CONFLICT (bucket, metric_name, endpoint) DO UPDATE SET avg_p50 = EXCLUDED.avg_p50,"
+        "  avg_p95 = EXCLUDED.avg_p95, avg_p99 = EXCLUDED.avg_p99, total_requests = EXCLUDED.total_requests,"
+        "  total_errors = EXCLUDED.total_errors, avg_error_rate = EXCLUDED.avg_error_rate,"
+        "  data_points = EXCLUDED.data_points, p50_sum = EXCLUDED.p50_sum, p50_n = EXCLUDED.p50_n,"
+        "  p95_sum = EXCLUDED.p95_sum, p95_n = EXCLUDED.p95_n, p99_sum = EXCLUDED.p99_sum, p99_n = EXCLUDED.p99_n,"
+        "  error_rate_sum = EXCLUDED.error_rate_sum, error_rate_n = EXCLUDED.error_rate_n"
+        " WHERE (r.data_points, r.total_requests, r.total_errors, r.p50_sum, r.p50_n, r.p95_sum, r.p95_n,"
+        "  r.p99_sum, r.p99_n, r.error_rate_sum, r.error_rate_n) IS DISTINCT FROM (EXCLUDED.data_points,"
+        "  EXCLUDED.total_requests, EXCLUDED.total_errors, EXCLUDED.p50_sum, EXCLUDED.p50_n, EXCLUDED.p95_sum,"
+        "  EXCLUDED.p95_n, EXCLUDED.p99_sum, EXCLUDED.p99_n, EXCLUDED.error_rate_sum, EXCLUDED.error_rate_n)";
+
+static const char delete_hourly_sql[] =
+        "DELETE FROM tb_performance_metric_hourly r USING (SELECT DISTINCT date_bin('1 hour', to_timestamp(x),"
+        "  TIMESTAMPTZ 'epoch') AS hour FROM unnest($1::bigint[]) x) h"
+        " WHERE r.bucket = h.hour AND NOT EXISTS (SELECT 1 FROM tb_performance_metric_5min f"
+        "  WHERE f.bucket >= r.bucket AND f.bucket < r.bucket + interval '1 hour'"
+        "  AND f.metric_name = r.metric_name AND f.endpoint = r.endpoint)";
+
+/*
+ * Re-aggregates buckets[0..n) (n <= CHUNK_BUCKETS_MAX, possibly 0) in one
+ * transaction. When watermark >= 0 the same transaction moves the
+ * watermark there, and with mark_intact records the log as whole.
+ */
+static int run_chunk(struct db_conn *conn, const int64_t *buckets, size_t n, int64_t watermark, bool mark_intact,
+                     struct mon_error *err)
+{
+	char array[CHUNK_BUCKETS_MAX * 24 + 4];
+	size_t at = 0;
+	int rc = 0;
+	array[at++] = '{';
+	for (size_t i = 0; i < n && i < CHUNK_BUCKETS_MAX; i++)
+		at += (size_t)snprintf(array + at, sizeof(array) - at, "%s%" PRId64, i > 0 ? "," : "", buckets[i]);
+	snprintf(array + at, sizeof(array) - at, "}");
+	const char *params[] = {array};
+
+	rc = db_exec(conn, "BEGIN", 0, NULL, NULL, err);
+	if (rc != 0)
+		return rc;
+	if (n > 0) {
+		rc = db_exec(conn, upsert_5min_sql, 1, params, NULL, err);
+		if (rc == 0)
+			rc = db_exec(conn, delete_5min_sql, 1, params, NULL, err);
+		if (rc == 0)
+			rc = db_exec(conn, upsert_hourly_sql, 1, params, NULL, err);
+		if (rc == 0)
+			rc = db_exec(conn, delete_hourly_sql, 1, params, NULL, err);
+		if (rc != 0)
+			goto out;
+	}
+	if (watermark >= 0) {
+		char mark[24];
+		snprintf(mark, sizeof(mark), "%" PRId64, watermark);
+		const char *wparams[] = {mark};
+		rc = db_exec(conn, "UPDATE tb_metric_rollup_state SET watermark_seq = $1::bigint, refreshed_at = now()", 1,
+		             wparams, NULL, err);
+		if (rc == 0 && mark_intact)
+			rc = db_exec(conn,
+			             "INSERT INTO tb_metric_ingest_log_intact DEFAULT VALUES ON CONFLICT (id) DO UPDATE"
+			             " SET since = now()",
+			             0, NULL, NULL, err);
+		if (rc != 0)
+			goto out;
+	}
+	rc = db_exec(conn, "COMMIT", 0, NULL, NULL, err);
+out:
+	if (rc != 0) {
+		struct mon_error ignored = {0};
+		if (db_exec(conn, "ROLLBACK", 0, NULL, NULL, &ignored) != 0)
+			log_debug("msg=\"metric rollup rollback failed\" error=\"%s\"", ignored.msg);
+	}
+	return rc;
+}
+
+/*
+ * Brings the rollups up to date (steps 2 and 3 of the file comment).
+ * cutoff is the first 5-minute bucket within raw retention (epoch s).
+ */
+static int refresh_rollups(struct db_conn *conn, const struct run_settings *rs, int64_t cutoff,
+                           struct metrics_maintenance_stats *stats, struct mon_error *err)
+{
+	static const char state_sql[] = "SELECT watermark_seq FROM tb_metric_rollup_state";
+	static const char intact_sql[] = "SELECT count(*) FROM tb_metric_ingest_log_intact";
+	/* Batches commit in sequence order (mon_metrics_commit), so the rows seen are every batch up to their max. */
+	static const char target_sql[] = "SELECT greatest($1::bigint, max(seq)) FROM tb_metric_ingest_log";
+	static const char log_buckets_sql[] =
+	        "SELECT extract(epoch FROM b)::bigint FROM (SELECT DISTINCT date_bin('5 minutes', u, TIMESTAMPTZ"
+	        " 'epoch') AS b FROM tb_metric_ingest_log l, unnest(l.buckets) u WHERE l.seq > $1::bigint AND l.seq <="
+	        " $2::bigint) d WHERE b >= to_timestamp($3::bigint) AND b < now() + interval '1 day' ORDER BY 1";
+	static const char all_buckets_sql[] =
+	        "SELECT extract(epoch FROM b)::bigint FROM ("
+	        " SELECT DISTINCT date_bin('5 minutes', time, TIMESTAMPTZ 'epoch') AS b FROM tb_performance_metric"
+	        "  WHERE time >= to_timestamp($1::bigint) AND time < now() + interval '1 day'"
+	        " UNION SELECT bucket FROM tb_performance_metric_5min"
+	        "  WHERE bucket >= to_timestamp($1::bigint) AND bucket < now() + interval '1 day'"
+	        " UNION SELECT bucket FROM tb_performance_metric_hourly"
+	        "  WHERE bucket >= to_timestamp($1::bigint) AND bucket < now() + interval '1 day') d ORDER BY 1";
+	struct bucket_list list = {0};
+	int64_t watermark = 0;
+	int64_t intact = 0;
+	int64_t target = 0;
+	char wm_text[24];
+	char target_text[24];
+	char cutoff_text[24];
+	int rc = query_int(conn, state_sql, 0, NULL, &watermark, err);
+	if (rc == 0)
+		rc = query_int(conn, intact_sql, 0, NULL, &intact, err);
+	if (rc != 0)
+		return rc;
+	snprintf(wm_text, sizeof(wm_text), "%" PRId64, watermark);
+	snprintf(cutoff_text, sizeof(cutoff_text), "%" PRId64, cutoff);
+	const char *target_params[] = {wm_text};
+	rc = query_int(conn, target_sql, 1, target_params, &target, err);
+	if (rc != 0)
+		return rc;
+	snprintf(target_text, sizeof(target_text), "%" PRId64, target);
+	stats->is_full_refresh = intact == 0;
+	stats->watermark_seq = watermark;
+	if (intact != 0 && target == watermark)
+		return 0; /* nothing new */
+
+	/* raw retention plus a day of future buckets, plus slack */
+	list.cap = (size_t)(rs->raw_days + 2) * (86400 / BUCKET_S) + 64;
+	list.v = malloc(list.cap * sizeof(*list.v));
+	if (list.v == NULL)
+		return mon_error_set(err, MON_ENOMEM, "out of memory");
+	if (stats->is_full_refresh) {
+		const char *params[] = {cutoff_text};
+		rc = read_buckets(conn, all_buckets_sql, 1, params, &list, err);
+	} else {
+		const char *params[] = {wm_text, target_text, cutoff_text};
+		rc = read_buckets(conn, log_buckets_sql, 3, params, &list, err);
+	}
+	if (rc != 0)
+		goto out;
+
+	size_t i = 0;
+	do {
+		/* about CHUNK_BUCKETS buckets, ending with the last bucket of an hour */
+		size_t end = i + CHUNK_BUCKETS < list.n ? i + CHUNK_BUCKETS : list.n;
+		while (end < list.n && floor_div(list.v[end], HOUR_S) == floor_div(list.v[end - 1], HOUR_S))
+			end++;
+		bool is_last = end == list.n;
+		rc = run_chunk(conn, list.v + i, end - i, is_last ? target : -1, is_last && stats->is_full_refresh, err);
+		if (rc != 0)
+			goto out;
+		stats->buckets_5min += (int64_t)(end - i);
+		for (size_t j = i; j < end; j++)
+			if (j == i || floor_div(list.v[j], HOUR_S) != floor_div(list.v[j - 1], HOUR_S))
+				stats->buckets_hourly++;
+		i = end;
+	} while (i < list.n);
+	stats->watermark_seq = target;
+out:
+	free(list.v);
+	return rc;
+}
+
+/* Repeats a bounded DELETE (one integer result: rows deleted) until it deletes less than a batch. */
+static int delete_batches(struct db_conn *conn, const char *sql, int param_count, const char *const *params,
+                          int64_t *count, struct mon_error *err)
+{
+	for (;;) {
+		int64_t n = 0;
+		int rc = query_int(conn, sql, param_count, params, &n, err);
+		if (rc != 0)
+			return rc;
+		*count += n;
+		if (n < DELETE_BATCH)
+			return 0;
+	}
+}
+
+/* Step 4 of the file comment. raw_cutoff is the first bucket within raw retention (epoch s). */
+static int apply_retention(struct db_conn *conn, const struct run_settings *rs, int64_t raw_cutoff,
+                           struct metrics_maintenance_stats *stats, int64_t *default_rows, struct mon_error *err)
+{
+	_Static_assert(DELETE_BATCH == 5000, "the SQL below names DELETE_BATCH");
+	static const char cutoffs_sql[] =
+	        "SELECT extract(epoch FROM now() - $1::integer * interval '1 day')::bigint,"
+	        " extract(epoch FROM now() - $2::integer * interval '1 day')::bigint";
+	static const char drop_sql[] = "SELECT mon_retention_drop_before($1::regclass, to_timestamp($2::bigint))";
+	static const char default_sql[] =
+	        "SELECT mon_delete_default_before($1::regclass, to_timestamp($2::bigint), 5000)";
+	static const char log_sql[] =
+	        "WITH gone AS (DELETE FROM tb_metric_ingest_log WHERE seq = ANY (ARRAY(SELECT seq"
+	        " FROM tb_metric_ingest_log WHERE seq <= $1::bigint AND committed_at < now() - $2::integer *"
+	        " interval '1 second' ORDER BY seq LIMIT 5000)) RETURNING 1) SELECT count(*) FROM gone";
+	struct db_result *res = NULL;
+	char days_5min[16];
+	char days_hourly[16];
+	char cut[3][24];
+	snprintf(days_5min, sizeof(days_5min), "%d", rs->rollup_5min_days);
+	snprintf(days_hourly, sizeof(days_hourly), "%d", rs->rollup_hourly_days);
+	const char *cut_params[] = {days_5min, days_hourly};
+	int rc = db_exec(conn, cutoffs_sql, 2, cut_params, &res, err);
+	if (rc != 0)
+		return rc;
+	snprintf(cut[0], sizeof(cut[0]), "%" PRId64, raw_cutoff);
+	snprintf(cut[1], sizeof(cut[1]), "%s", db_result_value(res, 0, 0));
+	snprintf(cut[2], sizeof(cut[2]), "%s", db_result_value(res, 0, 1));
+	db_result_free(res);
+
+	static const char *const tables[] = {"tb_performance_metric", "tb_performance_metric_5min",
+	                                     "tb_performance_metric_hourly"};
+	for (size_t t = 0; t < 3; t++) {
+		const char *params[] = {tables[t], cut[t]};
+		int64_t dropped = 0;
+		rc = query_int(conn, drop_sql, 2, params, &dropped, err);
+		if (rc == 0)
+			rc = delete_batches(conn, default_sql, 2, params, default_rows, err);
+		if (rc != 0)
+			return rc;
+		stats->partitions_dropped += (int)dropped;
+	}
+
+	char wm[24];
+	char window[16];
+	snprintf(wm, sizeof(wm), "%" PRId64, stats->watermark_seq);
+	snprintf(window, sizeof(window), "%d", rs->replay_window_s);
+	const char *log_params[] = {wm, window};
+	return delete_batches(conn, log_sql, 2, log_params, &stats->log_rows_deleted, err);
+}
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
 
 int metrics_maintenance_run(const struct metrics_maintenance_config *cfg, struct metrics_maintenance_stats *stats,
                             struct mon_error *err)
 {
-	(void)cfg;
-	(void)stats;
-	return mon_error_set(err, MON_EUNIMPL, "metric maintenance is not built yet");
+	_Static_assert(METRICS_ROLLUP_LOCK == 7206011, "the SQL below names METRICS_ROLLUP_LOCK");
+	struct metrics_maintenance_stats local = {0};
+	struct run_settings rs;
+	struct db_conn *conn = NULL;
+	struct db_result *res = NULL;
+	bool is_locked = false;
+	int64_t created = 0;
+	int64_t cutoff = 0;
+	int64_t default_rows = 0;
+	int64_t started_ms = now_ms();
+	if (stats == NULL)
+		stats = &local;
+	memset(stats, 0, sizeof(*stats));
+	int rc = settings_of(cfg, &rs, err);
+	if (rc != 0)
+		return rc;
+	rc = db_pool_acquire(cfg->pool, ACQUIRE_TIMEOUT_MS, &conn, err);
+	if (rc != 0)
+		return rc;
+	rc = db_exec(conn, "SELECT pg_try_advisory_lock(7206011)", 0, NULL, &res, err);
+	if (rc != 0)
+		goto out;
+	is_locked = strcmp(db_result_value(res, 0, 0), "t") == 0;
+	db_result_free(res);
+	res = NULL;
+	if (!is_locked) {
+		stats->is_skipped = true;
+		goto out;
+	}
+
+	rc = query_int(conn, "SELECT mon_maintain_partitions()", 0, NULL, &created, err);
+	if (rc != 0)
+		goto out;
+	char days[16];
+	snprintf(days, sizeof(days), "%d", rs.raw_days);
+	const char *days_params[] = {days};
+	rc = query_int(conn,
+	               "SELECT extract(epoch FROM date_bin('5 minutes', now() - $1::integer * interval '1 day',"
+	               " TIMESTAMPTZ 'epoch'))::bigint",
+	               1, days_params, &cutoff, err);
+	if (rc == 0)
+		rc = refresh_rollups(conn, &rs, cutoff, stats, err);
+	if (rc == 0)
+		rc = apply_retention(conn, &rs, cutoff, stats, &default_rows, err);
+	if (rc != 0)
+		goto out;
+	if (stats->buckets_5min > 0 || stats->is_full_refresh || stats->partitions_dropped > 0 ||
+	    stats->log_rows_deleted > 0 || created > 0 || default_rows > 0)
+		log_info("msg=\"metric maintenance\" buckets_5min=%" PRId64 " buckets_hourly=%" PRId64
+		         " watermark_seq=%" PRId64 " full_refresh=%s partitions_created=%" PRId64
+		         " partitions_dropped=%d default_rows_deleted=%" PRId64 " log_rows_deleted=%" PRId64
+		         " duration_ms=%" PRId64,
+		         stats->buckets_5min, stats->buckets_hourly, stats->watermark_seq,
+		         stats->is_full_refresh ? "true" : "false", created, stats->partitions_dropped, default_rows,
+		         stats->log_rows_deleted, now_ms() - started_ms);
+out:
+	if (is_locked) {
+		struct mon_error unlock_err = {0};
+		if (db_exec(conn, "SELECT pg_advisory_unlock(7206011)", 0, NULL, NULL, &unlock_err) != 0)
+			log_warn("msg=\"could not release the metric maintenance lock\" error=\"%s\"", unlock_err.msg);
+	}
+	db_pool_release(cfg->pool, conn);
+	return rc;
+}
+
+struct metrics_maintenance {
+	struct metrics_maintenance_config cfg;
+	pthread_t thread;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	bool is_stopping;
+};
+
+static void *maintenance_main(void *arg)
+{
+	struct metrics_maintenance *job = arg;
+	int64_t wait_ms = FIRST_RUN_DELAY_MS;
+	pthread_mutex_lock(&job->lock);
+	for (;;) {
+		struct timespec until;
+		clock_gettime(CLOCK_REALTIME, &until);
+		until.tv_sec += (time_t)(wait_ms / 1000);
+		until.tv_nsec += (long)(wait_ms % 1000) * 1000000L;
+		if (until.tv_nsec >= 1000000000L) {
+			until.tv_sec++;
+			until.tv_nsec -= 1000000000L;
+		}
+		while (!job->is_stopping)
+			if (pthread_cond_timedwait(&job->cond, &job->lock, &until) == ETIMEDOUT)
+				break;
+		if (job->is_stopping)
+			break;
+		pthread_mutex_unlock(&job->lock);
+		struct mon_error err = {0};
+		if (metrics_maintenance_run(&job->cfg, NULL, &err) != 0)
+			log_warn("msg=\"metric maintenance failed\" error=\"%s\"", err.msg);
+		pthread_mutex_lock(&job->lock);
+		wait_ms = job->cfg.interval_ms;
+	}
+	pthread_mutex_unlock(&job->lock);
+	return NULL;
 }
 
 int metrics_maintenance_start(const struct metrics_maintenance_config *cfg, struct metrics_maintenance **out,
                               struct mon_error *err)
 {
-	(void)cfg;
-	*out = calloc(1, sizeof(**out));
-	if (!*out)
+	struct run_settings rs;
+	*out = NULL;
+	int rc = settings_of(cfg, &rs, err);
+	if (rc != 0)
+		return rc;
+	if (cfg->interval_ms < 0)
+		return mon_error_set(err, MON_EINVAL, "metric maintenance interval: must not be negative");
+	struct metrics_maintenance *job = calloc(1, sizeof(*job));
+	if (job == NULL)
 		return mon_error_set(err, MON_ENOMEM, "out of memory");
+	job->cfg = *cfg;
+	if (job->cfg.interval_ms == 0)
+		job->cfg.interval_ms = DEFAULT_INTERVAL_MS;
+	pthread_mutex_init(&job->lock, NULL);
+	pthread_cond_init(&job->cond, NULL);
+	if (pthread_create(&job->thread, NULL, maintenance_main, job) != 0) {
+		pthread_mutex_destroy(&job->lock);
+		pthread_cond_destroy(&job->cond);
+		free(job);
+		return mon_error_set(err, MON_EINTERNAL, "could not start the metric maintenance thread");
+	}
+	*out = job;
 	return 0;
 }
 
 void metrics_maintenance_stop(struct metrics_maintenance *job)
 {
+	if (job == NULL)
+		return;
+	pthread_mutex_lock(&job->lock);
+	job->is_stopping = true;
+	pthread_cond_broadcast(&job->cond);
+	pthread_mutex_unlock(&job->lock);
+	pthread_join(job->thread, NULL);
+	pthread_mutex_destroy(&job->lock);
+	pthread_cond_destroy(&job->cond);
 	free(job);
 }
