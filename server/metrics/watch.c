@@ -975,19 +975,25 @@ static int send_control(struct rpc_stream *stream, int kind, int64_t cursor, int
 	return rc;
 }
 
+enum flush_mode {
+	FLUSH_FULL, /* full batches only (in the middle of a commit) */
+	FLUSH_DUE,  /* and the rest once max_batch_delay is up or a gap waits behind it, then the gap */
+	FLUSH_ALL,  /* everything now (end of a replay) */
+};
+
 /*
- * Sends the pending points that are due: full batches always, the rest
- * once max_batch_delay is up (or when forced, or when a gap waits behind
- * them); then the gap, if any. Stops at the first refused send
- * (is_blocked), keeping what was not sent.
+ * Sends the pending points as mode says, then the gap, if any. Stops at
+ * the first refused send (is_blocked), keeping what was not sent.
  */
-static void sub_flush(struct watch_sub *sub, int64_t now, bool is_forced)
+static void sub_flush(struct watch_sub *sub, int64_t now, enum flush_mode mode)
 {
 	int rc = 0;
 	sub->is_blocked = false;
 	while (pend_live(sub) > 0) {
 		size_t live = pend_live(sub);
-		bool is_due = is_forced || sub->has_gap || sub->delay_ms == 0 || now - sub->pend_since_ms >= sub->delay_ms;
+		bool is_due = mode == FLUSH_ALL ||
+		              (mode == FLUSH_DUE && (sub->has_gap || sub->delay_ms == 0 ||
+		                                     now - sub->pend_since_ms >= sub->delay_ms));
 		if (live < sub->max_points && !is_due)
 			break;
 		size_t k = live < sub->max_points ? live : sub->max_points;
@@ -1010,7 +1016,7 @@ static void sub_flush(struct watch_sub *sub, int64_t now, bool is_forced)
 	}
 	if (pend_live(sub) == 0 || sub->pend_head > pend_live(sub))
 		pend_compact(sub);
-	if (rc == 0 && pend_live(sub) == 0 && sub->has_gap) {
+	if (rc == 0 && mode != FLUSH_FULL && pend_live(sub) == 0 && sub->has_gap) {
 		int64_t cursor = sub_cursor(sub, sub->pend_n, false);
 		rc = send_gap(sub->stream, cursor, sub->gap_count, sub->gap_min_us, sub->gap_max_us + 1,
 		              MONITORING__V1__STREAM_END_REASON__STREAM_END_REASON_FELL_BEHIND);
@@ -1046,8 +1052,8 @@ static void sub_offer(struct watch_sub *sub, const struct log_row *row, int64_t 
 				is_kept = pend_add(sub, p, row->seq, now);
 			if (!is_kept)
 				gap_add(sub, 1, row->seq, t_us, t_us);
-			else if (pend_live(sub) >= sub->max_points && !sub->is_blocked)
-				sub_flush(sub, now, false);
+			else if (pend_live(sub) > sub->max_points && !sub->is_blocked)
+				sub_flush(sub, now, FLUSH_FULL); /* the commit's last batch waits for its end, to cover it */
 		}
 	}
 	sub->processed_seq = row->seq;
@@ -1057,7 +1063,7 @@ static void sub_offer(struct watch_sub *sub, const struct log_row *row, int64_t 
 static void sub_tick(struct watch_sub *sub, int64_t now, int64_t wall_ms)
 {
 	aggs_close_due(sub, wall_ms, now);
-	sub_flush(sub, now, false);
+	sub_flush(sub, now, FLUSH_DUE);
 	if (pend_live(sub) == 0 && !sub->has_gap && now - sub->last_send_ms >= sub->heartbeat_ms) {
 		int64_t cursor = sub_cursor(sub, sub->pend_n, false);
 		if (send_control(sub->stream, MONITORING__V1__STREAM_CONTROL_KIND__STREAM_CONTROL_KIND_HEARTBEAT, cursor,
@@ -1213,7 +1219,7 @@ static void offer_fn(struct watch_sub *sub, void *arg)
 	for (int i = 0; i < job->n; i++)
 		sub_offer(sub, &job->rows[i], job->now, job->wall_ms);
 	aggs_close_due(sub, job->wall_ms, job->now);
-	sub_flush(sub, job->now, false);
+	sub_flush(sub, job->now, FLUSH_DUE);
 }
 
 static void tick_fn(struct watch_sub *sub, void *arg)
@@ -1580,7 +1586,7 @@ static void replay_wait(struct watch_sub *sub)
 	while (sub->is_blocked && !rpc_stream_is_closed(sub->stream) && now_ms() - start < WATCH_REPLAY_STALL_MS) {
 		struct timespec ts = {.tv_sec = 0, .tv_nsec = 5 * 1000000L};
 		nanosleep(&ts, NULL);
-		sub_flush(sub, now_ms(), false);
+		sub_flush(sub, now_ms(), FLUSH_DUE);
 	}
 }
 
@@ -1606,7 +1612,7 @@ static int replay(struct rpc_ctx *ctx, struct db_conn *conn, struct watch_sub *s
 	}
 	replay_wait(sub);
 	aggs_close_due(sub, wall_us() / 1000, now_ms());
-	sub_flush(sub, now_ms(), true);
+	sub_flush(sub, now_ms(), FLUSH_ALL);
 	return 0;
 }
 
