@@ -6,7 +6,7 @@
  *   2. lists the dirty 5-minute buckets: those named by the ingest log rows
  *      above the watermark, or, when tb_metric_ingest_log_intact has no row
  *      (the log was emptied by a crash, or this is the first run), every
- *      bucket holding raw points or rollup rows within raw retention;
+ *      bucket within raw retention (listed without scanning the points);
  *   3. re-aggregates them in transactions of about an hour of buckets
  *      each: whole 5-minute buckets from the raw points, then the hours
  *      containing them from the 5-minute rows (sums and counts, so hourly
@@ -269,10 +269,12 @@ static int refresh_rollups(struct db_conn *conn, const struct run_settings *rs, 
 	        "SELECT extract(epoch FROM b)::bigint FROM (SELECT DISTINCT date_bin('5 minutes', u, TIMESTAMPTZ"
 	        " 'epoch') AS b FROM tb_metric_ingest_log l, unnest(l.buckets) u WHERE l.seq > $1::bigint AND l.seq <="
 	        " $2::bigint) d WHERE b >= to_timestamp($3::bigint) AND b < now() + interval '1 day' ORDER BY 1";
+	/* Every bucket up to now without scanning the points; the few future ones from the points. */
 	static const char all_buckets_sql[] =
 	        "SELECT extract(epoch FROM b)::bigint FROM ("
-	        " SELECT DISTINCT date_bin('5 minutes', time, TIMESTAMPTZ 'epoch') AS b FROM tb_performance_metric"
-	        "  WHERE time >= to_timestamp($1::bigint) AND time < now() + interval '1 day'"
+	        " SELECT generate_series(to_timestamp($1::bigint), now(), interval '5 minutes') AS b"
+	        " UNION SELECT date_bin('5 minutes', time, TIMESTAMPTZ 'epoch') FROM tb_performance_metric"
+	        "  WHERE time >= greatest(now(), to_timestamp($1::bigint)) AND time < now() + interval '1 day'"
 	        " UNION SELECT bucket FROM tb_performance_metric_5min"
 	        "  WHERE bucket >= to_timestamp($1::bigint) AND bucket < now() + interval '1 day'"
 	        " UNION SELECT bucket FROM tb_performance_metric_hourly"
