@@ -121,8 +121,8 @@ static const struct setting settings[] = {
          "the 5-minute and hourly rollups keep the longer history."},
         {"metrics-5min-retention-days", KIND_INT, OFF(metrics_5min_retention_days), 1, 3650, "90", NULL, "DAYS",
          "5-minute metric rollups are kept this long (weekly partitions); at least metrics-raw-retention-days."},
-        {"metrics-hourly-retention-days", KIND_INT, OFF(metrics_hourly_retention_days), 1, 36500, "365", NULL,
-         "DAYS", "Hourly metric rollups are kept this long (monthly partitions); at least "
+        {"metrics-hourly-retention-days", KIND_INT, OFF(metrics_hourly_retention_days), 1, 36500, "365", NULL, "DAYS",
+         "Hourly metric rollups are kept this long (monthly partitions); at least "
          "metrics-5min-retention-days."},
         {"metrics-rollup-interval-ms", KIND_INT, OFF(metrics_rollup_interval_ms), 1000, 86400000, "10000", NULL, "MS",
          "How often one replica brings the metric rollups up to date and applies retention; "
@@ -902,14 +902,16 @@ static int check_combinations(struct mon_config *cfg, struct mon_error *err)
 		                     where);
 	}
 	if (cfg->metrics_5min_retention_days < cfg->metrics_raw_retention_days)
-		return mon_error_set(err, MON_EINVAL,
-		                     "metrics-5min-retention-days: must be at least metrics-raw-retention-days (%d), got %d",
-		                     cfg->metrics_raw_retention_days, cfg->metrics_5min_retention_days);
+		return mon_error_set(
+		        err, MON_EINVAL,
+		        "metrics-5min-retention-days: must be at least metrics-raw-retention-days (%d), got %d",
+		        cfg->metrics_raw_retention_days, cfg->metrics_5min_retention_days);
 	if (cfg->metrics_hourly_retention_days < cfg->metrics_5min_retention_days)
-		return mon_error_set(err, MON_EINVAL,
-		                     "metrics-hourly-retention-days: must be at least metrics-5min-retention-days (%d), "
-		                     "got %d",
-		                     cfg->metrics_5min_retention_days, cfg->metrics_hourly_retention_days);
+		return mon_error_set(
+		        err, MON_EINVAL,
+		        "metrics-hourly-retention-days: must be at least metrics-5min-retention-days (%d), "
+		        "got %d",
+		        cfg->metrics_5min_retention_days, cfg->metrics_hourly_retention_days);
 	if (cfg->tls_client_ca != NULL && cfg->tls_cert == NULL)
 		return mon_error_set(err, MON_EINVAL, "tls-client-ca: needs tls-cert and tls-key (mutual TLS is TLS)");
 	const struct mon_listen_addr *a = &cfg->listen_addr;

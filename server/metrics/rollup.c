@@ -40,9 +40,9 @@
 #define RETENTION_DAYS_MAX 36500
 #define BUCKET_S 300
 #define HOUR_S 3600
-#define CHUNK_BUCKETS 12                                  /* 5-minute buckets per transaction: about an hour */
+#define CHUNK_BUCKETS 12                                      /* 5-minute buckets per transaction: about an hour */
 #define CHUNK_BUCKETS_MAX (CHUNK_BUCKETS + HOUR_S / BUCKET_S) /* a chunk ends with a whole hour */
-#define DELETE_BATCH 5000                                 /* rows per retention DELETE */
+#define DELETE_BATCH 5000                                     /* rows per retention DELETE */
 #define FIRST_RUN_DELAY_MS 1000
 
 /* The effective settings of a run. */
@@ -66,7 +66,8 @@ static int settings_of(const struct metrics_maintenance_config *cfg, struct run_
 		return mon_error_set(err, MON_EINVAL, "metric retention: at most %d days", RETENTION_DAYS_MAX);
 	/* Hours are rebuilt from 5-minute rows, and 5-minute rows from points, for buckets within raw retention. */
 	if (out->rollup_5min_days < out->raw_days)
-		return mon_error_set(err, MON_EINVAL, "metric 5-minute retention: must be at least the raw retention (%d days)",
+		return mon_error_set(err, MON_EINVAL,
+		                     "metric 5-minute retention: must be at least the raw retention (%d days)",
 		                     out->raw_days);
 	if (out->rollup_hourly_days < out->rollup_5min_days)
 		return mon_error_set(err, MON_EINVAL,
@@ -76,8 +77,8 @@ static int settings_of(const struct metrics_maintenance_config *cfg, struct run_
 }
 
 /* Runs sql and reads the first column of its one row as an integer into *out (0 when NULL). */
-static int query_int(struct db_conn *conn, const char *sql, int param_count, const char *const *params,
-                     int64_t *out, struct mon_error *err)
+static int query_int(struct db_conn *conn, const char *sql, int param_count, const char *const *params, int64_t *out,
+                     struct mon_error *err)
 {
 	struct db_result *res = NULL;
 	int rc = db_exec(conn, sql, param_count, params, &res, err);
@@ -234,8 +235,8 @@ static int run_chunk(struct db_conn *conn, const int64_t *buckets, size_t n, int
 		char mark[24];
 		snprintf(mark, sizeof(mark), "%" PRId64, watermark);
 		const char *wparams[] = {mark};
-		rc = db_exec(conn, "UPDATE tb_metric_rollup_state SET watermark_seq = $1::bigint, refreshed_at = now()", 1,
-		             wparams, NULL, err);
+		rc = db_exec(conn, "UPDATE tb_metric_rollup_state SET watermark_seq = $1::bigint, refreshed_at = now()",
+		             1, wparams, NULL, err);
 		if (rc == 0 && mark_intact)
 			rc = db_exec(conn,
 			             "INSERT INTO tb_metric_ingest_log_intact DEFAULT VALUES ON CONFLICT (id) DO UPDATE"
@@ -325,7 +326,8 @@ static int refresh_rollups(struct db_conn *conn, const struct run_settings *rs, 
 		while (end < list.n && floor_div(list.v[end], HOUR_S) == floor_div(list.v[end - 1], HOUR_S))
 			end++;
 		bool is_last = end == list.n;
-		rc = run_chunk(conn, list.v + i, end - i, is_last ? target : -1, is_last && stats->is_full_refresh, err);
+		rc = run_chunk(conn, list.v + i, end - i, is_last ? target : -1, is_last && stats->is_full_refresh,
+		               err);
 		if (rc != 0)
 			goto out;
 		stats->buckets_5min += (int64_t)(end - i);
@@ -360,9 +362,8 @@ static int apply_retention(struct db_conn *conn, const struct run_settings *rs, 
                            struct metrics_maintenance_stats *stats, int64_t *default_rows, struct mon_error *err)
 {
 	_Static_assert(DELETE_BATCH == 5000, "the SQL below names DELETE_BATCH");
-	static const char cutoffs_sql[] =
-	        "SELECT extract(epoch FROM now() - $1::integer * interval '1 day')::bigint,"
-	        " extract(epoch FROM now() - $2::integer * interval '1 day')::bigint";
+	static const char cutoffs_sql[] = "SELECT extract(epoch FROM now() - $1::integer * interval '1 day')::bigint,"
+	                                  " extract(epoch FROM now() - $2::integer * interval '1 day')::bigint";
 	static const char drop_sql[] = "SELECT mon_retention_drop_before($1::regclass, to_timestamp($2::bigint))";
 	static const char default_sql[] =
 	        "SELECT mon_delete_default_before($1::regclass, to_timestamp($2::bigint), 5000)";

@@ -82,24 +82,25 @@ static void record_history(int first_minute, int last_minute)
 static long rollup_mismatches(const char *table, const char *width)
 {
 	char q[4096];
-	snprintf(q, sizeof(q),
-	         "WITH raw AS (SELECT date_bin('%s', time, TIMESTAMPTZ 'epoch') AS bucket, metric_name, endpoint,"
-	         "  AVG(p50) AS avg_p50, AVG(p95) AS avg_p95, AVG(p99) AS avg_p99, SUM(request_count) AS total_requests,"
-	         "  SUM(error_count) AS total_errors, AVG(error_rate) AS avg_error_rate FROM tb_performance_metric"
-	         "  WHERE time >= date_bin('%s', now() - interval '7 days', TIMESTAMPTZ 'epoch') + interval '%s'"
-	         "  GROUP BY 1, 2, 3),"
-	         " r AS (SELECT * FROM %s WHERE bucket >= date_bin('%s', now() - interval '7 days',"
-	         "  TIMESTAMPTZ 'epoch') + interval '%s')"
-	         " SELECT count(*) FROM raw FULL JOIN r ON r.bucket = raw.bucket AND r.metric_name = raw.metric_name"
-	         "  AND r.endpoint = raw.endpoint"
-	         " WHERE raw.bucket IS NULL OR r.bucket IS NULL"
-	         "  OR r.avg_p50::text IS DISTINCT FROM raw.avg_p50::text"
-	         "  OR r.avg_p95::text IS DISTINCT FROM raw.avg_p95::text"
-	         "  OR r.avg_p99::text IS DISTINCT FROM raw.avg_p99::text"
-	         "  OR r.total_requests::text IS DISTINCT FROM raw.total_requests::text"
-	         "  OR r.total_errors::text IS DISTINCT FROM raw.total_errors::text"
-	         "  OR r.avg_error_rate::text IS DISTINCT FROM raw.avg_error_rate::text",
-	         width, width, width, table, width, width);
+	snprintf(
+	        q, sizeof(q),
+	        "WITH raw AS (SELECT date_bin('%s', time, TIMESTAMPTZ 'epoch') AS bucket, metric_name, endpoint,"
+	        "  AVG(p50) AS avg_p50, AVG(p95) AS avg_p95, AVG(p99) AS avg_p99, SUM(request_count) AS total_requests,"
+	        "  SUM(error_count) AS total_errors, AVG(error_rate) AS avg_error_rate FROM tb_performance_metric"
+	        "  WHERE time >= date_bin('%s', now() - interval '7 days', TIMESTAMPTZ 'epoch') + interval '%s'"
+	        "  GROUP BY 1, 2, 3),"
+	        " r AS (SELECT * FROM %s WHERE bucket >= date_bin('%s', now() - interval '7 days',"
+	        "  TIMESTAMPTZ 'epoch') + interval '%s')"
+	        " SELECT count(*) FROM raw FULL JOIN r ON r.bucket = raw.bucket AND r.metric_name = raw.metric_name"
+	        "  AND r.endpoint = raw.endpoint"
+	        " WHERE raw.bucket IS NULL OR r.bucket IS NULL"
+	        "  OR r.avg_p50::text IS DISTINCT FROM raw.avg_p50::text"
+	        "  OR r.avg_p95::text IS DISTINCT FROM raw.avg_p95::text"
+	        "  OR r.avg_p99::text IS DISTINCT FROM raw.avg_p99::text"
+	        "  OR r.total_requests::text IS DISTINCT FROM raw.total_requests::text"
+	        "  OR r.total_errors::text IS DISTINCT FROM raw.total_errors::text"
+	        "  OR r.avg_error_rate::text IS DISTINCT FROM raw.avg_error_rate::text",
+	        width, width, width, table, width, width);
 	return test_db_count(pool, q);
 }
 
@@ -228,7 +229,8 @@ static void test_metrics_rollup_hourly_is_exact(void **state)
 	test_db_scalar(pool, "SELECT avg_p50 FROM tb_performance_metric_hourly WHERE metric_name = 'exact'", avg,
 	               sizeof(avg));
 	assert_float_equal(strtod(avg, NULL), 14.0 / 5.0, 1e-12); /* not (1 + 10) / 2 */
-	test_db_scalar(pool, "SELECT avg_p95 IS NULL AND p95_n = 0 AND data_points = 5 FROM"
+	test_db_scalar(pool,
+	               "SELECT avg_p95 IS NULL AND p95_n = 0 AND data_points = 5 FROM"
 	               " tb_performance_metric_hourly WHERE metric_name = 'exact'",
 	               avg, sizeof(avg));
 	assert_string_equal(avg, "t");
@@ -253,7 +255,8 @@ static void test_metrics_rollup_late_points(void **state)
 	       " 9.52::numeric AS error_rate FROM (VALUES ('api.latency', '/orders'), ('late.series', '/x')) v(n, e)");
 	/* A changed point (same key, new values) in a recent bucket. */
 	record("SELECT time, metric_name, endpoint, p50 + 100 AS p50, p95, p99, request_count + 1000 AS"
-	       " request_count, error_count, error_rate FROM tb_performance_metric WHERE metric_name = 'db.query' AND time = (SELECT max(time)"
+	       " request_count, error_count, error_rate FROM tb_performance_metric WHERE metric_name = 'db.query' AND "
+	       "time = (SELECT max(time)"
 	       " FROM tb_performance_metric WHERE metric_name = 'db.query')");
 	assert_true(rollup_mismatches("tb_performance_metric_5min", "5 minutes") > 0);
 	run(&stats);
@@ -294,8 +297,8 @@ static void test_metrics_rollup_late_points(void **state)
 	run(&stats);
 	assert_int_equal(stats.buckets_5min, 0);
 	assert_int_equal(watermark(), last_seq());
-	assert_int_equal(test_db_count(pool, "SELECT count(*) FROM tb_performance_metric_5min WHERE metric_name = 'old'"),
-	                 1);
+	assert_int_equal(
+	        test_db_count(pool, "SELECT count(*) FROM tb_performance_metric_5min WHERE metric_name = 'old'"), 1);
 	assert_int_equal(
 	        test_db_count(pool, "SELECT count(*) FROM tb_performance_metric_hourly WHERE metric_name = 'old'"), 1);
 }
@@ -336,10 +339,11 @@ static void test_metrics_rollup_lost_log_full_refresh(void **state)
 	assert_true(stats.buckets_hourly <= 7 * 24 + 2);
 	assert_int_equal(stats.watermark_seq, mark);
 	assert_rollups_match();
-	assert_int_equal(test_db_count(pool, "SELECT count(*) FROM tb_performance_metric_5min WHERE metric_name = 'ghost'"),
-	                 0);
 	assert_int_equal(
-	        test_db_count(pool, "SELECT count(*) FROM tb_performance_metric_5min WHERE metric_name = 'lost.metric'"),
+	        test_db_count(pool, "SELECT count(*) FROM tb_performance_metric_5min WHERE metric_name = 'ghost'"), 0);
+	assert_int_equal(
+	        test_db_count(pool,
+	                      "SELECT count(*) FROM tb_performance_metric_5min WHERE metric_name = 'lost.metric'"),
 	        1);
 
 	/* The log is trusted again: the next run has nothing to do, new batches go the usual way. */
@@ -506,19 +510,23 @@ static void test_metrics_rollup_retention(void **state)
 	sql("DO $$ BEGIN"
 	    " IF to_regclass('partman.part_config') IS NOT NULL AND EXISTS (SELECT 1 FROM partman.part_config"
 	    "  WHERE parent_table = 'public.tb_performance_metric') THEN"
-	    "  PERFORM partman.create_partition_time('public.tb_performance_metric', ARRAY[now() - interval '20 days']);"
+	    "  PERFORM partman.create_partition_time('public.tb_performance_metric', ARRAY[now() - interval '20 "
+	    "days']);"
 	    " ELSE"
 	    "  PERFORM mon_create_partition('tb_performance_metric', mon_partition_start(now() - interval '20 days',"
 	    "   interval '1 day'), interval '1 day');"
 	    " END IF; END $$;"
-	    "INSERT INTO tb_performance_metric (time, metric_name, endpoint) VALUES (now() - interval '20 days', 'old', '');"
-	    "INSERT INTO tb_performance_metric (time, metric_name, endpoint) VALUES (now() - interval '6 days', 'kept', '');"
+	    "INSERT INTO tb_performance_metric (time, metric_name, endpoint) VALUES (now() - interval '20 days', "
+	    "'old', '');"
+	    "INSERT INTO tb_performance_metric (time, metric_name, endpoint) VALUES (now() - interval '6 days', "
+	    "'kept', '');"
 	    "SELECT mon_create_partition('tb_performance_metric_5min', mon_partition_start(now() - interval '120 days',"
 	    "  interval '7 days'), interval '7 days');"
 	    "INSERT INTO tb_performance_metric_5min (bucket, metric_name, endpoint) VALUES"
 	    " (date_bin('5 minutes', now() - interval '120 days', TIMESTAMPTZ 'epoch'), 'old', ''),"
 	    " (date_bin('5 minutes', now() - interval '20 days', TIMESTAMPTZ 'epoch'), 'kept', '');"
-	    "SELECT mon_create_partition('tb_performance_metric_hourly', mon_partition_start(now() - interval '400 days',"
+	    "SELECT mon_create_partition('tb_performance_metric_hourly', mon_partition_start(now() - interval '400 "
+	    "days',"
 	    "  interval '1 month'), interval '1 month');"
 	    "INSERT INTO tb_performance_metric_hourly (bucket, metric_name, endpoint) VALUES"
 	    " (date_bin('1 hour', now() - interval '400 days', TIMESTAMPTZ 'epoch'), 'old', ''),"

@@ -431,6 +431,32 @@ static void test_config_tls_and_remote_rules(void **state)
 	mon_config_free(&cfg);
 }
 
+/* Metric retention tiers: defaults, and each tier at least as long as the one below it. */
+static void test_config_metrics_retention_tiers(void **state)
+{
+	struct mon_config cfg;
+	struct mon_error err;
+	assert_int_equal(load(NO_ARGS, NO_ENV, &cfg, &err), 0);
+	assert_int_equal(cfg.metrics_raw_retention_days, 7);
+	assert_int_equal(cfg.metrics_5min_retention_days, 90);
+	assert_int_equal(cfg.metrics_hourly_retention_days, 365);
+	assert_int_equal(cfg.metrics_rollup_interval_ms, 10000);
+	assert_int_equal(cfg.metrics_replay_window_s, 600);
+	mon_config_free(&cfg);
+	expect_error(ARGV("--metrics-raw-retention-days=100"), NO_ENV,
+	             "metrics-5min-retention-days: must be at least metrics-raw-retention-days (100), got 90");
+	expect_error(ARGV("--metrics-5min-retention-days=400"), NO_ENV,
+	             "metrics-hourly-retention-days: must be at least metrics-5min-retention-days (400), got 365");
+	expect_error(ARGV("--metrics-rollup-interval-ms=999"), NO_ENV,
+	             "metrics-rollup-interval-ms: must be between 1000 and 86400000");
+	assert_int_equal(load(ARGV("--metrics-raw-retention-days=30", "--metrics-5min-retention-days=30",
+	                           "--metrics-hourly-retention-days=30"),
+	                      NO_ENV, &cfg, &err),
+	                 0);
+	assert_int_equal(cfg.metrics_hourly_retention_days, 30);
+	mon_config_free(&cfg);
+}
+
 static void test_config_booleans(void **state)
 {
 	static const char *const yes[] = {"true", "TRUE", "True", "1", "yes", "YES", "on", "On"};
@@ -665,6 +691,7 @@ int main(void)
 	        cmocka_unit_test(test_config_flag_errors),
 	        cmocka_unit_test(test_config_integer_values),
 	        cmocka_unit_test(test_config_tls_and_remote_rules),
+	        cmocka_unit_test(test_config_metrics_retention_tiers),
 	        cmocka_unit_test(test_config_booleans),
 	        cmocka_unit_test(test_config_help_and_version),
 	        cmocka_unit_test(test_config_help_lists_every_setting),
