@@ -678,9 +678,9 @@ static int list_metric_points(struct rpc_ctx *ctx, const Monitoring__V1__ListMet
 		goto out;
 	json_t *extra = json_pack("[s,s]", tr && tr->start_time ? "start" : "-", tr && tr->end_time ? "end" : "-");
 	if (tr != NULL && tr->start_time != NULL)
-		json_array_append_new(extra, json_integer(tr->start_time->seconds * 1000000000 + tr->start_time->nanos));
+		json_array_append_new(extra, json_pack("[I,i]", (json_int_t)tr->start_time->seconds, (int)tr->start_time->nanos));
 	if (tr != NULL && tr->end_time != NULL)
-		json_array_append_new(extra, json_integer(tr->end_time->seconds * 1000000000 + tr->end_time->nanos));
+		json_array_append_new(extra, json_pack("[I,i]", (json_int_t)tr->end_time->seconds, (int)tr->end_time->nanos));
 	op.filters = filters_text(c.arena, "points", extra, &op.f);
 	json_decref(extra);
 	if (op.filters == NULL) {
@@ -1057,11 +1057,11 @@ static int list_slowest_endpoints(struct rpc_ctx *ctx, const Monitoring__V1__Lis
 	op.threshold = arena_printf(c.arena, "%.17g", threshold);
 	json_t *extra = json_pack("[f]", threshold);
 	if (tr != NULL && tr->start_time != NULL)
-		json_array_append_new(extra, json_integer(tr->start_time->seconds * 1000000000 + tr->start_time->nanos));
+		json_array_append_new(extra, json_pack("[I,i]", (json_int_t)tr->start_time->seconds, (int)tr->start_time->nanos));
 	else
 		json_array_append_new(extra, json_string("-"));
 	if (tr != NULL && tr->end_time != NULL)
-		json_array_append_new(extra, json_integer(tr->end_time->seconds * 1000000000 + tr->end_time->nanos));
+		json_array_append_new(extra, json_pack("[I,i]", (json_int_t)tr->end_time->seconds, (int)tr->end_time->nanos));
 	else
 		json_array_append_new(extra, json_string("-"));
 	op.filters = filters_text(c.arena, "slowest", extra, &op.f);
@@ -1926,11 +1926,9 @@ static int query_metrics(struct rpc_ctx *ctx, const Monitoring__V1__QueryMetrics
 			op.can_use_rollup = false;
 
 	extra = json_array();
-	json_array_append_new(extra, tr && tr->start_time ? json_integer(tr->start_time->seconds * 1000000000 +
-	                                                                 tr->start_time->nanos)
+	json_array_append_new(extra, tr && tr->start_time ? json_pack("[I,i]", (json_int_t)tr->start_time->seconds, (int)tr->start_time->nanos)
 	                                                  : json_string("-"));
-	json_array_append_new(extra, tr && tr->end_time ? json_integer(tr->end_time->seconds * 1000000000 +
-	                                                               tr->end_time->nanos)
+	json_array_append_new(extra, tr && tr->end_time ? json_pack("[I,i]", (json_int_t)tr->end_time->seconds, (int)tr->end_time->nanos)
 	                                                : json_string("-"));
 	for (int s = 0; s < op.stat_n; s++)
 		json_array_append_new(extra, json_integer(op.stats[s]));
