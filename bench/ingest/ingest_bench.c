@@ -421,9 +421,10 @@ struct subscriber {
 	pthread_t thread;
 	atomic_llong points_n;
 	atomic_llong gap_points_n;
+	atomic_llong last_ns; /* arrival of the latest batch */
 	atomic_int is_stopping;
 	int failed;
-	char error[300];
+	char error[600];
 };
 
 static void *subscriber_main(void *arg)
@@ -443,10 +444,11 @@ static void *subscriber_main(void *arg)
 			}
 			break;
 		}
-		if (ev->event_case == MONITORING__V1__WATCH_METRICS_RESPONSE__EVENT_BATCH)
+		if (ev->event_case == MONITORING__V1__WATCH_METRICS_RESPONSE__EVENT_BATCH) {
 			atomic_fetch_add(&s->points_n, (long long)ev->batch->n_points);
-		else if (ev->event_case == MONITORING__V1__WATCH_METRICS_RESPONSE__EVENT_GAP &&
-		         ev->gap->skipped_count > 0)
+			atomic_store(&s->last_ns, now_ns());
+		} else if (ev->event_case == MONITORING__V1__WATCH_METRICS_RESPONSE__EVENT_GAP &&
+		           ev->gap->skipped_count > 0)
 			atomic_fetch_add(&s->gap_points_n, ev->gap->skipped_count);
 		mon_message_free(&ev->base);
 	}
@@ -469,6 +471,9 @@ static int watch_round(struct bench *b, int n, int round)
 	Monitoring__V1__WatchMetricsRequest req = MONITORING__V1__WATCH_METRICS_REQUEST__INIT;
 	req.filter = &filter;
 	req.max_batch_points = 10000;
+	Google__Protobuf__Duration delay = GOOGLE__PROTOBUF__DURATION__INIT;
+	delay.nanos = 100 * 1000000; /* batches leave at most 100 ms after their first point */
+	req.max_batch_delay = &delay;
 	int opened = 0;
 	for (int i = 0; i < n; i++) {
 		int c = i / SUBSCRIBERS_PER_CHANNEL;
@@ -497,7 +502,7 @@ static int watch_round(struct bench *b, int n, int round)
 	int64_t t0 = now_ns();
 	double rate = round_run(b, MODE_RPC);
 	int64_t ingest_ns = now_ns() - t0;
-	/* Let the last batches arrive: until nothing comes for 1 s (at most 30 s). */
+	/* Let the last batches arrive: until all did, or nothing came for 1 s (at most 30 s). */
 	long long last = -1;
 	for (int waited = 0; waited < 300; waited++) {
 		long long sum = 0;
@@ -512,9 +517,13 @@ static int watch_round(struct bench *b, int n, int round)
 			last = sum;
 		usleep(100000);
 	}
-	int64_t deliver_ns = now_ns() - t0;
-	for (int i = 0; i < n; i++)
+	int64_t last_ns = t0;
+	for (int i = 0; i < n; i++) {
 		atomic_store(&subs[i].is_stopping, 1);
+		if (atomic_load(&subs[i].last_ns) > last_ns)
+			last_ns = atomic_load(&subs[i].last_ns);
+	}
+	int64_t deliver_ns = last_ns - t0;
 	long long got = 0, gaps = 0, min_got = -1;
 	int failed = 0;
 	for (int i = 0; i < n; i++) {
