@@ -11,11 +11,13 @@
 #   -b, --build-dir DIR   release build tree to configure and build
 #                         (default: build-bench; -DMON_BUILD_BENCH=ON)
 #       --no-build        use the binaries already in the build tree
-#       --commit REV      build that commit (git archive into the work
-#                         directory) rather than the working tree
+#       --commit REV      build that commit (git archive into
+#                         /tmp/ingest-bench-src-SHA, built in its build/
+#                         unless -b is given) rather than the working tree
 #       --keep            keep the work directory (cluster, server log)
 #   Options after -- go to ingest_bench (defaults: --clients 4 --batches 25
-#   --batch-points 1000 --insert-rows 2000 --rounds 5 --watch 1 --watch 100).
+#   --batch-points 1000 --insert-rows 2000 --rounds 5 --watch 1 --watch 100
+#   --watch-rounds 2).
 #
 # Everything listens on 127.0.0.1 or a Unix socket only.
 
@@ -27,11 +29,12 @@ BUILD_DIR=$REPO/build-bench
 DO_BUILD=1
 KEEP=0
 COMMIT=""
+BUILD_DIR_SET=0
 PG_BINDIR=${PG_BINDIR:-/usr/lib/postgresql/15/bin}
 BENCH_ARGS=()
 while [ $# -gt 0 ]; do
 	case "$1" in
-	-b | --build-dir) BUILD_DIR=$(realpath -m "$2"); shift 2 ;;
+	-b | --build-dir) BUILD_DIR=$(realpath -m "$2"); BUILD_DIR_SET=1; shift 2 ;;
 	--no-build) DO_BUILD=0; shift ;;
 	--commit) COMMIT=$2; shift 2 ;;
 	--keep) KEEP=1; shift ;;
@@ -40,16 +43,19 @@ while [ $# -gt 0 ]; do
 	esac
 done
 [ ${#BENCH_ARGS[@]} -gt 0 ] || BENCH_ARGS=(--clients 4 --batches 25 --batch-points 1000 --insert-rows 2000
-	--rounds 5 --watch 1 --watch 100)
+	--rounds 5 --watch 1 --watch 100 --watch-rounds 2)
 
 SRC=$REPO
 SRC_DESC="working tree at $(git -C "$REPO" rev-parse --short HEAD)"
 if [ -n "$COMMIT" ]; then
 	sha=$(git -C "$REPO" rev-parse --short "$COMMIT")
 	SRC=/tmp/ingest-bench-src-$sha
-	rm -rf "$SRC" && mkdir -p "$SRC"
-	git -C "$REPO" archive "$sha" | tar -x -C "$SRC"
+	if [ ! -f "$SRC/CMakeLists.txt" ]; then
+		mkdir -p "$SRC"
+		git -C "$REPO" archive "$sha" | tar -x -C "$SRC"
+	fi
 	SRC_DESC="commit $sha"
+	[ "$BUILD_DIR_SET" = 1 ] || BUILD_DIR=$SRC/build
 fi
 if [ "$DO_BUILD" = 1 ]; then
 	echo "== building (release) $SRC_DESC in $BUILD_DIR" >&2
