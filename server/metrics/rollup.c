@@ -423,6 +423,7 @@ int metrics_maintenance_run(const struct metrics_maintenance_config *cfg, struct
 	struct db_conn *conn = NULL;
 	struct db_result *res = NULL;
 	bool is_locked = false;
+	bool is_lock_timeout_set = false;
 	int64_t created = 0;
 	int64_t cutoff = 0;
 	int64_t default_rows = 0;
@@ -447,9 +448,23 @@ int metrics_maintenance_run(const struct metrics_maintenance_config *cfg, struct
 		goto out;
 	}
 
-	rc = query_int(conn, "SELECT mon_maintain_partitions()", 0, NULL, &created, err);
+	/*
+	 * Making or dropping a partition locks its parent exclusively, and while
+	 * that lock is awaited every new query on the table queues behind it:
+	 * give up quickly instead (the next run tries again).
+	 */
+	rc = db_exec(conn, "SET lock_timeout = '1s'", 0, NULL, NULL, err);
 	if (rc != 0)
 		goto out;
+	is_lock_timeout_set = true;
+	rc = query_int(conn, "SELECT mon_maintain_partitions()", 0, NULL, &created, err);
+	if (rc == MON_EUNAVAIL)
+		goto out;
+	if (rc != 0) {
+		/* new rows go to the DEFAULT partitions meanwhile: the rollups need not wait */
+		log_warn("msg=\"could not make metric partitions ahead\" error=\"%s\"", err != NULL ? err->msg : "");
+		rc = 0;
+	}
 	char days[16];
 	snprintf(days, sizeof(days), "%d", rs.raw_days);
 	const char *days_params[] = {days};
@@ -473,6 +488,11 @@ int metrics_maintenance_run(const struct metrics_maintenance_config *cfg, struct
 		         stats->is_full_refresh ? "true" : "false", created, stats->partitions_dropped, default_rows,
 		         stats->log_rows_deleted, now_ms() - started_ms);
 out:
+	if (is_lock_timeout_set) {
+		struct mon_error reset_err = {0};
+		if (db_exec(conn, "RESET lock_timeout", 0, NULL, NULL, &reset_err) != 0)
+			log_debug("msg=\"could not reset lock_timeout\" error=\"%s\"", reset_err.msg);
+	}
 	if (is_locked) {
 		struct mon_error unlock_err = {0};
 		if (db_exec(conn, "SELECT pg_advisory_unlock(7206011)", 0, NULL, NULL, &unlock_err) != 0)

@@ -462,6 +462,50 @@ static void test_metrics_rollup_one_replica_at_a_time(void **state)
 	assert_rollups_match();
 }
 
+/*
+ * A long query holding a table makes the job give up making its partitions
+ * (after lock_timeout) instead of queueing every other query behind its
+ * lock; the rollups are done all the same, the partition on a later run.
+ */
+static void test_metrics_rollup_does_not_queue_behind_long_queries(void **state)
+{
+	(void)state;
+	struct metrics_maintenance_stats stats;
+	reset();
+	char part[128];
+	test_db_scalar(
+	        pool,
+	        "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent ="
+	        " 'tb_performance_metric_hourly'::regclass AND c.relname <> 'tb_performance_metric_hourly_default'"
+	        " ORDER BY c.relname DESC LIMIT 1",
+	        part, sizeof(part));
+	char q[256];
+	snprintf(q, sizeof(q), "DROP TABLE %s", part);
+	sql(q);
+	snprintf(q, sizeof(q), "SELECT to_regclass('%s') IS NOT NULL", part);
+	record_history(0, 59);
+	PGconn *other = PQconnectdb(tdb.conninfo);
+	assert_int_equal(PQstatus(other), CONNECTION_OK);
+	PGresult *res = PQexec(other, "BEGIN; LOCK TABLE tb_performance_metric_hourly IN ACCESS SHARE MODE");
+	assert_int_equal(PQresultStatus(res), PGRES_COMMAND_OK);
+	PQclear(res);
+	int64_t started = db_now_ms_for_tests();
+	run(&stats);
+	assert_true(db_now_ms_for_tests() - started < 10000);
+	assert_true(stats.buckets_5min > 0);
+	assert_int_equal(watermark(), last_seq());
+	char is_there[8];
+	test_db_scalar(pool, q, is_there, sizeof(is_there));
+	assert_string_equal(is_there, "f");
+	res = PQexec(other, "COMMIT");
+	PQclear(res);
+	PQfinish(other);
+	run(&stats);
+	test_db_scalar(pool, q, is_there, sizeof(is_there));
+	assert_string_equal(is_there, "t");
+	assert_rollups_match();
+}
+
 struct racer {
 	struct metrics_maintenance_stats stats;
 	int rc;
@@ -661,6 +705,7 @@ int main(void)
 	        cmocka_unit_test(test_metrics_rollup_after_a_real_crash),
 	        cmocka_unit_test(test_metrics_rollup_one_replica_at_a_time),
 	        cmocka_unit_test(test_metrics_rollup_concurrent_runs),
+	        cmocka_unit_test(test_metrics_rollup_does_not_queue_behind_long_queries),
 	        cmocka_unit_test(test_metrics_rollup_retention),
 	        cmocka_unit_test(test_metrics_rollup_prunes_log),
 	        cmocka_unit_test(test_metrics_rollup_refuses_bad_settings),
