@@ -16,7 +16,9 @@
  *      deletes old rows parked in DEFAULT partitions and ingest log rows
  *      that are aggregated and older than the replay window, in batches.
  * Buckets older than raw retention are never re-aggregated: their points
- * may be gone already, and their rollups are then the only record.
+ * may be gone already, and their rollups are then the only record. The
+ * session runs with lock_timeout 1s, so a partition to make or drop never
+ * queues the table's queries behind a long one; the next run tries again.
  */
 #include "metrics/rollup.h"
 
