@@ -36,14 +36,14 @@
 #define RAW_RETENTION_MS (7 * DAY_MS)
 #define ROLLUP_5MIN_RETENTION_MS (90 * DAY_MS)
 #define ROLLUP_HOURLY_RETENTION_MS (365 * DAY_MS)
-#define FILTER_VALUES_MAX 100     /* values per repeated filter field */
-#define GROUP_BY_MAX 8            /* group_by keys */
-#define SERIES_MAX 1000           /* series per QueryMetrics */
-#define MAX_POINTS_DEFAULT 1000   /* points per series */
-#define MAX_POINTS_CAP 10000      /* points per series */
+#define FILTER_VALUES_MAX 100      /* values per repeated filter field */
+#define GROUP_BY_MAX 8             /* group_by keys */
+#define SERIES_MAX 1000            /* series per QueryMetrics */
+#define MAX_POINTS_DEFAULT 1000    /* points per series */
+#define MAX_POINTS_CAP 10000       /* points per series */
 #define RESPONSE_POINTS_MAX 100000 /* points per QueryMetrics response; a page holds fewer series beyond */
-#define TREND_BUCKETS_MAX 10000   /* buckets per GetPerformanceTrend */
-#define TAG_KEYS_MAX 100          /* tag keys per MetricDescriptor */
+#define TREND_BUCKETS_MAX 10000    /* buckets per GetPerformanceTrend */
+#define TAG_KEYS_MAX 100           /* tag keys per MetricDescriptor */
 
 /* ---- small helpers ---- */
 
@@ -229,7 +229,11 @@ static int check_text(const char *field, const char *text, size_t min_chars, siz
 	const unsigned char *p = (const unsigned char *)(text ? text : "");
 	size_t chars = 0;
 	for (size_t i = 0; p[i] != '\0'; chars++) {
-		size_t len = p[i] < 0x80 ? 1 : (p[i] & 0xe0) == 0xc0 ? 2 : (p[i] & 0xf0) == 0xe0 ? 3 : (p[i] & 0xf8) == 0xf0 ? 4 : 0;
+		size_t len = p[i] < 0x80             ? 1
+		             : (p[i] & 0xe0) == 0xc0 ? 2
+		             : (p[i] & 0xf0) == 0xe0 ? 3
+		             : (p[i] & 0xf8) == 0xf0 ? 4
+		                                     : 0;
 		if (len == 0)
 			return mon_error_set(err, MON_EINVAL, "%s: must be valid UTF-8", field);
 		for (size_t k = 1; k < len; k++)
@@ -333,16 +337,17 @@ static void filter_free(struct filter *f)
 	f->canon = NULL;
 }
 
-/* Checks req (may be NULL) and fills f; MON_EINVAL naming "filter.<field>[i]". */
+/* Checks m (may be NULL) and fills f; MON_EINVAL naming "filter.<field>[i]". */
 static int filter_read(struct arena *a, const Monitoring__V1__MetricFilter *m, struct filter *f, struct mon_error *err)
 {
 	char field[64];
+	static const Monitoring__V1__MetricFilter empty = MONITORING__V1__METRIC_FILTER__INIT;
 	memset(f, 0, sizeof(*f));
 	f->canon = json_array();
 	if (f->canon == NULL)
 		return fail_nomem(err);
 	if (m == NULL)
-		return 0;
+		m = &empty; /* an absent filter and an empty one make the same page tokens */
 	struct {
 		const char *name;
 		size_t n;
@@ -386,7 +391,8 @@ static int filter_read(struct arena *a, const Monitoring__V1__MetricFilter *m, s
 		snprintf(field, sizeof(field), "filter.tags[\"%.20s\"]", key);
 		int rc = key[0] == '\0' ? mon_error_set(err, MON_EINVAL, "filter.tags: keys must not be empty") : 0;
 		if (rc == 0 && strlen(key) > METRICS_TAG_KEY_MAX)
-			rc = mon_error_set(err, MON_EINVAL, "filter.tags: keys of at most %d bytes", METRICS_TAG_KEY_MAX);
+			rc = mon_error_set(err, MON_EINVAL, "filter.tags: keys of at most %d bytes",
+			                   METRICS_TAG_KEY_MAX);
 		if (rc == 0)
 			rc = check_text("filter.tags", key, 1, METRICS_TAG_KEY_MAX, err);
 		if (rc == 0 && strlen(value) > METRICS_TAG_VALUE_MAX)
@@ -569,8 +575,8 @@ int metrics_point_from_row(struct arena *a, const struct db_result *res, int row
 		google__protobuf__int32_value__init(m->status_code);
 		m->status_code->value = (int32_t)parse_i64(db_result_value(res, row, col));
 	}
-	Google__Protobuf__DoubleValue **slots[] = {&m->p50, &m->p95,        &m->p99,       &m->mean,
-	                                           &m->min, &m->max,        &m->error_rate, &m->throughput};
+	Google__Protobuf__DoubleValue **slots[] = {&m->p50, &m->p95, &m->p99,        &m->mean,
+	                                           &m->min, &m->max, &m->error_rate, &m->throughput};
 	for (size_t i = 0; i < sizeof(doubles) / sizeof(doubles[0]); i++)
 		*slots[i] = double_value(a, res, row, db_result_col(res, doubles[i]), &is_ok);
 	col = db_result_col(res, "request_count");
@@ -650,7 +656,7 @@ static int points_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 		char *name = b64_text(a, db_result_value(res, shown - 1, 1));
 		char *endpoint = b64_text(a, db_result_value(res, shown - 1, 2));
 		char *cursor = name && endpoint ? arena_printf(a, "%" PRId64 ",%s,%s,%s", op->now_ms,
-		                                              db_result_value(res, shown - 1, 0), name, endpoint)
+		                                               db_result_value(res, shown - 1, 0), name, endpoint)
 		                                : NULL;
 		rc = cursor ? token_make(a, op->filters, cursor, &r->next_page_token, err) : fail_nomem(err);
 	}
@@ -678,9 +684,11 @@ static int list_metric_points(struct rpc_ctx *ctx, const Monitoring__V1__ListMet
 		goto out;
 	json_t *extra = json_pack("[s,s]", tr && tr->start_time ? "start" : "-", tr && tr->end_time ? "end" : "-");
 	if (tr != NULL && tr->start_time != NULL)
-		json_array_append_new(extra, json_pack("[I,i]", (json_int_t)tr->start_time->seconds, (int)tr->start_time->nanos));
+		json_array_append_new(
+		        extra, json_pack("[I,i]", (json_int_t)tr->start_time->seconds, (int)tr->start_time->nanos));
 	if (tr != NULL && tr->end_time != NULL)
-		json_array_append_new(extra, json_pack("[I,i]", (json_int_t)tr->end_time->seconds, (int)tr->end_time->nanos));
+		json_array_append_new(extra,
+		                      json_pack("[I,i]", (json_int_t)tr->end_time->seconds, (int)tr->end_time->nanos));
 	op.filters = filters_text(c.arena, "points", extra, &op.f);
 	json_decref(extra);
 	if (op.filters == NULL) {
@@ -692,7 +700,8 @@ static int list_metric_points(struct rpc_ctx *ctx, const Monitoring__V1__ListMet
 		if (rc != 0)
 			goto out;
 		if (!split_cursor(cursor, fields, 4) || !is_int_text(fields[0], false) ||
-		    !is_int_text(fields[1], true) || (op.after_name = b64_decode(c.arena, fields[2], strlen(fields[2]))) == NULL ||
+		    !is_int_text(fields[1], true) ||
+		    (op.after_name = b64_decode(c.arena, fields[2], strlen(fields[2]))) == NULL ||
 		    (op.after_endpoint = b64_decode(c.arena, fields[3], strlen(fields[3]))) == NULL) {
 			rc = mon_error_set(&err, MON_EINVAL, "page_token: malformed");
 			goto out;
@@ -748,7 +757,8 @@ static int names_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 	        " WHERE p.metric_name = x.n ORDER BY p.time DESC, p.endpoint LIMIT 1) l"
 	        " CROSS JOIN LATERAL (SELECT min(p.time) AS first FROM tb_performance_metric p"
 	        " WHERE p.metric_name = x.n) f"
-	        " CROSS JOIN LATERAL (SELECT count(DISTINCT p.endpoint) FILTER (WHERE p.endpoint <> '') AS endpoint_count"
+	        " CROSS JOIN LATERAL (SELECT count(DISTINCT p.endpoint) FILTER (WHERE p.endpoint <> '') AS "
+	        "endpoint_count"
 	        " FROM tb_performance_metric p WHERE p.metric_name = x.n AND p.time >= now() - interval '24 hours') d"
 	        " CROSS JOIN LATERAL (SELECT coalesce(array_agg(t.key ORDER BY t.key), '{}') AS tag_keys FROM"
 	        " (SELECT DISTINCT jsonb_object_keys(p.tags) AS key FROM tb_performance_metric p"
@@ -789,8 +799,8 @@ static int names_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 		size_t n = json_array_size(keys);
 		d->tag_keys = n ? arena_calloc(a, n, sizeof(*d->tag_keys)) : NULL;
 		for (size_t k = 0; d->tag_keys != NULL && k < n; k++)
-			if ((d->tag_keys[d->n_tag_keys] = arena_strdup(a, json_string_value(json_array_get(keys, k)))) !=
-			    NULL)
+			if ((d->tag_keys[d->n_tag_keys] =
+			             arena_strdup(a, json_string_value(json_array_get(keys, k)))) != NULL)
 				d->n_tag_keys++;
 		json_decref(keys);
 		if (d->metric_name == NULL || d->first_seen == NULL || d->last_seen == NULL || d->n_tag_keys != n) {
@@ -864,7 +874,8 @@ static int summary_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 	        " AND endpoint <> '' AND %s"
 	        " GROUP BY endpoint ORDER BY 3 DESC, 2 DESC, endpoint LIMIT $8::integer",
 	        filter_sql(a, 3));
-	char *start = ms_text(a, op->start_ms), *end = ms_text(a, op->end_ms), *limit = arena_printf(a, "%d", op->limit);
+	char *start = ms_text(a, op->start_ms), *end = ms_text(a, op->end_ms),
+	     *limit = arena_printf(a, "%d", op->limit);
 	if (sql == NULL || start == NULL || end == NULL || limit == NULL)
 		return fail_nomem(err);
 	const char *params[8] = {start, end};
@@ -1007,7 +1018,7 @@ static int slowest_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 	if (rows > op->page_size) {
 		char *endpoint = b64_text(a, db_result_value(res, shown - 1, 0));
 		char *cursor = endpoint ? arena_printf(a, "%" PRId64 ",%s,%s", op->now_ms,
-		                                      db_result_value(res, shown - 1, 5), endpoint)
+		                                       db_result_value(res, shown - 1, 5), endpoint)
 		                        : NULL;
 		rc = cursor ? token_make(a, op->filters, cursor, &r->next_page_token, err) : fail_nomem(err);
 	}
@@ -1057,11 +1068,13 @@ static int list_slowest_endpoints(struct rpc_ctx *ctx, const Monitoring__V1__Lis
 	op.threshold = arena_printf(c.arena, "%.17g", threshold);
 	json_t *extra = json_pack("[f]", threshold);
 	if (tr != NULL && tr->start_time != NULL)
-		json_array_append_new(extra, json_pack("[I,i]", (json_int_t)tr->start_time->seconds, (int)tr->start_time->nanos));
+		json_array_append_new(
+		        extra, json_pack("[I,i]", (json_int_t)tr->start_time->seconds, (int)tr->start_time->nanos));
 	else
 		json_array_append_new(extra, json_string("-"));
 	if (tr != NULL && tr->end_time != NULL)
-		json_array_append_new(extra, json_pack("[I,i]", (json_int_t)tr->end_time->seconds, (int)tr->end_time->nanos));
+		json_array_append_new(extra,
+		                      json_pack("[I,i]", (json_int_t)tr->end_time->seconds, (int)tr->end_time->nanos));
 	else
 		json_array_append_new(extra, json_string("-"));
 	op.filters = filters_text(c.arena, "slowest", extra, &op.f);
@@ -1121,18 +1134,19 @@ static int trend_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 	int64_t bucket_s = op->bucket_width_ms / 1000;
 	if (op->f.has_raw_only) {
 		/* Methods, status codes or tags: the rollups do not keep them, so from the raw points. */
-		sql = arena_printf(
-		        a,
-		        "SELECT (extract(epoch FROM b) * 1000000)::bigint, endpoint, avg(p50)::float8, avg(p95)::float8,"
-		        " avg(p99)::float8, sum(request_count), sum(error_count),"
-		        " round(sum(error_count)::numeric / nullif(sum(request_count), 0) * 100, 2)::float8"
-		        " FROM (SELECT date_bin(interval '%" PRId64 " seconds', time, timestamptz '1970-01-01 00:00:00+00') AS b, *"
-		        " FROM tb_performance_metric"
-		        " WHERE time >= 'epoch'::timestamptz + $1::bigint * interval '1 millisecond'"
-		        " AND time < 'epoch'::timestamptz + $2::bigint * interval '1 millisecond'"
-		        " AND ($3 = '' OR endpoint = $3) AND %s) s"
-		        " GROUP BY b, endpoint ORDER BY b DESC, endpoint LIMIT $9::integer",
-		        bucket_s, filter_sql(a, 4));
+		sql = arena_printf(a,
+		                   "SELECT (extract(epoch FROM b) * 1000000)::bigint, endpoint, avg(p50)::float8, "
+		                   "avg(p95)::float8,"
+		                   " avg(p99)::float8, sum(request_count), sum(error_count),"
+		                   " round(sum(error_count)::numeric / nullif(sum(request_count), 0) * 100, 2)::float8"
+		                   " FROM (SELECT date_bin(interval '%" PRId64
+		                   " seconds', time, timestamptz '1970-01-01 00:00:00+00') AS b, *"
+		                   " FROM tb_performance_metric"
+		                   " WHERE time >= 'epoch'::timestamptz + $1::bigint * interval '1 millisecond'"
+		                   " AND time < 'epoch'::timestamptz + $2::bigint * interval '1 millisecond'"
+		                   " AND ($3 = '' OR endpoint = $3) AND %s) s"
+		                   " GROUP BY b, endpoint ORDER BY b DESC, endpoint LIMIT $9::integer",
+		                   bucket_s, filter_sql(a, 4));
 	} else {
 		/*
 		 * The data model's "performance trend" from the rollup. One row
@@ -1143,12 +1157,16 @@ static int trend_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 		sql = arena_printf(
 		        a,
 		        "SELECT (extract(epoch FROM b) * 1000000)::bigint, endpoint,"
-		        " (CASE WHEN count(*) = 1 THEN min(avg_p50) ELSE sum(p50_sum) / nullif(sum(p50_n), 0) END)::float8,"
-		        " (CASE WHEN count(*) = 1 THEN min(avg_p95) ELSE sum(p95_sum) / nullif(sum(p95_n), 0) END)::float8,"
-		        " (CASE WHEN count(*) = 1 THEN min(avg_p99) ELSE sum(p99_sum) / nullif(sum(p99_n), 0) END)::float8,"
+		        " (CASE WHEN count(*) = 1 THEN min(avg_p50) ELSE sum(p50_sum) / nullif(sum(p50_n), 0) "
+		        "END)::float8,"
+		        " (CASE WHEN count(*) = 1 THEN min(avg_p95) ELSE sum(p95_sum) / nullif(sum(p95_n), 0) "
+		        "END)::float8,"
+		        " (CASE WHEN count(*) = 1 THEN min(avg_p99) ELSE sum(p99_sum) / nullif(sum(p99_n), 0) "
+		        "END)::float8,"
 		        " sum(total_requests), sum(total_errors),"
 		        " round(sum(total_errors)::numeric / nullif(sum(total_requests), 0) * 100, 2)::float8"
-		        " FROM (SELECT date_bin(interval '%" PRId64 " seconds', bucket, timestamptz '1970-01-01 00:00:00+00') AS b, *"
+		        " FROM (SELECT date_bin(interval '%" PRId64
+		        " seconds', bucket, timestamptz '1970-01-01 00:00:00+00') AS b, *"
 		        " FROM %s"
 		        " WHERE bucket >= 'epoch'::timestamptz + $1::bigint * interval '1 millisecond'"
 		        " AND bucket < 'epoch'::timestamptz + $2::bigint * interval '1 millisecond'"
@@ -1298,8 +1316,8 @@ static char *raw_stat_sql(struct arena *a, int st, Monitoring__V1__Aggregation a
 	case MONITORING__V1__AGGREGATION__AGGREGATION_MAX: return arena_printf(a, "max(%s)", c);
 	case MONITORING__V1__AGGREGATION__AGGREGATION_COUNT: return arena_printf(a, "count(%s)", c);
 	case MONITORING__V1__AGGREGATION__AGGREGATION_LAST:
-		return arena_printf(a, "(array_agg(%s ORDER BY time DESC, endpoint) FILTER (WHERE %s IS NOT NULL))[1]", c,
-		                    c);
+		return arena_printf(a, "(array_agg(%s ORDER BY time DESC, endpoint) FILTER (WHERE %s IS NOT NULL))[1]",
+		                    c, c);
 	default: return arena_printf(a, "avg(%s)", c);
 	}
 }
@@ -1338,14 +1356,14 @@ struct query_op {
 	int stats[STAT_MAX];
 	Monitoring__V1__Aggregation aggs[STAT_MAX]; /* resolved */
 	int group_by_n;
-	char **group_by;  /* as requested */
+	char **group_by;          /* as requested */
 	int key_of[GROUP_BY_MAX]; /* key column of each group_by entry (0: metric_name) */
 	const char *key_sql[GROUP_BY_MAX + 1];
 	int key_n;
 	const char *tag_keys[GROUP_BY_MAX];
 	int tag_n;
 	bool is_auto;
-	bool can_use_rollup; /* the filter, group_by and statistics allow it */
+	bool can_use_rollup;              /* the filter, group_by and statistics allow it */
 	Monitoring__V1__Granularity gran; /* fixed, or from the page token; AUTO otherwise */
 	int max_points;
 	int page_size;
@@ -1423,12 +1441,13 @@ static char *query_inner_sql(struct arena *a, const struct query_op *op)
 		char *bucket = op->width_ms == 0 ? arena_strdup(a, "time")
 		                                 : arena_printf(a, "date_bin(interval '%" PRId64 " seconds', time, %s)",
 		                                                op->width_ms / 1000, origin);
-		return bucket ? arena_printf(a,
-		                             "SELECT %s%s AS b, * FROM tb_performance_metric"
-		                             " WHERE time >= 'epoch'::timestamptz + $1::bigint * interval '1 millisecond'"
-		                             " AND time < 'epoch'::timestamptz + $2::bigint * interval '1 millisecond'"
-		                             " AND %s",
-		                             keys, bucket, filter_sql(a, 3))
+		return bucket ? arena_printf(
+		                        a,
+		                        "SELECT %s%s AS b, * FROM tb_performance_metric"
+		                        " WHERE time >= 'epoch'::timestamptz + $1::bigint * interval '1 millisecond'"
+		                        " AND time < 'epoch'::timestamptz + $2::bigint * interval '1 millisecond'"
+		                        " AND %s",
+		                        keys, bucket, filter_sql(a, 3))
 		              : NULL;
 	}
 	const char *table = op->source == SOURCE_5MIN ? "tb_performance_metric_5min" : "tb_performance_metric_hourly";
@@ -1480,9 +1499,13 @@ static int query_groups(struct db_conn *conn, struct query_op *op, struct mon_er
 	char *lo, *hi;
 	int limit_n = SERIES_MAX / op->stat_n + 1;
 	char *inner = query_inner_sql(a, op), *keys = key_list(a, op->key_n);
-	char *sql = inner && keys ? arena_printf(a, "SELECT %s, count(DISTINCT b) FROM (%s) s GROUP BY %s ORDER BY %s LIMIT $%d::integer",
-	                                         keys, inner, keys, keys, 8 + op->tag_n)
-	                          : NULL;
+	char *sql =
+	        inner && keys
+	                ? arena_printf(
+	                          a,
+	                          "SELECT %s, count(DISTINCT b) FROM (%s) s GROUP BY %s ORDER BY %s LIMIT $%d::integer",
+	                          keys, inner, keys, keys, 8 + op->tag_n)
+	                : NULL;
 	char *limit = arena_printf(a, "%d", limit_n);
 	if (sql == NULL || limit == NULL || query_params(a, op, params, &lo, &hi) != 0)
 		return fail_nomem(err);
@@ -1837,12 +1860,13 @@ static int query_read_group_by(struct arena *a, const Monitoring__V1__QueryMetri
 		if (is_plain)
 			continue;
 		if (strncmp(key, "tags.", 5) != 0)
-			return mon_error_set(err, MON_EINVAL,
-			                     "%s: unknown key; use metric_name, endpoint, method, status_code or tags.<key>",
-			                     field);
+			return mon_error_set(
+			        err, MON_EINVAL,
+			        "%s: unknown key; use metric_name, endpoint, method, status_code or tags.<key>", field);
 		int rc = check_text(field, key + 5, 1, METRICS_TAG_KEY_MAX, err);
 		if (rc == 0 && strlen(key + 5) > METRICS_TAG_KEY_MAX)
-			rc = mon_error_set(err, MON_EINVAL, "%s: tag keys of at most %d bytes", field, METRICS_TAG_KEY_MAX);
+			rc = mon_error_set(err, MON_EINVAL, "%s: tag keys of at most %d bytes", field,
+			                   METRICS_TAG_KEY_MAX);
 		if (rc != 0)
 			return rc;
 		op->tag_keys[op->tag_n] = key + 5;
@@ -1867,8 +1891,9 @@ static int query_read_cursor(struct arena *a, const char *token, struct query_op
 	    strlen(fields[2]) != 16 || !is_int_text(fields[3], false) || !is_int_text(fields[4], false))
 		return mon_error_set(err, MON_EINVAL, "page_token: malformed");
 	int64_t gran = parse_i64(fields[1]), group = parse_i64(fields[3]), stat = parse_i64(fields[4]);
-	if (gran < MONITORING__V1__GRANULARITY__GRANULARITY_RAW || gran > MONITORING__V1__GRANULARITY__GRANULARITY_ONE_DAY ||
-	    (!op->is_auto && gran != op->gran) || group >= SERIES_MAX || stat > op->stat_n)
+	if (gran < MONITORING__V1__GRANULARITY__GRANULARITY_RAW ||
+	    gran > MONITORING__V1__GRANULARITY__GRANULARITY_ONE_DAY || (!op->is_auto && gran != op->gran) ||
+	    group >= SERIES_MAX || stat > op->stat_n)
 		return mon_error_set(err, MON_EINVAL, "page_token: malformed");
 	op->now_ms = parse_i64(fields[0]);
 	op->gran = (Monitoring__V1__Granularity)gran;
@@ -1913,7 +1938,7 @@ static int query_metrics(struct rpc_ctx *ctx, const Monitoring__V1__QueryMetrics
 		rc = filter_read(c.arena, req->filter, &op.f, &err);
 	if (rc != 0)
 		goto out;
-	op.max_points = req->max_points == 0 ? MAX_POINTS_DEFAULT
+	op.max_points = req->max_points == 0               ? MAX_POINTS_DEFAULT
 	                : req->max_points > MAX_POINTS_CAP ? MAX_POINTS_CAP
 	                                                   : req->max_points;
 	if (op.f.has_raw_only)
@@ -1926,9 +1951,11 @@ static int query_metrics(struct rpc_ctx *ctx, const Monitoring__V1__QueryMetrics
 			op.can_use_rollup = false;
 
 	extra = json_array();
-	json_array_append_new(extra, tr && tr->start_time ? json_pack("[I,i]", (json_int_t)tr->start_time->seconds, (int)tr->start_time->nanos)
+	json_array_append_new(extra, tr && tr->start_time ? json_pack("[I,i]", (json_int_t)tr->start_time->seconds,
+	                                                              (int)tr->start_time->nanos)
 	                                                  : json_string("-"));
-	json_array_append_new(extra, tr && tr->end_time ? json_pack("[I,i]", (json_int_t)tr->end_time->seconds, (int)tr->end_time->nanos)
+	json_array_append_new(extra, tr && tr->end_time ? json_pack("[I,i]", (json_int_t)tr->end_time->seconds,
+	                                                            (int)tr->end_time->nanos)
 	                                                : json_string("-"));
 	for (int s = 0; s < op.stat_n; s++)
 		json_array_append_new(extra, json_integer(op.stats[s]));

@@ -275,6 +275,9 @@ class MetricsQuery(unittest.TestCase):
         self.assertEqual([[p.metric_name, p.endpoint] for p in got], want)
         first = self.call("ListMetricPoints", metrics_pb2.ListMetricPointsRequest(page_size=1))
         self.assertTrue(first.next_page_token)
+        # An empty filter is no filter: the token still fits.
+        self.call("ListMetricPoints", metrics_pb2.ListMetricPointsRequest(
+            page_size=1, page_token=first.next_page_token, filter=G.MetricFilter()))
         self.assert_invalid("ListMetricPoints", metrics_pb2.ListMetricPointsRequest(
             page_token=first.next_page_token, filter=G.MetricFilter(methods=["GET"])), "page_token")
         self.assert_invalid("ListMetricPoints", metrics_pb2.ListMetricPointsRequest(page_token="garbage!"),
