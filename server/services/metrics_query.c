@@ -169,6 +169,12 @@ static bool is_int_text(const char *p, bool is_signed)
 	return true;
 }
 
+/* A clock reading of a page token: milliseconds since the epoch up to 9999-12-31. */
+static bool is_clock_text(const char *p)
+{
+	return is_int_text(p, false) && parse_i64(p) <= SVC_TIMESTAMP_SECONDS_MAX * 1000;
+}
+
 static int token_make(struct arena *a, const char *filters, const char *cursor, char **out, struct mon_error *err)
 {
 	*out = arena_alloc(a, PAGE_TOKEN_MAX);
@@ -699,8 +705,7 @@ static int list_metric_points(struct rpc_ctx *ctx, const Monitoring__V1__ListMet
 		rc = token_read(c.arena, req->page_token, op.filters, &cursor, &err);
 		if (rc != 0)
 			goto out;
-		if (!split_cursor(cursor, fields, 4) || !is_int_text(fields[0], false) ||
-		    !is_int_text(fields[1], true) ||
+		if (!split_cursor(cursor, fields, 4) || !is_clock_text(fields[0]) || !is_int_text(fields[1], true) ||
 		    (op.after_name = b64_decode(c.arena, fields[2], strlen(fields[2]))) == NULL ||
 		    (op.after_endpoint = b64_decode(c.arena, fields[3], strlen(fields[3]))) == NULL) {
 			rc = mon_error_set(&err, MON_EINVAL, "page_token: malformed");
@@ -1088,7 +1093,7 @@ static int list_slowest_endpoints(struct rpc_ctx *ctx, const Monitoring__V1__Lis
 		rc = token_read(c.arena, req->page_token, op.filters, &cursor, &err);
 		if (rc != 0)
 			goto out;
-		if (!split_cursor(cursor, fields, 3) || !is_int_text(fields[0], false) || !is_numeric_text(fields[1]) ||
+		if (!split_cursor(cursor, fields, 3) || !is_clock_text(fields[0]) || !is_numeric_text(fields[1]) ||
 		    (op.after_endpoint = b64_decode(c.arena, fields[2], strlen(fields[2]))) == NULL) {
 			rc = mon_error_set(&err, MON_EINVAL, "page_token: malformed");
 			goto out;
@@ -1887,7 +1892,7 @@ static int query_read_cursor(struct arena *a, const char *token, struct query_op
 	int rc = token_read(a, token, op->filters, &cursor, err);
 	if (rc != 0)
 		return rc;
-	if (!split_cursor(cursor, fields, 5) || !is_int_text(fields[0], false) || !is_int_text(fields[1], false) ||
+	if (!split_cursor(cursor, fields, 5) || !is_clock_text(fields[0]) || !is_int_text(fields[1], false) ||
 	    strlen(fields[2]) != 16 || !is_int_text(fields[3], false) || !is_int_text(fields[4], false))
 		return mon_error_set(err, MON_EINVAL, "page_token: malformed");
 	int64_t gran = parse_i64(fields[1]), group = parse_i64(fields[3]), stat = parse_i64(fields[4]);
