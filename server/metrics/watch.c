@@ -7,19 +7,21 @@
  * order (commit order, see sql/0009_metrics.sql), decodes each payload once,
  * and offers its points to every ready subscriber. It also reads once a
  * second while anyone listens (which catches up after the bus lost its
- * connection), and every 50 ms flushes batches whose max_batch_delay is up,
- * closes downsampling intervals and sends heartbeats. With 64 subscribers or
- * more, a second thread takes half of them.
+ * connection), and every 50 ms while anything is pending flushes batches
+ * whose max_batch_delay is up, closes downsampling intervals and sends
+ * heartbeats (the first one at once: it tells a new stream its cursor).
+ * With 64 subscribers or more, a second thread takes half of them.
  *
- * A subscriber holds the matching points it has not sent yet (or, when
+ * A subscriber keeps the matching points it has not sent yet (or, when
  * downsampling, one aggregate per series and interval) in memory of its
- * own, capped at WATCH_PENDING_BATCHES times max_batch_points points and
- * WATCH_PENDING_BYTES bytes, on top of the stream's bounded queue. When the
- * stream's queue is full (rpc_stream_send says MON_ELIMIT) the points wait
- * there; once the cap is reached, matching points are counted instead of
- * kept: a gap opens, and from then on every matching point goes into it
- * until the pending points and then the MetricGap (FELL_BEHIND, count and
- * time range) have been sent. The stream is never ended for being slow.
+ * own, capped at WATCH_PENDING_BATCHES times max_batch_points points (at
+ * least WATCH_PENDING_MIN) and WATCH_PENDING_BYTES bytes, on top of the
+ * stream's bounded queue. When the stream's queue is full (rpc_stream_send
+ * says MON_ELIMIT) the points wait there; a point that does not fit under
+ * the cap is counted instead of kept: a gap opens, and from then on every
+ * matching raw point goes into it (aggregates already open still take
+ * theirs) until the pending points and then the MetricGap (FELL_BEHIND,
+ * count and time range) have been sent. A slow stream is never ended.
  *
  * Every message carries a resume cursor: the highest sequence such that
  * every matching point of the commits up to it was sent or announced by a
@@ -51,27 +53,28 @@
 #include "util/arena.h"
 #include "util/log.h"
 
-#define WATCH_BATCH_DEFAULT 500       /* max_batch_points when 0 */
-#define WATCH_BATCH_MAX 10000         /* max_batch_points allowed */
-#define WATCH_DELAY_DEFAULT_MS 1000   /* max_batch_delay when absent */
-#define WATCH_DELAY_MAX_MS 60000      /* max_batch_delay allowed */
-#define WATCH_PENDING_BATCHES 10      /* pending points per subscriber: this many batches... */
-#define WATCH_PENDING_MIN 1000        /* ...but at least this many */
+#define WATCH_BATCH_DEFAULT 500        /* max_batch_points when 0 */
+#define WATCH_BATCH_MAX 10000          /* max_batch_points allowed */
+#define WATCH_DELAY_DEFAULT_MS 1000    /* max_batch_delay when absent */
+#define WATCH_DELAY_MAX_MS 60000       /* max_batch_delay allowed */
+#define WATCH_PENDING_BATCHES 10       /* pending points per subscriber: this many batches... */
+#define WATCH_PENDING_MIN 1000         /* ...but at least this many */
 #define WATCH_PENDING_BYTES (8u << 20) /* and at most this much memory */
-#define WATCH_FILTER_MAX 1000         /* entries per filter list */
-#define WATCH_SUBS_MAX 10000          /* subscribers per process */
+#define WATCH_FILTER_MAX 1000          /* entries per filter list */
+#define WATCH_SUBS_MAX 10000           /* subscribers per process */
 #define WATCH_HEARTBEAT_DEFAULT_S 30
 #define WATCH_HEARTBEAT_MIN_S 1
 #define WATCH_DOWNSAMPLE_MIN_MS 1000
 #define WATCH_DOWNSAMPLE_MAX_MS 3600000
-#define WATCH_READ_ROWS "256"          /* log rows per read... */
-#define WATCH_READ_BYTES "8388608"     /* ...and payload bytes (at least one row) */
+#define WATCH_READ_ROWS "256"      /* log rows per read... */
+#define WATCH_READ_BYTES "8388608" /* ...and payload bytes (at least one row) */
 #define WATCH_READ_ARENA_BYTES (256u << 20)
-#define WATCH_POLL_MS 1000             /* catch-up read while anyone listens */
-#define WATCH_TICK_MS 50               /* flush check while anything is pending */
-#define WATCH_ACQUIRE_MS 2000          /* waiting for a pooled connection */
-#define WATCH_REPLAY_STALL_MS 2000     /* a replay waits this long for queue room, then drops */
-#define FAN_SPLIT_MIN 64               /* below this many targets one thread does all */
+#define WATCH_POLL_MS 1000         /* catch-up read while anyone listens */
+#define WATCH_CATCHUP_SLICE_MS 200 /* reading at most this long between ticks */
+#define WATCH_TICK_MS 50           /* flush check while anything is pending */
+#define WATCH_ACQUIRE_MS 2000      /* waiting for a pooled connection */
+#define WATCH_REPLAY_STALL_MS 2000 /* a replay waits this long for queue room, then drops */
+#define FAN_SPLIT_MIN 64           /* below this many targets one thread does all */
 
 typedef Monitoring__V1__WatchMetricsResponse watch_msg;
 typedef Monitoring__V1__MetricPoint metric_point;
@@ -90,8 +93,8 @@ struct stat_acc {
 struct agg {
 	struct agg *next; /* hash chain */
 	uint64_t hash;
-	int64_t bucket_us;   /* interval start */
-	int64_t first_seq;   /* lowest commit that contributed */
+	int64_t bucket_us;    /* interval start */
+	int64_t first_seq;    /* lowest commit that contributed */
 	int64_t emit_wall_ms; /* sent once the wall clock passes this */
 	int64_t points_n;
 	int64_t min_us, max_us;
@@ -138,19 +141,19 @@ struct watch_sub {
 	int64_t processed_seq; /* last commit offered */
 	int64_t sent_cursor;   /* sequence of the last message sent */
 	int64_t last_send_ms;
-	bool is_blocked;       /* the last send found the queue full */
+	bool is_blocked; /* the last send found the queue full */
 	struct arena *pend_arena;
-	metric_point **pend;   /* points to send, [pend_head, pend_n) */
-	int64_t *pend_seq;     /* the lowest commit behind each */
+	metric_point **pend; /* points to send, [pend_head, pend_n) */
+	int64_t *pend_seq;   /* the lowest commit behind each */
 	size_t pend_head, pend_n, pend_alloc;
 	int64_t pend_since_ms; /* when the oldest pending point arrived */
 	bool has_gap;          /* points are being skipped; the gap is not sent yet */
 	int64_t gap_count;     /* -1: unknown */
 	int64_t gap_first_seq;
 	int64_t gap_min_us, gap_max_us;
-	struct agg **aggs;     /* hash table of open aggregates */
+	struct agg **aggs; /* hash table of open aggregates */
 	size_t aggs_size, aggs_n, aggs_bytes;
-	int64_t aggs_min_seq;  /* lowest first_seq among them */
+	int64_t aggs_min_seq; /* lowest first_seq among them */
 	int64_t next_emit_wall_ms;
 };
 
@@ -198,9 +201,9 @@ static const struct db_stmt rows_stmt = {
         .name = "metrics_watch_rows",
         .sql = "SELECT seq, (extract(epoch FROM min_time) * 1000000)::bigint,"
                " (extract(epoch FROM max_time) * 1000000)::bigint, encode(payload, 'hex')"
-               " FROM (SELECT seq, min_time, max_time, payload,"
-               " sum(octet_length(payload)) OVER (ORDER BY seq) - octet_length(payload) AS before"
-               " FROM tb_metric_ingest_log WHERE seq > $1::bigint ORDER BY seq LIMIT " WATCH_READ_ROWS ") r"
+               " FROM (SELECT l.*, sum(octet_length(payload)) OVER (ORDER BY seq) - octet_length(payload) AS before"
+               " FROM (SELECT seq, min_time, max_time, payload FROM tb_metric_ingest_log WHERE seq > $1::bigint"
+               " ORDER BY seq LIMIT " WATCH_READ_ROWS ") l) r"
                " WHERE before < " WATCH_READ_BYTES " ORDER BY seq",
         .param_count = 1,
 };
@@ -602,8 +605,8 @@ static struct agg *agg_new(const metric_point *p)
 	size_t n_m = strlen(p->method ? p->method : "") + 1;
 	size_t bytes = sizeof(struct agg) + 2 * p->n_tags * sizeof(char *) + n_name + n_ep + n_m;
 	for (size_t i = 0; i < p->n_tags; i++)
-		bytes += strlen(p->tags[i]->key ? p->tags[i]->key : "") + strlen(p->tags[i]->value ? p->tags[i]->value : "") +
-		         2;
+		bytes += strlen(p->tags[i]->key ? p->tags[i]->key : "") +
+		         strlen(p->tags[i]->value ? p->tags[i]->value : "") + 2;
 	struct agg *g = calloc(1, bytes);
 	if (g == NULL)
 		return NULL;
@@ -613,13 +616,13 @@ static struct agg *agg_new(const metric_point *p)
 	at += p->n_tags * sizeof(char *);
 	g->tag_values = (const char **)(void *)at;
 	at += p->n_tags * sizeof(char *);
-#define AGG_COPY(dst, src)                                                                                       \
-	do {                                                                                                     \
-		const char *s_ = (src) ? (src) : "";                                                            \
-		size_t n_ = strlen(s_) + 1;                                                                      \
-		memcpy(at, s_, n_);                                                                              \
-		(dst) = at;                                                                                      \
-		at += n_;                                                                                        \
+#define AGG_COPY(dst, src)                                                                                             \
+	do {                                                                                                           \
+		const char *s_ = (src) ? (src) : "";                                                                   \
+		size_t n_ = strlen(s_) + 1;                                                                            \
+		memcpy(at, s_, n_);                                                                                    \
+		(dst) = at;                                                                                            \
+		at += n_;                                                                                              \
 	} while (0)
 	AGG_COPY(g->metric_name, p->metric_name);
 	AGG_COPY(g->endpoint, p->endpoint);
@@ -789,7 +792,7 @@ static metric_point *agg_point(struct arena *a, const struct agg *g, int aggrega
 		google__protobuf__int32_value__init(d->status_code);
 		d->status_code->value = g->status_code;
 	}
-	Google__Protobuf__DoubleValue **fields[ST_DOUBLES] = {&d->p50, &d->p95, &d->p99, &d->mean,
+	Google__Protobuf__DoubleValue **fields[ST_DOUBLES] = {&d->p50, &d->p95, &d->p99,        &d->mean,
 	                                                      &d->min, &d->max, &d->error_rate, &d->throughput};
 	for (int i = 0; i < ST_DOUBLES; i++) {
 		if (g->st[i].n == 0)
@@ -991,9 +994,8 @@ static void sub_flush(struct watch_sub *sub, int64_t now, enum flush_mode mode)
 	sub->is_blocked = false;
 	while (pend_live(sub) > 0) {
 		size_t live = pend_live(sub);
-		bool is_due = mode == FLUSH_ALL ||
-		              (mode == FLUSH_DUE && (sub->has_gap || sub->delay_ms == 0 ||
-		                                     now - sub->pend_since_ms >= sub->delay_ms));
+		bool is_due = mode == FLUSH_ALL || (mode == FLUSH_DUE && (sub->has_gap || sub->delay_ms == 0 ||
+		                                                          now - sub->pend_since_ms >= sub->delay_ms));
 		if (live < sub->max_points && !is_due)
 			break;
 		size_t k = live < sub->max_points ? live : sub->max_points;
@@ -1047,13 +1049,15 @@ static void sub_offer(struct watch_sub *sub, const struct log_row *row, int64_t 
 			int64_t t_us = point_us(p);
 			bool is_kept = false;
 			if (sub->downsample_ms > 0)
-				is_kept = agg_add(sub, p, row->seq, wall_ms); /* aggregates stay in order behind a gap */
+				is_kept =
+				        agg_add(sub, p, row->seq, wall_ms); /* aggregates stay in order behind a gap */
 			else if (!sub->has_gap)
 				is_kept = pend_add(sub, p, row->seq, now);
 			if (!is_kept)
 				gap_add(sub, 1, row->seq, t_us, t_us);
 			else if (pend_live(sub) > sub->max_points && !sub->is_blocked)
-				sub_flush(sub, now, FLUSH_FULL); /* the commit's last batch waits for its end, to cover it */
+				sub_flush(sub, now,
+				          FLUSH_FULL); /* the commit's last batch waits for its end, to cover it */
 		}
 	}
 	sub->processed_seq = row->seq;
@@ -1066,8 +1070,8 @@ static void sub_tick(struct watch_sub *sub, int64_t now, int64_t wall_ms)
 	sub_flush(sub, now, FLUSH_DUE);
 	if (pend_live(sub) == 0 && !sub->has_gap && now - sub->last_send_ms >= sub->heartbeat_ms) {
 		int64_t cursor = sub_cursor(sub, sub->pend_n, false);
-		if (send_control(sub->stream, MONITORING__V1__STREAM_CONTROL_KIND__STREAM_CONTROL_KIND_HEARTBEAT, cursor,
-		                 0, NULL) == 0) {
+		if (send_control(sub->stream, MONITORING__V1__STREAM_CONTROL_KIND__STREAM_CONTROL_KIND_HEARTBEAT,
+		                 cursor, 0, NULL) == 0) {
 			sub->sent_cursor = cursor;
 			sub->last_send_ms = now;
 		}
@@ -1279,7 +1283,15 @@ static void hub_catch_up(struct metrics_watch_hub *hub)
 {
 	struct db_conn *conn = NULL;
 	struct mon_error err = {0};
+	int64_t start = now_ms();
 	for (;;) {
+		if (now_ms() - start >= WATCH_CATCHUP_SLICE_MS) {
+			/* A steady stream of commits must not hold off the timers: tick, then come back. */
+			pthread_mutex_lock(&hub->mu);
+			hub->is_woken = true;
+			pthread_mutex_unlock(&hub->mu);
+			break;
+		}
 		pthread_mutex_lock(&hub->mu);
 		int64_t after = hub->ready_n > 0 ? hub->last_seen : -1;
 		pthread_mutex_unlock(&hub->mu);
@@ -1484,10 +1496,10 @@ static int sub_configure(struct rpc_ctx *ctx, struct watch_sub *sub, const Monit
 	if (sub->cap_points < WATCH_PENDING_MIN)
 		sub->cap_points = WATCH_PENDING_MIN;
 	sub->delay_ms = WATCH_DELAY_DEFAULT_MS;
-	if (req->max_batch_delay != NULL &&
-	    (!duration_ms(req->max_batch_delay, &sub->delay_ms) || sub->delay_ms < 0 ||
-	     sub->delay_ms > WATCH_DELAY_MAX_MS))
-		return rpc_fail(ctx, MON_EINVAL, "max_batch_delay: must be between 0s and %ds", WATCH_DELAY_MAX_MS / 1000);
+	if (req->max_batch_delay != NULL && (!duration_ms(req->max_batch_delay, &sub->delay_ms) || sub->delay_ms < 0 ||
+	                                     sub->delay_ms > WATCH_DELAY_MAX_MS))
+		return rpc_fail(ctx, MON_EINVAL, "max_batch_delay: must be between 0s and %ds",
+		                WATCH_DELAY_MAX_MS / 1000);
 	if (req->heartbeat_interval < 0)
 		return rpc_fail(ctx, MON_EINVAL, "heartbeat_interval: must not be negative");
 	int64_t hb = req->heartbeat_interval == 0 ? WATCH_HEARTBEAT_DEFAULT_S : req->heartbeat_interval;
@@ -1528,7 +1540,8 @@ static int sub_configure(struct rpc_ctx *ctx, struct watch_sub *sub, const Monit
 			return rpc_fail(ctx, MON_ENOMEM, "filter: too large");
 		for (size_t i = 0; i < f->n_status_codes; i++) {
 			if (f->status_codes[i] < 100 || f->status_codes[i] > 599)
-				return rpc_fail(ctx, MON_EINVAL, "filter.status_codes[%zu]: must be between 100 and 599", i);
+				return rpc_fail(ctx, MON_EINVAL,
+				                "filter.status_codes[%zu]: must be between 100 and 599", i);
 			sub->statuses[i] = f->status_codes[i];
 		}
 		sub->statuses_n = f->n_status_codes;
@@ -1545,7 +1558,8 @@ static int sub_configure(struct rpc_ctx *ctx, struct watch_sub *sub, const Monit
 			if (k[0] == '\0')
 				return rpc_fail(ctx, MON_EINVAL, "filter.tags: a key must not be empty");
 			sub->tag_keys[i] = arena_strdup(sub->filter_arena, k);
-			sub->tag_values[i] = arena_strdup(sub->filter_arena, f->tags[i]->value ? f->tags[i]->value : "");
+			sub->tag_values[i] =
+			        arena_strdup(sub->filter_arena, f->tags[i]->value ? f->tags[i]->value : "");
 			if (sub->tag_keys[i] == NULL || sub->tag_values[i] == NULL)
 				return rpc_fail(ctx, MON_ENOMEM, "filter: too large");
 		}
@@ -1590,16 +1604,21 @@ static void replay_wait(struct watch_sub *sub)
 	}
 }
 
-/* Offers the log rows after sub->processed_seq to sub, on the handler's thread. */
-static int replay(struct rpc_ctx *ctx, struct db_conn *conn, struct watch_sub *sub)
+/* Offers the log rows after sub->processed_seq to sub, on the handler's thread; *conn is taken when NULL. */
+static int replay(struct rpc_ctx *ctx, struct db_conn **conn, struct watch_sub *sub)
 {
+	if (*conn == NULL) {
+		int rc = db_pool_acquire(sub->hub->pool, WATCH_ACQUIRE_MS, conn, rpc_ctx_error(ctx));
+		if (rc != 0)
+			return rc;
+	}
 	for (;;) {
 		struct arena *a = arena_create(WATCH_READ_ARENA_BYTES);
 		if (a == NULL)
 			return rpc_fail(ctx, MON_ENOMEM, "out of memory");
 		struct log_row *rows = NULL;
 		int n = 0;
-		int rc = rows_read(conn, sub->processed_seq, a, &rows, &n, rpc_ctx_error(ctx));
+		int rc = rows_read(*conn, sub->processed_seq, a, &rows, &n, rpc_ctx_error(ctx));
 		for (int i = 0; rc == 0 && i < n && !rpc_stream_is_closed(sub->stream); i++) {
 			replay_wait(sub);
 			sub_offer(sub, &rows[i], now_ms(), wall_us() / 1000);
@@ -1665,16 +1684,16 @@ int metrics_watch(struct rpc_ctx *ctx, const Monitoring__V1__WatchMetricsRequest
 		/* Older than the log (or unknown): what was lost cannot be counted. */
 		int64_t restart = b.lo > 0 ? b.lo - 1 : b.current;
 		int64_t end_us = b.lo > 0 ? b.oldest_us : wall_us();
-		rc = send_gap(stream, restart, -1, end_us, end_us, MONITORING__V1__STREAM_END_REASON__STREAM_END_REASON_UNSPECIFIED);
+		rc = send_gap(stream, restart, -1, end_us, end_us,
+		              MONITORING__V1__STREAM_END_REASON__STREAM_END_REASON_UNSPECIFIED);
 		if (rc != 0)
 			goto out;
 		cursor = restart;
 	}
 	sub->processed_seq = sub->sent_cursor = cursor;
 	sub->last_send_ms = INT64_MIN / 2; /* never: the hub's first tick sends a heartbeat with the cursor */
-	rc = db_pool_acquire(hub->pool, WATCH_ACQUIRE_MS, &conn, rpc_ctx_error(ctx));
-	if (rc == 0 && cursor < b.current)
-		rc = replay(ctx, conn, sub);
+	if (cursor < b.current)
+		rc = replay(ctx, &conn, sub);
 	/* Hand over to the hub once it has not dispatched past our cursor; else replay the difference. */
 	while (rc == 0) {
 		pthread_mutex_lock(&hub->mu);
@@ -1690,7 +1709,7 @@ int metrics_watch(struct rpc_ctx *ctx, const Monitoring__V1__WatchMetricsRequest
 		pthread_mutex_unlock(&hub->mu);
 		if (is_handed)
 			break;
-		rc = replay(ctx, conn, sub);
+		rc = replay(ctx, &conn, sub);
 	}
 out:
 	if (conn != NULL)
