@@ -10,7 +10,8 @@ memory stays bounded; a resumed stream replays exactly the commits after its
 cursor; a cursor older than the log gets a gap of -1 and then what the log
 holds; points recorded on one replica reach a subscriber of another, whose
 stream ends with UNAVAILABLE when it shuts down; invalid requests name the
-field; heartbeats carry the cursor when nothing matches.
+field; heartbeats carry the cursor when nothing matches; seventy
+subscribers (the hub's two-thread fan-out) each get every point.
 
 Bulk commits for the slow subscriber are made with mon_metrics_commit in
 SQL, with payloads packed here, as RecordMetrics would log them. Waits are
@@ -290,6 +291,23 @@ class MetricsWatchTest(unittest.TestCase):
         finally:
             w.close()
             wmax.close()
+
+    def test_many_subscribers_each_get_every_point(self):
+        # Enough subscribers for the hub to split its work between two threads.
+        m = self.name()
+        t = now_us() - 300 * 1000000
+        watches = [self.env.watch(filter=common_pb2.MetricFilter(metric_names=[m]), max_batch_delay=dur(0))
+                   for _ in range(70)]
+        try:
+            for w in watches:
+                w.live()
+            seqs = [self.env.record([point(m, t + 10 * i + j) for j in range(10)]) for i in range(3)]
+            for w in watches:
+                pts = batch_points(w.until_sequence(seqs[-1]))
+                self.assertEqual([ts_us(p.time) - t for p in pts], list(range(30)))
+        finally:
+            for w in watches:
+                w.close()
 
     def test_resume_replays_missed_commits(self):
         m = self.name()
