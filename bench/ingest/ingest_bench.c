@@ -487,7 +487,16 @@ static int watch_round(struct bench *b, int n, int round)
 			}
 		}
 		subs[i].b = b;
-		if (mon_metrics_service_watch_metrics_open(clients[c], &req, NULL, &subs[i].stream, &st) != 0) {
+		/* A server still busy with the previous round may be slow to accept: retry for 30 s. */
+		int orc = -1;
+		for (int attempt = 0; attempt < 30 && orc != 0; attempt++) {
+			orc = mon_metrics_service_watch_metrics_open(clients[c], &req, NULL, &subs[i].stream, &st);
+			if (orc != 0 && st.code == 14 /* UNAVAILABLE */)
+				sleep(1);
+			else
+				break;
+		}
+		if (orc != 0) {
 			printf("WatchMetrics with %d subscribers: not measured: %s: %s\n", n,
 			       mon_status_code_name(st.code), st.message);
 			rc = -1;
@@ -502,20 +511,23 @@ static int watch_round(struct bench *b, int n, int round)
 	int64_t t0 = now_ns();
 	double rate = round_run(b, MODE_RPC);
 	int64_t ingest_ns = now_ns() - t0;
-	/* Let the last batches arrive: until all did, or nothing came for 1 s (at most 30 s). */
+	/* Let the last batches arrive: until all did, or nothing came for 5 s (at most 120 s). */
+	long long want = (long long)n * b->clients_n * b->batches_n * b->batch_points;
 	long long last = -1;
-	for (int waited = 0; waited < 300; waited++) {
+	int64_t quiet_since = now_ns();
+	for (int64_t until = now_ns() + 120 * 1000000000LL; now_ns() < until;) {
 		long long sum = 0;
 		for (int i = 0; i < n; i++)
 			sum += atomic_load(&subs[i].points_n) + atomic_load(&subs[i].gap_points_n);
-		long long want = (long long)n * b->clients_n * b->batches_n * b->batch_points;
 		if (sum >= want)
 			break;
-		if (sum == last && waited >= 10)
-			break;
-		if (waited % 10 == 0)
+		if (sum != last) {
 			last = sum;
-		usleep(100000);
+			quiet_since = now_ns();
+		} else if (now_ns() - quiet_since > 5 * 1000000000LL) {
+			break;
+		}
+		usleep(50000);
 	}
 	int64_t last_ns = t0;
 	for (int i = 0; i < n; i++) {
@@ -614,7 +626,7 @@ int main(int argc, char **argv)
 		else if (strcmp(a, "--insert-rows") == 0)
 			b.insert_rows = int_arg(a, v, 1, 10000000);
 		else if (strcmp(a, "--rounds") == 0)
-			b.rounds_n = int_arg(a, v, 1, MAX_ROUNDS);
+			b.rounds_n = int_arg(a, v, 0, MAX_ROUNDS);
 		else if (strcmp(a, "--watch") == 0 && watch_count_n < 8)
 			watch_counts[watch_count_n++] = int_arg(a, v, 1, MAX_SUBSCRIBERS);
 		else if (strcmp(a, "--watch-rounds") == 0)
@@ -664,6 +676,8 @@ int main(int argc, char **argv)
 			fflush(stdout);
 		}
 	}
+	if (b.rounds_n == 0)
+		goto watch;
 	printf("\n| mode | points/s (median) | per round |\n|---|---:|---|\n");
 	for (int m = 0; m < MODE_N; m++) {
 		printf("| %s | %.0f |", MODE_NAME[m], median(b.rate[m], b.rounds_n));
@@ -680,6 +694,7 @@ int main(int argc, char **argv)
 	printf("ratio RecordMetrics/INSERT: %.1f\n\n",
 	       median(b.rate[MODE_RPC], b.rounds_n) / median(b.rate[MODE_INSERT], b.rounds_n));
 	fflush(stdout);
+watch:
 	for (int i = 0; i < watch_count_n; i++)
 		for (int r = 0; r < b.watch_rounds_n; r++)
 			if (watch_round(&b, watch_counts[i], r + 1) != 0)

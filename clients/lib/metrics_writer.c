@@ -300,8 +300,13 @@ static void report_failure(mon_metrics_writer *w, struct batch *b, int code, con
 			for (size_t i = 0; i < n; i++)
 				points[i] = b->req->points[idx != NULL ? idx[i] : i];
 		}
+		/*
+		 * Point the errors at the listed points (idx is sorted); errors
+		 * naming a point not listed are moved past errors_n, so that the
+		 * reply still frees them.
+		 */
+		size_t kept = 0;
 		for (size_t e = 0; e < errors_n && idx != NULL; e++) {
-			/* idx is sorted: find the error's point in it. */
 			size_t lo = 0, hi = idx_n;
 			while (lo < hi) {
 				size_t mid = (lo + hi) / 2;
@@ -310,8 +315,14 @@ static void report_failure(mon_metrics_writer *w, struct batch *b, int code, con
 				else
 					hi = mid;
 			}
+			if (errors[e]->index < 0 || lo >= idx_n || idx[lo] != (size_t)errors[e]->index)
+				continue;
 			errors[e]->index = (int32_t)lo;
+			Monitoring__V1__PointError *t = errors[kept];
+			errors[kept++] = errors[e];
+			errors[e] = t;
 		}
+		errors_n = idx != NULL && points != NULL && b->req != NULL ? kept : 0;
 		mon_metrics_writer_failure f = {
 		        .code = code,
 		        .message = message,

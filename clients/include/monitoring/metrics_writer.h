@@ -159,7 +159,8 @@ MON_API void mon_metrics_writer_stats_get(mon_metrics_writer *writer, mon_metric
  * not recorded when time runs out are abandoned (the attempt in flight
  * ends within call_timeout_ms) and reported to the callback with
  * CANCELLED. Returns 0 when every point added was recorded, else a negative
- * code with status saying how many were not. Accepts NULL (returns 0).
+ * code with status saying how many were not. Accepts NULL (returns 0). No
+ * other call on the writer may be running or made once close has begun.
  */
 MON_API int mon_metrics_writer_close(mon_metrics_writer *writer, int64_t timeout_ms, mon_status *status);
 
