@@ -721,5 +721,77 @@ class MetricsQuery(unittest.TestCase):
         self.assertEqual([opt(p, "value") for p in q.series[0].points], [10.0, 10.0, 10.0])
 
 
+class RollupsOfTheJob(unittest.TestCase):
+    """The rollups as the maintenance job makes them from recorded points answer
+    QueryMetrics and GetPerformanceTrend exactly as the raw points do."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.db = harness.fresh_database("itest_metrics_rollup_query")
+        cls.srv = harness.Monitord(cls.db, extra_args=["--metrics-rollup-interval-ms", "1000"])
+        cls.srv.wait_serving()
+        cls.stub = metrics_pb2_grpc.MetricsServiceStub(cls.srv.channel)
+        cls.md = cls.srv.auth()
+
+    @classmethod
+    def tearDownClass(cls):
+        MetricsQuery.tearDownClass.__func__(cls)
+
+    def call(self, method, request):
+        return getattr(self.stub, method)(request, metadata=self.md, timeout=30)
+
+    def test_job_rollups_answer_exactly(self):
+        rnd = random.Random(11)
+        end = int(time.time()) - 60
+        start = end - 5 * HOUR
+        points = []
+        for i, t in enumerate(range(start, end, 37)):
+            for e in ("/api/a", "/api/b"):
+                p50 = round(rnd.uniform(1, 100), 2)
+                req = rnd.randint(0, 500)
+                points.append(metrics_pb2.MetricPoint(
+                    time=ts(t + rnd.random()), metric_name="job.latency", endpoint=e,
+                    p50=wrappers_pb2.DoubleValue(value=p50), p95=wrappers_pb2.DoubleValue(value=round(p50 * 3, 2)),
+                    request_count=req, error_count=rnd.randint(0, req // 5) if req else 0))
+        seq = 0
+        for chunk in range(0, len(points), 400):
+            seq = max(seq, self.call("RecordMetrics", metrics_pb2.RecordMetricsRequest(
+                points=points[chunk:chunk + 400])).sequence)
+        deadline = time.time() + 60
+        while int(psql(self.db, "SELECT watermark_seq FROM tb_metric_rollup_state")[0][0]) < seq:
+            self.assertLess(time.time(), deadline, "the rollup job did not catch up")
+            time.sleep(0.2)
+        stats = [G.METRIC_STATISTIC_P50, G.METRIC_STATISTIC_P95, G.METRIC_STATISTIC_REQUEST_COUNT,
+                 G.METRIC_STATISTIC_ERROR_COUNT, G.METRIC_STATISTIC_ERROR_RATE]
+        for gran, width in ((G.GRANULARITY_FIVE_MINUTES, 300), (G.GRANULARITY_ONE_HOUR, HOUR)):
+            r = self.call("QueryMetrics", metrics_pb2.QueryMetricsRequest(
+                time_range=time_range(start, end), statistics=stats, granularity=gran, group_by=["endpoint"]))
+            lo, hi = (start // width) * width, ((end + width - 1) // width) * width
+            rows = psql(self.db, "SELECT endpoint, (extract(epoch FROM date_bin('%d seconds', time, %s)) * 1000000)"
+                        "::bigint, count(*), avg(p50)::float8, avg(p95)::float8, sum(request_count)::float8,"
+                        " sum(error_count)::float8, (sum(error_count)::numeric / nullif(sum(request_count), 0)"
+                        " * 100)::float8 FROM tb_performance_metric WHERE time >= %s AND time < %s"
+                        " GROUP BY 1, 2 ORDER BY 1, 2" % (width, EPOCH, at(lo), at(hi)))
+            want = {}
+            for row in rows:
+                for si, st in enumerate(stats):
+                    want.setdefault((row[0], st), {})[int(row[1])] = (num(row[3 + si]), int(row[2]))
+            got = {(s.labels["endpoint"], s.statistic): {p.time.ToMicroseconds(): (opt(p, "value"), p.sample_count)
+                                                         for p in s.points if p.sample_count}
+                   for s in r.series}
+            self.assertEqual(got, want, gran)
+        # The seed's trend query on the job's hourly rollup.
+        seed = psql(self.db, "SELECT (extract(epoch FROM bucket) * 1000000)::bigint, endpoint, avg_p50, avg_p95,"
+                    " total_requests, total_errors, ROUND((total_errors::numeric / NULLIF(total_requests, 0) * 100),"
+                    " 2) FROM tb_performance_metric_hourly WHERE bucket >= %s AND bucket < %s"
+                    " AND endpoint = '/api/a' ORDER BY bucket DESC" % (at(start), at(end)))
+        r = self.call("GetPerformanceTrend", metrics_pb2.GetPerformanceTrendRequest(
+            time_range=time_range(start, end), endpoint="/api/a"))
+        self.assertEqual([[b.bucket.ToMicroseconds(), b.endpoint, opt(b, "avg_p50"), opt(b, "avg_p95"),
+                           b.total_requests, b.total_errors, opt(b, "error_rate_percent")] for b in r.buckets],
+                         [[int(w[0]), w[1], num(w[2]), num(w[3]), int(w[4]), int(w[5]), num(w[6])] for w in seed])
+        self.assertGreaterEqual(len(seed), 4)
+
+
 if __name__ == "__main__":
     harness.main()
