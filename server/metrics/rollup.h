@@ -24,11 +24,11 @@
 
 struct metrics_maintenance_config {
 	struct db_pool *pool;
-	int64_t interval_ms;      /* between runs; 0: 10000 */
-	int raw_retention_days;   /* default 7 */
-	int rollup_5min_days;     /* default 90 */
-	int rollup_hourly_days;   /* default 365 */
-	int replay_window_s;      /* ingest log kept for WatchMetrics resumes; default 600 */
+	int64_t interval_ms;    /* between runs; 0: 10000 */
+	int raw_retention_days; /* 0: 7 */
+	int rollup_5min_days;   /* 0: 90; at least raw_retention_days */
+	int rollup_hourly_days; /* 0: 365; at least rollup_5min_days */
+	int replay_window_s;    /* ingest log kept for WatchMetrics resumes; 0: 600 */
 };
 
 struct metrics_maintenance_stats {
@@ -41,7 +41,12 @@ struct metrics_maintenance_stats {
 	bool is_skipped;      /* another replica held the lock */
 };
 
-/* One run now (also for tests). stats may be NULL. */
+/*
+ * One run now (also for tests). stats may be NULL. Returns 0 (with
+ * stats->is_skipped when another replica holds the lock), MON_EINVAL for
+ * bad settings, or the database's code; a run that fails part way is
+ * safe to repeat.
+ */
 int metrics_maintenance_run(const struct metrics_maintenance_config *cfg, struct metrics_maintenance_stats *stats,
                             struct mon_error *err) MON_MUST_CHECK;
 
