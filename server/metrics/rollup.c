@@ -15,6 +15,9 @@
  *   4. applies retention: drops whole partitions past each table's age,
  *      deletes old rows parked in DEFAULT partitions and ingest log rows
  *      that are aggregated and older than the replay window, in batches.
+ * The thread does steps 1 and 4's partition work at most once a minute
+ * (HOUSEKEEPING_INTERVAL_MS), not every run: they are needed daily at
+ * most, and cost more than an idle rollup pass (pg_partman's maintenance).
  * Buckets older than raw retention are never re-aggregated: their points
  * may be gone already, and their rollups are then the only record. The
  * session runs with lock_timeout 1s, so a partition to make or drop never
@@ -46,6 +49,7 @@
 #define CHUNK_BUCKETS_MAX (CHUNK_BUCKETS + HOUR_S / BUCKET_S) /* a chunk ends with a whole hour */
 #define DELETE_BATCH 5000                                     /* rows per retention DELETE */
 #define FIRST_RUN_DELAY_MS 1000
+#define HOUSEKEEPING_INTERVAL_MS 60000 /* the thread makes and drops partitions at most this often */
 
 /* The effective settings of a run. */
 struct run_settings {
@@ -359,9 +363,13 @@ static int delete_batches(struct db_conn *conn, const char *sql, int param_count
 	}
 }
 
-/* Step 4 of the file comment. raw_cutoff is the first bucket within raw retention (epoch s). */
-static int apply_retention(struct db_conn *conn, const struct run_settings *rs, int64_t raw_cutoff,
-                           struct metrics_maintenance_stats *stats, int64_t *default_rows, struct mon_error *err)
+/*
+ * Retention of the three tables (step 4 of the file comment): whole
+ * partitions, then old DEFAULT rows. raw_cutoff is the first bucket within
+ * raw retention (epoch s).
+ */
+static int drop_old_partitions(struct db_conn *conn, const struct run_settings *rs, int64_t raw_cutoff,
+                               struct metrics_maintenance_stats *stats, int64_t *default_rows, struct mon_error *err)
 {
 	_Static_assert(DELETE_BATCH == 5000, "the SQL below names DELETE_BATCH");
 	static const char cutoffs_sql[] = "SELECT extract(epoch FROM now() - $1::integer * interval '1 day')::bigint,"
@@ -369,10 +377,8 @@ static int apply_retention(struct db_conn *conn, const struct run_settings *rs, 
 	static const char drop_sql[] = "SELECT mon_retention_drop_before($1::regclass, to_timestamp($2::bigint))";
 	static const char default_sql[] =
 	        "SELECT mon_delete_default_before($1::regclass, to_timestamp($2::bigint), 5000)";
-	static const char log_sql[] =
-	        "WITH gone AS (DELETE FROM tb_metric_ingest_log WHERE seq = ANY (ARRAY(SELECT seq"
-	        " FROM tb_metric_ingest_log WHERE seq <= $1::bigint AND committed_at < now() - $2::integer *"
-	        " interval '1 second' ORDER BY seq LIMIT 5000)) RETURNING 1) SELECT count(*) FROM gone";
+	static const char *const tables[] = {"tb_performance_metric", "tb_performance_metric_5min",
+	                                     "tb_performance_metric_hourly"};
 	struct db_result *res = NULL;
 	char days_5min[16];
 	char days_hourly[16];
@@ -388,8 +394,6 @@ static int apply_retention(struct db_conn *conn, const struct run_settings *rs, 
 	snprintf(cut[2], sizeof(cut[2]), "%s", db_result_value(res, 0, 1));
 	db_result_free(res);
 
-	static const char *const tables[] = {"tb_performance_metric", "tb_performance_metric_5min",
-	                                     "tb_performance_metric_hourly"};
 	for (size_t t = 0; t < 3; t++) {
 		const char *params[] = {tables[t], cut[t]};
 		int64_t dropped = 0;
@@ -400,7 +404,18 @@ static int apply_retention(struct db_conn *conn, const struct run_settings *rs, 
 			return rc;
 		stats->partitions_dropped += (int)dropped;
 	}
+	return 0;
+}
 
+/* Deletes the ingest log rows at or below the watermark and older than the replay window. */
+static int prune_log(struct db_conn *conn, const struct run_settings *rs, struct metrics_maintenance_stats *stats,
+                     struct mon_error *err)
+{
+	_Static_assert(DELETE_BATCH == 5000, "the SQL below names DELETE_BATCH");
+	static const char log_sql[] =
+	        "WITH gone AS (DELETE FROM tb_metric_ingest_log WHERE seq = ANY (ARRAY(SELECT seq"
+	        " FROM tb_metric_ingest_log WHERE seq <= $1::bigint AND committed_at < now() - $2::integer *"
+	        " interval '1 second' ORDER BY seq LIMIT 5000)) RETURNING 1) SELECT count(*) FROM gone";
 	char wm[24];
 	char window[16];
 	snprintf(wm, sizeof(wm), "%" PRId64, stats->watermark_seq);
@@ -416,8 +431,12 @@ static int64_t now_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-int metrics_maintenance_run(const struct metrics_maintenance_config *cfg, struct metrics_maintenance_stats *stats,
-                            struct mon_error *err)
+/*
+ * One run; with is_housekeeping it also makes partitions ahead and drops
+ * old ones (the thread does that once a minute, not every run).
+ */
+static int run_once(const struct metrics_maintenance_config *cfg, bool is_housekeeping,
+                    struct metrics_maintenance_stats *stats, struct mon_error *err)
 {
 	_Static_assert(METRICS_ROLLUP_LOCK == 7206011, "the SQL below names METRICS_ROLLUP_LOCK");
 	struct metrics_maintenance_stats local = {0};
@@ -459,7 +478,8 @@ int metrics_maintenance_run(const struct metrics_maintenance_config *cfg, struct
 	if (rc != 0)
 		goto out;
 	is_lock_timeout_set = true;
-	rc = query_int(conn, "SELECT mon_maintain_partitions()", 0, NULL, &created, err);
+	if (is_housekeeping)
+		rc = query_int(conn, "SELECT mon_maintain_partitions()", 0, NULL, &created, err);
 	if (rc == MON_EUNAVAIL)
 		goto out;
 	if (rc != 0) {
@@ -477,7 +497,9 @@ int metrics_maintenance_run(const struct metrics_maintenance_config *cfg, struct
 	if (rc == 0)
 		rc = refresh_rollups(conn, &rs, cutoff, stats, err);
 	if (rc == 0)
-		rc = apply_retention(conn, &rs, cutoff, stats, &default_rows, err);
+		rc = prune_log(conn, &rs, stats, err);
+	if (rc == 0 && is_housekeeping)
+		rc = drop_old_partitions(conn, &rs, cutoff, stats, &default_rows, err);
 	if (rc != 0)
 		goto out;
 	if (stats->buckets_5min > 0 || stats->is_full_refresh || stats->partitions_dropped > 0 ||
@@ -504,6 +526,12 @@ out:
 	return rc;
 }
 
+int metrics_maintenance_run(const struct metrics_maintenance_config *cfg, struct metrics_maintenance_stats *stats,
+                            struct mon_error *err)
+{
+	return run_once(cfg, true, stats, err);
+}
+
 struct metrics_maintenance {
 	struct metrics_maintenance_config cfg;
 	pthread_t thread;
@@ -516,6 +544,8 @@ static void *maintenance_main(void *arg)
 {
 	struct metrics_maintenance *job = arg;
 	int64_t wait_ms = FIRST_RUN_DELAY_MS;
+	int64_t housekept_ms = 0;
+	bool has_housekept = false;
 	pthread_mutex_lock(&job->lock);
 	for (;;) {
 		struct timespec until;
@@ -533,8 +563,15 @@ static void *maintenance_main(void *arg)
 			break;
 		pthread_mutex_unlock(&job->lock);
 		struct mon_error err = {0};
-		if (metrics_maintenance_run(&job->cfg, NULL, &err) != 0)
+		int64_t started_ms = now_ms();
+		bool is_housekeeping = !has_housekept || started_ms - housekept_ms >= HOUSEKEEPING_INTERVAL_MS;
+		if (run_once(&job->cfg, is_housekeeping, NULL, &err) != 0) {
 			log_warn("msg=\"metric maintenance failed\" error=\"%s\"", err.msg);
+		} else if (is_housekeeping) {
+			/* also when another replica held the lock: it does the housekeeping then */
+			has_housekept = true;
+			housekept_ms = started_ms;
+		}
 		pthread_mutex_lock(&job->lock);
 		wait_ms = job->cfg.interval_ms;
 	}
