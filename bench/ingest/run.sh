@@ -57,6 +57,7 @@ if [ -n "$COMMIT" ]; then
 	SRC_DESC="commit $sha"
 	[ "$BUILD_DIR_SET" = 1 ] || BUILD_DIR=$SRC/build
 fi
+[ "$DO_BUILD" = 1 ] || [ -n "$COMMIT" ] || SRC_DESC="binaries already in $BUILD_DIR"
 if [ "$DO_BUILD" = 1 ]; then
 	echo "== building (release) $SRC_DESC in $BUILD_DIR" >&2
 	cmake -S "$SRC" -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release -DMON_SANITIZE=OFF -DMON_WERROR=OFF \
@@ -120,5 +121,7 @@ echo "== machine: $(nproc) CPUs, $(sed -n 's/^model name[[:space:]]*: //p' /proc
 echo "== PostgreSQL $("$PG_BINDIR/postgres" --version | awk '{print $3}'): $settings"
 echo "== monitord $("$MONITORD" --version | awk '{print $2}') ($SRC_DESC) at $TARGET"
 echo "== ingest_bench ${BENCH_ARGS[*]}"
+echo "== load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 "$BENCH" --target "$TARGET" --token "$TOKEN" --database "$DB" "${BENCH_ARGS[@]}"
+echo "== load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "== rows: $(psql -X -A -t "$DB" -c "SELECT count(*) FROM tb_performance_metric")"
