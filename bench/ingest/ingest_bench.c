@@ -56,6 +56,9 @@ struct bench {
 	int64_t base_us;      /* epoch microseconds of the first point */
 	atomic_llong next_us; /* next free timestamp offset */
 	double rate[MODE_N][MAX_ROUNDS];
+	double p50_ms[MODE_N][MAX_ROUNDS]; /* per batch (per row for INSERT) */
+	double p99_ms[MODE_N][MAX_ROUNDS];
+	double last_p50_ms, last_p99_ms; /* of the latest round */
 };
 
 struct worker {
@@ -69,6 +72,8 @@ struct worker {
 	char error[600];
 	mon_client *client; /* rpc */
 	PGconn *pg;         /* copy, insert */
+	int64_t *lat_ns;    /* per batch (per row for INSERT) */
+	size_t lat_n;
 };
 
 static int64_t now_ns(void)
@@ -76,6 +81,12 @@ static int64_t now_ns(void)
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static int cmp_i64(const void *x, const void *y)
+{
+	int64_t a = *(const int64_t *)x, c = *(const int64_t *)y;
+	return (a > c) - (a < c);
 }
 
 static int64_t epoch_us(void)
@@ -228,7 +239,10 @@ static void rpc_run(struct worker *w)
 		Monitoring__V1__RecordMetricsResponse *resp = NULL;
 		mon_call_options co = {.timeout_ms = CALL_TIMEOUT_MS};
 		mon_status st;
-		if (mon_metrics_service_record_metrics(w->client, &req, &resp, &co, &st) != 0) {
+		int64_t t0 = now_ns();
+		int rc = mon_metrics_service_record_metrics(w->client, &req, &resp, &co, &st);
+		w->lat_ns[w->lat_n++] = now_ns() - t0;
+		if (rc != 0) {
 			fail(w, "RecordMetrics: %s: %s", mon_status_code_name(st.code), st.message);
 			break;
 		}
@@ -286,6 +300,7 @@ static void copy_run(struct worker *w)
 		size_t len = 0;
 		for (int i = 0; i < b->batch_points; i++, k++)
 			len += (size_t)copy_row(buf + len, cap - len, w->idx, w->first_us + k, k);
+		int64_t t0 = now_ns();
 		PGresult *res = PQexec(w->pg, "COPY tb_performance_metric (" COLUMNS ") FROM STDIN");
 		if (PQresultStatus(res) != PGRES_COPY_IN) {
 			fail(w, "COPY: %s", PQerrorMessage(w->pg));
@@ -302,6 +317,7 @@ static void copy_run(struct worker *w)
 				fail(w, "COPY: %s", PQerrorMessage(w->pg));
 			PQclear(res);
 		}
+		w->lat_ns[w->lat_n++] = now_ns() - t0;
 		w->points_n += b->batch_points;
 	}
 	free(buf);
@@ -336,7 +352,9 @@ static void insert_run(struct worker *w)
 		snprintf(tags, sizeof(tags), "{\"host\": \"%s\", \"region\": \"eu-west\"}", g_host_tag[w->idx]);
 		const char *params[14] = {t,    v.endpoint, sc, f[0], f[1], f[2], f[3],
 		                          f[4], f[5],       rc, ec,   f[7], f[8], tags};
+		int64_t t0 = now_ns();
 		res = PQexecPrepared(w->pg, "ins", 14, params, NULL, NULL, 0);
+		w->lat_ns[w->lat_n++] = now_ns() - t0;
 		if (PQresultStatus(res) != PGRES_COMMAND_OK)
 			fail(w, "INSERT: %s", PQerrorMessage(w->pg));
 		PQclear(res);
@@ -373,6 +391,9 @@ static double round_run(struct bench *b, enum mode mode)
 		w->mode = mode;
 		w->idx = i;
 		w->first_us = b->base_us + atomic_fetch_add(&b->next_us, per);
+		w->lat_ns = calloc((size_t)(mode == MODE_INSERT ? b->insert_rows : b->batches_n), sizeof(*w->lat_ns));
+		if (w->lat_ns == NULL)
+			return -1;
 		if (mode == MODE_RPC) {
 			mon_client_options o = {.target = b->target, .api_key = b->token};
 			mon_status st;
@@ -399,7 +420,23 @@ static double round_run(struct bench *b, enum mode mode)
 	pthread_barrier_destroy(&g_start);
 	long long total = 0;
 	int failed = 0;
+	size_t lat_n = 0;
+	for (int i = 0; i < b->clients_n; i++)
+		lat_n += ws[i].lat_n;
+	int64_t *lat = calloc(lat_n + 1, sizeof(*lat));
+	if (lat != NULL) {
+		size_t k = 0;
+		for (int i = 0; i < b->clients_n; i++)
+			for (size_t j = 0; j < ws[i].lat_n; j++)
+				lat[k++] = ws[i].lat_ns[j];
+		qsort(lat, lat_n, sizeof(*lat), cmp_i64);
+		b->last_p50_ms = lat_n > 0 ? (double)lat[lat_n / 2] / 1e6 : 0;
+		b->last_p99_ms =
+		        lat_n > 0 ? (double)lat[(lat_n * 99) / 100 < lat_n ? (lat_n * 99) / 100 : lat_n - 1] / 1e6 : 0;
+		free(lat);
+	}
 	for (int i = 0; i < b->clients_n; i++) {
+		free(ws[i].lat_ns);
 		total += ws[i].points_n;
 		if (ws[i].failed) {
 			fprintf(stderr, "ingest_bench: %s client %d: %s\n", MODE_NAME[mode], i, ws[i].error);
@@ -672,15 +709,21 @@ int main(int argc, char **argv)
 			if (rate < 0)
 				return 1;
 			b.rate[order[m]][r] = rate;
-			printf("round %d %-13s %10.0f points/s\n", r + 1, MODE_NAME[order[m]], rate);
+			b.p50_ms[order[m]][r] = b.last_p50_ms;
+			b.p99_ms[order[m]][r] = b.last_p99_ms;
+			printf("round %d %-13s %10.0f points/s, %s p50 %.2f ms p99 %.2f ms\n", r + 1,
+			       MODE_NAME[order[m]], rate, order[m] == MODE_INSERT ? "row" : "batch", b.last_p50_ms,
+			       b.last_p99_ms);
 			fflush(stdout);
 		}
 	}
 	if (b.rounds_n == 0)
 		goto watch;
-	printf("\n| mode | points/s (median) | per round |\n|---|---:|---|\n");
+	printf("\n| mode | points/s (median) | call p50 ms | call p99 ms | points/s per round |\n"
+	       "|---|---:|---:|---:|---|\n");
 	for (int m = 0; m < MODE_N; m++) {
-		printf("| %s | %.0f |", MODE_NAME[m], median(b.rate[m], b.rounds_n));
+		printf("| %s | %.0f | %.2f | %.2f |", MODE_NAME[m], median(b.rate[m], b.rounds_n),
+		       median(b.p50_ms[m], b.rounds_n), median(b.p99_ms[m], b.rounds_n));
 		for (int r = 0; r < b.rounds_n; r++)
 			printf(" %.0f", b.rate[m][r]);
 		printf(" |\n");
