@@ -52,7 +52,10 @@ int app_bind_services(struct app *app, struct mon_error *err)
 	rc = health_service_bind(app->rpc, app->pool, &health_extra, err);
 	if (rc != 0)
 		return rc;
-	struct metrics_service_extra metrics_extra = {.watch_metrics = metrics_watch};
+	struct metrics_service_extra metrics_extra = {
+	        .watch_metrics = metrics_watch,
+	        .raw_retention_days = app->cfg.metrics_raw_retention_days,
+	};
 	rc = metrics_service_bind(app->rpc, app->pool, &metrics_extra, err);
 	if (rc != 0)
 		return rc;

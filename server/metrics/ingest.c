@@ -24,8 +24,9 @@ const char metrics_session_sql[] =
         "request_count integer, error_count integer, error_rate numeric, throughput numeric, "
         "tags jsonb, metric_type text) ON COMMIT DELETE ROWS";
 
-#define COLS "time, metric_name, endpoint, method, status_code, p50, p95, p99, mean, min, max, " \
-             "request_count, error_count, error_rate, throughput, tags, metric_type"
+#define COLS                                                                                                           \
+	"time, metric_name, endpoint, method, status_code, p50, p95, p99, mean, min, max, "                            \
+	"request_count, error_count, error_rate, throughput, tags, metric_type"
 
 /*
  * The insert: new keys go in, existing keys are left alone and counted by
@@ -112,8 +113,8 @@ static long utf8_chars(const char *s)
 				return -1;
 			cp = (cp << 6) | (p[i] & 0x3f);
 		}
-		if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
-		    (cp >= 0xd800 && cp <= 0xdfff))
+		if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) ||
+		    (len == 4 && (cp < 0x10000 || cp > 0x10ffff)) || (cp >= 0xd800 && cp <= 0xdfff))
 			return -1;
 		p += len;
 		chars++;
@@ -153,10 +154,11 @@ int metrics_check_point(const Monitoring__V1__MetricPoint *p, int32_t index, int
 		if (svc_time_ms("time", p->time, &ms, &e) != 0)
 			add_error(errs, cap, n, index, "time", "not a valid timestamp");
 		else if (ms > now_ms + (int64_t)METRICS_FUTURE_MAX_S * 1000)
-			add_error(errs, cap, n, index, "time", "more than %d seconds in the future", METRICS_FUTURE_MAX_S);
+			add_error(errs, cap, n, index, "time", "more than %d seconds in the future",
+			          METRICS_FUTURE_MAX_S);
 		else if (ms < oldest_ms)
-			add_error(errs, cap, n, index, "time", "older than the raw retention of %d days",
-			          METRICS_RAW_RETENTION_DAYS);
+			add_error(errs, cap, n, index, "time", "older than the raw retention (%" PRId64 " days)",
+			          (now_ms - oldest_ms) / 86400000);
 	}
 
 	const char *name = p->metric_name ? p->metric_name : "";
@@ -188,7 +190,8 @@ int metrics_check_point(const Monitoring__V1__MetricPoint *p, int32_t index, int
 		for (size_t i = 0; i < sizeof(methods) / sizeof(methods[0]); i++)
 			is_known = is_known || strcmp(p->method, methods[i]) == 0;
 		if (!is_known)
-			add_error(errs, cap, n, index, "method", "must be one of GET, POST, PUT, PATCH, DELETE, HEAD, OPTIONS");
+			add_error(errs, cap, n, index, "method",
+			          "must be one of GET, POST, PUT, PATCH, DELETE, HEAD, OPTIONS");
 	}
 
 	if (p->status_code != NULL && (p->status_code->value < 100 || p->status_code->value > 599))
@@ -207,15 +210,17 @@ int metrics_check_point(const Monitoring__V1__MetricPoint *p, int32_t index, int
 			if (order[i] == NULL)
 				continue;
 			if (last >= 0 && order[i]->value < order[last]->value) {
-				add_error(errs, cap, n, index, order_names[i], "must be >= %s (%g < %g)", order_names[last],
-				          order[i]->value, order[last]->value);
+				add_error(errs, cap, n, index, order_names[i], "must be >= %s (%g < %g)",
+				          order_names[last], order[i]->value, order[last]->value);
 			}
 			last = i;
 		}
 		if (p->mean != NULL && p->min != NULL && p->mean->value < p->min->value)
-			add_error(errs, cap, n, index, "mean", "must be >= min (%g < %g)", p->mean->value, p->min->value);
+			add_error(errs, cap, n, index, "mean", "must be >= min (%g < %g)", p->mean->value,
+			          p->min->value);
 		if (p->mean != NULL && p->max != NULL && p->mean->value > p->max->value)
-			add_error(errs, cap, n, index, "mean", "must be <= max (%g > %g)", p->mean->value, p->max->value);
+			add_error(errs, cap, n, index, "mean", "must be <= max (%g > %g)", p->mean->value,
+			          p->max->value);
 	}
 
 	if (p->request_count < 0)
@@ -238,13 +243,14 @@ int metrics_check_point(const Monitoring__V1__MetricPoint *p, int32_t index, int
 			break;
 		}
 		if (strlen(k) > METRICS_TAG_KEY_MAX || utf8_chars(k) < 0) {
-			add_error(errs, cap, n, index, "tags", "key \"%.40s\": must be UTF-8 text of at most %d bytes", k,
-			          METRICS_TAG_KEY_MAX);
+			add_error(errs, cap, n, index, "tags", "key \"%.40s\": must be UTF-8 text of at most %d bytes",
+			          k, METRICS_TAG_KEY_MAX);
 			break;
 		}
 		if (strlen(v) > METRICS_TAG_VALUE_MAX || utf8_chars(v) < 0) {
-			add_error(errs, cap, n, index, "tags", "value of \"%.40s\": must be UTF-8 text of at most %d bytes",
-			          k, METRICS_TAG_VALUE_MAX);
+			add_error(errs, cap, n, index, "tags",
+			          "value of \"%.40s\": must be UTF-8 text of at most %d bytes", k,
+			          METRICS_TAG_VALUE_MAX);
 			break;
 		}
 	}
@@ -307,7 +313,11 @@ static int json_string(struct arena *a, char **buf, size_t *len, size_t *cap, co
 			*o++ = '\\';
 			*o++ = (char)*p;
 		} else if (*p < 0x20 || *p == 0x7f) {
-			o += sprintf(o, "\\u%04x", *p);
+			static const char hex[] = "0123456789abcdef";
+			memcpy(o, "\\u00", 4);
+			o[4] = hex[*p >> 4];
+			o[5] = hex[*p & 0xf];
+			o += 6;
 		} else {
 			*o++ = (char)*p;
 		}
@@ -452,9 +462,8 @@ out:
 	return rc;
 }
 
-int metrics_write(struct db_pool *pool, struct arena *a, int64_t timeout_ms,
-                  Monitoring__V1__MetricPoint *const *points, size_t count, struct metrics_write_result *out,
-                  struct mon_error *err)
+int metrics_write(struct db_pool *pool, struct arena *a, int64_t timeout_ms, Monitoring__V1__MetricPoint *const *points,
+                  size_t count, struct metrics_write_result *out, struct mon_error *err)
 {
 	struct write_op op = {.count = count};
 	op.rows = arena_calloc(a, count, sizeof(*op.rows));

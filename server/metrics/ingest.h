@@ -68,9 +68,8 @@ struct metrics_write_result {
  * transaction committed. MON_EUNAVAIL / MON_EDEADLINE / MON_EINVAL from
  * the database.
  */
-int metrics_write(struct db_pool *pool, struct arena *a, int64_t timeout_ms,
-                  Monitoring__V1__MetricPoint *const *points, size_t count, struct metrics_write_result *out,
-                  struct mon_error *err) MON_MUST_CHECK;
+int metrics_write(struct db_pool *pool, struct arena *a, int64_t timeout_ms, Monitoring__V1__MetricPoint *const *points,
+                  size_t count, struct metrics_write_result *out, struct mon_error *err) MON_MUST_CHECK;
 
 /*
  * What every pooled connection of monitord runs once (db_config.session_sql):

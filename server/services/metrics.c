@@ -20,6 +20,14 @@
 /* Errors kept for the response of one call; more are counted. */
 #define ERRORS_MAX 10000
 
+/* Set once by metrics_service_bind, before the server starts. */
+static int raw_retention_days = METRICS_RAW_RETENTION_DAYS;
+
+int metrics_raw_retention_days(void)
+{
+	return raw_retention_days;
+}
+
 /* ---- duplicate keys within a batch ---- */
 
 static uint64_t key_hash(const Monitoring__V1__MetricPoint *p)
@@ -108,7 +116,7 @@ static int record_metrics(struct rpc_ctx *ctx, const Monitoring__V1__RecordMetri
 	if (errs == NULL || is_bad == NULL)
 		return rpc_fail(ctx, MON_ENOMEM, "out of memory validating the batch");
 	int64_t now_ms = svc_wall_ms();
-	int64_t oldest_ms = now_ms - (int64_t)METRICS_RAW_RETENTION_DAYS * 86400 * 1000;
+	int64_t oldest_ms = now_ms - (int64_t)raw_retention_days * 86400 * 1000;
 	size_t n = 0;
 	for (size_t i = 0; i < count; i++)
 		is_bad[i] = metrics_check_point(req->points[i], (int32_t)i, now_ms, oldest_ms, errs, cap, &n) > 0;
@@ -176,6 +184,8 @@ int metrics_service_bind(struct rpc_server *server, struct db_pool *pool, const 
 	        .record_metrics = record_metrics,
 	        .watch_metrics = extra ? extra->watch_metrics : NULL,
 	};
+	if (extra != NULL && extra->raw_retention_days > 0)
+		raw_retention_days = extra->raw_retention_days;
 	metrics_query_handlers(&handlers);
 	return monitoring_v1_metrics_service_bind(server, &handlers, pool, 0, err);
 }

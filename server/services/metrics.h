@@ -17,7 +17,14 @@
 /* Handlers made by other modules; NULL members answer UNIMPLEMENTED. */
 struct metrics_service_extra {
 	monitoring_v1_metrics_service_watch_metrics_fn watch_metrics;
+	int raw_retention_days; /* metrics-raw-retention-days; 0: METRICS_RAW_RETENTION_DAYS */
 };
+
+/*
+ * Raw retention in days as bound (the setting metrics-raw-retention-days):
+ * RecordMetrics refuses older points and RAW queries cannot reach further.
+ */
+int metrics_raw_retention_days(void);
 
 /*
  * Binds monitoring.v1.MetricsService to server (before rpc_server_start).

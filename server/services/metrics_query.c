@@ -33,7 +33,7 @@
 #define MINUTE_MS INT64_C(60000)
 #define HOUR_MS INT64_C(3600000)
 #define DAY_MS INT64_C(86400000)
-#define RAW_RETENTION_MS (7 * DAY_MS)
+#define RAW_RETENTION_MS ((int64_t)metrics_raw_retention_days() * DAY_MS)
 #define ROLLUP_5MIN_RETENTION_MS (90 * DAY_MS)
 #define ROLLUP_HOURLY_RETENTION_MS (365 * DAY_MS)
 #define FILTER_VALUES_MAX 100      /* values per repeated filter field */
@@ -1984,7 +1984,7 @@ static int query_metrics(struct rpc_ctx *ctx, const Monitoring__V1__QueryMetrics
 		rc = mon_error_set(&err, MON_EINVAL,
 		                   "granularity: RAW reaches back %d days (raw retention) and time_range.start_time "
 		                   "is older; use FIVE_MINUTES or coarser",
-		                   METRICS_RAW_RETENTION_DAYS);
+		                   metrics_raw_retention_days());
 	if (rc != 0)
 		goto out;
 	json_decref(extra);

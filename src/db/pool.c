@@ -284,7 +284,8 @@ int db_pool_acquire(struct db_pool *pool, int64_t timeout_ms, struct db_conn **o
 		if (pool->statement_timeout_ms > 0 || pool->session_sql != NULL) {
 			/* The session default; transactions with a deadline SET LOCAL a shorter one. */
 			char timeout_sql[64];
-			snprintf(timeout_sql, sizeof(timeout_sql), "SET statement_timeout = %d", pool->statement_timeout_ms);
+			snprintf(timeout_sql, sizeof(timeout_sql), "SET statement_timeout = %d",
+			         pool->statement_timeout_ms);
 			bool ok = true;
 			const char *setup[] = {pool->statement_timeout_ms > 0 ? timeout_sql : NULL, pool->session_sql};
 			for (size_t i = 0; i < sizeof(setup) / sizeof(setup[0]) && ok; i++) {
