@@ -112,8 +112,8 @@ static void fill_watch_request(struct bench *b, Monitoring__V1__WatchServiceHeal
  * Records one message of stream idx that arrived at t. *k counts the
  * changes the stream has had; *is_ready whether it had its snapshot.
  */
-static void on_message(struct bench *b, int idx, const Monitoring__V1__WatchServiceHealthResponse *m, int64_t t,
-                       int *k, bool *is_ready)
+static void on_message(struct bench *b, int idx, const Monitoring__V1__WatchServiceHealthResponse *m, int64_t t, int *k,
+                       bool *is_ready)
 {
 	if (m->event_case == MONITORING__V1__WATCH_SERVICE_HEALTH_RESPONSE__EVENT_CONTROL &&
 	    m->control->kind == MONITORING__V1__STREAM_CONTROL_KIND__STREAM_CONTROL_KIND_SNAPSHOT_COMPLETE &&
@@ -348,9 +348,7 @@ static void *poller_main(void *arg)
 			if (!ev.success)
 				cq_stream_fail(s, "could not send the request");
 			break;
-		case CQ_RECV:
-			cq_stream_on_recv(s, ev.success != 0);
-			break;
+		case CQ_RECV: cq_stream_on_recv(s, ev.success != 0); break;
 		case CQ_STATUS:
 			if (!s->is_over)
 				cq_stream_fail(s, "the server ended the stream");
