@@ -12,6 +12,7 @@
 
 #include "mon_services.h"
 #include "services/access.h"
+#include "services/alerts.h"
 #include "services/health.h"
 #include "services/metrics.h"
 #include "metrics/watch.h"
@@ -59,11 +60,15 @@ int app_bind_services(struct app *app, struct mon_error *err)
 	rc = metrics_service_bind(app->rpc, app->pool, &metrics_extra, err);
 	if (rc != 0)
 		return rc;
+	rc = alerts_service_bind(app->rpc, app->pool, err);
+	if (rc != 0)
+		return rc;
 	for (size_t i = 0; i < mon_all_services_count; i++) {
 		const struct rpc_service_desc *d = mon_all_services[i];
 		if (!is_monitoring_service(d) || strcmp(d->name, "monitoring.v1.AccessService") == 0 ||
 		    strcmp(d->name, "monitoring.v1.HealthService") == 0 ||
-		    strcmp(d->name, "monitoring.v1.MetricsService") == 0)
+		    strcmp(d->name, "monitoring.v1.MetricsService") == 0 ||
+		    strcmp(d->name, "monitoring.v1.AlertsService") == 0)
 			continue; /* built above; the runtime serves the standard services itself */
 		rc = rpc_server_bind(app->rpc, d, NULL, app, 0, err);
 		if (rc != 0)

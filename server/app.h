@@ -12,6 +12,9 @@
 
 #include "audit.h"
 #include "config.h"
+#include "alerts/engine.h"
+#include "alerts/notify.h"
+#include "alerts/watch.h"
 #include "health/prober.h"
 #include "health/retention.h"
 #include "health/watch.h"
@@ -34,6 +37,9 @@ struct app {
 	struct health_retention *health_retention;
 	struct metrics_watch_hub *metrics_hub;
 	struct metrics_maintenance *metrics_maintenance;
+	struct alerts_watch_hub *alerts_hub;
+	struct alerts_engine *alerts_engine;
+	struct notifier *notifier;
 	struct rpc_server *rpc;
 
 	/* The database monitor: applies migrations, then follows reachability. */

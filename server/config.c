@@ -130,6 +130,18 @@ static const struct setting settings[] = {
         {"metrics-replay-window-s", KIND_INT, OFF(metrics_replay_window_s), 10, 86400, "600", NULL, "SECONDS",
          "Committed metric batches stay in the ingest log this long, so a WatchMetrics "
          "subscriber that reconnects within it resumes without a gap."},
+        {"alert-tick-ms", KIND_INT, OFF(alert_tick_ms), 100, 60000, "1000", NULL, "MS",
+         "How often each replica looks for alert rules due for evaluation, pending alerts due to fire "
+         "and alerts due to escalate (rules are also evaluated at once when a matching point is recorded)."},
+        {"alert-retention-days", KIND_INT, OFF(alert_retention_days), 1, 3650, "90", NULL, "DAYS",
+         "Resolved alerts, their deliveries and alert change events older than this are removed."},
+        {"notify-max-attempts", KIND_INT, OFF(notify_max_attempts), 1, 100, "8", NULL, "N",
+         "Attempts of one notification delivery before it is dead-lettered (status failed)."},
+        {"notify-timeout-ms", KIND_INT, OFF(notify_timeout_ms), 100, 600000, "10000", NULL, "MS",
+         "Time allowed to one delivery attempt (webhook, Slack or PagerDuty request)."},
+        {"secrets-key-file", KIND_OPT_STRING, OFF(secrets_key_file), 0, 0, "", "none", "FILE",
+         "File holding the 32-byte master key (64 hex digits) that seals integration secrets such as "
+         "webhook signing secrets; without it, no secret can be stored or used."},
 };
 
 #define SETTING_COUNT (sizeof(settings) / sizeof(settings[0]))

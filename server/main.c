@@ -160,6 +160,18 @@ int main(int argc, char **argv)
 	    identity_store_create(app.pool, app.bus, &app.identity, &err) != 0 ||
 	    health_watch_hub_create(app.pool, app.bus, &app.health_hub, &err) != 0 ||
 	    metrics_watch_hub_create(app.pool, app.bus, &app.metrics_hub, &err) != 0 ||
+	    alerts_watch_hub_create(app.pool, app.bus, &app.alerts_hub, &err) != 0 ||
+	    alerts_engine_start(&(struct alerts_engine_config){.pool = app.pool,
+	                                                       .bus = app.bus,
+	                                                       .tick_ms = app.cfg.alert_tick_ms,
+	                                                       .retention_days = app.cfg.alert_retention_days},
+	                        &app.alerts_engine, &err) != 0 ||
+	    notifier_start(&(struct notify_config){.pool = app.pool,
+	                                           .bus = app.bus,
+	                                           .max_attempts = app.cfg.notify_max_attempts,
+	                                           .timeout_ms = app.cfg.notify_timeout_ms,
+	                                           .secrets_key_file = app.cfg.secrets_key_file},
+	                   &app.notifier, &err) != 0 ||
 	    db_bus_start(app.bus, &err) != 0 || audit_writer_create(app.pool, &app.audit, &err) != 0) {
 		log_error("msg=\"%s\"", err.msg);
 		goto out;
@@ -240,6 +252,9 @@ out:
 	db_bus_destroy(app.bus);
 	health_watch_hub_destroy(app.health_hub); /* after the server and the bus, which call into it */
 	metrics_watch_hub_destroy(app.metrics_hub);
+	alerts_engine_stop(app.alerts_engine); /* after the server (RecordMetrics calls it) and the bus */
+	notifier_stop(app.notifier);
+	alerts_watch_hub_destroy(app.alerts_hub);
 	identity_store_destroy(app.identity);
 	audit_writer_destroy(app.audit); /* writes the refusals still queued */
 	db_pool_destroy(app.pool);

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "alerts/engine.h"
 #include "metrics/ingest.h"
 #include "services/common.h"
 
@@ -96,6 +97,23 @@ static int find_duplicate_keys(struct arena *a, Monitoring__V1__MetricPoint *con
 	return 0;
 }
 
+/* Tells the alert evaluator which metrics just got points (each name once). */
+static void notify_engine(struct arena *a, Monitoring__V1__MetricPoint *const *points, size_t count)
+{
+	const char **names = arena_calloc(a, count, sizeof(*names));
+	if (names == NULL)
+		return; /* the periodic evaluation still sees the points */
+	size_t n = 0;
+	for (size_t i = 0; i < count; i++) {
+		size_t j = 0;
+		while (j < n && strcmp(names[j], points[i]->metric_name) != 0)
+			j++;
+		if (j == n)
+			names[n++] = points[i]->metric_name;
+	}
+	alerts_engine_on_metrics(names, n);
+}
+
 static int record_metrics(struct rpc_ctx *ctx, const Monitoring__V1__RecordMetricsRequest *req,
                           Monitoring__V1__RecordMetricsResponse *resp)
 {
@@ -170,6 +188,8 @@ static int record_metrics(struct rpc_ctx *ctx, const Monitoring__V1__RecordMetri
 	int rc = metrics_write(pool, a, rpc_ctx_remaining_ms(ctx), valid, count - rejected, &wr, &err);
 	if (rc != 0)
 		return rpc_fail(ctx, rc, "%s", err.msg);
+	if (wr.sequence > 0)
+		notify_engine(a, valid, count - rejected);
 	resp->inserted_count = wr.inserted;
 	resp->updated_count = wr.updated;
 	resp->duplicate_count = wr.duplicates;

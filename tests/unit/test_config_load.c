@@ -540,6 +540,11 @@ static const char *const setting_names[] = {
         "metrics-hourly-retention-days",
         "metrics-rollup-interval-ms",
         "metrics-replay-window-s",
+        "alert-tick-ms",
+        "alert-retention-days",
+        "notify-max-attempts",
+        "notify-timeout-ms",
+        "secrets-key-file",
 };
 
 static void test_config_help_lists_every_setting(void **state)

@@ -1,0 +1,2 @@
+/* The alert store (alerts/store.h): being written. */
+#include "alerts/store.h"
