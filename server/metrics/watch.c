@@ -60,6 +60,7 @@
 #define WATCH_PENDING_BATCHES 10       /* pending points per subscriber: this many batches... */
 #define WATCH_PENDING_MIN 1000         /* ...but at least this many */
 #define WATCH_PENDING_BYTES (8u << 20) /* and at most this much memory */
+#define WATCH_MESSAGE_BYTES (4u << 20) /* a batch is cut short rather than exceed this */
 #define WATCH_FILTER_MAX 1000          /* entries per filter list */
 #define WATCH_SUBS_MAX 10000           /* subscribers per process */
 #define WATCH_HEARTBEAT_DEFAULT_S 30
@@ -922,6 +923,18 @@ static int64_t sub_cursor(const struct watch_sub *sub, size_t from, bool has_uns
 	return c < sub->sent_cursor ? sub->sent_cursor : c;
 }
 
+/* How many of the first k pending points fit in one message of WATCH_MESSAGE_BYTES (at least one). */
+static size_t batch_fit(const struct watch_sub *sub, size_t k)
+{
+	size_t bytes = 64; /* the envelope */
+	for (size_t i = 0; i < k; i++) {
+		bytes += monitoring__v1__metric_point__get_packed_size(sub->pend[sub->pend_head + i]) + 6;
+		if (bytes > WATCH_MESSAGE_BYTES)
+			return i > 0 ? i : 1;
+	}
+	return k;
+}
+
 static int send_batch(struct watch_sub *sub, size_t from, size_t n, int64_t cursor)
 {
 	Monitoring__V1__MetricBatch b = MONITORING__V1__METRIC_BATCH__INIT;
@@ -998,18 +1011,9 @@ static void sub_flush(struct watch_sub *sub, int64_t now, enum flush_mode mode)
 		                                                          now - sub->pend_since_ms >= sub->delay_ms));
 		if (live < sub->max_points && !is_due)
 			break;
-		size_t k = live < sub->max_points ? live : sub->max_points;
-		int64_t cursor;
-		for (;;) {
-			cursor = sub_cursor(sub, sub->pend_head + k, true);
-			rc = send_batch(sub, sub->pend_head, k, cursor);
-			/* Refused with an empty queue: the message is over the size limit, so send fewer points. */
-			if (rc == MON_ELIMIT && k > 1 && rpc_stream_queued(sub->stream) == 0) {
-				k /= 2;
-				continue;
-			}
-			break;
-		}
+		size_t k = batch_fit(sub, live < sub->max_points ? live : sub->max_points);
+		int64_t cursor = sub_cursor(sub, sub->pend_head + k, true);
+		rc = send_batch(sub, sub->pend_head, k, cursor);
 		if (rc != 0)
 			break;
 		sub->pend_head += k;
@@ -1593,11 +1597,25 @@ static int bounds_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 	return 0;
 }
 
-/* Waits, bounded, until a replaying subscriber's stream takes its pending points again. */
-static void replay_wait(struct watch_sub *sub)
+/*
+ * Waits, bounded, until a replaying subscriber's stream takes its pending
+ * points again. Once a wait ran out (*is_stalled), later calls only try
+ * once: a client that stopped reading costs the replay one wait, and its
+ * points go into the gap.
+ */
+static void replay_wait(struct watch_sub *sub, bool *is_stalled)
 {
+	if (*is_stalled) {
+		sub_flush(sub, now_ms(), FLUSH_DUE);
+		*is_stalled = sub->is_blocked;
+		return;
+	}
 	int64_t start = now_ms();
-	while (sub->is_blocked && !rpc_stream_is_closed(sub->stream) && now_ms() - start < WATCH_REPLAY_STALL_MS) {
+	while (sub->is_blocked && !rpc_stream_is_closed(sub->stream)) {
+		if (now_ms() - start >= WATCH_REPLAY_STALL_MS) {
+			*is_stalled = true;
+			return;
+		}
 		struct timespec ts = {.tv_sec = 0, .tv_nsec = 5 * 1000000L};
 		nanosleep(&ts, NULL);
 		sub_flush(sub, now_ms(), FLUSH_DUE);
@@ -1612,6 +1630,7 @@ static int replay(struct rpc_ctx *ctx, struct db_conn **conn, struct watch_sub *
 		if (rc != 0)
 			return rc;
 	}
+	bool is_stalled = false;
 	for (;;) {
 		struct arena *a = arena_create(WATCH_READ_ARENA_BYTES);
 		if (a == NULL)
@@ -1620,7 +1639,7 @@ static int replay(struct rpc_ctx *ctx, struct db_conn **conn, struct watch_sub *
 		int n = 0;
 		int rc = rows_read(*conn, sub->processed_seq, a, &rows, &n, rpc_ctx_error(ctx));
 		for (int i = 0; rc == 0 && i < n && !rpc_stream_is_closed(sub->stream); i++) {
-			replay_wait(sub);
+			replay_wait(sub, &is_stalled);
 			sub_offer(sub, &rows[i], now_ms(), wall_us() / 1000);
 		}
 		arena_destroy(a);
@@ -1629,7 +1648,7 @@ static int replay(struct rpc_ctx *ctx, struct db_conn **conn, struct watch_sub *
 		if (n == 0 || rpc_stream_is_closed(sub->stream))
 			break;
 	}
-	replay_wait(sub);
+	replay_wait(sub, &is_stalled);
 	aggs_close_due(sub, wall_us() / 1000, now_ms());
 	sub_flush(sub, now_ms(), FLUSH_ALL);
 	return 0;

@@ -81,12 +81,13 @@ def point(name, t_us, endpoint="/api/orders", method="GET", status=200, p95=10.0
 class Watch:
     """A WatchMetrics stream read by a thread into a queue; reading can be paused."""
 
-    def __init__(self, srv, request, channel=None):
+    def __init__(self, srv, request, channel=None, is_paused=False):
         stub = metrics_pb2_grpc.MetricsServiceStub(channel or srv.channel)
         self.call = stub.WatchMetrics(request, metadata=srv.auth())
         self.q = queue.Queue()
         self.reading = threading.Event()
-        self.reading.set()
+        if not is_paused:
+            self.reading.set()
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 
@@ -161,8 +162,8 @@ class Env:
         assert r.sequence > 0, r
         return r.sequence
 
-    def watch(self, srv=None, channel=None, **kw):
-        return Watch(srv or self.srv, metrics_pb2.WatchMetricsRequest(**kw), channel)
+    def watch(self, srv=None, channel=None, is_paused=False, **kw):
+        return Watch(srv or self.srv, metrics_pb2.WatchMetricsRequest(**kw), channel, is_paused)
 
     def commit_sql(self, points, times=1):
         """Logs `times` commits of points with mon_metrics_commit, in one transaction; returns the last sequence."""
@@ -478,7 +479,7 @@ class SlowSubscriberTest(unittest.TestCase):
             per_commit, rounds, commits_per_round = 2000, 10, 20
             pts = [point(m, base + i, tags=tags) for i in range(per_commit)]
             noise = [point("watch.noise", base + i) for i in range(100)]
-            t.commit_sql(noise)
+            before_bulk = t.commit_sql(noise)
             rss = []
             last = 0
             for _ in range(rounds):
@@ -491,27 +492,7 @@ class SlowSubscriberTest(unittest.TestCase):
             batch_points(marker.until_sequence(mark))
             marker.close()
             w.reading.set()
-            got, gaps = 0, []
-            deadline = time.time() + 300
-            while True:
-                msg = w.get(timeout=60)
-                self.assertFalse(isinstance(msg, tuple), msg)
-                kind = msg.WhichOneof("event")
-                if kind == "batch":
-                    got += len(msg.batch.points)
-                    self.assertTrue(all(p.metric_name == m for p in msg.batch.points))
-                elif kind == "gap":
-                    gaps.append(msg.gap)
-                if msg.sequence >= last and kind != "control":
-                    break
-                self.assertLess(time.time(), deadline)
-            self.assertTrue(gaps, "no gap although the subscriber fell behind")
-            for g in gaps:
-                self.assertEqual(g.reason, FELL_BEHIND)
-                self.assertGreater(g.skipped_count, 0)
-                self.assertGreaterEqual(ts_us(g.time_range.start_time), base)
-                self.assertLessEqual(ts_us(g.time_range.end_time), base + per_commit)
-            skipped = sum(g.skipped_count for g in gaps)
+            got, skipped, gaps = self.drain(w, m, last, base, base + per_commit)
             print("slow subscriber: received %d, skipped %d in %d gap(s), server RSS (kB) %s"
                   % (got, skipped, len(gaps), rss), file=sys.stderr)
             self.assertEqual(got + skipped, total, "received %d + skipped %d" % (got, skipped))
@@ -522,13 +503,51 @@ class SlowSubscriberTest(unittest.TestCase):
             self.assertLess(growth_mb, 150, "server RSS grew by %d MB: %s" % (growth_mb, rss))
             self.assertGreater(last, start)
             # The stream goes on live.
-            seq = t.record([point(m, now_us() - 1000000)])
+            live_us = now_us() - 1000000
+            seq = t.record([point(m, live_us)])
             pts_live = batch_points(w.until_sequence(seq))
             self.assertEqual(len(pts_live), 1)
             srv.wait_serving("monitoring.v1.MetricsService")
             w.close()
+
+            # A replay of all of it to a client that does not read: the same exact accounting, and the
+            # replay does not wait for the client commit by commit (it would take minutes).
+            began = time.time()
+            w = t.watch(filter=common_pb2.MetricFilter(metric_names=[m]), max_batch_points=500,
+                        resume_after_sequence=before_bulk, is_paused=True)
+            time.sleep(10)
+            w.reading.set()
+            got, skipped, gaps = self.drain(w, m, seq, base, live_us + 1)
+            self.assertEqual(got + skipped, total + 1, "replay: received %d + skipped %d" % (got, skipped))
+            self.assertGreater(skipped, total // 2)
+            self.assertLess(time.time() - began, 90)
+            w.close()
         finally:
             srv.assert_clean_exit(self)
+
+    def drain(self, w, m, last, lo_us, hi_us):
+        """Reads w until a batch or gap covers sequence last; returns (points, skipped, gaps)."""
+        got, gaps = 0, []
+        deadline = time.time() + 300
+        while True:
+            msg = w.get(timeout=60)
+            self.assertFalse(isinstance(msg, tuple), msg)
+            kind = msg.WhichOneof("event")
+            if kind == "batch":
+                got += len(msg.batch.points)
+                self.assertTrue(all(p.metric_name == m for p in msg.batch.points))
+            elif kind == "gap":
+                gaps.append(msg.gap)
+            if msg.sequence >= last and kind != "control":
+                break
+            self.assertLess(time.time(), deadline)
+        self.assertTrue(gaps, "no gap although the subscriber fell behind")
+        for g in gaps:
+            self.assertEqual(g.reason, FELL_BEHIND)
+            self.assertGreater(g.skipped_count, 0)
+            self.assertGreaterEqual(ts_us(g.time_range.start_time), lo_us)
+            self.assertLessEqual(ts_us(g.time_range.end_time), hi_us)
+        return got, sum(g.skipped_count for g in gaps), gaps
 
 
 if __name__ == "__main__":
