@@ -38,8 +38,9 @@
 #define MAX_SUBSCRIBERS 1000
 #define SUBSCRIBERS_PER_CHANNEL 50
 
-enum mode { MODE_RPC, MODE_COPY, MODE_INSERT, MODE_N };
-static const char *const MODE_NAME[MODE_N] = {"RecordMetrics", "COPY", "INSERT"};
+enum mode { MODE_RPC, MODE_COPY, MODE_INSERT, MODE_STAGED, MODE_STAGED_LOG, MODE_N };
+static const char *const MODE_NAME[MODE_N] = {"RecordMetrics", "COPY", "INSERT", "COPY+stage", "COPY+stage+log"};
+static const char *const MODE_FLAG[MODE_N] = {"rpc", "copy", "insert", "staged", "staged-log"};
 
 struct bench {
 	const char *target;
@@ -52,6 +53,7 @@ struct bench {
 	int rounds_n;
 	int watch_n; /* subscribers in the watch rounds; 0: none */
 	int watch_rounds_n;
+	bool is_mode_on[MODE_N];
 
 	int64_t base_us;      /* epoch microseconds of the first point */
 	atomic_llong next_us; /* next free timestamp offset */
@@ -362,6 +364,109 @@ static void insert_run(struct worker *w)
 	}
 }
 
+/*
+ * The server's SQL path without the RPC, to see where RecordMetrics spends
+ * its time: per batch, one transaction that COPYs the rows into a temporary
+ * staging table like the server's and moves them with its INSERT ...
+ * SELECT ... ON CONFLICT DO NOTHING; for MODE_STAGED_LOG it also stores the
+ * batch once more as a bytea payload (160 bytes a point, about its
+ * protobuf size) in a log table of the bench's own, out of line and
+ * uncompressed as the server's ingest log, and sends a NOTIFY.
+ */
+static int exec_ok(PGconn *pg, const char *sql)
+{
+	PGresult *res = PQexec(pg, sql);
+	int ok = PQresultStatus(res) == PGRES_COMMAND_OK || PQresultStatus(res) == PGRES_TUPLES_OK;
+	PQclear(res);
+	return ok ? 0 : -1;
+}
+
+static void staged_run(struct worker *w)
+{
+	struct bench *b = w->b;
+	size_t cap = (size_t)b->batch_points * 400;
+	char *buf = malloc(cap);
+	size_t payload_len = (size_t)b->batch_points * 160;
+	char *payload = malloc(payload_len);
+	if (buf == NULL || payload == NULL) {
+		fail(w, "out of memory");
+		goto out;
+	}
+	for (size_t i = 0; i < payload_len; i++)
+		payload[i] = (char)((i * 2654435761u) >> 13);
+	if (exec_ok(w->pg, "CREATE TEMP TABLE IF NOT EXISTS bench_stage (time timestamptz, metric_name text, "
+	                   "endpoint text, method text, status_code integer, p50 numeric, p95 numeric, p99 numeric, "
+	                   "mean numeric, min numeric, max numeric, request_count integer, error_count integer, "
+	                   "error_rate numeric, throughput numeric, tags jsonb, metric_type text) "
+	                   "ON COMMIT DELETE ROWS") != 0 ||
+	    exec_ok(w->pg, "CREATE TABLE IF NOT EXISTS bench_ingest_log (seq bigserial PRIMARY KEY, "
+	                   "point_count integer, payload bytea)") != 0 ||
+	    exec_ok(w->pg, "ALTER TABLE bench_ingest_log ALTER payload SET STORAGE EXTERNAL") != 0) {
+		fail(w, "staging tables: %s", PQerrorMessage(w->pg));
+		goto out;
+	}
+	long long k = 0;
+	for (int batch = 0; batch < b->batches_n && !w->failed; batch++) {
+		size_t len = 0;
+		for (int i = 0; i < b->batch_points; i++, k++)
+			len += (size_t)copy_row(buf + len, cap - len, w->idx, w->first_us + k, k);
+		int64_t t0 = now_ns();
+		if (exec_ok(w->pg, "BEGIN") != 0) {
+			fail(w, "BEGIN: %s", PQerrorMessage(w->pg));
+			break;
+		}
+		PGresult *res = PQexec(w->pg, "COPY bench_stage (" COLUMNS ") FROM STDIN");
+		int ok = PQresultStatus(res) == PGRES_COPY_IN;
+		PQclear(res);
+		if (!ok || PQputCopyData(w->pg, buf, (int)len) != 1 || PQputCopyEnd(w->pg, NULL) != 1) {
+			fail(w, "COPY: %s", PQerrorMessage(w->pg));
+			break;
+		}
+		while ((res = PQgetResult(w->pg)) != NULL) {
+			if (PQresultStatus(res) != PGRES_COMMAND_OK)
+				fail(w, "COPY: %s", PQerrorMessage(w->pg));
+			PQclear(res);
+		}
+		if (exec_ok(w->pg,
+		            "WITH ins AS (INSERT INTO tb_performance_metric (" COLUMNS ") "
+		            "SELECT time, metric_name, endpoint, method, status_code, p50, p95, p99, mean, min, max, "
+		            "request_count, error_count, error_rate, throughput, tags, metric_type::metric_type "
+		            "FROM bench_stage ORDER BY time, metric_name COLLATE \"C\", endpoint COLLATE \"C\" "
+		            "ON CONFLICT (time, metric_name, endpoint) DO NOTHING RETURNING 1) "
+		            "SELECT count(*) FROM ins") != 0) {
+			fail(w, "INSERT: %s", PQerrorMessage(w->pg));
+			break;
+		}
+		if (w->mode == MODE_STAGED_LOG) {
+			char count[16];
+			snprintf(count, sizeof(count), "%d", b->batch_points);
+			const char *params[2] = {count, payload};
+			int lens[2] = {0, (int)payload_len};
+			int formats[2] = {0, 1};
+			res = PQexecParams(
+			        w->pg,
+			        "WITH l AS (INSERT INTO bench_ingest_log (point_count, payload) VALUES ($1, $2) "
+			        "RETURNING seq) SELECT pg_notify('bench_ingest', seq::text) FROM l",
+			        2, NULL, params, lens, formats, 0);
+			ok = PQresultStatus(res) == PGRES_TUPLES_OK;
+			PQclear(res);
+			if (!ok) {
+				fail(w, "log: %s", PQerrorMessage(w->pg));
+				break;
+			}
+		}
+		if (exec_ok(w->pg, "COMMIT") != 0) {
+			fail(w, "COMMIT: %s", PQerrorMessage(w->pg));
+			break;
+		}
+		w->lat_ns[w->lat_n++] = now_ns() - t0;
+		w->points_n += b->batch_points;
+	}
+out:
+	free(buf);
+	free(payload);
+}
+
 /* --- rounds ------------------------------------------------------------------- */
 
 static pthread_barrier_t g_start;
@@ -374,6 +479,8 @@ static void *worker_main(void *arg)
 	case MODE_RPC: rpc_run(w); break;
 	case MODE_COPY: copy_run(w); break;
 	case MODE_INSERT: insert_run(w); break;
+	case MODE_STAGED:
+	case MODE_STAGED_LOG: staged_run(w); break;
 	default: break;
 	}
 	return NULL;
@@ -638,6 +745,7 @@ int main(int argc, char **argv)
 	                  .insert_rows = 2000,
 	                  .rounds_n = 3,
 	                  .watch_rounds_n = 1};
+	b.is_mode_on[MODE_RPC] = b.is_mode_on[MODE_COPY] = b.is_mode_on[MODE_INSERT] = true;
 	int watch_counts[8];
 	int watch_count_n = 0;
 	for (int i = 1; i < argc; i++) {
@@ -666,13 +774,35 @@ int main(int argc, char **argv)
 			b.rounds_n = int_arg(a, v, 0, MAX_ROUNDS);
 		else if (strcmp(a, "--watch") == 0 && watch_count_n < 8)
 			watch_counts[watch_count_n++] = int_arg(a, v, 1, MAX_SUBSCRIBERS);
-		else if (strcmp(a, "--watch-rounds") == 0)
+		else if (strcmp(a, "--modes") == 0) {
+			memset(b.is_mode_on, 0, sizeof(b.is_mode_on));
+			char list[128];
+			snprintf(list, sizeof(list), "%s", v);
+			for (char *save = NULL, *tok = strtok_r(list, ",", &save); tok != NULL;
+			     tok = strtok_r(NULL, ",", &save)) {
+				int found = 0;
+				for (int m = 0; m < MODE_N; m++)
+					if (strcmp(tok, MODE_FLAG[m]) == 0) {
+						b.is_mode_on[m] = true;
+						found = 1;
+					}
+				if (!found) {
+					fprintf(stderr, "ingest_bench: --modes: unknown mode \"%s\"\n", tok);
+					return 2;
+				}
+			}
+			if (!b.is_mode_on[MODE_RPC] || !b.is_mode_on[MODE_COPY] || !b.is_mode_on[MODE_INSERT]) {
+				fprintf(stderr, "ingest_bench: --modes: rpc, copy and insert are always measured\n");
+				return 2;
+			}
+		} else if (strcmp(a, "--watch-rounds") == 0)
 			b.watch_rounds_n = int_arg(a, v, 1, MAX_ROUNDS);
 		else {
 			fprintf(stderr,
 			        "usage: ingest_bench --target HOST:PORT --token KEY --database CONNINFO [--clients N]\n"
 			        "       [--batches N] [--batch-points N] [--insert-rows N] [--rounds N]\n"
-			        "       [--watch SUBSCRIBERS]... [--watch-rounds N]\n");
+			        "       [--watch SUBSCRIBERS]... [--watch-rounds N]\n"
+			        "       [--modes rpc,copy,insert[,staged][,staged-log]]\n");
 			return 2;
 		}
 	}
@@ -684,7 +814,7 @@ int main(int argc, char **argv)
 		snprintf(g_host_tag[i], sizeof(g_host_tag[i]), "host-%02d", i);
 	/* All points fall in the 4 minutes before now, a microsecond apart. */
 	long long total_us =
-	        (long long)b.rounds_n * b.clients_n * (2LL * b.batches_n * b.batch_points + b.insert_rows) +
+	        (long long)b.rounds_n * b.clients_n * (4LL * b.batches_n * b.batch_points + b.insert_rows) +
 	        (long long)b.watch_rounds_n * watch_count_n * b.clients_n * b.batches_n * b.batch_points;
 	if (total_us > 200LL * 1000000) {
 		fprintf(stderr,
@@ -699,12 +829,12 @@ int main(int argc, char **argv)
 	       b.clients_n, b.batches_n, b.batch_points, b.insert_rows, b.rounds_n);
 	fflush(stdout);
 	for (int r = 0; r < b.rounds_n; r++) {
-		enum mode order[MODE_N] = {MODE_RPC, MODE_COPY, MODE_INSERT};
-		if (r % 2 == 1) {
-			order[0] = MODE_INSERT;
-			order[2] = MODE_RPC;
-		}
+		enum mode order[MODE_N];
+		for (int m = 0; m < MODE_N; m++)
+			order[m] = r % 2 == 0 ? (enum mode)m : (enum mode)(MODE_N - 1 - m);
 		for (int m = 0; m < MODE_N; m++) {
+			if (!b.is_mode_on[order[m]])
+				continue;
 			double rate = round_run(&b, order[m]);
 			if (rate < 0)
 				return 1;
@@ -722,6 +852,8 @@ int main(int argc, char **argv)
 	printf("\n| mode | points/s (median) | call p50 ms | call p99 ms | points/s per round |\n"
 	       "|---|---:|---:|---:|---|\n");
 	for (int m = 0; m < MODE_N; m++) {
+		if (!b.is_mode_on[m])
+			continue;
 		printf("| %s | %.0f | %.2f | %.2f |", MODE_NAME[m], median(b.rate[m], b.rounds_n),
 		       median(b.p50_ms[m], b.rounds_n), median(b.p99_ms[m], b.rounds_n));
 		for (int r = 0; r < b.rounds_n; r++)
@@ -734,6 +866,10 @@ int main(int argc, char **argv)
 	printf("\nratio RecordMetrics/COPY: %.2f (ratio of medians), %.2f (median of per-round ratios); goal >= 0.70\n",
 	       median(b.rate[MODE_RPC], b.rounds_n) / median(b.rate[MODE_COPY], b.rounds_n),
 	       median(ratios, b.rounds_n));
+	for (int m = MODE_STAGED; m < MODE_N; m++)
+		if (b.is_mode_on[m])
+			printf("ratio %s/COPY: %.2f (ratio of medians)\n", MODE_NAME[m],
+			       median(b.rate[m], b.rounds_n) / median(b.rate[MODE_COPY], b.rounds_n));
 	printf("ratio RecordMetrics/INSERT: %.1f\n\n",
 	       median(b.rate[MODE_RPC], b.rounds_n) / median(b.rate[MODE_INSERT], b.rounds_n));
 	fflush(stdout);
