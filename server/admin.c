@@ -1,6 +1,7 @@
 /*
  * `monitord admin ...`: the command line that manages callers and API keys
- * on the server host, talking to the database directly. It owns the
+ * on the server host, talking to the database directly, and seals
+ * integration secrets (seal-secret, which needs no database). It owns the
  * argument parsing of its subcommands, the choice of database (configured,
  * or the embedded cluster, started and stopped only when no server has it
  * running), and the audit rows of its changes: each change and its
@@ -23,9 +24,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <jansson.h>
 #include <sodium.h>
 
 #include "config.h"
+#include "crypto/seal.h"
 #include "db/db.h"
 #include "identity.h"
 #include "util/log.h"
@@ -35,6 +38,7 @@
 #define ADMIN_LIST_MAX 10000
 #define ADMIN_TX_TIMEOUT_MS 30000
 #define ADMIN_EXPIRES_DAYS_MAX 3650
+#define ADMIN_WEBHOOK_SECRET_MAX 255 /* characters of tb_integration_health.webhook_secret */
 #define ADMIN_USER_AGENT "monitord-admin/" MON_VERSION
 
 /* ---- subcommands and their options ---- */
@@ -50,6 +54,9 @@ struct admin_args {
 	const char *expires_in_days;
 	const char *at;
 	const char *positional; /* KEY_ID */
+	const char *integration;
+	const char *column;
+	const char *secrets_key_file; /* the server option, set after loading the configuration */
 };
 
 struct admin_opt {
@@ -75,6 +82,7 @@ static int run_bootstrap(struct db_pool *pool, const struct admin_args *a, struc
 static int run_list_keys(struct db_pool *pool, const struct admin_args *a, struct mon_error *err);
 static int run_revoke_key(struct db_pool *pool, const struct admin_args *a, struct mon_error *err);
 static int run_expire_key(struct db_pool *pool, const struct admin_args *a, struct mon_error *err);
+static int run_seal_secret(struct db_pool *pool, const struct admin_args *a, struct mon_error *err);
 
 static const struct admin_cmd commands[] = {
         {"create-caller",
@@ -124,6 +132,16 @@ static const struct admin_cmd commands[] = {
          {{"at", ARG(at), true}},
          "KEY_ID",
          run_expire_key},
+        {"seal-secret",
+         "--integration ID --column webhook_secret|authentication",
+         "Reads a secret on stdin (one trailing newline dropped) and prints it sealed with the\n"
+         "master key of --secrets-key-file, for that column of that integration's row in\n"
+         "tb_integration_health; the sealed text opens nowhere else. For authentication the\n"
+         "secret is a JSON object (PagerDuty: {\"routing_key\": \"...\"}), stored as a JSON\n"
+         "string: authentication = to_jsonb('<sealed>'::text). Touches no database.\n",
+         {{"integration", ARG(integration), true}, {"column", ARG(column), true}},
+         NULL,
+         run_seal_secret},
 };
 
 #define COMMAND_COUNT (sizeof(commands) / sizeof(commands[0]))
@@ -131,7 +149,8 @@ static const struct admin_cmd commands[] = {
 static void print_usage(FILE *f)
 {
 	fprintf(f, "Usage: monitord admin COMMAND [OPTIONS] [SERVER OPTIONS]\n\n"
-	           "Manages callers and API keys in monitord's database, from the server host.\n\n"
+	           "Manages callers and API keys in monitord's database, from the server host, and\n"
+	           "seals integration secrets.\n\n"
 	           "Commands:\n");
 	for (size_t i = 0; i < COMMAND_COUNT; i++)
 		fprintf(f, "  %-14s %s\n", commands[i].name, commands[i].usage);
@@ -621,6 +640,73 @@ static int run_expire_key(struct db_pool *pool, const struct admin_args *a, stru
 	return rc;
 }
 
+/* ---- sealing a secret (no database) ---- */
+
+/*
+ * seal-secret: stdin, at most SEAL_PLAIN_MAX bytes, one trailing newline
+ * dropped, sealed for (tb_integration_health, column, integration) and
+ * printed on stdout. The plaintext stays in sodium_malloc memory.
+ */
+static int run_seal_secret(struct db_pool *pool, const struct admin_args *a, struct mon_error *err)
+{
+	struct seal_key *key = NULL;
+	unsigned char *plain = NULL;
+	char *sealed = NULL;
+	int rc = 0;
+	bool is_auth = strcmp(a->column, "authentication") == 0;
+	if (!is_auth && strcmp(a->column, "webhook_secret") != 0)
+		return mon_error_set(err, MON_EINVAL, "--column: must be webhook_secret or authentication");
+	if (a->integration[0] == '\0' || strlen(a->integration) > 50)
+		return mon_error_set(err, MON_EINVAL, "--integration: must be 1-50 characters");
+	if (a->secrets_key_file == NULL || a->secrets_key_file[0] == '\0')
+		return mon_error_set(err, MON_EINVAL, "--secrets-key-file: required to seal");
+	if ((rc = seal_key_load(a->secrets_key_file, &key, err)) != 0)
+		return rc;
+	plain = sodium_malloc(SEAL_PLAIN_MAX + 2);
+	if (plain == NULL) {
+		rc = mon_error_set(err, MON_ENOMEM, "out of memory");
+		goto out;
+	}
+	size_t n = fread(plain, 1, SEAL_PLAIN_MAX + 2, stdin);
+	if (n > 0 && plain[n - 1] == '\n')
+		n--;
+	if (n > 0 && plain[n - 1] == '\r')
+		n--;
+	if (n > SEAL_PLAIN_MAX) {
+		rc = mon_error_set(err, MON_EINVAL, "secret: longer than %d bytes", SEAL_PLAIN_MAX);
+		goto out;
+	}
+	if (n == 0) {
+		rc = mon_error_set(err, MON_EINVAL, "secret: empty (give it on stdin)");
+		goto out;
+	}
+	if (is_auth) {
+		json_t *j = json_loadb((const char *)plain, n, 0, NULL);
+		bool is_object = json_is_object(j);
+		json_decref(j);
+		if (!is_object) {
+			rc = mon_error_set(err, MON_EINVAL, "secret: authentication must be a JSON object");
+			goto out;
+		}
+	}
+	const struct seal_context ctx = {"tb_integration_health", a->column, a->integration};
+	if ((rc = seal_text(key, &ctx, plain, n, &sealed, err)) != 0)
+		goto out;
+	if (!is_auth && strlen(sealed) > ADMIN_WEBHOOK_SECRET_MAX) {
+		rc = mon_error_set(err, MON_EINVAL,
+		                   "secret: sealed it takes %zu characters, more than webhook_secret's %d (use a "
+		                   "shorter secret)",
+		                   strlen(sealed), ADMIN_WEBHOOK_SECRET_MAX);
+		goto out;
+	}
+	printf("%s\n", sealed);
+out:
+	free(sealed);
+	seal_plain_free(plain);
+	seal_key_free(key);
+	return rc;
+}
+
 /* ---- the database ---- */
 
 /*
@@ -714,6 +800,13 @@ int admin_main(int argc, char **argv)
 	const struct mon_config_origin *lvl = mon_config_origin_of(&cfg, "log-level");
 	log_set_level(lvl != NULL && lvl->source != MON_CONFIG_SRC_DEFAULT ? cfg.log_level : LOG_WARN);
 
+	args.secrets_key_file = cfg.secrets_key_file;
+	if (cmd->run == run_seal_secret) { /* needs no database */
+		rc = cmd->run(NULL, &args, &err);
+		if (rc == 0)
+			status = 0;
+		goto out;
+	}
 	const char *db = cfg.database;
 	if (db == NULL) {
 		if (embedded_is_running(cfg.data_dir)) {
