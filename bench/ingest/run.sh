@@ -16,7 +16,8 @@
 #                         unless -b is given) rather than the working tree
 #       --keep            keep the work directory (cluster, server log)
 #   Options after -- go to ingest_bench (defaults: --clients 4 --batches 25
-#   --batch-points 1000 --insert-rows 2000 --rounds 5 --watch 1 --watch 100
+#   --batch-points 1000 --insert-rows 2000 --rounds 5
+#   --modes rpc,copy,insert,staged,staged-log --watch 1 --watch 100
 #   --watch-rounds 2).
 #
 # Everything listens on 127.0.0.1 or a Unix socket only.
@@ -43,7 +44,7 @@ while [ $# -gt 0 ]; do
 	esac
 done
 [ ${#BENCH_ARGS[@]} -gt 0 ] || BENCH_ARGS=(--clients 4 --batches 25 --batch-points 1000 --insert-rows 2000
-	--rounds 5 --watch 1 --watch 100 --watch-rounds 2)
+	--rounds 5 --modes rpc,copy,insert,staged,staged-log --watch 1 --watch 100 --watch-rounds 2)
 
 SRC=$REPO
 SRC_DESC="working tree at $(git -C "$REPO" rev-parse --short HEAD)"
