@@ -18,11 +18,13 @@
 #include <time.h>
 
 #include <jansson.h>
+#include <monitoring/alerts_watcher.h>
 #include <monitoring/client.h>
 #include <monitoring/metrics_writer.h>
 
 #include "grpc/health/v1/health.pb-c.h"
 #include "json.h"
+#include "monitoring/v1/alerts.pb-c.h"
 #include "monitoring/v1/metrics.pb-c.h"
 #include "mon_services.h"
 #include "rpc/method.h"
@@ -33,6 +35,7 @@
 #define WATCH_POLL_MS 200
 #define HEALTH_CHECK_PATH "/grpc.health.v1.Health/Check"
 #define WATCH_METRICS_PATH "/monitoring.v1.MetricsService/WatchMetrics"
+#define ALERTS_SERVICE "monitoring.v1.AlertsService"
 /* Longest JSON line monctl metrics send reads (a point is far smaller). */
 #define MAX_LINE_BYTES ((size_t)1 << 20)
 /* How long metrics send waits at the end for the last points, by default. */
@@ -84,9 +87,30 @@ static void usage(FILE *out)
 	      "  metrics follow [JSON]           follow WatchMetrics (JSON is the\n"
 	      "                                  WatchMetricsRequest): one JSON object per\n"
 	      "                                  line; reconnects after UNAVAILABLE, resuming\n"
-	      "                                  after the last sequence received\n"
-	      "\n"
-	      "  Service is the full name (monitoring.v1.AlertsService) or the short one\n"
+	      "                                  after the last sequence received\n",
+	      out);
+	fputs("  alerts rules list [JSON]        ListAlertRules (JSON: ListAlertRulesRequest)\n"
+	      "  alerts rules get RULE_ID        GetAlertRule\n"
+	      "  alerts rules create JSON|- [--status ENABLED|DISABLED|TESTING]\n"
+	      "                                  CreateAlertRule; JSON is the AlertRule\n"
+	      "  alerts rules delete RULE_ID [--force]\n"
+	      "                                  DeleteAlertRule (--force: also with\n"
+	      "                                  unresolved alerts)\n"
+	      "  alerts list [JSON]              ListAlerts (JSON: ListAlertsRequest)\n"
+	      "  alerts ack ALERT_ID [--note TEXT]\n"
+	      "                                  AcknowledgeAlert\n"
+	      "  alerts resolve ALERT_ID [--note TEXT]\n"
+	      "                                  ResolveAlert\n"
+	      "  alerts follow [JSON] [--cursor N]\n"
+	      "                                  follow WatchAlerts (JSON is the\n"
+	      "                                  WatchAlertsRequest; --cursor resumes after\n"
+	      "                                  sequence N): one WatchAlertsResponse per\n"
+	      "                                  line; reconnects by itself and resumes after\n"
+	      "                                  the last sequence, so no change is missed or\n"
+	      "                                  repeated; prints the cursor on exit\n"
+	      "\n",
+	      out);
+	fputs("  Service is the full name (monitoring.v1.AlertsService) or the short one\n"
 	      "  (AlertsService); a leading '/' is accepted, as in a gRPC path.\n"
 	      "\n"
 	      "options (flags override the environment):\n"
@@ -117,6 +141,11 @@ static void usage(FILE *out)
 	      "  monctl watch AlertsService/WatchAlerts '{}'\n"
 	      "  monctl metrics send points.jsonl\n"
 	      "  monctl metrics follow '{\"filter\": {\"metricNames\": [\"http.latency\"]}}'\n"
+	      "  monctl alerts rules create '{\"name\": \"slow api\", \"metricName\": \"http.latency\",\n"
+	      "      \"statistic\": \"METRIC_STATISTIC_P95\", \"comparisonOperator\": \"COMPARISON_OPERATOR_GT\",\n"
+	      "      \"threshold\": 500}'\n"
+	      "  monctl alerts ack alt_123 --note 'looking into it'\n"
+	      "  monctl alerts follow '{\"severities\": [\"SEVERITY_LEVEL_CRITICAL\"]}'\n"
 	      "  monctl health\n",
 	      out);
 }
@@ -717,6 +746,264 @@ static int cmd_metrics(const struct cli *cli, int argc, char **argv)
 	return usage_error("usage: monctl metrics send [FILE|-] [options] | monctl metrics follow [JSON|-]");
 }
 
+/* --- alerts ------------------------------------------------------------------ */
+
+/*
+ * Calls AlertsService/method with req and prints the reply indented.
+ * Returns 0 or an exit code after printing why.
+ */
+static int alerts_call(const struct cli *cli, const char *method, const ProtobufCMessage *req)
+{
+	int rc = 0;
+	mon_client *client = NULL;
+	ProtobufCMessage *resp = NULL;
+	char spec[128];
+
+	snprintf(spec, sizeof(spec), "%s/%s", ALERTS_SERVICE, method);
+	const struct rpc_method *md = method_find(spec);
+	if (md == NULL)
+		return EXIT_USAGE;
+	if ((rc = client_open(cli, &client)) != 0)
+		goto out;
+	mon_call_options co = {.timeout_ms = cli->timeout_ms, .request_id = cli->request_id};
+	mon_status st;
+	if (mon_call_unary(client, md->path, req, md->output, &resp, &co, &st) != 0) {
+		rc = rpc_error(&st);
+		goto out;
+	}
+	rc = print_message(resp, cli->print_flags, 0);
+out:
+	mon_message_free(resp);
+	mon_client_close(client);
+	return rc;
+}
+
+/* Calls AlertsService/method with the request built from the optional JSON argument. */
+static int alerts_call_json(const struct cli *cli, const char *method, const ProtobufCMessageDescriptor *desc, int argc,
+                            char **argv, const char *usage_line)
+{
+	ProtobufCMessage *req = NULL;
+	if (argc > 1)
+		return usage_error(usage_line);
+	int rc = request_build(argc > 0 ? argv[0] : NULL, desc, &req);
+	if (rc == 0)
+		rc = alerts_call(cli, method, req);
+	mon_message_free(req);
+	return rc;
+}
+
+/* Parses "TESTING" or "ALERT_RULE_STATUS_TESTING". Returns -1 when unknown. */
+static int rule_status_parse(const char *s, int *out)
+{
+	char full[80];
+	snprintf(full, sizeof(full), "%s%s", strncmp(s, "ALERT_RULE_STATUS_", 18) == 0 ? "" : "ALERT_RULE_STATUS_", s);
+	const ProtobufCEnumValue *v =
+	        protobuf_c_enum_descriptor_get_value_by_name(&monitoring__v1__alert_rule_status__descriptor, full);
+	if (v == NULL || v->value == 0)
+		return -1;
+	*out = v->value;
+	return 0;
+}
+
+static int cmd_alerts_rules(const struct cli *cli, int argc, char **argv)
+{
+	const char *sub = argc > 0 ? argv[0] : "";
+	argc--;
+	argv++;
+	if (strcmp(sub, "list") == 0)
+		return alerts_call_json(cli, "ListAlertRules", &monitoring__v1__list_alert_rules_request__descriptor,
+		                        argc, argv, "usage: monctl alerts rules list [JSON|-]");
+	if (strcmp(sub, "get") == 0) {
+		if (argc != 1)
+			return usage_error("usage: monctl alerts rules get RULE_ID");
+		Monitoring__V1__GetAlertRuleRequest req = MONITORING__V1__GET_ALERT_RULE_REQUEST__INIT;
+		req.rule_id = argv[0];
+		return alerts_call(cli, "GetAlertRule", &req.base);
+	}
+	if (strcmp(sub, "delete") == 0) {
+		Monitoring__V1__DeleteAlertRuleRequest req = MONITORING__V1__DELETE_ALERT_RULE_REQUEST__INIT;
+		for (int i = 0; i < argc; i++) {
+			if (strcmp(argv[i], "--force") == 0)
+				req.force = 1;
+			else if (argv[i][0] != '-' && req.rule_id[0] == '\0')
+				req.rule_id = argv[i];
+			else
+				req.rule_id = "";
+		}
+		if (req.rule_id[0] == '\0')
+			return usage_error("usage: monctl alerts rules delete RULE_ID [--force]");
+		return alerts_call(cli, "DeleteAlertRule", &req.base);
+	}
+	if (strcmp(sub, "create") == 0) {
+		const char *json = NULL;
+		int status = 0;
+		for (int i = 0; i < argc; i++) {
+			if (strcmp(argv[i], "--status") == 0 && i + 1 < argc) {
+				if (rule_status_parse(argv[++i], &status) != 0)
+					return usage_error("--status: expected ENABLED, DISABLED or TESTING");
+			} else if (json == NULL && (argv[i][0] != '-' || strcmp(argv[i], "-") == 0)) {
+				json = argv[i];
+			} else {
+				json = NULL;
+				break;
+			}
+		}
+		if (json == NULL)
+			return usage_error(
+			        "usage: monctl alerts rules create JSON|- [--status ENABLED|DISABLED|TESTING]");
+		ProtobufCMessage *rule = NULL;
+		int rc = request_build(json, &monitoring__v1__alert_rule__descriptor, &rule);
+		if (rc != 0)
+			return rc;
+		Monitoring__V1__CreateAlertRuleRequest req = MONITORING__V1__CREATE_ALERT_RULE_REQUEST__INIT;
+		req.rule = (Monitoring__V1__AlertRule *)rule;
+		req.initial_status = (Monitoring__V1__AlertRuleStatus)status;
+		rc = alerts_call(cli, "CreateAlertRule", &req.base);
+		mon_message_free(rule);
+		return rc;
+	}
+	return usage_error("usage: monctl alerts rules list|get|create|delete ...");
+}
+
+/* ack and resolve: ALERT_ID [--note TEXT]. */
+static int cmd_alerts_transition(const struct cli *cli, const char *method, int argc, char **argv)
+{
+	const char *id = NULL, *note = "";
+	for (int i = 0; i < argc; i++) {
+		if (strcmp(argv[i], "--note") == 0 && i + 1 < argc)
+			note = argv[++i];
+		else if (id == NULL && argv[i][0] != '-')
+			id = argv[i];
+		else
+			id = "";
+	}
+	if (id == NULL || id[0] == '\0') {
+		char msg[120];
+		snprintf(msg, sizeof(msg), "usage: monctl alerts %s ALERT_ID [--note TEXT]",
+		         strcmp(method, "AcknowledgeAlert") == 0 ? "ack" : "resolve");
+		return usage_error(msg);
+	}
+	/* AcknowledgeAlertRequest and ResolveAlertRequest have the same fields. */
+	if (strcmp(method, "AcknowledgeAlert") == 0) {
+		Monitoring__V1__AcknowledgeAlertRequest req = MONITORING__V1__ACKNOWLEDGE_ALERT_REQUEST__INIT;
+		req.alert_id = (char *)id;
+		req.note = (char *)note;
+		return alerts_call(cli, method, &req.base);
+	}
+	Monitoring__V1__ResolveAlertRequest req = MONITORING__V1__RESOLVE_ALERT_REQUEST__INIT;
+	req.alert_id = (char *)id;
+	req.note = (char *)note;
+	return alerts_call(cli, method, &req.base);
+}
+
+struct follow_state {
+	const struct cli *cli;
+	volatile sig_atomic_t is_output_gone; /* stdout failed: stop */
+};
+
+/* The watcher's callback: events as JSON lines on stdout, connection news on stderr. */
+static void on_alert_event(void *data, const mon_alerts_watcher_event *ev)
+{
+	struct follow_state *fs = data;
+	switch (ev->kind) {
+	case MON_ALERTS_WATCHER_SNAPSHOT:
+	case MON_ALERTS_WATCHER_CHANGE:
+	case MON_ALERTS_WATCHER_CONTROL:
+		if (!fs->is_output_gone && print_message(&ev->response->base, fs->cli->print_flags, 1) != 0)
+			fs->is_output_gone = 1;
+		break;
+	case MON_ALERTS_WATCHER_CONNECTED:
+		if (ev->resume_after_sequence > 0)
+			fprintf(stderr, "monctl: watching alerts after sequence %lld\n",
+			        (long long)ev->resume_after_sequence);
+		break;
+	case MON_ALERTS_WATCHER_DISCONNECTED:
+		fprintf(stderr, "monctl: %s: %s (resuming after sequence %lld in %lld ms)\n",
+		        mon_status_code_name(ev->code), ev->message, (long long)ev->cursor, (long long)ev->retry_in_ms);
+		break;
+	case MON_ALERTS_WATCHER_STOPPED: break; /* reported by cmd_alerts_follow */
+	}
+}
+
+/*
+ * WatchAlerts through the library's resuming watcher, until Ctrl-C, a
+ * failure that resuming cannot repair, or stdout closing. The cursor is
+ * printed on stderr at the end, so that a later run can continue from it.
+ */
+static int cmd_alerts_follow(const struct cli *cli, int argc, char **argv)
+{
+	int rc = 0;
+	mon_client *client = NULL;
+	mon_alerts_watcher *w = NULL;
+	ProtobufCMessage *req = NULL;
+	const char *json = NULL;
+	int64_t cursor = -1;
+
+	for (int i = 0; i < argc; i++) {
+		if (strcmp(argv[i], "--cursor") == 0 && i + 1 < argc) {
+			if (parse_timeout(argv[++i], &cursor) != 0)
+				return usage_error("--cursor: expected a positive sequence number");
+		} else if (json == NULL && (argv[i][0] != '-' || strcmp(argv[i], "-") == 0)) {
+			json = argv[i];
+		} else {
+			return usage_error("usage: monctl alerts follow [JSON|-] [--cursor N]");
+		}
+	}
+	if ((rc = request_build(json, &monitoring__v1__watch_alerts_request__descriptor, &req)) != 0)
+		goto out;
+	Monitoring__V1__WatchAlertsRequest *wreq = (Monitoring__V1__WatchAlertsRequest *)req;
+	if (cursor > 0)
+		wreq->resume_after_sequence = cursor;
+	if ((rc = client_open(cli, &client)) != 0)
+		goto out;
+	signals_catch();
+	struct follow_state fs = {.cli = cli};
+	mon_alerts_watcher_options o = {
+	        .on_event = on_alert_event, .on_event_data = &fs, .request_id = cli->request_id};
+	mon_status st;
+	if (mon_alerts_watcher_open(client, wreq, &o, &w, &st) != 0) {
+		rc = report(EXIT_USAGE, mon_status_code_name(st.code), st.message);
+		goto out;
+	}
+	for (;;) {
+		if (g_interrupted) {
+			rc = EXIT_INTERRUPTED;
+			break;
+		}
+		if (fs.is_output_gone) {
+			rc = errno == EPIPE ? 0 : EXIT_RPC;
+			break;
+		}
+		if (mon_alerts_watcher_wait(w, WATCH_POLL_MS, &st) == 1) {
+			rc = rpc_error(&st);
+			break;
+		}
+	}
+	fprintf(stderr, "monctl: alerts cursor %lld\n", (long long)mon_alerts_watcher_cursor(w));
+out:
+	mon_alerts_watcher_close(w);
+	mon_message_free(req);
+	mon_client_close(client);
+	return rc;
+}
+
+static int cmd_alerts(const struct cli *cli, int argc, char **argv)
+{
+	const char *sub = argc > 0 ? argv[0] : "";
+	if (strcmp(sub, "rules") == 0)
+		return cmd_alerts_rules(cli, argc - 1, argv + 1);
+	if (strcmp(sub, "list") == 0)
+		return alerts_call_json(cli, "ListAlerts", &monitoring__v1__list_alerts_request__descriptor, argc - 1,
+		                        argv + 1, "usage: monctl alerts list [JSON|-]");
+	if (strcmp(sub, "ack") == 0)
+		return cmd_alerts_transition(cli, "AcknowledgeAlert", argc - 1, argv + 1);
+	if (strcmp(sub, "resolve") == 0)
+		return cmd_alerts_transition(cli, "ResolveAlert", argc - 1, argv + 1);
+	if (strcmp(sub, "follow") == 0)
+		return cmd_alerts_follow(cli, argc - 1, argv + 1);
+	return usage_error("usage: monctl alerts rules|list|ack|resolve|follow ...");
+}
+
 int main(int argc, char **argv)
 {
 	enum {
@@ -785,6 +1072,8 @@ int main(int argc, char **argv)
 		return cmd_health(&cli, rest_argc, rest);
 	if (strcmp(cmd, "metrics") == 0)
 		return cmd_metrics(&cli, rest_argc, rest);
+	if (strcmp(cmd, "alerts") == 0)
+		return cmd_alerts(&cli, rest_argc, rest);
 	if (strcmp(cmd, "help") == 0) {
 		usage(stdout);
 		return 0;
