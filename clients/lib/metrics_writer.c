@@ -55,6 +55,7 @@ struct entry {
 	uint8_t *data; /* the point's serialised bytes, framed (tag, length, bytes) */
 	size_t len;
 	int64_t added_ms;
+	uint64_t key_hash; /* of (time, metric_name, endpoint); never 0 */
 };
 
 struct mon_metrics_writer {
@@ -72,6 +73,8 @@ struct mon_metrics_writer {
 
 	struct entry *ring;          /* capacity opts.max_buffered_points */
 	struct entry *batch_entries; /* the thread's batch, max_batch_points */
+	uint64_t *batch_keys;        /* key hashes of the batch being taken (open addressing) */
+	size_t batch_keys_cap;       /* a power of two, at least twice max_batch_points */
 	size_t head;
 	size_t queued_n; /* in the ring, not yet taken */
 	size_t queued_bytes;
@@ -228,9 +231,30 @@ static void batch_release(struct batch *b)
 }
 
 /*
+ * Adds h to the batch's key set; false when it is there already. A key
+ * repeated in one request is refused by the server, so a batch ends before
+ * a point whose key it already holds, and that point goes, and replaces the
+ * earlier one, in the next batch. (Two different keys with the same hash
+ * only end a batch early.)
+ */
+static bool batch_key_add(mon_metrics_writer *w, uint64_t h)
+{
+	size_t mask = w->batch_keys_cap - 1;
+	for (size_t i = (size_t)h & mask;; i = (i + 1) & mask) {
+		if (w->batch_keys[i] == 0) {
+			w->batch_keys[i] = h;
+			return true;
+		}
+		if (w->batch_keys[i] == h)
+			return false;
+	}
+}
+
+/*
  * Moves points from the head of the ring into b: up to max_batch_points
- * whose framed size fits max_batch_bytes (always at least one). Called
- * with the lock held and queued_n > 0.
+ * whose framed size fits max_batch_bytes (always at least one), stopping
+ * before a key the batch already holds. Called with the lock held and
+ * queued_n > 0.
  */
 static void batch_take(mon_metrics_writer *w, struct batch *b)
 {
@@ -238,9 +262,12 @@ static void batch_take(mon_metrics_writer *w, struct batch *b)
 	b->n = 0;
 	b->bytes = 0;
 	b->first = w->taken_n;
+	memset(w->batch_keys, 0, w->batch_keys_cap * sizeof(*w->batch_keys));
 	while (w->queued_n > 0 && b->n < (size_t)w->opts.max_batch_points) {
 		struct entry *e = &w->ring[w->head];
 		if (b->n > 0 && b->bytes + e->len > w->opts.max_batch_bytes)
+			break;
+		if (!batch_key_add(w, e->key_hash))
 			break;
 		b->entries[b->n++] = *e;
 		b->bytes += e->len;
@@ -539,6 +566,26 @@ static void *writer_main(void *arg)
 	return NULL;
 }
 
+/* FNV-1a of a point's key: time, metric_name, endpoint. */
+static uint64_t key_hash(const Monitoring__V1__MetricPoint *p)
+{
+	uint64_t h = 1469598103934665603ull;
+	int64_t sec = p->time != NULL ? p->time->seconds : 0;
+	int32_t nanos = p->time != NULL ? p->time->nanos : 0;
+	uint8_t t[12];
+	memcpy(t, &sec, sizeof(sec));
+	memcpy(t + 8, &nanos, sizeof(nanos));
+	for (size_t i = 0; i < sizeof(t); i++)
+		h = (h ^ t[i]) * 1099511628211ull;
+	const char *parts[2] = {p->metric_name != NULL ? p->metric_name : "", p->endpoint != NULL ? p->endpoint : ""};
+	for (int k = 0; k < 2; k++) {
+		for (const char *c = parts[k]; *c != '\0'; c++)
+			h = (h ^ (uint8_t)*c) * 1099511628211ull;
+		h = (h ^ 0xffu) * 1099511628211ull; /* separator: ("ab", "c") is not ("a", "bc") */
+	}
+	return h != 0 ? h : 1;
+}
+
 /* --- public API ------------------------------------------------------------ */
 
 MON_API int mon_metrics_writer_create(mon_client *client, const mon_metrics_writer_options *opts,
@@ -566,7 +613,12 @@ MON_API int mon_metrics_writer_create(mon_client *client, const mon_metrics_writ
 	w->client = client;
 	w->ring = calloc(w->opts.max_buffered_points, sizeof(*w->ring));
 	w->batch_entries = calloc((size_t)w->opts.max_batch_points, sizeof(*w->batch_entries));
-	if (w->ring == NULL || w->batch_entries == NULL) {
+	w->batch_keys_cap = 16;
+	while (w->batch_keys_cap < 2 * (size_t)w->opts.max_batch_points)
+		w->batch_keys_cap *= 2;
+	w->batch_keys = calloc(w->batch_keys_cap, sizeof(*w->batch_keys));
+	if (w->ring == NULL || w->batch_entries == NULL || w->batch_keys == NULL) {
+		free(w->batch_keys);
 		status_set(status, ST_RESOURCE_EXHAUSTED, "out of memory for %zu buffered points",
 		           w->opts.max_buffered_points);
 		free(w->ring);
@@ -606,6 +658,7 @@ fail:
 	pthread_mutex_destroy(&w->mu);
 	free(w->ring);
 	free(w->batch_entries);
+	free(w->batch_keys);
 	free(w);
 	return rc;
 }
@@ -619,6 +672,7 @@ MON_API int mon_metrics_writer_add(mon_metrics_writer *w, const Monitoring__V1__
 		status_set(status, ST_INVALID_ARGUMENT, "mon_metrics_writer_add: NULL writer or point");
 		return MON_EINVAL;
 	}
+	uint64_t hash = key_hash(point);
 	size_t plen = protobuf_c_message_get_packed_size(&point->base);
 	size_t len = 1 + varint_len(plen) + plen;
 	if (len > w->opts.max_batch_bytes) {
@@ -662,6 +716,7 @@ MON_API int mon_metrics_writer_add(mon_metrics_writer *w, const Monitoring__V1__
 	e->data = data;
 	e->len = len;
 	e->added_ms = now_ms();
+	e->key_hash = hash;
 	data = NULL;
 	w->queued_n++;
 	w->queued_bytes += len;
@@ -765,6 +820,7 @@ MON_API int mon_metrics_writer_close(mon_metrics_writer *w, int64_t timeout_ms, 
 		free(w->ring[(w->head + i) % w->opts.max_buffered_points].data);
 	free(w->ring);
 	free(w->batch_entries);
+	free(w->batch_keys);
 	pthread_cond_destroy(&w->wake);
 	pthread_cond_destroy(&w->room);
 	pthread_cond_destroy(&w->done);

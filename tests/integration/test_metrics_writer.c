@@ -485,6 +485,33 @@ static void test_metrics_writer_full_buffer_and_close(void **state)
 	assert_int_equal(rows_of("mw_full"), 0);
 }
 
+/* The same key twice in a row: two batches, the later value is stored (inserted, then updated). */
+static void test_metrics_writer_same_key_replaces(void **state)
+{
+	(void)state;
+	mon_metrics_writer_options o = {.max_batch_points = 100, .max_delay_ms = 100};
+	mon_metrics_writer *w = NULL;
+	mon_status st;
+	assert_int_equal(mon_metrics_writer_create(g_client, &o, &w, &st), 0);
+	add_points(w, "mw_samekey", 0, 3);
+	struct point_buf b;
+	point_make(&b, "mw_samekey", 1, 99.5);
+	assert_int_equal(mon_metrics_writer_add(w, &b.p, &st), 0);
+	if (mon_metrics_writer_flush(w, 10000, &st) != 0)
+		fail_msg("flush: %s: %s", mon_status_code_name(st.code), st.message);
+	mon_metrics_writer_stats s;
+	mon_metrics_writer_stats_get(w, &s);
+	assert_int_equal(s.batches_sent, 2);
+	assert_int_equal(s.points_inserted, 3);
+	assert_int_equal(s.points_updated, 1);
+	assert_int_equal(s.points_failed, 0);
+	assert_int_equal(rows_of("mw_samekey"), 3);
+	assert_int_equal(sql_int("SELECT count(*) FROM tb_performance_metric WHERE metric_name = 'mw_samekey'"
+	                         " AND p95 = 99.5"),
+	                 1);
+	assert_int_equal(mon_metrics_writer_close(w, 10000, &st), 0);
+}
+
 static void test_metrics_writer_bad_options(void **state)
 {
 	(void)state;
@@ -510,6 +537,7 @@ int main(void)
 	        cmocka_unit_test(test_metrics_writer_retries_across_restart),
 	        cmocka_unit_test(test_metrics_writer_reports_invalid_point),
 	        cmocka_unit_test(test_metrics_writer_atomic_batch),
+	        cmocka_unit_test(test_metrics_writer_same_key_replaces),
 	        cmocka_unit_test(test_metrics_writer_full_buffer_and_close),
 	};
 	signal(SIGPIPE, SIG_IGN);

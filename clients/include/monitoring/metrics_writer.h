@@ -12,10 +12,11 @@
  * by time, metric_name and endpoint; a repeat replaces the stored point), so
  * a batch that was committed but whose reply was lost is counted as
  * duplicates, never stored twice. Batches are sent one at a time, in the
- * order their points were added, so a later point with the same key always
- * wins. Points that cannot be recorded (invalid points, permission denied,
- * retries exhausted, writer closed first) are counted and handed to the
- * error callback; nothing is dropped silently.
+ * order their points were added, and a batch ends before a point whose key
+ * it already holds (the server refuses a key twice in one request), so a
+ * later point with the same key always replaces an earlier one. Points that cannot be recorded (invalid points,
+ * permission denied, retries exhausted, writer closed first) are counted and handed to the error callback; nothing is
+ * dropped silently.
  *
  * Backpressure: the buffer holds at most max_buffered_points (queued and in
  * flight). When it is full mon_metrics_writer_add blocks until the
