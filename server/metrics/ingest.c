@@ -414,16 +414,54 @@ static int encode_row(struct arena *a, const Monitoring__V1__MetricPoint *p, str
 
 struct write_op {
 	struct row *rows;
+	const struct row **sorted; /* rows in key order */
 	size_t count;
 	const char *params[5];
 	struct metrics_write_result result;
 };
 
+/*
+ * The common case, new keys only: COPY straight into the table, as cheap as
+ * any loader can be. A key that exists (a retry, a replacement) fails the
+ * COPY with a unique violation; the savepoint undoes it and the batch takes
+ * the staging path. Rows go in key order, so two batches sharing keys wait
+ * for each other instead of deadlocking; should they deadlock all the same,
+ * the loser also falls back.
+ */
+static int copy_direct(struct db_conn *conn, struct write_op *op, bool *is_done, struct mon_error *err)
+{
+	*is_done = false;
+	int rc = db_exec(conn, "SAVEPOINT metrics_direct", 0, NULL, NULL, err);
+	if (rc != 0)
+		return rc;
+	rc = db_copy_begin(conn, "COPY tb_performance_metric (" COLS ") FROM STDIN", err);
+	for (size_t i = 0; rc == 0 && i < op->count; i++)
+		rc = db_copy_row(conn, 17, op->sorted[i]->v, err);
+	if (rc == 0)
+		rc = db_copy_end(conn, NULL, err);
+	if (rc == 0) {
+		*is_done = true;
+		return 0;
+	}
+	if (rc != MON_EEXIST && rc != MON_EABORTED)
+		return rc;
+	mon_error_clear(err);
+	return db_exec(conn, "ROLLBACK TO SAVEPOINT metrics_direct", 0, NULL, NULL, err);
+}
+
 static int write_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 {
 	struct write_op *op = arg;
 	struct db_result *res = NULL;
-	int rc = db_copy_begin(conn, "COPY mon_metric_stage (" COLS ") FROM STDIN", err);
+	bool is_direct = false;
+	int rc = copy_direct(conn, op, &is_direct, err);
+	if (rc != 0)
+		return rc;
+	int64_t inserted = (int64_t)op->count;
+	int64_t updated = 0;
+	if (is_direct)
+		goto publish;
+	rc = db_copy_begin(conn, "COPY mon_metric_stage (" COLS ") FROM STDIN", err);
 	for (size_t i = 0; rc == 0 && i < op->count; i++)
 		rc = db_copy_row(conn, 17, op->rows[i].v, err);
 	if (rc == 0)
@@ -432,10 +470,9 @@ static int write_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 		rc = db_exec_stmt(conn, &insert_stmt, NULL, &res, err);
 	if (rc != 0)
 		goto out;
-	int64_t inserted = strtoll(db_result_value(res, 0, 0), NULL, 10);
+	inserted = strtoll(db_result_value(res, 0, 0), NULL, 10);
 	db_result_free(res);
 	res = NULL;
-	int64_t updated = 0;
 	if (inserted < (int64_t)op->count) {
 		rc = db_exec(conn, "ANALYZE mon_metric_stage", 0, NULL, NULL, err);
 		if (rc == 0)
@@ -446,6 +483,7 @@ static int write_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 		db_result_free(res);
 		res = NULL;
 	}
+publish:;
 	int64_t written = inserted + updated;
 	op->result.inserted = (int32_t)inserted;
 	op->result.updated = (int32_t)updated;
@@ -462,14 +500,26 @@ out:
 	return rc;
 }
 
+static int row_key_cmp(const void *pa, const void *pb)
+{
+	const struct row *a = *(const struct row *const *)pa;
+	const struct row *b = *(const struct row *const *)pb;
+	int64_t ta = time_us(a->stored.time), tb = time_us(b->stored.time);
+	if (ta != tb)
+		return ta < tb ? -1 : 1;
+	int c = strcmp(a->stored.metric_name, b->stored.metric_name);
+	return c != 0 ? c : strcmp(a->stored.endpoint, b->stored.endpoint);
+}
+
 int metrics_write(struct db_pool *pool, struct arena *a, int64_t timeout_ms, Monitoring__V1__MetricPoint *const *points,
                   size_t count, struct metrics_write_result *out, struct mon_error *err)
 {
 	struct write_op op = {.count = count};
 	op.rows = arena_calloc(a, count, sizeof(*op.rows));
+	op.sorted = arena_calloc(a, count, sizeof(*op.sorted));
 	Monitoring__V1__MetricPoint **stored = arena_calloc(a, count, sizeof(*stored));
 	int64_t *buckets = arena_calloc(a, count, sizeof(*buckets));
-	if (op.rows == NULL || stored == NULL || buckets == NULL)
+	if (op.rows == NULL || op.sorted == NULL || stored == NULL || buckets == NULL)
 		return mon_error_set(err, MON_ENOMEM, "out of memory encoding points");
 	int64_t min_us = INT64_MAX, max_us = INT64_MIN;
 	size_t bucket_n = 0;
@@ -478,6 +528,7 @@ int metrics_write(struct db_pool *pool, struct arena *a, int64_t timeout_ms, Mon
 		if (rc != 0)
 			return rc;
 		stored[i] = &op.rows[i].stored;
+		op.sorted[i] = &op.rows[i];
 		int64_t us = time_us(points[i]->time);
 		min_us = us < min_us ? us : min_us;
 		max_us = us > max_us ? us : max_us;
@@ -489,6 +540,8 @@ int metrics_write(struct db_pool *pool, struct arena *a, int64_t timeout_ms, Mon
 		if (j == bucket_n)
 			buckets[bucket_n++] = b;
 	}
+
+	qsort(op.sorted, count, sizeof(*op.sorted), row_key_cmp);
 
 	size_t blen = 2;
 	for (size_t j = 0; j < bucket_n; j++)

@@ -135,20 +135,25 @@ class Monitord:
                                 "--database", self.database], capture_output=True, text=True, timeout=120)
             if r.returncode != 0:
                 raise RuntimeError("monitord admin bootstrap failed (%d): %s" % (r.returncode, r.stderr))
-            key = r.stdout.strip().splitlines()[-1]
-            # A new key works once the server's identity store has reloaded (NOTIFY, then a read).
-            who = raw_unary(self.channel, "/monitoring.v1.AccessService/GetCallerIdentity")
-            deadline = time.time() + 30
-            while True:
-                try:
-                    who(b"", timeout=5, metadata=(("authorization", "Bearer " + key),))
-                    break
-                except grpc.RpcError as e:
-                    if e.code() != grpc.StatusCode.UNAUTHENTICATED or time.time() > deadline:
-                        raise
-                    time.sleep(0.05)
-            self._admin_key = key
+            self.use_admin_key(r.stdout.strip().splitlines()[-1])
         return self._admin_key
+
+    def use_admin_key(self, key):
+        """Authenticates as key (made on this database, e.g. by another replica's
+        admin_key()) once this server accepts it: a new key works once the
+        server's identity store has reloaded (NOTIFY, then a read), and a
+        replica can be SERVING before its first load."""
+        who = raw_unary(self.channel, "/monitoring.v1.AccessService/GetCallerIdentity")
+        deadline = time.time() + 30
+        while True:
+            try:
+                who(b"", timeout=5, metadata=(("authorization", "Bearer " + key),))
+                break
+            except grpc.RpcError as e:
+                if e.code() != grpc.StatusCode.UNAUTHENTICATED or time.time() > deadline:
+                    raise
+                time.sleep(0.05)
+        self._admin_key = key
 
     def auth(self):
         """Call metadata authenticating as the admin."""

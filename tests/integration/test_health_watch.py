@@ -217,9 +217,9 @@ class HealthWatchTest(unittest.TestCase):
 
     def test_change_on_one_replica_reaches_another(self):
         other = harness.Monitord(self.db)
-        other._admin_key = self.srv.admin_key()  # one database, one bootstrap
         try:
             other.wait_serving("monitoring.v1.HealthService")
+            other.use_admin_key(self.srv.admin_key())  # one database, one bootstrap
             sid = self.new_service()
             w = self.watch(srv=other, service_ids=[sid])
             try:

@@ -405,11 +405,10 @@ class MetricsWatchTest(unittest.TestCase):
 
     def test_other_replica(self):
         other = harness.Monitord(self.db)
-        other._admin_key = self.srv.admin_key()  # one database, one bootstrap
         stopped = False
         try:
             other.wait_serving("monitoring.v1.MetricsService")
-            wait_key_accepted(other)
+            other.use_admin_key(self.srv.admin_key())  # one database, one bootstrap
             m = self.name()
             # A channel of its own: stopping the server closes its channel, which would cancel the call here.
             channel = grpc.insecure_channel(other.address)
@@ -435,20 +434,6 @@ class MetricsWatchTest(unittest.TestCase):
         finally:
             if not stopped:
                 other.assert_clean_exit(self)
-
-
-def wait_key_accepted(srv):
-    """Waits until srv knows the admin key made on another replica (its identity store loads keys by itself)."""
-    who = harness.raw_unary(srv.channel, "/monitoring.v1.AccessService/GetCallerIdentity")
-    deadline = time.time() + WAIT_S
-    while True:
-        try:
-            who(b"", timeout=5, metadata=srv.auth())
-            return
-        except grpc.RpcError as e:
-            if e.code() != SC.UNAUTHENTICATED or time.time() > deadline:
-                raise
-            time.sleep(0.05)
 
 
 def rss_kb(pid):
