@@ -1,10 +1,11 @@
 /*
  * Performance metric ingest: the validation of RecordMetrics points and the
- * write path. A batch is written in one transaction: its rows are COPYed
- * into a per-connection temporary staging table, moved into
- * tb_performance_metric by one INSERT ... ON CONFLICT (time, metric_name,
- * endpoint) DO NOTHING, then, only when some keys existed, one UPDATE of
- * the stored rows whose values differ; and the
+ * write path. A batch is written in one transaction: its rows, in key order,
+ * are COPYed straight into tb_performance_metric under a savepoint; when a
+ * key exists (a retry or a replacement) that COPY fails, the savepoint
+ * undoes it, and the rows go through a per-connection temporary staging
+ * table instead: INSERT ... ON CONFLICT (time, metric_name, endpoint) DO
+ * NOTHING, then one UPDATE of the stored rows whose values differ. Then the
  * batch is numbered and logged by mon_metrics_commit (sql/0009_metrics.sql):
  * the sequence WatchMetrics delivers it under, the 5-minute buckets the
  * rollup job re-aggregates, and the points every replica's hub fans out.
