@@ -1,0 +1,456 @@
+"""The alert evaluator end to end: points go in through RecordMetrics
+(python3-grpcio), rules are written to tb_alert_rule with psql (and
+announced on "mon_alert_rules" as the rule RPCs do), and the alerts the
+evaluator raises are read back from PostgreSQL and through
+PreviewAlertRule.
+
+Covered: every comparison operator, the pending period (duration_minutes
+0 and 1), auto-resolve, the suppression window, the hourly cap (SUPPRESSED
+with a reason, never dropped), escalation (next_escalation_at is moved into
+the past with psql instead of waiting a minute per level), testing rules,
+silences, scope groups, a restart with a pending and a firing alert, two
+replicas on one database, and event-driven evaluation (an alert well
+before the rule's next periodic evaluation).
+"""
+
+import json
+import subprocess
+import threading
+import time
+import unittest
+
+import grpc
+from google.protobuf import timestamp_pb2, wrappers_pb2
+
+import harness
+
+harness.api_stubs()
+from monitoring.v1 import alerts_pb2, alerts_pb2_grpc, common_pb2, metrics_pb2, metrics_pb2_grpc  # noqa: E402
+
+D = wrappers_pb2.DoubleValue
+TICK_ARGS = ["--alert-tick-ms", "200"]
+
+
+def psql(conninfo, sql):
+    r = subprocess.run(["psql", "-X", "-q", "-At", "-F", "\t", "-v", "ON_ERROR_STOP=1", conninfo, "-c", sql],
+                       check=True, capture_output=True, text=True)
+    return [line.split("\t") for line in r.stdout.splitlines() if line != ""]
+
+
+def lit(value):
+    """A SQL literal."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+_last_us = [0]
+_clock = threading.Lock()
+
+
+def now_ts():
+    """The current time as a Timestamp, strictly increasing (points of one metric and endpoint need distinct times)."""
+    with _clock:
+        us = max(int(time.time() * 1e6), _last_us[0] + 1)
+        _last_us[0] = us
+    t = timestamp_pb2.Timestamp()
+    t.FromMicroseconds(us)
+    return t
+
+
+def point(name, p95=10.0, endpoint="/api/orders", **kw):
+    p = metrics_pb2.MetricPoint(time=now_ts(), metric_name=name, endpoint=endpoint, method="GET",
+                                request_count=kw.pop("requests", 100), error_count=kw.pop("errors", 0))
+    p.p95.CopyFrom(D(value=p95))
+    for k, v in kw.items():
+        if k == "tags":
+            p.tags.update(v)
+        else:
+            getattr(p, k).CopyFrom(v)
+    return p
+
+
+def wait_for(what, fn, timeout=20, interval=0.05):
+    deadline = time.time() + timeout
+    while True:
+        value = fn()
+        if value:
+            return value
+        if time.time() > deadline:
+            raise AssertionError("timed out after %ss waiting for %s (last: %r)" % (timeout, what, value))
+        time.sleep(interval)
+
+
+def accept_key(srv, key):
+    """Waits until srv (a replica or a restarted server) accepts an API key made on its database."""
+    who = harness.raw_unary(srv.channel, "/monitoring.v1.AccessService/GetCallerIdentity")
+    deadline = time.time() + 30
+    while True:
+        try:
+            who(b"", timeout=5, metadata=(("authorization", "Bearer " + key),))
+            srv._admin_key = key
+            return
+        except grpc.RpcError as e:
+            if e.code() != grpc.StatusCode.UNAUTHENTICATED or time.time() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+class AlertEngineTest(unittest.TestCase):
+
+    @classmethod
+    def setUpClass(cls):
+        cls.db = harness.fresh_database("itest_alert_engine")
+        cls.srv = harness.Monitord(cls.db, TICK_ARGS)
+        cls.srv.wait_serving()
+        cls.key = cls.srv.admin_key()
+        cls.servers = [cls.srv]
+
+    @classmethod
+    def tearDownClass(cls):
+        for srv in cls.servers:
+            if srv.proc.poll() is None:
+                code = srv.stop()
+                log = srv.read_log()
+                assert code == 0, "monitord exit code %d:\n%s" % (code, log[-6000:])
+                assert "ERROR: AddressSanitizer" not in log and "runtime error:" not in log, log[-6000:]
+
+    # ---- helpers ----
+
+    def md(self):
+        return (("authorization", "Bearer " + self.key),)
+
+    def record(self, points, srv=None):
+        stub = metrics_pb2_grpc.MetricsServiceStub((srv or self.srv).channel)
+        stub.RecordMetrics(metrics_pb2.RecordMetricsRequest(points=points), metadata=self.md(), timeout=30)
+
+    def sql(self, text):
+        return psql(self.db, text)
+
+    def rule(self, metric, op, threshold, stat="p95", agg=None, duration=0, interval=10, auto_resolve=True,
+             suppress=None, cap=None, status="enabled", group_by=None, text_match=None, channels=(),
+             recipients=None, policy=None, escalation_delay=None, tags=None):
+        """Writes a rule as the rule RPCs store it (statistic, aggregation and text_match in scope)."""
+        rid = "rule-" + metric
+        scope = {"statistic": stat}
+        if agg:
+            scope["aggregation"] = agg
+        if group_by:
+            scope["group_by"] = list(group_by)
+        if text_match:
+            scope["text_match"] = {"field": text_match[0], "substring": text_match[1]}
+        chans = "ARRAY[%s]::text[]" % ", ".join(lit(c) for c in channels) if channels else "'{}'::text[]"
+        self.sql("INSERT INTO tb_alert_rule (id, name, severity, status, metric_name, comparison_operator,"
+                 " threshold, duration_minutes, evaluation_interval, scope, notification_channels,"
+                 " notification_recipients, auto_resolve, suppress_duration, max_alerts_per_hour,"
+                 " escalation_policy_id, escalation_delay, tags, created_by) VALUES (%s, %s, 'critical', %s, %s,"
+                 " %s, %s, %s, %s, %s::jsonb, %s, %s::jsonb, %s, %s, %s, %s, %s, %s::jsonb, 'itest');"
+                 " SELECT pg_notify('mon_alert_rules', %s)"
+                 % (lit(rid), lit("rule on " + metric), lit(status), lit(metric), lit(op), lit(threshold),
+                    lit(duration), lit(interval), lit(json.dumps(scope)), chans, lit(json.dumps(recipients or {})),
+                    lit(auto_resolve), lit(suppress), lit(cap), lit(policy), lit(escalation_delay),
+                    lit(json.dumps(tags or {})), lit(rid)))
+        time.sleep(0.5)  # the engines reload their rule map on the NOTIFY
+        return rid
+
+    def alerts(self, rid):
+        """The rule's alerts, oldest first, as dicts."""
+        cols = ["id", "status", "suppression_reason", "silence_id", "current_value", "group_key", "labels",
+                "escalation_level", "escalated", "next_escalation", "resolution_note", "condition_since",
+                "triggered_at"]
+        rows = self.sql("SELECT id, status, coalesce(suppression_reason, ''), coalesce(silence_id, ''),"
+                        " current_value::float8, group_key, labels::text, escalation_level,"
+                        " escalated_at IS NOT NULL, coalesce(extract(epoch FROM next_escalation_at - now())::int::text,"
+                        " ''), coalesce(resolution_note, ''), extract(epoch FROM condition_since)::numeric(20,6),"
+                        " extract(epoch FROM triggered_at)::numeric(20,6)"
+                        " FROM tb_alert WHERE alert_rule_id = %s ORDER BY created_at, id" % lit(rid))
+        return [dict(zip(cols, r)) for r in rows]
+
+    def statuses(self, rid):
+        return [(a["status"], a["suppression_reason"]) for a in self.alerts(rid)]
+
+    def wait_statuses(self, rid, expected, timeout=20):
+        return wait_for("%s alerts %r" % (rid, expected), lambda: self.statuses(rid) == expected and
+                        self.alerts(rid), timeout)
+
+    def outbox(self, alert_id):
+        return self.sql("SELECT trigger, escalation_level, channel, recipient FROM tb_notification_outbox"
+                        " WHERE alert_id = %s ORDER BY created_at, id" % lit(alert_id))
+
+    def start_replica(self):
+        srv = harness.Monitord(self.db, TICK_ARGS)
+        self.servers.append(srv)
+        srv.wait_serving()
+        accept_key(srv, self.key)
+        return srv
+
+    # ---- the tests ----
+
+    def test_comparison_operators(self):
+        # (operator, threshold, value that meets it, value that does not)
+        cases = [("gt", 100, 150.0, 100.0), ("gte", 100, 100.0, 99.9), ("lt", 50, 49.0, 50.0),
+                 ("lte", 50, 50.0, 50.1), ("eq", 42, 42.0, 42.1), ("ne", 42, 41.0, 42.0)]
+        rules = []
+        for op, thr, hit, miss in cases:
+            rules.append((self.rule("op_%s_hit" % op, op, thr), "op_%s_hit" % op, hit, True))
+            rules.append((self.rule("op_%s_miss" % op, op, thr), "op_%s_miss" % op, miss, False))
+        # Text operators count the points whose label contains the substring (threshold 0 means 1).
+        for op, hit_ep, miss_ep in [("contains", "/api/checkout", "/api/orders"),
+                                    ("not-contains", "/api/orders", "/api/checkout")]:
+            name = op.replace("-", "_")
+            rules.append((self.rule("op_%s_hit" % name, op, 0, text_match=("endpoint", "checkout")),
+                          "op_%s_hit" % name, hit_ep, True))
+            rules.append((self.rule("op_%s_miss" % name, op, 0, text_match=("endpoint", "checkout")),
+                          "op_%s_miss" % name, miss_ep, False))
+        pts = []
+        for rid, metric, value, _ in rules:
+            if isinstance(value, str):
+                pts.append(point(metric, endpoint=value))
+            else:
+                pts.append(point(metric, p95=value))
+        self.record(pts)
+        for rid, metric, value, is_hit in rules:
+            if is_hit:
+                got = self.wait_statuses(rid, [("active", "")])
+                if not isinstance(value, str):
+                    self.assertAlmostEqual(float(got[0]["current_value"]), value, 3)
+        time.sleep(1.0)
+        for rid, metric, value, is_hit in rules:
+            if not is_hit:
+                self.assertEqual(self.alerts(rid), [], rid)
+
+    def test_pending_period_and_restart(self):
+        # duration 1: PENDING while the condition holds for less than a minute, ACTIVE after it; a
+        # restart of monitord in between keeps the pending alert (same id, same condition_since), and
+        # a firing alert of another rule is neither lost nor raised twice.
+        pending = self.rule("pending_1m", "gt", 100, duration=1)
+        firing = self.rule("firing_0m", "gt", 100, duration=0)
+        self.record([point("pending_1m", p95=500.0), point("firing_0m", p95=500.0)])
+        first = self.wait_statuses(pending, [("pending", "")])[0]
+        fired = self.wait_statuses(firing, [("active", "")])[0]
+        started = time.time()
+        srv = self.srv
+        self.assertEqual(srv.stop(), 0, srv.read_log()[-4000:])
+        restarted = harness.Monitord(self.db, TICK_ARGS)
+        self.servers.append(restarted)
+        restarted.wait_serving()
+        accept_key(restarted, self.key)
+        type(self).srv = restarted
+        # Keep the condition true (the window is 10 s) until the minute has passed.
+        while time.time() - started < 80:
+            self.record([point("pending_1m", p95=500.0), point("firing_0m", p95=500.0)])
+            if self.statuses(pending) == [("active", "")]:
+                break
+            time.sleep(2)
+        got = self.alerts(pending)
+        self.assertEqual([(a["status"], a["id"], a["condition_since"]) for a in got],
+                         [("active", first["id"], first["condition_since"])])
+        self.assertGreaterEqual(float(got[0]["triggered_at"]) - float(got[0]["condition_since"]), 59.0)
+        self.assertEqual([(a["status"], a["id"]) for a in self.alerts(firing)], [("active", fired["id"])])
+        events = self.sql("SELECT kind, status FROM tb_alert_event WHERE alert_id = %s ORDER BY seq" %
+                          lit(first["id"]))
+        self.assertEqual(events[0], ["created", "pending"])
+        self.assertIn(["status-changed", "active"], events)
+
+    def test_pending_alert_resolves_when_condition_clears(self):
+        rid = self.rule("pending_clears", "gt", 100, agg="last", duration=5, auto_resolve=False)
+        self.record([point("pending_clears", p95=500.0)])
+        self.wait_statuses(rid, [("pending", "")])
+        self.record([point("pending_clears", p95=5.0)])
+        got = self.wait_statuses(rid, [("resolved", "")])
+        self.assertEqual(got[0]["resolution_note"], "auto-resolved: condition cleared")
+
+    def test_auto_resolve(self):
+        on = self.rule("autoresolve_on", "gt", 100, agg="last", suppress=None)
+        off = self.rule("autoresolve_off", "gt", 100, agg="last", auto_resolve=False)
+        self.record([point("autoresolve_on", p95=500.0), point("autoresolve_off", p95=500.0)])
+        self.wait_statuses(on, [("active", "")])
+        self.wait_statuses(off, [("active", "")])
+        self.record([point("autoresolve_on", p95=5.0), point("autoresolve_off", p95=5.0)])
+        got = self.wait_statuses(on, [("resolved", "")])
+        self.assertEqual(got[0]["resolution_note"], "auto-resolved: condition cleared")
+        # Without auto_resolve the alert stays, its value follows the metric.
+        wait_for("value refresh", lambda: float(self.alerts(off)[0]["current_value"]) == 5.0)
+        self.assertEqual(self.statuses(off), [("active", "")])
+        # The condition returns: a new alert (the resolved one is final).
+        self.record([point("autoresolve_on", p95=600.0)])
+        self.wait_statuses(on, [("resolved", ""), ("active", "")])
+
+    def test_suppression_window(self):
+        rid = self.rule("suppress_window", "gt", 100, agg="last", suppress=300)
+        self.record([point("suppress_window", p95=500.0)])
+        self.wait_statuses(rid, [("active", "")])
+        self.record([point("suppress_window", p95=5.0)])
+        self.wait_statuses(rid, [("resolved", "")])
+        self.record([point("suppress_window", p95=500.0)])
+        self.wait_statuses(rid, [("resolved", ""), ("suppressed", "suppress-window")])
+
+    def test_hourly_cap_suppresses_and_keeps(self):
+        rid = self.rule("hourly_cap", "gt", 100, agg="last", cap=2)
+        expected = []
+        for i in range(4):
+            self.record([point("hourly_cap", p95=500.0)])
+            state = ("active", "") if i < 2 else ("suppressed", "hourly-cap")
+            self.wait_statuses(rid, expected + [state])
+            self.record([point("hourly_cap", p95=5.0)])
+            expected.append(("resolved", state[1]))  # a resolved alert keeps why it was suppressed
+            self.wait_statuses(rid, expected)
+        # Every alert is recorded: two notified, two suppressed by the cap, none dropped.
+        self.assertEqual(len(self.alerts(rid)), 4)
+        reasons = self.sql("SELECT count(*) FILTER (WHERE suppression_reason = 'hourly-cap') FROM tb_alert"
+                           " WHERE alert_rule_id = %s" % lit(rid))
+        self.assertEqual(reasons, [["2"]])
+
+    def test_escalation(self):
+        # escalation_delay and level delays are whole minutes; the test moves next_escalation_at into
+        # the past with psql rather than waiting for each level.
+        levels = [{"delay_minutes": 1, "channels": ["email"], "recipients": {"emails": ["oncall@example.com"]}},
+                  {"delay_minutes": 2, "channels": ["slack"], "recipients": {"slack_channels": ["#ops"]}}]
+        self.sql("INSERT INTO tb_escalation_policy (id, name, levels, created_by) VALUES ('pol-itest', 'itest',"
+                 " %s::jsonb, 'itest')" % lit(json.dumps(levels)))
+        rid = self.rule("escalates", "gt", 100, channels=["email"], recipients={"emails": ["team@example.com"]},
+                        policy="pol-itest")
+        self.record([point("escalates", p95=500.0)])
+        alert = self.wait_statuses(rid, [("active", "")])[0]
+        # First escalation after the policy's first level delay (no escalation_delay on the rule).
+        self.assertTrue(30 <= int(alert["next_escalation"]) <= 60, alert)
+        self.assertIn(["fired", "0", "email", "team@example.com"], self.outbox(alert["id"]))
+
+        def escalate_now(level):
+            self.sql("UPDATE tb_alert SET next_escalation_at = now() - interval '1 second' WHERE id = %s" %
+                     lit(alert["id"]))
+            return wait_for("escalation level %d" % level,
+                            lambda: [a for a in self.alerts(rid) if a["escalation_level"] == str(level)])[0]
+
+        a1 = escalate_now(1)
+        self.assertEqual(a1["escalated"], "t")
+        self.assertTrue(90 <= int(a1["next_escalation"]) <= 120, a1)  # the next level's delay
+        self.assertIn(["escalated", "1", "email", "oncall@example.com"], self.outbox(alert["id"]))
+        a2 = escalate_now(2)
+        self.assertEqual(a2["next_escalation"], "")  # last level, not repeated
+        self.assertIn(["escalated", "2", "slack", "#ops"], self.outbox(alert["id"]))
+        # Acknowledged alerts are not escalated.
+        other = self.rule("escalates_ack", "gt", 100, policy="pol-itest", escalation_delay=5)
+        self.record([point("escalates_ack", p95=500.0)])
+        acked = self.wait_statuses(other, [("active", "")])[0]
+        self.assertTrue(270 <= int(acked["next_escalation"]) <= 300, acked)  # the rule's escalation_delay
+        self.sql("UPDATE tb_alert SET status = 'acknowledged', acknowledged_at = now(),"
+                 " next_escalation_at = now() - interval '1 second' WHERE id = %s" % lit(acked["id"]))
+        time.sleep(1.5)
+        self.assertEqual(self.alerts(other)[0]["escalation_level"], "0")
+
+    def test_testing_rule_records_but_notifies_nobody(self):
+        rid = self.rule("testing_rule", "gt", 100, status="testing", channels=["email"],
+                        recipients={"emails": ["team@example.com"]})
+        self.record([point("testing_rule", p95=500.0)])
+        got = self.wait_statuses(rid, [("suppressed", "rule-testing")])
+        self.assertEqual(self.outbox(got[0]["id"]), [])
+
+    def test_silence(self):
+        rid = self.rule("silenced", "gt", 100, channels=["email"], recipients={"emails": ["team@example.com"]})
+        self.sql("INSERT INTO tb_silence (id, alert_rule_ids, ends_at, comment, created_by) VALUES"
+                 " ('sil-itest', ARRAY[%s], now() + interval '1 hour', 'maintenance', 'itest')" % lit(rid))
+        self.record([point("silenced", p95=500.0)])
+        got = self.wait_statuses(rid, [("suppressed", "silence")])
+        self.assertEqual(got[0]["silence_id"], "sil-itest")
+        self.assertEqual(self.outbox(got[0]["id"]), [])
+
+    def test_event_driven_evaluation(self):
+        # An hour between periodic evaluations: only the recorded point can raise the alert in time.
+        rid = self.rule("event_driven", "gt", 100, agg="last", interval=3600)
+        wait_for("first periodic evaluation", lambda: self.sql(
+            "SELECT 1 FROM tb_alert_rule WHERE id = %s AND last_evaluated_at IS NOT NULL" % lit(rid)))
+        open_sql = "SELECT status FROM tb_alert WHERE alert_rule_id = %s AND status <> 'resolved'" % lit(rid)
+        delays = []
+        for _ in range(5):
+            self.record([point("event_driven", p95=500.0)])
+            returned = time.time()
+            wait_for("alert", lambda: self.sql(open_sql) == [["active"]], timeout=5, interval=0.002)
+            delays.append(time.time() - returned)
+            self.record([point("event_driven", p95=5.0)])
+            wait_for("resolution", lambda: self.sql(open_sql) == [], timeout=5, interval=0.01)
+        delays.sort()
+        print("point-to-alert delays (s, including psql polls): %s" % ", ".join("%.3f" % d for d in delays))
+        self.assertLess(delays[len(delays) // 2], 1.0)
+        self.assertLess(delays[-1], 3.0)
+
+    def test_two_replicas_raise_each_alert_once(self):
+        other = self.start_replica()
+        rid = self.rule("replicas", "gt", 100, group_by=["endpoint"], interval=10)
+        endpoints = ["/api/e%d" % i for i in range(6)]
+        errors = []
+
+        def feed(srv):
+            try:
+                for _ in range(10):
+                    self.record([point("replicas", p95=500.0, endpoint=e) for e in endpoints], srv=srv)
+                    time.sleep(0.05)
+            except Exception as e:  # noqa: BLE001 (reported below)
+                errors.append(e)
+
+        threads = [threading.Thread(target=feed, args=(s,)) for s in (self.srv, other, self.srv, other)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        self.assertEqual(errors, [])
+        wait_for("one alert per endpoint", lambda: len(self.alerts(rid)) == len(endpoints))
+        time.sleep(1.5)  # further evaluations on both replicas (events and ticks)
+        got = self.alerts(rid)
+        self.assertEqual(sorted(json.loads(a["labels"])["endpoint"] for a in got), endpoints)
+        self.assertEqual({a["status"] for a in got}, {"active"})
+        created = self.sql("SELECT count(*) FROM tb_alert_event WHERE alert_rule_id = %s AND kind = 'created'" %
+                           lit(rid))
+        self.assertEqual(created, [[str(len(endpoints))]])
+        self.assertEqual(other.stop(), 0, other.read_log()[-4000:])
+
+    def test_preview(self):
+        rid = self.rule("preview", "gt", 100, group_by=["endpoint"], duration=5)
+        self.record([point("preview", p95=500.0, endpoint="/a"), point("preview", p95=5.0, endpoint="/b")])
+        self.wait_statuses(rid, [("pending", "")])
+        stub = alerts_pb2_grpc.AlertsServiceStub(self.srv.channel)
+        resp = stub.PreviewAlertRule(alerts_pb2.PreviewAlertRuleRequest(rule_id=rid), metadata=self.md(), timeout=10)
+        by = {dict(e.labels)["endpoint"]: e for e in resp.evaluations}
+        self.assertEqual(sorted(by), ["/a", "/b"])
+        self.assertTrue(by["/a"].is_condition_met)
+        self.assertEqual(by["/a"].current_value.value, 500.0)
+        self.assertEqual(by["/a"].sample_count, 1)
+        self.assertEqual(by["/a"].would_be_status, common_pb2.ALERT_STATUS_PENDING)
+        self.assertFalse(by["/b"].is_condition_met)
+        self.assertEqual(by["/b"].would_be_status, common_pb2.ALERT_STATUS_UNSPECIFIED)
+        window = resp.window.end_time.ToMilliseconds() - resp.window.start_time.ToMilliseconds()
+        self.assertEqual(window, 10000)
+        # An inline rule with duration 0 would fire at once; the stored rule is untouched.
+        inline = alerts_pb2.AlertRule(name="inline", metric_name="preview",
+                                      comparison_operator=common_pb2.COMPARISON_OPERATOR_GT, threshold=100,
+                                      statistic=common_pb2.METRIC_STATISTIC_P95, evaluation_interval=30,
+                                      duration_minutes=wrappers_pb2.Int32Value(value=0))
+        resp = stub.PreviewAlertRule(alerts_pb2.PreviewAlertRuleRequest(rule=inline), metadata=self.md(), timeout=10)
+        self.assertEqual(len(resp.evaluations), 1)
+        self.assertEqual(resp.evaluations[0].sample_count, 2)
+        self.assertEqual(resp.evaluations[0].current_value.value, 252.5)
+        self.assertEqual(resp.evaluations[0].would_be_status, common_pb2.ALERT_STATUS_ACTIVE)
+        # Before the points: no data, no value.
+        past = timestamp_pb2.Timestamp()
+        past.FromSeconds(int(time.time()) - 3600)
+        resp = stub.PreviewAlertRule(alerts_pb2.PreviewAlertRuleRequest(rule=inline, as_of=past), metadata=self.md(),
+                                     timeout=10)
+        self.assertEqual(len(resp.evaluations), 1)
+        self.assertFalse(resp.evaluations[0].HasField("current_value"))
+        self.assertEqual(resp.evaluations[0].sample_count, 0)
+        # Errors.
+        for req, code in [(alerts_pb2.PreviewAlertRuleRequest(), grpc.StatusCode.INVALID_ARGUMENT),
+                          (alerts_pb2.PreviewAlertRuleRequest(rule_id="rule-nope"), grpc.StatusCode.NOT_FOUND),
+                          (alerts_pb2.PreviewAlertRuleRequest(rule=alerts_pb2.AlertRule(name="x")),
+                           grpc.StatusCode.INVALID_ARGUMENT)]:
+            with self.assertRaises(grpc.RpcError) as cm:
+                stub.PreviewAlertRule(req, metadata=self.md(), timeout=10)
+            self.assertEqual(cm.exception.code(), code, cm.exception.details())
+
+
+if __name__ == "__main__":
+    harness.main()
