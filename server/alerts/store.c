@@ -845,7 +845,7 @@ int alerts_outbox_enqueue_tx(struct db_conn *conn, struct arena *a, const Monito
                              Monitoring__V1__NotificationDelivery ***queued, size_t *queued_n, struct mon_error *err)
 {
 	static const char sql[] =
-	        "INSERT INTO tb_notification_outbox (id, alert_id, channel, recipient, trigger, escalation_level,"
+	        "INSERT INTO tb_notification_outbox AS o (id, alert_id, channel, recipient, trigger, escalation_level,"
 	        " idempotency_key, payload) VALUES ($1, $2, $3::notification_channel, $4, $5, $6::integer, $7, "
 	        "$8::jsonb)"
 	        " ON CONFLICT (idempotency_key) DO NOTHING RETURNING " ALERTS_DELIVERY_LIST_SQL;

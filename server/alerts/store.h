@@ -61,7 +61,8 @@ bool alerts_transition_allowed(Monitoring__V1__AlertStatus from, Monitoring__V1_
 #define ALERTS_SELECT_COLUMN_N 26 /* columns 0-25; callers may select more after them */
 extern const char alerts_select_sql[];
 /* Its parts, for callers that select more columns: SELECT list, ", more", FROM, WHERE ... */
-#define ALERTS_US_SQL(col) "(extract(epoch FROM " col ") * 1000000)::bigint"
+/* Microseconds since the epoch of a timestamptz column; NULL for NULL and for +-infinity. */
+#define ALERTS_US_SQL(col) "(CASE WHEN isfinite(" col ") THEN (extract(epoch FROM " col ") * 1000000)::bigint END)"
 #define ALERTS_SELECT_LIST_SQL                                                                                                    \
 	"a.id, a.alert_rule_id, a.status::text, a.severity::text, a.message, a.current_value::float8,"                            \
 	" a.threshold::float8, " ALERTS_US_SQL("a.triggered_at") ", " ALERTS_US_SQL(                                              \
@@ -157,11 +158,12 @@ int alerts_outbox_enqueue_tx(struct db_conn *conn, struct arena *a, const Monito
  */
 extern const char alerts_delivery_select_sql[];
 #define ALERTS_DELIVERY_COLUMN_N 14
-#define ALERTS_DELIVERY_LIST_SQL                                                                                                                                                                                    \
-	"o.id, o.channel::text, o.recipient, o.status, o.attempt_count, " ALERTS_US_SQL(                                                                                                                            \
-	        "o.created_at") ", " ALERTS_US_SQL("o.last_attempt_at") ", " ALERTS_US_SQL("o.next_attempt_at") ","                                                                                                 \
-	                                                                                                        " " ALERTS_US_SQL("o.delivered_at") ", o.error_message, o.response_status_code, o.idempotency_key," \
-	                                                                                                                                            " o.escalation_level, o.trigger"
+#define ALERTS_DELIVERY_LIST_SQL                                                                                                                                                                          \
+	"o.id, o.channel::text, o.recipient, o.status, o.attempt_count, " ALERTS_US_SQL(                                                                                                                  \
+	        "o.created_at") ", " ALERTS_US_SQL("o.last_attempt_at") ", " ALERTS_US_SQL("o.next_attempt_at") ","                                                                                       \
+	                                                                                                        " " ALERTS_US_SQL(                                                                        \
+	                                                                                                                "o.delivered_at") ", o.error_message, o.response_status_code, o.idempotency_key," \
+	                                                                                                                                  " o.escalation_level, o.trigger"
 int alerts_delivery_from_row(struct arena *a, const struct db_result *res, int row,
                              Monitoring__V1__NotificationDelivery **out, struct mon_error *err) MON_MUST_CHECK;
 
