@@ -642,7 +642,9 @@ static int resolve_tx(struct db_conn *conn, struct change_op *op, const Monitori
 	struct rule_info rule = {0};
 	if (rc == 0)
 		rc = rule_info_read(conn, a, before->alert_rule_id, &rule, err);
-	if (rc != 0 || strcmp(rule.status, "testing") == 0)
+	/* Those told it fired are told it resolved (as the evaluator does); SUPPRESSED told nobody. */
+	bool was_told = before->status == ST_ACTIVE || before->status == ST_ACKNOWLEDGED;
+	if (rc != 0 || !was_told || strcmp(rule.status, "testing") == 0)
 		return rc;
 	Monitoring__V1__Alert *now = NULL;
 	rc = alerts_read_tx(conn, a, op->id, false, &now, err);

@@ -16,8 +16,9 @@ tests depend on nothing but the alert store and the handlers under test:
 - EscalateAlert through a two-level policy: level, escalated_at,
   next_escalation_at, deliveries queued in the outbox, the last level and
   a rule without policy refused; AcknowledgeAlert skips what is pending;
-- ResolveAlert queues "resolved" deliveries to the rule's channels (none
-  for IN_APP, none for a rule in testing), idempotently keyed;
+- ResolveAlert queues "resolved" deliveries to the rule's channels for an
+  alert that notified (ACTIVE, ACKNOWLEDGED; none for IN_APP, none for a
+  rule in testing), idempotently keyed;
 - ListAlertNotifications oldest first, paged, filtered;
 - GetAlertStatistics against the seed's "alert statistics by rule" SQL,
   paged, with and without an explicit window."""
@@ -516,6 +517,13 @@ class AlertOps(unittest.TestCase):
         self.assertEqual((body["status"], body["trigger"], body["level"]), ("resolved", "resolved", 0))
         self.assertIn("resolved_at", body)
         self.assertEqual(len(a.notifications_sent), 3)
+        # Acknowledged alerts were told too; a suppressed one told nobody, so nobody hears it resolved.
+        acked = self.make_alert(rid, status="acknowledged")
+        self.call("ResolveAlert", alerts_pb2.ResolveAlertRequest(alert_id=acked))
+        self.assertEqual(len(self.outbox(acked)), 3)
+        muted = self.make_alert(rid, status="suppressed")
+        self.call("ResolveAlert", alerts_pb2.ResolveAlertRequest(alert_id=muted))
+        self.assertEqual(self.outbox(muted), [])
         # A rule in testing notifies nobody.
         testing = self.make_rule(status="testing", channels=("email",))
         tid = self.make_alert(testing, status="active")
