@@ -392,7 +392,7 @@ int alerts_rule_check(const char *prefix, const Monitoring__V1__AlertRule *r, st
 	int rc;
 	const char *p = prefix ? prefix : "";
 	if (r == NULL)
-		return mon_error_set(err, MON_EINVAL, "%s: must be set", p[0] ? "rule" : "rule");
+		return mon_error_set(err, MON_EINVAL, "rule: must be set");
 	if (r->id != NULL && r->id[0] != '\0') {
 		snprintf(field, sizeof(field), "%sid", p);
 		if ((rc = alerts_check_id(field, r->id, err)) != 0)

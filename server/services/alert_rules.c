@@ -374,7 +374,7 @@ static bool rule_params(struct arena *a, const Monitoring__V1__AlertRule *r, con
  * and PagerDuty integrations (MON_ENOTFOUND naming the field).
  */
 static int check_references_tx(struct db_conn *conn, struct arena *a, const Monitoring__V1__AlertRule *r,
-                               struct mon_error *err)
+                               bool has_policy, bool has_recipients, struct mon_error *err)
 {
 	static const char policy_sql[] = "SELECT 1 FROM tb_escalation_policy WHERE id = $1";
 	static const char webhook_sql[] =
@@ -386,7 +386,7 @@ static int check_references_tx(struct db_conn *conn, struct arena *a, const Moni
 	        " (SELECT 1 FROM tb_integration_health i WHERE i.id = x) ORDER BY n LIMIT 1";
 	struct db_result *res = NULL;
 	int rc = 0;
-	if (r->escalation_policy_id != NULL && r->escalation_policy_id[0] != '\0') {
+	if (has_policy && r->escalation_policy_id != NULL && r->escalation_policy_id[0] != '\0') {
 		const char *params[] = {r->escalation_policy_id};
 		rc = db_exec(conn, policy_sql, 1, params, &res, err);
 		if (rc == 0 && db_result_rows(res) == 0)
@@ -398,7 +398,7 @@ static int check_references_tx(struct db_conn *conn, struct arena *a, const Moni
 			return rc;
 	}
 	const Monitoring__V1__NotificationRecipients *rec = r->notification_recipients;
-	if (rec == NULL)
+	if (rec == NULL || !has_recipients)
 		return 0;
 	for (int k = 0; k < 2 && rc == 0; k++) {
 		const char *list =
@@ -464,7 +464,7 @@ static int create_rule_tx(struct db_conn *conn, void *arg, struct mon_error *err
 		rc = mon_error_set(err, MON_ELIMIT, "alert rules: limit of %d reached", RULES_MAX);
 		goto out;
 	}
-	rc = check_references_tx(conn, c->arena, op->rule, err);
+	rc = check_references_tx(conn, c->arena, op->rule, true, true, err);
 	if (rc != 0)
 		goto out;
 	if (!rule_params(c->arena, op->rule, c->actor, params)) {
@@ -833,7 +833,7 @@ static int update_rule_tx(struct db_conn *conn, void *arg, struct mon_error *err
 	}
 	rc = alerts_rule_check("rule.", cur, err);
 	if (rc == 0)
-		rc = check_references_tx(conn, c->arena, cur, err);
+		rc = check_references_tx(conn, c->arena, cur, op->has[P_POLICY], op->has[P_RECIPIENTS], err);
 	if (rc != 0)
 		goto out;
 	if (!rule_params(c->arena, cur, cur->created_by, params)) {
@@ -1619,7 +1619,7 @@ static int create_silence_tx(struct db_conn *conn, void *arg, struct mon_error *
 	        " tb_silence s WHERE s.id = $1 AND s.starts_at <= now() AND s.ends_at > now()"
 	        " AND a.status = 'active' AND " SILENCE_MATCH_SQL " ORDER BY a.created_at, a.id FOR UPDATE OF a)"
 	        " UPDATE tb_alert a SET status = 'suppressed', suppression_reason = 'silence', silence_id = $1,"
-	        " updated_at = now() FROM hit WHERE a.id = hit.id RETURNING a.id";
+	        " next_escalation_at = NULL, updated_at = now() FROM hit WHERE a.id = hit.id RETURNING a.id";
 	struct silence_op *op = arg;
 	const struct call *c = op->call;
 	struct db_result *res = NULL, *hits = NULL;
@@ -1882,14 +1882,24 @@ static int delete_silence_tx(struct db_conn *conn, void *arg, struct mon_error *
 	static const char expire_sql[] =
 	        "UPDATE tb_silence SET starts_at = least(starts_at, now() - interval '1 millisecond'),"
 	        " ends_at = now(), expired_by = $2 WHERE id = $1";
-	/* Alerts it muted return to ACTIVE unless another silence in effect matches them. */
+	/*
+	 * Alerts it muted return to ACTIVE, escalating again from now, unless
+	 * another silence in effect matches them: those move to it (the one
+	 * ending last).
+	 */
 	static const char release_sql[] =
-	        "WITH hit AS (SELECT a.id FROM tb_alert a JOIN tb_alert_rule r ON r.id = a.alert_rule_id"
-	        " WHERE a.silence_id = $1 AND a.status = 'suppressed' AND NOT EXISTS (SELECT 1 FROM tb_silence s"
-	        " WHERE s.id <> $1 AND s.expired_by IS NULL AND s.starts_at <= now() AND s.ends_at > now()"
-	        " AND " SILENCE_MATCH_SQL ") ORDER BY a.created_at, a.id FOR UPDATE OF a)"
-	        " UPDATE tb_alert a SET status = 'active', suppression_reason = NULL, silence_id = NULL,"
-	        " updated_at = now() FROM hit WHERE a.id = hit.id RETURNING a.id";
+	        "WITH hit AS (SELECT a.id, (SELECT s.id FROM tb_silence s WHERE s.id <> $1 AND s.expired_by IS NULL"
+	        " AND s.starts_at <= now() AND s.ends_at > now() AND " SILENCE_MATCH_SQL
+	        " ORDER BY s.ends_at DESC, s.id LIMIT 1) AS other,"
+	        " CASE WHEN r.escalation_policy_id IS NOT NULL THEN now() + coalesce(r.escalation_delay,"
+	        " (SELECT (p.levels->0->>'delay_minutes')::integer FROM tb_escalation_policy p"
+	        " WHERE p.id = r.escalation_policy_id)) * interval '1 minute' END AS next_escalation"
+	        " FROM tb_alert a JOIN tb_alert_rule r ON r.id = a.alert_rule_id"
+	        " WHERE a.silence_id = $1 AND a.status = 'suppressed' ORDER BY a.created_at, a.id FOR UPDATE OF a)"
+	        " UPDATE tb_alert a SET status = CASE WHEN hit.other IS NULL THEN 'active' ELSE 'suppressed' END"
+	        "::alert_status, suppression_reason = CASE WHEN hit.other IS NULL THEN NULL ELSE 'silence' END,"
+	        " silence_id = hit.other, next_escalation_at = CASE WHEN hit.other IS NULL THEN hit.next_escalation"
+	        " END, updated_at = now() FROM hit WHERE a.id = hit.id RETURNING a.id, hit.other IS NULL";
 	struct silence_op *op = arg;
 	const struct call *c = op->call;
 	Monitoring__V1__Silence *cur = NULL;
@@ -1916,15 +1926,21 @@ static int delete_silence_tx(struct db_conn *conn, void *arg, struct mon_error *
 		rc = fail_nomem(err);
 		goto out;
 	}
-	char *what =
-	        arena_printf(c->arena, "ended silence \"%s\" (%d alerts active again)", cur->id, db_result_rows(hits));
+	int active_n = 0;
+	for (int i = 0; i < db_result_rows(hits); i++)
+		if (strcmp(db_result_value(hits, i, 1), "t") == 0)
+			active_n++;
+	char *what = arena_printf(c->arena, "ended silence \"%s\" (%d alerts active again)", cur->id, active_n);
 	rc = write_audit(conn, c, "delete", "silence", cur->id, NULL, what ? what : "ended silence", before, after,
 	                 err);
-	for (int i = 0; rc == 0 && i < db_result_rows(hits); i++)
-		rc = alerts_record_change_tx(conn, c->arena, db_result_value(hits, i, 0),
-		                             MONITORING__V1__ALERT_CHANGE_KIND__ALERT_CHANGE_KIND_STATUS_CHANGED,
-		                             MONITORING__V1__ALERT_STATUS__ALERT_STATUS_SUPPRESSED, c->actor, NULL,
-		                             NULL, err);
+	for (int i = 0; rc == 0 && i < db_result_rows(hits); i++) {
+		bool is_active = strcmp(db_result_value(hits, i, 1), "t") == 0;
+		rc = alerts_record_change_tx(
+		        conn, c->arena, db_result_value(hits, i, 0),
+		        is_active ? MONITORING__V1__ALERT_CHANGE_KIND__ALERT_CHANGE_KIND_STATUS_CHANGED
+		                  : MONITORING__V1__ALERT_CHANGE_KIND__ALERT_CHANGE_KIND_UPDATED,
+		        MONITORING__V1__ALERT_STATUS__ALERT_STATUS_SUPPRESSED, c->actor, NULL, NULL, err);
+	}
 out:
 	json_decref(before);
 	json_decref(after);

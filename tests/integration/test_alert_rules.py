@@ -529,6 +529,28 @@ class AlertRules(unittest.TestCase):
         self.assertEqual([a[0] for a in self.audit_rows("silence", s.id)], ["create", "delete"])
         self.assert_code(SC.NOT_FOUND, "GetSilence", alerts_pb2.GetSilenceRequest(silence_id="sil-none"))
 
+    def test_silence_overlap_and_escalation(self):
+        r = self.create(severity=ERROR)
+        hit = self.add_alert(r.id, "active")
+        psql(self.db, "UPDATE tb_alert SET next_escalation_at = now() + interval '5 minutes' WHERE id = '%s'" % hit)
+        now = time.time()
+        first = self.call("CreateSilence", alerts_pb2.CreateSilenceRequest(silence=alerts_pb2.Silence(
+            alert_rule_ids=[r.id], ends_at=ts(now + 600), comment="first"))).silence
+        # A muted alert does not escalate.
+        self.assertEqual(scalar(self.db, "SELECT coalesce(next_escalation_at::text, 'none') FROM tb_alert"
+                                " WHERE id = '%s'" % hit), "none")
+        second = self.call("CreateSilence", alerts_pb2.CreateSilenceRequest(silence=alerts_pb2.Silence(
+            severities=[WARNING], alert_rule_ids=[r.id], ends_at=ts(now + 1200), comment="second")))
+        self.assertEqual(second.suppressed_alert_count, 0)
+        # Ending the first hands the alert to the second, still suppressed.
+        self.call("DeleteSilence", alerts_pb2.DeleteSilenceRequest(silence_id=first.id))
+        self.assertEqual(psql(self.db, "SELECT status::text, silence_id FROM tb_alert WHERE id = '%s'" % hit)[0],
+                         ["suppressed", second.silence.id])
+        self.assertEqual(self.alert_events(hit)[-1][:3], ["updated", "suppressed", "suppressed"])
+        self.call("DeleteSilence", alerts_pb2.DeleteSilenceRequest(silence_id=second.silence.id))
+        self.assertEqual(psql(self.db, "SELECT status::text, coalesce(silence_id, ''), coalesce(suppression_reason,"
+                              " '') FROM tb_alert WHERE id = '%s'" % hit)[0], ["active", "", ""])
+
     def test_silence_validation(self):
         now = time.time()
         r = self.create()
