@@ -28,7 +28,7 @@ import harness
 
 
 harness.api_stubs()
-from monitoring.v1 import alerts_pb2, alerts_pb2_grpc, common_pb2  # noqa: E402
+from monitoring.v1 import access_pb2, access_pb2_grpc, alerts_pb2, alerts_pb2_grpc, common_pb2  # noqa: E402
 
 SC = grpc.StatusCode
 P95 = common_pb2.METRIC_STATISTIC_P95
@@ -411,6 +411,50 @@ class AlertRules(unittest.TestCase):
         q = self.create()
         self.assertEqual(self.call("DeleteAlertRule", alerts_pb2.DeleteAlertRuleRequest(rule_id=q.id))
                          .deleted_alert_count, 0)
+
+    # ---- roles ----
+
+    def key_for(self, role):
+        """A bearer token of a new caller with role, once the server accepts it."""
+        access = access_pb2_grpc.AccessServiceStub(self.srv.channel)
+        caller_id = self.unique("caller")
+        access.CreateCaller(access_pb2.CreateCallerRequest(caller=access_pb2.Caller(
+            id=caller_id, email="%s@example.com" % caller_id, team="ops", role=role)), metadata=self.md, timeout=10)
+        token = access.CreateApiKey(access_pb2.CreateApiKeyRequest(caller_id=caller_id, description="alert rules"),
+                                    metadata=self.md, timeout=10).token
+        md = (("authorization", "Bearer " + token),)
+        deadline = time.time() + 30
+        while True:
+            try:
+                access.GetCallerIdentity(access_pb2.GetCallerIdentityRequest(), metadata=md, timeout=5)
+                return caller_id, md
+            except grpc.RpcError as e:
+                if e.code() != SC.UNAUTHENTICATED or time.time() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    def test_roles_and_creator(self):
+        editor_id, editor = self.key_for(common_pb2.CALLER_ROLE_EDITOR)
+        viewer_id, viewer = self.key_for(common_pb2.CALLER_ROLE_VIEWER)
+        r = self.stub.CreateAlertRule(alerts_pb2.CreateAlertRuleRequest(rule=self.rule()), metadata=editor,
+                                      timeout=20).rule
+        self.assertEqual(r.created_by, editor_id)
+        self.assertEqual(self.audit_rows("alert-rule", r.id)[0][:2], ["create", editor_id])
+        self.assertEqual(self.stub.GetAlertRule(alerts_pb2.GetAlertRuleRequest(rule_id=r.id), metadata=viewer,
+                                                timeout=20).rule, r)
+        for method, request in [("CreateAlertRule", alerts_pb2.CreateAlertRuleRequest(rule=self.rule())),
+                                ("SetAlertRuleStatus", alerts_pb2.SetAlertRuleStatusRequest(rule_id=r.id,
+                                                                                           status=DISABLED)),
+                                ("DeleteAlertRule", alerts_pb2.DeleteAlertRuleRequest(rule_id=r.id)),
+                                ("CreateSilence", alerts_pb2.CreateSilenceRequest())]:
+            with self.subTest(method=method):
+                with self.assertRaises(grpc.RpcError) as cm:
+                    getattr(self.stub, method)(request, metadata=viewer, timeout=20)
+                self.assertEqual(cm.exception.code(), SC.PERMISSION_DENIED, cm.exception.details())
+        listed = self.stub.ListAlertRules(alerts_pb2.ListAlertRulesRequest(created_by=editor_id), metadata=viewer,
+                                          timeout=20)
+        self.assertEqual([x.id for x in listed.rules], [r.id])
+        self.assertNotEqual(viewer_id, editor_id)
 
     # ---- escalation policies ----
 
