@@ -1599,7 +1599,7 @@ struct silence_op {
 	Monitoring__V1__Silence *out;
 	int64_t count;
 	/* list */
-	const char *states_json, *rule_id, *after_key, *after_id, *filters;
+	const char *states_json, *rule_id, *after_expired, *after_key, *after_id, *filters;
 	int page_size;
 	Monitoring__V1__ListSilencesResponse *list;
 };
@@ -1795,19 +1795,21 @@ static int get_silence(struct rpc_ctx *ctx, const Monitoring__V1__GetSilenceRequ
 
 static int list_silences_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 {
-	static const char sql[] = "SELECT " SILENCE_COLUMNS " FROM tb_silence s"
-	                          " WHERE (" SILENCE_STATE_SQL ") IN (SELECT jsonb_array_elements_text($1::jsonb))"
-	                          " AND ($2::text IS NULL OR $2 = ANY(s.alert_rule_ids))"
-	                          " AND ($3::text IS NULL OR ((extract(epoch FROM s.ends_at) * 1000000)::bigint, s.id) "
-	                          "> ($3::bigint, $4))"
-	                          " ORDER BY s.ends_at, s.id LIMIT $5::integer";
+	/* Scheduled and active ones first (is_expired 0), each part by end time; the cursor is all three keys. */
+	static const char sql[] =
+	        "SELECT * FROM (SELECT " SILENCE_COLUMNS ", (" SILENCE_STATE_SQL " = 'expired')::integer AS is_expired,"
+	        " (extract(epoch FROM s.ends_at) * 1000000)::bigint AS ends_us FROM tb_silence s"
+	        " WHERE (" SILENCE_STATE_SQL ") IN (SELECT jsonb_array_elements_text($1::jsonb))"
+	        " AND ($2::text IS NULL OR $2 = ANY(s.alert_rule_ids))) x"
+	        " WHERE ($3::text IS NULL OR (x.is_expired, x.ends_us, x.id) > ($3::integer, $4::bigint, $5))"
+	        " ORDER BY x.is_expired, x.ends_us, x.id LIMIT $6::integer";
 	struct silence_op *op = arg;
 	struct arena *a = op->call->arena;
 	struct db_result *res = NULL;
 	char limit[16];
 	snprintf(limit, sizeof(limit), "%d", op->page_size + 1);
-	const char *params[] = {op->states_json, op->rule_id, op->after_key, op->after_id, limit};
-	int rc = db_exec(conn, sql, 5, params, &res, err);
+	const char *params[] = {op->states_json, op->rule_id, op->after_expired, op->after_key, op->after_id, limit};
+	int rc = db_exec(conn, sql, 6, params, &res, err);
 	if (rc != 0)
 		return rc;
 	int rows = db_result_rows(res);
@@ -1821,9 +1823,13 @@ static int list_silences_tx(struct db_conn *conn, void *arg, struct mon_error *e
 	if (rc == 0) {
 		op->list->n_silences = (size_t)shown;
 		op->list->next_page_token = "";
-		if (rows > op->page_size)
-			rc = token_make_key(a, op->filters, db_result_value(res, shown - 1, 5),
-			                    db_result_value(res, shown - 1, 0), &op->list->next_page_token, err);
+		if (rows > op->page_size) {
+			char *key = arena_printf(a, "%s:%s", db_result_value(res, shown - 1, 11),
+			                         db_result_value(res, shown - 1, 12));
+			rc = key ? token_make_key(a, op->filters, key, db_result_value(res, shown - 1, 0),
+			                          &op->list->next_page_token, err)
+			         : fail_nomem(err);
+		}
 	}
 	db_result_free(res);
 	return rc;
@@ -1870,6 +1876,10 @@ static int list_silences(struct rpc_ctx *ctx, const Monitoring__V1__ListSilences
 		if (token_read_key(c.arena, req->page_token, op.filters, &op.after_key, &op.after_id, &err) != 0)
 			return rpc_fail(ctx, err.code, "%s", err.msg);
 		char *end = NULL;
+		if ((op.after_key[0] != '0' && op.after_key[0] != '1') || op.after_key[1] != ':')
+			return rpc_fail(ctx, MON_EINVAL, "page_token: malformed");
+		op.after_expired = op.after_key[0] == '1' ? "1" : "0";
+		op.after_key += 2;
 		(void)strtoll(op.after_key, &end, 10);
 		if (op.after_key[0] == '\0' || end == NULL || *end != '\0')
 			return rpc_fail(ctx, MON_EINVAL, "page_token: malformed");

@@ -595,6 +595,34 @@ class AlertRules(unittest.TestCase):
         self.assertEqual(psql(self.db, "SELECT status::text, coalesce(silence_id, ''), coalesce(suppression_reason,"
                               " '') FROM tb_alert WHERE id = '%s'" % hit)[0], ["active", "", ""])
 
+    def test_silence_pages(self):
+        r = self.create()
+        now = time.time()
+
+        def silence(ends, comment):
+            return self.call("CreateSilence", alerts_pb2.CreateSilenceRequest(silence=alerts_pb2.Silence(
+                alert_rule_ids=[r.id], ends_at=ts(now + ends), comment=comment))).silence.id
+
+        late, ended, soon = silence(900, "late"), silence(300, "ended"), silence(600, "soon")
+        self.call("DeleteSilence", alerts_pb2.DeleteSilenceRequest(silence_id=ended))
+        seen, token = [], ""
+        states = [alerts_pb2.SILENCE_STATE_EXPIRED, alerts_pb2.SILENCE_STATE_ACTIVE]
+        while True:
+            resp = self.call("ListSilences", alerts_pb2.ListSilencesRequest(
+                states=states, alert_rule_id=r.id, page_size=1, page_token=token))
+            seen += [x.id for x in resp.silences]
+            token = resp.next_page_token
+            if not token:
+                break
+        # In effect first by end time, then the expired ones.
+        self.assertEqual(seen, [soon, late, ended])
+        self.assert_invalid("ListSilences", alerts_pb2.ListSilencesRequest(states=[0]), "states[0]")
+        first = self.call("ListSilences", alerts_pb2.ListSilencesRequest(states=states, alert_rule_id=r.id,
+                                                                         page_size=1))
+        self.assert_invalid("ListSilences", alerts_pb2.ListSilencesRequest(alert_rule_id=r.id, page_size=1,
+                                                                           page_token=first.next_page_token),
+                            "page_token")
+
     def test_silence_validation(self):
         now = time.time()
         r = self.create()
