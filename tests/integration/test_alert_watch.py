@@ -290,6 +290,32 @@ class AlertWatchTest(unittest.TestCase):
             w.close()
             every.close()
 
+    def test_changes_made_through_the_api(self):
+        # The alert store's own change records (AcknowledgeAlert, ResolveAlert), not the test's.
+        rid = self.a.new_rule()
+        aid, _ = self.a.new_alert(rid)
+        stub = alerts_pb2_grpc.AlertsServiceStub(self.srv.channel)
+        w = self.watch(alert_rule_ids=[rid])
+        try:
+            w.until_control(K_SNAPSHOT_COMPLETE)
+            stub.AcknowledgeAlert(alerts_pb2.AcknowledgeAlertRequest(alert_id=aid, note="on it"),
+                                  metadata=self.srv.auth(), timeout=10)
+            stub.ResolveAlert(alerts_pb2.ResolveAlertRequest(alert_id=aid, note="fixed"), metadata=self.srv.auth(),
+                              timeout=10)
+            ack, res = w.changes(2)
+            seqs = [int(x) for x in psql(self.db, "SELECT seq FROM tb_alert_event WHERE alert_id = %s ORDER BY seq"
+                                                  % quote(aid))]
+            self.assertEqual([ack.sequence, res.sequence], seqs[-2:])
+            self.assertEqual((ack.change.kind, ack.change.previous_status, ack.change.alert.status),
+                             (STATUS_CHANGED, ACTIVE, ACKNOWLEDGED))
+            self.assertEqual(ack.change.alert.acknowledgment_note, "on it")
+            self.assertEqual((res.change.previous_status, res.change.alert.status), (ACKNOWLEDGED, RESOLVED))
+            self.assertEqual(res.change.alert.resolution_note, "fixed")
+            self.assertTrue(ack.change.actor)
+            self.assertEqual([m.change.alert.sequence for m in (ack, res)], [ack.sequence, res.sequence])
+        finally:
+            w.close()
+
     def test_resume_gets_exactly_the_missed_changes(self):
         rid = self.a.new_rule()
         aid, _ = self.a.new_alert(rid)
