@@ -13,7 +13,9 @@ and all get the next change.
 
 Alerts and their changes are written by SQL as the alert store writes them:
 the row of tb_alert, then mon_alert_event_append with the packed AlertChange,
-in one transaction. Waits are bounded polls; nothing asserts on timing."""
+in one transaction; one test changes alerts through AcknowledgeAlert and
+ResolveAlert instead. Rules are never due, so the evaluator leaves the
+alerts alone. Waits are bounded polls; nothing asserts on timing."""
 
 import os
 import queue
