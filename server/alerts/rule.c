@@ -390,7 +390,10 @@ int alerts_rule_check(const char *prefix, const Monitoring__V1__AlertRule *r, st
 {
 	char field[200];
 	int rc;
-	const char *p = prefix ? prefix : "";
+	/* "rule" and "rule." both give "rule.name: ..." */
+	char p[64];
+	size_t prefix_n = prefix ? strlen(prefix) : 0;
+	snprintf(p, sizeof(p), "%.60s%s", prefix ? prefix : "", prefix_n > 0 && prefix[prefix_n - 1] != '.' ? "." : "");
 	if (r == NULL)
 		return mon_error_set(err, MON_EINVAL, "rule: must be set");
 	if (r->id != NULL && r->id[0] != '\0') {

@@ -33,7 +33,8 @@ int alerts_rule_read_tx(struct db_conn *conn, struct arena *a, const char *id, b
 /*
  * Validates a whole rule as CreateAlertRule takes it (defaults applied
  * first by the caller); errors are MON_EINVAL with a message starting with
- * prefix and the field ("rule.threshold: must be finite"). Pure.
+ * prefix and the field ("rule.threshold: must be finite"; a '.' is added
+ * after a prefix without one, so "rule" works as "rule."). Pure.
  */
 int alerts_rule_check(const char *prefix, const Monitoring__V1__AlertRule *r, struct mon_error *err) MON_MUST_CHECK;
 
