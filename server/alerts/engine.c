@@ -346,6 +346,14 @@ struct open_alert {
 	bool is_seen; /* a group of this evaluation had data for it */
 };
 
+/* Executes sql prepared once per connection under name (the evaluator's fixed statements). */
+static int exec_prepared(struct db_conn *conn, const char *name, const char *sql, int param_n,
+                         const char *const *params, struct db_result **out, struct mon_error *err)
+{
+	const struct db_stmt stmt = {.name = name, .sql = sql, .param_count = param_n};
+	return db_exec_stmt(conn, &stmt, params, out, err);
+}
+
 /* The rule's unresolved alerts, locked (FOR UPDATE) when for_update. */
 static int read_open_alerts(struct db_conn *conn, struct arena *a, const Monitoring__V1__AlertRule *r, bool for_update,
                             struct open_alert **out, size_t *out_n, struct mon_error *err)
@@ -361,7 +369,8 @@ static int read_open_alerts(struct db_conn *conn, struct arena *a, const Monitor
 	struct db_result *res = NULL;
 	*out = NULL;
 	*out_n = 0;
-	int rc = db_exec(conn, for_update ? sql_lock : sql_read, 2, params, &res, err);
+	int rc = exec_prepared(conn, for_update ? "alerts_engine_open_lock" : "alerts_engine_open",
+	                       for_update ? sql_lock : sql_read, 2, params, &res, err);
 	if (rc != 0)
 		return rc;
 	int rows = db_result_rows(res);
@@ -388,12 +397,12 @@ static int read_open_alerts(struct db_conn *conn, struct arena *a, const Monitor
 }
 
 /* A query returning at most one row; *value gets its first column (allocated in a) or NULL without a row. */
-static int query_one(struct db_conn *conn, struct arena *a, const char *sql, int param_n, const char *const *params,
-                     char **value, struct mon_error *err)
+static int query_one(struct db_conn *conn, struct arena *a, const char *name, const char *sql, int param_n,
+                     const char *const *params, char **value, struct mon_error *err)
 {
 	struct db_result *res = NULL;
 	*value = NULL;
-	int rc = db_exec(conn, sql, param_n, params, &res, err);
+	int rc = exec_prepared(conn, name, sql, param_n, params, &res, err);
 	if (rc != 0)
 		return rc;
 	if (db_result_rows(res) > 0 && !db_result_is_null(res, 0, 0)) {
@@ -443,7 +452,7 @@ static int fire_status(struct db_conn *conn, struct arena *a, const Monitoring__
 	                                json_tags(a, keys, values, r->n_tags)};
 	if (silence_params[2] == NULL)
 		return mon_error_set(err, MON_ENOMEM, "out of memory");
-	rc = query_one(conn, a, silence_sql, 3, silence_params, silence_id, err);
+	rc = query_one(conn, a, "alerts_engine_silence", silence_sql, 3, silence_params, silence_id, err);
 	if (rc != 0)
 		return rc;
 	if (*silence_id != NULL) {
@@ -452,7 +461,7 @@ static int fire_status(struct db_conn *conn, struct arena *a, const Monitoring__
 	}
 	if (r->id && r->id[0] && r->max_alerts_per_hour) {
 		const char *params[] = {r->id, arena_printf(a, "%d", r->max_alerts_per_hour->value)};
-		rc = query_one(conn, a, cap_sql, 2, params, &v, err);
+		rc = query_one(conn, a, "alerts_engine_cap", cap_sql, 2, params, &v, err);
 		if (rc != 0)
 			return rc;
 		if (v && strcmp(v, "t") == 0) {
@@ -462,7 +471,7 @@ static int fire_status(struct db_conn *conn, struct arena *a, const Monitoring__
 	}
 	if (r->id && r->id[0] && r->suppress_duration && r->suppress_duration->value > 0) {
 		const char *params[] = {r->id, group_key, arena_printf(a, "%d", r->suppress_duration->value)};
-		rc = query_one(conn, a, window_sql, 3, params, &v, err);
+		rc = query_one(conn, a, "alerts_engine_window", window_sql, 3, params, &v, err);
 		if (rc != 0)
 			return rc;
 		if (v != NULL) {
@@ -587,7 +596,7 @@ static int fire(struct db_conn *conn, struct eval *ev, const Monitoring__V1__Ale
 	                        r->escalation_delay ? arena_printf(a, "%d", r->escalation_delay->value) : NULL};
 	if (params[4] == NULL || params[5] == NULL)
 		return mon_error_set(err, MON_ENOMEM, "out of memory");
-	rc = db_exec(conn, sql, 9, params, NULL, err);
+	rc = exec_prepared(conn, "alerts_engine_fire", sql, 9, params, NULL, err);
 	if (rc == 0 && is_active)
 		rc = notify_rule(conn, a, r, id, "fired", err);
 	if (rc == 0)
@@ -620,7 +629,7 @@ static int raise_alert(struct db_conn *conn, struct eval *ev, const Monitoring__
 	                        g->labels};
 	if (params[3] == NULL || params[4] == NULL || params[5] == NULL)
 		return mon_error_set(err, MON_ENOMEM, "out of memory");
-	int rc = db_exec(conn, sql, 8, params, NULL, err);
+	int rc = exec_prepared(conn, "alerts_engine_raise", sql, 8, params, NULL, err);
 	if (rc == 0 && (r->duration_minutes == NULL || r->duration_minutes->value == 0))
 		rc = fire(conn, ev, r, id, g, err);
 	if (rc == 0)
@@ -636,7 +645,7 @@ static int resolve_alert(struct db_conn *conn, struct eval *ev, const Monitoring
 	        "NULL,"
 	        " current_value = $3::numeric, next_escalation_at = NULL, updated_at = now() WHERE id = $1";
 	const char *params[] = {o->id, RESOLVED_NOTE, fmt_value(ev->a, g->value)};
-	int rc = db_exec(conn, sql, 3, params, NULL, err);
+	int rc = exec_prepared(conn, "alerts_engine_resolve", sql, 3, params, NULL, err);
 	/* Those told it fired are told it resolved; a PENDING or SUPPRESSED alert told nobody. */
 	if (rc == 0 && (o->status == ST(ACTIVE) || o->status == ST(ACKNOWLEDGED)) && r->status != RULE_ST(TESTING))
 		rc = notify_rule(conn, ev->a, r, o->id, "resolved", err);
@@ -653,8 +662,9 @@ static int refresh_value(struct db_conn *conn, struct eval *ev, const struct ope
 	if (values_equal(o->value, g->value))
 		return 0;
 	const char *params[] = {o->id, fmt_value(ev->a, g->value)};
-	int rc = db_exec(conn, "UPDATE tb_alert SET current_value = $2::numeric, updated_at = now() WHERE id = $1", 2,
-	                 params, NULL, err);
+	int rc = exec_prepared(conn, "alerts_engine_value",
+	                       "UPDATE tb_alert SET current_value = $2::numeric, updated_at = now() WHERE id = $1", 2,
+	                       params, NULL, err);
 	if (rc == 0)
 		rc = add_change(ev, o->id, KIND(UPDATED), o->status, err);
 	return rc;
@@ -718,10 +728,10 @@ static int evaluate_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 	if (rc != 0)
 		return rc;
 	const char *params[] = {r->id, ev->fired_n > 0 ? "true" : "false"};
-	rc = db_exec(conn,
-	             "UPDATE tb_alert_rule SET last_evaluated_at = now(),"
-	             " last_triggered = CASE WHEN $2::boolean THEN now() ELSE last_triggered END WHERE id = $1",
-	             2, params, NULL, err);
+	rc = exec_prepared(conn, "alerts_engine_evaluated",
+	                   "UPDATE tb_alert_rule SET last_evaluated_at = now(),"
+	                   " last_triggered = CASE WHEN $2::boolean THEN now() ELSE last_triggered END WHERE id = $1",
+	                   2, params, NULL, err);
 	/* The change events go last: the first takes the change-log lock, held to commit. */
 	for (size_t i = 0; i < ev->change_n && rc == 0; i++)
 		rc = alerts_record_change_tx(conn, a, ev->changes[i].alert_id, ev->changes[i].kind,
@@ -990,8 +1000,17 @@ out:
 }
 
 /* Evaluates one rule in its own transaction; errors are logged. */
+static double elapsed_ms(const struct timespec *since)
+{
+	struct timespec now;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return (double)(now.tv_sec - since->tv_sec) * 1e3 + (double)(now.tv_nsec - since->tv_nsec) / 1e6;
+}
+
 static void evaluate_rule(struct alerts_engine *e, const char *rule_id)
 {
+	struct timespec started;
+	clock_gettime(CLOCK_MONOTONIC, &started);
 	struct eval ev = {.rule_id = rule_id, .a = arena_create(EVAL_ARENA_CAP)};
 	struct mon_error err = {0};
 	if (ev.a == NULL) {
@@ -1002,8 +1021,8 @@ static void evaluate_rule(struct alerts_engine *e, const char *rule_id)
 	if (rc != 0)
 		log_warn("msg=\"could not evaluate alert rule\" rule_id=\"%s\" error=\"%s\"", rule_id, err.msg);
 	else if (ev.fired_n > 0 || ev.resolved_n > 0)
-		log_info("msg=\"alert rule evaluated\" rule_id=\"%s\" fired=%d resolved=%d", rule_id, ev.fired_n,
-		         ev.resolved_n);
+		log_info("msg=\"alert rule evaluated\" rule_id=\"%s\" fired=%d resolved=%d duration_ms=%.1f", rule_id,
+		         ev.fired_n, ev.resolved_n, elapsed_ms(&started));
 	arena_destroy(ev.a);
 }
 
