@@ -413,6 +413,32 @@ class AlertEngineTest(unittest.TestCase):
         self.assertEqual(created, [[str(len(endpoints))]])
         self.assertEqual(other.stop(), 0, other.read_log()[-4000:])
 
+    def test_retention(self):
+        # Alert history older than alert-retention-days (90) goes: resolved alerts with their deliveries,
+        # and change events. Open alerts stay, however old. A replica runs retention 5 s after it starts.
+        rid = self.rule("retention", "gt", 100, interval=3600)
+        rows = [("alt-ret-old", "resolved", "100 days"), ("alt-ret-new", "resolved", "1 day"),
+                ("alt-ret-open", "active", "100 days")]
+        for aid, status, age in rows:
+            self.sql("INSERT INTO tb_alert (id, alert_rule_id, status, severity, message, current_value, threshold,"
+                     " triggered_at, resolved_at, group_key) VALUES (%s, %s, %s, 'critical', 'old', 1, 1,"
+                     " now() - interval %s, CASE WHEN %s = 'resolved' THEN now() - interval %s END, %s)"
+                     % (lit(aid), lit(rid), lit(status), lit(age), lit(status), lit(age), lit(aid)))
+        self.sql("INSERT INTO tb_notification_outbox (id, alert_id, channel, recipient, trigger, idempotency_key,"
+                 " payload) VALUES ('ntf-ret-old', 'alt-ret-old', 'email', 'a@example.com', 'fired', 'ret-old', '{}')")
+        self.sql("INSERT INTO tb_alert_event (seq, alert_id, alert_rule_id, kind, status, severity, changed_at,"
+                 " payload) VALUES (nextval('seq_alert_event'), 'alt-ret-old', %s, 'created', 'active', 'critical',"
+                 " now() - interval '100 days', ''), (nextval('seq_alert_event'), 'alt-ret-new', %s, 'created',"
+                 " 'active', 'critical', now() - interval '1 day', '')" % (lit(rid), lit(rid)))
+        other = self.start_replica()
+        wait_for("retention", lambda: not self.sql("SELECT 1 FROM tb_alert WHERE id = 'alt-ret-old'"), timeout=30)
+        self.assertEqual(self.sql("SELECT id FROM tb_alert WHERE alert_rule_id = %s ORDER BY id" % lit(rid)),
+                         [["alt-ret-new"], ["alt-ret-open"]])
+        self.assertEqual(self.sql("SELECT count(*) FROM tb_notification_outbox WHERE id = 'ntf-ret-old'"), [["0"]])
+        self.assertEqual(self.sql("SELECT alert_id FROM tb_alert_event WHERE alert_rule_id = %s" % lit(rid)),
+                         [["alt-ret-new"]])
+        self.assertEqual(other.stop(), 0, other.read_log()[-4000:])
+
     def test_preview(self):
         rid = self.rule("preview", "gt", 100, group_by=["endpoint"], duration=5)
         self.record([point("preview", p95=500.0, endpoint="/a"), point("preview", p95=5.0, endpoint="/b")])
