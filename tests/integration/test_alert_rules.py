@@ -412,6 +412,28 @@ class AlertRules(unittest.TestCase):
         self.assertEqual(self.call("DeleteAlertRule", alerts_pb2.DeleteAlertRuleRequest(rule_id=q.id))
                          .deleted_alert_count, 0)
 
+    # ---- NOTIFY ----
+
+    def test_rule_changes_notify_the_evaluators(self):
+        """Every rule change NOTIFYs mon_alert_rules with the rule id at commit (a psql session LISTENs)."""
+        listener = subprocess.Popen(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", self.db], stdin=subprocess.PIPE,
+                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        listener.stdin.write("LISTEN mon_alert_rules;\nSELECT 'listening';\n")
+        listener.stdin.flush()
+        while "listening" not in listener.stdout.readline():
+            pass
+        r = self.create()
+        self.update(alerts_pb2.AlertRule(id=r.id, threshold=5), "threshold")
+        self.call("SetAlertRuleStatus", alerts_pb2.SetAlertRuleStatusRequest(rule_id=r.id, status=DISABLED))
+        self.call("DeleteAlertRule", alerts_pb2.DeleteAlertRuleRequest(rule_id=r.id))
+        # A refused change notifies nobody.
+        self.assert_code(SC.NOT_FOUND, "DeleteAlertRule", alerts_pb2.DeleteAlertRuleRequest(rule_id=r.id))
+        out, _ = listener.communicate("SELECT 1;\n", timeout=30)
+        payloads = [line for line in out.splitlines() if 'notification "mon_alert_rules"' in line]
+        self.assertEqual(len(payloads), 4, out)
+        for line in payloads:
+            self.assertIn('payload "%s"' % r.id, line)
+
     # ---- roles ----
 
     def key_for(self, role):
