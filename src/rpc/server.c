@@ -34,6 +34,7 @@
 #define GENERIC_REQUESTS_PER_CQ 8
 #define REQUESTS_PER_METHOD_INLINE 32
 #define REQUESTS_PER_METHOD 2
+#define STREAM_ARENA_FIRST_BLOCK 1024 /* first arena block of a streaming call */
 
 static void call_release(struct rpc_call *c);
 static void request_new_call(struct cq_thread *cqt);
@@ -1105,6 +1106,9 @@ static void on_request(struct rpc_call *c, bool ok)
 	if (c->bm) {
 		ctx->user = c->bm->user;
 		ctx->method = c->bm->method->path;
+		/* a stream's arena lives as long as the stream and holds little more than its request */
+		if (c->bm->method->kind != RPC_UNARY)
+			arena_set_next_block(ctx->arena, STREAM_ARENA_FIRST_BLOCK);
 	} else {
 		ctx->method = arena_strndup(ctx->arena, (const char *)GRPC_SLICE_START_PTR(c->details.method),
 		                            GRPC_SLICE_LENGTH(c->details.method));

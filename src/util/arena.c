@@ -167,6 +167,12 @@ size_t arena_used(const struct arena *a)
 	return a ? a->used : 0;
 }
 
+void arena_set_next_block(struct arena *a, size_t bytes)
+{
+	if (a != NULL && bytes >= 64 && bytes <= ARENA_MAX_BLOCK)
+		a->next_block_size = bytes;
+}
+
 static void *pb_alloc(void *data, size_t size)
 {
 	return arena_alloc(data, size);

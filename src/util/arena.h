@@ -46,6 +46,13 @@ char *arena_vprintf(struct arena *a, const char *fmt, va_list ap);
 size_t arena_used(const struct arena *a);
 
 /*
+ * Size of the next block the arena takes from malloc (default: 4 KiB for
+ * the first, doubling up to 1 MiB). A smaller first block suits arenas that
+ * live long and hold little, such as those of open streams.
+ */
+void arena_set_next_block(struct arena *a, size_t bytes);
+
+/*
  * A protobuf-c allocator that allocates from the arena and never frees, for
  * unpacking a request or building a response that dies with the arena.
  */
