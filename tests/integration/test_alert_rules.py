@@ -10,8 +10,10 @@ python3-grpcio against a real monitord (authentication on, an admin key):
   unless force; one DELETED change per alert), SetAlertRuleStatus
   (disabling resolves open alerts, each change in the change log);
 - every validation rule, refused with INVALID_ARGUMENT naming the field;
-- each change with its audit event, and a rule change resetting
-  next_evaluation_at (what the evaluator's NOTIFY handler relies on);
+- each change with its audit event; a rule change NOTIFYs mon_alert_rules
+  with the rule id (a LISTENing psql session sees it) and makes the rule
+  due at once (next_evaluation_at);
+- roles: an editor's rule names it as creator, a viewer only reads;
 - escalation policies: CRUD, validation, a policy in use refused;
 - silences: CreateSilence suppressing matching active alerts,
   validation, listing by state, DeleteSilence releasing them."""
