@@ -12,14 +12,18 @@
  * Figures:
  *   raise latency: arrival of the ACTIVE alert minus the moment the
  *     RecordMetrics call that crossed the threshold returned (and minus the
- *     moment it was sent); resolve latency likewise;
+ *     moment it was sent), split at the change's changed_at (the
+ *     evaluation's commit, wall clock) into evaluation and delivery;
+ *     resolve latency likewise, without the split;
  *   memory per idle subscriber: the server's RSS after the idle streams all
  *     had their snapshot, minus before, divided by their number
  *     (--server-pid);
  *   webhook latency (--webhook-integration, --webhook-port): the rule also
  *     notifies that webhook integration, whose URL is a receiver in this
  *     process on 127.0.0.1; latency is the wall-clock arrival of the
- *     "fired" POST minus the change's changed_at (its commit time).
+ *     "fired" POST minus the change's changed_at (its commit time). The
+ *     bench resolves each alert only once its POST arrived (a delivery
+ *     still queued when its alert resolves is skipped).
  *
  * The idle streams live on --pollers completion queues driven with gRPC
  * core directly, many streams per queue, spread over connections of at most
@@ -63,6 +67,8 @@
 struct alert_rec {
 	char id[ID_MAX];
 	int64_t sent_ns, returned_ns; /* the raising RecordMetrics */
+	int64_t returned_wall_ns;     /* wall clock: when it returned */
+	int64_t arrive_wall_ns;       /* wall clock: ACTIVE on the measuring stream */
 	int64_t arrive_ns;            /* ACTIVE on the measuring stream */
 	int64_t changed_at_ns;        /* wall clock: the change's changed_at */
 	int64_t resolve_returned_ns;  /* the resolving RecordMetrics */
@@ -151,6 +157,15 @@ static bool is_current_resolved(struct bench *b)
 	return b->resolved_n > b->current;
 }
 
+/* Whether the "fired" POST of the current alert arrived. Under b->mu. */
+static bool is_current_posted(struct bench *b)
+{
+	for (int f = b->fired_n - 1; f >= 0; f--)
+		if (strcmp(b->fired[f].id, b->rec[b->current].id) == 0)
+			return true;
+	return false;
+}
+
 static bool are_webhooks_in(struct bench *b)
 {
 	return b->fired_n >= b->warmup_n + b->alerts_n;
@@ -187,6 +202,7 @@ static void on_alert_event(void *data, const mon_alerts_watcher_event *ev)
 		struct alert_rec *r = &b->rec[b->active_n];
 		snprintf(r->id, sizeof(r->id), "%s", a->id);
 		r->arrive_ns = t;
+		r->arrive_wall_ns = wall_ns();
 		if (c->changed_at != NULL)
 			r->changed_at_ns = c->changed_at->seconds * 1000000000 + c->changed_at->nanos;
 		b->active_n++;
@@ -780,10 +796,14 @@ int main(int argc, char **argv)
 		if (record(&b, client, THRESHOLD * 2, at_ms) != 0)
 			goto out;
 		b.rec[k].returned_ns = now_ns();
+		b.rec[k].returned_wall_ns = wall_ns();
 		if (!wait_for(&b, is_current_active, DELIVERY_TIMEOUT_MS)) {
 			fprintf(stderr, "alerts_bench: alert %d did not arrive\n", k);
 			goto out;
 		}
+		/* A "fired" delivery still queued when its alert resolves is skipped: wait for it. */
+		if (b.webhook_integration != NULL && !wait_for(&b, is_current_posted, WEBHOOK_WAIT_MS))
+			fprintf(stderr, "alerts_bench: no webhook POST for alert %d\n", k);
 		at_ms = wall_ns() / 1000000;
 		at_ms = at_ms > last_ms ? at_ms : last_ms + 1;
 		last_ms = at_ms;
@@ -802,7 +822,9 @@ int main(int argc, char **argv)
 	size_t n = (size_t)b.alerts_n, early = 0, hooks_n = 0;
 	int64_t *raise_ret = malloc(n * sizeof(int64_t)), *raise_send = malloc(n * sizeof(int64_t));
 	int64_t *resolve_ret = malloc(n * sizeof(int64_t)), *hook = malloc(n * sizeof(int64_t));
-	if (raise_ret == NULL || raise_send == NULL || resolve_ret == NULL || hook == NULL)
+	int64_t *to_commit = malloc(n * sizeof(int64_t)), *from_commit = malloc(n * sizeof(int64_t));
+	if (raise_ret == NULL || raise_send == NULL || resolve_ret == NULL || hook == NULL || to_commit == NULL ||
+	    from_commit == NULL)
 		goto out;
 	pthread_mutex_lock(&b.mu);
 	for (size_t j = 0; j < n; j++) {
@@ -813,6 +835,8 @@ int main(int argc, char **argv)
 			raise_ret[j] = 0;
 			early++;
 		}
+		to_commit[j] = r->changed_at_ns - r->returned_wall_ns;
+		from_commit[j] = r->arrive_wall_ns - r->changed_at_ns;
 		resolve_ret[j] = r->resolve_arrive_ns - r->resolve_returned_ns;
 		if (resolve_ret[j] < 0)
 			resolve_ret[j] = 0;
@@ -835,6 +859,8 @@ int main(int argc, char **argv)
 	print_stats("raise: from Record return", raise_ret, n);
 	printf("%-26s %zu of %zu (counted as 0)\n", "arrived before return", early, n);
 	print_stats("raise: from Record send", raise_send, n);
+	print_stats("  Record return to commit", to_commit, n);
+	print_stats("  commit to arrival", from_commit, n);
 	print_stats("resolve: from Record return", resolve_ret, n);
 	if (b.server_pid > 0) {
 		printf("server RSS: %ld kB before idle streams, %ld kB with them, %ld kB after the alerts\n", rss0,

@@ -12,7 +12,9 @@
 #   -b, --build-dir DIR     release build tree to configure and build
 #                           (default: build-bench; -DMON_BUILD_BENCH=ON)
 #       --no-build          use the binaries already in the build tree
-#   -s, --idle "N.."        idle subscriber counts (default "1 1000 10000")
+#   -s, --idle "N.."        idle subscriber counts (default "1 1000 9999": the
+#                           server takes at most 10,000 WatchAlerts streams,
+#                           the measuring one included)
 #   -a, --alerts N          measured alerts per run (default 1000)
 #       --no-webhook        skip the webhook run
 #       --keep              keep the work directory (server log, cluster)
@@ -25,7 +27,7 @@ export LC_ALL=C
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
 BUILD_DIR=$REPO/build-bench
 DO_BUILD=1
-IDLE="1 1000 10000"
+IDLE="1 1000 9999"
 ALERTS=1000
 WEBHOOK=1
 KEEP=0
@@ -78,12 +80,24 @@ HOOK_PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1",
 SEALED=$(printf 'bench-signing-secret' | "$MONITORD" admin seal-secret --integration "$HOOK_ID" \
 	--column webhook_secret --secrets-key-file "$KEY")
 
-"$MONITORD" --listen 127.0.0.1:0 --port-file "$WORK/port" --database "$DB" --log-level warn \
-	--max-streams-per-caller 0 --rate-limit-per-s 0 --secrets-key-file "$KEY" >"$WORK/monitord.log" 2>&1 &
-SERVER_PID=$!
-for _ in $(seq 600); do [ -s "$WORK/port" ] && break; sleep 0.1; done
-[ -s "$WORK/port" ] || { cat "$WORK/monitord.log" >&2; exit 1; }
-TARGET=$(cat "$WORK/port")
+# A fresh monitord for every run, so that each starts from the same memory.
+start_server() {
+	rm -f "$WORK/port"
+	"$MONITORD" --listen 127.0.0.1:0 --port-file "$WORK/port" --database "$DB" --log-level warn \
+		--max-streams-per-caller 0 --rate-limit-per-s 0 --secrets-key-file "$KEY" >>"$WORK/monitord.log" 2>&1 &
+	SERVER_PID=$!
+	for _ in $(seq 600); do [ -s "$WORK/port" ] && break; sleep 0.1; done
+	[ -s "$WORK/port" ] || { cat "$WORK/monitord.log" >&2; exit 1; }
+	TARGET=$(cat "$WORK/port")
+	sleep 1 # settle: first loads of the rule and identity caches
+}
+stop_server() {
+	kill -TERM "$SERVER_PID" 2>/dev/null || true
+	wait "$SERVER_PID" 2>/dev/null || true
+	SERVER_PID=""
+}
+
+start_server # applies the migrations; the first run uses it
 TOKEN=$("$MONITORD" admin bootstrap --email bench@example.com --database "$DB" 2>/dev/null | tail -n 1)
 psql -X -q -v ON_ERROR_STOP=1 "$DB" -c "INSERT INTO tb_integration_health (id, name, integration_type,
 	configured_at, webhook_url, webhook_secret) VALUES ('$HOOK_ID', 'bench receiver', 'webhook', now(),
@@ -92,15 +106,22 @@ sleep 1 # the server's identity store reloads the new key
 
 echo "== machine: $(nproc) CPUs, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)," \
 	"$(awk '/MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo), $(uname -sr)"
-echo "== monitord $("$MONITORD" --version | awk '{print $2}') at $TARGET (pid $SERVER_PID)," \
-	"PostgreSQL on a Unix socket"
+echo "== monitord $("$MONITORD" --version | awk '{print $2}') (working tree at" \
+	"$(git -C "$REPO" rev-parse --short HEAD)), a fresh one per run, PostgreSQL on a Unix socket"
+FAILED=0
 for s in $IDLE; do
+	[ -n "$SERVER_PID" ] || start_server
 	echo "== $s idle subscriber(s) + 1 measuring, $ALERTS alerts, load average $(cut -d' ' -f1-3 /proc/loadavg)"
-	"$BENCH" --target "$TARGET" --token "$TOKEN" --idle "$s" --alerts "$ALERTS" --server-pid "$SERVER_PID"
+	"$BENCH" --target "$TARGET" --token "$TOKEN" --idle "$s" --alerts "$ALERTS" --server-pid "$SERVER_PID" ||
+		{ echo "== run failed"; FAILED=1; }
+	stop_server
 done
 if [ "$WEBHOOK" = 1 ]; then
+	[ -n "$SERVER_PID" ] || start_server
 	echo "== webhook: 0 idle subscribers + 1 measuring, $ALERTS alerts notifying 127.0.0.1:$HOOK_PORT," \
 		"load average $(cut -d' ' -f1-3 /proc/loadavg)"
 	"$BENCH" --target "$TARGET" --token "$TOKEN" --alerts "$ALERTS" --server-pid "$SERVER_PID" \
-		--webhook-integration "$HOOK_ID" --webhook-port "$HOOK_PORT"
+		--webhook-integration "$HOOK_ID" --webhook-port "$HOOK_PORT" || { echo "== run failed"; FAILED=1; }
+	stop_server
 fi
+exit $FAILED
