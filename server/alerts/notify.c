@@ -64,7 +64,8 @@ struct notifier {
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
 	bool is_stopping;
-	uint64_t wake_gen; /* bumped by each NOTIFY */
+	bool is_claim_failing; /* the last claim failed: logged once until one succeeds */
+	uint64_t wake_gen;     /* bumped by each NOTIFY */
 	pthread_t threads[NOTIFY_WORKERS];
 	int thread_n;
 };
@@ -245,11 +246,19 @@ static int claim(struct notifier *n, struct delivery *out)
 	snprintf(limit, sizeof(limit), "%d", NOTIFY_BATCH);
 	const char *params[] = {lease, limit};
 	int got = 0;
-	if (db_pool_acquire(n->cfg.pool, NOTIFY_ACQUIRE_TIMEOUT_MS, &conn, &err) != 0 ||
-	    db_exec(conn, sql, 2, params, &res, &err) != 0) {
-		log_warn("msg=\"could not claim notification deliveries, retrying\" error=\"%s\"", err.msg);
+	bool is_failing = db_pool_acquire(n->cfg.pool, NOTIFY_ACQUIRE_TIMEOUT_MS, &conn, &err) != 0 ||
+	                  db_exec(conn, sql, 2, params, &res, &err) != 0;
+	pthread_mutex_lock(&n->mu);
+	bool was_failing = n->is_claim_failing;
+	n->is_claim_failing = is_failing;
+	pthread_mutex_unlock(&n->mu);
+	if (is_failing && !was_failing)
+		log_warn("msg=\"could not claim notification deliveries, retrying every second\" error=\"%s\"",
+		         err.msg);
+	else if (!is_failing && was_failing)
+		log_info("msg=\"claiming notification deliveries again\"");
+	if (is_failing)
 		goto out;
-	}
 	for (int i = 0; i < db_result_rows(res) && i < NOTIFY_BATCH; i++) {
 		bool is_ok = true;
 		struct delivery *d = &out[got];
@@ -787,7 +796,8 @@ static void *worker_main(void *arg)
 			struct skip_tx s = {0};
 			struct mon_error err = {0};
 			if (db_tx_run(n->cfg.pool, NOTIFY_DB_TIMEOUT_MS, skip_fn, &s, &err) != 0)
-				log_warn("msg=\"could not skip stale notification deliveries\" error=\"%s\"", err.msg);
+				/* A database that is down is reported once, by the claim. */
+				log_debug("msg=\"could not skip stale notification deliveries\" error=\"%s\"", err.msg);
 			struct delivery batch[NOTIFY_BATCH];
 			memset(batch, 0, sizeof(batch));
 			int got = claim(n, batch);
