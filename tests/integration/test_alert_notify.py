@@ -9,7 +9,7 @@ first), monitord sends them, and the receiver checks what arrives.
     idempotency key, then dead-lettered (failed) after --notify-max-attempts;
   * a 400 fails at once; a 429 is retried;
   * every outcome lands on the outbox row and in the alert's notifications_sent;
-  * two replicas deliver each row once;
+  * two replicas deliver each row once; a dead replica's claim expires;
   * Slack (incoming webhook) and PagerDuty (Events API v2) payload shapes;
   * a 'fired' row whose alert was resolved first is skipped; email stays pending
     for the relay; a secret sealed for another integration does not open.
@@ -179,16 +179,20 @@ class AlertNotifyTest(unittest.TestCase):
                 "threshold": 90.0, "labels": {"host": "web-1"}, "triggered_at": "2026-01-02T03:04:05.000000Z",
                 "trigger": trigger, "level": 0}
 
-    def enqueue(self, alert_id, channel, recipient, trigger="fired", payload=None, wake=True):
-        """Inserts one outbox row as the alert store does; returns (id, idempotency key)."""
+    def enqueue(self, alert_id, channel, recipient, trigger="fired", payload=None, wake=True, lease_s=None):
+        """Inserts one outbox row as the alert store does; returns (id, idempotency key).
+        With lease_s, the row is inserted as claimed by a replica (one attempt
+        counted) whose lease ends in lease_s seconds."""
         row_id = "ntf-" + secrets.token_hex(8)
         key = "%s:%s:0:%s:%s" % (alert_id, trigger, channel, recipient)
         body = json.dumps(payload or self.payload(alert_id, trigger))
         sql = ("INSERT INTO tb_notification_outbox (id, alert_id, channel, recipient, trigger, idempotency_key, "
                "payload) VALUES (%s, %s, %s, %s, %s, %s, %s::jsonb)"
                % (q(row_id), q(alert_id), q(channel), q(recipient), q(trigger), q(key), q(body)))
-        if wake:
-            sql = "BEGIN; " + sql + "; NOTIFY mon_alerts, '0'; COMMIT"
+        if lease_s is not None:
+            sql += ("; UPDATE tb_notification_outbox SET attempt_count = 1, last_attempt_at = now(), "
+                    "next_attempt_at = now() + interval '%d seconds' WHERE id = %s" % (lease_s, q(row_id)))
+        sql = "BEGIN; " + sql + ("; NOTIFY mon_alerts, '0'" if wake else "") + "; COMMIT"
         harness.psql(self.db, sql)
         return row_id, key
 
@@ -381,6 +385,20 @@ class AlertNotifyTest(unittest.TestCase):
         self.assertEqual(self.row(email)["status"], "pending")
         self.assertEqual(self.row(email)["attempt_count"], 0)
         self.assertEqual(self.row(sms)["status"], "pending")
+
+    def test_claim_of_a_dead_replica_expires(self):
+        """A row claimed by a replica that died (attempt counted, lease running)
+        is left alone until the lease ends, then sent by a live one."""
+        alert_id = self.new_alert()
+        row_id, key = self.enqueue(alert_id, "webhook", "int-ok", lease_s=3)
+        time.sleep(1.5)
+        self.assertEqual(self.row(row_id)["status"], "pending")
+        self.assertEqual(self.rx.by_key(key), [])
+        r = self.wait_status(row_id, ("sent",))
+        self.assertEqual(r["attempt_count"], 2)
+        reqs = self.rx.by_key(key)
+        self.assertEqual(len(reqs), 1)
+        self.assertEqual(reqs[0]["headers"]["X-Monitord-Attempt"], "2")
 
     def test_two_replicas_deliver_each_once(self):
         second = harness.Monitord(self.db, self.args)
