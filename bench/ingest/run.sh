@@ -77,6 +77,11 @@ as_pg() { if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; 
 cleanup() {
 	if [ -n "$SERVER_PID" ]; then
 		kill -TERM "$SERVER_PID" 2>/dev/null || true
+		for _ in $(seq 300); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
+		if kill -0 "$SERVER_PID" 2>/dev/null; then
+			echo "run.sh: monitord (pid $SERVER_PID) did not stop within 30 s of SIGTERM; killing it" >&2
+			kill -KILL "$SERVER_PID" 2>/dev/null || true
+		fi
 		wait "$SERVER_PID" 2>/dev/null || true
 	fi
 	as_pg "$PG_BINDIR/pg_ctl" -D "$PGDIR/data" -m fast -w stop >/dev/null 2>&1 || true
