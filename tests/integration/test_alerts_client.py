@@ -33,8 +33,9 @@ WAIT_S = 60
 
 
 def psql(conninfo, sql):
-    r = subprocess.run(["psql", "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", conninfo, "-c", sql], check=True,
-                       capture_output=True, text=True)
+    """Runs sql (read from stdin: it can be longer than an argument); returns the non-empty output lines."""
+    r = subprocess.run(["psql", "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", conninfo, "-f", "-"], input=sql,
+                       check=True, capture_output=True, text=True)
     return [line for line in r.stdout.splitlines() if line != ""]
 
 
@@ -83,12 +84,17 @@ class Alerts:
                                                                      "p95 over 1 ms")))
         return aid, int(out[-1])
 
+    def _update_sql(self, aid, rid, message):
+        return ("BEGIN; UPDATE tb_alert SET message = %s, updated_at = now() WHERE id = %s; %s; COMMIT"
+                % (quote(message), quote(aid), self._append(alerts_pb2.ALERT_CHANGE_KIND_UPDATED, aid, rid, message)))
+
     def update(self, aid, rid, message):
         """Refreshes alert aid; returns the change's seq."""
-        out = psql(self.db, "BEGIN; UPDATE tb_alert SET message = %s, updated_at = now() WHERE id = %s; %s; COMMIT"
-                            % (quote(message), quote(aid),
-                               self._append(alerts_pb2.ALERT_CHANGE_KIND_UPDATED, aid, rid, message)))
-        return int(out[-1])
+        return int(psql(self.db, self._update_sql(aid, rid, message))[-1])
+
+    def updates(self, aid, rid, messages):
+        """Refreshes alert aid once per message, each in its own transaction; returns the seqs."""
+        return [int(s) for s in psql(self.db, "; ".join(self._update_sql(aid, rid, m) for m in messages))]
 
 
 class Follower:
@@ -230,6 +236,45 @@ class AlertsClientTest(unittest.TestCase):
                      ["alerts", "follow", '{"bogus": 1}']):
             r = self.monctl(*args)
             self.assertEqual(r.returncode, 2, (args, r.stderr))
+
+    def test_follow_resumes_after_falling_behind(self):
+        """A follower whose output is not read falls behind: the server sends
+        RESUME_REQUIRED (FELL_BEHIND) and ends the stream with RESOURCE_EXHAUSTED;
+        the watcher resumes from the control's cursor and misses nothing."""
+        db = harness.fresh_database("itest_aclient_slow")
+        srv = harness.Monitord(db, extra_args=["--stream-queue-max", "4"])
+        try:
+            srv.wait_serving("monitoring.v1.AlertsService")
+            env = dict(os.environ, MONITORD_TARGET=srv.address, MONITORD_API_KEY=srv.admin_key())
+            a = Alerts(db)
+            rid = a.new_rule()
+            aid, _ = a.new_alert(rid)
+            f = Follower(env, '{"alertRuleIds": ["%s"]}' % rid)
+            try:
+                self.assertTrue(f.read_until(lambda ev: f.controls("STREAM_CONTROL_KIND_SNAPSHOT_COMPLETE")))
+                # Nobody reads monctl's output now: its writes block, then its
+                # stream, then the server's queue of 4 fills. Large messages fill
+                # the pipes and windows in between sooner.
+                filler = "x" * 4000
+                expected = []
+                deadline = time.time() + WAIT_S
+                while "fell behind" not in srv.read_log():
+                    self.assertLess(time.time(), deadline, "the follower never fell behind")
+                    expected += a.updates(aid, rid, ["%s %d" % (filler, len(expected) + i) for i in range(100)])
+                expected += a.updates(aid, rid, ["after %d" % i for i in range(10)])
+                self.assertTrue(f.read_until(lambda ev: expected[-1] in f.change_seqs()), f.events[-3:])
+                f.read_until(lambda ev: False, timeout=1.0)
+            finally:
+                code, err = f.stop()
+            self.assertEqual(f.change_seqs(), expected, "gap or duplicate; stderr:\n" + err)
+            ends = f.controls("STREAM_CONTROL_KIND_RESUME_REQUIRED")
+            self.assertGreaterEqual(len(ends), 1, err)
+            self.assertEqual(ends[0]["control"]["reason"], "STREAM_END_REASON_FELL_BEHIND")
+            self.assertIn("RESOURCE_EXHAUSTED", err)
+            self.assertIn("resuming after sequence %s" % ends[0]["control"]["resumeAfterSequence"], err)
+            self.assertEqual(code, 130, err)
+        finally:
+            srv.stop()
 
     def test_z_follow_resumes_across_kill_and_stop(self):
         """Changes go on while the server is killed, stopped and restarted; the
