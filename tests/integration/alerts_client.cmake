@@ -1,7 +1,9 @@
 # The client side of AlertsService against a real monitord
 # (test_alerts_client.py): libmonitoring's resuming alerts watcher through
 # `monctl alerts follow` while monitord is killed, stopped and restarted
-# mid-stream (every matching change exactly once, in sequence order), and
+# mid-stream and while it falls behind (RESUME_REQUIRED, then
+# RESOURCE_EXHAUSTED): every matching change exactly once, in sequence
+# order; and
 # monctl's alerts commands (rules create/get/list/delete, list, ack,
 # resolve).
 if(TARGET monctl AND TARGET monitord)
