@@ -526,6 +526,12 @@ static json_t *pagerduty_body(const struct delivery *d, json_t *alert, const cha
 
 /* ---- sending ---- */
 
+/* Aborts a send when the notifier stops, so shutdown does not wait for a slow receiver. */
+static int on_progress(void *arg, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal, curl_off_t ulnow)
+{
+	return is_stopping(arg) ? 1 : 0;
+}
+
 static size_t drop_body(char *ptr, size_t size, size_t nmemb, void *arg)
 {
 	size_t *seen = arg;
@@ -538,7 +544,7 @@ static size_t drop_body(char *ptr, size_t size, size_t nmemb, void *arg)
  * given (X-Monitord-Signature: v1=hex(HMAC-SHA256(secret, timestamp "."
  * body))). Classifies the answer into o.
  */
-static void post(CURL *curl, int timeout_ms, const struct delivery *d, const char *url, const char *body,
+static void post(struct notifier *n, CURL *curl, const struct delivery *d, const char *url, const char *body,
                  const unsigned char *secret, size_t secret_len, struct outcome *o)
 {
 	struct curl_slist *headers = NULL;
@@ -584,8 +590,8 @@ static void post(CURL *curl, int timeout_ms, const struct delivery *d, const cha
 	curl_easy_setopt(curl, CURLOPT_URL, url);
 	curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "http,https");
 	curl_easy_setopt(curl, CURLOPT_FOLLOWLOCATION, 0L);
-	curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, (long)timeout_ms);
-	curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS, (long)timeout_ms);
+	curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, (long)n->cfg.timeout_ms);
+	curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS, (long)n->cfg.timeout_ms);
 	curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(curl, CURLOPT_USERAGENT, NOTIFY_USER_AGENT);
 	curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
@@ -593,6 +599,9 @@ static void post(CURL *curl, int timeout_ms, const struct delivery *d, const cha
 	curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)strlen(body));
 	curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, drop_body);
 	curl_easy_setopt(curl, CURLOPT_WRITEDATA, &seen);
+	curl_easy_setopt(curl, CURLOPT_NOPROGRESS, 0L);
+	curl_easy_setopt(curl, CURLOPT_XFERINFOFUNCTION, on_progress);
+	curl_easy_setopt(curl, CURLOPT_XFERINFODATA, n);
 	int64_t start = mono_ms();
 	CURLcode cc = curl_easy_perform(curl);
 	o->elapsed_ms = (int)(mono_ms() - start);
@@ -606,7 +615,10 @@ static void post(CURL *curl, int timeout_ms, const struct delivery *d, const cha
 	if (cc != CURLE_OK && !(cc == CURLE_WRITE_ERROR && code >= 200)) {
 		bool is_bad_url = cc == CURLE_UNSUPPORTED_PROTOCOL || cc == CURLE_URL_MALFORMAT;
 		o->http_status = 0;
-		set_error(o, is_bad_url, "could not reach the receiver: %s", curl_easy_strerror(cc));
+		if (cc == CURLE_ABORTED_BY_CALLBACK)
+			set_error(o, false, "interrupted by the server's shutdown");
+		else
+			set_error(o, is_bad_url, "could not reach the receiver: %s", curl_easy_strerror(cc));
 		return;
 	}
 	if (code >= 200 && code < 300) {
@@ -662,7 +674,7 @@ static void deliver(struct notifier *n, CURL *curl, const struct delivery *d, st
 		set_error(o, false, "out of memory");
 		goto out;
 	}
-	post(curl, n->cfg.timeout_ms, d, t.url, text, secret, secret_len, o);
+	post(n, curl, d, t.url, text, secret, secret_len, o);
 out:
 	if (text != NULL) {
 		sodium_memzero(text, strlen(text));
@@ -835,6 +847,10 @@ int notifier_start(const struct notify_config *cfg, struct notifier **out, struc
 	    (rc = seal_key_load(cfg->secrets_key_file, &n->key, err)) != 0)
 		goto fail;
 	n->cfg.secrets_key_file = NULL; /* not kept: the caller owns the string */
+	if (sodium_init() < 0) {        /* randombytes for the jitter */
+		rc = mon_error_set(err, MON_EINTERNAL, "notifier: could not initialise libsodium");
+		goto fail;
+	}
 	pthread_once(&curl_once, curl_init_once);
 	if (curl_init_code != CURLE_OK) {
 		rc = mon_error_set(err, MON_EINTERNAL, "notifier: could not initialise libcurl: %s",

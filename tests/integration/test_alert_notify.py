@@ -141,7 +141,10 @@ class AlertNotifyTest(unittest.TestCase):
     @classmethod
     def tearDownClass(cls):
         cls.rx.close()
-        cls.srv.stop()
+        code = cls.srv.stop()
+        log = cls.srv.read_log()
+        if code != 0 or "ERROR: AddressSanitizer" in log or "runtime error:" in log:
+            raise AssertionError("monitord exit code %d, log:\n%s" % (code, log[-6000:]))
 
     @classmethod
     def seal(cls, integration, column, secret):
