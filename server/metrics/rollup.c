@@ -27,6 +27,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <stdatomic.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -265,7 +266,7 @@ out:
  * Brings the rollups up to date (steps 2 and 3 of the file comment).
  * cutoff is the first 5-minute bucket within raw retention (epoch s).
  */
-static int refresh_rollups(struct db_conn *conn, const struct run_settings *rs, int64_t cutoff,
+static int refresh_rollups(struct db_conn *conn, const struct run_settings *rs, const atomic_bool *stop, int64_t cutoff,
                            struct metrics_maintenance_stats *stats, struct mon_error *err)
 {
 	static const char state_sql[] = "SELECT watermark_seq FROM tb_metric_rollup_state";
@@ -331,6 +332,8 @@ static int refresh_rollups(struct db_conn *conn, const struct run_settings *rs, 
 		size_t end = i + CHUNK_BUCKETS < list.n ? i + CHUNK_BUCKETS : list.n;
 		while (end < list.n && floor_div(list.v[end], HOUR_S) == floor_div(list.v[end - 1], HOUR_S))
 			end++;
+		if (stop != NULL && atomic_load(stop))
+			goto out; /* stopping: the watermark stays; the next run redoes these buckets */
 		bool is_last = end == list.n;
 		rc = run_chunk(conn, list.v + i, end - i, is_last ? target : -1, is_last && stats->is_full_refresh,
 		               err);
@@ -435,7 +438,7 @@ static int64_t now_ms(void)
  * One run; with is_housekeeping it also makes partitions ahead and drops
  * old ones (the thread does that once a minute, not every run).
  */
-static int run_once(const struct metrics_maintenance_config *cfg, bool is_housekeeping,
+static int run_once(const struct metrics_maintenance_config *cfg, const atomic_bool *stop, bool is_housekeeping,
                     struct metrics_maintenance_stats *stats, struct mon_error *err)
 {
 	_Static_assert(METRICS_ROLLUP_LOCK == 7206011, "the SQL below names METRICS_ROLLUP_LOCK");
@@ -495,7 +498,7 @@ static int run_once(const struct metrics_maintenance_config *cfg, bool is_housek
 	               " TIMESTAMPTZ 'epoch'))::bigint",
 	               1, days_params, &cutoff, err);
 	if (rc == 0)
-		rc = refresh_rollups(conn, &rs, cutoff, stats, err);
+		rc = refresh_rollups(conn, &rs, stop, cutoff, stats, err);
 	if (rc == 0)
 		rc = prune_log(conn, &rs, stats, err);
 	if (rc == 0 && is_housekeeping)
@@ -529,7 +532,7 @@ out:
 int metrics_maintenance_run(const struct metrics_maintenance_config *cfg, struct metrics_maintenance_stats *stats,
                             struct mon_error *err)
 {
-	return run_once(cfg, true, stats, err);
+	return run_once(cfg, NULL, true, stats, err);
 }
 
 struct metrics_maintenance {
@@ -537,7 +540,7 @@ struct metrics_maintenance {
 	pthread_t thread;
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
-	bool is_stopping;
+	atomic_bool is_stopping; /* also read by a run in progress, between its transactions */
 };
 
 static void *maintenance_main(void *arg)
@@ -556,16 +559,16 @@ static void *maintenance_main(void *arg)
 			until.tv_sec++;
 			until.tv_nsec -= 1000000000L;
 		}
-		while (!job->is_stopping)
+		while (!atomic_load(&job->is_stopping))
 			if (pthread_cond_timedwait(&job->cond, &job->lock, &until) == ETIMEDOUT)
 				break;
-		if (job->is_stopping)
+		if (atomic_load(&job->is_stopping))
 			break;
 		pthread_mutex_unlock(&job->lock);
 		struct mon_error err = {0};
 		int64_t started_ms = now_ms();
 		bool is_housekeeping = !has_housekept || started_ms - housekept_ms >= HOUSEKEEPING_INTERVAL_MS;
-		if (run_once(&job->cfg, is_housekeeping, NULL, &err) != 0) {
+		if (run_once(&job->cfg, &job->is_stopping, is_housekeeping, NULL, &err) != 0) {
 			log_warn("msg=\"metric maintenance failed\" error=\"%s\"", err.msg);
 		} else if (is_housekeeping) {
 			/* also when another replica held the lock: it does the housekeeping then */
@@ -612,7 +615,7 @@ void metrics_maintenance_stop(struct metrics_maintenance *job)
 	if (job == NULL)
 		return;
 	pthread_mutex_lock(&job->lock);
-	job->is_stopping = true;
+	atomic_store(&job->is_stopping, true);
 	pthread_cond_broadcast(&job->cond);
 	pthread_mutex_unlock(&job->lock);
 	pthread_join(job->thread, NULL);
