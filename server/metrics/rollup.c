@@ -443,7 +443,7 @@ static int run_once(const struct metrics_maintenance_config *cfg, const atomic_b
 {
 	_Static_assert(METRICS_ROLLUP_LOCK == 7206011, "the SQL below names METRICS_ROLLUP_LOCK");
 	struct metrics_maintenance_stats local = {0};
-	struct run_settings rs;
+	struct run_settings rs = {0};
 	struct db_conn *conn = NULL;
 	struct db_result *res = NULL;
 	bool is_locked = false;
@@ -585,7 +585,7 @@ static void *maintenance_main(void *arg)
 int metrics_maintenance_start(const struct metrics_maintenance_config *cfg, struct metrics_maintenance **out,
                               struct mon_error *err)
 {
-	struct run_settings rs;
+	struct run_settings rs = {0};
 	*out = NULL;
 	int rc = settings_of(cfg, &rs, err);
 	if (rc != 0)
