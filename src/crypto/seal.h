@@ -7,9 +7,11 @@
  * copied to another row or column does not open.
  *
  * Text format: "v<key version>:<base64 nonce>:<base64 ciphertext>", for
- * example "v1:0jXy...:Jm3q...". Only key version 1 exists so far (the key
- * file holds one key); the version is part of the text and of the
- * associated data so that rotation can add versions without ambiguity.
+ * example "v1:0jXy...:Jm3q...". The key file is a key ring: one key per
+ * line, "<version> <64 hex digits>" (or a single bare "<64 hex digits>",
+ * which is version 1; "#" starts a comment). The highest version seals;
+ * every version in the file opens what it sealed, so a key is rotated by
+ * adding a line, re-sealing the stored secrets, then dropping the old line.
  */
 #ifndef MON_CRYPTO_SEAL_H
 #define MON_CRYPTO_SEAL_H
@@ -21,6 +23,7 @@
 
 #define SEAL_KEY_BYTES 32
 #define SEAL_PLAIN_MAX 8192 /* bytes of a secret */
+#define SEAL_KEYS_MAX 16    /* versions in a key file */
 
 /* The master key, in sodium_malloc memory (guarded, locked, wiped on free). */
 struct seal_key;
@@ -33,15 +36,18 @@ struct seal_context {
 };
 
 /*
- * Reads the master key from path: exactly 64 hex digits, optionally followed
- * by a newline. The caller owns *out (seal_key_free). MON_EINVAL names the
- * file and what is wrong with it; never prints key material.
+ * Reads the master key ring from path (format above). The caller owns *out
+ * (seal_key_free). MON_EINVAL names the file, the line and what is wrong
+ * with it; never prints key material.
  */
 int seal_key_load(const char *path, struct seal_key **out, struct mon_error *err) MON_MUST_CHECK;
 
 /* A key from raw bytes (tests, key rotation); version >= 1. The caller owns *out. */
 int seal_key_from_bytes(const unsigned char bytes[SEAL_KEY_BYTES], uint32_t version, struct seal_key **out,
                         struct mon_error *err) MON_MUST_CHECK;
+
+/* The version that seals: the highest in the ring. */
+uint32_t seal_key_version(const struct seal_key *key);
 
 /* Wipes and frees; accepts NULL. */
 void seal_key_free(struct seal_key *key);
@@ -57,7 +63,7 @@ int seal_text(const struct seal_key *key, const struct seal_context *ctx, const 
  * Opens a sealed text for ctx. *plain_out receives the secret followed by a
  * NUL (not counted in *plain_len), in sodium_malloc memory: the caller
  * releases it with seal_plain_free. MON_EINVAL when the text is malformed;
- * MON_EPRECOND when it was sealed under a key version this key is not, or
+ * MON_EPRECOND when it was sealed under a key version the ring lacks, or
  * does not open (wrong key, or sealed for another row, column or table).
  */
 int seal_open(const struct seal_key *key, const struct seal_context *ctx, const char *sealed, unsigned char **plain_out,

@@ -1,7 +1,8 @@
 /*
  * Secret sealing (src/crypto/seal.c): a sealed secret opens with the same
  * key and context only; the text format; tampering, truncation and
- * malformed texts are refused; key files are read strictly.
+ * malformed texts are refused; key files are read strictly; a key ring
+ * seals with its newest version and opens every version it holds.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -212,6 +213,67 @@ static void test_seal_key_file(void **state)
 	assert_int_equal(seal_key_load("/nonexistent/monitord.key", &k, &err), MON_EINVAL);
 }
 
+static void test_seal_key_ring(void **state)
+{
+	const char *hex1 = "0101010101010101010101010101010101010101010101010101010101010101";
+	const char *hex2 = "0202020202020202020202020202020202020202020202020202020202020202";
+	unsigned char b1[SEAL_KEY_BYTES];
+	memset(b1, 1, sizeof(b1));
+	struct seal_key *old = NULL;
+	struct mon_error err = {0};
+	assert_int_equal(seal_key_from_bytes(b1, 1, &old, &err), 0);
+	char *sealed_v1 = seal_str(old, &ctx_secret, "old-secret");
+
+	/* Version 2 added: it seals, and version 1 still opens what it sealed. */
+	char content[512];
+	snprintf(content, sizeof(content), "# rotated\n1 %s\n\n  2\t%s  \n", hex1, hex2);
+	char *path = write_temp(content);
+	struct seal_key *ring = NULL;
+	assert_int_equal(seal_key_load(path, &ring, &err), 0);
+	unlink(path);
+	free(path);
+	assert_int_equal(seal_key_version(ring), 2);
+	char buf[64];
+	assert_int_equal(open_str(ring, &ctx_secret, sealed_v1, buf, sizeof(buf)), 0);
+	assert_string_equal(buf, "old-secret");
+	char *sealed_v2 = seal_str(ring, &ctx_secret, "new-secret");
+	assert_int_equal(strncmp(sealed_v2, "v2:", 3), 0);
+	assert_int_equal(open_str(ring, &ctx_secret, sealed_v2, buf, sizeof(buf)), 0);
+	assert_string_equal(buf, "new-secret");
+	/* The old key alone cannot open version 2; once version 1 is dropped, its texts do not open. */
+	assert_int_equal(open_str(old, &ctx_secret, sealed_v2, buf, sizeof(buf)), MON_EPRECOND);
+	snprintf(content, sizeof(content), "2 %s\n", hex2);
+	path = write_temp(content);
+	struct seal_key *only2 = NULL;
+	assert_int_equal(seal_key_load(path, &only2, &err), 0);
+	unlink(path);
+	free(path);
+	assert_int_equal(open_str(only2, &ctx_secret, sealed_v1, buf, sizeof(buf)), MON_EPRECOND);
+	assert_int_equal(open_str(only2, &ctx_secret, sealed_v2, buf, sizeof(buf)), 0);
+
+	/* Refused: a version twice, a bare key among versioned ones, version 0, no key at all. */
+	char twice[256], mixed[256], zero[128];
+	snprintf(twice, sizeof(twice), "1 %s\n1 %s\n", hex1, hex2);
+	snprintf(mixed, sizeof(mixed), "%s\n2 %s\n", hex1, hex2);
+	snprintf(zero, sizeof(zero), "0 %s\n", hex1);
+	const char *bad[] = {twice, mixed, zero, "# nothing here\n"};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		path = write_temp(bad[i]);
+		struct seal_key *k = NULL;
+		if (seal_key_load(path, &k, &err) != MON_EINVAL)
+			fail_msg("key file %zu loaded", i);
+		assert_null(k);
+		assert_null(strstr(err.msg, "0101")); /* never key material */
+		unlink(path);
+		free(path);
+	}
+	free(sealed_v1);
+	free(sealed_v2);
+	seal_key_free(only2);
+	seal_key_free(ring);
+	seal_key_free(old);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -220,6 +282,7 @@ int main(void)
 	        cmocka_unit_test(test_seal_tampered_and_malformed),
 	        cmocka_unit_test(test_seal_size_cap),
 	        cmocka_unit_test(test_seal_key_file),
+	        cmocka_unit_test(test_seal_key_ring),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
