@@ -230,6 +230,16 @@ class AlertsClientTest(unittest.TestCase):
         self.assertEqual(r.returncode, 1)
         self.assertIn("NOT_FOUND", r.stderr)
 
+    def test_follow_stops_on_a_failure_resuming_cannot_repair(self):
+        env = dict(self.env, MONITORD_API_KEY="not-a-key")
+        r = subprocess.run([MONCTL, "alerts", "follow"], capture_output=True, text=True, env=env, timeout=60)
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertIn("monctl: UNAUTHENTICATED", r.stderr)
+        self.assertNotIn("resuming", r.stderr)
+        r = self.monctl("alerts", "follow", '{"statuses": ["ALERT_STATUS_UNSPECIFIED"]}')
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertIn("monctl: INVALID_ARGUMENT", r.stderr)
+
     def test_usage_errors(self):
         for args in (["alerts"], ["alerts", "rules", "get"], ["alerts", "ack"], ["alerts", "rules", "create"],
                      ["alerts", "rules", "create", "{}", "--status", "LOUD"], ["alerts", "follow", "--cursor", "x"],
