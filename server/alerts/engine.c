@@ -301,6 +301,10 @@ static int read_groups(struct db_conn *conn, struct arena *a, const Monitoring__
 	if (rc != 0)
 		return rc;
 	int rows = db_result_rows(res);
+	if (rows >= GROUPS_MAX)
+		log_warn("msg=\"alert rule has too many scope groups, only the first by labels are evaluated\""
+		         " rule_id=\"%s\" groups_max=%d",
+		         r->id && r->id[0] ? r->id : "(inline)", GROUPS_MAX);
 	struct group *groups = arena_calloc(a, rows > 0 ? (size_t)rows : 1, sizeof(*groups));
 	if (groups == NULL) {
 		db_result_free(res);
