@@ -9,7 +9,8 @@ tests depend on nothing but the alert store and the handlers under test:
   transitions of alerts.proto change the alert, record the caller as
   acknowledged_by / resolved_by, write one audit event and one change
   event (increasing seq, a decodable AlertChange payload); the illegal
-  ones are FAILED_PRECONDITION and write nothing;
+  ones are FAILED_PRECONDITION and write nothing; viewers read but may
+  not change, and each change records the caller that made it;
 - ListAlerts in the data model's "active alerts" order (the seed's SQL run
   with psql), the other orders, filters, default statuses, total_size,
   paging and tokens bound to their filters;
@@ -27,6 +28,7 @@ import itertools
 import json
 import os
 import subprocess
+import threading
 import time
 import unittest
 
@@ -335,6 +337,27 @@ class AlertOps(unittest.TestCase):
         self.assert_code(SC.FAILED_PRECONDITION, "ResolveAlert", alerts_pb2.ResolveAlertRequest(alert_id=aid))
         self.assertEqual(len(self.events(aid)), 2)
 
+    def test_concurrent_acknowledgments_one_wins(self):
+        rid = self.make_rule(status="testing")
+        aid = self.make_alert(rid)
+        results = []
+
+        def ack(i):
+            try:
+                self.call("AcknowledgeAlert", alerts_pb2.AcknowledgeAlertRequest(alert_id=aid, note="n%d" % i))
+                results.append("ok")
+            except grpc.RpcError as e:
+                results.append(e.code())
+
+        threads = [threading.Thread(target=ack, args=(i,)) for i in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        self.assertEqual(sorted(results, key=str), sorted(["ok"] + [SC.FAILED_PRECONDITION] * 5, key=str))
+        self.assertEqual(len(self.events(aid)), 1)
+        self.assertEqual(len(self.audit_rows(aid)), 1)
+
     def test_note_limits_and_unknown_ids(self):
         rid = self.make_rule(status="testing")
         aid = self.make_alert(rid)
@@ -347,6 +370,51 @@ class AlertOps(unittest.TestCase):
         self.assertEqual(self.events(aid), [])
         a = self.call("AcknowledgeAlert", alerts_pb2.AcknowledgeAlertRequest(alert_id=aid, note="\u00e9" * 10000))
         self.assertEqual(len(a.alert.acknowledgment_note), 10000)
+
+    def key_for(self, caller_id, role):
+        """An API key of a new caller with role, once the server accepts it."""
+        access = access_pb2_grpc.AccessServiceStub(self.srv.channel)
+        access.CreateCaller(access_pb2.CreateCallerRequest(caller=access_pb2.Caller(
+            id=caller_id, email=caller_id + "@example.com", role=role)), metadata=self.md, timeout=20)
+        token = access.CreateApiKey(access_pb2.CreateApiKeyRequest(caller_id=caller_id, description="alert ops"),
+                                    metadata=self.md, timeout=20).token
+        md = (("authorization", "Bearer " + token),)
+        deadline = time.time() + 30
+        while True:
+            try:
+                access.GetCallerIdentity(access_pb2.GetCallerIdentityRequest(), metadata=md, timeout=5)
+                return md
+            except grpc.RpcError as e:
+                if e.code() != SC.UNAUTHENTICATED or time.time() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    def test_roles_and_the_callers_identity(self):
+        suffix = str(os.getpid())
+        editor = self.key_for("oncall-" + suffix, A.CALLER_ROLE_EDITOR)
+        viewer = self.key_for("watcher-" + suffix, A.CALLER_ROLE_VIEWER)
+        rid = self.make_rule(status="testing")
+        aid = self.make_alert(rid)
+        # A viewer reads but cannot change.
+        self.assertEqual(self.stub.GetAlert(alerts_pb2.GetAlertRequest(alert_id=aid), metadata=viewer,
+                                            timeout=20).alert.id, aid)
+        self.stub.ListAlerts(alerts_pb2.ListAlertsRequest(), metadata=viewer, timeout=20)
+        self.stub.GetAlertStatistics(alerts_pb2.GetAlertStatisticsRequest(), metadata=viewer, timeout=20)
+        for method, req in (("AcknowledgeAlert", alerts_pb2.AcknowledgeAlertRequest(alert_id=aid)),
+                            ("ResolveAlert", alerts_pb2.ResolveAlertRequest(alert_id=aid)),
+                            ("EscalateAlert", alerts_pb2.EscalateAlertRequest(alert_id=aid))):
+            with self.assertRaises(grpc.RpcError) as cm:
+                getattr(self.stub, method)(req, metadata=viewer, timeout=20)
+            self.assertEqual(cm.exception.code(), SC.PERMISSION_DENIED, cm.exception.details())
+        self.assertEqual(self.events(aid), [])
+        # An editor acknowledges, the admin resolves: each is recorded as itself.
+        a = self.stub.AcknowledgeAlert(alerts_pb2.AcknowledgeAlertRequest(alert_id=aid, note="mine"),
+                                       metadata=editor, timeout=20).alert
+        self.assertEqual(a.acknowledged_by, "oncall-" + suffix)
+        a = self.call("ResolveAlert", alerts_pb2.ResolveAlertRequest(alert_id=aid)).alert
+        self.assertEqual((a.acknowledged_by, a.resolved_by), ("oncall-" + suffix, self.caller))
+        self.assertEqual([e[4] for e in self.events(aid)], ["oncall-" + suffix, self.caller])
+        self.assertEqual([r[1] for r in self.audit_rows(aid)], ["oncall-" + suffix, self.caller])
 
     # ---- ListAlerts ----
 
