@@ -671,6 +671,13 @@ class AlertOps(unittest.TestCase):
         self.assertEqual(rows[busy][3], 4)
         self.assertNotIn(quiet, rows)
         self.assertTrue(all(g[2] == A.ALERT_RULE_STATUS_ENABLED for g in rows.values()))
+        # Only an end: the 30 days before it, which hold the old alert alone.
+        before = alerts_pb2.GetAlertStatisticsRequest(time_range=common_pb2.TimeRange(end_time=ts(self.now - 20 * DAY)))
+        got, _, _ = self.list_all("GetAlertStatistics", before, "rules", 500)
+        rows = {g[0]: g for g in self.stats_rows(got)}
+        self.assertEqual(rows[busy][3:6], (1, 1, 0))
+        self.assertEqual(rows[quiet][3], 0)
+        self.assertIsNone(rows[quiet][6])
         self.assert_code(SC.INVALID_ARGUMENT, "GetAlertStatistics",
                          alerts_pb2.GetAlertStatisticsRequest(rule_statuses=[A.ALERT_RULE_STATUS_UNSPECIFIED]),
                          "rule_statuses")
