@@ -403,24 +403,6 @@ static int read_open_alerts(struct db_conn *conn, struct arena *a, const Monitor
 	return 0;
 }
 
-/* A query returning at most one row; *value gets its first column (allocated in a) or NULL without a row. */
-static int query_one(struct db_conn *conn, struct arena *a, const char *name, const char *sql, int param_n,
-                     const char *const *params, char **value, struct mon_error *err)
-{
-	struct db_result *res = NULL;
-	*value = NULL;
-	int rc = exec_prepared(conn, name, sql, param_n, params, &res, err);
-	if (rc != 0)
-		return rc;
-	if (db_result_rows(res) > 0 && !db_result_is_null(res, 0, 0)) {
-		*value = arena_strdup(a, db_result_value(res, 0, 0));
-		if (*value == NULL)
-			rc = mon_error_set(err, MON_ENOMEM, "out of memory");
-	}
-	db_result_free(res);
-	return rc;
-}
-
 /*
  * What an alert of rule r for group_key becomes when it fires: ACTIVE, or
  * SUPPRESSED with the first reason that applies (the rule is testing, a
@@ -432,18 +414,17 @@ static int fire_status(struct db_conn *conn, struct arena *a, const Monitoring__
                        Monitoring__V1__AlertStatus *status, Monitoring__V1__SuppressionReason *reason,
                        char **silence_id, struct mon_error *err)
 {
-	static const char silence_sql[] =
-	        "SELECT id FROM tb_silence WHERE starts_at <= now() AND ends_at > now()"
-	        " AND (cardinality(alert_rule_ids) = 0 OR $1::text = ANY(alert_rule_ids))"
-	        " AND (cardinality(severities) = 0 OR $2::severity_level = ANY(severities))"
-	        " AND $3::jsonb @> tags AND (cardinality(alert_rule_ids) > 0 OR cardinality(severities) > 0"
-	        " OR tags <> '{}'::jsonb) ORDER BY ends_at DESC, id LIMIT 1";
-	static const char cap_sql[] = "SELECT count(*) >= $2::integer FROM tb_alert WHERE alert_rule_id = $1"
-	                              " AND triggered_at > now() - interval '1 hour' AND metadata ? 'fired_at'";
-	static const char window_sql[] = "SELECT 1 FROM tb_alert WHERE alert_rule_id = $1 AND group_key = $2"
-	                                 " AND last_notified_at > now() - $3::integer * interval '1 second' LIMIT 1";
-	char *v = NULL;
-	int rc;
+	/* The three checks in one round trip: the silence, the hourly cap ($4), the window ($6 seconds). */
+	static const char sql[] =
+	        "SELECT (SELECT id FROM tb_silence WHERE starts_at <= now() AND ends_at > now()"
+	        "   AND (cardinality(alert_rule_ids) = 0 OR $1::text = ANY(alert_rule_ids))"
+	        "   AND (cardinality(severities) = 0 OR $2::severity_level = ANY(severities))"
+	        "   AND $3::jsonb @> tags AND (cardinality(alert_rule_ids) > 0 OR cardinality(severities) > 0"
+	        "   OR tags <> '{}'::jsonb) ORDER BY ends_at DESC, id LIMIT 1),"
+	        " $4::integer IS NOT NULL AND (SELECT count(*) FROM tb_alert WHERE alert_rule_id = $1::text"
+	        "   AND triggered_at > now() - interval '1 hour' AND metadata ? 'fired_at') >= $4::integer,"
+	        " $6::integer > 0 AND EXISTS (SELECT 1 FROM tb_alert WHERE alert_rule_id = $1::text"
+	        "   AND group_key = $5::text AND last_notified_at > now() - $6::integer * interval '1 second')";
 	*status = ST(SUPPRESSED);
 	*silence_id = NULL;
 	if (r->status == RULE_ST(TESTING)) {
@@ -455,40 +436,35 @@ static int fire_status(struct db_conn *conn, struct arena *a, const Monitoring__
 	MAP_SPLIT(a, r->tags, r->n_tags, keys, values);
 	if (keys == NULL || values == NULL)
 		return mon_error_set(err, MON_ENOMEM, "out of memory");
-	const char *silence_params[] = {r->id ? r->id : "", severity ? severity : "warning",
-	                                json_tags(a, keys, values, r->n_tags)};
-	if (silence_params[2] == NULL)
+	const char *params[] = {
+	        r->id ? r->id : "",
+	        severity ? severity : "warning",
+	        json_tags(a, keys, values, r->n_tags),
+	        r->max_alerts_per_hour ? arena_printf(a, "%d", r->max_alerts_per_hour->value) : NULL,
+	        group_key,
+	        r->suppress_duration ? arena_printf(a, "%d", r->suppress_duration->value) : NULL,
+	};
+	if (params[2] == NULL)
 		return mon_error_set(err, MON_ENOMEM, "out of memory");
-	rc = query_one(conn, a, "alerts_engine_silence", silence_sql, 3, silence_params, silence_id, err);
+	struct db_result *res = NULL;
+	int rc = exec_prepared(conn, "alerts_engine_fire_status", sql, 6, params, &res, err);
 	if (rc != 0)
 		return rc;
-	if (*silence_id != NULL) {
+	if (!db_result_is_null(res, 0, 0)) {
 		*reason = WHY(SILENCE);
-		return 0;
+		*silence_id = arena_strdup(a, db_result_value(res, 0, 0));
+		if (*silence_id == NULL)
+			rc = mon_error_set(err, MON_ENOMEM, "out of memory");
+	} else if (strcmp(db_result_value(res, 0, 1), "t") == 0)
+		*reason = WHY(HOURLY_CAP);
+	else if (strcmp(db_result_value(res, 0, 2), "t") == 0)
+		*reason = WHY(SUPPRESS_WINDOW);
+	else {
+		*status = ST(ACTIVE);
+		*reason = WHY(UNSPECIFIED);
 	}
-	if (r->id && r->id[0] && r->max_alerts_per_hour) {
-		const char *params[] = {r->id, arena_printf(a, "%d", r->max_alerts_per_hour->value)};
-		rc = query_one(conn, a, "alerts_engine_cap", cap_sql, 2, params, &v, err);
-		if (rc != 0)
-			return rc;
-		if (v && strcmp(v, "t") == 0) {
-			*reason = WHY(HOURLY_CAP);
-			return 0;
-		}
-	}
-	if (r->id && r->id[0] && r->suppress_duration && r->suppress_duration->value > 0) {
-		const char *params[] = {r->id, group_key, arena_printf(a, "%d", r->suppress_duration->value)};
-		rc = query_one(conn, a, "alerts_engine_window", window_sql, 3, params, &v, err);
-		if (rc != 0)
-			return rc;
-		if (v != NULL) {
-			*reason = WHY(SUPPRESS_WINDOW);
-			return 0;
-		}
-	}
-	*status = ST(ACTIVE);
-	*reason = WHY(UNSPECIFIED);
-	return 0;
+	db_result_free(res);
+	return rc;
 }
 
 static const char *operator_symbol(Monitoring__V1__ComparisonOperator op)
