@@ -44,7 +44,7 @@
 #endif
 
 #define NOTIFY_WORKERS 4               /* threads sending per process */
-#define NOTIFY_BATCH 4                 /* rows a worker claims at a time */
+#define NOTIFY_BATCH 1                 /* rows a worker claims at a time: each lease covers one send */
 #define NOTIFY_POLL_MS 1000            /* wait between polls without a NOTIFY */
 #define NOTIFY_LEASE_MARGIN_MS 15000   /* lease beyond the send's timeout: recording */
 #define NOTIFY_DB_TIMEOUT_MS 5000      /* claiming, recording */
@@ -235,6 +235,8 @@ static int claim(struct notifier *n, struct delivery *out)
 	        " next_attempt_at = now() + $1::bigint * interval '1 millisecond'"
 	        " FROM (SELECT id FROM tb_notification_outbox WHERE status IN ('pending', 'retrying')"
 	        " AND channel IN ('webhook', 'slack', 'pagerduty') AND next_attempt_at <= now()"
+	        " AND NOT (trigger IN ('fired', 'escalated') AND EXISTS (SELECT 1 FROM tb_alert a"
+	        " WHERE a.id = alert_id AND a.status IN ('acknowledged', 'resolved', 'suppressed')))"
 	        " ORDER BY next_attempt_at LIMIT $2::integer FOR UPDATE SKIP LOCKED) c"
 	        " WHERE o.id = c.id RETURNING o.id, o.alert_id, o.channel::text, o.recipient, o.trigger,"
 	        " o.escalation_level, o.attempt_count, o.idempotency_key, o.payload::text";
@@ -801,15 +803,15 @@ static void *worker_main(void *arg)
 		if (!is_first && !wait_for_work(n, &seen))
 			break;
 		is_first = false;
-		/* Drain: keep claiming while rows come back. */
+		/* Stale rows first (the claim passes them over), then drain while rows come back. */
+		struct skip_tx s = {0};
+		struct mon_error err = {0};
+		if (db_tx_run(n->cfg.pool, NOTIFY_DB_TIMEOUT_MS, skip_fn, &s, &err) != 0)
+			/* A database that is down is reported once, by the claim. */
+			log_debug("msg=\"could not skip stale notification deliveries\" error=\"%s\"", err.msg);
 		for (;;) {
 			if (is_stopping(n))
 				goto out;
-			struct skip_tx s = {0};
-			struct mon_error err = {0};
-			if (db_tx_run(n->cfg.pool, NOTIFY_DB_TIMEOUT_MS, skip_fn, &s, &err) != 0)
-				/* A database that is down is reported once, by the claim. */
-				log_debug("msg=\"could not skip stale notification deliveries\" error=\"%s\"", err.msg);
 			struct delivery batch[NOTIFY_BATCH];
 			memset(batch, 0, sizeof(batch));
 			int got = claim(n, batch);
