@@ -176,6 +176,13 @@ struct rpc_server {
 	struct rpc_health *health;
 	struct rpc_reflection *reflection;
 
+	/* rpc_server_on_shutdown: run in order at the start of rpc_server_shutdown */
+	struct shutdown_hook {
+		void (*fn)(void *arg);
+		void *arg;
+	} shutdown_hooks[RPC_SHUTDOWN_HOOKS_MAX];
+	int shutdown_hook_count;
+
 	bool has_auth;
 	struct rpc_auth_config auth;
 	pthread_mutex_t limits_lock;

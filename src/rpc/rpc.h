@@ -134,7 +134,12 @@ int rpc_stream_send_packed(struct rpc_stream *s, const struct rpc_packed *p) MON
 
 /*
  * Ends the stream once the queued messages are sent, with status code (0 or
- * a MON_E* value) and message (may be NULL). Later calls are ignored.
+ * a MON_E* value) and message (may be NULL). Later calls are ignored. At
+ * server shutdown a finished stream still gets its queued messages (within
+ * the grace period), while an unfinished one has them dropped and ends with
+ * UNAVAILABLE: a subscriber list that must tell its streams where to resume
+ * sends that and finishes them from a shutdown callback
+ * (rpc_server_on_shutdown in rpc/server.h).
  */
 void rpc_stream_finish(struct rpc_stream *s, int code, const char *message);
 

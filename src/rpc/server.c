@@ -1509,11 +1509,22 @@ int rpc_server_start(struct rpc_server *srv, int *bound_port, struct mon_error *
 	return 0;
 }
 
+int rpc_server_on_shutdown(struct rpc_server *srv, void (*fn)(void *arg), void *arg)
+{
+	if (srv->shutdown_hook_count >= RPC_SHUTDOWN_HOOKS_MAX)
+		return MON_ELIMIT;
+	srv->shutdown_hooks[srv->shutdown_hook_count++] = (struct shutdown_hook){.fn = fn, .arg = arg};
+	return 0;
+}
+
 /*
  * Ends every open server stream with UNAVAILABLE so clients reconnect
  * elsewhere, and refuses streams accepted from now on. Messages still queued
  * are dropped (a client that stopped reading must not hold up shutdown), and
- * a stream with a message stuck in flight is cancelled outright.
+ * a stream with a message stuck in flight is cancelled outright. A stream
+ * already finished (its owner's last word, such as where to resume) is left
+ * to send what it queued: the grace period bounds it, and its timeout
+ * cancels whatever is still stuck.
  */
 static void end_live_streams(struct rpc_server *srv)
 {
@@ -1539,13 +1550,18 @@ static void end_live_streams(struct rpc_server *srv)
 	for (size_t i = 0; i < k; i++) {
 		struct rpc_call *c = todo[i];
 		pthread_mutex_lock(&c->lock);
-		queue_free_locked(c);
-		bool is_stuck = c->send_in_flight && !c->close_received;
-		pthread_cond_broadcast(&c->drained);
+		bool is_finishing = c->finish_requested || c->status_started;
+		bool is_stuck = false;
+		if (!is_finishing) {
+			queue_free_locked(c);
+			is_stuck = c->send_in_flight && !c->close_received;
+			pthread_cond_broadcast(&c->drained);
+		}
 		pthread_mutex_unlock(&c->lock);
 		if (is_stuck)
 			grpc_call_cancel_with_status(c->call, GRPC_STATUS_UNAVAILABLE, msg, NULL);
-		rpc_stream_finish(call_stream(c), MON_EUNAVAIL, msg);
+		if (!is_finishing)
+			rpc_stream_finish(call_stream(c), MON_EUNAVAIL, msg);
 		call_release(c);
 	}
 	free(todo);
@@ -1558,6 +1574,8 @@ void rpc_server_shutdown(struct rpc_server *srv, int grace_ms)
 	static int shutdown_tag;
 	grpc_server_shutdown_and_notify(srv->server, srv->shutdown_cq, &shutdown_tag);
 	rpc_health_set_all(srv, RPC_HEALTH_NOT_SERVING);
+	for (int i = 0; i < srv->shutdown_hook_count; i++)
+		srv->shutdown_hooks[i].fn(srv->shutdown_hooks[i].arg);
 	end_live_streams(srv);
 
 	gpr_timespec deadline = gpr_time_add(gpr_now(GPR_CLOCK_REALTIME), gpr_time_from_millis(grace_ms, GPR_TIMESPAN));

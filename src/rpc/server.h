@@ -52,11 +52,27 @@ int rpc_server_create(const struct rpc_server_config *cfg, struct rpc_server **o
 int rpc_server_start(struct rpc_server *server, int *bound_port, struct mon_error *err) MON_MUST_CHECK;
 
 /*
- * Graceful shutdown: stop accepting calls, let in-flight unary calls finish
- * (up to grace_ms), end open streams with UNAVAILABLE, then cancel whatever
- * is left. Safe to call once, from any thread but the server's own.
+ * Graceful shutdown: stop accepting calls, run the shutdown callbacks (see
+ * rpc_server_on_shutdown), let in-flight unary calls finish (up to
+ * grace_ms), end open streams with UNAVAILABLE, then cancel whatever is
+ * left. A stream already finished (rpc_stream_finish, by a callback or
+ * before) keeps its queued messages: they and its status are sent within
+ * grace_ms. Every other open stream has its queued messages dropped and
+ * ends with UNAVAILABLE at once. Safe to call once, from any thread but the
+ * server's own.
  */
 void rpc_server_shutdown(struct rpc_server *server, int grace_ms);
+
+/*
+ * Registers fn(arg) to run at the start of rpc_server_shutdown, after the
+ * server stopped accepting calls and before it ends the open streams, in
+ * registration order, on the thread calling rpc_server_shutdown. The place
+ * for a subscriber list to send its streams a last message (where to resume)
+ * and finish them itself. fn must not block for long. Register before
+ * rpc_server_start. Returns 0, or MON_ELIMIT past RPC_SHUTDOWN_HOOKS_MAX.
+ */
+#define RPC_SHUTDOWN_HOOKS_MAX 8
+int rpc_server_on_shutdown(struct rpc_server *server, void (*fn)(void *arg), void *arg) MON_MUST_CHECK;
 
 /*
  * Frees the server after rpc_server_shutdown (or if never started); accepts

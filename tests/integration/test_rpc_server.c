@@ -5,7 +5,8 @@
  * the domain services rely on: blocking handlers never stall the transport,
  * the caller's deadline reaches the database as a statement timeout,
  * cancellation reaches handlers, streams are bounded and ordered, and
- * shutdown finishes unary calls and ends streams with UNAVAILABLE.
+ * shutdown finishes unary calls, lets a shutdown callback have a stream's
+ * last word and ends the other streams with UNAVAILABLE.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -44,6 +45,8 @@ static bool gate_open;
 static atomic_int gate_waiting;
 static atomic_int cancel_seen;
 static atomic_int hold_closed;
+static _Atomic(struct rpc_stream *) drain_stream; /* a "drain" stream, for the shutdown callback */
+static atomic_int drain_refused;
 
 static int sleep_sql(struct db_conn *conn, void *arg, struct mon_error *err)
 {
@@ -99,6 +102,29 @@ static void on_hold_close(struct rpc_stream *s, void *arg)
 	rpc_stream_release(s);
 }
 
+static void on_drain_close(struct rpc_stream *s, void *arg)
+{
+	rpc_stream_release(s);
+}
+
+/*
+ * Shutdown callback: the owner of the "drain" stream queues three
+ * SERVICE_UNKNOWN messages and finishes it with a status of its own.
+ */
+static void drain_on_shutdown(void *arg)
+{
+	struct rpc_stream *s = atomic_exchange(&drain_stream, NULL);
+	if (s == NULL)
+		return;
+	Resp msg = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__INIT;
+	msg.status = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVICE_UNKNOWN;
+	for (int i = 0; i < 3; i++)
+		if (rpc_stream_send(s, &msg.base) != 0)
+			atomic_fetch_add(&drain_refused, 1);
+	rpc_stream_finish(s, MON_EUNAVAIL, "drained: resume after 3");
+	rpc_stream_release(s);
+}
+
 static int h_stream(struct rpc_ctx *ctx, const Req *req, struct rpc_stream *stream)
 {
 	const char *what = req->service;
@@ -127,6 +153,13 @@ static int h_stream(struct rpc_ctx *ctx, const Req *req, struct rpc_stream *stre
 	if (strcmp(what, "hold") == 0) {
 		rpc_stream_retain(stream);
 		rpc_stream_on_close(stream, on_hold_close, NULL);
+		return rpc_stream_send(stream, &msg.base);
+	}
+	if (strcmp(what, "drain") == 0) {
+		rpc_stream_retain(stream); /* the close callback's */
+		rpc_stream_on_close(stream, on_drain_close, NULL);
+		rpc_stream_retain(stream); /* the shutdown callback's */
+		atomic_store(&drain_stream, stream);
 		return rpc_stream_send(stream, &msg.base);
 	}
 	return rpc_fail(ctx, MON_EINVAL, "service: unknown stream mode");
@@ -248,6 +281,7 @@ static void start_server(void)
 	assert_int_equal(rpc_server_create(&cfg, &server, &err), 0);
 	rpc_any_fn fns[] = {(rpc_any_fn)h_block, (rpc_any_fn)h_stream, NULL};
 	assert_int_equal(rpc_server_bind(server, &test_desc, fns, NULL, 0, &err), 0);
+	assert_int_equal(rpc_server_on_shutdown(server, drain_on_shutdown, NULL), 0);
 	rpc_health_set(server, "", RPC_HEALTH_SERVING);
 	int port = 0;
 	assert_int_equal(rpc_server_start(server, &port, &err), 0);
@@ -466,6 +500,14 @@ static void test_rpc_shutdown_finishes_unary_and_ends_streams(void **state)
 	ProtobufCMessage *m = NULL;
 	assert_int_equal(rpc_cstream_next(s, &m, 10000, &st), 1);
 	protobuf_c_message_free_unpacked(m, NULL);
+	/* And a stream whose owner finishes it from a shutdown callback. */
+	req.service = "drain";
+	struct rpc_cstream *ds = NULL;
+	assert_int_equal(rpc_cstream_open(channel, "/test.Runtime/Stream", &req.base,
+	                                  &grpc__health__v1__health_check_response__descriptor, NULL, &ds, &st),
+	                 0);
+	assert_int_equal(rpc_cstream_next(ds, &m, 10000, &st), 1);
+	protobuf_c_message_free_unpacked(m, NULL);
 
 	struct bg_call b = {0};
 	pthread_create(&b.t, NULL, bg_db_call, &b);
@@ -479,6 +521,19 @@ static void test_rpc_shutdown_finishes_unary_and_ends_streams(void **state)
 	assert_int_equal(st.code, 14);
 	assert_int_equal(atomic_load(&hold_closed), 1);
 	rpc_cstream_close(s);
+
+	/* The callback's messages were kept, not dropped, and its status was sent. */
+	assert_int_equal(atomic_load(&drain_refused), 0);
+	for (int i = 0; i < 3; i++) {
+		assert_int_equal(rpc_cstream_next(ds, &m, 10000, &st), 1);
+		assert_int_equal((int)((Resp *)m)->status,
+		                 GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVICE_UNKNOWN);
+		protobuf_c_message_free_unpacked(m, NULL);
+	}
+	assert_int_equal(rpc_cstream_next(ds, &m, 10000, &st), MON_EUNAVAIL);
+	assert_int_equal(st.code, 14);
+	assert_string_equal(st.message, "drained: resume after 3");
+	rpc_cstream_close(ds);
 	rpc_channel_close(channel);
 	channel = NULL;
 	rpc_server_destroy(server);
