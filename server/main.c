@@ -201,6 +201,13 @@ int main(int argc, char **argv)
 		log_error("msg=\"%s\"", err.msg);
 		goto out;
 	}
+	/* At shutdown the watch hubs tell their streams where to resume, before the server ends them. */
+	if (rpc_server_on_shutdown(app.rpc, health_watch_hub_drain, app.health_hub) != 0 ||
+	    rpc_server_on_shutdown(app.rpc, metrics_watch_hub_drain, app.metrics_hub) != 0 ||
+	    rpc_server_on_shutdown(app.rpc, alerts_watch_hub_drain, app.alerts_hub) != 0) {
+		log_error("msg=\"could not register the watch streams' shutdown\"");
+		goto out;
+	}
 	struct prober_config pc = {
 	        .pool = app.pool,
 	        .concurrency = app.cfg.probe_concurrency,

@@ -26,6 +26,16 @@ int alerts_watch_hub_create(struct db_pool *pool, struct db_bus *bus, struct ale
 /* After rpc_server_destroy and db_bus_destroy, before db_pool_destroy; accepts NULL. */
 void alerts_watch_hub_destroy(struct alerts_watch_hub *hub);
 
+/*
+ * Server shutdown, for rpc_server_on_shutdown (arg is the hub): stops the
+ * fan-out for good, then tells every live subscriber where to resume
+ * (RESUME_REQUIRED, SERVER_SHUTDOWN, the cursor of what was queued to it,
+ * all of which is still sent) and ends its stream with UNAVAILABLE. A
+ * stream handed to the hub afterwards gets the same at once; one still in
+ * its snapshot or replay is ended by the server. Does not block.
+ */
+void alerts_watch_hub_drain(void *arg);
+
 /* The WatchAlerts handler. */
 int alerts_watch(struct rpc_ctx *ctx, const Monitoring__V1__WatchAlertsRequest *req,
                  struct rpc_stream *stream) MON_MUST_CHECK;

@@ -21,6 +21,11 @@
  * A subscriber whose queue is full is not sent anything more: it gets
  * RESUME_REQUIRED (FELL_BEHIND) with the last sequence it was given, as
  * soon as its queue has room for it, then RESOURCE_EXHAUSTED.
+ *
+ * At server shutdown health_watch_hub_drain stops the fan-out for good and
+ * gives every subscriber RESUME_REQUIRED (SERVER_SHUTDOWN) with its cursor
+ * behind what is already queued to it (all of it is still delivered), then
+ * UNAVAILABLE; a stream handed over later gets the same at once.
  */
 #include "health/watch.h"
 
@@ -81,6 +86,7 @@ struct health_watch_hub {
 	pthread_cond_t cond;
 	bool is_woken;
 	bool should_stop;
+	bool is_draining; /* server shutdown: nobody is made ready or sent anything more */
 	struct watch_sub *subs;
 	size_t ready_n;
 	size_t ending_n;
@@ -449,6 +455,44 @@ static void try_end_locked(struct health_watch_hub *hub, struct watch_sub *sub)
 	hub->ending_n--;
 	sub->is_ready = false;
 	hub->ready_n--;
+}
+
+/*
+ * Server shutdown: queues RESUME_REQUIRED (SERVER_SHUTDOWN) with cursor, the
+ * last sequence queued to sub or skipped as filtered, and ends the stream
+ * with UNAVAILABLE once what is queued is sent. When the queue has no room
+ * for the control the stream just ends: the client resumes after the last
+ * sequence it got. Under hub->mu.
+ */
+static void end_for_shutdown_locked(struct health_watch_hub *hub, struct watch_sub *sub, int64_t cursor)
+{
+	static const char text[] = "server is shutting down; resume from the cursor";
+	struct arena *a = arena_create(4096);
+	watch_msg *m =
+	        a ? control_msg(a, MONITORING__V1__STREAM_CONTROL_KIND__STREAM_CONTROL_KIND_RESUME_REQUIRED, cursor,
+	                        MONITORING__V1__STREAM_END_REASON__STREAM_END_REASON_SERVER_SHUTDOWN, text)
+	          : NULL;
+	if (m == NULL || rpc_stream_send(sub->stream, &m->base) != 0)
+		log_debug("msg=\"health watch: no room for the shutdown notice; ending the stream\"");
+	arena_destroy(a);
+	rpc_stream_finish(sub->stream, MON_EUNAVAIL, text);
+	if (sub->is_ready)
+		hub->ready_n--;
+	if (sub->is_ending)
+		hub->ending_n--;
+	sub->is_ready = false;
+	sub->is_ending = false;
+}
+
+void health_watch_hub_drain(void *arg)
+{
+	struct health_watch_hub *hub = arg;
+	pthread_mutex_lock(&hub->mu);
+	hub->is_draining = true;
+	for (struct watch_sub *sub = hub->subs; sub; sub = sub->next)
+		if (sub->is_ready || sub->is_ending)
+			end_for_shutdown_locked(hub, sub, sub->last_seq);
+	pthread_mutex_unlock(&hub->mu);
 }
 
 static void fall_behind_locked(struct health_watch_hub *hub, struct watch_sub *sub)
@@ -964,7 +1008,10 @@ int health_watch(struct rpc_ctx *ctx, const Monitoring__V1__WatchServiceHealthRe
 	while (rc == 0) {
 		pthread_mutex_lock(&hub->mu);
 		bool is_handed = !sub->is_linked; /* closed meanwhile: nothing to hand over */
-		if (sub->is_linked && (hub->last_seen < 0 || hub->last_seen <= cursor)) {
+		if (sub->is_linked && hub->is_draining) {
+			end_for_shutdown_locked(hub, sub, cursor); /* the server is stopping */
+			is_handed = true;
+		} else if (sub->is_linked && (hub->last_seen < 0 || hub->last_seen <= cursor)) {
 			if (hub->last_seen < 0)
 				hub->last_seen = cursor;
 			sub->last_seq = cursor;

@@ -37,6 +37,16 @@ int health_watch_hub_create(struct db_pool *pool, struct db_bus *bus, struct hea
 void health_watch_hub_destroy(struct health_watch_hub *hub);
 
 /*
+ * Server shutdown, for rpc_server_on_shutdown (arg is the hub): stops the
+ * fan-out for good, then tells every live subscriber where to resume
+ * (RESUME_REQUIRED, SERVER_SHUTDOWN, the cursor of what was queued to it,
+ * all of which is still sent) and ends its stream with UNAVAILABLE. A
+ * stream handed to the hub afterwards gets the same at once; one still in
+ * its snapshot or backlog is ended by the server. Does not block.
+ */
+void health_watch_hub_drain(void *arg);
+
+/*
  * The WatchServiceHealth handler (worker pool: it reads the snapshot or
  * the backlog, then hands the stream to the hub and returns 0). Errors:
  * MON_EINVAL naming the field (negative resume_after_sequence, UNSPECIFIED

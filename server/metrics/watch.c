@@ -33,6 +33,12 @@
  * the log after the resume cursor through the subscriber's own batcher on
  * its worker thread, and hands it to the hub once the hub has not
  * dispatched past the sequence it reached (as health/watch.c does).
+ *
+ * At server shutdown metrics_watch_hub_drain stops the hub for good and
+ * gives every subscriber its pending points (as far as the queue takes
+ * them), RESUME_REQUIRED (SERVER_SHUTDOWN) with the cursor of what was
+ * queued, then UNAVAILABLE. Open downsampling intervals are not sent half
+ * full: the cursor stays before them and a resumed stream rebuilds them.
  */
 #include "metrics/watch.h"
 
@@ -175,6 +181,7 @@ struct metrics_watch_hub {
 	pthread_cond_t cond;
 	bool is_woken;
 	bool should_stop;
+	bool is_draining; /* server shutdown: nobody is made ready or sent anything more */
 	struct watch_sub *subs;
 	size_t subs_n;
 	size_t ready_n;
@@ -1141,6 +1148,43 @@ static void on_stream_close(struct rpc_stream *stream, void *arg)
 	sub_unref(sub);
 }
 
+/*
+ * Server shutdown: sends sub's pending points and gap as far as its queue
+ * takes them, then RESUME_REQUIRED (SERVER_SHUTDOWN) with the cursor of
+ * what is queued (before any point still pending, open aggregate or unsent
+ * gap), and ends the stream with UNAVAILABLE once the queue is sent. When
+ * the queue has no room for the control the stream just ends: the last
+ * message's sequence is a cursor too. Under hub->mu (or the handler's own
+ * before the hand-over).
+ */
+static void end_for_shutdown_locked(struct metrics_watch_hub *hub, struct watch_sub *sub)
+{
+	static const char text[] = "server is shutting down; resume from the cursor";
+	sub_flush(sub, now_ms(), FLUSH_ALL);
+	int64_t cursor = sub_cursor(sub, sub->pend_head, true);
+	if (send_control(sub->stream, MONITORING__V1__STREAM_CONTROL_KIND__STREAM_CONTROL_KIND_RESUME_REQUIRED, cursor,
+	                 MONITORING__V1__STREAM_END_REASON__STREAM_END_REASON_SERVER_SHUTDOWN, text) == 0)
+		sub->sent_cursor = cursor;
+	else
+		log_debug("msg=\"metrics watch: no room for the shutdown notice; ending the stream\"");
+	rpc_stream_finish(sub->stream, MON_EUNAVAIL, text);
+	if (sub->is_ready)
+		hub->ready_n--;
+	sub->is_ready = false;
+}
+
+void metrics_watch_hub_drain(void *arg)
+{
+	struct metrics_watch_hub *hub = arg;
+	pthread_mutex_lock(&hub->mu);
+	hub->is_draining = true;
+	for (struct watch_sub *sub = hub->subs; sub; sub = sub->next)
+		if (sub->is_ready)
+			end_for_shutdown_locked(hub, sub);
+	hub->has_pending = false;
+	pthread_mutex_unlock(&hub->mu);
+}
+
 /* ---- fan-out ---- */
 
 static void fan_apply(struct metrics_watch_hub *hub, void (*fn)(struct watch_sub *, void *), void *arg, size_t from,
@@ -1717,7 +1761,10 @@ int metrics_watch(struct rpc_ctx *ctx, const Monitoring__V1__WatchMetricsRequest
 	while (rc == 0) {
 		pthread_mutex_lock(&hub->mu);
 		bool is_handed = !sub->is_linked; /* closed meanwhile: nothing to hand over */
-		if (sub->is_linked && (hub->last_seen < 0 || hub->last_seen <= sub->processed_seq)) {
+		if (sub->is_linked && hub->is_draining) {
+			end_for_shutdown_locked(hub, sub); /* the server is stopping */
+			is_handed = true;
+		} else if (sub->is_linked && (hub->last_seen < 0 || hub->last_seen <= sub->processed_seq)) {
 			if (hub->last_seen < 0)
 				hub->last_seen = sub->processed_seq;
 			sub->is_ready = true;

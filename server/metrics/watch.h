@@ -36,6 +36,16 @@ int metrics_watch_hub_create(struct db_pool *pool, struct db_bus *bus, struct me
  */
 void metrics_watch_hub_destroy(struct metrics_watch_hub *hub);
 
+/*
+ * Server shutdown, for rpc_server_on_shutdown (arg is the hub): stops the
+ * hub's sending for good, then gives every live subscriber its pending
+ * points (as far as its queue takes them), RESUME_REQUIRED
+ * (SERVER_SHUTDOWN) with the cursor of what was queued to it, and ends its
+ * stream with UNAVAILABLE. A stream handed to the hub afterwards gets the
+ * same at once; one still replaying is ended by the server. Does not block.
+ */
+void metrics_watch_hub_drain(void *arg);
+
 /* The WatchMetrics handler. Errors: MON_EINVAL naming the field; MON_EUNAVAIL when the hub is not running. */
 int metrics_watch(struct rpc_ctx *ctx, const Monitoring__V1__WatchMetricsRequest *req,
                   struct rpc_stream *stream) MON_MUST_CHECK;

@@ -3,7 +3,9 @@ monitord processes on one PostgreSQL database: a snapshot of the unresolved
 alerts matching the filters, then every matching change in sequence order
 (an alert leaving the filtered statuses is shown leaving; exclude_updates
 drops UPDATED); a stream resumed with its cursor gets exactly the changes it
-missed, on the same replica, on another replica and after a restart; a
+missed, on the same replica, on another replica and after a restart (the
+stopping server sends RESUME_REQUIRED (SERVER_SHUTDOWN) with the cursor,
+then UNAVAILABLE); a
 cursor older than the retained change log gets CURSOR_EXPIRED and a fresh
 snapshot; heartbeats carry the cursor past filtered changes; a subscriber
 that stops reading (server started with --stream-queue-max 4) is told
@@ -453,11 +455,13 @@ class RestartTest(unittest.TestCase):
         key = t.srv.admin_key()
         code = t.srv.stop()
         self.assertEqual(code, 0, t.srv.read_log()[-4000:])
-        # The stream ends with UNAVAILABLE ("reconnect and resume"), never silently.
+        # The stream is told where to resume (the last change it got), then ends with UNAVAILABLE.
+        before, notice = w.until_control(K_RESUME_REQUIRED)
+        self.assertEqual([m.control.kind for m in before], [K_HEARTBEAT] * len(before))
+        self.assertEqual(notice.control.reason, common_pb2.STREAM_END_REASON_SERVER_SHUTDOWN)
+        self.assertEqual(notice.control.resume_after_sequence, first)
+        self.assertEqual(notice.sequence, first)
         end = w.get()
-        while not isinstance(end, tuple):
-            self.assertEqual(end.WhichOneof("event"), "control")  # a RESUME_REQUIRED at most
-            end = w.get()
         self.assertEqual(end[0], "error")
         self.assertEqual(end[1].code(), SC.UNAVAILABLE)
         channel.close()
@@ -467,7 +471,7 @@ class RestartTest(unittest.TestCase):
         srv._admin_key = key
         try:
             srv.wait_serving("monitoring.v1.AlertsService")
-            w = t.watch(srv=srv, alert_rule_ids=[rid], resume_after_sequence=first)
+            w = t.watch(srv=srv, alert_rule_ids=[rid], resume_after_sequence=notice.control.resume_after_sequence)
             try:
                 self.assertEqual([c.sequence for c in w.changes(3)], missed)
                 live = t.alerts.set_status(aid, rid, ACKNOWLEDGED, ACTIVE)

@@ -6,7 +6,10 @@ changes it missed, then live ones; a cursor older than the retained change
 log (rows deleted as retention would) gets CURSOR_EXPIRED and a fresh
 snapshot; a subscriber that stops reading (server started with
 --stream-queue-max 4) is told RESUME_REQUIRED (FELL_BEHIND) and ended with
-RESOURCE_EXHAUSTED, and the server stays healthy.
+RESOURCE_EXHAUSTED, and the server stays healthy; a server that stops tells
+its streams RESUME_REQUIRED (SERVER_SHUTDOWN) with the cursor of the last
+change sent, then ends them with UNAVAILABLE, and resuming from that cursor
+on a new server gets the changes made meanwhile, no more, no less.
 
 Services are created and checks reported through CreateService and
 ReportHealthCheck. Waits are bounded polls; nothing asserts on timing."""
@@ -15,6 +18,7 @@ import os
 import queue
 import subprocess
 import threading
+import time
 import unittest
 
 import grpc
@@ -52,8 +56,9 @@ def quote(text):
 class Watch:
     """A WatchServiceHealth stream read by a thread into a queue; reading can be paused."""
 
-    def __init__(self, srv, request):
-        self.call = health_pb2_grpc.HealthServiceStub(srv.channel).WatchServiceHealth(request, metadata=srv.auth())
+    def __init__(self, srv, request, channel=None):
+        self.call = health_pb2_grpc.HealthServiceStub(channel or srv.channel).WatchServiceHealth(
+            request, metadata=srv.auth())
         self.q = queue.Queue()
         self.reading = threading.Event()
         self.reading.set()
@@ -135,8 +140,8 @@ class Env:
         health_pb2_grpc.HealthServiceStub(srv.channel).ReportHealthCheck(
             health_pb2.ReportHealthCheckRequest(check=check), metadata=srv.auth(), timeout=10)
 
-    def watch(self, srv=None, **kw):
-        return Watch(srv or self.srv, health_pb2.WatchServiceHealthRequest(**kw))
+    def watch(self, srv=None, channel=None, **kw):
+        return Watch(srv or self.srv, health_pb2.WatchServiceHealthRequest(**kw), channel)
 
 
 class HealthWatchTest(unittest.TestCase):
@@ -283,6 +288,53 @@ class HealthWatchTest(unittest.TestCase):
             self.assertEqual(c.change.service.status, HEALTHY)
         finally:
             w.close()
+
+
+class RestartTest(unittest.TestCase):
+    def test_shutdown_tells_where_to_resume(self):
+        t = Env("healthwatchrestart")
+        sid = t.new_service()
+        # A channel of its own: stopping the server closes the harness's channel first.
+        channel = grpc.insecure_channel(t.srv.address)
+        w = t.watch(service_ids=[sid], channel=channel)
+        w.until_control(K_SNAPSHOT_COMPLETE)
+        t.report(sid, DOWN)
+        (last,) = w.changes(1)
+        key = t.srv.admin_key()
+        code = t.srv.stop()
+        self.assertEqual(code, 0, t.srv.read_log()[-4000:])
+        # Told where to resume (the last change it got), then UNAVAILABLE.
+        before, notice = w.until_control(K_RESUME_REQUIRED)
+        self.assertEqual([m.control.kind for m in before], [K_HEARTBEAT] * len(before))
+        self.assertEqual(notice.control.reason, common_pb2.STREAM_END_REASON_SERVER_SHUTDOWN)
+        self.assertEqual(notice.control.resume_after_sequence, last.sequence)
+        self.assertEqual(notice.sequence, last.sequence)
+        end = w.get()
+        self.assertEqual(end[0], "error")
+        self.assertEqual(end[1].code(), SC.UNAVAILABLE)
+        channel.close()
+
+        srv = harness.Monitord(t.db)
+        srv._admin_key = key
+        try:
+            srv.wait_serving("monitoring.v1.HealthService")
+            missed = [HEALTHY, DEGRADED]
+            for st in missed:
+                t.report(sid, st, srv=srv)
+            w = t.watch(srv=srv, service_ids=[sid], resume_after_sequence=notice.control.resume_after_sequence)
+            try:
+                replay = w.changes(len(missed))
+                self.assertEqual([m.change.service.status for m in replay], missed)
+                self.assertGreater(replay[0].sequence, last.sequence)
+                t.report(sid, DOWN, srv=srv)
+                (live,) = w.changes(1)
+                self.assertEqual(live.change.service.status, DOWN)
+                time.sleep(1)
+                self.assertTrue(w.q.empty(), "no duplicate after the live change")
+            finally:
+                w.close()
+        finally:
+            srv.assert_clean_exit(self)
 
 
 class SlowSubscriberTest(unittest.TestCase):

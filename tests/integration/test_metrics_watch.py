@@ -9,7 +9,10 @@ the points it did receive, is exactly what was committed, and the server's
 memory stays bounded; a resumed stream replays exactly the commits after its
 cursor; a cursor older than the log gets a gap of -1 and then what the log
 holds; points recorded on one replica reach a subscriber of another, whose
-stream ends with UNAVAILABLE when it shuts down; invalid requests name the
+stream, when that replica shuts down, is told RESUME_REQUIRED
+(SERVER_SHUTDOWN) with the cursor of its last batch and ends with
+UNAVAILABLE, and resumes from that cursor on the first replica with no gap
+and no repeat; invalid requests name the
 field; heartbeats carry the cursor when nothing matches; seventy
 subscribers (the hub's two-thread fan-out) each get every point.
 
@@ -37,6 +40,7 @@ from monitoring.v1 import common_pb2, metrics_pb2, metrics_pb2_grpc  # noqa: E40
 
 SC = grpc.StatusCode
 K_HEARTBEAT = common_pb2.STREAM_CONTROL_KIND_HEARTBEAT
+K_RESUME_REQUIRED = common_pb2.STREAM_CONTROL_KIND_RESUME_REQUIRED
 FELL_BEHIND = common_pb2.STREAM_END_REASON_FELL_BEHIND
 WAIT_S = 30
 
@@ -419,18 +423,36 @@ class MetricsWatchTest(unittest.TestCase):
                 seq = self.env.record([point(m, now_us() - 1000000, endpoint="/x")], srv=self.srv)
                 pts = batch_points(w.until_sequence(seq))
                 self.assertEqual([p.endpoint for p in pts], ["/x"])
-                # Shutdown ends the stream with UNAVAILABLE: reconnect elsewhere and resume.
+                # Shutdown: RESUME_REQUIRED (SERVER_SHUTDOWN) with the last batch's cursor, then UNAVAILABLE.
                 other.assert_clean_exit(self)
                 stopped = True
-                while True:
-                    m = w.get()
-                    if isinstance(m, tuple):
-                        break
-                self.assertEqual(m[0], "error")
-                self.assertEqual(m[1].code(), SC.UNAVAILABLE)
+                rest = []
+                end = w.get()
+                while not isinstance(end, tuple):
+                    rest.append(end)
+                    end = w.get()
+                self.assertEqual(end[0], "error")
+                self.assertEqual(end[1].code(), SC.UNAVAILABLE)
+                notices = [x for x in rest if x.WhichOneof("event") != "control" or x.control.kind != K_HEARTBEAT]
+                self.assertEqual(len(notices), 1, rest)
+                notice = notices[0]
+                self.assertEqual(notice.control.kind, K_RESUME_REQUIRED)
+                self.assertEqual(notice.control.reason, common_pb2.STREAM_END_REASON_SERVER_SHUTDOWN)
+                self.assertEqual(notice.control.resume_after_sequence, seq)
+                Watch.assertCursor(notice)
             finally:
                 w.close()
                 channel.close()
+            # Resumed on the other replica from that cursor: what came after it, no gap, nothing repeated.
+            later = self.env.record([point(m, now_us() - 500000, endpoint="/y")])
+            w = self.env.watch(filter=common_pb2.MetricFilter(metric_names=[m]),
+                               resume_after_sequence=notice.control.resume_after_sequence, max_batch_delay=dur(0))
+            try:
+                msgs = w.until_sequence(later)
+                self.assertEqual([x.WhichOneof("event") for x in msgs], ["batch"])
+                self.assertEqual([p.endpoint for p in batch_points(msgs)], ["/y"])
+            finally:
+                w.close()
         finally:
             if not stopped:
                 other.assert_clean_exit(self)
