@@ -341,6 +341,12 @@ static int read_groups(struct db_conn *conn, struct arena *a, const Monitoring__
 
 /* ---- the alert side of an evaluation ---- */
 
+/* The rule's pending period; absent only on inline rules before defaults, where it means 5. */
+static int duration_minutes(const Monitoring__V1__AlertRule *r)
+{
+	return r->duration_minutes ? r->duration_minutes->value : 5;
+}
+
 struct open_alert {
 	char *id;
 	Monitoring__V1__AlertStatus status;
@@ -370,8 +376,7 @@ static int read_open_alerts(struct db_conn *conn, struct arena *a, const Monitor
 	        "SELECT id, status::text, group_key, condition_since <= now() - $2::integer * interval '1 minute',"
 	        " current_value::float8, suppression_reason FROM tb_alert WHERE alert_rule_id = $1"
 	        " AND status <> 'resolved'";
-	int duration = r->duration_minutes ? r->duration_minutes->value : 5;
-	const char *params[] = {r->id, arena_printf(a, "%d", duration)};
+	const char *params[] = {r->id, arena_printf(a, "%d", duration_minutes(r))};
 	struct db_result *res = NULL;
 	*out = NULL;
 	*out_n = 0;
@@ -591,17 +596,35 @@ static int fire(struct db_conn *conn, struct eval *ev, const Monitoring__V1__Ale
 static int raise_alert(struct db_conn *conn, struct eval *ev, const Monitoring__V1__AlertRule *r, const struct group *g,
                        struct mon_error *err)
 {
+	/* $9 the status: 'pending', or fired at once; $12 whether it notifies. */
 	static const char sql[] =
 	        "INSERT INTO tb_alert (id, alert_rule_id, status, severity, message, current_value, threshold,"
-	        " triggered_at, condition_since, group_key, labels, metadata)"
-	        " VALUES ($1, $2, 'pending', $3::severity_level, $4, $5::numeric, $6::numeric, now(), now(), $7,"
-	        " $8::jsonb, jsonb_build_object('labels', $8::jsonb))";
+	        " triggered_at, condition_since, group_key, labels, metadata, suppression_reason, silence_id,"
+	        " last_notified_at, next_escalation_at)"
+	        " VALUES ($1, $2, $9::alert_status, $3::severity_level, $4, $5::numeric, $6::numeric, now(), now(), $7,"
+	        " $8::jsonb, jsonb_build_object('labels', $8::jsonb) || CASE WHEN $9::alert_status <> 'pending'"
+	        " THEN jsonb_build_object('fired_at', now()) ELSE '{}'::jsonb END, $10, $11,"
+	        " CASE WHEN $12::boolean THEN now() END,"
+	        " CASE WHEN $12::boolean AND $13::text IS NOT NULL THEN now() +"
+	        "   COALESCE($14::integer, (SELECT (levels->0->>'delay_minutes')::integer FROM tb_escalation_policy"
+	        "   WHERE id = $13::text)) * interval '1 minute' END)";
 	struct arena *a = ev->a;
 	char *id = arena_alloc(a, 32);
 	if (id == NULL)
 		return mon_error_set(err, MON_ENOMEM, "out of memory");
 	alerts_new_id("alt", id, 32);
+	Monitoring__V1__AlertStatus status = ST(PENDING);
+	Monitoring__V1__SuppressionReason reason = WHY(UNSPECIFIED);
+	char *silence_id = NULL;
+	bool is_firing = duration_minutes(r) == 0;
+	int rc = 0;
+	if (is_firing)
+		rc = fire_status(conn, a, r, g->key, &status, &reason, &silence_id, err);
+	if (rc != 0)
+		return rc;
+	bool is_active = status == ST(ACTIVE);
 	const char *severity = alerts_severity_label(r->severity);
+	const char *policy = r->escalation_policy_id && r->escalation_policy_id[0] ? r->escalation_policy_id : NULL;
 	const char *params[] = {id,
 	                        r->id,
 	                        severity ? severity : "warning",
@@ -609,12 +632,20 @@ static int raise_alert(struct db_conn *conn, struct eval *ev, const Monitoring__
 	                        fmt_value(a, g->value),
 	                        fmt_value(a, r->threshold),
 	                        g->key,
-	                        g->labels};
+	                        g->labels,
+	                        alerts_status_label(status),
+	                        status == ST(SUPPRESSED) ? alerts_suppression_label(reason) : NULL,
+	                        silence_id,
+	                        is_active ? "true" : "false",
+	                        policy,
+	                        r->escalation_delay ? arena_printf(a, "%d", r->escalation_delay->value) : NULL};
 	if (params[3] == NULL || params[4] == NULL || params[5] == NULL)
 		return mon_error_set(err, MON_ENOMEM, "out of memory");
-	int rc = exec_prepared(conn, "alerts_engine_raise", sql, 8, params, NULL, err);
-	if (rc == 0 && (r->duration_minutes == NULL || r->duration_minutes->value == 0))
-		rc = fire(conn, ev, r, id, g, err);
+	rc = exec_prepared(conn, "alerts_engine_raise", sql, 14, params, NULL, err);
+	if (rc == 0 && is_active)
+		rc = notify_rule(conn, a, r, id, "fired", err);
+	if (rc == 0 && is_firing)
+		ev->fired_n++;
 	if (rc == 0)
 		rc = add_change(ev, id, KIND(CREATED), ST(UNSPECIFIED), err);
 	return rc;
@@ -1475,7 +1506,7 @@ static int would_be(struct db_conn *conn, struct arena *a, const Monitoring__V1_
                     const struct open_alert *o, Monitoring__V1__RuleEvaluation *ev, struct mon_error *err)
 {
 	bool is_auto_resolve = r->auto_resolve == NULL || r->auto_resolve->value;
-	int duration = r->duration_minutes ? r->duration_minutes->value : 5;
+	int duration = duration_minutes(r);
 	if (!g->has_value) {
 		ev->would_be_status = o ? o->status : ST(UNSPECIFIED);
 		return 0;
