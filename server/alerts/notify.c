@@ -184,7 +184,10 @@ struct skip_tx {
 /*
  * Marks skipped the due 'fired' and 'escalated' rows (any channel, the
  * relay's too) whose alert is no longer firing, and refreshes those
- * alerts' notifications_sent.
+ * alerts' notifications_sent. The alerts are locked first (those another
+ * transaction holds are left to the next pass): the refresh reads every
+ * outbox row of the alert, so two transactions recording deliveries of
+ * one alert must not refresh it from the same snapshot.
  */
 static int skip_fn(struct db_conn *conn, void *arg, struct mon_error *err)
 {
@@ -193,7 +196,7 @@ static int skip_fn(struct db_conn *conn, void *arg, struct mon_error *err)
 	        " JOIN tb_alert a ON a.id = o.alert_id"
 	        " WHERE o.status IN ('pending', 'retrying') AND o.next_attempt_at <= now()"
 	        " AND o.trigger IN ('fired', 'escalated') AND a.status IN ('acknowledged', 'resolved', 'suppressed')"
-	        " ORDER BY o.next_attempt_at LIMIT " NOTIFY_SKIP_BATCH " FOR UPDATE OF o SKIP LOCKED)"
+	        " ORDER BY o.next_attempt_at LIMIT " NOTIFY_SKIP_BATCH " FOR UPDATE OF o, a SKIP LOCKED)"
 	        " UPDATE tb_notification_outbox o SET status = 'skipped',"
 	        " error_message = 'not sent: the alert was ' || s.alert_status || ' first'"
 	        " FROM s WHERE o.id = s.id RETURNING o.alert_id";
@@ -728,6 +731,7 @@ static int record_fn(struct db_conn *conn, void *arg, struct mon_error *err)
 	        " success, response_time, error_message, retry_count)"
 	        " VALUES ($1, 'webhook-delivery', 'outbound', $2, 'POST', $3::integer, $4::boolean, $5::integer, $6,"
 	        " $7::integer)";
+	static const char lock_sql[] = "SELECT 1 FROM tb_alert WHERE id = $1 FOR UPDATE";
 	struct record_tx *r = arg;
 	const struct delivery *d = r->d;
 	const struct outcome *o = r->o;
@@ -741,7 +745,12 @@ static int record_fn(struct db_conn *conn, void *arg, struct mon_error *err)
 	        d->id, attempt, r->status, retry, o->is_sent ? NULL : o->error, o->http_status > 0 ? code : NULL};
 	struct db_result *res = NULL;
 	r->is_recorded = false;
-	int rc = db_exec(conn, sql, 6, params, &res, err);
+	/* The alert first: recordings of one alert's deliveries refresh its notifications_sent in turn. */
+	const char *lock_params[] = {d->alert_id};
+	int rc = db_exec(conn, lock_sql, 1, lock_params, NULL, err);
+	if (rc != 0)
+		return rc;
+	rc = db_exec(conn, sql, 6, params, &res, err);
 	if (rc != 0)
 		return rc;
 	r->is_recorded = db_result_affected(res) == 1;

@@ -36,8 +36,9 @@ MAX_ATTEMPTS = 3
 
 class Receiver:
     """A loopback HTTP server recording every request. Answers by path:
-    /ok 200, /e500 500, /e400 400, /slow429 429 then 200 (per idempotency
-    key), /slack 200 "ok", /pd 202."""
+    /ok 200, /e500 500, /e400 400, /slow429 429 then 200, /after503 503
+    with Retry-After: 4 then 200 (per idempotency key), /slack 200 "ok",
+    /pd 202."""
 
     def __init__(self):
         self.requests = []
@@ -53,15 +54,20 @@ class Receiver:
                     outer.requests.append({"path": path, "headers": dict(self.headers), "body": body,
                                            "at": time.monotonic()})
                     key = self.headers.get("Idempotency-Key")
-                    if path == "/slow429" and key not in outer.seen_429:
+                    extra = {}
+                    if path in ("/slow429", "/after503") and key not in outer.seen_429:
                         outer.seen_429.add(key)
-                        code = 429
+                        code = 429 if path == "/slow429" else 503
+                        if path == "/after503":
+                            extra["Retry-After"] = "4"
                     else:
-                        code = {"/ok": 200, "/e500": 500, "/e400": 400, "/slow429": 200, "/slack": 200,
-                                "/pd": 202}.get(path, 404)
+                        code = {"/ok": 200, "/e500": 500, "/e400": 400, "/slow429": 200, "/after503": 200,
+                                "/slack": 200, "/pd": 202}.get(path, 404)
                 out = b'{"status":"success"}' if path == "/pd" else b"ok"
                 self.send_response(code)
                 self.send_header("Content-Length", str(len(out)))
+                for k, v in extra.items():
+                    self.send_header(k, v)
                 self.end_headers()
                 self.wfile.write(out)
 
@@ -122,7 +128,7 @@ class AlertNotifyTest(unittest.TestCase):
         cls.rx = Receiver()
         cls.secret = "whsec-" + secrets.token_hex(16)
         # Webhook integrations, one per receiver behaviour, all with the same signing secret.
-        for name in ("ok", "e500", "e400", "slow429"):
+        for name in ("ok", "e500", "e400", "slow429", "after503"):
             cls.add_integration("int-" + name, "webhook", webhook_url=cls.rx.url("/" + name),
                                 webhook_secret=cls.seal("int-" + name, "webhook_secret", cls.secret))
         # A Slack incoming webhook for channel #ops.
@@ -313,6 +319,16 @@ class AlertNotifyTest(unittest.TestCase):
         reqs = self.rx.by_key(key)
         self.assertEqual([q["headers"]["Idempotency-Key"] for q in reqs], [key, key])
 
+    def test_retry_after_honoured(self):
+        alert_id = self.new_alert()
+        row_id, key = self.enqueue(alert_id, "webhook", "int-after503")
+        r = self.wait_status(row_id, ("sent",))
+        self.assertEqual(r["attempt_count"], 2)
+        reqs = self.rx.by_key(key)
+        self.assertEqual(len(reqs), 2)
+        # The first backoff is 1-2 s; Retry-After asks for 4.
+        self.assertGreaterEqual(reqs[1]["at"] - reqs[0]["at"], 3.9)
+
     def test_secret_of_another_integration_does_not_open(self):
         alert_id = self.new_alert()
         row_id, key = self.enqueue(alert_id, "webhook", "int-moved")
@@ -409,7 +425,7 @@ class AlertNotifyTest(unittest.TestCase):
             second.wait_serving()
             alert_id = self.new_alert()
             rows = []
-            for i in range(24):
+            for i in range(40):
                 rows.append(self.enqueue(alert_id, "webhook", "int-ok", trigger="test-%d" % i, wake=(i % 4 == 0)))
             for row_id, _ in rows:
                 self.wait_status(row_id, ("sent",), timeout=60)
@@ -418,6 +434,7 @@ class AlertNotifyTest(unittest.TestCase):
                 self.assertEqual(len(self.rx.by_key(key)), 1, key)
                 self.assertEqual(self.row(row_id)["attempt_count"], 1)
             sent = json.loads(query(self.db, "SELECT notifications_sent FROM tb_alert WHERE id = %s" % q(alert_id)))
+            # notifications_sent keeps the latest 50 deliveries, all of them here, each as recorded.
             self.assertEqual(sorted(d["id"] for d in sent), sorted(r for r, _ in rows))
             self.assertTrue(all(d["status"] == "sent" for d in sent))
         finally:
