@@ -268,27 +268,88 @@ static int64_t time_us(const Google__Protobuf__Timestamp *t)
 	return t->seconds * 1000000 + t->nanos / 1000;
 }
 
-static char *format_time(struct arena *a, int64_t us)
+/*
+ * The COPY text of a batch is 17 values times up to 5000 points, so the
+ * formatting below avoids printf: digits are written by hand, and the date
+ * part of a timestamp is formatted once per distinct second.
+ */
+
+/* Writes the decimal digits of v (>= 0) ending just before end; returns the first. */
+static char *digits_before(char *end, uint64_t v, int min_digits)
 {
-	time_t s = (time_t)(us >= 0 ? us / 1000000 : (us - 999999) / 1000000);
-	int64_t frac = us - (int64_t)s * 1000000;
-	struct tm tm;
-	gmtime_r(&s, &tm);
-	return arena_printf(a, "%04d-%02d-%02d %02d:%02d:%02d.%06" PRId64 "+00", tm.tm_year + 1900, tm.tm_mon + 1,
-	                    tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, frac);
+	char *p = end;
+	do {
+		*--p = (char)('0' + v % 10);
+		v /= 10;
+		min_digits--;
+	} while (v != 0 || min_digits > 0);
+	return p;
 }
 
-/* A value rounded to the column's 2 decimals, as text and back as the stored double. */
-static char *round2(struct arena *a, Google__Protobuf__DoubleValue **v)
+static char *format_int(struct arena *a, int64_t v)
+{
+	char buf[24];
+	char *end = buf + sizeof(buf);
+	char *p = digits_before(end, v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v, 1);
+	if (v < 0)
+		*--p = '-';
+	return arena_strndup(a, p, (size_t)(end - p));
+}
+
+struct time_cache {
+	int64_t second; /* INT64_MIN: empty */
+	char date[32];  /* "YYYY-MM-DD HH:MM:SS" (19 bytes used) */
+};
+
+static char *format_time(struct arena *a, struct time_cache *tc, int64_t us)
+{
+	int64_t sec = us >= 0 ? us / 1000000 : (us - 999999) / 1000000;
+	int64_t frac = us - sec * 1000000;
+	if (tc->second != sec) {
+		time_t t = (time_t)sec;
+		struct tm tm;
+		if (gmtime_r(&t, &tm) == NULL)
+			return NULL;
+		snprintf(tc->date, sizeof(tc->date), "%04u-%02u-%02u %02u:%02u:%02u",
+		         (unsigned)(tm.tm_year + 1900) % 10000, (unsigned)(tm.tm_mon + 1) % 100,
+		         (unsigned)tm.tm_mday % 100, (unsigned)tm.tm_hour % 100, (unsigned)tm.tm_min % 100,
+		         (unsigned)tm.tm_sec % 100);
+		tc->second = sec;
+	}
+	char *out = arena_alloc(a, 19 + 7 + 3 + 1);
+	if (out == NULL)
+		return NULL;
+	memcpy(out, tc->date, 19);
+	out[19] = '.';
+	digits_before(out + 26, (uint64_t)frac, 6);
+	memcpy(out + 26, "+00", 4);
+	return out;
+}
+
+/*
+ * A value rounded to the column's 2 decimals (to nearest, halves away from
+ * zero, of the double as given), as text, and the stored value back into
+ * *v. Values are validated: finite, 0 to 99999999.99. *is_oom is set when
+ * memory runs out.
+ */
+static char *round2(struct arena *a, Google__Protobuf__DoubleValue **v, bool *is_oom)
 {
 	if (*v == NULL)
 		return NULL;
-	char *text = arena_printf(a, "%.2f", (*v)->value);
+	int64_t cents = llround((*v)->value * 100.0);
+	char buf[24];
+	char *end = buf + sizeof(buf);
+	char *p = digits_before(end, (uint64_t)(cents % 100), 2);
+	*--p = '.';
+	p = digits_before(p, (uint64_t)(cents / 100), 1);
+	char *text = arena_strndup(a, p, (size_t)(end - p));
 	Google__Protobuf__DoubleValue *copy = arena_alloc(a, sizeof(*copy));
-	if (text == NULL || copy == NULL)
+	if (text == NULL || copy == NULL) {
+		*is_oom = true;
 		return NULL;
+	}
 	google__protobuf__double_value__init(copy);
-	copy->value = strtod(text, NULL);
+	copy->value = (double)cents / 100.0;
 	*v = copy;
 	return text;
 }
@@ -361,7 +422,8 @@ struct row {
 	Monitoring__V1__MetricPoint stored;
 };
 
-static int encode_row(struct arena *a, const Monitoring__V1__MetricPoint *p, struct row *r, struct mon_error *err)
+static int encode_row(struct arena *a, struct time_cache *tc, const Monitoring__V1__MetricPoint *p, struct row *r,
+                      struct mon_error *err)
 {
 	r->stored = *p;
 	Monitoring__V1__MetricPoint *s = &r->stored;
@@ -386,25 +448,26 @@ static int encode_row(struct arena *a, const Monitoring__V1__MetricPoint *p, str
 		s->endpoint = "";
 	char *sc = NULL;
 	if (p->status_code != NULL)
-		sc = arena_printf(a, "%d", (int)p->status_code->value);
-	r->v[0] = format_time(a, time_us(p->time));
+		sc = format_int(a, p->status_code->value);
+	bool is_oom = false;
+	r->v[0] = format_time(a, tc, time_us(p->time));
 	r->v[1] = p->metric_name;
 	r->v[2] = s->endpoint;
 	r->v[3] = p->method != NULL && p->method[0] != '\0' ? p->method : NULL;
 	r->v[4] = sc;
-	r->v[5] = round2(a, &s->p50);
-	r->v[6] = round2(a, &s->p95);
-	r->v[7] = round2(a, &s->p99);
-	r->v[8] = round2(a, &s->mean);
-	r->v[9] = round2(a, &s->min);
-	r->v[10] = round2(a, &s->max);
-	r->v[11] = arena_printf(a, "%d", (int)p->request_count);
-	r->v[12] = arena_printf(a, "%d", (int)p->error_count);
-	r->v[13] = round2(a, &s->error_rate);
-	r->v[14] = round2(a, &s->throughput);
+	r->v[5] = round2(a, &s->p50, &is_oom);
+	r->v[6] = round2(a, &s->p95, &is_oom);
+	r->v[7] = round2(a, &s->p99, &is_oom);
+	r->v[8] = round2(a, &s->mean, &is_oom);
+	r->v[9] = round2(a, &s->min, &is_oom);
+	r->v[10] = round2(a, &s->max, &is_oom);
+	r->v[11] = format_int(a, p->request_count);
+	r->v[12] = format_int(a, p->error_count);
+	r->v[13] = round2(a, &s->error_rate, &is_oom);
+	r->v[14] = round2(a, &s->throughput, &is_oom);
 	r->v[15] = tags_json(a, p);
 	r->v[16] = type_labels[s->metric_type];
-	if (r->v[0] == NULL || r->v[11] == NULL || r->v[12] == NULL || r->v[15] == NULL ||
+	if (is_oom || r->v[0] == NULL || r->v[11] == NULL || r->v[12] == NULL || r->v[15] == NULL ||
 	    (p->status_code != NULL && sc == NULL))
 		return mon_error_set(err, MON_ENOMEM, "out of memory encoding points");
 	return 0;
@@ -521,10 +584,11 @@ int metrics_write(struct db_pool *pool, struct arena *a, int64_t timeout_ms, Mon
 	int64_t *buckets = arena_calloc(a, count, sizeof(*buckets));
 	if (op.rows == NULL || op.sorted == NULL || stored == NULL || buckets == NULL)
 		return mon_error_set(err, MON_ENOMEM, "out of memory encoding points");
+	struct time_cache tc = {.second = INT64_MIN};
 	int64_t min_us = INT64_MAX, max_us = INT64_MIN;
 	size_t bucket_n = 0;
 	for (size_t i = 0; i < count; i++) {
-		int rc = encode_row(a, points[i], &op.rows[i], err);
+		int rc = encode_row(a, &tc, points[i], &op.rows[i], err);
 		if (rc != 0)
 			return rc;
 		stored[i] = &op.rows[i].stored;
@@ -552,7 +616,7 @@ int metrics_write(struct db_pool *pool, struct arena *a, int64_t timeout_ms, Mon
 	size_t off = 0;
 	barr[off++] = '{';
 	for (size_t j = 0; j < bucket_n; j++) {
-		char *t = format_time(a, buckets[j] * 300000000);
+		char *t = format_time(a, &tc, buckets[j] * 300000000);
 		if (t == NULL)
 			return mon_error_set(err, MON_ENOMEM, "out of memory encoding points");
 		off += (size_t)snprintf(barr + off, blen - off, "%s\"%s\"", j ? "," : "", t);
@@ -574,8 +638,8 @@ int metrics_write(struct db_pool *pool, struct arena *a, int64_t timeout_ms, Mon
 	sodium_bin2hex(hex + 2, packed_len * 2 + 1, packed, packed_len);
 
 	op.params[0] = arena_printf(a, "%zu", count);
-	op.params[1] = format_time(a, min_us);
-	op.params[2] = format_time(a, max_us);
+	op.params[1] = format_time(a, &tc, min_us);
+	op.params[2] = format_time(a, &tc, max_us);
 	op.params[3] = barr;
 	op.params[4] = hex;
 	if (op.params[0] == NULL || op.params[1] == NULL || op.params[2] == NULL)
