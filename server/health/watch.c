@@ -461,8 +461,10 @@ static void try_end_locked(struct health_watch_hub *hub, struct watch_sub *sub)
  * Server shutdown: queues RESUME_REQUIRED (SERVER_SHUTDOWN) with cursor, the
  * last sequence queued to sub or skipped as filtered, and ends the stream
  * with UNAVAILABLE once what is queued is sent. When the queue has no room
- * for the control the stream just ends: the client resumes after the last
- * sequence it got. Under hub->mu.
+ * for the control the stream is left to the server, which drops its queue
+ * and ends it at once (a client that stopped reading must not hold up the
+ * shutdown): the client resumes after the last sequence it got. Under
+ * hub->mu.
  */
 static void end_for_shutdown_locked(struct health_watch_hub *hub, struct watch_sub *sub, int64_t cursor)
 {
@@ -472,10 +474,11 @@ static void end_for_shutdown_locked(struct health_watch_hub *hub, struct watch_s
 	        a ? control_msg(a, MONITORING__V1__STREAM_CONTROL_KIND__STREAM_CONTROL_KIND_RESUME_REQUIRED, cursor,
 	                        MONITORING__V1__STREAM_END_REASON__STREAM_END_REASON_SERVER_SHUTDOWN, text)
 	          : NULL;
-	if (m == NULL || rpc_stream_send(sub->stream, &m->base) != 0)
-		log_debug("msg=\"health watch: no room for the shutdown notice; ending the stream\"");
+	if (m != NULL && rpc_stream_send(sub->stream, &m->base) == 0)
+		rpc_stream_finish(sub->stream, MON_EUNAVAIL, text);
+	else
+		log_debug("msg=\"health watch: no room for the shutdown notice; the server ends the stream\"");
 	arena_destroy(a);
-	rpc_stream_finish(sub->stream, MON_EUNAVAIL, text);
 	if (sub->is_ready)
 		hub->ready_n--;
 	if (sub->is_ending)

@@ -1153,9 +1153,9 @@ static void on_stream_close(struct rpc_stream *stream, void *arg)
  * takes them, then RESUME_REQUIRED (SERVER_SHUTDOWN) with the cursor of
  * what is queued (before any point still pending, open aggregate or unsent
  * gap), and ends the stream with UNAVAILABLE once the queue is sent. When
- * the queue has no room for the control the stream just ends: the last
- * message's sequence is a cursor too. Under hub->mu (or the handler's own
- * before the hand-over).
+ * the queue has no room for the control the stream is left to the server,
+ * which drops its queue and ends it at once: every message's sequence is a
+ * cursor too. Under hub->mu.
  */
 static void end_for_shutdown_locked(struct metrics_watch_hub *hub, struct watch_sub *sub)
 {
@@ -1163,11 +1163,12 @@ static void end_for_shutdown_locked(struct metrics_watch_hub *hub, struct watch_
 	sub_flush(sub, now_ms(), FLUSH_ALL);
 	int64_t cursor = sub_cursor(sub, sub->pend_head, true);
 	if (send_control(sub->stream, MONITORING__V1__STREAM_CONTROL_KIND__STREAM_CONTROL_KIND_RESUME_REQUIRED, cursor,
-	                 MONITORING__V1__STREAM_END_REASON__STREAM_END_REASON_SERVER_SHUTDOWN, text) == 0)
+	                 MONITORING__V1__STREAM_END_REASON__STREAM_END_REASON_SERVER_SHUTDOWN, text) == 0) {
 		sub->sent_cursor = cursor;
-	else
-		log_debug("msg=\"metrics watch: no room for the shutdown notice; ending the stream\"");
-	rpc_stream_finish(sub->stream, MON_EUNAVAIL, text);
+		rpc_stream_finish(sub->stream, MON_EUNAVAIL, text);
+	} else {
+		log_debug("msg=\"metrics watch: no room for the shutdown notice; the server ends the stream\"");
+	}
 	if (sub->is_ready)
 		hub->ready_n--;
 	sub->is_ready = false;
