@@ -134,40 +134,48 @@ static bool is_text_operator(Monitoring__V1__ComparisonOperator op)
 	return op == OP(CONTAINS) || op == OP(NOT_CONTAINS);
 }
 
-/* The aggregate of a window: `statistic` combined with `aggregation`. */
-static const char *value_expr(struct arena *a, struct sql *q, const Monitoring__V1__AlertRule *r, struct mon_error *err)
+/* The aggregate of a window: `statistic` combined with `aggregation` (allocated in a); MON_EINVAL naming the field. */
+static int value_expr(struct arena *a, struct sql *q, const Monitoring__V1__AlertRule *r, const char **out,
+                      struct mon_error *err)
 {
+	const char *v = NULL;
 	if (is_text_operator(r->comparison_operator)) {
 		if (r->text_match == NULL || r->text_match->field == NULL || r->text_match->substring == NULL)
 			return mon_error_set(err, MON_EINVAL,
-			                     "rule.text_match: required for CONTAINS and NOT_CONTAINS"),
-			       NULL;
+			                     "rule.text_match: required for CONTAINS and NOT_CONTAINS");
 		const char *field = label_expr(a, q, r->text_match->field);
 		if (field == NULL)
 			return mon_error_set(err, MON_EINVAL, "rule.text_match.field: unknown label \"%s\"",
-			                     r->text_match->field),
-			       NULL;
-		return arena_printf(a, "count(*) FILTER (WHERE strpos(%s, $%d::text) > 0)", field,
-		                    sql_param(q, r->text_match->substring));
+			                     r->text_match->field);
+		v = arena_printf(a, "count(*) FILTER (WHERE strpos(%s, $%d::text) > 0)", field,
+		                 sql_param(q, r->text_match->substring));
+		goto out;
 	}
 	const char *col = statistic_column(r->statistic);
 	if (col == NULL)
-		return mon_error_set(err, MON_EINVAL, "rule.statistic: must be set"), NULL;
+		return mon_error_set(err, MON_EINVAL, "rule.statistic: must be set");
 	bool is_count = r->statistic == STAT(REQUEST_COUNT) || r->statistic == STAT(ERROR_COUNT);
 	switch (r->aggregation) {
-	case AGG(AVG): return arena_printf(a, "avg(%s)", col);
-	case AGG(SUM): return arena_printf(a, "sum(%s)", col);
-	case AGG(MIN): return arena_printf(a, "min(%s)", col);
-	case AGG(MAX): return arena_printf(a, "max(%s)", col);
-	case AGG(COUNT): return arena_printf(a, "count(%s)", col);
+	case AGG(AVG): v = arena_printf(a, "avg(%s)", col); break;
+	case AGG(SUM): v = arena_printf(a, "sum(%s)", col); break;
+	case AGG(MIN): v = arena_printf(a, "min(%s)", col); break;
+	case AGG(MAX): v = arena_printf(a, "max(%s)", col); break;
+	case AGG(COUNT): v = arena_printf(a, "count(%s)", col); break;
 	case AGG(LAST):
-		return arena_printf(a, "(array_agg(%s ORDER BY time DESC) FILTER (WHERE %s IS NOT NULL))[1]", col, col);
+		v = arena_printf(a, "(array_agg(%s ORDER BY time DESC) FILTER (WHERE %s IS NOT NULL))[1]", col, col);
+		break;
 	default:
 		if (r->statistic == STAT(ERROR_RATE))
-			return "COALESCE(CASE WHEN sum(request_count) > 0 THEN sum(error_count)::float8 / "
-			       "sum(request_count) * 100 END, avg(error_rate))";
-		return arena_printf(a, is_count ? "sum(%s)" : "avg(%s)", col);
+			v = "COALESCE(CASE WHEN sum(request_count) > 0 THEN sum(error_count)::float8 / "
+			    "sum(request_count) * 100 END, avg(error_rate))";
+		else
+			v = arena_printf(a, is_count ? "sum(%s)" : "avg(%s)", col);
 	}
+out:
+	if (v == NULL)
+		return mon_error_set(err, MON_ENOMEM, "out of memory");
+	*out = v;
+	return 0;
 }
 
 /* A JSON array of strings as text, allocated in a. */
@@ -260,9 +268,10 @@ static int read_groups(struct db_conn *conn, struct arena *a, const Monitoring__
 		}
 		labels = arena_printf(a, "jsonb_build_object(%s)", list);
 	}
-	const char *value = value_expr(a, q, r, err);
-	if (value == NULL)
-		return err ? err->code : MON_EINVAL;
+	const char *value = NULL;
+	int rc = value_expr(a, q, r, &value, err);
+	if (rc != 0)
+		return rc;
 	sql_add(q,
 	        "SELECT labels::text, n, value FROM (SELECT %s AS labels, count(*) AS n, (%s)::float8 AS value"
 	        " FROM tb_performance_metric WHERE metric_name = $1"
@@ -310,7 +319,7 @@ static int read_groups(struct db_conn *conn, struct arena *a, const Monitoring__
 	char name[40];
 	snprintf(name, sizeof(name), "alerts_engine_g%016" PRIx64, h);
 	const struct db_stmt stmt = {.name = name, .sql = q->text, .param_count = q->param_n};
-	int rc = db_exec_stmt(conn, &stmt, q->params, &res, err);
+	rc = db_exec_stmt(conn, &stmt, q->params, &res, err);
 	if (rc != 0)
 		return rc;
 	int rows = db_result_rows(res);
