@@ -358,6 +358,33 @@ class AlertEngineTest(unittest.TestCase):
         self.assertEqual(now[0]["id"], got[0]["id"])
         self.assertEqual(self.outbox(got[0]["id"]), [["fired", "0", "email", "team@example.com"]])
 
+    def test_rule_made_through_the_api(self):
+        # CreateAlertRule announces the rule: a point recorded right after it raises the alert at once;
+        # disabling it stops the evaluation.
+        stub = alerts_pb2_grpc.AlertsServiceStub(self.srv.channel)
+        rule = alerts_pb2.AlertRule(name="made through the api", metric_name="api_made",
+                                    statistic=common_pb2.METRIC_STATISTIC_ERROR_RATE,
+                                    comparison_operator=common_pb2.COMPARISON_OPERATOR_GTE, threshold=10,
+                                    evaluation_interval=10, duration_minutes=wrappers_pb2.Int32Value(value=0),
+                                    severity=common_pb2.SEVERITY_LEVEL_ERROR,
+                                    notification_channels=[common_pb2.NOTIFICATION_CHANNEL_EMAIL],
+                                    notification_recipients=alerts_pb2.NotificationRecipients(
+                                        emails=["oncall@example.com"]))
+        rid = stub.CreateAlertRule(alerts_pb2.CreateAlertRuleRequest(rule=rule), metadata=self.md(),
+                                   timeout=10).rule.id
+        # ERROR_RATE over the window: SUM(error_count) / SUM(request_count) * 100 = 30 / 200 = 15 %.
+        self.record([point("api_made", requests=100, errors=25, endpoint="/a"),
+                     point("api_made", requests=100, errors=5, endpoint="/b")])
+        got = self.wait_statuses(rid, [("active", "")])
+        self.assertAlmostEqual(float(got[0]["current_value"]), 15.0, 3)
+        self.assertEqual(self.outbox(got[0]["id"]), [["fired", "0", "email", "oncall@example.com"]])
+        stub.SetAlertRuleStatus(alerts_pb2.SetAlertRuleStatusRequest(
+            rule_id=rid, status=common_pb2.ALERT_RULE_STATUS_DISABLED), metadata=self.md(), timeout=10)
+        wait_for("resolution by disabling", lambda: self.statuses(rid) == [("resolved", "")])
+        self.record([point("api_made", requests=100, errors=50)])
+        time.sleep(1.0)
+        self.assertEqual(self.statuses(rid), [("resolved", "")])
+
     def test_silence(self):
         rid = self.rule("silenced", "gt", 100, channels=["email"], recipients={"emails": ["team@example.com"]})
         self.sql("INSERT INTO tb_silence (id, alert_rule_ids, ends_at, comment, created_by) VALUES"
