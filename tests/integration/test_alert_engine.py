@@ -8,9 +8,12 @@ Covered: every comparison operator, the pending period (duration_minutes
 0 and 1), auto-resolve, the suppression window, the hourly cap (SUPPRESSED
 with a reason, never dropped), escalation (next_escalation_at is moved into
 the past with psql instead of waiting a minute per level), testing rules,
-silences, scope groups, a restart with a pending and a firing alert, two
-replicas on one database, and event-driven evaluation (an alert well
-before the rule's next periodic evaluation).
+silences (and the activation of suppressed alerts when a silence ends or
+a testing rule is enabled), scope groups, a restart with a pending and a
+firing alert, two replicas on one database, event-driven evaluation (an
+alert well before the rule's next periodic evaluation), a rule made with
+CreateAlertRule, alerts through GetAlert, ListAlerts and WatchAlerts,
+alert history retention and PreviewAlertRule.
 """
 
 import json
