@@ -908,14 +908,18 @@ struct escalation {
 	bool is_escalated;
 };
 
-/* Escalates one due alert, when still due and unacknowledged (db_tx_fn). */
+/*
+ * Escalates one due alert while it is still due and ACTIVE (db_tx_fn): an
+ * acknowledged one needs nobody, a suppressed one pages nobody (it
+ * escalates when it is active again).
+ */
 static int escalate_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 {
 	static const char read_sql[] =
 	        "SELECT a.status::text, a.escalation_level, p.levels::text, p.is_repeat_last_level FROM tb_alert a"
 	        " JOIN tb_alert_rule r ON r.id = a.alert_rule_id"
 	        " LEFT JOIN tb_escalation_policy p ON p.id = r.escalation_policy_id"
-	        " WHERE a.id = $1 AND a.next_escalation_at <= now() AND a.status IN ('active', 'suppressed')"
+	        " WHERE a.id = $1 AND a.next_escalation_at <= now() AND a.status = 'active'"
 	        " FOR UPDATE OF a SKIP LOCKED";
 	static const char update_sql[] =
 	        "UPDATE tb_alert SET escalation_level = $2::integer, escalated_at = now(),"
@@ -1259,7 +1263,7 @@ static void tick_escalations(struct alerts_engine *e)
 {
 	_Static_assert(ESCALATE_BATCH == 50, "the SQL below names ESCALATE_BATCH");
 	static const char sql[] = "SELECT id FROM tb_alert WHERE next_escalation_at <= now()"
-	                          " AND status IN ('active', 'suppressed') ORDER BY next_escalation_at LIMIT 50";
+	                          " AND status = 'active' ORDER BY next_escalation_at LIMIT 50";
 	struct mon_error err = {0};
 	struct db_conn *conn = NULL;
 	struct db_result *res = NULL;

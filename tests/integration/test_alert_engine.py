@@ -343,8 +343,15 @@ class AlertEngineTest(unittest.TestCase):
         self.assertTrue(270 <= int(acked["next_escalation"]) <= 300, acked)  # the rule's escalation_delay
         self.sql("UPDATE tb_alert SET status = 'acknowledged', acknowledged_at = now(),"
                  " next_escalation_at = now() - interval '1 second' WHERE id = %s" % lit(acked["id"]))
+        # Neither are suppressed ones (a silence pages nobody).
+        self.sql("UPDATE tb_alert SET status = 'suppressed', suppression_reason = 'silence' WHERE id = (SELECT id"
+                 " FROM tb_alert WHERE alert_rule_id = %s) ; UPDATE tb_alert SET next_escalation_at = now() -"
+                 " interval '1 second' WHERE alert_rule_id = %s" % (lit(rid), lit(rid)))
         time.sleep(1.5)
         self.assertEqual(self.alerts(other)[0]["escalation_level"], "0")
+        untouched = self.alerts(rid)[0]
+        self.assertEqual(untouched["escalation_level"], "2")
+        self.assertNotEqual(untouched["next_escalation"], "")  # not even looked at (an active one would be cleared)
 
     def test_testing_rule_records_but_notifies_nobody(self):
         rid = self.rule("testing_rule", "gt", 100, status="testing", channels=["email"],
