@@ -77,7 +77,7 @@ check "health check via v1alpha reflection" curl_grpc --reflect-protocol grpc-v1
 check "unknown health service is not_found" curl_grpc -d '{"service":"nope"}' \
 	"$url/grpc.health.v1.Health/Check" 'not_found'
 check "unimplemented RPC names its capability" curl_grpc -H "authorization: Bearer $key" -d '{}' \
-	"$url/monitoring.v1.AlertsService/ListAlerts" 'not implemented yet: '
+	"$url/monitoring.v1.ErrorsService/ListErrors" 'not implemented yet: '
 check "no credentials: unauthenticated" curl_grpc -d '{}' \
 	"$url/monitoring.v1.AlertsService/ListAlerts" 'unauthenticated'
 check "a wrong key: unauthenticated" curl_grpc -H "authorization: Bearer mk_0000000000000000_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA" \

@@ -170,10 +170,10 @@ class OwnClientLibrary(unittest.TestCase):
 
     def test_unimplemented_rpc_names_its_capability(self):
         r = monctl("--target", self.srv.address, "--api-key", self.srv.admin_key(), "call",
-                   "AlertsService/ListAlerts", '{"pageSize": 10}')
+                   "ErrorsService/ListErrors", '{"pageSize": 10}')
         self.assertEqual(r.returncode, 1)
         self.assertIn("UNIMPLEMENTED", r.stderr)
-        self.assertIn("monitoring.v1.AlertsService/ListAlerts is not implemented yet: ", r.stderr)
+        self.assertIn("monitoring.v1.ErrorsService/ListErrors is not implemented yet: ", r.stderr)
 
     def test_api_key_from_the_environment(self):
         env = dict(os.environ, MONITORD_API_KEY=self.srv.admin_key())
