@@ -1532,23 +1532,23 @@ static int would_be(struct db_conn *conn, struct arena *a, const Monitoring__V1_
                     const struct open_alert *o, Monitoring__V1__RuleEvaluation *ev, struct mon_error *err)
 {
 	bool is_auto_resolve = r->auto_resolve == NULL || r->auto_resolve->value;
-	int duration = duration_minutes(r);
-	if (!g->has_value) {
-		ev->would_be_status = o ? o->status : ST(UNSPECIFIED);
+	/* By default the open alert stays as it is (no alert: UNSPECIFIED). */
+	ev->would_be_status = o ? o->status : ST(UNSPECIFIED);
+	ev->would_be_suppression_reason = o && o->status == ST(SUPPRESSED) ? o->reason : WHY(UNSPECIFIED);
+	if (!g->has_value)
 		return 0;
-	}
 	if (!g->is_met) {
-		if (o == NULL)
-			ev->would_be_status = ST(UNSPECIFIED);
-		else
-			ev->would_be_status = o->status == ST(PENDING) || is_auto_resolve ? ST(RESOLVED) : o->status;
+		if (o != NULL && (o->status == ST(PENDING) || is_auto_resolve)) {
+			ev->would_be_status = ST(RESOLVED);
+			ev->would_be_suppression_reason = WHY(UNSPECIFIED);
+		}
 		return 0;
 	}
-	if (o != NULL && !(o->status == ST(PENDING) && o->is_due)) {
-		ev->would_be_status = o->status;
+	bool is_muted = o != NULL && o->status == ST(SUPPRESSED) &&
+	                (o->reason == WHY(SILENCE) || o->reason == WHY(RULE_TESTING));
+	if (o != NULL && !(o->status == ST(PENDING) && o->is_due) && !is_muted)
 		return 0;
-	}
-	if (o == NULL && duration > 0) {
+	if (o == NULL && duration_minutes(r) > 0) {
 		ev->would_be_status = ST(PENDING);
 		return 0;
 	}
@@ -1558,6 +1558,10 @@ static int would_be(struct db_conn *conn, struct arena *a, const Monitoring__V1_
 	int rc = fire_status(conn, a, r, g->key, &status, &reason, &silence_id, err);
 	if (rc != 0)
 		return rc;
+	if (is_muted && reason != WHY(SILENCE) && reason != WHY(RULE_TESTING)) {
+		status = ST(ACTIVE); /* unmuted: the cap and the window apply to new alerts only */
+		reason = WHY(UNSPECIFIED);
+	}
 	ev->would_be_status = status;
 	ev->would_be_suppression_reason = reason;
 	return 0;

@@ -403,9 +403,18 @@ class AlertEngineTest(unittest.TestCase):
         got = self.wait_statuses(rid, [("suppressed", "silence")])
         self.assertEqual(got[0]["silence_id"], "sil-itest")
         self.assertEqual(self.outbox(got[0]["id"]), [])
+        stub = alerts_pb2_grpc.AlertsServiceStub(self.srv.channel)
+
+        def preview():
+            self.record([point("silenced", p95=500.0)])  # data in the window
+            e = stub.PreviewAlertRule(alerts_pb2.PreviewAlertRuleRequest(rule_id=rid), metadata=self.md(),
+                                      timeout=10).evaluations[0]
+            return e.would_be_status, e.would_be_suppression_reason
+
+        self.assertEqual(preview(), (common_pb2.ALERT_STATUS_SUPPRESSED, alerts_pb2.SUPPRESSION_REASON_SILENCE))
         # Once the silence ends, the alert (still firing) becomes ACTIVE and notifies.
         self.sql("UPDATE tb_silence SET ends_at = now(), expired_by = 'itest' WHERE id = 'sil-itest'")
-        self.record([point("silenced", p95=500.0)])
+        self.assertEqual(preview(), (common_pb2.ALERT_STATUS_ACTIVE, alerts_pb2.SUPPRESSION_REASON_UNSPECIFIED))
         now = self.wait_statuses(rid, [("active", "")])
         self.assertEqual(now[0]["id"], got[0]["id"])
         self.assertEqual(now[0]["silence_id"], "")
