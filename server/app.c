@@ -56,6 +56,8 @@ int app_bind_services(struct app *app, struct mon_error *err)
 	struct metrics_service_extra metrics_extra = {
 	        .watch_metrics = metrics_watch,
 	        .raw_retention_days = app->cfg.metrics_raw_retention_days,
+	        .rollup_5min_days = app->cfg.metrics_5min_retention_days,
+	        .rollup_hourly_days = app->cfg.metrics_hourly_retention_days,
 	};
 	rc = metrics_service_bind(app->rpc, app->pool, &metrics_extra, err);
 	if (rc != 0)

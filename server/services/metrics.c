@@ -23,10 +23,22 @@
 
 /* Set once by metrics_service_bind, before the server starts. */
 static int raw_retention_days = METRICS_RAW_RETENTION_DAYS;
+static int rollup_5min_days = 90;
+static int rollup_hourly_days = 365;
 
 int metrics_raw_retention_days(void)
 {
 	return raw_retention_days;
+}
+
+int metrics_5min_retention_days(void)
+{
+	return rollup_5min_days;
+}
+
+int metrics_hourly_retention_days(void)
+{
+	return rollup_hourly_days;
 }
 
 /* ---- duplicate keys within a batch ---- */
@@ -206,6 +218,10 @@ int metrics_service_bind(struct rpc_server *server, struct db_pool *pool, const 
 	};
 	if (extra != NULL && extra->raw_retention_days > 0)
 		raw_retention_days = extra->raw_retention_days;
+	if (extra != NULL && extra->rollup_5min_days > 0)
+		rollup_5min_days = extra->rollup_5min_days;
+	if (extra != NULL && extra->rollup_hourly_days > 0)
+		rollup_hourly_days = extra->rollup_hourly_days;
 	metrics_query_handlers(&handlers);
 	return monitoring_v1_metrics_service_bind(server, &handlers, pool, 0, err);
 }

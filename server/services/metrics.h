@@ -18,6 +18,8 @@
 struct metrics_service_extra {
 	monitoring_v1_metrics_service_watch_metrics_fn watch_metrics;
 	int raw_retention_days; /* metrics-raw-retention-days; 0: METRICS_RAW_RETENTION_DAYS */
+	int rollup_5min_days;   /* metrics-5min-retention-days; 0: 90 */
+	int rollup_hourly_days; /* metrics-hourly-retention-days; 0: 365 */
 };
 
 /*
@@ -25,6 +27,9 @@ struct metrics_service_extra {
  * RecordMetrics refuses older points and RAW queries cannot reach further.
  */
 int metrics_raw_retention_days(void);
+/* The rollups' retention in days as bound: QueryMetrics' AUTO does not pick a rollup beyond it. */
+int metrics_5min_retention_days(void);
+int metrics_hourly_retention_days(void);
 
 /*
  * Binds monitoring.v1.MetricsService to server (before rpc_server_start).

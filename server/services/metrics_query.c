@@ -34,8 +34,8 @@
 #define HOUR_MS INT64_C(3600000)
 #define DAY_MS INT64_C(86400000)
 #define RAW_RETENTION_MS ((int64_t)metrics_raw_retention_days() * DAY_MS)
-#define ROLLUP_5MIN_RETENTION_MS (90 * DAY_MS)
-#define ROLLUP_HOURLY_RETENTION_MS (365 * DAY_MS)
+#define ROLLUP_5MIN_RETENTION_MS ((int64_t)metrics_5min_retention_days() * DAY_MS)
+#define ROLLUP_HOURLY_RETENTION_MS ((int64_t)metrics_hourly_retention_days() * DAY_MS)
 #define FILTER_VALUES_MAX 100      /* values per repeated filter field */
 #define GROUP_BY_MAX 8             /* group_by keys */
 #define SERIES_MAX 1000            /* series per QueryMetrics */
@@ -1574,7 +1574,7 @@ static int query_plan(struct db_conn *conn, struct query_op *op, struct mon_erro
 	static const Monitoring__V1__Granularity coarser[] = {MONITORING__V1__GRANULARITY__GRANULARITY_FIVE_MINUTES,
 	                                                      MONITORING__V1__GRANULARITY__GRANULARITY_ONE_HOUR,
 	                                                      MONITORING__V1__GRANULARITY__GRANULARITY_ONE_DAY};
-	static const int64_t retention_ms[] = {ROLLUP_5MIN_RETENTION_MS, ROLLUP_HOURLY_RETENTION_MS, INT64_MAX};
+	const int64_t retention_ms[] = {ROLLUP_5MIN_RETENTION_MS, ROLLUP_HOURLY_RETENTION_MS, INT64_MAX};
 	int rc;
 	if (op->gran == MONITORING__V1__GRANULARITY__GRANULARITY_AUTO) {
 		if (op->start_ms >= op->now_ms - RAW_RETENTION_MS) {
@@ -1632,7 +1632,10 @@ static int query_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 	struct arena *a = op->call->arena;
 	struct db_result *res = NULL;
 	Monitoring__V1__QueryMetricsResponse *r = op->resp;
-	int rc = query_plan(conn, op, err);
+	/* one snapshot: the groups and the rows read after them must agree while points keep arriving */
+	int rc = db_exec(conn, "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY", 0, NULL, NULL, err);
+	if (rc == 0)
+		rc = query_plan(conn, op, err);
 	if (rc != 0)
 		return rc;
 	r->granularity = op->gran;

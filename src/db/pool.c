@@ -17,6 +17,9 @@
 
 #include "util/log.h"
 
+/* A transaction idle this long is ended by the server (idle_in_transaction_session_timeout). */
+#define DB_IDLE_IN_TX_TIMEOUT_MS 10000
+
 struct db_pool {
 	char *conninfo;
 	char *application_name;
@@ -281,13 +284,20 @@ int db_pool_acquire(struct db_pool *pool, int64_t timeout_ms, struct db_conn **o
 			c = NULL;
 			goto out;
 		}
-		if (pool->statement_timeout_ms > 0 || pool->session_sql != NULL) {
-			/* The session default; transactions with a deadline SET LOCAL a shorter one. */
-			char timeout_sql[64];
-			snprintf(timeout_sql, sizeof(timeout_sql), "SET statement_timeout = %d",
-			         pool->statement_timeout_ms);
+		{
+			/*
+			 * The session defaults: transactions with a deadline SET LOCAL a
+			 * shorter statement timeout; a transaction left idle (a replica
+			 * stalled or cut off between two statements) is ended by the
+			 * server, so the locks it holds (e.g. the metric ingest lock) are
+			 * not held for ever.
+			 */
+			char timeout_sql[160];
+			snprintf(timeout_sql, sizeof(timeout_sql),
+			         "SET statement_timeout = %d; SET idle_in_transaction_session_timeout = %d",
+			         pool->statement_timeout_ms, DB_IDLE_IN_TX_TIMEOUT_MS);
 			bool ok = true;
-			const char *setup[] = {pool->statement_timeout_ms > 0 ? timeout_sql : NULL, pool->session_sql};
+			const char *setup[] = {timeout_sql, pool->session_sql};
 			for (size_t i = 0; i < sizeof(setup) / sizeof(setup[0]) && ok; i++) {
 				if (setup[i] == NULL)
 					continue;
