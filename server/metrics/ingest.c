@@ -157,8 +157,9 @@ int metrics_check_point(const Monitoring__V1__MetricPoint *p, int32_t index, int
 			add_error(errs, cap, n, index, "time", "more than %d seconds in the future",
 			          METRICS_FUTURE_MAX_S);
 		else if (ms < oldest_ms)
-			add_error(errs, cap, n, index, "time", "older than the raw retention (%" PRId64 " days)",
-			          (now_ms - oldest_ms) / 86400000);
+			add_error(errs, cap, n, index, "time",
+			          "older than the raw retention allows (%" PRId64 " days less an hour)",
+			          (now_ms - oldest_ms + 3600000) / 86400000);
 	}
 
 	const char *name = p->metric_name ? p->metric_name : "";

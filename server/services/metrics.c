@@ -146,7 +146,12 @@ static int record_metrics(struct rpc_ctx *ctx, const Monitoring__V1__RecordMetri
 	if (errs == NULL || is_bad == NULL)
 		return rpc_fail(ctx, MON_ENOMEM, "out of memory validating the batch");
 	int64_t now_ms = svc_wall_ms();
-	int64_t oldest_ms = now_ms - (int64_t)raw_retention_days * 86400 * 1000;
+	/*
+	 * An hour short of raw retention: the rollup job re-aggregates a point's
+	 * bucket only while it is within retention, and this leaves it an hour
+	 * to do so.
+	 */
+	int64_t oldest_ms = now_ms - (int64_t)raw_retention_days * 86400 * 1000 + 3600 * 1000;
 	size_t n = 0;
 	for (size_t i = 0; i < count; i++)
 		is_bad[i] = metrics_check_point(req->points[i], (int32_t)i, now_ms, oldest_ms, errs, cap, &n) > 0;

@@ -229,7 +229,7 @@ class RecordMetricsTest(unittest.TestCase):
         no_time.ClearField("time")
         self.assert_invalid([base, no_time], "points[1].time: required")
         self.assert_invalid([base, point("ingest.valid", now + 600)], "points[1].time: more than 300 seconds in the")
-        self.assert_invalid([base, point("ingest.valid", now - 8 * 86400)], "points[1].time: older than the raw")
+        self.assert_invalid([base, point("ingest.valid", now - 8 * 86400)], "points[1].time: older than the raw retention allows")
         # two points with one key
         self.assert_invalid([base, point("ingest.valid", now - 10, p95=D(value=21.0))],
                             "points[1].time: same key (time, metric_name, endpoint) as points[0]")
