@@ -634,7 +634,7 @@ static int raise_alert(struct db_conn *conn, struct eval *ev, const Monitoring__
 	char *id = arena_alloc(a, 32);
 	if (id == NULL)
 		return mon_error_set(err, MON_ENOMEM, "out of memory");
-	alerts_new_id("alt", id, 32);
+	alerts_new_id("alt-", id, 32);
 	Monitoring__V1__AlertStatus status = ST(PENDING);
 	Monitoring__V1__SuppressionReason reason = WHY(UNSPECIFIED);
 	char *silence_id = NULL;
