@@ -1315,8 +1315,9 @@ static void run_retention(struct alerts_engine *e)
 	static const char alerts_sql[] =
 	        "DELETE FROM tb_alert WHERE id IN (SELECT id FROM tb_alert WHERE status = 'resolved'"
 	        " AND resolved_at < now() - $1::integer * interval '1 day' LIMIT 5000)";
-	static const char events_sql[] = "DELETE FROM tb_alert_event WHERE seq IN (SELECT seq FROM tb_alert_event"
-	                                 " WHERE changed_at < now() - $1::integer * interval '1 day' LIMIT 5000)";
+	static const char events_sql[] =
+	        "DELETE FROM tb_alert_event WHERE seq IN (SELECT seq FROM tb_alert_event"
+	        " WHERE changed_at < now() - $1::integer * interval '1 day' ORDER BY seq LIMIT 5000)";
 	struct mon_error err = {0};
 	struct db_conn *conn = NULL;
 	struct db_result *res = NULL;
