@@ -48,7 +48,7 @@
 #include "util/log.h"
 
 #define WATCH_IDS_MAX 1000          /* alert_rule_ids per request */
-#define WATCH_SUBS_MAX 10000        /* subscribers per process */
+#define WATCH_SUBS_MAX 20000        /* subscribers per process */
 #define WATCH_BATCH_ROWS 1000       /* events read per query */
 #define WATCH_TICK_MS 1000          /* catch-up read and heartbeat check while anyone listens */
 #define WATCH_ENDING_TICK_MS 100    /* retry of a pending RESUME_REQUIRED */
