@@ -12,8 +12,8 @@
 #   -b, --build-dir DIR     release build tree to configure and build
 #                           (default: build-bench; -DMON_BUILD_BENCH=ON)
 #       --no-build          use the binaries already in the build tree
-#   -s, --idle "N.."        idle subscriber counts (default "1 1000 9999": the
-#                           server takes at most 10,000 WatchAlerts streams,
+#   -s, --idle "N.."        idle subscriber counts (default "1 1000 10000"; the
+#                           server takes at most 20,000 WatchAlerts streams,
 #                           the measuring one included)
 #   -a, --alerts N          measured alerts per run (default 1000)
 #       --no-webhook        skip the webhook run
@@ -27,7 +27,7 @@ export LC_ALL=C
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
 BUILD_DIR=$REPO/build-bench
 DO_BUILD=1
-IDLE="1 1000 9999"
+IDLE="1 1000 10000"
 ALERTS=1000
 WEBHOOK=1
 KEEP=0
