@@ -158,6 +158,7 @@ struct watch_sub {
 	int64_t gap_count;     /* -1: unknown */
 	int64_t gap_first_seq;
 	int64_t gap_min_us, gap_max_us;
+	bool is_gap_lost;  /* the gap covers commits gone from the log: no start time, reason UNSPECIFIED */
 	struct agg **aggs; /* hash table of open aggregates */
 	size_t aggs_size, aggs_n, aggs_bytes;
 	int64_t aggs_min_seq; /* lowest first_seq among them */
@@ -204,15 +205,20 @@ struct metrics_watch_hub {
 /* The process's hub: the handler has no other way to find it. */
 static _Atomic(struct metrics_watch_hub *) the_hub;
 
-/* Rows after $1, at most WATCH_READ_ROWS and about WATCH_READ_BYTES of payload (always at least one). */
+/*
+ * Rows after $1, at most WATCH_READ_ROWS and about WATCH_READ_BYTES of
+ * payload (always at least one), each with the oldest retained sequence,
+ * in one snapshot; no rows after $1: one row of NULLs but the last column.
+ */
 static const struct db_stmt rows_stmt = {
         .name = "metrics_watch_rows",
-        .sql = "SELECT seq, (extract(epoch FROM min_time) * 1000000)::bigint,"
-               " (extract(epoch FROM max_time) * 1000000)::bigint, encode(payload, 'hex')"
-               " FROM (SELECT l.*, sum(octet_length(payload)) OVER (ORDER BY seq) - octet_length(payload) AS before"
+        .sql = "SELECT r.seq, (extract(epoch FROM r.min_time) * 1000000)::bigint,"
+               " (extract(epoch FROM r.max_time) * 1000000)::bigint, encode(r.payload, 'hex'), coalesce(m.lo, 0)"
+               " FROM (SELECT min(seq) AS lo FROM tb_metric_ingest_log) m LEFT JOIN"
+               " (SELECT l.*, sum(octet_length(payload)) OVER (ORDER BY seq) - octet_length(payload) AS before"
                " FROM (SELECT seq, min_time, max_time, payload FROM tb_metric_ingest_log WHERE seq > $1::bigint"
                " ORDER BY seq LIMIT " WATCH_READ_ROWS ") l) r"
-               " WHERE before < " WATCH_READ_BYTES " ORDER BY seq",
+               " ON r.before < " WATCH_READ_BYTES " ORDER BY r.seq",
         .param_count = 1,
 };
 
@@ -551,6 +557,7 @@ static void gap_add(struct watch_sub *sub, int64_t count, int64_t seq, int64_t m
 		sub->gap_first_seq = seq;
 		sub->gap_min_us = min_us;
 		sub->gap_max_us = max_us;
+		sub->is_gap_lost = false;
 	}
 	if (count < 0 || sub->gap_count < 0)
 		sub->gap_count = -1;
@@ -560,6 +567,20 @@ static void gap_add(struct watch_sub *sub, int64_t count, int64_t seq, int64_t m
 		sub->gap_min_us = min_us;
 	if (max_us > sub->gap_max_us)
 		sub->gap_max_us = max_us;
+}
+
+/*
+ * The commits after sub->processed_seq up to through_seq are gone from the
+ * log (pruned, or lost with it in a crash of PostgreSQL) before sub read
+ * them: nobody knows how many matching points they held, nor their times.
+ */
+static void gap_lost(struct watch_sub *sub, int64_t through_seq, int64_t end_us)
+{
+	if (through_seq <= sub->processed_seq)
+		return;
+	gap_add(sub, -1, sub->processed_seq + 1, end_us - 1, end_us - 1);
+	sub->is_gap_lost = true;
+	sub->processed_seq = through_seq;
 }
 
 /* ---- downsampling ---- */
@@ -1031,8 +1052,10 @@ static void sub_flush(struct watch_sub *sub, int64_t now, enum flush_mode mode)
 		pend_compact(sub);
 	if (rc == 0 && mode != FLUSH_FULL && pend_live(sub) == 0 && sub->has_gap) {
 		int64_t cursor = sub_cursor(sub, sub->pend_n, false);
-		rc = send_gap(sub->stream, cursor, sub->gap_count, sub->gap_min_us, sub->gap_max_us + 1,
-		              MONITORING__V1__STREAM_END_REASON__STREAM_END_REASON_FELL_BEHIND);
+		rc = send_gap(sub->stream, cursor, sub->gap_count, sub->is_gap_lost ? INT64_MAX : sub->gap_min_us,
+		              sub->gap_max_us + 1,
+		              sub->is_gap_lost ? MONITORING__V1__STREAM_END_REASON__STREAM_END_REASON_UNSPECIFIED
+		                               : MONITORING__V1__STREAM_END_REASON__STREAM_END_REASON_FELL_BEHIND);
 		if (rc == 0) {
 			log_info("msg=\"metrics watch subscriber fell behind\" skipped_count=%" PRId64
 			         " sequence=%" PRId64 " peer=\"%s\"",
@@ -1263,12 +1286,18 @@ static void fan_run_locked(struct metrics_watch_hub *hub, void (*fn)(struct watc
 struct offer_job {
 	const struct log_row *rows;
 	int n;
+	int64_t lost_through; /* > 0: the commits up to it are gone from the log (rows_lost_through) */
 	int64_t now, wall_ms;
 };
 
 static void offer_fn(struct watch_sub *sub, void *arg)
 {
 	const struct offer_job *job = arg;
+	if (job->lost_through > sub->processed_seq) {
+		/* Announced at once, so that the points that follow are sent, not counted into it. */
+		gap_lost(sub, job->lost_through, job->wall_ms * 1000);
+		sub_flush(sub, job->now, FLUSH_DUE);
+	}
 	for (int i = 0; i < job->n; i++)
 		sub_offer(sub, &job->rows[i], job->now, job->wall_ms);
 	aggs_close_due(sub, job->wall_ms, job->now);
@@ -1284,12 +1313,13 @@ static void tick_fn(struct watch_sub *sub, void *arg)
 /* ---- reading the log ---- */
 
 /*
- * Reads the rows after seq into *rows (n in *n_out), decoded in a. A payload
- * that does not decode is logged and left NULL. MON_ENOMEM past the arena's
- * cap; db errors as db_exec_stmt.
+ * Reads the rows after seq into *rows (n in *n_out), decoded in a, and the
+ * oldest sequence the log holds into *lo_out (0: the log is empty), in one
+ * snapshot. A payload that does not decode is logged and left NULL.
+ * MON_ENOMEM past the arena's cap; db errors as db_exec_stmt.
  */
 static int rows_read(struct db_conn *conn, int64_t after, struct arena *a, struct log_row **rows, int *n_out,
-                     struct mon_error *err)
+                     int64_t *lo_out, struct mon_error *err)
 {
 	char after_text[24];
 	snprintf(after_text, sizeof(after_text), "%" PRId64, after);
@@ -1299,6 +1329,9 @@ static int rows_read(struct db_conn *conn, int64_t after, struct arena *a, struc
 	if (rc != 0)
 		return rc;
 	int n = db_result_rows(res);
+	*lo_out = n > 0 ? parse_i64(db_result_value(res, 0, 4)) : 0;
+	if (n == 1 && db_result_is_null(res, 0, 0))
+		n = 0; /* nothing after `after`: the row only carries the oldest sequence */
 	struct log_row *r = arena_calloc(a, n > 0 ? (size_t)n : 1, sizeof(*r));
 	if (r == NULL) {
 		db_result_free(res);
@@ -1321,6 +1354,24 @@ static int rows_read(struct db_conn *conn, int64_t after, struct arena *a, struc
 	*rows = r;
 	*n_out = n;
 	return 0;
+}
+
+/*
+ * Whether the commits between after and the first row read (rows, n, with
+ * the oldest retained sequence lo) may be gone from the log rather than
+ * rolled back: the log is pruned from its oldest rows (at or below the
+ * rollup watermark, older than the replay window) and emptied by a crash of
+ * PostgreSQL, so when it still holds a row at or below after, nothing after
+ * after was removed and the missing sequences are batches rolled back.
+ * Otherwise (the row at after is gone too) they are counted as lost: at
+ * worst an unknown gap that was in fact empty, never a silent loss.
+ * Returns the last sequence lost, or 0.
+ */
+static int64_t rows_lost_through(int64_t after, const struct log_row *rows, int n, int64_t lo)
+{
+	if (n == 0 || rows[0].seq <= after + 1 || (lo > 0 && lo <= after))
+		return 0;
+	return rows[0].seq - 1;
 }
 
 /*
@@ -1349,11 +1400,12 @@ static void hub_catch_up(struct metrics_watch_hub *hub)
 		struct arena *a = arena_create(WATCH_READ_ARENA_BYTES);
 		struct log_row *rows = NULL;
 		int n = 0;
+		int64_t lo = 0;
 		int rc = a == NULL ? mon_error_set(&err, MON_ENOMEM, "out of memory") : 0;
 		if (rc == 0 && conn == NULL)
 			rc = db_pool_acquire(hub->pool, WATCH_ACQUIRE_MS, &conn, &err);
 		if (rc == 0)
-			rc = rows_read(conn, after, a, &rows, &n, &err);
+			rc = rows_read(conn, after, a, &rows, &n, &lo, &err);
 		if (rc != 0) {
 			if (!hub->is_failing)
 				log_warn("msg=\"metrics watch could not read the ingest log, retrying every second\" "
@@ -1367,7 +1419,16 @@ static void hub_catch_up(struct metrics_watch_hub *hub)
 			log_info("msg=\"metrics watch reads the ingest log again\"");
 		hub->is_failing = false;
 		if (n > 0) {
-			struct offer_job job = {.rows = rows, .n = n, .now = now_ms(), .wall_ms = wall_us() / 1000};
+			struct offer_job job = {.rows = rows,
+			                        .n = n,
+			                        .lost_through = rows_lost_through(after, rows, n, lo),
+			                        .now = now_ms(),
+			                        .wall_ms = wall_us() / 1000};
+			if (job.lost_through > 0)
+				log_warn("msg=\"metrics watch: ingest log rows were pruned or lost before they were "
+				         "read; subscribers get a gap\" after_sequence=%" PRId64
+				         " through_sequence=%" PRId64 " oldest_sequence=%" PRId64,
+				         after, job.lost_through, lo);
 			pthread_mutex_lock(&hub->mu);
 			fan_run_locked(hub, offer_fn, &job);
 			if (rows[n - 1].seq > hub->last_seen)
@@ -1667,8 +1728,13 @@ static void replay_wait(struct watch_sub *sub, bool *is_stalled)
 	}
 }
 
-/* Offers the log rows after sub->processed_seq to sub, on the handler's thread; *conn is taken when NULL. */
-static int replay(struct rpc_ctx *ctx, struct db_conn **conn, struct watch_sub *sub)
+/*
+ * Offers the log rows after sub->processed_seq to sub, on the handler's
+ * thread; *conn is taken when NULL. Commits gone from the log before they
+ * were read (rows_lost_through) become a gap of unknown size. *lo_out: the
+ * oldest sequence the log held at the last read (0: empty).
+ */
+static int replay(struct rpc_ctx *ctx, struct db_conn **conn, struct watch_sub *sub, int64_t *lo_out)
 {
 	if (*conn == NULL) {
 		int rc = db_pool_acquire(sub->hub->pool, WATCH_ACQUIRE_MS, conn, rpc_ctx_error(ctx));
@@ -1682,7 +1748,17 @@ static int replay(struct rpc_ctx *ctx, struct db_conn **conn, struct watch_sub *
 			return rpc_fail(ctx, MON_ENOMEM, "out of memory");
 		struct log_row *rows = NULL;
 		int n = 0;
-		int rc = rows_read(*conn, sub->processed_seq, a, &rows, &n, rpc_ctx_error(ctx));
+		int rc = rows_read(*conn, sub->processed_seq, a, &rows, &n, lo_out, rpc_ctx_error(ctx));
+		int64_t lost = rc == 0 ? rows_lost_through(sub->processed_seq, rows, n, *lo_out) : 0;
+		if (lost > 0) {
+			log_warn("msg=\"metrics watch: ingest log rows were pruned or lost before the replay read "
+			         "them; announced as a gap\" after_sequence=%" PRId64 " through_sequence=%" PRId64
+			         " peer=\"%s\"",
+			         sub->processed_seq, lost, rpc_ctx_peer(ctx));
+			replay_wait(sub, &is_stalled);
+			gap_lost(sub, lost, wall_us());
+			sub_flush(sub, now_ms(), FLUSH_DUE);
+		}
 		for (int i = 0; rc == 0 && i < n && !rpc_stream_is_closed(sub->stream); i++) {
 			replay_wait(sub, &is_stalled);
 			sub_offer(sub, &rows[i], now_ms(), wall_us() / 1000);
@@ -1756,10 +1832,19 @@ int metrics_watch(struct rpc_ctx *ctx, const Monitoring__V1__WatchMetricsRequest
 	}
 	sub->processed_seq = sub->sent_cursor = cursor;
 	sub->last_send_ms = INT64_MIN / 2; /* never: the hub's first tick sends a heartbeat with the cursor */
+	int64_t lo = 0;
 	if (cursor < b.current)
-		rc = replay(ctx, &conn, sub);
-	/* Hand over to the hub once it has not dispatched past our cursor; else replay the difference. */
+		rc = replay(ctx, &conn, sub, &lo);
+	/*
+	 * Hand over to the hub once it has not dispatched past our cursor; else
+	 * replay the difference. A replay that finds nothing after the cursor
+	 * while the hub is at seen (every commit up to it had ended when the hub
+	 * read it) means the sequences up to seen have no row: batches rolled
+	 * back, or rows gone from the log (a gap). Either way the cursor moves to
+	 * seen, so the next round hands over or finds rows: no busy loop.
+	 */
 	while (rc == 0) {
+		int64_t seen = -1;
 		pthread_mutex_lock(&hub->mu);
 		bool is_handed = !sub->is_linked; /* closed meanwhile: nothing to hand over */
 		if (sub->is_linked && hub->is_draining) {
@@ -1773,10 +1858,25 @@ int metrics_watch(struct rpc_ctx *ctx, const Monitoring__V1__WatchMetricsRequest
 			hub->has_pending = true;
 			is_handed = true;
 		}
+		seen = hub->last_seen;
 		pthread_mutex_unlock(&hub->mu);
 		if (is_handed)
 			break;
-		rc = replay(ctx, &conn, sub);
+		int64_t before = sub->processed_seq;
+		rc = replay(ctx, &conn, sub, &lo);
+		if (rc == 0 && sub->processed_seq == before && seen > before && !rpc_stream_is_closed(stream)) {
+			if (lo == 0 || lo > before) {
+				/* Nothing at or below the cursor is left either: pruned or lost rows. */
+				log_warn("msg=\"metrics watch: ingest log rows were pruned or lost before the replay "
+				         "read them; announced as a gap\" after_sequence=%" PRId64
+				         " through_sequence=%" PRId64 " peer=\"%s\"",
+				         before, seen, rpc_ctx_peer(ctx));
+				gap_lost(sub, seen, wall_us());
+				sub_flush(sub, now_ms(), FLUSH_ALL);
+			}
+			if (sub->processed_seq < seen)
+				sub->processed_seq = seen;
+		}
 	}
 out:
 	if (conn != NULL)

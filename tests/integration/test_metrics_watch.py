@@ -8,8 +8,9 @@ started with --stream-queue-max 4) gets a FELL_BEHIND gap whose count, with
 the points it did receive, is exactly what was committed, and the server's
 memory stays bounded; a resumed stream replays exactly the commits after its
 cursor; a cursor older than the log gets a gap of -1 and then what the log
-holds; points recorded on one replica reach a subscriber of another, whose
-stream, when that replica shuts down, is told RESUME_REQUIRED
+holds, and so do commits pruned from the log before the hub read them; a
+stream resumed before a sequence that has no row is handed over at once;
+points recorded on one replica reach a subscriber of another, whose stream, when that replica shuts down, is told RESUME_REQUIRED
 (SERVER_SHUTDOWN) with the cursor of its last batch and ends with
 UNAVAILABLE, and resumes from that cursor on the first replica with no gap
 and no repeat; invalid requests name the
@@ -364,6 +365,64 @@ class MetricsWatchTest(unittest.TestCase):
             self.assertEqual([ts_us(p.time) - t for p in pts], [2, 3])
         finally:
             w.close()
+
+    def test_rows_pruned_before_the_hub_read_them_are_a_gap(self):
+        # The maintenance job pruned the log's oldest rows, among them a commit the hub had not read yet
+        # (as when its replica was cut off for longer than the replay window): an unknown gap, then the rest.
+        m = self.name()
+        t = now_us() - 270 * 1000000
+        w = self.env.watch(filter=common_pb2.MetricFilter(metric_names=[m]), max_batch_delay=dur(0))
+        try:
+            start = w.live()
+            commits = []
+            for us in (t + 1, t + 2):
+                at = datetime.datetime.fromtimestamp(us / 1e6, datetime.timezone.utc).isoformat()
+                payload = metrics_pb2.MetricBatch(points=[point(m, us)]).SerializeToString().hex()
+                commits.append("SELECT mon_metrics_commit(1, '%s', '%s', ARRAY['%s']::timestamptz[],"
+                               " decode('%s', 'hex'));" % (at, at, at, payload))
+            # Both commits and the pruning in one transaction: the hub never sees the first one's row.
+            out = psql(self.db, "BEGIN;\n%s\n%s\n"
+                       "DELETE FROM tb_metric_ingest_log WHERE seq < currval('seq_metric_ingest');\nCOMMIT;\n"
+                       % tuple(commits))
+            s1, s2 = int(out[0]), int(out[1])
+            self.assertGreater(s1, start)
+            msgs = w.until_sequence(s2)
+            self.assertEqual(msgs[0].WhichOneof("event"), "gap", msgs)
+            self.assertEqual(msgs[0].gap.skipped_count, -1)
+            self.assertEqual(msgs[0].gap.reason, common_pb2.STREAM_END_REASON_UNSPECIFIED)
+            self.assertFalse(msgs[0].gap.time_range.HasField("start_time"))
+            self.assertTrue(msgs[0].gap.time_range.HasField("end_time"))
+            self.assertEqual(msgs[0].sequence, s2 - 1)
+            self.assertEqual([ts_us(p.time) - t for p in batch_points(msgs[1:])], [2])
+            self.assertEqual(msgs[-1].sequence, s2)
+        finally:
+            w.close()
+
+    def test_resume_past_a_sequence_without_row(self):
+        # The hub's place is a sequence that has no row (a batch numbered, then rolled back): a stream
+        # resumed before it has nothing to replay and is handed over at once, with no busy loop.
+        m = self.name()
+        t = now_us() - 280 * 1000000
+        time.sleep(1.5)  # nobody listens: the hub forgets its place, so the next stream sets it
+        cursor = self.env.record([point(m, t)])
+        burned = int(psql(self.db, "SELECT nextval('seq_metric_ingest')")[0])
+        psql(self.db, "NOTIFY mon_metrics, '%d'" % burned)
+        w1 = self.env.watch(filter=common_pb2.MetricFilter(metric_names=[m]), heartbeat_interval=1)
+        w2 = None
+        try:
+            self.assertEqual(w1.live(), burned)
+            w2 = self.env.watch(filter=common_pb2.MetricFilter(metric_names=[m]), resume_after_sequence=cursor,
+                                heartbeat_interval=1, max_batch_delay=dur(0))
+            first = w2.get(timeout=10)
+            self.assertEqual(first.WhichOneof("event"), "control", first)
+            self.assertEqual(first.control.kind, K_HEARTBEAT)
+            self.assertEqual(first.sequence, burned)
+            live = self.env.record([point(m, t + 1)])
+            self.assertEqual([ts_us(p.time) - t for p in batch_points(w2.until_sequence(live))], [1])
+        finally:
+            w1.close()
+            if w2 is not None:
+                w2.close()
 
     def test_heartbeat_carries_cursor(self):
         w = self.env.watch(filter=common_pb2.MetricFilter(metric_names=["watch.never"]), heartbeat_interval=1)
