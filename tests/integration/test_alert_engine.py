@@ -441,9 +441,8 @@ class AlertEngineTest(unittest.TestCase):
         delays.sort()
         print("RecordMetrics returned -> alert change committed (ms): %s" %
               ", ".join("%.1f" % (d * 1000) for d in delays))
-        # Loose bounds: the suite runs sanitized builds on busy machines (a few ms when idle).
-        self.assertLess(delays[len(delays) // 2], 0.25)
-        self.assertLess(delays[-1], 2.0)
+        # With an hour between periodic evaluations, an alert within wait_for's 5 s can only come from
+        # the recorded point. Speed itself is measured by bench/alerts, not asserted here.
 
     def test_alerts_through_the_api(self):
         # The evaluator's alerts as GetAlert, ListAlerts and WatchAlerts show them, and the time from
@@ -485,7 +484,6 @@ class AlertEngineTest(unittest.TestCase):
         stream.cancel()
         delays.sort()
         print("RecordMetrics returned -> WatchAlerts change (ms): %s" % ", ".join("%.1f" % (d * 1000) for d in delays))
-        self.assertLess(delays[len(delays) // 2], 0.5)  # loose: sanitized builds on busy machines
         created = [c for _, c in events if c.kind == alerts_pb2.ALERT_CHANGE_KIND_CREATED]
         self.assertEqual(len(created), 5)
         a = created[0].alert
