@@ -495,7 +495,9 @@ struct write_op {
 static int copy_direct(struct db_conn *conn, struct write_op *op, bool *is_done, struct mon_error *err)
 {
 	*is_done = false;
-	int rc = db_exec(conn, "SAVEPOINT metrics_direct", 0, NULL, NULL, err);
+	int rc = db_exec(conn, "SET LOCAL synchronous_commit = off", 0, NULL, NULL, err); /* see flush_commit */
+	if (rc == 0)
+		rc = db_exec(conn, "SAVEPOINT metrics_direct", 0, NULL, NULL, err);
 	if (rc != 0)
 		return rc;
 	rc = db_copy_begin(conn, "COPY tb_performance_metric (" COLS ") FROM STDIN", err);
@@ -561,6 +563,31 @@ publish:;
 	op->result.sequence = strtoll(db_result_value(res, 0, 0), NULL, 10);
 out:
 	db_result_free(res);
+	return rc;
+}
+
+/*
+ * The batch's transaction commits asynchronously (synchronous_commit off),
+ * so the ingest lock it holds to COMMIT is not held through the WAL flush:
+ * concurrent batches then share flushes as plain COPYs do. Before the call
+ * is answered, one synchronous commit of a transaction that has an id
+ * flushes the WAL up to it, and so through the batch's commit record, which
+ * was written before it: an acknowledged batch is durable. If this fails,
+ * the caller is told so and retries (a batch is idempotent). Until the
+ * flush, readers may see the batch (WatchMetrics may deliver it) before it
+ * is durable; a PostgreSQL crash in that window loses it, and its writer,
+ * never told it was stored, sends it again.
+ */
+static int flush_commit(struct db_pool *pool, int64_t timeout_ms, struct mon_error *err)
+{
+	struct db_conn *conn = NULL;
+	if (timeout_ms <= 0)
+		timeout_ms = 30000;
+	int rc = db_pool_acquire(pool, timeout_ms, &conn, err);
+	if (rc != 0)
+		return rc;
+	rc = db_exec(conn, "SELECT pg_current_xact_id()", 0, NULL, NULL, err);
+	db_pool_release(pool, conn);
 	return rc;
 }
 
@@ -645,7 +672,16 @@ int metrics_write(struct db_pool *pool, struct arena *a, int64_t timeout_ms, Mon
 	op.params[4] = hex;
 	if (op.params[0] == NULL || op.params[1] == NULL || op.params[2] == NULL)
 		return mon_error_set(err, MON_ENOMEM, "out of memory encoding the batch");
+	int64_t started_ms = svc_wall_ms();
 	int rc = db_tx_run(pool, timeout_ms, write_tx, &op, err);
+	if (rc == 0 && op.result.sequence > 0) {
+		int64_t left_ms = 0; /* no deadline: flush_commit's default */
+		if (timeout_ms > 0 && timeout_ms != INT64_MAX) {
+			left_ms = timeout_ms - (svc_wall_ms() - started_ms);
+			left_ms = left_ms > 0 ? left_ms : 1;
+		}
+		rc = flush_commit(pool, left_ms, err);
+	}
 	if (rc == 0)
 		*out = op.result;
 	return rc;
