@@ -214,22 +214,10 @@ static bool is_self(const struct call *c, const char *caller_id)
 	return c->who != NULL && strcmp(c->who->caller_id, caller_id) == 0;
 }
 
-/* Runs fn in one transaction bounded by the call's deadline; fails the call with the error. */
+/* One transaction bounded by the call's deadline (svc_run_tx). */
 static int run_tx(struct call *c, db_tx_fn fn, void *arg)
 {
-	struct mon_error err = {0};
-	int64_t left_ms = rpc_ctx_remaining_ms(c->ctx);
-	if (left_ms <= 0)
-		return rpc_fail(c->ctx, MON_EDEADLINE, "deadline exceeded before the transaction started");
-	int rc = db_tx_run(c->svc->pool, left_ms, fn, arg, &err);
-	if (rc != 0)
-		return rpc_fail(c->ctx, rc, "%s", err.msg[0] ? err.msg : mon_error_name(rc));
-	return 0;
-}
-
-static int fail_nomem(struct mon_error *err)
-{
-	return mon_error_set(err, MON_ENOMEM, "response larger than the call's memory cap");
+	return svc_run_tx(c->ctx, c->svc->pool, fn, arg);
 }
 
 /* The test-only failpoint, after a change and its audit event are written. */
@@ -505,7 +493,7 @@ static int create_caller_tx(struct db_conn *conn, void *arg, struct mon_error *e
 		goto out;
 	after = caller_json(&op->row);
 	if (after == NULL) {
-		rc = fail_nomem(err);
+		rc = svc_fail_nomem(err);
 		goto out;
 	}
 	snprintf(what, sizeof(what), "created caller \"%s\" with role %s", op->row.c.id, rpc_role_name(op->row.c.role));
@@ -626,7 +614,7 @@ static int list_callers_tx(struct db_conn *conn, void *arg, struct mon_error *er
 	op->resp->n_callers = 0;
 	op->resp->callers = shown > 0 ? arena_calloc(a, (size_t)shown, sizeof(*op->resp->callers)) : NULL;
 	if (shown > 0 && op->resp->callers == NULL) {
-		rc = fail_nomem(err);
+		rc = svc_fail_nomem(err);
 		goto out;
 	}
 	struct caller_row row;
@@ -634,7 +622,7 @@ static int list_callers_tx(struct db_conn *conn, void *arg, struct mon_error *er
 		caller_from_result(res, i, &row);
 		op->resp->callers[i] = caller_msg(a, &row);
 		if (op->resp->callers[i] == NULL) {
-			rc = fail_nomem(err);
+			rc = svc_fail_nomem(err);
 			goto out;
 		}
 	}
@@ -647,7 +635,7 @@ static int list_callers_tx(struct db_conn *conn, void *arg, struct mon_error *er
 			goto out;
 		op->resp->next_page_token = arena_strdup(a, token);
 		if (op->resp->next_page_token == NULL) {
-			rc = fail_nomem(err);
+			rc = svc_fail_nomem(err);
 			goto out;
 		}
 	}
@@ -783,7 +771,7 @@ static int update_caller_tx(struct db_conn *conn, void *arg, struct mon_error *e
 	before = caller_json(&op->before);
 	after = caller_json(&op->after);
 	if (before == NULL || after == NULL) {
-		rc = fail_nomem(err);
+		rc = svc_fail_nomem(err);
 		goto out;
 	}
 	char paths[64], what[200];
@@ -896,7 +884,7 @@ static int disable_caller_tx(struct db_conn *conn, void *arg, struct mon_error *
 	before = caller_json(&op->before);
 	after = caller_json(&op->after);
 	if (before == NULL || after == NULL) {
-		rc = fail_nomem(err);
+		rc = svc_fail_nomem(err);
 		goto out;
 	}
 	snprintf(what, sizeof(what), "disabled caller \"%s\"", op->caller_id);
@@ -952,7 +940,7 @@ static int create_key_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 		goto out;
 	after = key_json(&op->key);
 	if (after == NULL) {
-		rc = fail_nomem(err);
+		rc = svc_fail_nomem(err);
 		goto out;
 	}
 	snprintf(what, sizeof(what), "created API key \"%s\" for caller \"%s\"", op->key.id, op->key.caller_id);
@@ -1046,7 +1034,7 @@ static int list_keys_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 	op->resp->n_api_keys = 0;
 	op->resp->api_keys = shown > 0 ? arena_calloc(a, (size_t)shown, sizeof(*op->resp->api_keys)) : NULL;
 	if (shown > 0 && op->resp->api_keys == NULL) {
-		rc = fail_nomem(err);
+		rc = svc_fail_nomem(err);
 		goto out;
 	}
 	struct identity_key key;
@@ -1054,7 +1042,7 @@ static int list_keys_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 		key_from_result(res, i, &key);
 		op->resp->api_keys[i] = key_msg(a, &key);
 		if (op->resp->api_keys[i] == NULL) {
-			rc = fail_nomem(err);
+			rc = svc_fail_nomem(err);
 			goto out;
 		}
 	}
@@ -1068,7 +1056,7 @@ static int list_keys_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 			goto out;
 		op->resp->next_page_token = arena_strdup(a, token);
 		if (op->resp->next_page_token == NULL)
-			rc = fail_nomem(err);
+			rc = svc_fail_nomem(err);
 	}
 out:
 	db_result_free(res);
@@ -1150,7 +1138,7 @@ static int revoke_key_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 	before = key_json(&op->before);
 	after = key_json(&op->after);
 	if (before == NULL || after == NULL) {
-		rc = fail_nomem(err);
+		rc = svc_fail_nomem(err);
 		goto out;
 	}
 	snprintf(what, sizeof(what), "revoked API key \"%s\" of caller \"%s\"", op->after.id, op->after.caller_id);
@@ -1217,7 +1205,7 @@ static int update_key_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 	before = key_json(&op->before);
 	after = key_json(&op->after);
 	if (before == NULL || after == NULL) {
-		rc = fail_nomem(err);
+		rc = svc_fail_nomem(err);
 		goto out;
 	}
 	snprintf(what, sizeof(what), "changed API key \"%s\" of caller \"%s\": %s%s%s", op->after.id,

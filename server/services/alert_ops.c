@@ -63,27 +63,10 @@ static void call_init(struct call *c, struct rpc_ctx *ctx)
 	                sizeof(c->actor));
 }
 
-/* Runs fn in one transaction bounded by the call's deadline; fails the call with the error. */
+/* One transaction bounded by the call's deadline (svc_run_tx). */
 static int run_tx(struct call *c, db_tx_fn fn, void *arg)
 {
-	struct mon_error err = {0};
-	int64_t left_ms = rpc_ctx_remaining_ms(c->ctx);
-	if (left_ms <= 0)
-		return rpc_fail(c->ctx, MON_EDEADLINE, "deadline exceeded before the transaction started");
-	int rc = db_tx_run(c->pool, left_ms, fn, arg, &err);
-	if (rc != 0)
-		return rpc_fail(c->ctx, rc, "%s", err.msg[0] ? err.msg : mon_error_name(rc));
-	return 0;
-}
-
-static int fail_nomem(struct mon_error *err)
-{
-	return mon_error_set(err, MON_ENOMEM, "response larger than the call's memory cap");
-}
-
-static int nomem(struct rpc_ctx *ctx)
-{
-	return rpc_fail(ctx, MON_ENOMEM, "response larger than the call's memory cap");
+	return svc_run_tx(c->ctx, c->pool, fn, arg);
 }
 
 static int64_t parse_i64(const char *text)
@@ -136,7 +119,7 @@ static int token_make(struct arena *a, const char *filters, const char *cursor, 
 {
 	*out = arena_alloc(a, PAGE_TOKEN_MAX);
 	if (*out == NULL)
-		return fail_nomem(err);
+		return svc_fail_nomem(err);
 	return svc_page_token_make(filters, cursor, *out, PAGE_TOKEN_MAX, err);
 }
 
@@ -148,7 +131,7 @@ static int token_read(struct arena *a, const char *token, const char *filters, c
 		return mon_error_set(err, MON_EINVAL, "page_token: malformed");
 	*cursor_out = arena_alloc(a, len);
 	if (*cursor_out == NULL)
-		return fail_nomem(err);
+		return svc_fail_nomem(err);
 	return svc_page_token_read(token, filters, *cursor_out, len, err);
 }
 
@@ -181,7 +164,7 @@ static int cursor_read(struct arena *a, const char *cursor, int64_t *n1, int64_t
 	size_t hex_len = strlen(hex), bin_len = 0;
 	char *id = arena_alloc(a, hex_len / 2 + 1);
 	if (id == NULL)
-		return fail_nomem(err);
+		return svc_fail_nomem(err);
 	if (hex_len == 0 || hex_len % 2 != 0 ||
 	    sodium_hex2bin((unsigned char *)id, hex_len / 2, hex, hex_len, NULL, &bin_len, NULL) != 0 ||
 	    bin_len != hex_len / 2 || memchr(id, '\0', bin_len) != NULL)
@@ -203,7 +186,7 @@ static int labels_literal(struct arena *a, const char *field, const int *values,
 	size_t cap = 2 + n * 24;
 	char *text = arena_alloc(a, cap);
 	if (text == NULL)
-		return fail_nomem(err);
+		return svc_fail_nomem(err);
 	size_t len = 0;
 	text[len++] = '{';
 	for (size_t i = 0; i < n; i++) {
@@ -213,7 +196,7 @@ static int labels_literal(struct arena *a, const char *field, const int *values,
 			                     values[i] == 0 ? "UNSPECIFIED is not allowed" : "unknown value");
 		int w = snprintf(text + len, cap - len, "%s%s", i ? "," : "", l);
 		if (w < 0 || (size_t)w >= cap - len)
-			return fail_nomem(err);
+			return svc_fail_nomem(err);
 		len += (size_t)w;
 	}
 	text[len++] = '}';
@@ -266,10 +249,10 @@ static int strings_json(struct arena *a, const char *field, char *const *values,
 	char *text = arr ? json_dumps(arr, JSON_COMPACT) : NULL;
 	json_decref(arr);
 	if (text == NULL)
-		return fail_nomem(err);
+		return svc_fail_nomem(err);
 	*out = arena_strdup(a, text);
 	free(text);
-	return *out ? 0 : fail_nomem(err);
+	return *out ? 0 : svc_fail_nomem(err);
 }
 
 /* A time range as microsecond texts (NULL when absent); MON_EINVAL naming the field. */
@@ -295,7 +278,7 @@ static int time_range_us(struct arena *a, const char *field, const Monitoring__V
 		*end = arena_printf(a, "%" PRId64, *end_ms * 1000 + tr->end_time->nanos / 1000 % 1000);
 	}
 	if ((tr->start_time != NULL && *start == NULL) || (tr->end_time != NULL && *end == NULL))
-		return fail_nomem(err);
+		return svc_fail_nomem(err);
 	if (*start != NULL && *end != NULL && parse_i64(*start) > parse_i64(*end))
 		return mon_error_set(err, MON_EINVAL, "%s: start_time must not be after end_time", field);
 	return 0;
@@ -326,7 +309,7 @@ static int write_audit(struct db_conn *conn, const struct call *c, const Monitor
 		json_object_set_new(af, "note", json_string(note));
 	int rc;
 	if (b == NULL || af == NULL) {
-		rc = fail_nomem(err);
+		rc = svc_fail_nomem(err);
 	} else {
 		struct audit_event ev = {.action = "execute",
 		                         .resource_type = "alert",
@@ -446,7 +429,7 @@ static int list_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 	int shown = rows > op->page_size ? op->page_size : rows;
 	resp->alerts = shown > 0 ? arena_calloc(a, (size_t)shown, sizeof(*resp->alerts)) : NULL;
 	if (shown > 0 && resp->alerts == NULL) {
-		rc = fail_nomem(err);
+		rc = svc_fail_nomem(err);
 		goto out;
 	}
 	for (int i = 0; i < shown; i++) {
@@ -462,7 +445,7 @@ static int list_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 		                     : 0;
 		char *cursor = cursor_make(a, alerts_severity_rank(last->severity), us, last->id);
 		if (cursor == NULL) {
-			rc = fail_nomem(err);
+			rc = svc_fail_nomem(err);
 			goto out;
 		}
 		if ((rc = token_make(a, op->filters, cursor, &resp->next_page_token, err)) != 0)
@@ -519,7 +502,7 @@ static int list_alerts(struct rpc_ctx *ctx, const Monitoring__V1__ListAlertsRequ
 	                     op.rule_ids ? op.rule_ids : "", op.start ? op.start : "", op.end ? op.end : "",
 	                     op.acked_by ? op.acked_by : "", (int)op.order);
 	if (op.filters == NULL)
-		return nomem(ctx);
+		return svc_nomem(ctx);
 	if (req->page_token != NULL && req->page_token[0] != '\0') {
 		char *cursor = NULL, *id = NULL;
 		int64_t rank, us;
@@ -563,7 +546,7 @@ static int rule_info_read(struct db_conn *conn, struct arena *a, const char *rul
 	out->status = arena_strdup(a, db_result_value(res, 0, 0));
 	out->policy_id = arena_strdup(a, db_result_value(res, 0, 1));
 	if (out->status == NULL || out->policy_id == NULL) {
-		rc = fail_nomem(err);
+		rc = svc_fail_nomem(err);
 		goto out;
 	}
 	rc = alerts_channels_from_text(a, db_result_value(res, 0, 2), &out->channels, &out->channel_n, err);
@@ -666,7 +649,7 @@ static int policy_level(struct arena *a, const json_t *levels, size_t level, int
 	*channel_n = 0;
 	*channels = arena_calloc(a, n ? n : 1, sizeof(**channels));
 	if (*channels == NULL)
-		return fail_nomem(err);
+		return svc_fail_nomem(err);
 	for (size_t i = 0; i < n; i++) {
 		json_t *c = json_array_get(chans, i);
 		Monitoring__V1__NotificationChannel ch =
@@ -789,11 +772,11 @@ static int change_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 		return rc;
 	char *description = arena_printf(a, "%s alert \"%s\" of rule \"%s\"", what, op->id, before->alert_rule_id);
 	if (description == NULL)
-		return fail_nomem(err);
+		return svc_fail_nomem(err);
 	if (op->kind == CHANGE_ESCALATE) {
 		char *more = arena_printf(a, "%s to level %d", description, (int)after->escalation_level);
 		if (more == NULL)
-			return fail_nomem(err);
+			return svc_fail_nomem(err);
 		description = more;
 	}
 	description[0] = (char)(description[0] - 'a' + 'A');
@@ -901,7 +884,7 @@ static int deliveries_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 	int shown = rows > op->page_size ? op->page_size : rows;
 	resp->deliveries = shown > 0 ? arena_calloc(a, (size_t)shown, sizeof(*resp->deliveries)) : NULL;
 	if (shown > 0 && resp->deliveries == NULL) {
-		rc = fail_nomem(err);
+		rc = svc_fail_nomem(err);
 		goto out;
 	}
 	for (int i = 0; i < shown; i++) {
@@ -914,7 +897,7 @@ static int deliveries_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 		char *cursor = cursor_make(a, 0, parse_i64(db_result_value(res, shown - 1, 5)),
 		                           resp->deliveries[shown - 1]->id);
 		if (cursor == NULL) {
-			rc = fail_nomem(err);
+			rc = svc_fail_nomem(err);
 			goto out;
 		}
 		rc = token_make(a, op->filters, cursor, &resp->next_page_token, err);
@@ -941,7 +924,7 @@ static int list_alert_notifications(struct rpc_ctx *ctx, const Monitoring__V1__L
 		return rpc_fail(ctx, err.code, "%s", err.msg);
 	op.filters = arena_printf(c.arena, "deliveries|%s|%s", req->alert_id, op.statuses ? op.statuses : "");
 	if (op.filters == NULL)
-		return nomem(ctx);
+		return svc_nomem(ctx);
 	if (req->page_token != NULL && req->page_token[0] != '\0') {
 		char *cursor = NULL, *id = NULL;
 		int64_t zero, us;
@@ -1018,13 +1001,13 @@ static int stats_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 	int shown = rows > op->page_size ? op->page_size : rows;
 	resp->rules = shown > 0 ? arena_calloc(a, (size_t)shown, sizeof(*resp->rules)) : NULL;
 	if (shown > 0 && resp->rules == NULL) {
-		rc = fail_nomem(err);
+		rc = svc_fail_nomem(err);
 		goto out;
 	}
 	for (int i = 0; i < shown; i++) {
 		Monitoring__V1__AlertRuleStatistics *s = arena_alloc(a, sizeof(*s));
 		if (s == NULL) {
-			rc = fail_nomem(err);
+			rc = svc_fail_nomem(err);
 			goto out;
 		}
 		monitoring__v1__alert_rule_statistics__init(s);
@@ -1036,20 +1019,20 @@ static int stats_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 		s->resolved_alerts = parse_i64(db_result_value(res, i, 5));
 		if (!db_result_is_null(res, i, 6) &&
 		    (s->last_triggered = alerts_ts_from_us(a, parse_i64(db_result_value(res, i, 6)))) == NULL) {
-			rc = fail_nomem(err);
+			rc = svc_fail_nomem(err);
 			goto out;
 		}
 		if (!db_result_is_null(res, i, 7)) {
 			s->avg_resolution_time_minutes = arena_alloc(a, sizeof(*s->avg_resolution_time_minutes));
 			if (s->avg_resolution_time_minutes == NULL) {
-				rc = fail_nomem(err);
+				rc = svc_fail_nomem(err);
 				goto out;
 			}
 			google__protobuf__double_value__init(s->avg_resolution_time_minutes);
 			s->avg_resolution_time_minutes->value = strtod(db_result_value(res, i, 7), NULL);
 		}
 		if (s->id == NULL || s->name == NULL) {
-			rc = fail_nomem(err);
+			rc = svc_fail_nomem(err);
 			goto out;
 		}
 		resp->rules[resp->n_rules++] = s;
@@ -1059,7 +1042,7 @@ static int stats_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 		const Monitoring__V1__AlertRuleStatistics *last = resp->rules[shown - 1];
 		char *cursor = cursor_make(a, last->total_alerts, 0, last->id);
 		if (cursor == NULL) {
-			rc = fail_nomem(err);
+			rc = svc_fail_nomem(err);
 			goto out;
 		}
 		rc = token_make(a, op->filters, cursor, &resp->next_page_token, err);
@@ -1094,7 +1077,7 @@ static int get_alert_statistics(struct rpc_ctx *ctx, const Monitoring__V1__GetAl
 	op.filters = arena_printf(c.arena, "stats|%s|%s|%s", op.start ? op.start : "", op.end ? op.end : "",
 	                          op.rule_statuses ? op.rule_statuses : "");
 	if (op.filters == NULL)
-		return nomem(ctx);
+		return svc_nomem(ctx);
 	if (req->page_token != NULL && req->page_token[0] != '\0') {
 		char *cursor = NULL, *id = NULL;
 		int64_t total, zero;

@@ -63,27 +63,10 @@ static void call_init(struct call *c, struct rpc_ctx *ctx)
 		c->actor = "anonymous";
 }
 
-/* Runs fn in one transaction bounded by the call's deadline; fails the call with the error. */
+/* One transaction bounded by the call's deadline (svc_run_tx). */
 static int run_tx(struct call *c, db_tx_fn fn, void *arg)
 {
-	struct mon_error err = {0};
-	int64_t left_ms = rpc_ctx_remaining_ms(c->ctx);
-	if (left_ms <= 0)
-		return rpc_fail(c->ctx, MON_EDEADLINE, "deadline exceeded before the transaction started");
-	int rc = db_tx_run(c->pool, left_ms, fn, arg, &err);
-	if (rc != 0)
-		return rpc_fail(c->ctx, rc, "%s", err.msg[0] ? err.msg : mon_error_name(rc));
-	return 0;
-}
-
-static int fail_nomem(struct mon_error *err)
-{
-	return mon_error_set(err, MON_ENOMEM, "response larger than the call's memory cap");
-}
-
-static int nomem(struct rpc_ctx *ctx)
-{
-	return rpc_fail(ctx, MON_ENOMEM, "response larger than the call's memory cap");
+	return svc_run_tx(c->ctx, c->pool, fn, arg);
 }
 
 static int64_t parse_i64(const char *text)
@@ -145,7 +128,7 @@ static int token_make(struct arena *a, const char *filters, const char *cursor, 
 {
 	*out = arena_alloc(a, PAGE_TOKEN_MAX);
 	if (*out == NULL)
-		return fail_nomem(err);
+		return svc_fail_nomem(err);
 	return svc_page_token_make(filters, cursor, *out, PAGE_TOKEN_MAX, err);
 }
 
@@ -161,7 +144,7 @@ static int token_read_key(struct arena *a, const char *token, const char *filter
 		return mon_error_set(err, MON_EINVAL, "page_token: malformed");
 	char *cursor = arena_alloc(a, len);
 	if (cursor == NULL)
-		return fail_nomem(err);
+		return svc_fail_nomem(err);
 	int rc = svc_page_token_read(token, filters, cursor, len, err);
 	if (rc != 0)
 		return rc;
@@ -172,14 +155,14 @@ static int token_read_key(struct arena *a, const char *token, const char *filter
 	char *key = arena_alloc(a, hex_n / 2 + 1);
 	size_t bin_n = 0;
 	if (key == NULL)
-		return fail_nomem(err);
+		return svc_fail_nomem(err);
 	if (sodium_hex2bin((unsigned char *)key, hex_n / 2 + 1, cursor, hex_n, NULL, &bin_n, NULL) != 0 ||
 	    bin_n != hex_n / 2 || memchr(key, '\0', bin_n) != NULL)
 		return mon_error_set(err, MON_EINVAL, "page_token: malformed");
 	key[bin_n] = '\0';
 	*key_out = key;
 	*id_out = arena_strdup(a, comma + 1);
-	return *id_out ? 0 : fail_nomem(err);
+	return *id_out ? 0 : svc_fail_nomem(err);
 }
 
 static int token_make_key(struct arena *a, const char *filters, const char *key, const char *id, char **out,
@@ -188,7 +171,7 @@ static int token_make_key(struct arena *a, const char *filters, const char *key,
 	size_t n = strlen(key);
 	char *cursor = arena_alloc(a, n * 2 + strlen(id) + 2);
 	if (cursor == NULL)
-		return fail_nomem(err);
+		return svc_fail_nomem(err);
 	sodium_bin2hex(cursor, n * 2 + 1, (const unsigned char *)key, n);
 	snprintf(cursor + n * 2, strlen(id) + 2, ",%s", id);
 	return token_make(a, filters, cursor, out, err);
@@ -248,7 +231,7 @@ static int labels_json(struct arena *a, const char *field, const int *values, si
 		return 0;
 	json_t *arr = json_array();
 	if (arr == NULL)
-		return fail_nomem(err);
+		return svc_fail_nomem(err);
 	for (size_t i = 0; i < n; i++) {
 		const char *l = values[i] == 0 ? NULL : label(values[i]);
 		if (l == NULL) {
@@ -262,7 +245,7 @@ static int labels_json(struct arena *a, const char *field, const int *values, si
 	json_decref(arr);
 	*out = text ? arena_strdup(a, text) : NULL;
 	free(text);
-	return *out ? 0 : fail_nomem(err);
+	return *out ? 0 : svc_fail_nomem(err);
 }
 
 static const char *rule_status_label_of(int v)
@@ -424,7 +407,7 @@ static int read_rule_back(struct db_conn *conn, const struct call *c, const char
 {
 	int rc = alerts_rule_read_tx(conn, c->arena, id, false, out, err);
 	if (rc == 0 && json_out != NULL && (*json_out = alerts_rule_json(*out)) == NULL)
-		rc = fail_nomem(err);
+		rc = svc_fail_nomem(err);
 	return rc;
 }
 
@@ -468,7 +451,7 @@ static int create_rule_tx(struct db_conn *conn, void *arg, struct mon_error *err
 	if (rc != 0)
 		goto out;
 	if (!rule_params(c->arena, op->rule, c->actor, params)) {
-		rc = fail_nomem(err);
+		rc = svc_fail_nomem(err);
 		goto out;
 	}
 	rc = db_exec(conn, insert_sql, RULE_PARAM_N, params, NULL, err);
@@ -523,7 +506,7 @@ static int create_alert_rule(struct rpc_ctx *ctx, const Monitoring__V1__CreateAl
 		return rpc_fail(ctx, MON_EINVAL, "rule: must be set");
 	Monitoring__V1__AlertRule *r = arena_alloc(c.arena, sizeof(*r));
 	if (r == NULL)
-		return nomem(ctx);
+		return svc_nomem(ctx);
 	*r = *req->rule;
 	if (req->initial_status != MONITORING__V1__ALERT_RULE_STATUS__ALERT_RULE_STATUS_UNSPECIFIED &&
 	    alerts_rule_status_label(req->initial_status) == NULL)
@@ -540,10 +523,10 @@ static int create_alert_rule(struct rpc_ctx *ctx, const Monitoring__V1__CreateAl
 	r->auto_resolve = bool_default(c.arena, r->auto_resolve, true);
 	if (r->duration_minutes == NULL || r->suppress_duration == NULL || r->max_alerts_per_hour == NULL ||
 	    r->auto_resolve == NULL)
-		return nomem(ctx);
+		return svc_nomem(ctx);
 	if (r->id == NULL || r->id[0] == '\0')
 		if ((r->id = new_id(c.arena, "rule-")) == NULL)
-			return nomem(ctx);
+			return svc_nomem(ctx);
 	if (alerts_rule_check("rule.", r, &err) != 0)
 		return rpc_fail(ctx, err.code, "%s", err.msg);
 	struct rule_op op = {.call = &c, .rule = r};
@@ -610,7 +593,7 @@ static int list_rules_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 	                         " ORDER BY r.name, r.id LIMIT $8::integer",
 	                         alerts_rule_select_sql);
 	if (sql == NULL)
-		return fail_nomem(err);
+		return svc_fail_nomem(err);
 	const char *params[] = {op->statuses,   op->severities, op->metric_names, op->tags,
 	                        op->created_by, op->after_name, op->after_id,     limit};
 	int rc = db_exec(conn, sql, 8, params, &res, err);
@@ -620,7 +603,7 @@ static int list_rules_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 	int shown = rows > op->page_size ? op->page_size : rows;
 	op->resp->rules = shown > 0 ? arena_calloc(a, (size_t)shown, sizeof(*op->resp->rules)) : NULL;
 	if (shown > 0 && op->resp->rules == NULL) {
-		rc = fail_nomem(err);
+		rc = svc_fail_nomem(err);
 		goto out;
 	}
 	for (int i = 0; i < shown && rc == 0; i++)
@@ -688,12 +671,12 @@ static int list_alert_rules(struct rpc_ctx *ctx, const Monitoring__V1__ListAlert
 	op.tags = req->n_tags ? map_json(c.arena, req->n_tags, rule_tag_key, rule_tag_value, req->tags) : NULL;
 	op.created_by = req->created_by && req->created_by[0] ? req->created_by : NULL;
 	if ((req->n_metric_names && op.metric_names == NULL) || (req->n_tags && op.tags == NULL))
-		return nomem(ctx);
+		return svc_nomem(ctx);
 	op.filters =
 	        arena_printf(c.arena, "rules|%s|%s|%s|%s|%s", text_or_empty(op.statuses), text_or_empty(op.severities),
 	                     text_or_empty(op.metric_names), text_or_empty(op.tags), text_or_empty(op.created_by));
 	if (op.filters == NULL)
-		return nomem(ctx);
+		return svc_nomem(ctx);
 	if (req->page_token != NULL && req->page_token[0] != '\0' &&
 	    token_read_key(c.arena, req->page_token, op.filters, &op.after_name, &op.after_id, &err) != 0)
 		return rpc_fail(ctx, err.code, "%s", err.msg);
@@ -824,11 +807,11 @@ static int update_rule_tx(struct db_conn *conn, void *arg, struct mon_error *err
 	if (rc != 0)
 		goto out;
 	if ((before = alerts_rule_json(cur)) == NULL) {
-		rc = fail_nomem(err);
+		rc = svc_fail_nomem(err);
 		goto out;
 	}
 	if (!merge_rule(c->arena, cur, op->rule, op->has)) {
-		rc = fail_nomem(err);
+		rc = svc_fail_nomem(err);
 		goto out;
 	}
 	rc = alerts_rule_check("rule.", cur, err);
@@ -837,7 +820,7 @@ static int update_rule_tx(struct db_conn *conn, void *arg, struct mon_error *err
 	if (rc != 0)
 		goto out;
 	if (!rule_params(c->arena, cur, cur->created_by, params)) {
-		rc = fail_nomem(err);
+		rc = svc_fail_nomem(err);
 		goto out;
 	}
 	rc = db_exec(conn, update_sql, RULE_PARAM_N, params, NULL, err);
@@ -926,7 +909,7 @@ static int delete_rule_tx(struct db_conn *conn, void *arg, struct mon_error *err
 		goto out;
 	op->count = rows;
 	if ((before = alerts_rule_json(cur)) == NULL) {
-		rc = fail_nomem(err);
+		rc = svc_fail_nomem(err);
 		goto out;
 	}
 	char *what = arena_printf(c->arena, "deleted alert rule \"%s\" and its %d alerts (%d unresolved)", cur->id,
@@ -1001,7 +984,7 @@ static int set_status_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 	if (rc != 0)
 		goto out;
 	if ((before = alerts_rule_json(cur)) == NULL) {
-		rc = fail_nomem(err);
+		rc = svc_fail_nomem(err);
 		goto out;
 	}
 	char *what = arena_printf(c->arena, "set alert rule \"%s\" %s (was %s; %" PRId64 " alerts resolved)%s%s",
@@ -1140,7 +1123,7 @@ static int policy_read_tx(struct db_conn *conn, struct arena *a, const char *id,
 	if (rc == 0 && db_result_rows(res) != 1)
 		rc = mon_error_set(err, MON_ENOTFOUND, "policy_id: no escalation policy \"%.50s\"", id);
 	if (rc == 0 && (*out = policy_msg(a, res, 0)) == NULL)
-		rc = fail_nomem(err);
+		rc = svc_fail_nomem(err);
 	db_result_free(res);
 	return rc;
 }
@@ -1210,7 +1193,7 @@ static int create_policy_tx(struct db_conn *conn, void *arg, struct mon_error *e
 	                        c->actor};
 	json_decref(levels);
 	if (params[3] == NULL) {
-		rc = fail_nomem(err);
+		rc = svc_fail_nomem(err);
 		goto out;
 	}
 	rc = db_exec(conn, insert_sql, 6, params, NULL, err);
@@ -1221,7 +1204,7 @@ static int create_policy_tx(struct db_conn *conn, void *arg, struct mon_error *e
 	if (rc != 0)
 		goto out;
 	if ((after = policy_json(op->out)) == NULL) {
-		rc = fail_nomem(err);
+		rc = svc_fail_nomem(err);
 		goto out;
 	}
 	char *what = arena_printf(c->arena, "created escalation policy \"%s\"", p->id);
@@ -1243,12 +1226,12 @@ static int create_escalation_policy(struct rpc_ctx *ctx, const Monitoring__V1__C
 		return rpc_fail(ctx, MON_EINVAL, "policy: must be set");
 	Monitoring__V1__EscalationPolicy *p = arena_alloc(c.arena, sizeof(*p));
 	if (p == NULL)
-		return nomem(ctx);
+		return svc_nomem(ctx);
 	*p = *req->policy;
 	int rc = 0;
 	if (p->id == NULL || p->id[0] == '\0') {
 		if ((p->id = new_id(c.arena, "esc-")) == NULL)
-			return nomem(ctx);
+			return svc_nomem(ctx);
 	} else {
 		rc = alerts_check_id("policy.id", p->id, &err);
 	}
@@ -1306,10 +1289,10 @@ static int list_policies_tx(struct db_conn *conn, void *arg, struct mon_error *e
 	int shown = rows > op->page_size ? op->page_size : rows;
 	op->list->policies = shown ? arena_calloc(a, (size_t)shown, sizeof(*op->list->policies)) : NULL;
 	if (shown && op->list->policies == NULL)
-		rc = fail_nomem(err);
+		rc = svc_fail_nomem(err);
 	for (int i = 0; rc == 0 && i < shown; i++)
 		if ((op->list->policies[i] = policy_msg(a, res, i)) == NULL)
-			rc = fail_nomem(err);
+			rc = svc_fail_nomem(err);
 	if (rc == 0) {
 		op->list->n_policies = (size_t)shown;
 		op->list->next_page_token = "";
@@ -1352,7 +1335,7 @@ static int update_policy_tx(struct db_conn *conn, void *arg, struct mon_error *e
 	if (rc != 0)
 		goto out;
 	if ((before = policy_json(cur)) == NULL) {
-		rc = fail_nomem(err);
+		rc = svc_fail_nomem(err);
 		goto out;
 	}
 	if (op->has[0])
@@ -1373,7 +1356,7 @@ static int update_policy_tx(struct db_conn *conn, void *arg, struct mon_error *e
 	                        json_text(c->arena, levels), cur->is_repeat_last_level ? "true" : "false"};
 	json_decref(levels);
 	if (params[3] == NULL) {
-		rc = fail_nomem(err);
+		rc = svc_fail_nomem(err);
 		goto out;
 	}
 	rc = db_exec(conn, sql, 5, params, NULL, err);
@@ -1382,7 +1365,7 @@ static int update_policy_tx(struct db_conn *conn, void *arg, struct mon_error *e
 	if (rc != 0)
 		goto out;
 	if ((after = policy_json(op->out)) == NULL) {
-		rc = fail_nomem(err);
+		rc = svc_fail_nomem(err);
 		goto out;
 	}
 	char *what = arena_printf(c->arena, "changed escalation policy \"%s\"", cur->id);
@@ -1443,7 +1426,7 @@ static int delete_policy_tx(struct db_conn *conn, void *arg, struct mon_error *e
 	if (rc != 0)
 		goto out;
 	if ((before = policy_json(cur)) == NULL) {
-		rc = fail_nomem(err);
+		rc = svc_fail_nomem(err);
 		goto out;
 	}
 	char *what = arena_printf(c->arena, "deleted escalation policy \"%s\"", cur->id);
@@ -1586,7 +1569,7 @@ static int silence_read_tx(struct db_conn *conn, struct arena *a, const char *id
 	if (rc == 0 && db_result_rows(res) != 1)
 		rc = mon_error_set(err, MON_ENOTFOUND, "silence_id: no silence \"%.50s\"", id);
 	if (rc == 0 && (*out = silence_msg(a, res, 0)) == NULL)
-		rc = fail_nomem(err);
+		rc = svc_fail_nomem(err);
 	db_result_free(res);
 	return rc;
 }
@@ -1656,7 +1639,7 @@ static int create_silence_tx(struct db_conn *conn, void *arg, struct mon_error *
 		goto out;
 	op->count = db_result_rows(hits);
 	if ((after = silence_json(op->out)) == NULL) {
-		rc = fail_nomem(err);
+		rc = svc_fail_nomem(err);
 		goto out;
 	}
 	char *what = arena_printf(c->arena, "created silence \"%s\" (%" PRId64 " alerts suppressed)", op->silence->id,
@@ -1740,7 +1723,7 @@ static int check_silence(struct arena *a, const Monitoring__V1__Silence *s, stru
 	op->rule_ids_json = strings_json(a, s->alert_rule_ids, s->n_alert_rule_ids);
 	op->tags_json = map_json(a, s->n_tags, silence_tag_key, silence_tag_value, s->tags);
 	if (op->severities_literal == NULL || op->tags_json == NULL || (s->n_alert_rule_ids && !op->rule_ids_json))
-		return fail_nomem(err);
+		return svc_fail_nomem(err);
 	return 0;
 }
 
@@ -1754,10 +1737,10 @@ static int create_silence(struct rpc_ctx *ctx, const Monitoring__V1__CreateSilen
 		return rpc_fail(ctx, MON_EINVAL, "silence: must be set");
 	Monitoring__V1__Silence *s = arena_alloc(c.arena, sizeof(*s));
 	if (s == NULL)
-		return nomem(ctx);
+		return svc_nomem(ctx);
 	*s = *req->silence;
 	if ((s->id = new_id(c.arena, "sil-")) == NULL)
-		return nomem(ctx);
+		return svc_nomem(ctx);
 	struct silence_op op = {.call = &c, .silence = s};
 	if (check_silence(c.arena, s, &op, &err) != 0)
 		return rpc_fail(ctx, err.code, "%s", err.msg);
@@ -1816,10 +1799,10 @@ static int list_silences_tx(struct db_conn *conn, void *arg, struct mon_error *e
 	int shown = rows > op->page_size ? op->page_size : rows;
 	op->list->silences = shown ? arena_calloc(a, (size_t)shown, sizeof(*op->list->silences)) : NULL;
 	if (shown && op->list->silences == NULL)
-		rc = fail_nomem(err);
+		rc = svc_fail_nomem(err);
 	for (int i = 0; rc == 0 && i < shown; i++)
 		if ((op->list->silences[i] = silence_msg(a, res, i)) == NULL)
-			rc = fail_nomem(err);
+			rc = svc_fail_nomem(err);
 	if (rc == 0) {
 		op->list->n_silences = (size_t)shown;
 		op->list->next_page_token = "";
@@ -1828,7 +1811,7 @@ static int list_silences_tx(struct db_conn *conn, void *arg, struct mon_error *e
 			                         db_result_value(res, shown - 1, 12));
 			rc = key ? token_make_key(a, op->filters, key, db_result_value(res, shown - 1, 0),
 			                          &op->list->next_page_token, err)
-			         : fail_nomem(err);
+			         : svc_fail_nomem(err);
 		}
 	}
 	db_result_free(res);
@@ -1871,7 +1854,7 @@ static int list_silences(struct rpc_ctx *ctx, const Monitoring__V1__ListSilences
 	}
 	op.filters = arena_printf(c.arena, "silences|%s|%s", states, text_or_empty(op.rule_id));
 	if (op.filters == NULL || op.states_json == NULL)
-		return nomem(ctx);
+		return svc_nomem(ctx);
 	if (req->page_token != NULL && req->page_token[0] != '\0') {
 		if (token_read_key(c.arena, req->page_token, op.filters, &op.after_key, &op.after_id, &err) != 0)
 			return rpc_fail(ctx, err.code, "%s", err.msg);
@@ -1933,7 +1916,7 @@ static int delete_silence_tx(struct db_conn *conn, void *arg, struct mon_error *
 	before = silence_json(cur);
 	after = silence_json(op->out);
 	if (before == NULL || after == NULL) {
-		rc = fail_nomem(err);
+		rc = svc_fail_nomem(err);
 		goto out;
 	}
 	int active_n = 0;

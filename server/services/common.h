@@ -10,7 +10,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "db/db.h"
 #include "google/protobuf/timestamp.pb-c.h"
+#include "rpc/rpc.h"
 #include "util/error.h"
 
 /* The latest time the API accepts: 9999-12-31T23:59:59Z. */
@@ -36,5 +38,16 @@ int svc_time_ms(const char *field, const Google__Protobuf__Timestamp *ts, int64_
 
 /* The wall clock in milliseconds since the epoch. */
 int64_t svc_wall_ms(void);
+
+/*
+ * Runs fn in one transaction on pool, bounded by the call's remaining
+ * deadline; on failure fails the call (rpc_fail) with the error and
+ * returns its code.
+ */
+int svc_run_tx(struct rpc_ctx *ctx, struct db_pool *pool, db_tx_fn fn, void *arg) MON_MUST_CHECK;
+
+/* A response that outgrew the call's memory cap: MON_ENOMEM in err, or failing the call. */
+int svc_fail_nomem(struct mon_error *err);
+int svc_nomem(struct rpc_ctx *ctx);
 
 #endif

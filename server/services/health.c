@@ -490,27 +490,10 @@ static void call_init(struct call *c, struct rpc_ctx *ctx)
 	c->pool = rpc_ctx_user(ctx);
 }
 
-/* Runs fn in one transaction bounded by the call's deadline; fails the call with the error. */
+/* One transaction bounded by the call's deadline (svc_run_tx). */
 static int run_tx(struct call *c, db_tx_fn fn, void *arg)
 {
-	struct mon_error err = {0};
-	int64_t left_ms = rpc_ctx_remaining_ms(c->ctx);
-	if (left_ms <= 0)
-		return rpc_fail(c->ctx, MON_EDEADLINE, "deadline exceeded before the transaction started");
-	int rc = db_tx_run(c->pool, left_ms, fn, arg, &err);
-	if (rc != 0)
-		return rpc_fail(c->ctx, rc, "%s", err.msg[0] ? err.msg : mon_error_name(rc));
-	return 0;
-}
-
-static int fail_nomem(struct mon_error *err)
-{
-	return mon_error_set(err, MON_ENOMEM, "response larger than the call's memory cap");
-}
-
-static int nomem(struct rpc_ctx *ctx)
-{
-	return rpc_fail(ctx, MON_ENOMEM, "response larger than the call's memory cap");
+	return svc_run_tx(c->ctx, c->pool, fn, arg);
 }
 
 /* ---- services ---- */
@@ -620,7 +603,7 @@ int health_service_read_tx(struct db_conn *conn, struct arena *a, const char *id
 	struct db_result *res = NULL;
 	int rc = svc_select(conn, id, false, &res, err);
 	if (rc == 0 && (*out = svc_msg(a, res, 0, 0)) == NULL)
-		rc = fail_nomem(err);
+		rc = svc_fail_nomem(err);
 	db_result_free(res);
 	return rc;
 }
@@ -743,7 +726,7 @@ static int create_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 	after = svc_json(res, 0);
 	op->out = svc_msg(op->call->arena, res, 0, 0);
 	if (after == NULL || op->out == NULL) {
-		rc = fail_nomem(err);
+		rc = svc_fail_nomem(err);
 		goto out;
 	}
 	snprintf(what, sizeof(what), "created monitored service \"%s\"", op->f.id);
@@ -815,7 +798,7 @@ static int create_service(struct rpc_ctx *ctx, const Monitoring__V1__CreateServi
 		sodium_bin2hex(hex, sizeof(hex), rnd, sizeof(rnd));
 		op.f.id = arena_printf(c.arena, "svc-%s", hex);
 		if (op.f.id == NULL)
-			return nomem(ctx);
+			return svc_nomem(ctx);
 	}
 	if (rc == 0)
 		rc = check_service_fields(c.arena, m, all, &op.f, &err);
@@ -970,7 +953,7 @@ static int make_name_cursor(struct arena *a, const char *filters, const char *na
 	size_t n = strlen(name);
 	char *cursor = arena_alloc(a, n * 2 + strlen(id) + 2);
 	if (cursor == NULL)
-		return fail_nomem(err);
+		return svc_fail_nomem(err);
 	sodium_bin2hex(cursor, n * 2 + 1, (const unsigned char *)name, n);
 	snprintf(cursor + n * 2, strlen(id) + 2, ",%s", id);
 	return token_make(a, filters, cursor, out, err);
@@ -1011,12 +994,12 @@ static int list_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 	int shown = rows > op->page_size ? op->page_size : rows;
 	op->resp->services = shown > 0 ? arena_calloc(a, (size_t)shown, sizeof(*op->resp->services)) : NULL;
 	if (shown > 0 && op->resp->services == NULL) {
-		rc = fail_nomem(err);
+		rc = svc_fail_nomem(err);
 		goto out;
 	}
 	for (int i = 0; i < shown; i++)
 		if ((op->resp->services[i] = svc_msg(a, res, i, 0)) == NULL) {
-			rc = fail_nomem(err);
+			rc = svc_fail_nomem(err);
 			goto out;
 		}
 	op->resp->n_services = (size_t)shown;
@@ -1056,7 +1039,7 @@ static int list_services(struct rpc_ctx *ctx, const Monitoring__V1__ListServices
 		return rpc_fail(ctx, rc, "%s", err.msg);
 	op.filters = arena_printf(c.arena, "services|%s|%s", op.statuses ? op.statuses : "", op.types ? op.types : "");
 	if (op.filters == NULL)
-		return nomem(ctx);
+		return svc_nomem(ctx);
 	if (req->page_token != NULL && req->page_token[0] != '\0') {
 		char *cursor = NULL;
 		if (token_read(c.arena, req->page_token, op.filters, &cursor, &err) != 0)
@@ -1139,7 +1122,7 @@ static int update_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 	};
 	if (f.name == NULL || f.description == NULL || f.service_type == NULL || f.url == NULL ||
 	    f.metrics_json == NULL) {
-		rc = fail_nomem(err);
+		rc = svc_fail_nomem(err);
 		goto out;
 	}
 	rc = check_service_fields(a, op->in, op->has, &f, err);
@@ -1157,7 +1140,7 @@ static int update_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 	after = svc_json(after_res, 0);
 	op->out = svc_msg(a, after_res, 0, 0);
 	if (before == NULL || after == NULL || op->out == NULL) {
-		rc = fail_nomem(err);
+		rc = svc_fail_nomem(err);
 		goto out;
 	}
 	for (size_t k = 0; k < 8; k++) {
@@ -1226,7 +1209,7 @@ static int delete_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 	op->check_count = parse_i64(db_result_value(count, 0, 0));
 	before = svc_json(res, 0);
 	if (before == NULL) {
-		rc = fail_nomem(err);
+		rc = svc_fail_nomem(err);
 		goto out;
 	}
 	snprintf(what, sizeof(what), "deleted monitored service \"%s\" and its %" PRId64 " checks", op->id,
@@ -1281,7 +1264,7 @@ static int report_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 	const char *params[] = {id};
 	rc = db_exec(conn, check_sql, 1, params, &res, err);
 	if (rc == 0 && (op->check = check_msg(op->call->arena, res, 0, 0)) == NULL)
-		rc = fail_nomem(err);
+		rc = svc_fail_nomem(err);
 	if (rc == 0)
 		rc = health_service_read_tx(conn, op->call->arena, op->r.service_id, &op->service, err);
 	db_result_free(res);
@@ -1387,12 +1370,12 @@ static int checks_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 	int shown = rows > op->page_size ? op->page_size : rows;
 	op->resp->checks = shown > 0 ? arena_calloc(a, (size_t)shown, sizeof(*op->resp->checks)) : NULL;
 	if (shown > 0 && op->resp->checks == NULL) {
-		rc = fail_nomem(err);
+		rc = svc_fail_nomem(err);
 		goto out;
 	}
 	for (int i = 0; i < shown; i++)
 		if ((op->resp->checks[i] = check_msg(a, res, i, 0)) == NULL) {
-			rc = fail_nomem(err);
+			rc = svc_fail_nomem(err);
 			goto out;
 		}
 	op->resp->n_checks = (size_t)shown;
@@ -1478,7 +1461,7 @@ static int list_health_checks(struct rpc_ctx *ctx, const Monitoring__V1__ListHea
 	        arena_printf(c.arena, "checks|%s|%s|%s|%s", req->service_id, tr && tr->start_time ? op.start_ms : "-",
 	                     tr && tr->end_time ? op.end_ms : "now", op.statuses ? op.statuses : "");
 	if (op.start_ms == NULL || op.end_ms == NULL || op.filters == NULL)
-		return nomem(ctx);
+		return svc_nomem(ctx);
 	if (req->page_token != NULL && req->page_token[0] != '\0') {
 		char *cursor = NULL;
 		if (token_read(c.arena, req->page_token, op.filters, &cursor, &err) != 0)
@@ -1529,7 +1512,7 @@ static int summary_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 	r->avg_uptime_24h = double_value(op->arena, res, 0, 5, &is_ok);
 	r->computed_at = ts_from_us(op->arena, parse_i64(db_result_value(res, 0, 6)));
 	if (!is_ok || r->computed_at == NULL) {
-		rc = fail_nomem(err);
+		rc = svc_fail_nomem(err);
 		goto out;
 	}
 	if (r->down_count > 0)
@@ -1624,19 +1607,19 @@ static int recent_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 	Monitoring__V1__ListServicesWithRecentChecksResponse *r = op->resp;
 	r->services = shown > 0 ? arena_calloc(a, (size_t)shown, sizeof(*r->services)) : NULL;
 	if (shown > 0 && r->services == NULL) {
-		rc = fail_nomem(err);
+		rc = svc_fail_nomem(err);
 		goto out;
 	}
 	for (int i = 0; i < shown; i++) {
 		Monitoring__V1__ServiceWithRecentChecks *item = arena_alloc(a, sizeof(*item));
 		if (item == NULL) {
-			rc = fail_nomem(err);
+			rc = svc_fail_nomem(err);
 			goto out;
 		}
 		monitoring__v1__service_with_recent_checks__init(item);
 		item->service = svc_msg(a, res, i, 0);
 		if (item->service == NULL) {
-			rc = fail_nomem(err);
+			rc = svc_fail_nomem(err);
 			goto out;
 		}
 		r->services[i] = item;
@@ -1646,7 +1629,7 @@ static int recent_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 	if (shown > 0 && op->check_count > 0) {
 		const char *ids = ids_literal(a, res, shown);
 		if (ids == NULL) {
-			rc = fail_nomem(err);
+			rc = svc_fail_nomem(err);
 			goto out;
 		}
 		const char *check_params[] = {ids, per};
@@ -1658,7 +1641,7 @@ static int recent_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 			Monitoring__V1__ServiceWithRecentChecks *item = r->services[i];
 			item->recent_checks = arena_calloc(a, (size_t)op->check_count, sizeof(*item->recent_checks));
 			if (item->recent_checks == NULL) {
-				rc = fail_nomem(err);
+				rc = svc_fail_nomem(err);
 				goto out;
 			}
 			for (int k = 0; k < check_rows; k++) {
@@ -1667,7 +1650,7 @@ static int recent_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 					continue;
 				Monitoring__V1__HealthCheck *m = check_msg(a, checks, k, 1);
 				if (m == NULL) {
-					rc = fail_nomem(err);
+					rc = svc_fail_nomem(err);
 					goto out;
 				}
 				item->recent_checks[item->n_recent_checks++] = m;
@@ -1701,7 +1684,7 @@ static int list_services_with_recent_checks(struct rpc_ctx *ctx,
 		return rpc_fail(ctx, err.code, "%s", err.msg);
 	op.filters = arena_printf(c.arena, "recent|%s", op.statuses ? op.statuses : "");
 	if (op.filters == NULL)
-		return nomem(ctx);
+		return svc_nomem(ctx);
 	if (req->page_token != NULL && req->page_token[0] != '\0') {
 		char *cursor = NULL;
 		if (token_read(c.arena, req->page_token, op.filters, &cursor, &err) != 0)
@@ -1743,7 +1726,7 @@ static int window_tx(struct db_conn *conn, struct arena *a, const char *id, cons
 	Monitoring__V1__UptimeWindow *w = arena_alloc(a, sizeof(*w));
 	Monitoring__V1__TimeRange *tr = arena_alloc(a, sizeof(*tr));
 	if (w == NULL || tr == NULL) {
-		rc = fail_nomem(err);
+		rc = svc_fail_nomem(err);
 		goto out;
 	}
 	monitoring__v1__uptime_window__init(w);
@@ -1765,14 +1748,14 @@ static int window_tx(struct db_conn *conn, struct arena *a, const char *id, cons
 	if (health_uptime_percent(up_ms, down_ms, &percent)) {
 		w->uptime_percent = arena_alloc(a, sizeof(*w->uptime_percent));
 		if (w->uptime_percent == NULL) {
-			rc = fail_nomem(err);
+			rc = svc_fail_nomem(err);
 			goto out;
 		}
 		google__protobuf__double_value__init(w->uptime_percent);
 		w->uptime_percent->value = percent;
 	}
 	if (tr->start_time == NULL || tr->end_time == NULL) {
-		rc = fail_nomem(err);
+		rc = svc_fail_nomem(err);
 		goto out;
 	}
 	*out = w;

@@ -52,16 +52,6 @@ static int64_t parse_i64(const char *text)
 	return (int64_t)strtoll(text, NULL, 10);
 }
 
-static int fail_nomem(struct mon_error *err)
-{
-	return mon_error_set(err, MON_ENOMEM, "response larger than the call's memory cap");
-}
-
-static int nomem(struct rpc_ctx *ctx)
-{
-	return rpc_fail(ctx, MON_ENOMEM, "response larger than the call's memory cap");
-}
-
 static Google__Protobuf__Timestamp *ts_from_us(struct arena *a, int64_t us)
 {
 	Google__Protobuf__Timestamp *ts = arena_alloc(a, sizeof(*ts));
@@ -179,7 +169,7 @@ static int token_make(struct arena *a, const char *filters, const char *cursor, 
 {
 	*out = arena_alloc(a, PAGE_TOKEN_MAX);
 	if (*out == NULL)
-		return fail_nomem(err);
+		return svc_fail_nomem(err);
 	return svc_page_token_make(filters, cursor, *out, PAGE_TOKEN_MAX, err);
 }
 
@@ -190,7 +180,7 @@ static int token_read(struct arena *a, const char *token, const char *filters, c
 		return mon_error_set(err, MON_EINVAL, "page_token: malformed");
 	*cursor_out = arena_alloc(a, CURSOR_MAX);
 	if (*cursor_out == NULL)
-		return fail_nomem(err);
+		return svc_fail_nomem(err);
 	return svc_page_token_read(token, filters, *cursor_out, CURSOR_MAX, err);
 }
 
@@ -271,17 +261,10 @@ static void call_init(struct call *c, struct rpc_ctx *ctx)
 	c->pool = rpc_ctx_user(ctx);
 }
 
-/* Runs fn in one transaction bounded by the call's deadline; fails the call with the error. */
+/* One transaction bounded by the call's deadline (svc_run_tx). */
 static int run_tx(struct call *c, db_tx_fn fn, void *arg)
 {
-	struct mon_error err = {0};
-	int64_t left_ms = rpc_ctx_remaining_ms(c->ctx);
-	if (left_ms <= 0)
-		return rpc_fail(c->ctx, MON_EDEADLINE, "deadline exceeded before the transaction started");
-	int rc = db_tx_run(c->pool, left_ms, fn, arg, &err);
-	if (rc != 0)
-		return rpc_fail(c->ctx, rc, "%s", err.msg[0] ? err.msg : mon_error_name(rc));
-	return 0;
+	return svc_run_tx(c->ctx, c->pool, fn, arg);
 }
 
 /* ---- filters ---- */
@@ -351,7 +334,7 @@ static int filter_read(struct arena *a, const Monitoring__V1__MetricFilter *m, s
 	memset(f, 0, sizeof(*f));
 	f->canon = json_array();
 	if (f->canon == NULL)
-		return fail_nomem(err);
+		return svc_fail_nomem(err);
 	if (m == NULL)
 		m = &empty; /* an absent filter and an empty one make the same page tokens */
 	struct {
@@ -390,7 +373,7 @@ static int filter_read(struct arena *a, const Monitoring__V1__MetricFilter *m, s
 			return mon_error_set(err, MON_EINVAL, "filter.status_codes[%zu]: must be 100 to 599", i);
 	json_t *tags = json_object();
 	if (tags == NULL)
-		return fail_nomem(err);
+		return svc_fail_nomem(err);
 	for (size_t i = 0; i < m->n_tags; i++) {
 		const char *key = m->tags[i]->key ? m->tags[i]->key : "";
 		const char *value = m->tags[i]->value ? m->tags[i]->value : "";
@@ -437,7 +420,7 @@ static int filter_read(struct arena *a, const Monitoring__V1__MetricFilter *m, s
 	if ((m->n_metric_names && f->names == NULL) || (m->n_endpoints && f->endpoints == NULL) ||
 	    (m->n_methods && f->methods == NULL) || (m->n_status_codes && f->status_codes == NULL) ||
 	    (m->n_tags && f->tags == NULL))
-		return fail_nomem(err);
+		return svc_fail_nomem(err);
 	return 0;
 }
 
@@ -521,7 +504,7 @@ static int tags_from_text(struct arena *a, const char *text, Monitoring__V1__Met
 	size_t n = json_object_size(obj), i = 0;
 	m->tags = n ? arena_calloc(a, n, sizeof(*m->tags)) : NULL;
 	if (n && m->tags == NULL) {
-		rc = fail_nomem(err);
+		rc = svc_fail_nomem(err);
 		goto out;
 	}
 	const char *key;
@@ -530,7 +513,7 @@ static int tags_from_text(struct arena *a, const char *text, Monitoring__V1__Met
 	{
 		Monitoring__V1__MetricPoint__TagsEntry *e = arena_alloc(a, sizeof(*e));
 		if (e == NULL) {
-			rc = fail_nomem(err);
+			rc = svc_fail_nomem(err);
 			goto out;
 		}
 		monitoring__v1__metric_point__tags_entry__init(e);
@@ -543,7 +526,7 @@ static int tags_from_text(struct arena *a, const char *text, Monitoring__V1__Met
 			free(dumped);
 		}
 		if (e->key == NULL || e->value == NULL) {
-			rc = fail_nomem(err);
+			rc = svc_fail_nomem(err);
 			goto out;
 		}
 		m->tags[i++] = e;
@@ -561,7 +544,7 @@ int metrics_point_from_row(struct arena *a, const struct db_result *res, int row
 	bool is_ok = true;
 	Monitoring__V1__MetricPoint *m = arena_alloc(a, sizeof(*m));
 	if (m == NULL)
-		return fail_nomem(err);
+		return svc_fail_nomem(err);
 	monitoring__v1__metric_point__init(m);
 	int time_col = db_result_col(res, "time_us");
 	int name_col = db_result_col(res, "metric_name");
@@ -577,7 +560,7 @@ int metrics_point_from_row(struct arena *a, const struct db_result *res, int row
 	if (col >= 0 && !db_result_is_null(res, row, col)) {
 		m->status_code = arena_alloc(a, sizeof(*m->status_code));
 		if (m->status_code == NULL)
-			return fail_nomem(err);
+			return svc_fail_nomem(err);
 		google__protobuf__int32_value__init(m->status_code);
 		m->status_code->value = (int32_t)parse_i64(db_result_value(res, row, col));
 	}
@@ -593,7 +576,7 @@ int metrics_point_from_row(struct arena *a, const struct db_result *res, int row
 	m->metric_type = col >= 0 ? metric_type_parse(db_result_value(res, row, col))
 	                          : MONITORING__V1__METRIC_TYPE__METRIC_TYPE_GAUGE;
 	if (!is_ok || m->time == NULL || m->metric_name == NULL || m->endpoint == NULL || m->method == NULL)
-		return fail_nomem(err);
+		return svc_fail_nomem(err);
 	col = db_result_col(res, "tags");
 	if (col >= 0 && !db_result_is_null(res, row, col)) {
 		int rc = tags_from_text(a, db_result_value(res, row, col), m, err);
@@ -634,7 +617,7 @@ static int points_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 	        filter_sql(a, 3));
 	char *limit = arena_printf(a, "%d", op->page_size + 1);
 	if (sql == NULL || limit == NULL)
-		return fail_nomem(err);
+		return svc_fail_nomem(err);
 	const char *params[11] = {op->start_ms, op->end_ms};
 	filter_params(&op->f, params + 2);
 	params[7] = op->after_us;
@@ -649,7 +632,7 @@ static int points_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 	Monitoring__V1__ListMetricPointsResponse *r = op->resp;
 	r->points = shown > 0 ? arena_calloc(a, (size_t)shown, sizeof(*r->points)) : NULL;
 	if (shown > 0 && r->points == NULL) {
-		rc = fail_nomem(err);
+		rc = svc_fail_nomem(err);
 		goto out;
 	}
 	for (int i = 0; i < shown && rc == 0; i++)
@@ -664,7 +647,7 @@ static int points_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 		char *cursor = name && endpoint ? arena_printf(a, "%" PRId64 ",%s,%s,%s", op->now_ms,
 		                                               db_result_value(res, shown - 1, 0), name, endpoint)
 		                                : NULL;
-		rc = cursor ? token_make(a, op->filters, cursor, &r->next_page_token, err) : fail_nomem(err);
+		rc = cursor ? token_make(a, op->filters, cursor, &r->next_page_token, err) : svc_fail_nomem(err);
 	}
 out:
 	db_result_free(res);
@@ -698,7 +681,7 @@ static int list_metric_points(struct rpc_ctx *ctx, const Monitoring__V1__ListMet
 	op.filters = filters_text(c.arena, "points", extra, &op.f);
 	json_decref(extra);
 	if (op.filters == NULL) {
-		rc = fail_nomem(&err);
+		rc = svc_fail_nomem(&err);
 		goto out;
 	}
 	if (req->page_token != NULL && req->page_token[0] != '\0') {
@@ -720,7 +703,7 @@ static int list_metric_points(struct rpc_ctx *ctx, const Monitoring__V1__ListMet
 	op.start_ms = ms_text(c.arena, start_ms);
 	op.end_ms = ms_text(c.arena, end_ms);
 	if (op.start_ms == NULL || op.end_ms == NULL) {
-		rc = fail_nomem(&err);
+		rc = svc_fail_nomem(&err);
 		goto out;
 	}
 	filter_free(&op.f);
@@ -785,13 +768,13 @@ static int names_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 	Monitoring__V1__ListMetricNamesResponse *r = op->resp;
 	r->metrics = shown > 0 ? arena_calloc(a, (size_t)shown, sizeof(*r->metrics)) : NULL;
 	if (shown > 0 && r->metrics == NULL) {
-		rc = fail_nomem(err);
+		rc = svc_fail_nomem(err);
 		goto out;
 	}
 	for (int i = 0; i < shown; i++) {
 		Monitoring__V1__MetricDescriptor *d = arena_alloc(a, sizeof(*d));
 		if (d == NULL) {
-			rc = fail_nomem(err);
+			rc = svc_fail_nomem(err);
 			goto out;
 		}
 		monitoring__v1__metric_descriptor__init(d);
@@ -809,7 +792,7 @@ static int names_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 				d->n_tag_keys++;
 		json_decref(keys);
 		if (d->metric_name == NULL || d->first_seen == NULL || d->last_seen == NULL || d->n_tag_keys != n) {
-			rc = fail_nomem(err);
+			rc = svc_fail_nomem(err);
 			goto out;
 		}
 		r->metrics[i] = d;
@@ -818,7 +801,7 @@ static int names_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 	r->next_page_token = "";
 	if (rows > op->page_size) {
 		char *cursor = b64_text(a, db_result_value(res, shown - 1, 0));
-		rc = cursor ? token_make(a, op->filters, cursor, &r->next_page_token, err) : fail_nomem(err);
+		rc = cursor ? token_make(a, op->filters, cursor, &r->next_page_token, err) : svc_fail_nomem(err);
 	}
 out:
 	db_result_free(res);
@@ -841,7 +824,7 @@ static int list_metric_names(struct rpc_ctx *ctx, const Monitoring__V1__ListMetr
 	char *prefix64 = b64_text(c.arena, op.prefix);
 	op.filters = prefix64 ? arena_printf(c.arena, "names|%s", prefix64) : NULL;
 	if (op.filters == NULL)
-		return nomem(ctx);
+		return svc_nomem(ctx);
 	if (req->page_token != NULL && req->page_token[0] != '\0') {
 		char *cursor = NULL;
 		if (token_read(c.arena, req->page_token, op.filters, &cursor, &err) != 0)
@@ -882,7 +865,7 @@ static int summary_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 	char *start = ms_text(a, op->start_ms), *end = ms_text(a, op->end_ms),
 	     *limit = arena_printf(a, "%d", op->limit);
 	if (sql == NULL || start == NULL || end == NULL || limit == NULL)
-		return fail_nomem(err);
+		return svc_fail_nomem(err);
 	const char *params[8] = {start, end};
 	filter_params(&op->f, params + 2);
 	params[7] = limit;
@@ -894,7 +877,7 @@ static int summary_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 	r->endpoints = rows > 0 ? arena_calloc(a, (size_t)rows, sizeof(*r->endpoints)) : NULL;
 	Monitoring__V1__TimeRange *tr = arena_alloc(a, sizeof(*tr));
 	if ((rows > 0 && r->endpoints == NULL) || tr == NULL) {
-		rc = fail_nomem(err);
+		rc = svc_fail_nomem(err);
 		goto out;
 	}
 	monitoring__v1__time_range__init(tr);
@@ -921,7 +904,7 @@ static int summary_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 		r->endpoints[i] = e;
 	}
 	if (!is_ok) {
-		rc = fail_nomem(err);
+		rc = svc_fail_nomem(err);
 		goto out;
 	}
 	r->n_endpoints = (size_t)rows;
@@ -984,7 +967,7 @@ static int slowest_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 	        filter_sql(a, 3));
 	char *limit = arena_printf(a, "%d", op->page_size + 1);
 	if (sql == NULL || limit == NULL)
-		return fail_nomem(err);
+		return svc_fail_nomem(err);
 	const char *params[11] = {op->start_ms, op->end_ms};
 	filter_params(&op->f, params + 2);
 	params[7] = op->threshold;
@@ -1015,7 +998,7 @@ static int slowest_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 		r->endpoints[i] = e;
 	}
 	if (!is_ok) {
-		rc = fail_nomem(err);
+		rc = svc_fail_nomem(err);
 		goto out;
 	}
 	r->n_endpoints = (size_t)shown;
@@ -1025,7 +1008,7 @@ static int slowest_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 		char *cursor = endpoint ? arena_printf(a, "%" PRId64 ",%s,%s", op->now_ms,
 		                                       db_result_value(res, shown - 1, 5), endpoint)
 		                        : NULL;
-		rc = cursor ? token_make(a, op->filters, cursor, &r->next_page_token, err) : fail_nomem(err);
+		rc = cursor ? token_make(a, op->filters, cursor, &r->next_page_token, err) : svc_fail_nomem(err);
 	}
 out:
 	db_result_free(res);
@@ -1085,7 +1068,7 @@ static int list_slowest_endpoints(struct rpc_ctx *ctx, const Monitoring__V1__Lis
 	op.filters = filters_text(c.arena, "slowest", extra, &op.f);
 	json_decref(extra);
 	if (op.filters == NULL || op.threshold == NULL) {
-		rc = fail_nomem(&err);
+		rc = svc_fail_nomem(&err);
 		goto out;
 	}
 	if (req->page_token != NULL && req->page_token[0] != '\0') {
@@ -1107,7 +1090,7 @@ static int list_slowest_endpoints(struct rpc_ctx *ctx, const Monitoring__V1__Lis
 	op.start_ms = ms_text(c.arena, start_ms);
 	op.end_ms = ms_text(c.arena, end_ms);
 	if (op.start_ms == NULL || op.end_ms == NULL) {
-		rc = fail_nomem(&err);
+		rc = svc_fail_nomem(&err);
 		goto out;
 	}
 	filter_free(&op.f);
@@ -1182,7 +1165,7 @@ static int trend_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 	char *lo = ms_text(a, op->lo_ms), *hi = ms_text(a, op->hi_ms);
 	char *limit = arena_printf(a, "%d", TREND_BUCKETS_MAX + 1);
 	if (sql == NULL || lo == NULL || hi == NULL || limit == NULL)
-		return fail_nomem(err);
+		return svc_fail_nomem(err);
 	const char *params[9] = {lo, hi, op->endpoint};
 	filter_params(&op->f, params + 3);
 	params[8] = limit;
@@ -1219,7 +1202,7 @@ static int trend_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 		r->buckets[i] = b;
 	}
 	if (!is_ok) {
-		rc = fail_nomem(err);
+		rc = svc_fail_nomem(err);
 		goto out;
 	}
 	r->n_buckets = (size_t)rows;
@@ -1513,7 +1496,7 @@ static int query_groups(struct db_conn *conn, struct query_op *op, struct mon_er
 	                : NULL;
 	char *limit = arena_printf(a, "%d", limit_n);
 	if (sql == NULL || limit == NULL || query_params(a, op, params, &lo, &hi) != 0)
-		return fail_nomem(err);
+		return svc_fail_nomem(err);
 	params[7 + op->tag_n] = limit;
 	int rc = db_exec(conn, sql, 8 + op->tag_n, params, &res, err);
 	if (rc != 0)
@@ -1528,14 +1511,14 @@ static int query_groups(struct db_conn *conn, struct query_op *op, struct mon_er
 	}
 	op->groups = rows ? arena_calloc(a, (size_t)rows, sizeof(*op->groups)) : NULL;
 	if (rows && op->groups == NULL) {
-		rc = fail_nomem(err);
+		rc = svc_fail_nomem(err);
 		goto out;
 	}
 	for (int i = 0; i < rows; i++) {
 		struct group *g = &op->groups[i];
 		g->keys = arena_calloc(a, (size_t)op->key_n, sizeof(*g->keys));
 		if (g->keys == NULL) {
-			rc = fail_nomem(err);
+			rc = svc_fail_nomem(err);
 			goto out;
 		}
 		crypto_generichash_state st;
@@ -1544,7 +1527,7 @@ static int query_groups(struct db_conn *conn, struct query_op *op, struct mon_er
 		for (int k = 0; k < op->key_n; k++) {
 			g->keys[k] = arena_strdup(a, db_result_value(res, i, k));
 			if (g->keys[k] == NULL) {
-				rc = fail_nomem(err);
+				rc = svc_fail_nomem(err);
 				goto out;
 			}
 			crypto_generichash_update(&st, (const unsigned char *)g->keys[k], strlen(g->keys[k]) + 1);
@@ -1641,7 +1624,7 @@ static int query_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 	r->granularity = op->gran;
 	r->bucket_width = arena_alloc(a, sizeof(*r->bucket_width));
 	if (r->bucket_width == NULL)
-		return fail_nomem(err);
+		return svc_fail_nomem(err);
 	google__protobuf__duration__init(r->bucket_width);
 	r->bucket_width->seconds = op->width_ms / 1000;
 	r->next_page_token = "";
@@ -1693,11 +1676,11 @@ static int query_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 	                                   inner, arr, 8 + op->tag_n, arr, 9 + op->tag_n, keys, keys)
 	                    : NULL;
 	if (sql == NULL || query_params(a, op, params, &lo, &hi) != 0)
-		return fail_nomem(err);
+		return svc_fail_nomem(err);
 	params[7 + op->tag_n] = group_keys_literal(a, op, &op->groups[g_first]);
 	params[8 + op->tag_n] = group_keys_literal(a, op, &op->groups[g_last]);
 	if (params[7 + op->tag_n] == NULL || params[8 + op->tag_n] == NULL)
-		return fail_nomem(err);
+		return svc_fail_nomem(err);
 	rc = db_exec(conn, sql, 9 + op->tag_n, params, &res, err);
 	if (rc != 0)
 		goto out;
@@ -1724,13 +1707,13 @@ static int query_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 			if ((times[i] = ts_from_us(a, (op->lo_ms + i * op->width_ms) * 1000)) == NULL)
 				times = NULL;
 		if (times == NULL) {
-			rc = fail_nomem(err);
+			rc = svc_fail_nomem(err);
 			goto out;
 		}
 	}
 	r->series = arena_calloc(a, (size_t)(end - pos), sizeof(*r->series));
 	if (r->series == NULL) {
-		rc = fail_nomem(err);
+		rc = svc_fail_nomem(err);
 		goto out;
 	}
 	int time_col = op->key_n, count_col = op->key_n + 1;
@@ -1739,7 +1722,7 @@ static int query_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 		int s = (int)(p % op->stat_n), value_col = op->key_n + 2 + s;
 		Monitoring__V1__TimeSeries *ts = arena_alloc(a, sizeof(*ts));
 		if (ts == NULL) {
-			rc = fail_nomem(err);
+			rc = svc_fail_nomem(err);
 			goto out;
 		}
 		monitoring__v1__time_series__init(ts);
@@ -1750,7 +1733,7 @@ static int query_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 		for (int k = 0; k < op->group_by_n; k++) {
 			Monitoring__V1__TimeSeries__LabelsEntry *e = ts->labels ? arena_alloc(a, sizeof(*e)) : NULL;
 			if (e == NULL) {
-				rc = fail_nomem(err);
+				rc = svc_fail_nomem(err);
 				goto out;
 			}
 			monitoring__v1__time_series__labels_entry__init(e);
@@ -1763,7 +1746,7 @@ static int query_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 		Monitoring__V1__TimeSeriesPoint *pts = n ? arena_calloc(a, (size_t)n, sizeof(*pts)) : NULL;
 		ts->points = n ? arena_calloc(a, (size_t)n, sizeof(*ts->points)) : NULL;
 		if (n && (pts == NULL || ts->points == NULL)) {
-			rc = fail_nomem(err);
+			rc = svc_fail_nomem(err);
 			goto out;
 		}
 		for (int64_t i = 0; i < n; i++) {
@@ -1787,7 +1770,7 @@ static int query_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 			pts[i].value = double_value(a, res, row, value_col, &is_ok);
 		}
 		if (!is_ok) {
-			rc = fail_nomem(err);
+			rc = svc_fail_nomem(err);
 			goto out;
 		}
 		r->series[r->n_series++] = ts;
@@ -1796,7 +1779,7 @@ static int query_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 		const struct group *g = &op->groups[(end - 1) / op->stat_n];
 		char *cursor = arena_printf(a, "%" PRId64 ",%d,%s,%d,%d", op->now_ms, (int)op->gran, g->hash,
 		                            (int)((end - 1) / op->stat_n), (int)((end - 1) % op->stat_n) + 1);
-		rc = cursor ? token_make(a, op->filters, cursor, &r->next_page_token, err) : fail_nomem(err);
+		rc = cursor ? token_make(a, op->filters, cursor, &r->next_page_token, err) : svc_fail_nomem(err);
 	}
 out:
 	db_result_free(res);
@@ -1881,7 +1864,7 @@ static int query_read_group_by(struct arena *a, const Monitoring__V1__QueryMetri
 		op->key_of[i] = op->key_n;
 		op->key_sql[op->key_n] = arena_printf(a, "coalesce(tags ->> $%d, '')", 8 + op->tag_n);
 		if (op->key_sql[op->key_n] == NULL)
-			return fail_nomem(err);
+			return svc_fail_nomem(err);
 		op->key_n++;
 		op->tag_n++;
 		op->can_use_rollup = false;
@@ -1973,7 +1956,7 @@ static int query_metrics(struct rpc_ctx *ctx, const Monitoring__V1__QueryMetrics
 	json_array_append_new(extra, json_integer(op.max_points));
 	op.filters = filters_text(c.arena, "query", extra, &op.f);
 	if (op.filters == NULL) {
-		rc = fail_nomem(&err);
+		rc = svc_fail_nomem(&err);
 		goto out;
 	}
 	if (req->page_token != NULL && req->page_token[0] != '\0') {
