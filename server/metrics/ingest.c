@@ -35,13 +35,13 @@ const char metrics_session_sql[] =
  * sharing keys lock them in the same order instead of deadlocking.
  */
 static const struct db_stmt insert_stmt = {
-        .name = "metrics_insert",
-        .sql = "WITH ins AS (INSERT INTO tb_performance_metric (" COLS ") "
+        .name = "metrics_insert_keys",
+        .sql = "INSERT INTO tb_performance_metric (" COLS ") "
                "SELECT time, metric_name, endpoint, method, status_code, p50, p95, p99, mean, min, max, "
                "request_count, error_count, error_rate, throughput, tags, metric_type::metric_type "
                "FROM mon_metric_stage ORDER BY time, metric_name COLLATE \"C\", endpoint COLLATE \"C\" "
-               "ON CONFLICT (time, metric_name, endpoint) DO NOTHING RETURNING 1) "
-               "SELECT count(*) FROM ins",
+               "ON CONFLICT (time, metric_name, endpoint) DO NOTHING "
+               "RETURNING (extract(epoch FROM time) * 1000000)::bigint, metric_name, endpoint",
         .param_count = 0,
 };
 
@@ -53,7 +53,7 @@ static const struct db_stmt insert_stmt = {
  * scanning them.
  */
 static const struct db_stmt update_stmt = {
-        .name = "metrics_update",
+        .name = "metrics_update_keys",
         .sql = "UPDATE tb_performance_metric t SET method = s.method, status_code = s.status_code, p50 = s.p50, "
                "p95 = s.p95, p99 = s.p99, mean = s.mean, min = s.min, max = s.max, "
                "request_count = s.request_count, error_count = s.error_count, error_rate = s.error_rate, "
@@ -63,7 +63,8 @@ static const struct db_stmt update_stmt = {
                "AND (t.method, t.status_code, t.p50, t.p95, t.p99, t.mean, t.min, t.max, t.request_count, "
                "t.error_count, t.error_rate, t.throughput, t.tags, t.metric_type) IS DISTINCT FROM "
                "(s.method, s.status_code, s.p50, s.p95, s.p99, s.mean, s.min, s.max, s.request_count, "
-               "s.error_count, s.error_rate, s.throughput, s.tags, s.metric_type::metric_type)",
+               "s.error_count, s.error_rate, s.throughput, s.tags, s.metric_type::metric_type) "
+               "RETURNING (extract(epoch FROM t.time) * 1000000)::bigint, t.metric_name, t.endpoint",
         .param_count = 0,
 };
 
@@ -421,6 +422,7 @@ static char *tags_json(struct arena *a, const Monitoring__V1__MetricPoint *p)
 struct row {
 	const char *v[17];
 	Monitoring__V1__MetricPoint stored;
+	bool is_changed; /* staging path: inserted or updated (published) */
 };
 
 static int encode_row(struct arena *a, struct time_cache *tc, const Monitoring__V1__MetricPoint *p, struct row *r,
@@ -477,12 +479,112 @@ static int encode_row(struct arena *a, struct time_cache *tc, const Monitoring__
 /* ---- the transaction ---- */
 
 struct write_op {
+	struct arena *arena;
 	struct row *rows;
-	const struct row **sorted; /* rows in key order */
+	struct row **sorted; /* rows in key order */
 	size_t count;
 	const char *params[5];
 	struct metrics_write_result result;
 };
+
+/*
+ * The parameters of mon_metrics_commit for the rows published: all of them,
+ * or (only_changed) those the staging path inserted or updated, in the
+ * batch's order: count, first and last time, the 5-minute buckets touched
+ * and the packed MetricBatch (hex bytea).
+ */
+static int publish_params(struct arena *a, struct row *rows, size_t count, bool only_changed, const char *params[5],
+                          struct mon_error *err)
+{
+	struct time_cache tc = {.second = INT64_MIN};
+	Monitoring__V1__MetricPoint **stored = arena_calloc(a, count, sizeof(*stored));
+	int64_t *buckets = arena_calloc(a, count, sizeof(*buckets));
+	if (stored == NULL || buckets == NULL)
+		return mon_error_set(err, MON_ENOMEM, "out of memory encoding the batch");
+	int64_t min_us = INT64_MAX, max_us = INT64_MIN;
+	size_t n = 0, bucket_n = 0;
+	for (size_t i = 0; i < count; i++) {
+		if (only_changed && !rows[i].is_changed)
+			continue;
+		stored[n++] = &rows[i].stored;
+		int64_t us = time_us(rows[i].stored.time);
+		min_us = us < min_us ? us : min_us;
+		max_us = us > max_us ? us : max_us;
+		/* distinct 5-minute bucket starts; batches usually touch one or two */
+		int64_t b = us >= 0 ? us / 300000000 : (us - 299999999) / 300000000;
+		size_t j = 0;
+		while (j < bucket_n && buckets[j] != b)
+			j++;
+		if (j == bucket_n)
+			buckets[bucket_n++] = b;
+	}
+	if (n == 0)
+		return mon_error_set(err, MON_EINTERNAL, "no changed point to publish");
+
+	size_t blen = 2 + bucket_n * 40;
+	char *barr = arena_alloc(a, blen);
+	if (barr == NULL)
+		return mon_error_set(err, MON_ENOMEM, "out of memory encoding the batch");
+	size_t off = 0;
+	barr[off++] = '{';
+	for (size_t j = 0; j < bucket_n; j++) {
+		char *t = format_time(a, &tc, buckets[j] * 300000000);
+		if (t == NULL)
+			return mon_error_set(err, MON_ENOMEM, "out of memory encoding the batch");
+		off += (size_t)snprintf(barr + off, blen - off, "%s\"%s\"", j ? "," : "", t);
+	}
+	barr[off++] = '}';
+	barr[off] = '\0';
+
+	Monitoring__V1__MetricBatch batch = MONITORING__V1__METRIC_BATCH__INIT;
+	batch.n_points = n;
+	batch.points = stored;
+	size_t packed_len = monitoring__v1__metric_batch__get_packed_size(&batch);
+	uint8_t *packed = arena_alloc(a, packed_len ? packed_len : 1);
+	char *hex = arena_alloc(a, packed_len * 2 + 3);
+	if (packed == NULL || hex == NULL)
+		return mon_error_set(err, MON_ENOMEM, "out of memory encoding the batch");
+	monitoring__v1__metric_batch__pack(&batch, packed);
+	hex[0] = '\\';
+	hex[1] = 'x';
+	sodium_bin2hex(hex + 2, packed_len * 2 + 1, packed, packed_len);
+
+	params[0] = format_int(a, (int64_t)n);
+	params[1] = format_time(a, &tc, min_us);
+	params[2] = format_time(a, &tc, max_us);
+	params[3] = barr;
+	params[4] = hex;
+	if (params[0] == NULL || params[1] == NULL || params[2] == NULL)
+		return mon_error_set(err, MON_ENOMEM, "out of memory encoding the batch");
+	return 0;
+}
+
+/* Marks the rows whose keys res returned (epoch microseconds, metric_name, endpoint) as changed. */
+static void mark_changed(struct write_op *op, const struct db_result *res)
+{
+	for (int r = 0; r < db_result_rows(res); r++) {
+		int64_t us = strtoll(db_result_value(res, r, 0), NULL, 10);
+		const char *name = db_result_value(res, r, 1);
+		const char *endpoint = db_result_value(res, r, 2);
+		size_t lo = 0, hi = op->count;
+		while (lo < hi) {
+			size_t mid = lo + (hi - lo) / 2;
+			const Monitoring__V1__MetricPoint *p = &op->sorted[mid]->stored;
+			int64_t pus = time_us(p->time);
+			int c = pus != us ? (pus < us ? -1 : 1) : strcmp(p->metric_name, name);
+			if (c == 0)
+				c = strcmp(p->endpoint, endpoint);
+			if (c == 0) {
+				op->sorted[mid]->is_changed = true;
+				break;
+			}
+			if (c < 0)
+				lo = mid + 1;
+			else
+				hi = mid;
+		}
+	}
+}
 
 /*
  * The common case, new keys only: COPY straight into the table, as cheap as
@@ -536,7 +638,10 @@ static int write_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 		rc = db_exec_stmt(conn, &insert_stmt, NULL, &res, err);
 	if (rc != 0)
 		goto out;
-	inserted = strtoll(db_result_value(res, 0, 0), NULL, 10);
+	for (size_t i = 0; i < op->count; i++)
+		op->rows[i].is_changed = false; /* a retried transaction starts afresh */
+	inserted = db_result_rows(res);
+	mark_changed(op, res);
 	db_result_free(res);
 	res = NULL;
 	if (inserted < (int64_t)op->count) {
@@ -545,7 +650,8 @@ static int write_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 			rc = db_exec_stmt(conn, &update_stmt, NULL, &res, err);
 		if (rc != 0)
 			goto out;
-		updated = db_result_affected(res);
+		updated = db_result_rows(res);
+		mark_changed(op, res);
 		db_result_free(res);
 		res = NULL;
 	}
@@ -557,7 +663,16 @@ publish:;
 	op->result.sequence = 0;
 	if (written == 0)
 		goto out; /* a retry of a stored batch: nothing changed, nothing to publish */
-	rc = db_exec_stmt(conn, &commit_stmt, op->params, &res, err);
+	const char *changed_params[5];
+	const char *const *params = op->params;
+	if (!is_direct) {
+		/* publish only what changed: unchanged points were published when they were stored */
+		rc = publish_params(op->arena, op->rows, op->count, true, changed_params, err);
+		if (rc != 0)
+			goto out;
+		params = changed_params;
+	}
+	rc = db_exec_stmt(conn, &commit_stmt, params, &res, err);
 	if (rc != 0)
 		goto out;
 	op->result.sequence = strtoll(db_result_value(res, 0, 0), NULL, 10);
@@ -605,75 +720,24 @@ static int row_key_cmp(const void *pa, const void *pb)
 int metrics_write(struct db_pool *pool, struct arena *a, int64_t timeout_ms, Monitoring__V1__MetricPoint *const *points,
                   size_t count, struct metrics_write_result *out, struct mon_error *err)
 {
-	struct write_op op = {.count = count};
+	struct write_op op = {.arena = a, .count = count};
 	op.rows = arena_calloc(a, count, sizeof(*op.rows));
 	op.sorted = arena_calloc(a, count, sizeof(*op.sorted));
-	Monitoring__V1__MetricPoint **stored = arena_calloc(a, count, sizeof(*stored));
-	int64_t *buckets = arena_calloc(a, count, sizeof(*buckets));
-	if (op.rows == NULL || op.sorted == NULL || stored == NULL || buckets == NULL)
+	if (op.rows == NULL || op.sorted == NULL)
 		return mon_error_set(err, MON_ENOMEM, "out of memory encoding points");
 	struct time_cache tc = {.second = INT64_MIN};
-	int64_t min_us = INT64_MAX, max_us = INT64_MIN;
-	size_t bucket_n = 0;
 	for (size_t i = 0; i < count; i++) {
 		int rc = encode_row(a, &tc, points[i], &op.rows[i], err);
 		if (rc != 0)
 			return rc;
-		stored[i] = &op.rows[i].stored;
 		op.sorted[i] = &op.rows[i];
-		int64_t us = time_us(points[i]->time);
-		min_us = us < min_us ? us : min_us;
-		max_us = us > max_us ? us : max_us;
-		/* distinct 5-minute bucket starts; batches usually touch one or two */
-		int64_t b = us >= 0 ? us / 300000000 : (us - 299999999) / 300000000;
-		size_t j = 0;
-		while (j < bucket_n && buckets[j] != b)
-			j++;
-		if (j == bucket_n)
-			buckets[bucket_n++] = b;
 	}
-
 	qsort(op.sorted, count, sizeof(*op.sorted), row_key_cmp);
-
-	size_t blen = 2;
-	for (size_t j = 0; j < bucket_n; j++)
-		blen += 40;
-	char *barr = arena_alloc(a, blen);
-	if (barr == NULL)
-		return mon_error_set(err, MON_ENOMEM, "out of memory encoding points");
-	size_t off = 0;
-	barr[off++] = '{';
-	for (size_t j = 0; j < bucket_n; j++) {
-		char *t = format_time(a, &tc, buckets[j] * 300000000);
-		if (t == NULL)
-			return mon_error_set(err, MON_ENOMEM, "out of memory encoding points");
-		off += (size_t)snprintf(barr + off, blen - off, "%s\"%s\"", j ? "," : "", t);
-	}
-	barr[off++] = '}';
-	barr[off] = '\0';
-
-	Monitoring__V1__MetricBatch batch = MONITORING__V1__METRIC_BATCH__INIT;
-	batch.n_points = count;
-	batch.points = stored;
-	size_t packed_len = monitoring__v1__metric_batch__get_packed_size(&batch);
-	uint8_t *packed = arena_alloc(a, packed_len ? packed_len : 1);
-	char *hex = arena_alloc(a, packed_len * 2 + 3);
-	if (packed == NULL || hex == NULL)
-		return mon_error_set(err, MON_ENOMEM, "out of memory encoding the batch");
-	monitoring__v1__metric_batch__pack(&batch, packed);
-	hex[0] = '\\';
-	hex[1] = 'x';
-	sodium_bin2hex(hex + 2, packed_len * 2 + 1, packed, packed_len);
-
-	op.params[0] = arena_printf(a, "%zu", count);
-	op.params[1] = format_time(a, &tc, min_us);
-	op.params[2] = format_time(a, &tc, max_us);
-	op.params[3] = barr;
-	op.params[4] = hex;
-	if (op.params[0] == NULL || op.params[1] == NULL || op.params[2] == NULL)
-		return mon_error_set(err, MON_ENOMEM, "out of memory encoding the batch");
+	int rc = publish_params(a, op.rows, count, false, op.params, err);
+	if (rc != 0)
+		return rc;
 	int64_t started_ms = svc_wall_ms();
-	int rc = db_tx_run(pool, timeout_ms, write_tx, &op, err);
+	rc = db_tx_run(pool, timeout_ms, write_tx, &op, err);
 	if (rc == 0 && op.result.sequence > 0) {
 		int64_t left_ms = 0; /* no deadline: flush_commit's default */
 		if (timeout_ms > 0 && timeout_ms != INT64_MAX) {

@@ -11,7 +11,8 @@
  * rollup job re-aggregates, and the points every replica's hub fans out.
  * The NOTIFY "mon_metrics" with the sequence as payload wakes the hubs.
  * A batch whose points are all duplicates (a retry of a committed batch)
- * changes nothing and is not published again.
+ * changes nothing and is not published again; one that partly repeats
+ * stored points publishes only the points it inserted or changed.
  */
 #ifndef MON_SERVER_METRICS_INGEST_H
 #define MON_SERVER_METRICS_INGEST_H

@@ -163,6 +163,29 @@ class RecordMetricsTest(unittest.TestCase):
         self.assertEqual(len(after), 300)
         self.assertEqual([r for r in after if r not in before][0][6], "25.00")
 
+    def test_partial_retry_publishes_only_what_changed(self):
+        now = time.time()
+        first = self.record([point("ingest.pub", now - 30)])
+        self.assertEqual(first.inserted_count, 1)
+
+        def published(seq):
+            row = psql(self.db, "SELECT point_count, encode(payload, 'hex') FROM tb_metric_ingest_log "
+                                "WHERE seq = %d" % seq)[0]
+            return int(row[0]), metrics_pb2.MetricBatch.FromString(bytes.fromhex(row[1])).points
+
+        # One stored point again plus a new one: only the new one is published.
+        r = self.record([point("ingest.pub", now - 30), point("ingest.pub", now - 29)])
+        self.assertEqual((r.inserted_count, r.updated_count, r.duplicate_count), (1, 0, 1))
+        n, pts = published(r.sequence)
+        self.assertEqual((n, len(pts)), (1, 1))
+        self.assertEqual(pts[0].time.ToNanoseconds() // 1000, ts(now - 29).ToNanoseconds() // 1000)
+        # One unchanged and one replaced: only the replaced one is published, with its new value.
+        r = self.record([point("ingest.pub", now - 30), point("ingest.pub", now - 29, p95=D(value=25.0))])
+        self.assertEqual((r.inserted_count, r.updated_count, r.duplicate_count), (0, 1, 1))
+        n, pts = published(r.sequence)
+        self.assertEqual((n, len(pts)), (1, 1))
+        self.assertAlmostEqual(pts[0].p95.value, 25.0)
+
     def test_one_bad_point_stores_nothing(self):
         now = time.time()
         pts = [point("ingest.atomic", now - 100 + i * 0.01) for i in range(999)]
