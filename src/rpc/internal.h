@@ -126,6 +126,8 @@ struct rpc_call {
 
 	void (*on_close)(struct rpc_stream *s, void *arg);
 	void *on_close_arg;
+	void (*on_writable)(struct rpc_stream *s, void *arg); /* armed once by rpc_stream_on_writable */
+	void *on_writable_arg;
 
 	struct rpc_ctx ctx;
 	struct timespec started;

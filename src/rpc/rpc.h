@@ -157,6 +157,17 @@ bool rpc_stream_is_closed(struct rpc_stream *s);
  */
 void rpc_stream_on_close(struct rpc_stream *s, void (*cb)(struct rpc_stream *s, void *arg), void *arg);
 
+/*
+ * Arms a one-shot callback run when the stream's queue has drained to half
+ * its message and byte limits, or when the stream is over (check
+ * rpc_stream_is_closed in the callback). A producer that got MON_ELIMIT
+ * parks and resumes from the callback instead of sleeping. Runs on a
+ * completion-queue thread with no lock held (it must not block), or at
+ * once on the calling thread when the queue already has that room or the
+ * stream is over. One callback armed at a time: arming again replaces it.
+ */
+void rpc_stream_on_writable(struct rpc_stream *s, void (*cb)(struct rpc_stream *s, void *arg), void *arg);
+
 /* Reference counting for holders other than the runtime. */
 void rpc_stream_retain(struct rpc_stream *s);
 void rpc_stream_release(struct rpc_stream *s);

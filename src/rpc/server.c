@@ -788,6 +788,42 @@ void rpc_stream_on_close(struct rpc_stream *s, void (*cb)(struct rpc_stream *s, 
 		cb(s, arg);
 }
 
+/* True when the queue has drained to half its limits, so a parked producer may go on. Under c->lock. */
+static bool has_room_locked(const struct rpc_call *c)
+{
+	return c->q_len <= c->server->cfg.stream_queue_max / 2 &&
+	       c->q_bytes <= c->server->cfg.stream_queue_max_bytes / 2;
+}
+
+/* Takes the armed writable callback when it is due. Under c->lock; the caller runs it unlocked. */
+static bool take_writable_locked(struct rpc_call *c, void (**cb)(struct rpc_stream *, void *), void **arg)
+{
+	if (c->on_writable == NULL)
+		return false;
+	bool is_over = c->close_received || c->status_started || c->finish_requested;
+	if (!is_over && !has_room_locked(c))
+		return false;
+	*cb = c->on_writable;
+	*arg = c->on_writable_arg;
+	c->on_writable = NULL;
+	c->on_writable_arg = NULL;
+	return true;
+}
+
+void rpc_stream_on_writable(struct rpc_stream *s, void (*cb)(struct rpc_stream *s, void *arg), void *arg)
+{
+	struct rpc_call *c = stream_call(s);
+	void (*run)(struct rpc_stream *, void *) = NULL;
+	void *run_arg = NULL;
+	pthread_mutex_lock(&c->lock);
+	c->on_writable = cb;
+	c->on_writable_arg = arg;
+	bool is_due = take_writable_locked(c, &run, &run_arg);
+	pthread_mutex_unlock(&c->lock);
+	if (is_due)
+		run(s, run_arg);
+}
+
 void rpc_stream_retain(struct rpc_stream *s)
 {
 	struct rpc_call *c = stream_call(s);
@@ -1249,6 +1285,8 @@ static void on_recv(struct rpc_call *c, bool ok)
 
 static void on_send(struct rpc_call *c, bool ok)
 {
+	void (*wcb)(struct rpc_stream *, void *) = NULL;
+	void *wcb_arg = NULL;
 	pthread_mutex_lock(&c->lock);
 	c->send_in_flight = false;
 	if (c->send_buf) {
@@ -1264,8 +1302,11 @@ static void on_send(struct rpc_call *c, bool ok)
 		if (c->recv_deferred && c->q_head == NULL && !c->send_in_flight)
 			recv_next_locked(c);
 	}
+	bool is_due = take_writable_locked(c, &wcb, &wcb_arg);
 	pthread_cond_broadcast(&c->drained);
 	pthread_mutex_unlock(&c->lock);
+	if (is_due)
+		wcb(call_stream(c), wcb_arg);
 }
 
 static void on_status(struct rpc_call *c, bool ok)
@@ -1302,9 +1343,14 @@ static void on_close(struct rpc_call *c, bool ok)
 		cb = c->on_close;
 		cb_arg = c->on_close_arg;
 	}
+	void (*wcb)(struct rpc_stream *, void *) = NULL;
+	void *wcb_arg = NULL;
+	bool is_due = take_writable_locked(c, &wcb, &wcb_arg);
 	pthread_cond_broadcast(&c->drained);
 	pthread_mutex_unlock(&c->lock);
 	live_remove(c);
+	if (is_due)
+		wcb(call_stream(c), wcb_arg);
 	if (cb)
 		cb(call_stream(c), cb_arg);
 }

@@ -1,0 +1,982 @@
+/*
+ * The resumable event stream hub (stream.h): subscribers, the live
+ * fan-out, the catch-up of new streams, heartbeats, the fell-behind and
+ * shutdown controls.
+ *
+ * Who owns a subscriber. Each holds two references: the stream's close
+ * callback's, dropped when the stream is over, and its owner's. The owner
+ * is exactly one of: the catch-up queue (hub->jobs), the stream's armed
+ * writable callback (a parked catch-up), the hand-over inbox
+ * (hub->inbox), or the hub thread's live array. Only the owner reads or
+ * writes the subscriber's state and cursor, so none of that needs a lock;
+ * ownership moves through hub->mu, which guards nothing but the two queues
+ * and the flags, and is never held while sending. The close callback only
+ * sets is_closed and drops its reference; the owner notices and lets go.
+ * A subscriber holds a reference on its stream until it is freed, so a
+ * closed stream stays valid for whoever still sends to it.
+ *
+ * Catch-up (hub->catchup_thread). A new stream is queued as a job. The job
+ * checks the cursor, reads the snapshot or a page of the log after the
+ * cursor (holding a pooled connection only for that read), packs it, and
+ * sends as much as the stream's queue takes. When the queue is full it
+ * arms rpc_stream_on_writable and lets go: the stream's write completions
+ * queue the job again. A full page queues the job again at the back (so
+ * many catching-up streams take turns); a short page ends the backlog and
+ * the subscriber goes to the inbox. Pages are shared: streams that resume
+ * from the same sequence reuse the page the last job read.
+ *
+ * Hand-over. The hub thread takes the inbox before each read. A subscriber
+ * whose cursor is at or past the last sequence the hub dispatched joins
+ * the live array and gets every event after its cursor; one whose cursor
+ * is behind goes back to the catch-up queue to read the difference. Since
+ * sequence order is commit order (each kind numbers its events under a
+ * lock held to commit), that is neither a gap nor a repeat.
+ *
+ * Live fan-out (hub->thread, with hub->fan_thread taking every other
+ * subscriber when there are many). The hub thread reads pages after the
+ * last sequence dispatched, woken by the kind's NOTIFY and every second,
+ * packs each event once and offers the bytes to every matching live
+ * subscriber with the non-blocking rpc_stream_send_packed. A subscriber
+ * whose queue is full leaves the live array for the catch-up queue in the
+ * ending state: RESUME_REQUIRED (FELL_BEHIND) with its cursor as soon as
+ * its queue has room, then RESOURCE_EXHAUSTED.
+ */
+#include "stream/stream.h"
+
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "google/protobuf/timestamp.pb-c.h"
+#include "util/log.h"
+
+#define HUB_TICK_MS 1000       /* catch-up read and heartbeat check while anyone listens */
+#define HUB_ACQUIRE_MS 2000    /* waiting for a pooled connection */
+#define HUB_DRAIN_WAIT_MS 3000 /* stream_hub_drain waits this long for the threads' step */
+#define PAGE_ARENA_BYTES (64u << 20)
+#define PAGE_SHORT_REUSE_MS 50 /* a short page is reused this long; a full one while cached */
+#define FAN_SPLIT_MIN 64       /* below this many live subscribers one thread sends them all */
+
+enum sub_state {
+	SUB_START,   /* new: cursor check, snapshot or backlog */
+	SUB_BACKLOG, /* reads the page after its cursor */
+	SUB_PUMP,    /* sends its page */
+	SUB_LIVE,    /* in the inbox or the live array */
+	SUB_ENDING,  /* fell behind: RESUME_REQUIRED pending */
+};
+
+/* The events of one read (or a snapshot), packed once, shared by reference. */
+struct page_item {
+	int64_t seq;
+	const void *data; /* the kind's, for matching; NULL goes to everyone */
+	struct rpc_packed *packed;
+	bool is_advancing; /* delivering it moves the cursor to seq */
+};
+
+struct page {
+	atomic_int refs;
+	struct arena *arena;
+	int64_t after;      /* log pages: read after this sequence */
+	int64_t end_cursor; /* the cursor once every item is delivered */
+	int64_t read_ms;
+	bool is_full; /* a log page of page_rows events: more may follow */
+	size_t n;
+	struct page_item *items;
+};
+
+struct stream_sub {
+	struct stream_hub *hub;
+	struct rpc_stream *stream;
+	void *filter;
+	int64_t heartbeat_ms;
+	atomic_int refs;
+	atomic_bool is_closed;
+
+	/* The owner's (see the file comment). */
+	enum sub_state state;
+	bool has_cursor; /* cursor is a valid resume point */
+	bool is_woken;   /* queued by its writable callback */
+	int64_t cursor;  /* last sequence queued or skipped as filtered */
+	int64_t resume_after;
+	struct page *page; /* SUB_PUMP */
+	size_t next;
+	int64_t last_send_ms;
+	struct stream_sub *qnext;
+};
+
+struct stream_hub {
+	const struct stream_kind *kind;
+	struct db_pool *pool;
+	atomic_size_t subs_n;
+
+	pthread_mutex_t mu; /* the flags, the inbox and the jobs; never held while sending */
+	pthread_cond_t hub_cond, job_cond, ack_cond;
+	bool should_stop, is_draining, is_woken;
+	bool is_hub_acked, is_jobs_acked;
+	struct stream_sub *inbox, *inbox_tail;
+	struct stream_sub *jobs, *jobs_tail;
+
+	/* The hub thread's. */
+	pthread_t thread;
+	bool has_thread;
+	struct stream_sub **live;
+	size_t live_n, live_cap;
+	int64_t last_seen; /* last sequence dispatched; -1 while nobody is live */
+	int64_t last_tick_ms;
+	bool is_failing;
+
+	/* The second sender: takes the odd-numbered live subscribers of a page. */
+	pthread_t fan_thread;
+	bool has_fan_thread;
+	pthread_mutex_t fan_mu;
+	pthread_cond_t fan_cond;
+	bool fan_has_job, fan_done, fan_stop;
+	const struct page *fan_page;
+	int64_t fan_now;
+
+	/* The catch-up thread's. */
+	pthread_t catchup_thread;
+	bool has_catchup_thread;
+	struct page *cache;
+	bool is_catchup_failing;
+};
+
+static int64_t mono_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* ---- controls ---- */
+
+Monitoring__V1__StreamControl *stream_control_new(struct arena *a, int kind, int64_t cursor, int reason,
+                                                  const char *message)
+{
+	Monitoring__V1__StreamControl *c = arena_alloc(a, sizeof(*c));
+	Google__Protobuf__Timestamp *t = arena_alloc(a, sizeof(*t));
+	if (c == NULL || t == NULL)
+		return NULL;
+	monitoring__v1__stream_control__init(c);
+	google__protobuf__timestamp__init(t);
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	t->seconds = ts.tv_sec;
+	t->nanos = (int32_t)ts.tv_nsec;
+	c->kind = kind;
+	c->resume_after_sequence = cursor;
+	c->reason = reason;
+	c->message = arena_strdup(a, message ? message : "");
+	c->server_time = t;
+	return c->message ? c : NULL;
+}
+
+int64_t stream_heartbeat_ms(int32_t requested_s, int default_s, int min_s)
+{
+	int64_t s = requested_s == 0 ? default_s : requested_s;
+	if (s < min_s)
+		s = min_s;
+	if (s > 86400)
+		s = 86400;
+	return s * 1000;
+}
+
+/* Sends the control (kind, cursor, reason, message) on sub's stream without waiting. */
+static int send_control(struct stream_sub *sub, int kind, int64_t cursor, int reason, const char *message)
+{
+	struct arena *a = arena_create(4096);
+	if (a == NULL)
+		return MON_ENOMEM;
+	int rc = MON_ENOMEM;
+	Monitoring__V1__StreamControl *ctl = stream_control_new(a, kind, cursor, reason, message);
+	ProtobufCMessage *m = ctl ? sub->hub->kind->wrap_control(a, ctl) : NULL;
+	if (m != NULL)
+		rc = rpc_stream_send(sub->stream, m);
+	arena_destroy(a);
+	return rc;
+}
+
+/* ---- pages ---- */
+
+static void page_release(struct page *p)
+{
+	if (p == NULL || atomic_fetch_sub(&p->refs, 1) != 1)
+		return;
+	for (size_t i = 0; i < p->n; i++)
+		rpc_packed_release(p->items[i].packed);
+	free(p->items);
+	arena_destroy(p->arena);
+	free(p);
+}
+
+/* A page of the n events ev (decoded in a, which the page takes). */
+static int page_make(struct arena *a, const struct stream_event *ev, size_t n, bool is_advancing, struct page **out)
+{
+	*out = NULL;
+	struct page *p = calloc(1, sizeof(*p));
+	if (p == NULL || (n > 0 && (p->items = calloc(n, sizeof(*p->items))) == NULL)) {
+		free(p);
+		arena_destroy(a);
+		return MON_ENOMEM;
+	}
+	atomic_init(&p->refs, 1);
+	p->arena = a;
+	p->read_ms = mono_ms();
+	for (size_t i = 0; i < n; i++) {
+		struct page_item *it = &p->items[p->n];
+		if (rpc_packed_create(ev[i].msg, &it->packed) != 0) {
+			page_release(p);
+			return MON_ENOMEM;
+		}
+		it->seq = ev[i].seq;
+		it->data = ev[i].data;
+		it->is_advancing = is_advancing;
+		p->n++;
+	}
+	*out = p;
+	return 0;
+}
+
+/* Reads and packs the page after `after` with a connection from the pool. */
+static int page_read(struct stream_hub *hub, int64_t after, struct page **out, struct mon_error *err)
+{
+	*out = NULL;
+	struct arena *a = arena_create(PAGE_ARENA_BYTES);
+	if (a == NULL)
+		return mon_error_set(err, MON_ENOMEM, "out of memory");
+	struct db_conn *conn = NULL;
+	struct stream_event *ev = NULL;
+	size_t n = 0;
+	int rc = db_pool_acquire(hub->pool, HUB_ACQUIRE_MS, &conn, err);
+	if (rc == 0) {
+		rc = hub->kind->read(conn, after, a, &ev, &n, err);
+		db_pool_release(hub->pool, conn);
+	}
+	if (rc != 0) {
+		arena_destroy(a);
+		return rc;
+	}
+	struct page *p = NULL;
+	rc = page_make(a, ev, n, true, &p);
+	if (rc != 0)
+		return mon_error_set(err, rc, "out of memory");
+	p->after = after;
+	p->end_cursor = n > 0 ? p->items[n - 1].seq : after;
+	p->is_full = n >= (size_t)hub->kind->page_rows;
+	*out = p;
+	return 0;
+}
+
+/* ---- subscribers ---- */
+
+static void sub_unref(struct stream_sub *sub)
+{
+	if (atomic_fetch_sub(&sub->refs, 1) != 1)
+		return;
+	struct stream_hub *hub = sub->hub;
+	page_release(sub->page);
+	hub->kind->filter_free(sub->filter);
+	rpc_stream_release(sub->stream);
+	atomic_fetch_sub(&hub->subs_n, 1);
+	free(sub);
+}
+
+/* The stream is over (any reason). Completion-queue thread: atomics only. */
+static void on_stream_close(struct rpc_stream *stream, void *arg)
+{
+	(void)stream;
+	struct stream_sub *sub = arg;
+	atomic_store(&sub->is_closed, true);
+	sub_unref(sub);
+}
+
+static void queue_push(struct stream_sub **head, struct stream_sub **tail, struct stream_sub *sub)
+{
+	sub->qnext = NULL;
+	if (*tail)
+		(*tail)->qnext = sub;
+	else
+		*head = sub;
+	*tail = sub;
+}
+
+/* Gives sub to the catch-up thread. */
+static void job_push(struct stream_hub *hub, struct stream_sub *sub)
+{
+	pthread_mutex_lock(&hub->mu);
+	queue_push(&hub->jobs, &hub->jobs_tail, sub);
+	pthread_cond_signal(&hub->job_cond);
+	pthread_mutex_unlock(&hub->mu);
+}
+
+/* The stream's queue has room again or the stream is over. Completion-queue thread: never blocks. */
+static void on_writable(struct rpc_stream *stream, void *arg)
+{
+	(void)stream;
+	struct stream_sub *sub = arg;
+	sub->is_woken = true;
+	job_push(sub->hub, sub);
+}
+
+/* Gives sub to the hub thread for the hand-over. */
+static void inbox_push(struct stream_hub *hub, struct stream_sub *sub)
+{
+	sub->state = SUB_LIVE;
+	pthread_mutex_lock(&hub->mu);
+	queue_push(&hub->inbox, &hub->inbox_tail, sub);
+	hub->is_woken = true;
+	pthread_cond_signal(&hub->hub_cond);
+	pthread_mutex_unlock(&hub->mu);
+}
+
+/*
+ * Server shutdown: RESUME_REQUIRED (SERVER_SHUTDOWN) with sub's cursor,
+ * then UNAVAILABLE once what is queued is sent. A subscriber with no
+ * cursor yet (in its snapshot), or whose queue has no room for the
+ * control, is left to the server, which ends it at once: the client
+ * resumes after the last sequence it got.
+ */
+static void end_for_shutdown(struct stream_sub *sub)
+{
+	static const char text[] = "server is shutting down; resume from the cursor";
+	if (!sub->has_cursor || atomic_load(&sub->is_closed))
+		return;
+	if (send_control(sub, MONITORING__V1__STREAM_CONTROL_KIND__STREAM_CONTROL_KIND_RESUME_REQUIRED, sub->cursor,
+	                 MONITORING__V1__STREAM_END_REASON__STREAM_END_REASON_SERVER_SHUTDOWN, text) == 0)
+		rpc_stream_finish(sub->stream, MON_EUNAVAIL, text);
+	else
+		log_debug("msg=\"%s watch: no room for the shutdown notice; the server ends the stream\"",
+		          sub->hub->kind->name);
+}
+
+/* Ends sub's stream with err (a catch-up read failed) and lets it go. */
+static void fail_sub(struct stream_sub *sub, const struct mon_error *err)
+{
+	rpc_stream_finish(sub->stream, err->code ? err->code : MON_EINTERNAL, err->msg);
+	sub_unref(sub);
+}
+
+/* ---- catch-up ---- */
+
+/* The cached page after `after` when it may be reused, or a new read (then cached). */
+static int catchup_page(struct stream_hub *hub, int64_t after, struct page **out, struct mon_error *err)
+{
+	struct page *c = hub->cache;
+	if (c != NULL && c->after == after && (c->is_full || mono_ms() - c->read_ms < PAGE_SHORT_REUSE_MS)) {
+		atomic_fetch_add(&c->refs, 1);
+		*out = c;
+		return 0;
+	}
+	int rc = page_read(hub, after, out, err);
+	if (rc != 0)
+		return rc;
+	page_release(hub->cache);
+	hub->cache = *out;
+	atomic_fetch_add(&(*out)->refs, 1);
+	return 0;
+}
+
+/*
+ * The start of a stream: CURSOR_EXPIRED and a snapshot when the cursor
+ * cannot be replayed, the snapshot when there is none, else the backlog.
+ */
+static int catchup_start(struct stream_sub *sub, struct mon_error *err)
+{
+	struct stream_hub *hub = sub->hub;
+	const struct stream_kind *kind = hub->kind;
+	bool is_expired = false;
+	if (sub->resume_after > 0) {
+		struct db_conn *conn = NULL;
+		int rc = db_pool_acquire(hub->pool, HUB_ACQUIRE_MS, &conn, err);
+		if (rc != 0)
+			return rc;
+		rc = kind->cursor_is_expired(conn, sub->resume_after, &is_expired, err);
+		db_pool_release(hub->pool, conn);
+		if (rc != 0)
+			return rc;
+		if (!is_expired) {
+			sub->cursor = sub->resume_after;
+			sub->has_cursor = true;
+			sub->state = SUB_BACKLOG;
+			return 0;
+		}
+	}
+	struct arena *a = arena_create(PAGE_ARENA_BYTES);
+	if (a == NULL)
+		return mon_error_set(err, MON_ENOMEM, "out of memory");
+	struct stream_event *items = NULL;
+	size_t n = 0;
+	int64_t mark = 0;
+	int rc = kind->snapshot(hub->pool, sub->filter, a, &items, &n, &mark, err);
+	if (rc != 0) {
+		arena_destroy(a);
+		return rc;
+	}
+	/* [CURSOR_EXPIRED] items... SNAPSHOT_COMPLETE, in one page. */
+	struct stream_event *all = arena_calloc(a, n + 2, sizeof(*all));
+	if (all == NULL) {
+		arena_destroy(a);
+		return mon_error_set(err, MON_ENOMEM, "snapshot too large for the stream's memory limit");
+	}
+	size_t k = 0;
+	if (is_expired) {
+		Monitoring__V1__StreamControl *ctl = stream_control_new(
+		        a, MONITORING__V1__STREAM_CONTROL_KIND__STREAM_CONTROL_KIND_CURSOR_EXPIRED, sub->resume_after,
+		        0, "the cursor is older than the retained change log; a snapshot follows");
+		all[k++].msg = ctl ? kind->wrap_control(a, ctl) : NULL;
+	}
+	for (size_t i = 0; i < n; i++)
+		all[k++] = (struct stream_event){.seq = items[i].seq, .msg = items[i].msg};
+	Monitoring__V1__StreamControl *done = stream_control_new(
+	        a, MONITORING__V1__STREAM_CONTROL_KIND__STREAM_CONTROL_KIND_SNAPSHOT_COMPLETE, mark, 0, NULL);
+	all[k++].msg = done ? kind->wrap_control(a, done) : NULL;
+	for (size_t i = 0; i < k; i++)
+		if (all[i].msg == NULL) {
+			arena_destroy(a);
+			return mon_error_set(err, MON_ENOMEM, "snapshot too large for the stream's memory limit");
+		}
+	struct page *p = NULL;
+	rc = page_make(a, all, k, false, &p);
+	if (rc != 0)
+		return mon_error_set(err, rc, "out of memory");
+	p->end_cursor = mark;
+	sub->page = p;
+	sub->next = 0;
+	sub->state = SUB_PUMP;
+	return 0;
+}
+
+/*
+ * Sends sub's page from where it stopped. Returns 1 when the page is done,
+ * 0 when sub is parked on its writable callback (the callback owns it
+ * now), or a negative error with err set (MON_ECANCELLED: the stream is
+ * over).
+ */
+static int catchup_pump(struct stream_sub *sub, struct mon_error *err)
+{
+	const struct stream_kind *kind = sub->hub->kind;
+	struct page *p = sub->page;
+	bool is_woken = sub->is_woken;
+	sub->is_woken = false;
+	while (sub->next < p->n) {
+		const struct page_item *it = &p->items[sub->next];
+		if (it->data == NULL || kind->matches(sub->filter, it->data)) {
+			int rc = rpc_stream_send_packed(sub->stream, it->packed);
+			if (rc == MON_ELIMIT && is_woken)
+				return mon_error_set(err, MON_ELIMIT,
+				                     "an event is larger than the stream's message limit");
+			if (rc == MON_ELIMIT) {
+				rpc_stream_on_writable(sub->stream, on_writable, sub);
+				return 0;
+			}
+			if (rc != 0)
+				return mon_error_set(err, rc, rc == MON_ENOMEM ? "out of memory" : "stream ended");
+			is_woken = false;
+			sub->last_send_ms = mono_ms();
+		}
+		if (it->is_advancing)
+			sub->cursor = it->seq;
+		sub->next++;
+	}
+	sub->cursor = p->end_cursor;
+	sub->has_cursor = true;
+	return 1;
+}
+
+/* RESUME_REQUIRED (FELL_BEHIND) once the queue has room, then RESOURCE_EXHAUSTED; lets sub go. */
+static void catchup_end(struct stream_sub *sub)
+{
+	char text[160];
+	snprintf(text, sizeof(text), "fell behind: stream queue full; resume with resume_after_sequence %" PRId64,
+	         sub->cursor);
+	int rc = send_control(sub, MONITORING__V1__STREAM_CONTROL_KIND__STREAM_CONTROL_KIND_RESUME_REQUIRED,
+	                      sub->cursor, MONITORING__V1__STREAM_END_REASON__STREAM_END_REASON_FELL_BEHIND, text);
+	if (rc == MON_ELIMIT && !sub->is_woken) {
+		rpc_stream_on_writable(sub->stream, on_writable, sub);
+		return;
+	}
+	rpc_stream_finish(sub->stream, MON_ELIMIT, text);
+	sub_unref(sub);
+}
+
+/* One step of sub's catch-up; sub is owned by the caller, which hands it on or lets it go. */
+static void catchup_step(struct stream_hub *hub, struct stream_sub *sub, bool is_draining)
+{
+	struct mon_error err = {0};
+	if (atomic_load(&sub->is_closed)) {
+		sub_unref(sub);
+		return;
+	}
+	if (is_draining) {
+		end_for_shutdown(sub);
+		sub_unref(sub);
+		return;
+	}
+	if (sub->state == SUB_ENDING) {
+		catchup_end(sub);
+		return;
+	}
+	if (sub->state == SUB_START && catchup_start(sub, &err) != 0) {
+		fail_sub(sub, &err);
+		return;
+	}
+	if (sub->state == SUB_BACKLOG) {
+		struct page *p = NULL;
+		if (catchup_page(hub, sub->cursor, &p, &err) != 0) {
+			if (!hub->is_catchup_failing)
+				log_warn("msg=\"%s watch could not read the backlog\" error=\"%s\"", hub->kind->name,
+				         err.msg);
+			hub->is_catchup_failing = true;
+			fail_sub(sub, &err);
+			return;
+		}
+		hub->is_catchup_failing = false;
+		if (p->n == 0) {
+			page_release(p);
+			inbox_push(hub, sub);
+			return;
+		}
+		sub->page = p;
+		sub->next = 0;
+		sub->state = SUB_PUMP;
+	}
+	int rc = catchup_pump(sub, &err);
+	if (rc == 0)
+		return; /* parked */
+	if (rc < 0) {
+		if (rc == MON_ECANCELLED)
+			sub_unref(sub);
+		else
+			fail_sub(sub, &err);
+		return;
+	}
+	bool is_full = sub->page->is_full;
+	page_release(sub->page);
+	sub->page = NULL;
+	if (is_full) {
+		sub->state = SUB_BACKLOG;
+		job_push(hub, sub); /* at the back: streams catching up take turns */
+	} else {
+		inbox_push(hub, sub);
+	}
+}
+
+static void *catchup_main(void *arg)
+{
+	struct stream_hub *hub = arg;
+	pthread_mutex_lock(&hub->mu);
+	for (;;) {
+		while (hub->jobs == NULL && !hub->should_stop && !(hub->is_draining && !hub->is_jobs_acked))
+			pthread_cond_wait(&hub->job_cond, &hub->mu);
+		if (hub->should_stop)
+			break;
+		if (hub->is_draining && !hub->is_jobs_acked) {
+			hub->is_jobs_acked = true;
+			pthread_cond_broadcast(&hub->ack_cond);
+		}
+		struct stream_sub *sub = hub->jobs;
+		if (sub == NULL)
+			continue;
+		hub->jobs = sub->qnext;
+		if (hub->jobs == NULL)
+			hub->jobs_tail = NULL;
+		bool is_draining = hub->is_draining;
+		pthread_mutex_unlock(&hub->mu);
+		catchup_step(hub, sub, is_draining);
+		pthread_mutex_lock(&hub->mu);
+	}
+	pthread_mutex_unlock(&hub->mu);
+	return NULL;
+}
+
+/* ---- live fan-out ---- */
+
+/* Offers the page to live subscribers first, first + step, ... (each thread its own). */
+static void fan_page(struct stream_hub *hub, const struct page *p, size_t first, size_t step, int64_t now)
+{
+	const struct stream_kind *kind = hub->kind;
+	for (size_t k = first; k < hub->live_n; k += step) {
+		struct stream_sub *sub = hub->live[k];
+		for (size_t i = 0; i < p->n && sub->state == SUB_LIVE; i++) {
+			const struct page_item *it = &p->items[i];
+			if (it->seq <= sub->cursor)
+				continue;
+			if (it->data == NULL || kind->matches(sub->filter, it->data)) {
+				int rc = rpc_stream_send_packed(sub->stream, it->packed);
+				if (rc == MON_ELIMIT) {
+					sub->state = SUB_ENDING; /* leaves the array at the next compaction */
+					break;
+				}
+				if (rc != 0)
+					break; /* ending: its close callback marks it */
+				sub->last_send_ms = now;
+			}
+			sub->cursor = it->seq;
+		}
+	}
+}
+
+static void *fan_main(void *arg)
+{
+	struct stream_hub *hub = arg;
+	pthread_mutex_lock(&hub->fan_mu);
+	for (;;) {
+		while (!hub->fan_has_job && !hub->fan_stop)
+			pthread_cond_wait(&hub->fan_cond, &hub->fan_mu);
+		if (hub->fan_stop)
+			break;
+		hub->fan_has_job = false;
+		const struct page *p = hub->fan_page;
+		int64_t now = hub->fan_now;
+		pthread_mutex_unlock(&hub->fan_mu);
+		fan_page(hub, p, 1, 2, now);
+		pthread_mutex_lock(&hub->fan_mu);
+		hub->fan_done = true;
+		pthread_cond_broadcast(&hub->fan_cond);
+	}
+	pthread_mutex_unlock(&hub->fan_mu);
+	return NULL;
+}
+
+static void dispatch(struct stream_hub *hub, const struct page *p)
+{
+	int64_t now = mono_ms();
+	if (hub->live_n >= FAN_SPLIT_MIN && hub->has_fan_thread) {
+		pthread_mutex_lock(&hub->fan_mu);
+		hub->fan_page = p;
+		hub->fan_now = now;
+		hub->fan_done = false;
+		hub->fan_has_job = true;
+		pthread_cond_broadcast(&hub->fan_cond);
+		pthread_mutex_unlock(&hub->fan_mu);
+		fan_page(hub, p, 0, 2, now);
+		pthread_mutex_lock(&hub->fan_mu);
+		while (!hub->fan_done)
+			pthread_cond_wait(&hub->fan_cond, &hub->fan_mu);
+		pthread_mutex_unlock(&hub->fan_mu);
+	} else {
+		fan_page(hub, p, 0, 1, now);
+	}
+	if (p->end_cursor > hub->last_seen)
+		hub->last_seen = p->end_cursor;
+}
+
+/* Drops closed subscribers from the live array and hands those that fell behind to the catch-up thread. */
+static void compact(struct stream_hub *hub)
+{
+	size_t k = 0;
+	for (size_t i = 0; i < hub->live_n; i++) {
+		struct stream_sub *sub = hub->live[i];
+		if (atomic_load(&sub->is_closed)) {
+			sub_unref(sub);
+		} else if (sub->state == SUB_ENDING) {
+			log_info("msg=\"%s watch subscriber fell behind\" resume_after_sequence=%" PRId64
+			         " peer=\"%s\"",
+			         hub->kind->name, sub->cursor, rpc_ctx_peer(rpc_stream_ctx(sub->stream)));
+			job_push(hub, sub);
+		} else {
+			hub->live[k++] = sub;
+		}
+	}
+	hub->live_n = k;
+}
+
+/* Takes the inbox's subscribers live, or back to the catch-up when the hub is past their cursor. */
+static void admit(struct stream_hub *hub, struct stream_sub *list)
+{
+	int64_t now = mono_ms();
+	while (list != NULL) {
+		struct stream_sub *sub = list;
+		list = sub->qnext;
+		sub->qnext = NULL;
+		if (atomic_load(&sub->is_closed)) {
+			sub_unref(sub);
+			continue;
+		}
+		if (hub->live_n == 0 && hub->last_seen < 0)
+			hub->last_seen = sub->cursor;
+		if (sub->cursor < hub->last_seen) {
+			sub->state = SUB_BACKLOG;
+			job_push(hub, sub);
+			continue;
+		}
+		if (hub->live_n == hub->live_cap) {
+			size_t cap = hub->live_cap ? hub->live_cap * 2 : 256;
+			struct stream_sub **l = realloc(hub->live, cap * sizeof(*l));
+			if (l == NULL) {
+				sub->state = SUB_BACKLOG; /* out of memory: tried again after a read */
+				job_push(hub, sub);
+				continue;
+			}
+			hub->live = l;
+			hub->live_cap = cap;
+		}
+		sub->state = SUB_LIVE;
+		sub->last_send_ms = now;
+		hub->live[hub->live_n++] = sub;
+	}
+}
+
+/* Reads every event after last_seen and dispatches it, page by page. */
+static void hub_read(struct stream_hub *hub)
+{
+	while (hub->live_n > 0) {
+		struct mon_error err = {0};
+		struct page *p = NULL;
+		if (page_read(hub, hub->last_seen, &p, &err) != 0) {
+			if (!hub->is_failing)
+				log_warn("msg=\"%s watch could not read events, retrying every second\" error=\"%s\"",
+				         hub->kind->name, err.msg);
+			hub->is_failing = true;
+			return;
+		}
+		if (hub->is_failing)
+			log_info("msg=\"%s watch reads events again\"", hub->kind->name);
+		hub->is_failing = false;
+		if (p->n > 0)
+			dispatch(hub, p);
+		bool is_full = p->is_full;
+		page_release(p);
+		compact(hub);
+		if (!is_full)
+			return;
+	}
+}
+
+/* Heartbeats for live subscribers silent past their interval. */
+static void heartbeats(struct stream_hub *hub, int64_t now)
+{
+	for (size_t i = 0; i < hub->live_n; i++) {
+		struct stream_sub *sub = hub->live[i];
+		if (sub->state != SUB_LIVE || now - sub->last_send_ms < sub->heartbeat_ms ||
+		    atomic_load(&sub->is_closed))
+			continue;
+		int rc = send_control(sub, MONITORING__V1__STREAM_CONTROL_KIND__STREAM_CONTROL_KIND_HEARTBEAT,
+		                      sub->cursor, 0, NULL);
+		if (rc == MON_ELIMIT)
+			sub->state = SUB_ENDING;
+		else if (rc == 0)
+			sub->last_send_ms = now;
+	}
+	compact(hub);
+}
+
+static void *hub_main(void *arg)
+{
+	struct stream_hub *hub = arg;
+	pthread_mutex_lock(&hub->mu);
+	while (!hub->should_stop) {
+		if (!hub->is_woken && !(hub->is_draining && !hub->is_hub_acked)) {
+			struct timespec ts;
+			clock_gettime(CLOCK_MONOTONIC, &ts);
+			ts.tv_sec += HUB_TICK_MS / 1000;
+			pthread_cond_timedwait(&hub->hub_cond, &hub->mu, &ts);
+			if (hub->should_stop)
+				break;
+		}
+		hub->is_woken = false;
+		struct stream_sub *inbox = hub->inbox;
+		hub->inbox = hub->inbox_tail = NULL;
+		bool is_draining = hub->is_draining;
+		pthread_mutex_unlock(&hub->mu);
+
+		if (is_draining) {
+			/* Every live subscriber and every one handed over from now on: where to resume. */
+			for (size_t i = 0; i < hub->live_n; i++) {
+				end_for_shutdown(hub->live[i]);
+				sub_unref(hub->live[i]);
+			}
+			hub->live_n = 0;
+			while (inbox != NULL) {
+				struct stream_sub *sub = inbox;
+				inbox = sub->qnext;
+				end_for_shutdown(sub);
+				sub_unref(sub);
+			}
+			pthread_mutex_lock(&hub->mu);
+			hub->is_hub_acked = true;
+			pthread_cond_broadcast(&hub->ack_cond);
+			continue;
+		}
+		admit(hub, inbox);
+		hub_read(hub);
+		int64_t now = mono_ms();
+		if (now - hub->last_tick_ms >= HUB_TICK_MS) {
+			hub->last_tick_ms = now;
+			heartbeats(hub, now);
+		}
+		if (hub->live_n == 0)
+			hub->last_seen = -1; /* nobody to serve: the next subscriber sets it */
+		pthread_mutex_lock(&hub->mu);
+	}
+	pthread_mutex_unlock(&hub->mu);
+	return NULL;
+}
+
+/* Bus thread: must not block, so it only wakes the hub thread. */
+static void on_notify(const char *channel, const char *payload, void *arg)
+{
+	(void)channel;
+	(void)payload;
+	struct stream_hub *hub = arg;
+	pthread_mutex_lock(&hub->mu);
+	hub->is_woken = true;
+	pthread_cond_signal(&hub->hub_cond);
+	pthread_mutex_unlock(&hub->mu);
+}
+
+/* ---- the hub ---- */
+
+int stream_hub_create(const struct stream_kind *kind, struct db_pool *pool, struct db_bus *bus, struct stream_hub **out,
+                      struct mon_error *err)
+{
+	*out = NULL;
+	struct stream_hub *hub = calloc(1, sizeof(*hub));
+	if (hub == NULL)
+		return mon_error_set(err, MON_ENOMEM, "out of memory creating the %s watch", kind->name);
+	hub->kind = kind;
+	hub->pool = pool;
+	hub->last_seen = -1;
+	atomic_init(&hub->subs_n, 0);
+	pthread_mutex_init(&hub->mu, NULL);
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&hub->hub_cond, &ca);
+	pthread_cond_init(&hub->ack_cond, &ca);
+	pthread_condattr_destroy(&ca);
+	pthread_cond_init(&hub->job_cond, NULL);
+	pthread_mutex_init(&hub->fan_mu, NULL);
+	pthread_cond_init(&hub->fan_cond, NULL);
+
+	int rc = db_bus_subscribe(bus, kind->channel, on_notify, hub, err);
+	if (rc != 0) {
+		stream_hub_destroy(hub);
+		return rc;
+	}
+	if (pthread_create(&hub->thread, NULL, hub_main, hub) != 0) {
+		stream_hub_destroy(hub);
+		return mon_error_set(err, MON_ENOMEM, "could not start the %s watch thread", kind->name);
+	}
+	hub->has_thread = true;
+	if (pthread_create(&hub->catchup_thread, NULL, catchup_main, hub) != 0) {
+		stream_hub_destroy(hub);
+		return mon_error_set(err, MON_ENOMEM, "could not start the %s watch catch-up thread", kind->name);
+	}
+	hub->has_catchup_thread = true;
+	/* Without the second sender the hub still works, sending alone. */
+	hub->has_fan_thread = pthread_create(&hub->fan_thread, NULL, fan_main, hub) == 0;
+	*out = hub;
+	return 0;
+}
+
+void stream_hub_drain(void *arg)
+{
+	struct stream_hub *hub = arg;
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	ts.tv_sec += HUB_DRAIN_WAIT_MS / 1000;
+	pthread_mutex_lock(&hub->mu);
+	hub->is_draining = true;
+	hub->is_woken = true;
+	pthread_cond_signal(&hub->hub_cond);
+	pthread_cond_signal(&hub->job_cond);
+	while ((hub->has_thread && !hub->is_hub_acked) || (hub->has_catchup_thread && !hub->is_jobs_acked))
+		if (pthread_cond_timedwait(&hub->ack_cond, &hub->mu, &ts) != 0)
+			break;
+	pthread_mutex_unlock(&hub->mu);
+}
+
+static void drop_queue(struct stream_sub *list)
+{
+	while (list != NULL) {
+		struct stream_sub *sub = list;
+		list = sub->qnext;
+		sub_unref(sub);
+	}
+}
+
+void stream_hub_destroy(struct stream_hub *hub)
+{
+	if (hub == NULL)
+		return;
+	pthread_mutex_lock(&hub->mu);
+	hub->should_stop = true;
+	pthread_cond_broadcast(&hub->hub_cond);
+	pthread_cond_broadcast(&hub->job_cond);
+	pthread_mutex_unlock(&hub->mu);
+	if (hub->has_thread)
+		pthread_join(hub->thread, NULL);
+	if (hub->has_catchup_thread)
+		pthread_join(hub->catchup_thread, NULL);
+	if (hub->has_fan_thread) {
+		pthread_mutex_lock(&hub->fan_mu);
+		hub->fan_stop = true;
+		pthread_cond_broadcast(&hub->fan_cond);
+		pthread_mutex_unlock(&hub->fan_mu);
+		pthread_join(hub->fan_thread, NULL);
+	}
+	/* The server is gone: every stream is closed, every writable callback has run. */
+	for (size_t i = 0; i < hub->live_n; i++)
+		sub_unref(hub->live[i]);
+	drop_queue(hub->inbox);
+	drop_queue(hub->jobs);
+	free(hub->live);
+	page_release(hub->cache);
+	if (atomic_load(&hub->subs_n) != 0)
+		log_error("msg=\"%s watch destroyed with subscribers left\" count=%zu", hub->kind->name,
+		          atomic_load(&hub->subs_n));
+	pthread_cond_destroy(&hub->hub_cond);
+	pthread_cond_destroy(&hub->job_cond);
+	pthread_cond_destroy(&hub->ack_cond);
+	pthread_mutex_destroy(&hub->mu);
+	pthread_cond_destroy(&hub->fan_cond);
+	pthread_mutex_destroy(&hub->fan_mu);
+	free(hub);
+}
+
+size_t stream_hub_subscribers(struct stream_hub *hub)
+{
+	return atomic_load(&hub->subs_n);
+}
+
+int stream_open(struct stream_hub *hub, struct rpc_stream *stream, void *filter, int64_t heartbeat_ms,
+                int64_t resume_after, struct mon_error *err)
+{
+	pthread_mutex_lock(&hub->mu);
+	bool is_draining = hub->is_draining;
+	pthread_mutex_unlock(&hub->mu);
+	if (is_draining) {
+		hub->kind->filter_free(filter);
+		return mon_error_set(err, MON_EUNAVAIL, "server is shutting down; retry on another server");
+	}
+	if (atomic_fetch_add(&hub->subs_n, 1) >= hub->kind->subs_max) {
+		atomic_fetch_sub(&hub->subs_n, 1);
+		hub->kind->filter_free(filter);
+		return mon_error_set(err, MON_ELIMIT,
+		                     "subscribers: at most %zu %s watch streams per server; retry later",
+		                     hub->kind->subs_max, hub->kind->name);
+	}
+	struct stream_sub *sub = calloc(1, sizeof(*sub));
+	if (sub == NULL) {
+		atomic_fetch_sub(&hub->subs_n, 1);
+		hub->kind->filter_free(filter);
+		return mon_error_set(err, MON_ENOMEM, "out of memory");
+	}
+	sub->hub = hub;
+	sub->stream = stream;
+	sub->filter = filter;
+	sub->heartbeat_ms = heartbeat_ms;
+	sub->resume_after = resume_after;
+	sub->state = SUB_START;
+	atomic_init(&sub->refs, 2); /* the close callback's and the owner's */
+	atomic_init(&sub->is_closed, false);
+	rpc_stream_retain(stream);
+	rpc_stream_on_close(stream, on_stream_close, sub); /* may run at once if the caller already left */
+	job_push(hub, sub);
+	return 0;
+}

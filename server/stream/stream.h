@@ -1,0 +1,141 @@
+/*
+ * Resumable event streams: the one module behind every Watch* RPC whose
+ * events are rows of a sequence-numbered log in PostgreSQL (WatchAlerts,
+ * WatchServiceHealth, and the next ones). A stream kind supplies only its
+ * event type: how to read and decode a page of the log, how a subscriber's
+ * filter matches an event, its snapshot, and how to wrap a StreamControl
+ * in its response message. The module does the rest, the same way for
+ * every kind:
+ *
+ * - a hub per kind reads the log after the last sequence it dispatched,
+ *   woken by the kind's NOTIFY channel and by a one-second tick (which
+ *   catches up after the bus lost its connection), packs each event once
+ *   and shares the bytes among every matching subscriber;
+ * - a new stream starts with a snapshot (or resumes after a sequence with
+ *   exactly the events it missed, or gets CURSOR_EXPIRED and a snapshot),
+ *   then is handed to the hub with no gap and no repeat;
+ * - heartbeats carry the cursor; a subscriber whose queue fills gets
+ *   RESUME_REQUIRED (FELL_BEHIND) and RESOURCE_EXHAUSTED; server shutdown
+ *   sends RESUME_REQUIRED (SERVER_SHUTDOWN) and UNAVAILABLE.
+ *
+ * Threads: handlers (worker pool) only validate and hand the stream over.
+ * Snapshots and backlogs are read by the hub's catch-up thread a page at a
+ * time and sent as far as the stream's queue takes them; the rest waits
+ * for the stream's own write completions (rpc_stream_on_writable), so no
+ * thread sleeps and no database connection is held while a client reads.
+ * Completion-queue callbacks (stream close, writable) never take a lock
+ * that the fan-out holds while sending.
+ */
+#ifndef MON_SERVER_STREAM_STREAM_H
+#define MON_SERVER_STREAM_STREAM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "db/db.h"
+#include "monitoring/v1/common.pb-c.h"
+#include "rpc/rpc.h"
+#include "util/arena.h"
+#include "util/error.h"
+
+/* One event of a log, or one item of a snapshot, decoded by its kind. */
+struct stream_event {
+	int64_t seq;           /* the log's sequence (0 for snapshot items) */
+	const void *data;      /* what the kind's matches() reads; NULL: every subscriber gets it */
+	ProtobufCMessage *msg; /* what a subscriber receives */
+};
+
+/* What a stream kind supplies. Every callback runs on the hub's threads, never on a completion queue. */
+struct stream_kind {
+	const char *name;    /* in log lines: "alerts" */
+	const char *channel; /* the NOTIFY channel that says the log grew */
+	size_t subs_max;     /* streams per process */
+	int page_rows;       /* events read per query (read() returns fewer only at the log's end) */
+
+	/*
+	 * Reads up to page_rows events with seq > after, in sequence order,
+	 * decoding them into a (which outlives the events). *out and *n_out
+	 * get the events.
+	 */
+	int (*read)(struct db_conn *conn, int64_t after, struct arena *a, struct stream_event **out, size_t *n_out,
+	            struct mon_error *err);
+
+	/* Whether a subscriber with filter wants the event whose data is given. */
+	bool (*matches)(const void *filter, const void *data);
+
+	/*
+	 * True in *out when the events after cursor cannot all be replayed
+	 * (retention removed some, or the cursor was never handed out).
+	 */
+	int (*cursor_is_expired)(struct db_conn *conn, int64_t cursor, bool *out, struct mon_error *err);
+
+	/*
+	 * The current state matching filter, from one snapshot of the
+	 * database, and the log's high-water mark in that same snapshot: every
+	 * event up to *mark is reflected in the items, none after it.
+	 */
+	int (*snapshot)(struct db_pool *pool, const void *filter, struct arena *a, struct stream_event **out,
+	                size_t *n_out, int64_t *mark, struct mon_error *err);
+
+	/* The stream's response message carrying ctl (sequence = its cursor); NULL past a's cap. */
+	ProtobufCMessage *(*wrap_control)(struct arena *a, Monitoring__V1__StreamControl *ctl);
+
+	/* Frees a filter handed to stream_open; accepts NULL. */
+	void (*filter_free)(void *filter);
+};
+
+struct stream_hub;
+
+/*
+ * Creates the hub of kind (which must outlive it): subscribes to
+ * kind->channel on bus (before or after db_bus_start) and starts its
+ * threads, which read with connections from pool. The caller owns *out.
+ */
+int stream_hub_create(const struct stream_kind *kind, struct db_pool *pool, struct db_bus *bus, struct stream_hub **out,
+                      struct mon_error *err) MON_MUST_CHECK;
+
+/*
+ * Server shutdown, for rpc_server_on_shutdown (arg is the hub): stops the
+ * fan-out and the catch-up for good, then tells every subscriber that has
+ * a cursor where to resume (RESUME_REQUIRED, SERVER_SHUTDOWN, behind what
+ * is already queued to it, all of which is still sent) and ends its
+ * stream with UNAVAILABLE. One whose queue has no room for that, or that
+ * is still in its snapshot, is left to the server, which ends it. A
+ * stream opened afterwards is ended the same way at once. Waits only for
+ * the hub's threads to finish the step they are in.
+ */
+void stream_hub_drain(void *arg);
+
+/*
+ * Stops the hub's threads and frees it; accepts NULL. Call it after
+ * rpc_server_destroy and db_bus_destroy, before db_pool_destroy.
+ */
+void stream_hub_destroy(struct stream_hub *hub);
+
+/*
+ * Hands stream to the hub (from the Watch handler, after validating the
+ * request): the hub sends the snapshot when resume_after is 0, or the
+ * events after it, then live events; heartbeats every heartbeat_ms of
+ * silence. Takes filter in every case (kind->filter_free frees it).
+ * Returns 0 once the hub holds the stream (the handler then returns 0 and
+ * the hub ends the stream), MON_ELIMIT past kind->subs_max and MON_EUNAVAIL
+ * during shutdown, with a message in err.
+ */
+int stream_open(struct stream_hub *hub, struct rpc_stream *stream, void *filter, int64_t heartbeat_ms,
+                int64_t resume_after, struct mon_error *err) MON_MUST_CHECK;
+
+/* Subscribers attached to the hub now (live, catching up or ending). */
+size_t stream_hub_subscribers(struct stream_hub *hub);
+
+/*
+ * A StreamControl in a: kind, cursor (resume_after_sequence), reason,
+ * message (NULL for none) and the server's time. NULL past a's cap.
+ */
+Monitoring__V1__StreamControl *stream_control_new(struct arena *a, int kind, int64_t cursor, int reason,
+                                                  const char *message);
+
+/* The heartbeat interval of a Watch request: default_s when 0, at least min_s, at most a day. */
+int64_t stream_heartbeat_ms(int32_t requested_s, int default_s, int min_s);
+
+#endif
