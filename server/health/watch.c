@@ -277,8 +277,9 @@ static bool event_matches(const struct watch_filter *sub, const struct watch_eve
 
 /* stream_kind.read: a page of changes after `after`, decoded into a. */
 static int kind_read(struct db_conn *conn, int64_t after, struct arena *a, struct stream_event **out, size_t *n_out,
-                     struct mon_error *err)
+                     int64_t *lo_out, struct mon_error *err)
 {
+	*lo_out = 0; /* not needed: a cursor is checked against retention at the start */
 	struct db_result *res = NULL;
 	int rc = events_query(conn, after, &res, err);
 	if (rc != 0)

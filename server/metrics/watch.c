@@ -1,50 +1,46 @@
 /*
- * WatchMetrics: the per-process hub and the handler.
+ * WatchMetrics: the live metrics stream as a batching kind of resumable
+ * event stream (stream/stream.h). The stream module reads the ingest log
+ * (tb_metric_ingest_log, numbered in commit order, see
+ * sql/0009_metrics.sql), hands a new stream its backlog and then the live
+ * commits with no gap and no repeat, and runs the timers; this file keeps
+ * each subscriber's state: its filters and its batcher.
  *
- * The hub owns a list of subscribers and one thread. The bus callback on
- * "mon_metrics" only wakes that thread; the thread reads the rows of
- * tb_metric_ingest_log after the last sequence it dispatched, in sequence
- * order (commit order, see sql/0009_metrics.sql), decodes each payload once,
- * and offers its points to every ready subscriber. It also reads once a
- * second while anyone listens (which catches up after the bus lost its
- * connection), and every 50 ms while anything is pending flushes batches
- * whose max_batch_delay is up, closes downsampling intervals and sends
- * heartbeats (the first one at once: it tells a new stream its cursor).
- * With 64 subscribers or more, a second thread takes half of them.
- *
- * A subscriber keeps the matching points it has not sent yet (or, when
- * downsampling, one aggregate per series and interval) in memory of its
- * own, capped at WATCH_PENDING_BATCHES times max_batch_points points (at
- * least WATCH_PENDING_MIN) and WATCH_PENDING_BYTES bytes, on top of the
- * stream's bounded queue. When the stream's queue is full (rpc_stream_send
- * says MON_ELIMIT) the points wait there; a point that does not fit under
- * the cap is counted instead of kept: a gap opens, and from then on every
- * matching raw point goes into it (aggregates already open still take
- * theirs) until the pending points and then the MetricGap (FELL_BEHIND,
- * count and time range) have been sent. A slow stream is never ended.
+ * A log row is one committed batch (a monitoring.v1.MetricBatch of the
+ * points as stored), decoded once per read and shared by every
+ * subscriber. A subscriber keeps the matching points it has not sent yet
+ * (or, when downsampling, one aggregate per series and interval) in
+ * memory of its own, capped at WATCH_PENDING_BATCHES times
+ * max_batch_points points (at least WATCH_PENDING_MIN) and
+ * WATCH_PENDING_BYTES bytes, on top of the stream's bounded queue. When
+ * the stream's queue is full the points wait there; a point that does not
+ * fit under the cap is counted instead of kept: a gap opens, and from then
+ * on every matching raw point goes into it (aggregates already open still
+ * take theirs) until the pending points and then the MetricGap
+ * (FELL_BEHIND, count and time range) have been sent. A live stream that
+ * is slow is never ended. During its backlog a stream whose queue is full
+ * waits for room (the stream module parks it until its writes complete),
+ * so a replay loses nothing to a slow reader.
  *
  * Every message carries a resume cursor: the highest sequence such that
  * every matching point of the commits up to it was sent or announced by a
- * gap. A commit split over several batches is thus covered only by its last
- * one (earlier ones carry the cursor before it, so consecutive batches may
- * share a sequence), and resuming never loses a point (it may repeat some).
+ * gap. A commit split over several batches is thus covered only by its
+ * last one (earlier ones carry the cursor before it, so consecutive
+ * batches may share a sequence), and resuming never loses a point (it may
+ * repeat some). Commits gone from the log before they were read (pruned,
+ * or lost with the UNLOGGED log in a crash of PostgreSQL) are announced as
+ * a gap of unknown size, never skipped.
  *
- * A new stream is registered (not ready) first; the handler then replays
- * the log after the resume cursor through the subscriber's own batcher on
- * its worker thread, and hands it to the hub once the hub has not
- * dispatched past the sequence it reached (as health/watch.c does).
- *
- * At server shutdown metrics_watch_hub_drain stops the hub for good and
- * gives every subscriber its pending points (as far as the queue takes
- * them), RESUME_REQUIRED (SERVER_SHUTDOWN) with the cursor of what was
- * queued, then UNAVAILABLE. Open downsampling intervals are not sent half
- * full: the cursor stays before them and a resumed stream rebuilds them.
+ * At server shutdown every subscriber gets its pending points (as far as
+ * the queue takes them), RESUME_REQUIRED (SERVER_SHUTDOWN) with the cursor
+ * of what was queued, then UNAVAILABLE. Open downsampling intervals are
+ * not sent half full: the cursor stays before them and a resumed stream
+ * rebuilds them.
  */
 #include "metrics/watch.h"
 
 #include <errno.h>
 #include <inttypes.h>
-#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -56,6 +52,7 @@
 #include "google/protobuf/wrappers.pb-c.h"
 #include "metrics/ingest.h"
 #include "monitoring/v1/common.pb-c.h"
+#include "stream/stream.h"
 #include "util/arena.h"
 #include "util/log.h"
 
@@ -76,12 +73,6 @@
 #define WATCH_READ_ROWS "256"      /* log rows per read... */
 #define WATCH_READ_BYTES "8388608" /* ...and payload bytes (at least one row) */
 #define WATCH_READ_ARENA_BYTES (256u << 20)
-#define WATCH_POLL_MS 1000         /* catch-up read while anyone listens */
-#define WATCH_CATCHUP_SLICE_MS 200 /* reading at most this long between ticks */
-#define WATCH_TICK_MS 50           /* flush check while anything is pending */
-#define WATCH_ACQUIRE_MS 2000      /* waiting for a pooled connection */
-#define WATCH_REPLAY_STALL_MS 2000 /* a replay waits this long for queue room, then drops */
-#define FAN_SPLIT_MIN 64           /* below this many targets one thread does all */
 
 typedef Monitoring__V1__WatchMetricsResponse watch_msg;
 typedef Monitoring__V1__MetricPoint metric_point;
@@ -117,8 +108,7 @@ struct agg {
 };
 
 struct watch_sub {
-	struct metrics_watch_hub *hub;
-	struct rpc_stream *stream;
+	struct rpc_stream *stream; /* set when the stream module starts it */
 
 	/* The request, validated; owned (strings in filter_arena). */
 	struct arena *filter_arena;
@@ -135,16 +125,7 @@ struct watch_sub {
 	int64_t downsample_ms; /* 0: raw points */
 	int aggregation;
 
-	/* Under hub->mu. */
-	struct watch_sub *prev, *next;
-	int refs; /* the handler's and the stream's (dropped by on_stream_close) */
-	bool is_linked;
-	bool is_ready; /* the hub serves it */
-
-	/*
-	 * The batcher: the handler's alone until is_ready, then the hub's
-	 * (its thread, or the fan thread while the hub thread waits for it).
-	 */
+	/* The batcher: its stream module owner's (the catch-up thread, then the hub's senders). */
 	int64_t processed_seq; /* last commit offered */
 	int64_t sent_cursor;   /* sequence of the last message sent */
 	int64_t last_send_ms;
@@ -173,36 +154,9 @@ struct log_row {
 };
 
 struct metrics_watch_hub {
-	struct db_pool *pool;
-	pthread_t thread;
-	bool has_thread;
-	bool is_failing; /* hub thread only: the last read failed (logged once per outage) */
-
-	pthread_mutex_t mu; /* guards everything below and the subscribers' shared fields */
-	pthread_cond_t cond;
-	bool is_woken;
-	bool should_stop;
-	bool is_draining; /* server shutdown: nobody is made ready or sent anything more */
-	struct watch_sub *subs;
-	size_t subs_n;
-	size_t ready_n;
-	bool has_pending;  /* some subscriber holds points, aggregates or a gap */
-	int64_t last_seen; /* last sequence dispatched; -1 while nobody is ready */
-
-	/* Work on every target: the hub thread does [0, mid), the fan thread [mid, n). */
-	struct watch_sub **targets;
-	size_t targets_cap;
-	pthread_t fan_thread;
-	bool has_fan_thread;
-	pthread_mutex_t fan_mu;
-	pthread_cond_t fan_cond;
-	bool fan_has_job, fan_done, fan_stop;
-	size_t fan_from, fan_to;
-	void (*fan_fn)(struct watch_sub *sub, void *arg);
-	void *fan_arg;
+	struct stream_hub *hub;
 };
 
-/* The process's hub: the handler has no other way to find it. */
 static _Atomic(struct metrics_watch_hub *) the_hub;
 
 /*
@@ -1117,8 +1071,6 @@ static bool sub_has_pending(const struct watch_sub *sub)
 	return pend_live(sub) > 0 || sub->aggs_n > 0 || sub->has_gap;
 }
 
-/* ---- subscribers ---- */
-
 static void sub_free(struct watch_sub *sub)
 {
 	if (sub == NULL)
@@ -1129,185 +1081,6 @@ static void sub_free(struct watch_sub *sub)
 	free(sub->pend_seq);
 	aggs_free(sub);
 	free(sub);
-}
-
-/* Drops one reference; the last frees the subscriber. Takes hub->mu. */
-static void sub_unref(struct watch_sub *sub)
-{
-	struct metrics_watch_hub *hub = sub->hub;
-	pthread_mutex_lock(&hub->mu);
-	bool is_last = --sub->refs == 0;
-	pthread_mutex_unlock(&hub->mu);
-	if (is_last)
-		sub_free(sub);
-}
-
-static void unlink_locked(struct metrics_watch_hub *hub, struct watch_sub *sub)
-{
-	if (!sub->is_linked)
-		return;
-	if (sub->prev)
-		sub->prev->next = sub->next;
-	else
-		hub->subs = sub->next;
-	if (sub->next)
-		sub->next->prev = sub->prev;
-	sub->prev = sub->next = NULL;
-	sub->is_linked = false;
-	hub->subs_n--;
-	if (sub->is_ready)
-		hub->ready_n--;
-	sub->is_ready = false;
-}
-
-/* The stream is over (any reason): forget the subscriber. Runs on a completion-queue thread. */
-static void on_stream_close(struct rpc_stream *stream, void *arg)
-{
-	struct watch_sub *sub = arg;
-	pthread_mutex_lock(&sub->hub->mu);
-	unlink_locked(sub->hub, sub);
-	pthread_mutex_unlock(&sub->hub->mu);
-	rpc_stream_release(stream);
-	sub_unref(sub);
-}
-
-/*
- * Server shutdown: sends sub's pending points and gap as far as its queue
- * takes them, then RESUME_REQUIRED (SERVER_SHUTDOWN) with the cursor of
- * what is queued (before any point still pending, open aggregate or unsent
- * gap), and ends the stream with UNAVAILABLE once the queue is sent. When
- * the queue has no room for the control the stream is left to the server,
- * which drops its queue and ends it at once: every message's sequence is a
- * cursor too. Under hub->mu.
- */
-static void end_for_shutdown_locked(struct metrics_watch_hub *hub, struct watch_sub *sub)
-{
-	static const char text[] = "server is shutting down; resume from the cursor";
-	sub_flush(sub, now_ms(), FLUSH_ALL);
-	int64_t cursor = sub_cursor(sub, sub->pend_head, true);
-	if (send_control(sub->stream, MONITORING__V1__STREAM_CONTROL_KIND__STREAM_CONTROL_KIND_RESUME_REQUIRED, cursor,
-	                 MONITORING__V1__STREAM_END_REASON__STREAM_END_REASON_SERVER_SHUTDOWN, text) == 0) {
-		sub->sent_cursor = cursor;
-		rpc_stream_finish(sub->stream, MON_EUNAVAIL, text);
-	} else {
-		log_debug("msg=\"metrics watch: no room for the shutdown notice; the server ends the stream\"");
-	}
-	if (sub->is_ready)
-		hub->ready_n--;
-	sub->is_ready = false;
-}
-
-void metrics_watch_hub_drain(void *arg)
-{
-	struct metrics_watch_hub *hub = arg;
-	pthread_mutex_lock(&hub->mu);
-	hub->is_draining = true;
-	for (struct watch_sub *sub = hub->subs; sub; sub = sub->next)
-		if (sub->is_ready)
-			end_for_shutdown_locked(hub, sub);
-	hub->has_pending = false;
-	pthread_mutex_unlock(&hub->mu);
-}
-
-/* ---- fan-out ---- */
-
-static void fan_apply(struct metrics_watch_hub *hub, void (*fn)(struct watch_sub *, void *), void *arg, size_t from,
-                      size_t to)
-{
-	for (size_t i = from; i < to; i++)
-		fn(hub->targets[i], arg);
-}
-
-static void *fan_main(void *arg)
-{
-	struct metrics_watch_hub *hub = arg;
-	pthread_mutex_lock(&hub->fan_mu);
-	for (;;) {
-		while (!hub->fan_has_job && !hub->fan_stop)
-			pthread_cond_wait(&hub->fan_cond, &hub->fan_mu);
-		if (hub->fan_stop)
-			break;
-		hub->fan_has_job = false;
-		size_t from = hub->fan_from, to = hub->fan_to;
-		void (*fn)(struct watch_sub *, void *) = hub->fan_fn;
-		void *fn_arg = hub->fan_arg;
-		pthread_mutex_unlock(&hub->fan_mu);
-		fan_apply(hub, fn, fn_arg, from, to);
-		pthread_mutex_lock(&hub->fan_mu);
-		hub->fan_done = true;
-		pthread_cond_broadcast(&hub->fan_cond);
-	}
-	pthread_mutex_unlock(&hub->fan_mu);
-	return NULL;
-}
-
-/*
- * Runs fn on every ready subscriber, from two threads when there are
- * FAN_SPLIT_MIN or more (each subscriber is touched by one of them only).
- * Under hub->mu, which keeps the targets linked and their streams alive.
- */
-static void fan_run_locked(struct metrics_watch_hub *hub, void (*fn)(struct watch_sub *, void *), void *arg)
-{
-	if (hub->targets_cap < hub->ready_n) {
-		size_t cap = hub->ready_n < 256 ? 256 : hub->ready_n * 2;
-		struct watch_sub **t = realloc(hub->targets, cap * sizeof(*t));
-		if (t == NULL) {
-			log_error("msg=\"metrics watch: out of memory for the fan-out\"");
-			return;
-		}
-		hub->targets = t;
-		hub->targets_cap = cap;
-	}
-	size_t n = 0;
-	for (struct watch_sub *sub = hub->subs; sub && n < hub->targets_cap; sub = sub->next)
-		if (sub->is_ready)
-			hub->targets[n++] = sub;
-	if (n < FAN_SPLIT_MIN || !hub->has_fan_thread) {
-		fan_apply(hub, fn, arg, 0, n);
-		return;
-	}
-	size_t mid = n / 2;
-	pthread_mutex_lock(&hub->fan_mu);
-	hub->fan_from = mid;
-	hub->fan_to = n;
-	hub->fan_fn = fn;
-	hub->fan_arg = arg;
-	hub->fan_done = false;
-	hub->fan_has_job = true;
-	pthread_cond_broadcast(&hub->fan_cond);
-	pthread_mutex_unlock(&hub->fan_mu);
-	fan_apply(hub, fn, arg, 0, mid);
-	pthread_mutex_lock(&hub->fan_mu);
-	while (!hub->fan_done)
-		pthread_cond_wait(&hub->fan_cond, &hub->fan_mu);
-	pthread_mutex_unlock(&hub->fan_mu);
-}
-
-struct offer_job {
-	const struct log_row *rows;
-	int n;
-	int64_t lost_through; /* > 0: the commits up to it are gone from the log (rows_lost_through) */
-	int64_t now, wall_ms;
-};
-
-static void offer_fn(struct watch_sub *sub, void *arg)
-{
-	const struct offer_job *job = arg;
-	if (job->lost_through > sub->processed_seq) {
-		/* Announced at once, so that the points that follow are sent, not counted into it. */
-		gap_lost(sub, job->lost_through, job->wall_ms * 1000);
-		sub_flush(sub, job->now, FLUSH_DUE);
-	}
-	for (int i = 0; i < job->n; i++)
-		sub_offer(sub, &job->rows[i], job->now, job->wall_ms);
-	aggs_close_due(sub, job->wall_ms, job->now);
-	sub_flush(sub, job->now, FLUSH_DUE);
-}
-
-static void tick_fn(struct watch_sub *sub, void *arg)
-{
-	const struct offer_job *job = arg;
-	sub_tick(sub, job->now, job->wall_ms);
 }
 
 /* ---- reading the log ---- */
@@ -1354,218 +1127,6 @@ static int rows_read(struct db_conn *conn, int64_t after, struct arena *a, struc
 	*rows = r;
 	*n_out = n;
 	return 0;
-}
-
-/*
- * Whether the commits between after and the first row read (rows, n, with
- * the oldest retained sequence lo) may be gone from the log rather than
- * rolled back: the log is pruned from its oldest rows (at or below the
- * rollup watermark, older than the replay window) and emptied by a crash of
- * PostgreSQL, so when it still holds a row at or below after, nothing after
- * after was removed and the missing sequences are batches rolled back.
- * Otherwise (the row at after is gone too) they are counted as lost: at
- * worst an unknown gap that was in fact empty, never a silent loss.
- * Returns the last sequence lost, or 0.
- */
-static int64_t rows_lost_through(int64_t after, const struct log_row *rows, int n, int64_t lo)
-{
-	if (n == 0 || rows[0].seq <= after + 1 || (lo > 0 && lo <= after))
-		return 0;
-	return rows[0].seq - 1;
-}
-
-/*
- * Reads every row after hub->last_seen and offers it to the ready
- * subscribers, in chunks. Hub thread only, which alone advances last_seen
- * once set.
- */
-static void hub_catch_up(struct metrics_watch_hub *hub)
-{
-	struct db_conn *conn = NULL;
-	struct mon_error err = {0};
-	int64_t start = now_ms();
-	for (;;) {
-		if (now_ms() - start >= WATCH_CATCHUP_SLICE_MS) {
-			/* A steady stream of commits must not hold off the timers: tick, then come back. */
-			pthread_mutex_lock(&hub->mu);
-			hub->is_woken = true;
-			pthread_mutex_unlock(&hub->mu);
-			break;
-		}
-		pthread_mutex_lock(&hub->mu);
-		int64_t after = hub->ready_n > 0 ? hub->last_seen : -1;
-		pthread_mutex_unlock(&hub->mu);
-		if (after < 0)
-			break;
-		struct arena *a = arena_create(WATCH_READ_ARENA_BYTES);
-		struct log_row *rows = NULL;
-		int n = 0;
-		int64_t lo = 0;
-		int rc = a == NULL ? mon_error_set(&err, MON_ENOMEM, "out of memory") : 0;
-		if (rc == 0 && conn == NULL)
-			rc = db_pool_acquire(hub->pool, WATCH_ACQUIRE_MS, &conn, &err);
-		if (rc == 0)
-			rc = rows_read(conn, after, a, &rows, &n, &lo, &err);
-		if (rc != 0) {
-			if (!hub->is_failing)
-				log_warn("msg=\"metrics watch could not read the ingest log, retrying every second\" "
-				         "error=\"%s\"",
-				         err.msg);
-			hub->is_failing = true;
-			arena_destroy(a);
-			break;
-		}
-		if (hub->is_failing)
-			log_info("msg=\"metrics watch reads the ingest log again\"");
-		hub->is_failing = false;
-		if (n > 0) {
-			struct offer_job job = {.rows = rows,
-			                        .n = n,
-			                        .lost_through = rows_lost_through(after, rows, n, lo),
-			                        .now = now_ms(),
-			                        .wall_ms = wall_us() / 1000};
-			if (job.lost_through > 0)
-				log_warn("msg=\"metrics watch: ingest log rows were pruned or lost before they were "
-				         "read; subscribers get a gap\" after_sequence=%" PRId64
-				         " through_sequence=%" PRId64 " oldest_sequence=%" PRId64,
-				         after, job.lost_through, lo);
-			pthread_mutex_lock(&hub->mu);
-			fan_run_locked(hub, offer_fn, &job);
-			if (rows[n - 1].seq > hub->last_seen)
-				hub->last_seen = rows[n - 1].seq;
-			hub->has_pending = true;
-			pthread_mutex_unlock(&hub->mu);
-		}
-		arena_destroy(a);
-		if (n == 0)
-			break;
-	}
-	if (conn != NULL)
-		db_pool_release(hub->pool, conn);
-}
-
-static void *hub_main(void *arg)
-{
-	struct metrics_watch_hub *hub = arg;
-	int64_t next_poll = 0;
-	pthread_mutex_lock(&hub->mu);
-	while (!hub->should_stop) {
-		if (!hub->is_woken) {
-			int wait_ms = hub->has_pending ? WATCH_TICK_MS : WATCH_POLL_MS;
-			struct timespec ts;
-			clock_gettime(CLOCK_MONOTONIC, &ts);
-			ts.tv_sec += wait_ms / 1000;
-			ts.tv_nsec += (long)(wait_ms % 1000) * 1000000L;
-			if (ts.tv_nsec >= 1000000000L) {
-				ts.tv_sec++;
-				ts.tv_nsec -= 1000000000L;
-			}
-			pthread_cond_timedwait(&hub->cond, &hub->mu, &ts);
-			if (hub->should_stop)
-				break;
-		}
-		bool is_woken = hub->is_woken;
-		hub->is_woken = false;
-		pthread_mutex_unlock(&hub->mu);
-
-		if (is_woken || now_ms() >= next_poll) {
-			hub_catch_up(hub);
-			next_poll = now_ms() + WATCH_POLL_MS;
-		}
-
-		pthread_mutex_lock(&hub->mu);
-		struct offer_job job = {.now = now_ms(), .wall_ms = wall_us() / 1000};
-		fan_run_locked(hub, tick_fn, &job);
-		hub->has_pending = false;
-		for (struct watch_sub *sub = hub->subs; sub && !hub->has_pending; sub = sub->next)
-			hub->has_pending = sub->is_ready && sub_has_pending(sub);
-		if (hub->ready_n == 0)
-			hub->last_seen = -1; /* nobody to serve: the next subscriber sets it */
-	}
-	pthread_mutex_unlock(&hub->mu);
-	return NULL;
-}
-
-/* Bus thread: must not block, so it only wakes the hub thread. */
-static void on_notify(const char *channel, const char *payload, void *arg)
-{
-	(void)channel;
-	(void)payload;
-	struct metrics_watch_hub *hub = arg;
-	pthread_mutex_lock(&hub->mu);
-	hub->is_woken = true;
-	pthread_cond_signal(&hub->cond);
-	pthread_mutex_unlock(&hub->mu);
-}
-
-int metrics_watch_hub_create(struct db_pool *pool, struct db_bus *bus, struct metrics_watch_hub **out,
-                             struct mon_error *err)
-{
-	*out = NULL;
-	struct metrics_watch_hub *hub = calloc(1, sizeof(*hub));
-	if (hub == NULL)
-		return mon_error_set(err, MON_ENOMEM, "out of memory creating the metrics watch");
-	hub->pool = pool;
-	hub->last_seen = -1;
-	pthread_mutex_init(&hub->mu, NULL);
-	pthread_condattr_t ca;
-	pthread_condattr_init(&ca);
-	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-	pthread_cond_init(&hub->cond, &ca);
-	pthread_condattr_destroy(&ca);
-	pthread_mutex_init(&hub->fan_mu, NULL);
-	pthread_cond_init(&hub->fan_cond, NULL);
-
-	struct metrics_watch_hub *none = NULL;
-	if (!atomic_compare_exchange_strong(&the_hub, &none, hub)) {
-		metrics_watch_hub_destroy(hub);
-		return mon_error_set(err, MON_EPRECOND, "metrics watch: a hub already exists in this process");
-	}
-	int rc = db_bus_subscribe(bus, METRICS_NOTIFY_CHANNEL, on_notify, hub, err);
-	if (rc != 0) {
-		metrics_watch_hub_destroy(hub);
-		return rc;
-	}
-	if (pthread_create(&hub->thread, NULL, hub_main, hub) != 0) {
-		metrics_watch_hub_destroy(hub);
-		return mon_error_set(err, MON_ENOMEM, "could not start the metrics watch thread");
-	}
-	hub->has_thread = true;
-	/* Without the second thread the hub still works, alone. */
-	hub->has_fan_thread = pthread_create(&hub->fan_thread, NULL, fan_main, hub) == 0;
-	*out = hub;
-	return 0;
-}
-
-void metrics_watch_hub_destroy(struct metrics_watch_hub *hub)
-{
-	if (hub == NULL)
-		return;
-	if (hub->has_thread) {
-		pthread_mutex_lock(&hub->mu);
-		hub->should_stop = true;
-		pthread_cond_signal(&hub->cond);
-		pthread_mutex_unlock(&hub->mu);
-		pthread_join(hub->thread, NULL);
-	}
-	if (hub->has_fan_thread) {
-		pthread_mutex_lock(&hub->fan_mu);
-		hub->fan_stop = true;
-		pthread_cond_broadcast(&hub->fan_cond);
-		pthread_mutex_unlock(&hub->fan_mu);
-		pthread_join(hub->fan_thread, NULL);
-	}
-	free(hub->targets);
-	struct metrics_watch_hub *self = hub;
-	atomic_compare_exchange_strong(&the_hub, &self, NULL);
-	/* The server is gone, so every close callback has run and the list is empty. */
-	if (hub->subs != NULL)
-		log_error("msg=\"metrics watch destroyed with subscribers left\"");
-	pthread_cond_destroy(&hub->cond);
-	pthread_mutex_destroy(&hub->mu);
-	pthread_cond_destroy(&hub->fan_cond);
-	pthread_mutex_destroy(&hub->fan_mu);
-	free(hub);
 }
 
 /* ---- the handler ---- */
@@ -1703,186 +1264,215 @@ static int bounds_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 	return 0;
 }
 
-/*
- * Waits, bounded, until a replaying subscriber's stream takes its pending
- * points again. Once a wait ran out (*is_stalled), later calls only try
- * once: a client that stopped reading costs the replay one wait, and its
- * points go into the gap.
- */
-static void replay_wait(struct watch_sub *sub, bool *is_stalled)
+/* ---- the stream kind ---- */
+
+#define WATCH_BOUNDS_MS 10000 /* the start's transaction bound */
+
+/* stream_kind.read: log rows after `after` (their batches decoded into a) and the oldest retained sequence. */
+static int kind_read(struct db_conn *conn, int64_t after, struct arena *a, struct stream_event **out, size_t *n_out,
+                     int64_t *lo_out, struct mon_error *err)
 {
-	if (*is_stalled) {
-		sub_flush(sub, now_ms(), FLUSH_DUE);
-		*is_stalled = sub->is_blocked;
-		return;
-	}
-	int64_t start = now_ms();
-	while (sub->is_blocked && !rpc_stream_is_closed(sub->stream)) {
-		if (now_ms() - start >= WATCH_REPLAY_STALL_MS) {
-			*is_stalled = true;
-			return;
-		}
-		struct timespec ts = {.tv_sec = 0, .tv_nsec = 5 * 1000000L};
-		nanosleep(&ts, NULL);
-		sub_flush(sub, now_ms(), FLUSH_DUE);
-	}
+	struct log_row *rows = NULL;
+	int n = 0;
+	int rc = rows_read(conn, after, a, &rows, &n, lo_out, err);
+	if (rc != 0)
+		return rc;
+	struct stream_event *ev = arena_calloc(a, n > 0 ? (size_t)n : 1, sizeof(*ev));
+	if (ev == NULL)
+		return mon_error_set(err, MON_ENOMEM, "out of memory reading the ingest log");
+	for (int i = 0; i < n; i++)
+		ev[i] = (struct stream_event){.seq = rows[i].seq, .data = &rows[i]};
+	*out = ev;
+	*n_out = (size_t)n;
+	return 0;
 }
 
 /*
- * Offers the log rows after sub->processed_seq to sub, on the handler's
- * thread; *conn is taken when NULL. Commits gone from the log before they
- * were read (rows_lost_through) become a gap of unknown size. *lo_out: the
- * oldest sequence the log held at the last read (0: empty).
+ * stream_batching.start: the cursor to read after. 0 starts at the log's
+ * current end; a cursor older than the log (or unknown to it) gets a gap
+ * of unknown size, since what was lost cannot be counted, and restarts at
+ * the oldest retained commit.
  */
-static int replay(struct rpc_ctx *ctx, struct db_conn **conn, struct watch_sub *sub, int64_t *lo_out)
+static int kind_start(struct db_pool *pool, void *state, struct rpc_stream *s, int64_t resume_after,
+                      int64_t *cursor_out, struct mon_error *err)
 {
-	if (*conn == NULL) {
-		int rc = db_pool_acquire(sub->hub->pool, WATCH_ACQUIRE_MS, conn, rpc_ctx_error(ctx));
+	struct watch_sub *sub = state;
+	sub->stream = s;
+	struct log_bounds b = {0};
+	int rc = db_tx_run(pool, WATCH_BOUNDS_MS, bounds_tx, &b, err);
+	if (rc != 0)
+		return rc;
+	int64_t cursor = resume_after;
+	if (cursor == 0) {
+		cursor = b.current;
+	} else if (cursor > b.current || (b.lo > 0 && cursor < b.lo - 1) || (b.lo == 0 && cursor < b.current)) {
+		int64_t restart = b.lo > 0 ? b.lo - 1 : b.current;
+		int64_t end_us = b.lo > 0 ? b.oldest_us : wall_us();
+		rc = send_gap(s, restart, -1, end_us, end_us,
+		              MONITORING__V1__STREAM_END_REASON__STREAM_END_REASON_UNSPECIFIED);
 		if (rc != 0)
-			return rc;
+			return mon_error_set(err, rc, "could not start the stream");
+		cursor = restart;
 	}
-	bool is_stalled = false;
-	for (;;) {
-		struct arena *a = arena_create(WATCH_READ_ARENA_BYTES);
-		if (a == NULL)
-			return rpc_fail(ctx, MON_ENOMEM, "out of memory");
-		struct log_row *rows = NULL;
-		int n = 0;
-		int rc = rows_read(*conn, sub->processed_seq, a, &rows, &n, lo_out, rpc_ctx_error(ctx));
-		int64_t lost = rc == 0 ? rows_lost_through(sub->processed_seq, rows, n, *lo_out) : 0;
-		if (lost > 0) {
-			log_warn("msg=\"metrics watch: ingest log rows were pruned or lost before the replay read "
-			         "them; announced as a gap\" after_sequence=%" PRId64 " through_sequence=%" PRId64
-			         " peer=\"%s\"",
-			         sub->processed_seq, lost, rpc_ctx_peer(ctx));
-			replay_wait(sub, &is_stalled);
-			gap_lost(sub, lost, wall_us());
-			sub_flush(sub, now_ms(), FLUSH_DUE);
-		}
-		for (int i = 0; rc == 0 && i < n && !rpc_stream_is_closed(sub->stream); i++) {
-			replay_wait(sub, &is_stalled);
-			sub_offer(sub, &rows[i], now_ms(), wall_us() / 1000);
-		}
-		arena_destroy(a);
-		if (rc != 0)
-			return rc;
-		if (n == 0 || rpc_stream_is_closed(sub->stream))
-			break;
-	}
-	replay_wait(sub, &is_stalled);
-	aggs_close_due(sub, wall_us() / 1000, now_ms());
-	sub_flush(sub, now_ms(), FLUSH_ALL);
+	sub->processed_seq = sub->sent_cursor = cursor;
+	sub->last_send_ms = INT64_MIN / 2; /* never: the first tick sends a heartbeat with the cursor */
+	*cursor_out = cursor;
 	return 0;
+}
+
+/*
+ * stream_batching.page: the commits between `after` and first_seq are
+ * missing. When the log still holds a row at or below `after` nothing
+ * after it was removed (the log is pruned from its oldest rows and emptied
+ * by a crash of PostgreSQL), so they are batches rolled back. Otherwise
+ * they may be gone and are announced as a gap of unknown size: at worst an
+ * unknown gap that was in fact empty, never a silent loss.
+ */
+static void kind_page(void *state, int64_t after, int64_t first_seq, int64_t lo, int64_t now)
+{
+	struct watch_sub *sub = state;
+	bool is_lost = first_seq > after + 1 && !(lo > 0 && lo <= after);
+	if (is_lost && first_seq - 1 > sub->processed_seq) {
+		log_warn("msg=\"metrics watch: ingest log rows were pruned or lost before they were read; announced as "
+		         "a gap\" after_sequence=%" PRId64 " through_sequence=%" PRId64 " oldest_sequence=%" PRId64
+		         " peer=\"%s\"",
+		         sub->processed_seq, first_seq - 1, lo, rpc_ctx_peer(rpc_stream_ctx(sub->stream)));
+		/* Announced at once, so that the points that follow are sent, not counted into it. */
+		gap_lost(sub, first_seq - 1, wall_us());
+		sub_flush(sub, now, FLUSH_DUE);
+	}
+	if (sub->processed_seq < first_seq - 1)
+		sub->processed_seq = first_seq - 1;
+}
+
+static int kind_offer(void *state, const struct stream_event *ev, int64_t now)
+{
+	struct watch_sub *sub = state;
+	sub_offer(sub, ev->data, now, wall_us() / 1000);
+	return sub->is_blocked ? MON_ELIMIT : 0;
+}
+
+static int kind_tick(void *state, int64_t now, bool is_final, bool *has_pending)
+{
+	struct watch_sub *sub = state;
+	int64_t wall_ms = wall_us() / 1000;
+	if (is_final) {
+		aggs_close_due(sub, wall_ms, now);
+		sub_flush(sub, now, FLUSH_ALL);
+	} else {
+		sub_tick(sub, now, wall_ms);
+	}
+	*has_pending = sub_has_pending(sub) || now - sub->last_send_ms >= sub->heartbeat_ms;
+	return sub->is_blocked ? MON_ELIMIT : 0;
+}
+
+static int64_t kind_position(const void *state)
+{
+	const struct watch_sub *sub = state;
+	return sub->processed_seq;
+}
+
+/*
+ * Server shutdown: sends sub's pending points and gap as far as its queue
+ * takes them, then RESUME_REQUIRED (SERVER_SHUTDOWN) with the cursor of
+ * what is queued (before any point still pending, open aggregate or unsent
+ * gap), and ends the stream with UNAVAILABLE once the queue is sent. When
+ * the queue has no room for the control the stream is left to the server,
+ * which drops its queue and ends it at once: every message's sequence is a
+ * cursor too.
+ */
+static void kind_shutdown(void *state)
+{
+	static const char text[] = "server is shutting down; resume from the cursor";
+	struct watch_sub *sub = state;
+	sub_flush(sub, now_ms(), FLUSH_ALL);
+	int64_t cursor = sub_cursor(sub, sub->pend_head, true);
+	if (send_control(sub->stream, MONITORING__V1__STREAM_CONTROL_KIND__STREAM_CONTROL_KIND_RESUME_REQUIRED, cursor,
+	                 MONITORING__V1__STREAM_END_REASON__STREAM_END_REASON_SERVER_SHUTDOWN, text) == 0) {
+		sub->sent_cursor = cursor;
+		rpc_stream_finish(sub->stream, MON_EUNAVAIL, text);
+	} else {
+		log_debug("msg=\"metrics watch: no room for the shutdown notice; the server ends the stream\"");
+	}
+}
+
+static void kind_filter_free(void *state)
+{
+	sub_free(state);
+}
+
+static const struct stream_batching metrics_batching = {
+        .start = kind_start,
+        .page = kind_page,
+        .offer = kind_offer,
+        .tick = kind_tick,
+        .position = kind_position,
+        .shutdown = kind_shutdown,
+};
+
+static const struct stream_kind metrics_kind = {
+        .name = "metrics",
+        .channel = METRICS_NOTIFY_CHANNEL,
+        .subs_max = WATCH_SUBS_MAX,
+        .page_rows = 1, /* reads stop at a byte budget: read on until none is left */
+        .page_arena_bytes = WATCH_READ_ARENA_BYTES,
+        .read = kind_read,
+        .filter_free = kind_filter_free,
+        .batching = &metrics_batching,
+};
+
+/* ---- the hub and the handler ---- */
+
+int metrics_watch_hub_create(struct db_pool *pool, struct db_bus *bus, struct metrics_watch_hub **out,
+                             struct mon_error *err)
+{
+	*out = NULL;
+	struct metrics_watch_hub *w = calloc(1, sizeof(*w));
+	if (w == NULL)
+		return mon_error_set(err, MON_ENOMEM, "out of memory creating the metrics watch");
+	struct metrics_watch_hub *none = NULL;
+	if (!atomic_compare_exchange_strong(&the_hub, &none, w)) {
+		free(w);
+		return mon_error_set(err, MON_EPRECOND, "metrics watch: a hub already exists in this process");
+	}
+	int rc = stream_hub_create(&metrics_kind, pool, bus, &w->hub, err);
+	if (rc != 0) {
+		metrics_watch_hub_destroy(w);
+		return rc;
+	}
+	*out = w;
+	return 0;
+}
+
+void metrics_watch_hub_destroy(struct metrics_watch_hub *w)
+{
+	if (w == NULL)
+		return;
+	stream_hub_destroy(w->hub);
+	struct metrics_watch_hub *self = w;
+	atomic_compare_exchange_strong(&the_hub, &self, NULL);
+	free(w);
+}
+
+void metrics_watch_hub_drain(void *arg)
+{
+	struct metrics_watch_hub *w = arg;
+	stream_hub_drain(w->hub);
 }
 
 int metrics_watch(struct rpc_ctx *ctx, const Monitoring__V1__WatchMetricsRequest *req, struct rpc_stream *stream)
 {
-	struct metrics_watch_hub *hub = atomic_load(&the_hub);
-	if (hub == NULL)
+	struct metrics_watch_hub *w = atomic_load(&the_hub);
+	if (w == NULL)
 		return rpc_fail(ctx, MON_EUNAVAIL, "metrics watch is not running; retry later");
 	struct watch_sub *sub = calloc(1, sizeof(*sub));
 	if (sub == NULL)
 		return rpc_fail(ctx, MON_ENOMEM, "out of memory");
-	sub->hub = hub;
-	sub->stream = stream;
 	int rc = sub_configure(ctx, sub, req);
 	if (rc != 0) {
 		sub_free(sub);
 		return rc;
 	}
-
-	/* Registered before the replay, so the hub keeps its place (see the file comment). */
-	pthread_mutex_lock(&hub->mu);
-	bool is_full = hub->subs_n >= WATCH_SUBS_MAX;
-	if (!is_full) {
-		sub->refs = 2;
-		sub->next = hub->subs;
-		if (hub->subs)
-			hub->subs->prev = sub;
-		hub->subs = sub;
-		sub->is_linked = true;
-		hub->subs_n++;
-	}
-	pthread_mutex_unlock(&hub->mu);
-	if (is_full) {
-		sub_free(sub);
-		return rpc_fail(ctx, MON_ELIMIT, "subscribers: at most %d WatchMetrics streams per server; retry later",
-		                WATCH_SUBS_MAX);
-	}
-	rpc_stream_retain(stream);
-	rpc_stream_on_close(stream, on_stream_close, sub); /* may run at once if the caller already left */
-
-	struct db_conn *conn = NULL;
-	struct log_bounds b = {0};
-	rc = db_tx_run(hub->pool, rpc_ctx_remaining_ms(ctx), bounds_tx, &b, rpc_ctx_error(ctx));
-	if (rc != 0)
-		goto out;
-	int64_t cursor = req->resume_after_sequence;
-	if (cursor == 0) {
-		cursor = b.current;
-	} else if (cursor > b.current || (b.lo > 0 && cursor < b.lo - 1) || (b.lo == 0 && cursor < b.current)) {
-		/* Older than the log (or unknown): what was lost cannot be counted. */
-		int64_t restart = b.lo > 0 ? b.lo - 1 : b.current;
-		int64_t end_us = b.lo > 0 ? b.oldest_us : wall_us();
-		rc = send_gap(stream, restart, -1, end_us, end_us,
-		              MONITORING__V1__STREAM_END_REASON__STREAM_END_REASON_UNSPECIFIED);
-		if (rc != 0)
-			goto out;
-		cursor = restart;
-	}
-	sub->processed_seq = sub->sent_cursor = cursor;
-	sub->last_send_ms = INT64_MIN / 2; /* never: the hub's first tick sends a heartbeat with the cursor */
-	int64_t lo = 0;
-	if (cursor < b.current)
-		rc = replay(ctx, &conn, sub, &lo);
-	/*
-	 * Hand over to the hub once it has not dispatched past our cursor; else
-	 * replay the difference. A replay that finds nothing after the cursor
-	 * while the hub is at seen (every commit up to it had ended when the hub
-	 * read it) means the sequences up to seen have no row: batches rolled
-	 * back, or rows gone from the log (a gap). Either way the cursor moves to
-	 * seen, so the next round hands over or finds rows: no busy loop.
-	 */
-	while (rc == 0) {
-		int64_t seen = -1;
-		pthread_mutex_lock(&hub->mu);
-		bool is_handed = !sub->is_linked; /* closed meanwhile: nothing to hand over */
-		if (sub->is_linked && hub->is_draining) {
-			end_for_shutdown_locked(hub, sub); /* the server is stopping */
-			is_handed = true;
-		} else if (sub->is_linked && (hub->last_seen < 0 || hub->last_seen <= sub->processed_seq)) {
-			if (hub->last_seen < 0)
-				hub->last_seen = sub->processed_seq;
-			sub->is_ready = true;
-			hub->ready_n++;
-			hub->has_pending = true;
-			is_handed = true;
-		}
-		seen = hub->last_seen;
-		pthread_mutex_unlock(&hub->mu);
-		if (is_handed)
-			break;
-		int64_t before = sub->processed_seq;
-		rc = replay(ctx, &conn, sub, &lo);
-		if (rc == 0 && sub->processed_seq == before && seen > before && !rpc_stream_is_closed(stream)) {
-			if (lo == 0 || lo > before) {
-				/* Nothing at or below the cursor is left either: pruned or lost rows. */
-				log_warn("msg=\"metrics watch: ingest log rows were pruned or lost before the replay "
-				         "read them; announced as a gap\" after_sequence=%" PRId64
-				         " through_sequence=%" PRId64 " peer=\"%s\"",
-				         before, seen, rpc_ctx_peer(ctx));
-				gap_lost(sub, seen, wall_us());
-				sub_flush(sub, now_ms(), FLUSH_ALL);
-			}
-			if (sub->processed_seq < seen)
-				sub->processed_seq = seen;
-		}
-	}
-out:
-	if (conn != NULL)
-		db_pool_release(hub->pool, conn);
-	if (rc == MON_ECANCELLED)
-		rc = 0; /* the caller left; the runtime has ended the stream */
-	sub_unref(sub);
-	return rc;
+	rc = stream_open(w->hub, stream, sub, sub->heartbeat_ms, req->resume_after_sequence, rpc_ctx_error(ctx));
+	return rc; /* on failure the message is in the call's error slot */
 }

@@ -55,6 +55,8 @@
 #include "util/log.h"
 
 #define HUB_TICK_MS 1000       /* catch-up read and heartbeat check while anyone listens */
+#define HUB_BATCH_TICK_MS 50   /* batching subscribers' timers while anything is held */
+#define HUB_READ_SLICE_MS 200  /* reading at most this long between timers */
 #define HUB_ACQUIRE_MS 2000    /* waiting for a pooled connection */
 #define HUB_DRAIN_WAIT_MS 3000 /* stream_hub_drain waits this long for the threads' step */
 #define PAGE_ARENA_BYTES (64u << 20)
@@ -82,6 +84,7 @@ struct page {
 	struct arena *arena;
 	int64_t after;      /* log pages: read after this sequence */
 	int64_t end_cursor; /* the cursor once every item is delivered */
+	int64_t lo;         /* the oldest sequence the log held at the read (0: empty or not known) */
 	int64_t read_ms;
 	bool is_full; /* a log page of page_rows events: more may follow */
 	size_t n;
@@ -98,11 +101,14 @@ struct stream_sub {
 
 	/* The owner's (see the file comment). */
 	enum sub_state state;
-	bool has_cursor; /* cursor is a valid resume point */
-	bool is_woken;   /* queued by its writable callback */
-	int64_t cursor;  /* last sequence queued or skipped as filtered */
+	bool has_cursor;  /* cursor is a valid resume point */
+	bool is_woken;    /* queued by its writable callback */
+	bool has_pending; /* batching: its state holds something */
+	int64_t cursor;   /* last sequence queued or skipped as filtered */
 	int64_t resume_after;
-	struct page *page; /* SUB_PUMP */
+	int64_t bounce_seen;    /* the hub's position when it sent sub back to read the difference */
+	bool is_forced_expired; /* the difference is gone from the log: start over with a snapshot */
+	struct page *page;      /* SUB_PUMP */
 	size_t next;
 	int64_t last_send_ms;
 	struct stream_sub *qnext;
@@ -127,6 +133,7 @@ struct stream_hub {
 	size_t live_n, live_cap;
 	int64_t last_seen; /* last sequence dispatched; -1 while nobody is live */
 	int64_t last_tick_ms;
+	bool has_pending; /* a batching subscriber holds something: its timers run often */
 	bool is_failing;
 
 	/* The second sender: takes the odd-numbered live subscribers of a page. */
@@ -228,7 +235,7 @@ static int page_make(struct arena *a, const struct stream_event *ev, size_t n, b
 	p->read_ms = mono_ms();
 	for (size_t i = 0; i < n; i++) {
 		struct page_item *it = &p->items[p->n];
-		if (rpc_packed_create(ev[i].msg, &it->packed) != 0) {
+		if (ev[i].msg != NULL && rpc_packed_create(ev[i].msg, &it->packed) != 0) {
 			page_release(p);
 			return MON_ENOMEM;
 		}
@@ -245,15 +252,16 @@ static int page_make(struct arena *a, const struct stream_event *ev, size_t n, b
 static int page_read(struct stream_hub *hub, int64_t after, struct page **out, struct mon_error *err)
 {
 	*out = NULL;
-	struct arena *a = arena_create(PAGE_ARENA_BYTES);
+	struct arena *a = arena_create(hub->kind->page_arena_bytes ? hub->kind->page_arena_bytes : PAGE_ARENA_BYTES);
 	if (a == NULL)
 		return mon_error_set(err, MON_ENOMEM, "out of memory");
 	struct db_conn *conn = NULL;
 	struct stream_event *ev = NULL;
 	size_t n = 0;
+	int64_t lo = 0;
 	int rc = db_pool_acquire(hub->pool, HUB_ACQUIRE_MS, &conn, err);
 	if (rc == 0) {
-		rc = hub->kind->read(conn, after, a, &ev, &n, err);
+		rc = hub->kind->read(conn, after, a, &ev, &n, &lo, err);
 		db_pool_release(hub->pool, conn);
 	}
 	if (rc != 0) {
@@ -265,6 +273,7 @@ static int page_read(struct stream_hub *hub, int64_t after, struct page **out, s
 	if (rc != 0)
 		return mon_error_set(err, rc, "out of memory");
 	p->after = after;
+	p->lo = lo;
 	p->end_cursor = n > 0 ? p->items[n - 1].seq : after;
 	p->is_full = n >= (size_t)hub->kind->page_rows;
 	*out = p;
@@ -345,6 +354,10 @@ static void end_for_shutdown(struct stream_sub *sub)
 	static const char text[] = "server is shutting down; resume from the cursor";
 	if (!sub->has_cursor || atomic_load(&sub->is_closed))
 		return;
+	if (sub->hub->kind->batching != NULL) {
+		sub->hub->kind->batching->shutdown(sub->filter);
+		return;
+	}
 	if (send_control(sub, MONITORING__V1__STREAM_CONTROL_KIND__STREAM_CONTROL_KIND_RESUME_REQUIRED, sub->cursor,
 	                 MONITORING__V1__STREAM_END_REASON__STREAM_END_REASON_SERVER_SHUTDOWN, text) == 0)
 		rpc_stream_finish(sub->stream, MON_EUNAVAIL, text);
@@ -388,8 +401,18 @@ static int catchup_start(struct stream_sub *sub, struct mon_error *err)
 {
 	struct stream_hub *hub = sub->hub;
 	const struct stream_kind *kind = hub->kind;
-	bool is_expired = false;
-	if (sub->resume_after > 0) {
+	if (kind->batching != NULL) {
+		int rc = kind->batching->start(hub->pool, sub->filter, sub->stream, sub->resume_after, &sub->cursor,
+		                               err);
+		if (rc != 0)
+			return rc;
+		sub->has_cursor = true;
+		sub->state = SUB_BACKLOG;
+		return 0;
+	}
+	bool is_expired = sub->is_forced_expired;
+	sub->is_forced_expired = false;
+	if (sub->resume_after > 0 && !is_expired) {
 		struct db_conn *conn = NULL;
 		int rc = db_pool_acquire(hub->pool, HUB_ACQUIRE_MS, &conn, err);
 		if (rc != 0)
@@ -450,6 +473,45 @@ static int catchup_start(struct stream_sub *sub, struct mon_error *err)
 	return 0;
 }
 
+/* Parks sub until its stream's queue has room again (the writable callback then owns it and queues it). */
+static int park(struct stream_sub *sub)
+{
+	rpc_stream_on_writable(sub->stream, on_writable, sub);
+	return 0; /* catchup_pump's "parked" */
+}
+
+/*
+ * Batching kinds: offers sub's page from where it stopped; at the end of
+ * the backlog (a page that is not full) flushes everything held. Returns
+ * as catchup_pump.
+ */
+static int catchup_offer(struct stream_sub *sub)
+{
+	const struct stream_batching *b = sub->hub->kind->batching;
+	const struct page *p = sub->page;
+	int64_t now = mono_ms();
+	bool has_pending = false;
+	if (sub->is_woken) {
+		sub->is_woken = false;
+		if (b->tick(sub->filter, now, false, &has_pending) == MON_ELIMIT)
+			return park(sub);
+	}
+	if (sub->next == 0 && p->n > 0)
+		b->page(sub->filter, p->after, p->items[0].seq, p->lo, now);
+	while (sub->next < p->n) {
+		const struct page_item *it = &p->items[sub->next++];
+		struct stream_event ev = {.seq = it->seq, .data = it->data};
+		int rc = b->offer(sub->filter, &ev, now);
+		sub->cursor = b->position(sub->filter);
+		if (rc == MON_ELIMIT)
+			return park(sub);
+	}
+	if (!p->is_full && b->tick(sub->filter, now, true, &has_pending) == MON_ELIMIT)
+		return park(sub);
+	sub->cursor = b->position(sub->filter);
+	return 1;
+}
+
 /*
  * Sends sub's page from where it stopped. Returns 1 when the page is done,
  * 0 when sub is parked on its writable callback (the callback owns it
@@ -459,23 +521,22 @@ static int catchup_start(struct stream_sub *sub, struct mon_error *err)
 static int catchup_pump(struct stream_sub *sub, struct mon_error *err)
 {
 	const struct stream_kind *kind = sub->hub->kind;
+	if (kind->batching != NULL)
+		return catchup_offer(sub);
 	struct page *p = sub->page;
-	bool is_woken = sub->is_woken;
 	sub->is_woken = false;
 	while (sub->next < p->n) {
 		const struct page_item *it = &p->items[sub->next];
 		if (it->data == NULL || kind->matches(sub->filter, it->data)) {
 			int rc = rpc_stream_send_packed(sub->stream, it->packed);
-			if (rc == MON_ELIMIT && is_woken)
-				return mon_error_set(err, MON_ELIMIT,
-				                     "an event is larger than the stream's message limit");
-			if (rc == MON_ELIMIT) {
-				rpc_stream_on_writable(sub->stream, on_writable, sub);
-				return 0;
-			}
+			if (rc == MON_ELIMIT)
+				return park(sub);
+			if (rc == MON_ENOMEM)
+				return mon_error_set(
+				        err, MON_ELIMIT,
+				        "an event is larger than the stream's message limit, or memory ran out");
 			if (rc != 0)
-				return mon_error_set(err, rc, rc == MON_ENOMEM ? "out of memory" : "stream ended");
-			is_woken = false;
+				return mon_error_set(err, rc, "stream ended");
 			sub->last_send_ms = mono_ms();
 		}
 		if (it->is_advancing)
@@ -495,8 +556,8 @@ static void catchup_end(struct stream_sub *sub)
 	         sub->cursor);
 	int rc = send_control(sub, MONITORING__V1__STREAM_CONTROL_KIND__STREAM_CONTROL_KIND_RESUME_REQUIRED,
 	                      sub->cursor, MONITORING__V1__STREAM_END_REASON__STREAM_END_REASON_FELL_BEHIND, text);
-	if (rc == MON_ELIMIT && !sub->is_woken) {
-		rpc_stream_on_writable(sub->stream, on_writable, sub);
+	if (rc == MON_ELIMIT) {
+		park(sub);
 		return;
 	}
 	rpc_stream_finish(sub->stream, MON_ELIMIT, text);
@@ -535,11 +596,20 @@ static void catchup_step(struct stream_hub *hub, struct stream_sub *sub, bool is
 			return;
 		}
 		hub->is_catchup_failing = false;
-		if (p->n == 0) {
-			page_release(p);
-			inbox_push(hub, sub);
-			return;
+		if (p->n == 0 && sub->bounce_seen > sub->cursor) {
+			/* The hub read events after our cursor that are gone from the log now (retention). */
+			if (hub->kind->batching == NULL) {
+				page_release(p);
+				sub->is_forced_expired = true;
+				sub->resume_after = sub->cursor;
+				sub->state = SUB_START; /* CURSOR_EXPIRED and a snapshot */
+				job_push(hub, sub);
+				return;
+			}
+			hub->kind->batching->page(sub->filter, sub->cursor, sub->bounce_seen + 1, p->lo, mono_ms());
+			sub->cursor = hub->kind->batching->position(sub->filter);
 		}
+		sub->bounce_seen = 0;
 		sub->page = p;
 		sub->next = 0;
 		sub->state = SUB_PUMP;
@@ -599,7 +669,20 @@ static void *catchup_main(void *arg)
 static void fan_page(struct stream_hub *hub, const struct page *p, size_t first, size_t step, int64_t now)
 {
 	const struct stream_kind *kind = hub->kind;
-	for (size_t k = first; k < hub->live_n; k += step) {
+	const struct stream_batching *b = kind->batching;
+	for (size_t k = first; k < hub->live_n && b != NULL; k += step) {
+		struct stream_sub *sub = hub->live[k];
+		b->page(sub->filter, p->after, p->items[0].seq, p->lo, now);
+		for (size_t i = 0; i < p->n; i++) {
+			struct stream_event ev = {.seq = p->items[i].seq, .data = p->items[i].data};
+			if (ev.seq > sub->cursor)
+				(void)b->offer(sub->filter, &ev,
+				               now); /* a full queue: the state counts what it drops */
+		}
+		(void)b->tick(sub->filter, now, false, &sub->has_pending);
+		sub->cursor = b->position(sub->filter);
+	}
+	for (size_t k = first; k < hub->live_n && b == NULL; k += step) {
 		struct stream_sub *sub = hub->live[k];
 		for (size_t i = 0; i < p->n && sub->state == SUB_LIVE; i++) {
 			const struct page_item *it = &p->items[i];
@@ -669,6 +752,7 @@ static void dispatch(struct stream_hub *hub, const struct page *p)
 static void compact(struct stream_hub *hub)
 {
 	size_t k = 0;
+	hub->has_pending = false;
 	for (size_t i = 0; i < hub->live_n; i++) {
 		struct stream_sub *sub = hub->live[i];
 		if (atomic_load(&sub->is_closed)) {
@@ -679,6 +763,7 @@ static void compact(struct stream_hub *hub)
 			         hub->kind->name, sub->cursor, rpc_ctx_peer(rpc_stream_ctx(sub->stream)));
 			job_push(hub, sub);
 		} else {
+			hub->has_pending |= sub->has_pending;
 			hub->live[k++] = sub;
 		}
 	}
@@ -700,6 +785,7 @@ static void admit(struct stream_hub *hub, struct stream_sub *list)
 		if (hub->live_n == 0 && hub->last_seen < 0)
 			hub->last_seen = sub->cursor;
 		if (sub->cursor < hub->last_seen) {
+			sub->bounce_seen = hub->last_seen;
 			sub->state = SUB_BACKLOG;
 			job_push(hub, sub);
 			continue;
@@ -717,6 +803,8 @@ static void admit(struct stream_hub *hub, struct stream_sub *list)
 		}
 		sub->state = SUB_LIVE;
 		sub->last_send_ms = now;
+		sub->has_pending = hub->kind->batching != NULL;
+		hub->has_pending |= sub->has_pending;
 		hub->live[hub->live_n++] = sub;
 	}
 }
@@ -724,7 +812,15 @@ static void admit(struct stream_hub *hub, struct stream_sub *list)
 /* Reads every event after last_seen and dispatches it, page by page. */
 static void hub_read(struct stream_hub *hub)
 {
+	int64_t start = mono_ms();
 	while (hub->live_n > 0) {
+		if (mono_ms() - start >= HUB_READ_SLICE_MS) {
+			/* A steady stream of events must not hold off the timers: tick, then come back. */
+			pthread_mutex_lock(&hub->mu);
+			hub->is_woken = true;
+			pthread_mutex_unlock(&hub->mu);
+			return;
+		}
 		struct mon_error err = {0};
 		struct page *p = NULL;
 		if (page_read(hub, hub->last_seen, &p, &err) != 0) {
@@ -747,10 +843,18 @@ static void hub_read(struct stream_hub *hub)
 	}
 }
 
-/* Heartbeats for live subscribers silent past their interval. */
+/* Heartbeats for live subscribers silent past their interval (batching kinds: their timers). */
 static void heartbeats(struct stream_hub *hub, int64_t now)
 {
-	for (size_t i = 0; i < hub->live_n; i++) {
+	const struct stream_batching *b = hub->kind->batching;
+	for (size_t i = 0; i < hub->live_n && b != NULL; i++) {
+		struct stream_sub *sub = hub->live[i];
+		if (!atomic_load(&sub->is_closed)) {
+			(void)b->tick(sub->filter, now, false, &sub->has_pending);
+			sub->cursor = b->position(sub->filter);
+		}
+	}
+	for (size_t i = 0; i < hub->live_n && b == NULL; i++) {
 		struct stream_sub *sub = hub->live[i];
 		if (sub->state != SUB_LIVE || now - sub->last_send_ms < sub->heartbeat_ms ||
 		    atomic_load(&sub->is_closed))
@@ -771,9 +875,15 @@ static void *hub_main(void *arg)
 	pthread_mutex_lock(&hub->mu);
 	while (!hub->should_stop) {
 		if (!hub->is_woken && !(hub->is_draining && !hub->is_hub_acked)) {
+			int64_t wait_ms = hub->has_pending ? HUB_BATCH_TICK_MS : HUB_TICK_MS;
 			struct timespec ts;
 			clock_gettime(CLOCK_MONOTONIC, &ts);
-			ts.tv_sec += HUB_TICK_MS / 1000;
+			ts.tv_sec += (time_t)(wait_ms / 1000);
+			ts.tv_nsec += (long)(wait_ms % 1000) * 1000000L;
+			if (ts.tv_nsec >= 1000000000L) {
+				ts.tv_sec++;
+				ts.tv_nsec -= 1000000000L;
+			}
 			pthread_cond_timedwait(&hub->hub_cond, &hub->mu, &ts);
 			if (hub->should_stop)
 				break;
@@ -805,7 +915,7 @@ static void *hub_main(void *arg)
 		admit(hub, inbox);
 		hub_read(hub);
 		int64_t now = mono_ms();
-		if (now - hub->last_tick_ms >= HUB_TICK_MS) {
+		if (now - hub->last_tick_ms >= (hub->has_pending ? HUB_BATCH_TICK_MS : HUB_TICK_MS)) {
 			hub->last_tick_ms = now;
 			heartbeats(hub, now);
 		}

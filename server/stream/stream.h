@@ -46,20 +46,25 @@ struct stream_event {
 	ProtobufCMessage *msg; /* what a subscriber receives */
 };
 
+struct stream_batching;
+
 /* What a stream kind supplies. Every callback runs on the hub's threads, never on a completion queue. */
 struct stream_kind {
-	const char *name;    /* in log lines: "alerts" */
-	const char *channel; /* the NOTIFY channel that says the log grew */
-	size_t subs_max;     /* streams per process */
-	int page_rows;       /* events read per query (read() returns fewer only at the log's end) */
+	const char *name;        /* in log lines: "alerts" */
+	const char *channel;     /* the NOTIFY channel that says the log grew */
+	size_t subs_max;         /* streams per process */
+	int page_rows;           /* a read of at least this many events may have more behind it (1: read until empty) */
+	size_t page_arena_bytes; /* cap of a page's decoded events; 0: 64 MiB */
 
 	/*
 	 * Reads up to page_rows events with seq > after, in sequence order,
 	 * decoding them into a (which outlives the events). *out and *n_out
-	 * get the events.
+	 * get the events, *lo_out the oldest sequence the log holds (0 when
+	 * empty or not known). A read that stops at a byte budget before
+	 * page_rows events must set page_rows to 1.
 	 */
 	int (*read)(struct db_conn *conn, int64_t after, struct arena *a, struct stream_event **out, size_t *n_out,
-	            struct mon_error *err);
+	            int64_t *lo_out, struct mon_error *err);
 
 	/* Whether a subscriber with filter wants the event whose data is given. */
 	bool (*matches)(const void *filter, const void *data);
@@ -83,6 +88,50 @@ struct stream_kind {
 
 	/* Frees a filter handed to stream_open; accepts NULL. */
 	void (*filter_free)(void *filter);
+
+	/*
+	 * Optional: subscribers that batch what they receive (WatchMetrics).
+	 * Their filter is their state; events are offered to it one by one
+	 * rather than sent, and it sends on its own (never waiting). With
+	 * batching, snapshot, cursor_is_expired and matches are not used,
+	 * and a slow subscriber is never ended: its state announces what it
+	 * could not keep.
+	 */
+	const struct stream_batching *batching;
+};
+
+struct stream_batching {
+	/*
+	 * The start of a stream: *cursor gets the sequence to read after
+	 * (resume_after checked against the log, or the current end for 0);
+	 * may send a first message (the queue is empty).
+	 */
+	int (*start)(struct db_pool *pool, void *state, struct rpc_stream *s, int64_t resume_after, int64_t *cursor,
+	             struct mon_error *err);
+
+	/*
+	 * A page follows whose first event is first_seq (after the position
+	 * `after`; lo is the oldest sequence the log holds, 0 when empty): the
+	 * state announces what is missing before first_seq when it is gone
+	 * from the log, and its position moves to first_seq - 1.
+	 */
+	void (*page)(void *state, int64_t after, int64_t first_seq, int64_t lo, int64_t now_ms);
+
+	/* Takes one event (ignored when not past the position). MON_ELIMIT: a send found the queue full. */
+	int (*offer)(void *state, const struct stream_event *ev, int64_t now_ms);
+
+	/*
+	 * Timers: batches due (every one when is_final), closed intervals,
+	 * heartbeats. MON_ELIMIT when a send found the queue full; *has_pending
+	 * says whether anything is still held.
+	 */
+	int (*tick)(void *state, int64_t now_ms, bool is_final, bool *has_pending);
+
+	/* The last sequence offered. */
+	int64_t (*position)(const void *state);
+
+	/* Server shutdown: what is held, as far as the queue takes it, then RESUME_REQUIRED and UNAVAILABLE. */
+	void (*shutdown)(void *state);
 };
 
 struct stream_hub;

@@ -107,8 +107,10 @@ struct rpc_ctx *rpc_stream_ctx(struct rpc_stream *s);
 /*
  * Serialises msg now (the caller keeps ownership of msg) and queues it for
  * sending. Never blocks. Returns MON_ELIMIT when the stream's queue is full
- * (the subscriber is too slow: end it with a resume hint), MON_ECANCELLED
- * when the stream has ended, MON_ENOMEM on allocation failure.
+ * (the subscriber is too slow: end it with a resume hint, or wait for
+ * rpc_stream_on_writable), MON_ECANCELLED when the stream has ended,
+ * MON_ENOMEM on allocation failure or when msg is larger than the server's
+ * max_send_message_bytes (it can never be sent).
  */
 int rpc_stream_send(struct rpc_stream *s, const ProtobufCMessage *msg) MON_MUST_CHECK;
 

@@ -654,7 +654,7 @@ static int stream_enqueue_slice(struct rpc_call *c, grpc_slice bytes, bool wait)
 	size_t len = GRPC_SLICE_LENGTH(bytes);
 	if (len > c->server->cfg.max_send_message_bytes) {
 		grpc_slice_unref(bytes);
-		return MON_ELIMIT;
+		return MON_ENOMEM; /* over the hard cap: it can never be sent (MON_ELIMIT says "wait for room") */
 	}
 	struct send_node *node = malloc(sizeof(*node));
 	if (node == NULL) {
@@ -717,7 +717,7 @@ static int stream_enqueue(struct rpc_call *c, const ProtobufCMessage *msg, bool 
 {
 	size_t len = protobuf_c_message_get_packed_size(msg);
 	if (len > c->server->cfg.max_send_message_bytes)
-		return MON_ELIMIT;
+		return MON_ENOMEM;
 	grpc_slice bytes = grpc_slice_malloc(len);
 	protobuf_c_message_pack(msg, GRPC_SLICE_START_PTR(bytes));
 	return stream_enqueue_slice(c, bytes, wait);
