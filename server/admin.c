@@ -30,7 +30,7 @@
 #include "config.h"
 #include "crypto/seal.h"
 #include "db/db.h"
-#include "identity.h"
+#include "access/identity.h"
 #include "util/log.h"
 
 #define ADMIN_MAX_OPTS 8

@@ -11,10 +11,10 @@
 #include <time.h>
 
 #include "mon_services.h"
-#include "services/access.h"
-#include "services/alerts.h"
-#include "services/health.h"
-#include "services/metrics.h"
+#include "access/service.h"
+#include "alerts/service.h"
+#include "health/service.h"
+#include "metrics/service.h"
 #include "metrics/watch.h"
 #include "rpc/method.h"
 #include "util/log.h"

@@ -10,7 +10,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 
-#include "audit.h"
+#include "audit/audit.h"
 #include "config.h"
 #include "alerts/engine.h"
 #include "alerts/notify.h"
@@ -20,7 +20,7 @@
 #include "health/watch.h"
 #include "metrics/rollup.h"
 #include "metrics/watch.h"
-#include "identity.h"
+#include "access/identity.h"
 #include "db/db.h"
 #include "rpc/server.h"
 

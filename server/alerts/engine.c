@@ -27,7 +27,7 @@
 
 #include "alerts/rule.h"
 #include "alerts/store.h"
-#include "services/common.h"
+#include "common/call.h"
 #include "util/arena.h"
 #include "util/log.h"
 

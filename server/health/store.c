@@ -18,7 +18,7 @@
 
 #include <jansson.h>
 
-#include "audit.h"
+#include "audit/audit.h"
 
 static const char *const status_names[] = {NULL, "healthy", "degraded", "down", "unknown"};
 

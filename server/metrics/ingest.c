@@ -15,7 +15,7 @@
 
 #include <sodium.h>
 
-#include "services/common.h"
+#include "common/call.h"
 
 const char metrics_session_sql[] =
         "CREATE TEMP TABLE IF NOT EXISTS mon_metric_stage ("

@@ -1,5 +1,5 @@
 /*
- * AlertsService alert operations (services/alerts.h): GetAlert, ListAlerts,
+ * AlertsService alert operations (alerts/service.h): GetAlert, ListAlerts,
  * AcknowledgeAlert, ResolveAlert, EscalateAlert, ListAlertNotifications
  * and GetAlertStatistics. Each handler checks its input (INVALID_ARGUMENT
  * naming the field), then runs one transaction bounded by the caller's
@@ -12,7 +12,7 @@
  * Lists use keyset paging; a page token binds the position to the filters
  * and order it was made for.
  */
-#include "services/alerts.h"
+#include "alerts/service.h"
 
 #include <inttypes.h>
 #include <stdio.h>
@@ -23,8 +23,8 @@
 #include <sodium.h>
 
 #include "alerts/store.h"
-#include "audit.h"
-#include "services/common.h"
+#include "audit/audit.h"
+#include "common/call.h"
 
 #define MODULE "alerts"
 #define PAGE_TOKEN_MAX 1400

@@ -7,7 +7,7 @@
  * event ids, the peer's address, the "changes" diff and the clipping of
  * free text to the columns' lengths.
  */
-#include "audit.h"
+#include "audit/audit.h"
 
 #include <arpa/inet.h>
 #include <inttypes.h>

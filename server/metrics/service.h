@@ -1,13 +1,13 @@
 /*
  * MetricsService (proto/monitoring/v1/metrics.proto): performance metric
  * ingest (RecordMetrics, metrics/ingest.h), the stored-point queries and
- * the data model's performance queries (services/metrics_query.c) and the
+ * the data model's performance queries (metrics/query.c) and the
  * live stream (WatchMetrics, metrics/watch.h). The user activity and
  * session RPCs of the same service are not built yet and answer
  * UNIMPLEMENTED.
  */
-#ifndef MON_SERVER_SERVICES_METRICS_H
-#define MON_SERVER_SERVICES_METRICS_H
+#ifndef MON_SERVER_METRICS_SERVICE_H
+#define MON_SERVER_METRICS_SERVICE_H
 
 #include "db/db.h"
 #include "monitoring/v1/metrics.mon-server.h"
@@ -40,7 +40,7 @@ int metrics_service_bind(struct rpc_server *server, struct db_pool *pool, const 
                          struct mon_error *err) MON_MUST_CHECK;
 
 /*
- * Fills the query handlers of services/metrics_query.c into h:
+ * Fills the query handlers of metrics/query.c into h:
  * ListMetricPoints, ListMetricNames, QueryMetrics, GetPerformanceSummary,
  * ListSlowestEndpoints and GetPerformanceTrend. Their user pointer is the
  * db_pool.

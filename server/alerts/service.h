@@ -1,15 +1,15 @@
 /*
  * AlertsService (proto/monitoring/v1/alerts.proto). The handlers live in
  * several files, each filling its part of the handler table:
- *   services/alert_rules.c  rules, escalation policies, silences;
- *   services/alert_ops.c    alerts: get, list, acknowledge, resolve,
+ *   alerts/rules_api.c  rules, escalation policies, silences;
+ *   alerts/ops.c      alerts: get, list, acknowledge, resolve,
  *                           escalate, deliveries, statistics;
  *   alerts/engine.c         PreviewAlertRule (the evaluator);
  *   alerts/watch.c          WatchAlerts.
  * rpc_ctx_user() of every handler is the db_pool.
  */
-#ifndef MON_SERVER_SERVICES_ALERTS_H
-#define MON_SERVER_SERVICES_ALERTS_H
+#ifndef MON_SERVER_ALERTS_SERVICE_H
+#define MON_SERVER_ALERTS_SERVICE_H
 
 #include "db/db.h"
 #include "monitoring/v1/alerts.mon-server.h"

@@ -4,8 +4,8 @@
  * conversion of google.protobuf.Timestamp to milliseconds. One copy here,
  * so that the services cannot drift apart.
  */
-#ifndef MON_SERVER_SERVICES_COMMON_H
-#define MON_SERVER_SERVICES_COMMON_H
+#ifndef MON_SERVER_COMMON_CALL_H
+#define MON_SERVER_COMMON_CALL_H
 
 #include <stddef.h>
 #include <stdint.h>

@@ -6,8 +6,8 @@
  * RunHealthCheck (the prober) and WatchServiceHealth (the stream) are
  * built elsewhere and handed to health_service_bind.
  */
-#ifndef MON_SERVER_SERVICES_HEALTH_H
-#define MON_SERVER_SERVICES_HEALTH_H
+#ifndef MON_SERVER_HEALTH_SERVICE_H
+#define MON_SERVER_HEALTH_SERVICE_H
 
 #include <stdbool.h>
 #include <stddef.h>

@@ -3,8 +3,8 @@
  * administration over the API: callers, their API keys and the caller's own
  * identity, each change written with its audit event in one transaction.
  */
-#ifndef MON_SERVER_SERVICES_ACCESS_H
-#define MON_SERVER_SERVICES_ACCESS_H
+#ifndef MON_SERVER_ACCESS_SERVICE_H
+#define MON_SERVER_ACCESS_SERVICE_H
 
 #include <stdbool.h>
 #include <stddef.h>

@@ -25,8 +25,8 @@
  * with INTERNAL after writing its change and audit event, inside the
  * transaction, so that tests can check that both roll back together.
  */
-#include "services/access.h"
-#include "services/common.h"
+#include "access/service.h"
+#include "common/call.h"
 
 #include <inttypes.h>
 #include <stdio.h>
@@ -37,8 +37,8 @@
 #include <jansson.h>
 #include <sodium.h>
 
-#include "audit.h"
-#include "identity.h"
+#include "audit/audit.h"
+#include "access/identity.h"
 #include "monitoring/v1/access.mon-server.h"
 #include "util/log.h"
 

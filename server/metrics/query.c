@@ -14,8 +14,8 @@
  * averages exact). Page tokens carry the clock reading of the first page,
  * so that later pages of a window relative to "now" see the same window.
  */
-#include "services/common.h"
-#include "services/metrics.h"
+#include "common/call.h"
+#include "metrics/service.h"
 
 #include <inttypes.h>
 #include <math.h>

@@ -12,8 +12,8 @@
  * it was made for. Uptime figures come from SQL functions of
  * sql/0008_health.sql (time-weighted, docs/api.md).
  */
-#include "services/common.h"
-#include "services/health.h"
+#include "common/call.h"
+#include "health/service.h"
 
 #include <inttypes.h>
 #include <math.h>
@@ -25,7 +25,7 @@
 #include <jansson.h>
 #include <sodium.h>
 
-#include "audit.h"
+#include "audit/audit.h"
 #include "health/store.h"
 #include "util/log.h"
 

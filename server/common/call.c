@@ -1,5 +1,5 @@
 /* Page tokens and timestamps shared by the services; see common.h. */
-#include "services/common.h"
+#include "common/call.h"
 
 #include <stdio.h>
 #include <string.h>

@@ -13,7 +13,7 @@
  * changes to callers and keys. Secrets and hashes live in sodium_malloc
  * memory and are wiped after use; the token is never logged.
  */
-#include "identity.h"
+#include "access/identity.h"
 
 #include <inttypes.h>
 #include <pthread.h>

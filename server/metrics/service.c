@@ -9,14 +9,14 @@
  * telemetry, not changes of configuration: they are not written to the
  * audit trail.
  */
-#include "services/metrics.h"
+#include "metrics/service.h"
 
 #include <stdio.h>
 #include <string.h>
 
 #include "alerts/engine.h"
 #include "metrics/ingest.h"
-#include "services/common.h"
+#include "common/call.h"
 
 /* Errors kept for the response of one call; more are counted. */
 #define ERRORS_MAX 10000

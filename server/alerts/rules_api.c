@@ -12,8 +12,8 @@
  * Lists use keyset paging; a page token binds the position to the filters
  * it was made for.
  */
-#include "services/alerts.h"
-#include "services/common.h"
+#include "alerts/service.h"
+#include "common/call.h"
 
 #include <inttypes.h>
 #include <math.h>
@@ -26,7 +26,7 @@
 
 #include "alerts/rule.h"
 #include "alerts/store.h"
-#include "audit.h"
+#include "audit/audit.h"
 
 #define MODULE "alerts"
 #define PAGE_TOKEN_MAX 1400

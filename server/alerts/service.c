@@ -1,5 +1,5 @@
-/* AlertsService: the handler table assembled from its parts (services/alerts.h). */
-#include "services/alerts.h"
+/* AlertsService: the handler table assembled from its parts (alerts/service.h). */
+#include "alerts/service.h"
 
 #include "alerts/engine.h"
 #include "alerts/watch.h"
