@@ -28,7 +28,9 @@
 #include "alerts/rule.h"
 #include "alerts/store.h"
 #include "common/call.h"
+#include "common/parse.h"
 #include "util/arena.h"
+#include "util/clock.h"
 #include "util/log.h"
 
 #define ST(x) MONITORING__V1__ALERT_STATUS__ALERT_STATUS_##x
@@ -1139,13 +1141,6 @@ static char **rules_for_names(struct alerts_engine *e, char *const *names, size_
 	return ids;
 }
 
-static int64_t mono_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static void deadline_in(struct timespec *ts, int64_t ms)
 {
 	clock_gettime(CLOCK_MONOTONIC, ts);
@@ -1169,14 +1164,14 @@ static void *event_main(void *arg)
 		struct timespec until;
 		deadline_in(&until, CACHE_REFRESH_MS);
 		while (!e->is_stopping && e->pending_n == 0 && !e->is_cache_stale && !e->is_everything_dirty &&
-		       is_loaded && mono_ms() - loaded_at < CACHE_REFRESH_MS)
+		       is_loaded && mon_now_ms() - loaded_at < CACHE_REFRESH_MS)
 			if (pthread_cond_timedwait(&e->event_cond, &e->mu, &until) == ETIMEDOUT)
 				break;
 		if (e->is_stopping) {
 			pthread_mutex_unlock(&e->mu);
 			break;
 		}
-		bool is_stale = e->is_cache_stale || !is_loaded || mono_ms() - loaded_at >= CACHE_REFRESH_MS;
+		bool is_stale = e->is_cache_stale || !is_loaded || mon_now_ms() - loaded_at >= CACHE_REFRESH_MS;
 		bool every = e->is_everything_dirty;
 		e->is_cache_stale = false;
 		e->is_everything_dirty = false;
@@ -1203,7 +1198,7 @@ static void *event_main(void *arg)
 					log_info("msg=\"alert rules loaded again\"");
 				is_load_failing = false;
 				is_loaded = true;
-				loaded_at = mono_ms();
+				loaded_at = mon_now_ms();
 			}
 		}
 		size_t id_n = 0;
@@ -1358,16 +1353,16 @@ out:
 static void *tick_main(void *arg)
 {
 	struct alerts_engine *e = arg;
-	int64_t retention_at = mono_ms() + 5000; /* the first run shortly after start */
+	int64_t retention_at = mon_now_ms() + 5000; /* the first run shortly after start */
 	pthread_mutex_lock(&e->mu);
 	while (!e->is_stopping) {
 		pthread_mutex_unlock(&e->mu);
 		int claimed = tick_rules(e);
 		if (claimed >= 0)
 			tick_escalations(e);
-		if (mono_ms() >= retention_at) {
+		if (mon_now_ms() >= retention_at) {
 			run_retention(e);
-			retention_at = mono_ms() + RETENTION_EVERY_MS;
+			retention_at = mon_now_ms() + RETENTION_EVERY_MS;
 		}
 		pthread_mutex_lock(&e->mu);
 		if (claimed >= CLAIM_BATCH)
@@ -1685,7 +1680,7 @@ int alerts_preview_rule(struct rpc_ctx *ctx, const Monitoring__V1__PreviewAlertR
 		break;
 	default: return rpc_fail(ctx, MON_EINVAL, "rule_id or rule: one is required");
 	}
-	int64_t as_of_ms = svc_wall_ms();
+	int64_t as_of_ms = mon_wall_ms();
 	if (req->as_of != NULL && svc_time_ms("as_of", req->as_of, &as_of_ms, &err) != 0)
 		return rpc_fail(ctx, err.code, "%s", err.msg);
 	p.as_of_s = arena_printf(a, "%.3f", (double)as_of_ms / 1000.0);

@@ -15,7 +15,9 @@
 
 #include <sodium.h>
 
-#include "common/call.h"
+#include "common/parse.h"
+#include "common/text.h"
+#include "util/clock.h"
 
 const char metrics_session_sql[] =
         "CREATE TEMP TABLE IF NOT EXISTS mon_metric_stage ("
@@ -98,31 +100,6 @@ static void add_error(struct metrics_point_error *errs, size_t cap, size_t *n, i
 	(*n)++;
 }
 
-/* Characters of valid UTF-8 text without control characters; -1 when invalid. */
-static long utf8_chars(const char *s)
-{
-	long chars = 0;
-	const unsigned char *p = (const unsigned char *)s;
-	while (*p) {
-		unsigned c = *p;
-		int len = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xe ? 3 : (c >> 3) == 0x1e ? 4 : 0;
-		if (len == 0 || (len == 1 && (c < 0x20 || c == 0x7f)))
-			return -1;
-		uint32_t cp = len == 1 ? c : len == 2 ? (c & 0x1f) : len == 3 ? (c & 0x0f) : (c & 0x07);
-		for (int i = 1; i < len; i++) {
-			if ((p[i] & 0xc0) != 0x80)
-				return -1;
-			cp = (cp << 6) | (p[i] & 0x3f);
-		}
-		if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) ||
-		    (len == 4 && (cp < 0x10000 || cp > 0x10ffff)) || (cp >= 0xd800 && cp <= 0xdfff))
-			return -1;
-		p += len;
-		chars++;
-	}
-	return chars;
-}
-
 static bool is_name_char(char c)
 {
 	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '.' ||
@@ -180,8 +157,8 @@ int metrics_check_point(const Monitoring__V1__MetricPoint *p, int32_t index, int
 	}
 
 	if (p->endpoint != NULL && p->endpoint[0] != '\0') {
-		long chars = utf8_chars(p->endpoint);
-		if (chars < 0)
+		size_t chars = 0;
+		if (svc_utf8_scan(p->endpoint, strlen(p->endpoint), SVC_TEXT_NO_C0, &chars) != SVC_UTF8_OK)
 			add_error(errs, cap, n, index, "endpoint", "must be UTF-8 text without control characters");
 		else if (chars > METRICS_ENDPOINT_MAX)
 			add_error(errs, cap, n, index, "endpoint", "longer than %d characters", METRICS_ENDPOINT_MAX);
@@ -244,12 +221,14 @@ int metrics_check_point(const Monitoring__V1__MetricPoint *p, int32_t index, int
 			add_error(errs, cap, n, index, "tags", "a key is empty");
 			break;
 		}
-		if (strlen(k) > METRICS_TAG_KEY_MAX || utf8_chars(k) < 0) {
+		if (strlen(k) > METRICS_TAG_KEY_MAX ||
+		    svc_utf8_scan(k, strlen(k), SVC_TEXT_NO_C0, NULL) != SVC_UTF8_OK) {
 			add_error(errs, cap, n, index, "tags", "key \"%.40s\": must be UTF-8 text of at most %d bytes",
 			          k, METRICS_TAG_KEY_MAX);
 			break;
 		}
-		if (strlen(v) > METRICS_TAG_VALUE_MAX || utf8_chars(v) < 0) {
+		if (strlen(v) > METRICS_TAG_VALUE_MAX ||
+		    svc_utf8_scan(v, strlen(v), SVC_TEXT_NO_C0, NULL) != SVC_UTF8_OK) {
 			add_error(errs, cap, n, index, "tags",
 			          "value of \"%.40s\": must be UTF-8 text of at most %d bytes", k,
 			          METRICS_TAG_VALUE_MAX);
@@ -736,12 +715,12 @@ int metrics_write(struct db_pool *pool, struct arena *a, int64_t timeout_ms, Mon
 	int rc = publish_params(a, op.rows, count, false, op.params, err);
 	if (rc != 0)
 		return rc;
-	int64_t started_ms = svc_wall_ms();
+	int64_t started_ms = mon_wall_ms();
 	rc = db_tx_run(pool, timeout_ms, write_tx, &op, err);
 	if (rc == 0 && op.result.sequence > 0) {
 		int64_t left_ms = 0; /* no deadline: flush_commit's default */
 		if (timeout_ms > 0 && timeout_ms != INT64_MAX) {
-			left_ms = timeout_ms - (svc_wall_ms() - started_ms);
+			left_ms = timeout_ms - (mon_wall_ms() - started_ms);
 			left_ms = left_ms > 0 ? left_ms : 1;
 		}
 		rc = flush_commit(pool, left_ms, err);

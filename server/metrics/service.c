@@ -17,6 +17,7 @@
 #include "alerts/engine.h"
 #include "metrics/ingest.h"
 #include "common/call.h"
+#include "util/clock.h"
 
 /* Errors kept for the response of one call; more are counted. */
 #define ERRORS_MAX 10000
@@ -145,7 +146,7 @@ static int record_metrics(struct rpc_ctx *ctx, const Monitoring__V1__RecordMetri
 	bool *is_bad = arena_calloc(a, count, sizeof(*is_bad));
 	if (errs == NULL || is_bad == NULL)
 		return rpc_fail(ctx, MON_ENOMEM, "out of memory validating the batch");
-	int64_t now_ms = svc_wall_ms();
+	int64_t now_ms = mon_wall_ms();
 	/*
 	 * An hour short of raw retention: the rollup job re-aggregates a point's
 	 * bucket only while it is within retention, and this leaves it an hour
