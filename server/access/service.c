@@ -56,14 +56,6 @@
 #define DESCRIPTION_MAX 255
 /* 9999-12-31T23:59:59Z: the latest time a Timestamp may hold. */
 
-struct access_service {
-	struct db_pool *pool;
-	bool is_failing_after_write; /* failpoint access.after_write */
-};
-
-/* The service's state: one per process, set by access_service_bind. */
-static struct access_service the_service;
-
 /* ---- pure checks ---- */
 
 static bool is_lower_id_char(char c)
@@ -179,7 +171,7 @@ int access_page_token_read(const char *token, const char *filters, char *cursor_
 struct call {
 	struct rpc_ctx *ctx;
 	struct arena *arena;
-	struct access_service *svc;
+	const struct access_service *svc;
 	const struct rpc_identity *who; /* NULL: anonymous, on a server without authentication */
 	bool is_admin;
 };
@@ -188,7 +180,7 @@ static void call_init(struct call *c, struct rpc_ctx *ctx)
 {
 	c->ctx = ctx;
 	c->arena = rpc_ctx_arena(ctx);
-	c->svc = rpc_ctx_user(ctx);
+	c->svc = access_service_of(ctx);
 	c->who = rpc_ctx_identity(ctx);
 	c->is_admin = c->who == NULL || c->who->role >= RPC_ROLE_ADMIN;
 }
@@ -1230,7 +1222,7 @@ static int update_api_key(struct rpc_ctx *ctx, const Monitoring__V1__UpdateApiKe
 
 /* ---- binding ---- */
 
-int access_service_bind(struct rpc_server *server, struct db_pool *pool, struct mon_error *err)
+int access_service_bind(struct rpc_server *server, struct access_service *svc, struct mon_error *err)
 {
 	static const struct monitoring_v1_access_service_handlers handlers = {
 	        .get_caller_identity = get_caller_identity,
@@ -1247,10 +1239,9 @@ int access_service_bind(struct rpc_server *server, struct db_pool *pool, struct 
 	if (sodium_init() < 0)
 		return mon_error_set(err, MON_EINTERNAL, "libsodium could not be initialised");
 	const char *failpoints = getenv("MONITORD_FAILPOINTS");
-	the_service.pool = pool;
-	the_service.is_failing_after_write = failpoints != NULL && strstr(failpoints, "access.after_write") != NULL;
-	if (the_service.is_failing_after_write)
+	svc->is_failing_after_write = failpoints != NULL && strstr(failpoints, "access.after_write") != NULL;
+	if (svc->is_failing_after_write)
 		log_warn("msg=\"test failpoint on: every AccessService change fails after its write\" "
 		         "failpoint=access.after_write");
-	return monitoring_v1_access_service_bind(server, &handlers, &the_service, 0, err);
+	return monitoring_v1_access_service_bind(server, &handlers, svc, 0, err);
 }

@@ -1009,8 +1009,6 @@ struct alerts_engine {
 	size_t pending_n;
 };
 
-static _Atomic(struct alerts_engine *) the_engine;
-
 static void free_rules(struct cached_rule *rules, size_t n)
 {
 	for (size_t i = 0; i < n; i++) {
@@ -1421,7 +1419,6 @@ int alerts_engine_start(const struct alerts_engine_config *cfg, struct alerts_en
 		goto fail;
 	}
 	e->has_tick_thread = true;
-	atomic_store(&the_engine, e);
 	*out = e;
 	return 0;
 fail:
@@ -1433,8 +1430,6 @@ void alerts_engine_stop(struct alerts_engine *e)
 {
 	if (e == NULL)
 		return;
-	struct alerts_engine *expected = e;
-	atomic_compare_exchange_strong(&the_engine, &expected, NULL);
 	pthread_mutex_lock(&e->mu);
 	e->is_stopping = true;
 	pthread_cond_broadcast(&e->event_cond);
@@ -1453,9 +1448,8 @@ void alerts_engine_stop(struct alerts_engine *e)
 	free(e);
 }
 
-void alerts_engine_on_metrics(const char *const *metric_names, size_t n)
+void alerts_engine_on_metrics(struct alerts_engine *e, const char *const *metric_names, size_t n)
 {
-	struct alerts_engine *e = atomic_load(&the_engine);
 	if (e == NULL || n == 0)
 		return;
 	bool is_queued = false;
@@ -1659,11 +1653,10 @@ static Monitoring__V1__AlertRule *rule_with_defaults(struct arena *a, const Moni
 	return r;
 }
 
-int alerts_preview_rule(struct rpc_ctx *ctx, const Monitoring__V1__PreviewAlertRuleRequest *req,
-                        Monitoring__V1__PreviewAlertRuleResponse *resp)
+int alerts_engine_preview(struct rpc_ctx *ctx, struct db_pool *pool, const Monitoring__V1__PreviewAlertRuleRequest *req,
+                          Monitoring__V1__PreviewAlertRuleResponse *resp)
 {
 	struct arena *a = rpc_ctx_arena(ctx);
-	struct db_pool *pool = rpc_ctx_user(ctx);
 	struct mon_error err = {0};
 	struct preview p = {.req = req, .resp = resp, .a = a};
 	switch (req->target_case) {
@@ -1684,12 +1677,9 @@ int alerts_preview_rule(struct rpc_ctx *ctx, const Monitoring__V1__PreviewAlertR
 	if (req->as_of != NULL && svc_time_ms("as_of", req->as_of, &as_of_ms, &err) != 0)
 		return rpc_fail(ctx, err.code, "%s", err.msg);
 	p.as_of_s = arena_printf(a, "%.3f", (double)as_of_ms / 1000.0);
-	int64_t left_ms = rpc_ctx_remaining_ms(ctx);
-	if (left_ms <= 0)
-		return rpc_fail(ctx, MON_EDEADLINE, "deadline exceeded before the transaction started");
-	int rc = db_tx_run(pool, left_ms, preview_tx, &p, &err);
+	int rc = svc_run_tx(ctx, pool, preview_tx, &p);
 	if (rc != 0)
-		return rpc_fail(ctx, rc, "%s", err.msg[0] ? err.msg : mon_error_name(rc));
+		return rc;
 	/* The window: as_of minus the rule's interval, to as_of. */
 	Monitoring__V1__TimeRange *window = arena_calloc(a, 1, sizeof(*window));
 	Google__Protobuf__Timestamp *start = arena_calloc(a, 1, sizeof(*start));

@@ -60,7 +60,7 @@ static void call_init(struct call *c, struct rpc_ctx *ctx)
 {
 	c->ctx = ctx;
 	c->arena = rpc_ctx_arena(ctx);
-	c->pool = rpc_ctx_user(ctx);
+	c->pool = alerts_service_of(ctx)->pool;
 	const struct rpc_identity *who = rpc_ctx_identity(ctx);
 	audit_clip_text(who != NULL && who->caller_id[0] ? who->caller_id : "anonymous", ACTOR_MAX_CHARS, c->actor,
 	                sizeof(c->actor));

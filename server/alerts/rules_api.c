@@ -60,7 +60,7 @@ static void call_init(struct call *c, struct rpc_ctx *ctx)
 	const struct rpc_identity *who = rpc_ctx_identity(ctx);
 	c->ctx = ctx;
 	c->arena = rpc_ctx_arena(ctx);
-	c->pool = rpc_ctx_user(ctx);
+	c->pool = alerts_service_of(ctx)->pool;
 	c->actor = who != NULL && who->caller_id[0] != '\0' ? arena_strdup(c->arena, who->caller_id) : NULL;
 	if (c->actor == NULL)
 		c->actor = "anonymous";
@@ -98,29 +98,16 @@ static int write_audit(struct db_conn *conn, const struct call *c, const char *a
 }
 
 /*
- * The key cursor (svc_key_cursor_read) of a page token made for filters,
- * with an id as alerts_check_id accepts; MON_EINVAL "page_token: ..." when
- * malformed.
+ * The key cursor of a page token made for filters, with an id as
+ * alerts_check_id accepts; MON_EINVAL "page_token: ..." when malformed.
  */
 static int token_read_key(struct arena *a, const char *token, const char *filters, const char **key_out,
                           const char **id_out, struct mon_error *err)
 {
-	char *cursor = NULL;
-	int rc = svc_page_token_read_in(a, token, filters, PAGE_TOKEN_MAX, &cursor, err);
-	if (rc == 0)
-		rc = svc_key_cursor_read(a, cursor, 0, key_out, id_out, err);
+	int rc = svc_key_token_read(a, token, filters, PAGE_TOKEN_MAX, 0, key_out, id_out, err);
 	if (rc == 0 && alerts_check_id("page_token", *id_out, NULL) != 0)
 		rc = mon_error_set(err, MON_EINVAL, "page_token: malformed");
 	return rc;
-}
-
-static int token_make_key(struct arena *a, const char *filters, const char *key, const char *id, char **out,
-                          struct mon_error *err)
-{
-	char *cursor = svc_key_cursor_make(a, key, id);
-	if (cursor == NULL)
-		return svc_fail_nomem(err);
-	return svc_page_token_make_in(a, filters, cursor, PAGE_TOKEN_MAX, out, err);
 }
 
 /* ---- update masks ---- */
@@ -560,7 +547,8 @@ static int list_rules_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 	op->resp->next_page_token = "";
 	if (rows > op->page_size) {
 		Monitoring__V1__AlertRule *last = op->resp->rules[shown - 1];
-		rc = token_make_key(a, op->filters, last->name, last->id, &op->resp->next_page_token, err);
+		rc = svc_key_token_make(a, op->filters, last->name, last->id, PAGE_TOKEN_MAX,
+		                        &op->resp->next_page_token, err);
 		if (rc != 0)
 			goto out;
 	}
@@ -1243,8 +1231,9 @@ static int list_policies_tx(struct db_conn *conn, void *arg, struct mon_error *e
 		op->list->n_policies = (size_t)shown;
 		op->list->next_page_token = "";
 		if (rows > op->page_size)
-			rc = token_make_key(a, op->filters, op->list->policies[shown - 1]->name,
-			                    op->list->policies[shown - 1]->id, &op->list->next_page_token, err);
+			rc = svc_key_token_make(a, op->filters, op->list->policies[shown - 1]->name,
+			                        op->list->policies[shown - 1]->id, PAGE_TOKEN_MAX,
+			                        &op->list->next_page_token, err);
 	}
 	db_result_free(res);
 	return rc;
@@ -1755,8 +1744,8 @@ static int list_silences_tx(struct db_conn *conn, void *arg, struct mon_error *e
 		if (rows > op->page_size) {
 			char *key = arena_printf(a, "%s:%s", db_result_value(res, shown - 1, 11),
 			                         db_result_value(res, shown - 1, 12));
-			rc = key ? token_make_key(a, op->filters, key, db_result_value(res, shown - 1, 0),
-			                          &op->list->next_page_token, err)
+			rc = key ? svc_key_token_make(a, op->filters, key, db_result_value(res, shown - 1, 0),
+			                              PAGE_TOKEN_MAX, &op->list->next_page_token, err)
 			         : svc_fail_nomem(err);
 		}
 	}

@@ -117,3 +117,22 @@ int svc_key_cursor_read(struct arena *a, const char *cursor, size_t key_max, con
 	*id_out = arena_strdup(a, comma + 1);
 	return *id_out ? 0 : svc_fail_nomem(err);
 }
+
+int svc_key_token_make(struct arena *a, const char *filters, const char *key, const char *id, size_t token_max,
+                       char **out, struct mon_error *err)
+{
+	char *cursor = svc_key_cursor_make(a, key, id);
+	if (cursor == NULL)
+		return svc_fail_nomem(err);
+	return svc_page_token_make_in(a, filters, cursor, token_max, out, err);
+}
+
+int svc_key_token_read(struct arena *a, const char *token, const char *filters, size_t token_max, size_t key_max,
+                       const char **key_out, const char **id_out, struct mon_error *err)
+{
+	char *cursor = NULL;
+	int rc = svc_page_token_read_in(a, token, filters, token_max, &cursor, err);
+	if (rc == 0)
+		rc = svc_key_cursor_read(a, cursor, key_max, key_out, id_out, err);
+	return rc;
+}

@@ -55,4 +55,15 @@ char *svc_key_cursor_make(struct arena *a, const char *key, const char *id);
 int svc_key_cursor_read(struct arena *a, const char *cursor, size_t key_max, const char **key_out, const char **id_out,
                         struct mon_error *err) MON_MUST_CHECK;
 
+/*
+ * A page token over a key cursor, in a: svc_key_token_make makes the token
+ * for filters, key and id; svc_key_token_read reads one back (a key of at
+ * most key_max bytes; 0: any). Errors as svc_page_token_*_in and
+ * svc_key_cursor_read; the caller checks the id as its domain wants.
+ */
+int svc_key_token_make(struct arena *a, const char *filters, const char *key, const char *id, size_t token_max,
+                       char **out, struct mon_error *err) MON_MUST_CHECK;
+int svc_key_token_read(struct arena *a, const char *token, const char *filters, size_t token_max, size_t key_max,
+                       const char **key_out, const char **id_out, struct mon_error *err) MON_MUST_CHECK;
+
 #endif

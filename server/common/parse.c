@@ -1,4 +1,4 @@
-/* Integers of database text and timestamps (see parse.h). */
+/* Numbers of database text and timestamps (see parse.h). */
 #include "common/parse.h"
 
 #include <stdlib.h>
@@ -32,4 +32,19 @@ Google__Protobuf__Timestamp *svc_ts_from_us(struct arena *a, int64_t us)
 	}
 	ts->nanos = (int32_t)(rem * 1000);
 	return ts;
+}
+
+Google__Protobuf__DoubleValue *svc_double_from_col(struct arena *a, const struct db_result *res, int row, int col,
+                                                   bool *is_ok)
+{
+	if (col < 0 || db_result_is_null(res, row, col))
+		return NULL;
+	Google__Protobuf__DoubleValue *v = arena_alloc(a, sizeof(*v));
+	if (v == NULL) {
+		*is_ok = false;
+		return NULL;
+	}
+	google__protobuf__double_value__init(v);
+	v->value = strtod(db_result_value(res, row, col), NULL);
+	return v;
 }

@@ -96,9 +96,6 @@ struct probe_outcome {
 /* Asked between attempts and during transfers: true to give up at once. */
 typedef bool (*probe_stop_fn)(void *arg);
 
-/* The prober RunHealthCheck uses; set by prober_start, cleared by prober_stop. */
-static _Atomic(struct prober *) the_prober;
-
 static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
 static CURLcode curl_init_code = CURLE_FAILED_INIT;
 
@@ -788,7 +785,6 @@ int prober_start(const struct prober_config *cfg, struct prober **out, struct mo
 		goto out;
 	}
 	p->has_claimer = true;
-	atomic_store(&the_prober, p);
 	log_info("msg=\"health prober started\" replica=\"%s\" concurrency=%d claim_interval_ms=%d proxy=%s",
 	         p->replica_id, p->concurrency, p->claim_interval_ms, p->proxy ? "set" : "none");
 	*out = p;
@@ -802,8 +798,6 @@ void prober_stop(struct prober *p)
 {
 	if (p == NULL)
 		return;
-	struct prober *expected = p;
-	atomic_compare_exchange_strong(&the_prober, &expected, NULL);
 	pthread_mutex_lock(&p->lock);
 	atomic_store(&p->is_stopping, true);
 	pthread_cond_broadcast(&p->work_cond);
@@ -1015,10 +1009,9 @@ static Google__Protobuf__Struct *details_struct(struct arena *a, const struct pr
 	return st;
 }
 
-int health_run_check(struct rpc_ctx *ctx, const Monitoring__V1__RunHealthCheckRequest *req,
+int prober_run_check(struct prober *p, struct rpc_ctx *ctx, const Monitoring__V1__RunHealthCheckRequest *req,
                      Monitoring__V1__RunHealthCheckResponse *resp)
 {
-	struct prober *p = atomic_load(&the_prober);
 	struct arena *ar = rpc_ctx_arena(ctx);
 	struct mon_error err = {0};
 	if (req->service_id == NULL || req->service_id[0] == '\0')

@@ -36,9 +36,6 @@
 #define MINUTE_MS INT64_C(60000)
 #define HOUR_MS INT64_C(3600000)
 #define DAY_MS INT64_C(86400000)
-#define RAW_RETENTION_MS ((int64_t)metrics_raw_retention_days() * DAY_MS)
-#define ROLLUP_5MIN_RETENTION_MS ((int64_t)metrics_5min_retention_days() * DAY_MS)
-#define ROLLUP_HOURLY_RETENTION_MS ((int64_t)metrics_hourly_retention_days() * DAY_MS)
 #define FILTER_VALUES_MAX 100      /* values per repeated filter field */
 #define GROUP_BY_MAX 8             /* group_by keys */
 #define SERIES_MAX 1000            /* series per QueryMetrics */
@@ -46,21 +43,7 @@
 #define MAX_POINTS_CAP 10000       /* points per series */
 #define RESPONSE_POINTS_MAX 100000 /* points per QueryMetrics response; a page holds fewer series beyond */
 #define TREND_BUCKETS_MAX 10000    /* buckets per GetPerformanceTrend */
-#define TAG_KEYS_MAX 100           /* A DoubleValue of a column, NULL for SQL NULL; *is_ok false when out of memory. */
-static Google__Protobuf__DoubleValue *double_value(struct arena *a, const struct db_result *res, int row, int col,
-                                                   bool *is_ok)
-{
-	if (col < 0 || db_result_is_null(res, row, col))
-		return NULL;
-	Google__Protobuf__DoubleValue *v = arena_alloc(a, sizeof(*v));
-	if (v == NULL) {
-		*is_ok = false;
-		return NULL;
-	}
-	google__protobuf__double_value__init(v);
-	v->value = strtod(db_result_value(res, row, col), NULL);
-	return v;
-}
+#define TAG_KEYS_MAX 100           /* tag keys listed per metric name */
 
 static char *ms_text(struct arena *a, int64_t ms)
 {
@@ -173,6 +156,7 @@ static int read_range(const Monitoring__V1__TimeRange *tr, int64_t now_ms, int64
 struct call {
 	struct rpc_ctx *ctx;
 	struct arena *arena;
+	const struct metrics_service *svc;
 	struct db_pool *pool;
 };
 
@@ -180,7 +164,8 @@ static void call_init(struct call *c, struct rpc_ctx *ctx)
 {
 	c->ctx = ctx;
 	c->arena = rpc_ctx_arena(ctx);
-	c->pool = rpc_ctx_user(ctx);
+	c->svc = metrics_service_of(ctx);
+	c->pool = c->svc->pool;
 }
 
 /* One transaction bounded by the call's deadline (svc_run_tx). */
@@ -399,116 +384,6 @@ static char *filters_text(struct arena *a, const char *kind, json_t *extra, cons
 	" p95, p99, mean, min, max, request_count, error_count, error_rate, throughput, tags::text AS tags,"           \
 	" metric_type::text AS metric_type"
 
-static Monitoring__V1__MetricType metric_type_parse(const char *label)
-{
-	if (strcmp(label, "counter") == 0)
-		return MONITORING__V1__METRIC_TYPE__METRIC_TYPE_COUNTER;
-	if (strcmp(label, "gauge") == 0)
-		return MONITORING__V1__METRIC_TYPE__METRIC_TYPE_GAUGE;
-	if (strcmp(label, "histogram") == 0)
-		return MONITORING__V1__METRIC_TYPE__METRIC_TYPE_HISTOGRAM;
-	if (strcmp(label, "summary") == 0)
-		return MONITORING__V1__METRIC_TYPE__METRIC_TYPE_SUMMARY;
-	return MONITORING__V1__METRIC_TYPE__METRIC_TYPE_UNSPECIFIED;
-}
-
-/* The tags of a jsonb object text as map entries; values that are not strings appear as JSON text. */
-static int tags_from_text(struct arena *a, const char *text, Monitoring__V1__MetricPoint *m, struct mon_error *err)
-{
-	if (text == NULL || text[0] == '\0')
-		return 0;
-	json_t *obj = json_loads(text, JSON_DECODE_ANY, NULL);
-	if (!json_is_object(obj)) {
-		json_decref(obj);
-		return 0;
-	}
-	int rc = 0;
-	size_t n = json_object_size(obj), i = 0;
-	m->tags = n ? arena_calloc(a, n, sizeof(*m->tags)) : NULL;
-	if (n && m->tags == NULL) {
-		rc = svc_fail_nomem(err);
-		goto out;
-	}
-	const char *key;
-	json_t *value;
-	json_object_foreach(obj, key, value)
-	{
-		Monitoring__V1__MetricPoint__TagsEntry *e = arena_alloc(a, sizeof(*e));
-		if (e == NULL) {
-			rc = svc_fail_nomem(err);
-			goto out;
-		}
-		monitoring__v1__metric_point__tags_entry__init(e);
-		e->key = arena_strdup(a, key);
-		if (json_is_string(value)) {
-			e->value = arena_strdup(a, json_string_value(value));
-		} else {
-			char *dumped = json_dumps(value, JSON_COMPACT | JSON_ENCODE_ANY);
-			e->value = arena_strdup(a, dumped ? dumped : "");
-			free(dumped);
-		}
-		if (e->key == NULL || e->value == NULL) {
-			rc = svc_fail_nomem(err);
-			goto out;
-		}
-		m->tags[i++] = e;
-	}
-	m->n_tags = i;
-out:
-	json_decref(obj);
-	return rc;
-}
-
-int metrics_point_from_row(struct arena *a, const struct db_result *res, int row, Monitoring__V1__MetricPoint **out,
-                           struct mon_error *err)
-{
-	static const char *const doubles[] = {"p50", "p95", "p99", "mean", "min", "max", "error_rate", "throughput"};
-	bool is_ok = true;
-	Monitoring__V1__MetricPoint *m = arena_alloc(a, sizeof(*m));
-	if (m == NULL)
-		return svc_fail_nomem(err);
-	monitoring__v1__metric_point__init(m);
-	int time_col = db_result_col(res, "time_us");
-	int name_col = db_result_col(res, "metric_name");
-	if (time_col < 0 || name_col < 0)
-		return mon_error_set(err, MON_EINTERNAL, "metric point row without time_us or metric_name");
-	m->time = svc_ts_from_us(a, svc_parse_i64(db_result_value(res, row, time_col)));
-	m->metric_name = arena_strdup(a, db_result_value(res, row, name_col));
-	int col = db_result_col(res, "endpoint");
-	m->endpoint = arena_strdup(a, col >= 0 ? db_result_value(res, row, col) : "");
-	col = db_result_col(res, "method");
-	m->method = arena_strdup(a, col >= 0 ? db_result_value(res, row, col) : "");
-	col = db_result_col(res, "status_code");
-	if (col >= 0 && !db_result_is_null(res, row, col)) {
-		m->status_code = arena_alloc(a, sizeof(*m->status_code));
-		if (m->status_code == NULL)
-			return svc_fail_nomem(err);
-		google__protobuf__int32_value__init(m->status_code);
-		m->status_code->value = (int32_t)svc_parse_i64(db_result_value(res, row, col));
-	}
-	Google__Protobuf__DoubleValue **slots[] = {&m->p50, &m->p95, &m->p99,        &m->mean,
-	                                           &m->min, &m->max, &m->error_rate, &m->throughput};
-	for (size_t i = 0; i < sizeof(doubles) / sizeof(doubles[0]); i++)
-		*slots[i] = double_value(a, res, row, db_result_col(res, doubles[i]), &is_ok);
-	col = db_result_col(res, "request_count");
-	m->request_count = col >= 0 ? (int32_t)svc_parse_i64(db_result_value(res, row, col)) : 0;
-	col = db_result_col(res, "error_count");
-	m->error_count = col >= 0 ? (int32_t)svc_parse_i64(db_result_value(res, row, col)) : 0;
-	col = db_result_col(res, "metric_type");
-	m->metric_type = col >= 0 ? metric_type_parse(db_result_value(res, row, col))
-	                          : MONITORING__V1__METRIC_TYPE__METRIC_TYPE_GAUGE;
-	if (!is_ok || m->time == NULL || m->metric_name == NULL || m->endpoint == NULL || m->method == NULL)
-		return svc_fail_nomem(err);
-	col = db_result_col(res, "tags");
-	if (col >= 0 && !db_result_is_null(res, row, col)) {
-		int rc = tags_from_text(a, db_result_value(res, row, col), m, err);
-		if (rc != 0)
-			return rc;
-	}
-	*out = m;
-	return 0;
-}
-
 /* ---- ListMetricPoints ---- */
 
 struct points_op {
@@ -702,7 +577,7 @@ static int names_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 		}
 		monitoring__v1__metric_descriptor__init(d);
 		d->metric_name = arena_strdup(a, db_result_value(res, i, 0));
-		d->metric_type = metric_type_parse(db_result_value(res, i, 1));
+		d->metric_type = metrics_type_from_label(db_result_value(res, i, 1));
 		d->first_seen = svc_ts_from_us(a, svc_parse_i64(db_result_value(res, i, 2)));
 		d->last_seen = svc_ts_from_us(a, svc_parse_i64(db_result_value(res, i, 3)));
 		d->endpoint_count = (int32_t)svc_parse_i64(db_result_value(res, i, 4));
@@ -819,10 +694,10 @@ static int summary_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 		e->endpoint = arena_strdup(a, db_result_value(res, i, 0));
 		e->data_points = svc_parse_i64(db_result_value(res, i, 1));
 		e->total_requests = svc_parse_i64(db_result_value(res, i, 2));
-		e->avg_p50 = double_value(a, res, i, 3, &is_ok);
-		e->avg_p95 = double_value(a, res, i, 4, &is_ok);
-		e->avg_p99 = double_value(a, res, i, 5, &is_ok);
-		e->avg_error_rate = double_value(a, res, i, 6, &is_ok);
+		e->avg_p50 = svc_double_from_col(a, res, i, 3, &is_ok);
+		e->avg_p95 = svc_double_from_col(a, res, i, 4, &is_ok);
+		e->avg_p99 = svc_double_from_col(a, res, i, 5, &is_ok);
+		e->avg_error_rate = svc_double_from_col(a, res, i, 6, &is_ok);
 		e->total_errors = svc_parse_i64(db_result_value(res, i, 7));
 		is_ok = is_ok && e->endpoint != NULL;
 		r->endpoints[i] = e;
@@ -915,9 +790,9 @@ static int slowest_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 		monitoring__v1__slow_endpoint__init(e);
 		e->endpoint = arena_strdup(a, db_result_value(res, i, 0));
 		e->avg_p95 = strtod(db_result_value(res, i, 1), NULL);
-		e->max_p99 = double_value(a, res, i, 2, &is_ok);
+		e->max_p99 = svc_double_from_col(a, res, i, 2, &is_ok);
 		e->data_points = svc_parse_i64(db_result_value(res, i, 3));
-		e->avg_error_rate = double_value(a, res, i, 4, &is_ok);
+		e->avg_error_rate = svc_double_from_col(a, res, i, 4, &is_ok);
 		is_ok = is_ok && e->endpoint != NULL;
 		r->endpoints[i] = e;
 	}
@@ -1117,12 +992,12 @@ static int trend_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 		monitoring__v1__performance_trend_bucket__init(b);
 		b->bucket = svc_ts_from_us(a, svc_parse_i64(db_result_value(res, i, 0)));
 		b->endpoint = arena_strdup(a, db_result_value(res, i, 1));
-		b->avg_p50 = double_value(a, res, i, 2, &is_ok);
-		b->avg_p95 = double_value(a, res, i, 3, &is_ok);
-		b->avg_p99 = double_value(a, res, i, 4, &is_ok);
+		b->avg_p50 = svc_double_from_col(a, res, i, 2, &is_ok);
+		b->avg_p95 = svc_double_from_col(a, res, i, 3, &is_ok);
+		b->avg_p99 = svc_double_from_col(a, res, i, 4, &is_ok);
 		b->total_requests = svc_parse_i64(db_result_value(res, i, 5));
 		b->total_errors = svc_parse_i64(db_result_value(res, i, 6));
-		b->error_rate_percent = double_value(a, res, i, 7, &is_ok);
+		b->error_rate_percent = svc_double_from_col(a, res, i, 7, &is_ok);
 		is_ok = is_ok && b->bucket != NULL && b->endpoint != NULL;
 		r->buckets[i] = b;
 	}
@@ -1482,10 +1357,12 @@ static int query_plan(struct db_conn *conn, struct query_op *op, struct mon_erro
 	static const Monitoring__V1__Granularity coarser[] = {MONITORING__V1__GRANULARITY__GRANULARITY_FIVE_MINUTES,
 	                                                      MONITORING__V1__GRANULARITY__GRANULARITY_ONE_HOUR,
 	                                                      MONITORING__V1__GRANULARITY__GRANULARITY_ONE_DAY};
-	const int64_t retention_ms[] = {ROLLUP_5MIN_RETENTION_MS, ROLLUP_HOURLY_RETENTION_MS, INT64_MAX};
+	const struct metrics_service *svc = op->call->svc;
+	const int64_t retention_ms[] = {(int64_t)svc->rollup_5min_days * DAY_MS,
+	                                (int64_t)svc->rollup_hourly_days * DAY_MS, INT64_MAX};
 	int rc;
 	if (op->gran == MONITORING__V1__GRANULARITY__GRANULARITY_AUTO) {
-		if (op->start_ms >= op->now_ms - RAW_RETENTION_MS) {
+		if (op->start_ms >= op->now_ms - (int64_t)svc->raw_retention_days * DAY_MS) {
 			query_resolve(op, MONITORING__V1__GRANULARITY__GRANULARITY_RAW);
 			rc = query_groups(conn, op, err);
 			if (rc != 0 || max_raw_points(op) <= op->max_points)
@@ -1692,7 +1569,7 @@ static int query_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 				is_ok = false;
 			}
 			pts[i].sample_count = svc_parse_i64(db_result_value(res, row, count_col));
-			pts[i].value = double_value(a, res, row, value_col, &is_ok);
+			pts[i].value = svc_double_from_col(a, res, row, value_col, &is_ok);
 		}
 		if (!is_ok) {
 			rc = svc_fail_nomem(err);
@@ -1892,11 +1769,11 @@ static int query_metrics(struct rpc_ctx *ctx, const Monitoring__V1__QueryMetrics
 	}
 	rc = read_range(tr, op.now_ms, HOUR_MS, &op.start_ms, &op.end_ms, &err);
 	if (rc == 0 && op.gran == MONITORING__V1__GRANULARITY__GRANULARITY_RAW &&
-	    op.start_ms < op.now_ms - RAW_RETENTION_MS)
+	    op.start_ms < op.now_ms - (int64_t)c.svc->raw_retention_days * DAY_MS)
 		rc = mon_error_set(&err, MON_EINVAL,
 		                   "granularity: RAW reaches back %d days (raw retention) and time_range.start_time "
 		                   "is older; use FIVE_MINUTES or coarser",
-		                   metrics_raw_retention_days());
+		                   c.svc->raw_retention_days);
 	if (rc != 0)
 		goto out;
 	json_decref(extra);

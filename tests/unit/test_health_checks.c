@@ -1,5 +1,5 @@
 /*
- * Unit tests of HealthService's pure checks (server/health/service.c) and
+ * Unit tests of HealthService's pure checks (server/health/services_api.c) and
  * the status names of the health store: each refusal is MON_EINVAL with a
  * message that starts with the field; uptime percent rounds to 2 decimals.
  */
