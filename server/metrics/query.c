@@ -32,7 +32,6 @@
 #include "util/clock.h"
 
 #define PAGE_TOKEN_MAX 2800
-#define CURSOR_MAX 2048
 #define MINUTE_MS INT64_C(60000)
 #define HOUR_MS INT64_C(3600000)
 #define DAY_MS INT64_C(86400000)
