@@ -30,7 +30,8 @@
 #include "config.h"
 #include "crypto/seal.h"
 #include "db/db.h"
-#include "identity.h"
+#include "access/identity.h"
+#include "util/clock.h"
 #include "util/log.h"
 
 #define ADMIN_MAX_OPTS 8
@@ -325,13 +326,6 @@ void admin_format_time(int64_t ms, char *buf, size_t buf_len)
 		snprintf(buf, buf_len, "%" PRId64, ms);
 }
 
-static int64_t wall_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* ---- audit ---- */
 
 /* A resource as the audit trail shows it (never a secret or its hash); NULL when absent. */
@@ -397,7 +391,7 @@ static int audit_insert(struct db_conn *conn, const struct audit_change *ch, str
 		goto out;
 	randombytes_buf(rnd, sizeof(rnd));
 	sodium_bin2hex(rnd_hex, sizeof(rnd_hex), rnd, sizeof(rnd));
-	snprintf(event_id, sizeof(event_id), "AUD-%012" PRIx64 "-%s", (uint64_t)wall_ms(), rnd_hex);
+	snprintf(event_id, sizeof(event_id), "AUD-%012" PRIx64 "-%s", (uint64_t)mon_wall_ms(), rnd_hex);
 	os_user(user, sizeof(user));
 	const char *params[] = {event_id,        ch->action, ch->type, ch->id, ch->name,
 	                        ch->description, ch->before, after,    user,   ADMIN_USER_AGENT};
@@ -523,7 +517,7 @@ static int run_create_key(struct db_pool *pool, const struct admin_args *a, stru
 		    days > ADMIN_EXPIRES_DAYS_MAX)
 			return mon_error_set(err, MON_EINVAL, "--expires-in-days: must be a whole number from 1 to %d",
 			                     ADMIN_EXPIRES_DAYS_MAX);
-		k.expires_at_ms = wall_ms() + (int64_t)days * 86400 * 1000;
+		k.expires_at_ms = mon_wall_ms() + (int64_t)days * 86400 * 1000;
 	}
 	return run_key_tx(pool, create_key_fn, &k, err);
 }
@@ -562,7 +556,7 @@ static int run_list_keys(struct db_pool *pool, const struct admin_args *a, struc
 	int rc = db_tx_run(pool, ADMIN_TX_TIMEOUT_MS, list_fn, &l, err);
 	if (rc != 0)
 		goto out;
-	int64_t now = wall_ms();
+	int64_t now = mon_wall_ms();
 	printf("%-16s  %-20s  %-7s  %-20s  %-20s  %-20s  %s\n", "KEY ID", "CALLER", "STATUS", "CREATED", "EXPIRES",
 	       "LAST USED", "DESCRIPTION");
 	for (size_t i = 0; i < l.count; i++) {
@@ -626,7 +620,7 @@ static int run_revoke_key(struct db_pool *pool, const struct admin_args *a, stru
 static int run_expire_key(struct db_pool *pool, const struct admin_args *a, struct mon_error *err)
 {
 	struct key_change_tx c = {.key_id = a->positional};
-	int rc = admin_parse_time(a->at, wall_ms(), &c.expires_at_ms, err);
+	int rc = admin_parse_time(a->at, mon_wall_ms(), &c.expires_at_ms, err);
 	if (rc != 0) {
 		mon_error_prefix(err, "--at");
 		return rc;

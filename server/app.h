@@ -1,7 +1,9 @@
 /*
- * The running monitord: configuration, database pool, event bus, RPC server
- * and the background database monitor. Service handlers receive the app as
- * their user pointer (rpc_ctx_user).
+ * The running monitord: configuration, database pool, event bus, every
+ * service and background part, the RPC server and the database monitor.
+ * The app creates each part (app_start) and stops them all in one order
+ * (app_stop). Each service's handlers get their service's context (struct
+ * alerts_service, ...) as their user pointer, never the app.
  */
 #ifndef MON_SERVER_APP_H
 #define MON_SERVER_APP_H
@@ -10,18 +12,22 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 
-#include "audit.h"
-#include "config.h"
+#include "access/identity.h"
+#include "access/service.h"
 #include "alerts/engine.h"
 #include "alerts/notify.h"
+#include "alerts/service.h"
 #include "alerts/watch.h"
+#include "audit/audit.h"
+#include "config.h"
+#include "db/db.h"
 #include "health/prober.h"
 #include "health/retention.h"
+#include "health/service.h"
 #include "health/watch.h"
 #include "metrics/rollup.h"
+#include "metrics/service.h"
 #include "metrics/watch.h"
-#include "identity.h"
-#include "db/db.h"
 #include "rpc/server.h"
 
 struct app {
@@ -42,6 +48,12 @@ struct app {
 	struct notifier *notifier;
 	struct rpc_server *rpc;
 
+	/* The user pointers of the services' handlers, filled by app_start. */
+	struct access_service access_svc;
+	struct health_service health_svc;
+	struct metrics_service metrics_svc;
+	struct alerts_service alerts_svc;
+
 	/* The database monitor: applies migrations, then follows reachability. */
 	pthread_t monitor;
 	bool has_monitor;
@@ -51,6 +63,30 @@ struct app {
 	atomic_bool db_ready; /* migrations applied and the last ping answered */
 	atomic_bool migrated;
 };
+
+/* PEM texts of the server's TLS (all NULL: plaintext), read by the caller. */
+struct app_tls {
+	const char *cert_pem;
+	const char *key_pem;
+	const char *client_ca_pem; /* NULL: no client certificates asked for */
+};
+
+/*
+ * Starts every part of app (app->cfg loaded): the database (the embedded
+ * cluster when none is configured), pool and bus, the identity store, the
+ * watch hubs, the alert evaluator and notifier, the audit writer, the RPC
+ * server with every service, the database monitor, the prober, health
+ * retention and metrics maintenance, then starts serving; the bound port
+ * goes to *port_out. On failure logs why and returns non-zero; app_stop
+ * then stops what did start.
+ */
+int app_start(struct app *app, const struct app_tls *tls, int *port_out) MON_MUST_CHECK;
+
+/*
+ * Stops and frees every part app_start started, in the one order that is
+ * safe (see app.c), each call accepting a part that never started.
+ */
+void app_stop(struct app *app);
 
 /*
  * Binds every monitoring.v1 service (methods not built yet answer

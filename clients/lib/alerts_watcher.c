@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "monitoring/v1/alerts.mon-client.h"
+#include "util/clock.h"
 #include "util/error.h"
 
 #define DEFAULT_RETRY_INITIAL_MS 100
@@ -68,13 +69,6 @@ static void status_set(mon_status *status, int code, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(status->message, sizeof(status->message), fmt, ap);
 	va_end(ap);
-}
-
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 /* Waits on cond until the monotonic time at_ms; returns ETIMEDOUT once it passed. */
@@ -186,8 +180,9 @@ static bool failure_handle(mon_alerts_watcher *w, int code, const char *message,
 {
 	mon_alerts_watcher_event ev = {.code = code, .message = message};
 	int64_t wait_ms = *backoff_ms / 2 + (int64_t)(rand_next(&w->rand_state) % (uint64_t)(*backoff_ms / 2 + 1));
-	bool is_given_up = !is_resumable(code, is_resume_required) ||
-	                   (w->opts.retry_timeout_ms > 0 && now_ms() + wait_ms - last_ok_ms > w->opts.retry_timeout_ms);
+	bool is_given_up =
+	        !is_resumable(code, is_resume_required) ||
+	        (w->opts.retry_timeout_ms > 0 && mon_now_ms() + wait_ms - last_ok_ms > w->opts.retry_timeout_ms);
 
 	pthread_mutex_lock(&w->mu);
 	w->stats.last_error_code = code;
@@ -210,7 +205,7 @@ static bool failure_handle(mon_alerts_watcher *w, int code, const char *message,
 	ev.retry_in_ms = wait_ms;
 	emit(w, &ev);
 
-	int64_t retry_at = now_ms() + wait_ms;
+	int64_t retry_at = mon_now_ms() + wait_ms;
 	pthread_mutex_lock(&w->mu);
 	w->stats.disconnects++;
 	while (!w->is_closing && cond_wait_until(&w->wake, &w->mu, retry_at) != ETIMEDOUT)
@@ -234,7 +229,7 @@ static void *watcher_main(void *arg)
 {
 	mon_alerts_watcher *w = arg;
 	int64_t backoff_ms = w->opts.retry_initial_ms;
-	int64_t last_ok_ms = now_ms();
+	int64_t last_ok_ms = mon_now_ms();
 	mon_call_options co = {.timeout_ms = 0, .request_id = w->request_id};
 
 	while (!closing(w)) {
@@ -271,7 +266,7 @@ static void *watcher_main(void *arg)
 				message_handle(w, m, &is_resume_required);
 				mon_message_free(&m->base);
 				backoff_ms = w->opts.retry_initial_ms;
-				last_ok_ms = now_ms();
+				last_ok_ms = mon_now_ms();
 				continue;
 			}
 			if (n == 0)
@@ -427,7 +422,7 @@ MON_API int mon_alerts_watcher_wait(mon_alerts_watcher *w, int64_t timeout_ms, m
 		status_set(status, ST_INVALID_ARGUMENT, "mon_alerts_watcher_wait: NULL watcher");
 		return 1;
 	}
-	int64_t until_ms = now_ms() + (timeout_ms > 0 ? timeout_ms : 0);
+	int64_t until_ms = mon_now_ms() + (timeout_ms > 0 ? timeout_ms : 0);
 	pthread_mutex_lock(&w->mu);
 	while (!w->is_stopped) {
 		if (timeout_ms < 0)

@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "monitoring/v1/metrics.mon-client.h"
+#include "util/clock.h"
 #include "util/error.h"
 
 #define DEFAULT_BATCH_POINTS 1000
@@ -104,13 +105,6 @@ static void status_set(mon_status *status, int code, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(status->message, sizeof(status->message), fmt, ap);
 	va_end(ap);
-}
-
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 /* Waits on cond until the monotonic time at_ms; returns ETIMEDOUT once it passed. */
@@ -446,7 +440,7 @@ static void report_invalid_batch(mon_metrics_writer *w, struct batch *b, const m
  */
 static void batch_send(mon_metrics_writer *w, struct batch *b)
 {
-	int64_t started_ms = now_ms();
+	int64_t started_ms = mon_now_ms();
 	int64_t backoff_ms = w->opts.retry_initial_ms;
 	mon_status st = {0};
 
@@ -488,7 +482,7 @@ static void batch_send(mon_metrics_writer *w, struct batch *b)
 		/* Equal jitter: between half and all of the backoff. */
 		int64_t wait_ms =
 		        backoff_ms / 2 + (int64_t)(rand_next(&w->rand_state) % (uint64_t)(backoff_ms / 2 + 1));
-		int64_t retry_at = now_ms() + wait_ms;
+		int64_t retry_at = mon_now_ms() + wait_ms;
 		if (is_aborting || (w->opts.retry_timeout_ms > 0 && retry_at - started_ms > w->opts.retry_timeout_ms)) {
 			char msg[600];
 			snprintf(msg, sizeof(msg), "%s after %d attempts: %s",
@@ -517,7 +511,7 @@ static bool is_batch_due(const mon_metrics_writer *w, int64_t *due_ms)
 {
 	*due_ms = w->ring[w->head].added_ms + w->opts.max_delay_ms;
 	return w->queued_n >= (size_t)w->opts.max_batch_points || w->queued_bytes >= w->opts.max_batch_bytes ||
-	       w->taken_n < w->flush_upto || w->is_closing || now_ms() >= *due_ms;
+	       w->taken_n < w->flush_upto || w->is_closing || mon_now_ms() >= *due_ms;
 }
 
 static void *writer_main(void *arg)
@@ -690,7 +684,7 @@ MON_API int mon_metrics_writer_add(mon_metrics_writer *w, const Monitoring__V1__
 	off += varint_put(data + off, plen);
 	protobuf_c_message_pack(&point->base, data + off);
 
-	int64_t give_up_ms = w->opts.add_timeout_ms > 0 ? now_ms() + w->opts.add_timeout_ms : 0;
+	int64_t give_up_ms = w->opts.add_timeout_ms > 0 ? mon_now_ms() + w->opts.add_timeout_ms : 0;
 	size_t cap = w->opts.max_buffered_points;
 	pthread_mutex_lock(&w->mu);
 	for (;;) {
@@ -715,7 +709,7 @@ MON_API int mon_metrics_writer_add(mon_metrics_writer *w, const Monitoring__V1__
 	struct entry *e = &w->ring[(w->head + w->queued_n) % cap];
 	e->data = data;
 	e->len = len;
-	e->added_ms = now_ms();
+	e->added_ms = mon_now_ms();
 	e->key_hash = hash;
 	data = NULL;
 	w->queued_n++;
@@ -739,7 +733,7 @@ out:
  */
 static bool wait_resolved(mon_metrics_writer *w, uint64_t target, int64_t timeout_ms)
 {
-	int64_t until_ms = now_ms() + (timeout_ms > 0 ? timeout_ms : 0);
+	int64_t until_ms = mon_now_ms() + (timeout_ms > 0 ? timeout_ms : 0);
 	if (w->flush_upto < target)
 		w->flush_upto = target;
 	pthread_cond_signal(&w->wake);

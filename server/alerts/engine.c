@@ -27,8 +27,10 @@
 
 #include "alerts/rule.h"
 #include "alerts/store.h"
-#include "services/common.h"
+#include "common/call.h"
+#include "common/parse.h"
 #include "util/arena.h"
+#include "util/clock.h"
 #include "util/log.h"
 
 #define ST(x) MONITORING__V1__ALERT_STATUS__ALERT_STATUS_##x
@@ -1007,8 +1009,6 @@ struct alerts_engine {
 	size_t pending_n;
 };
 
-static _Atomic(struct alerts_engine *) the_engine;
-
 static void free_rules(struct cached_rule *rules, size_t n)
 {
 	for (size_t i = 0; i < n; i++) {
@@ -1139,13 +1139,6 @@ static char **rules_for_names(struct alerts_engine *e, char *const *names, size_
 	return ids;
 }
 
-static int64_t mono_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static void deadline_in(struct timespec *ts, int64_t ms)
 {
 	clock_gettime(CLOCK_MONOTONIC, ts);
@@ -1169,14 +1162,14 @@ static void *event_main(void *arg)
 		struct timespec until;
 		deadline_in(&until, CACHE_REFRESH_MS);
 		while (!e->is_stopping && e->pending_n == 0 && !e->is_cache_stale && !e->is_everything_dirty &&
-		       is_loaded && mono_ms() - loaded_at < CACHE_REFRESH_MS)
+		       is_loaded && mon_now_ms() - loaded_at < CACHE_REFRESH_MS)
 			if (pthread_cond_timedwait(&e->event_cond, &e->mu, &until) == ETIMEDOUT)
 				break;
 		if (e->is_stopping) {
 			pthread_mutex_unlock(&e->mu);
 			break;
 		}
-		bool is_stale = e->is_cache_stale || !is_loaded || mono_ms() - loaded_at >= CACHE_REFRESH_MS;
+		bool is_stale = e->is_cache_stale || !is_loaded || mon_now_ms() - loaded_at >= CACHE_REFRESH_MS;
 		bool every = e->is_everything_dirty;
 		e->is_cache_stale = false;
 		e->is_everything_dirty = false;
@@ -1203,7 +1196,7 @@ static void *event_main(void *arg)
 					log_info("msg=\"alert rules loaded again\"");
 				is_load_failing = false;
 				is_loaded = true;
-				loaded_at = mono_ms();
+				loaded_at = mon_now_ms();
 			}
 		}
 		size_t id_n = 0;
@@ -1358,16 +1351,16 @@ out:
 static void *tick_main(void *arg)
 {
 	struct alerts_engine *e = arg;
-	int64_t retention_at = mono_ms() + 5000; /* the first run shortly after start */
+	int64_t retention_at = mon_now_ms() + 5000; /* the first run shortly after start */
 	pthread_mutex_lock(&e->mu);
 	while (!e->is_stopping) {
 		pthread_mutex_unlock(&e->mu);
 		int claimed = tick_rules(e);
 		if (claimed >= 0)
 			tick_escalations(e);
-		if (mono_ms() >= retention_at) {
+		if (mon_now_ms() >= retention_at) {
 			run_retention(e);
-			retention_at = mono_ms() + RETENTION_EVERY_MS;
+			retention_at = mon_now_ms() + RETENTION_EVERY_MS;
 		}
 		pthread_mutex_lock(&e->mu);
 		if (claimed >= CLAIM_BATCH)
@@ -1426,7 +1419,6 @@ int alerts_engine_start(const struct alerts_engine_config *cfg, struct alerts_en
 		goto fail;
 	}
 	e->has_tick_thread = true;
-	atomic_store(&the_engine, e);
 	*out = e;
 	return 0;
 fail:
@@ -1438,8 +1430,6 @@ void alerts_engine_stop(struct alerts_engine *e)
 {
 	if (e == NULL)
 		return;
-	struct alerts_engine *expected = e;
-	atomic_compare_exchange_strong(&the_engine, &expected, NULL);
 	pthread_mutex_lock(&e->mu);
 	e->is_stopping = true;
 	pthread_cond_broadcast(&e->event_cond);
@@ -1458,9 +1448,8 @@ void alerts_engine_stop(struct alerts_engine *e)
 	free(e);
 }
 
-void alerts_engine_on_metrics(const char *const *metric_names, size_t n)
+void alerts_engine_on_metrics(struct alerts_engine *e, const char *const *metric_names, size_t n)
 {
-	struct alerts_engine *e = atomic_load(&the_engine);
 	if (e == NULL || n == 0)
 		return;
 	bool is_queued = false;
@@ -1664,11 +1653,10 @@ static Monitoring__V1__AlertRule *rule_with_defaults(struct arena *a, const Moni
 	return r;
 }
 
-int alerts_preview_rule(struct rpc_ctx *ctx, const Monitoring__V1__PreviewAlertRuleRequest *req,
-                        Monitoring__V1__PreviewAlertRuleResponse *resp)
+int alerts_engine_preview(struct rpc_ctx *ctx, struct db_pool *pool, const Monitoring__V1__PreviewAlertRuleRequest *req,
+                          Monitoring__V1__PreviewAlertRuleResponse *resp)
 {
 	struct arena *a = rpc_ctx_arena(ctx);
-	struct db_pool *pool = rpc_ctx_user(ctx);
 	struct mon_error err = {0};
 	struct preview p = {.req = req, .resp = resp, .a = a};
 	switch (req->target_case) {
@@ -1685,16 +1673,13 @@ int alerts_preview_rule(struct rpc_ctx *ctx, const Monitoring__V1__PreviewAlertR
 		break;
 	default: return rpc_fail(ctx, MON_EINVAL, "rule_id or rule: one is required");
 	}
-	int64_t as_of_ms = svc_wall_ms();
+	int64_t as_of_ms = mon_wall_ms();
 	if (req->as_of != NULL && svc_time_ms("as_of", req->as_of, &as_of_ms, &err) != 0)
 		return rpc_fail(ctx, err.code, "%s", err.msg);
 	p.as_of_s = arena_printf(a, "%.3f", (double)as_of_ms / 1000.0);
-	int64_t left_ms = rpc_ctx_remaining_ms(ctx);
-	if (left_ms <= 0)
-		return rpc_fail(ctx, MON_EDEADLINE, "deadline exceeded before the transaction started");
-	int rc = db_tx_run(pool, left_ms, preview_tx, &p, &err);
+	int rc = svc_run_tx(ctx, pool, preview_tx, &p);
 	if (rc != 0)
-		return rpc_fail(ctx, rc, "%s", err.msg[0] ? err.msg : mon_error_name(rc));
+		return rc;
 	/* The window: as_of minus the rule's interval, to as_of. */
 	Monitoring__V1__TimeRange *window = arena_calloc(a, 1, sizeof(*window));
 	Google__Protobuf__Timestamp *start = arena_calloc(a, 1, sizeof(*start));

@@ -33,7 +33,11 @@ struct alerts_engine_config {
 
 struct alerts_engine;
 
-/* Starts the engine's thread(s). One engine per process (alerts_engine_on_metrics finds it). */
+/*
+ * Starts the engine's threads. The caller owns *out and hands it to whoever
+ * reports new points (alerts_engine_on_metrics); stop it with
+ * alerts_engine_stop once none of them can call any more.
+ */
 int alerts_engine_start(const struct alerts_engine_config *cfg, struct alerts_engine **out,
                         struct mon_error *err) MON_MUST_CHECK;
 
@@ -41,14 +45,19 @@ int alerts_engine_start(const struct alerts_engine_config *cfg, struct alerts_en
 void alerts_engine_stop(struct alerts_engine *e);
 
 /*
- * Points of these metric names were just committed: evaluate the rules on
- * them now. Never blocks on the database (queues work for the engine's
- * thread); a no-op without an engine.
+ * Points of these metric names were just committed: e evaluates the rules
+ * on them now. Never blocks on the database (queues work for the engine's
+ * thread); a no-op when e is NULL.
  */
-void alerts_engine_on_metrics(const char *const *metric_names, size_t n);
+void alerts_engine_on_metrics(struct alerts_engine *e, const char *const *metric_names, size_t n);
 
-/* The PreviewAlertRule handler. */
-int alerts_preview_rule(struct rpc_ctx *ctx, const Monitoring__V1__PreviewAlertRuleRequest *req,
-                        Monitoring__V1__PreviewAlertRuleResponse *resp) MON_MUST_CHECK;
+/*
+ * PreviewAlertRule's work for the call ctx: evaluates req's rule (stored or
+ * given) at req->as_of in one transaction on pool that changes nothing,
+ * and fills resp. Fails the call with the error (and
+ * returns its code) otherwise.
+ */
+int alerts_engine_preview(struct rpc_ctx *ctx, struct db_pool *pool, const Monitoring__V1__PreviewAlertRuleRequest *req,
+                          Monitoring__V1__PreviewAlertRuleResponse *resp) MON_MUST_CHECK;
 
 #endif

@@ -37,6 +37,7 @@
 
 #include "alerts/store.h"
 #include "crypto/seal.h"
+#include "util/clock.h"
 #include "util/log.h"
 
 #ifndef MON_VERSION
@@ -101,13 +102,6 @@ static CURLcode curl_init_code = CURLE_FAILED_INIT;
 static void curl_init_once(void)
 {
 	curl_init_code = curl_global_init(CURL_GLOBAL_DEFAULT);
-}
-
-static int64_t mono_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 static void set_error(struct outcome *o, bool is_permanent, const char *fmt, ...) MON_PRINTF(3, 4);
@@ -607,9 +601,9 @@ static void post(struct notifier *n, CURL *curl, const struct delivery *d, const
 	curl_easy_setopt(curl, CURLOPT_NOPROGRESS, 0L);
 	curl_easy_setopt(curl, CURLOPT_XFERINFOFUNCTION, on_progress);
 	curl_easy_setopt(curl, CURLOPT_XFERINFODATA, n);
-	int64_t start = mono_ms();
+	int64_t start = mon_now_ms();
 	CURLcode cc = curl_easy_perform(curl);
-	o->elapsed_ms = (int)(mono_ms() - start);
+	o->elapsed_ms = (int)(mon_now_ms() - start);
 	long code = 0;
 	curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &code);
 	curl_off_t retry_after = 0;

@@ -19,6 +19,8 @@
 #include <string.h>
 
 #include "alerts/store.h"
+#include "common/parse.h"
+#include "common/text.h"
 
 #define JSON_TEXT_MAX (1024 * 1024)
 #define EMAIL_MAX 254
@@ -74,64 +76,9 @@ int alerts_check_id(const char *field, const char *id, struct mon_error *err)
 	return 0;
 }
 
-/*
- * Text of min_chars..max_chars characters of valid UTF-8 without control
- * characters (and at most max_bytes bytes when max_bytes > 0). NULL is "".
- */
-static int check_text(const char *field, const char *text, size_t min_chars, size_t max_chars, size_t max_bytes,
-                      struct mon_error *err)
-{
-	const unsigned char *p = (const unsigned char *)(text ? text : "");
-	size_t n = strlen((const char *)p), chars = 0;
-	if (n == 0 && min_chars > 0)
-		return mon_error_set(err, MON_EINVAL, "%s: must be set", field);
-	if (max_bytes > 0 && n > max_bytes)
-		return mon_error_set(err, MON_EINVAL, "%s: at most %zu bytes", field, max_bytes);
-	for (size_t i = 0; i < n; chars++) {
-		unsigned char c = p[i];
-		size_t len;
-		uint32_t cp;
-		if (c < 0x80) {
-			if (c < 0x20 || c == 0x7f)
-				return mon_error_set(err, MON_EINVAL, "%s: must not contain control characters", field);
-			i++;
-			continue;
-		} else if ((c & 0xe0) == 0xc0) {
-			len = 2;
-			cp = c & 0x1f;
-		} else if ((c & 0xf0) == 0xe0) {
-			len = 3;
-			cp = c & 0x0f;
-		} else if ((c & 0xf8) == 0xf0) {
-			len = 4;
-			cp = c & 0x07;
-		} else {
-			return mon_error_set(err, MON_EINVAL, "%s: must be valid UTF-8", field);
-		}
-		if (i + len > n)
-			return mon_error_set(err, MON_EINVAL, "%s: must be valid UTF-8", field);
-		for (size_t k = 1; k < len; k++) {
-			if ((p[i + k] & 0xc0) != 0x80)
-				return mon_error_set(err, MON_EINVAL, "%s: must be valid UTF-8", field);
-			cp = (cp << 6) | (p[i + k] & 0x3f);
-		}
-		if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) ||
-		    cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-			return mon_error_set(err, MON_EINVAL, "%s: must be valid UTF-8", field);
-		if (cp >= 0x80 && cp <= 0x9f)
-			return mon_error_set(err, MON_EINVAL, "%s: must not contain control characters", field);
-		i += len;
-	}
-	if (chars < min_chars)
-		return mon_error_set(err, MON_EINVAL, "%s: at least %zu characters", field, min_chars);
-	if (chars > max_chars)
-		return mon_error_set(err, MON_EINVAL, "%s: at most %zu characters", field, max_chars);
-	return 0;
-}
-
 int alerts_check_text(const char *field, const char *text, size_t min_chars, size_t max_chars, struct mon_error *err)
 {
-	return check_text(field, text, min_chars, max_chars, 0, err);
+	return svc_check_text(field, text, min_chars, max_chars, 0, SVC_TEXT_NO_CONTROLS, err);
 }
 
 static int check_metric_name(const char *field, const char *name, struct mon_error *err)
@@ -161,7 +108,7 @@ static int check_label(const char *field, const char *label, struct mon_error *e
 			return 0;
 	if (strncmp(l, "tags.", 5) != 0)
 		return mon_error_set(err, MON_EINVAL, "%s: must be endpoint, method, status_code or tags.<key>", field);
-	return check_text(field, l + 5, 1, TAG_KEY_MAX, TAG_KEY_MAX, err);
+	return svc_check_text(field, l + 5, 1, TAG_KEY_MAX, TAG_KEY_MAX, SVC_TEXT_NO_CONTROLS, err);
 }
 
 static int check_tags(const char *field, Monitoring__V1__AlertRule__TagsEntry *const *tags, size_t n,
@@ -172,11 +119,11 @@ static int check_tags(const char *field, Monitoring__V1__AlertRule__TagsEntry *c
 		return mon_error_set(err, MON_EINVAL, "%s: at most %d tags", field, ALERTS_RULE_TAGS_MAX);
 	for (size_t i = 0; i < n; i++) {
 		snprintf(name, sizeof(name), "%.200s.key", field);
-		int rc = check_text(name, tags[i]->key, 1, TAG_KEY_MAX, TAG_KEY_MAX, err);
+		int rc = svc_check_text(name, tags[i]->key, 1, TAG_KEY_MAX, TAG_KEY_MAX, SVC_TEXT_NO_CONTROLS, err);
 		if (rc != 0)
 			return rc;
 		snprintf(name, sizeof(name), "%.200s[%.100s]", field, tags[i]->key);
-		rc = check_text(name, tags[i]->value, 0, TAG_VALUE_MAX, TAG_VALUE_MAX, err);
+		rc = svc_check_text(name, tags[i]->value, 0, TAG_VALUE_MAX, TAG_VALUE_MAX, SVC_TEXT_NO_CONTROLS, err);
 		if (rc != 0)
 			return rc;
 	}
@@ -191,11 +138,11 @@ static int check_scope_tags(const char *field, Monitoring__V1__AlertScope__TagsE
 		return mon_error_set(err, MON_EINVAL, "%s: at most %d tags", field, ALERTS_RULE_TAGS_MAX);
 	for (size_t i = 0; i < n; i++) {
 		snprintf(name, sizeof(name), "%.200s.key", field);
-		int rc = check_text(name, tags[i]->key, 1, TAG_KEY_MAX, TAG_KEY_MAX, err);
+		int rc = svc_check_text(name, tags[i]->key, 1, TAG_KEY_MAX, TAG_KEY_MAX, SVC_TEXT_NO_CONTROLS, err);
 		if (rc != 0)
 			return rc;
 		snprintf(name, sizeof(name), "%.200s[%.100s]", field, tags[i]->key);
-		rc = check_text(name, tags[i]->value, 0, TAG_VALUE_MAX, TAG_VALUE_MAX, err);
+		rc = svc_check_text(name, tags[i]->value, 0, TAG_VALUE_MAX, TAG_VALUE_MAX, SVC_TEXT_NO_CONTROLS, err);
 		if (rc != 0)
 			return rc;
 	}
@@ -213,14 +160,14 @@ static int check_scope(const char *prefix, const Monitoring__V1__AlertScope *s, 
 		                     ALERTS_RULE_SCOPE_VALUES_MAX);
 	for (size_t i = 0; rc == 0 && i < s->n_endpoints; i++) {
 		snprintf(field, sizeof(field), "%sscope.endpoints[%zu]", prefix, i);
-		rc = check_text(field, s->endpoints[i], 1, ENDPOINT_MAX, 0, err);
+		rc = svc_check_text(field, s->endpoints[i], 1, ENDPOINT_MAX, 0, SVC_TEXT_NO_CONTROLS, err);
 	}
 	if (rc == 0 && s->n_methods > ALERTS_RULE_SCOPE_VALUES_MAX)
 		return mon_error_set(err, MON_EINVAL, "%sscope.methods: at most %d entries", prefix,
 		                     ALERTS_RULE_SCOPE_VALUES_MAX);
 	for (size_t i = 0; rc == 0 && i < s->n_methods; i++) {
 		snprintf(field, sizeof(field), "%sscope.methods[%zu]", prefix, i);
-		rc = check_text(field, s->methods[i], 1, METHOD_MAX, 0, err);
+		rc = svc_check_text(field, s->methods[i], 1, METHOD_MAX, 0, SVC_TEXT_NO_CONTROLS, err);
 	}
 	if (rc == 0 && s->n_status_codes > ALERTS_RULE_SCOPE_VALUES_MAX)
 		return mon_error_set(err, MON_EINVAL, "%sscope.status_codes: at most %d entries", prefix,
@@ -282,12 +229,12 @@ static int check_list(const char *prefix, const char *name, char *const *items, 
 		snprintf(field, sizeof(field), "%s.%s[%zu]", prefix, name, i);
 		switch (kind) {
 		case LIST_EMAIL:
-			rc = check_text(field, v, 3, EMAIL_MAX, EMAIL_MAX, err);
+			rc = svc_check_text(field, v, 3, EMAIL_MAX, EMAIL_MAX, SVC_TEXT_NO_CONTROLS, err);
 			if (rc == 0 && !is_email(v))
 				rc = mon_error_set(err, MON_EINVAL, "%s: not an e-mail address", field);
 			break;
 		case LIST_SLACK:
-			rc = check_text(field, v, 1, SLACK_CHANNEL_MAX, 0, err);
+			rc = svc_check_text(field, v, 1, SLACK_CHANNEL_MAX, 0, SVC_TEXT_NO_CONTROLS, err);
 			if (rc == 0 && strpbrk(v, " \t") != NULL)
 				rc = mon_error_set(err, MON_EINVAL, "%s: must not contain spaces", field);
 			break;
@@ -402,10 +349,11 @@ int alerts_rule_check(const char *prefix, const Monitoring__V1__AlertRule *r, st
 			return rc;
 	}
 	snprintf(field, sizeof(field), "%sname", p);
-	if ((rc = check_text(field, r->name, 1, ALERTS_RULE_NAME_MAX_CHARS, 0, err)) != 0)
+	if ((rc = svc_check_text(field, r->name, 1, ALERTS_RULE_NAME_MAX_CHARS, 0, SVC_TEXT_NO_CONTROLS, err)) != 0)
 		return rc;
 	snprintf(field, sizeof(field), "%sdescription", p);
-	if ((rc = check_text(field, r->description, 0, ALERTS_RULE_DESCRIPTION_MAX_CHARS, 0, err)) != 0)
+	if ((rc = svc_check_text(field, r->description, 0, ALERTS_RULE_DESCRIPTION_MAX_CHARS, 0, SVC_TEXT_NO_CONTROLS,
+	                         err)) != 0)
 		return rc;
 	if (alerts_severity_label(r->severity) == NULL)
 		return mon_error_set(err, MON_EINVAL, "%sseverity: must be a known severity", p);
@@ -445,7 +393,8 @@ int alerts_rule_check(const char *prefix, const Monitoring__V1__AlertRule *r, st
 		if ((rc = check_label(field, t->field, err)) != 0)
 			return rc;
 		snprintf(field, sizeof(field), "%stext_match.substring", p);
-		if ((rc = check_text(field, t->substring, 1, ALERTS_RULE_SUBSTRING_MAX_CHARS, 0, err)) != 0)
+		if ((rc = svc_check_text(field, t->substring, 1, ALERTS_RULE_SUBSTRING_MAX_CHARS, 0,
+		                         SVC_TEXT_NO_CONTROLS, err)) != 0)
 			return rc;
 	} else if (r->text_match != NULL) {
 		return mon_error_set(err, MON_EINVAL, "%stext_match: only for CONTAINS and NOT_CONTAINS", p);
@@ -464,7 +413,8 @@ int alerts_rule_check(const char *prefix, const Monitoring__V1__AlertRule *r, st
 	                                  r->notification_recipients, err)) != 0)
 		return rc;
 	snprintf(field, sizeof(field), "%snotification_template", p);
-	if ((rc = check_text(field, r->notification_template, 0, ALERTS_RULE_TEMPLATE_MAX_CHARS, 0, err)) != 0)
+	if ((rc = svc_check_text(field, r->notification_template, 0, ALERTS_RULE_TEMPLATE_MAX_CHARS, 0,
+	                         SVC_TEXT_NO_CONTROLS, err)) != 0)
 		return rc;
 	if (r->suppress_duration != NULL &&
 	    (r->suppress_duration->value < 0 || r->suppress_duration->value > ALERTS_RULE_SUPPRESS_MAX_S))
@@ -702,21 +652,6 @@ const char alerts_rule_select_sql[] =
         " (extract(epoch FROM r.last_triggered) * 1000000)::bigint AS last_triggered_us"
         " FROM tb_alert_rule r";
 
-static Google__Protobuf__Timestamp *ts_from_us(struct arena *a, int64_t us)
-{
-	Google__Protobuf__Timestamp *ts = arena_alloc(a, sizeof(*ts));
-	if (ts == NULL)
-		return NULL;
-	google__protobuf__timestamp__init(ts);
-	ts->seconds = us / 1000000;
-	ts->nanos = (int32_t)(us % 1000000) * 1000;
-	if (ts->nanos < 0) {
-		ts->seconds -= 1;
-		ts->nanos += 1000000000;
-	}
-	return ts;
-}
-
 struct row {
 	struct arena *a;
 	const struct db_result *res;
@@ -775,7 +710,7 @@ static Google__Protobuf__Timestamp *time_of(struct row *r, const char *name)
 {
 	if (is_null(r, name))
 		return NULL;
-	Google__Protobuf__Timestamp *ts = ts_from_us(r->a, int_of(r, name));
+	Google__Protobuf__Timestamp *ts = svc_ts_from_us(r->a, int_of(r, name));
 	if (ts == NULL)
 		r->is_ok = false;
 	return ts;

@@ -2,7 +2,7 @@
  * Alert rules as stored (tb_alert_rule, with statistic, aggregation and
  * text_match kept in its scope column) and as the API shows them: the
  * shared reading and validation used by the rule RPCs
- * (services/alert_rules.c) and the evaluator (alerts/engine.c).
+ * (alerts/rules_api.c) and the evaluator (alerts/engine.c).
  * Every change of a rule NOTIFYs ALERTS_RULES_CHANNEL with the rule id, so
  * each replica's evaluator refreshes its cache.
  */

@@ -18,6 +18,8 @@
 #include <jansson.h>
 #include <sodium.h>
 
+#include "common/parse.h"
+
 /* Keys longer than the column (VARCHAR(100)) hash their recipient, then the whole key. */
 #define IDEMPOTENCY_KEY_MAX 100
 #define JSON_DEPTH_MAX 32
@@ -220,33 +222,12 @@ bool alerts_transition_allowed(Monitoring__V1__AlertStatus from, Monitoring__V1_
 
 const char alerts_select_sql[] = "SELECT " ALERTS_SELECT_LIST_SQL ALERTS_FROM_SQL;
 
-static int64_t parse_i64(const char *text)
-{
-	return (int64_t)strtoll(text, NULL, 10);
-}
-
-Google__Protobuf__Timestamp *alerts_ts_from_us(struct arena *a, int64_t us)
-{
-	Google__Protobuf__Timestamp *ts = arena_alloc(a, sizeof(*ts));
-	if (ts == NULL)
-		return NULL;
-	google__protobuf__timestamp__init(ts);
-	ts->seconds = us / 1000000;
-	int64_t rem = us % 1000000;
-	if (rem < 0) {
-		ts->seconds -= 1;
-		rem += 1000000;
-	}
-	ts->nanos = (int32_t)(rem * 1000);
-	return ts;
-}
-
 /* A nullable microseconds column as a Timestamp: NULL when SQL NULL; *is_ok false when out of memory. */
 static Google__Protobuf__Timestamp *ts_col(struct arena *a, const struct db_result *res, int row, int col, bool *is_ok)
 {
 	if (db_result_is_null(res, row, col))
 		return NULL;
-	Google__Protobuf__Timestamp *ts = alerts_ts_from_us(a, parse_i64(db_result_value(res, row, col)));
+	Google__Protobuf__Timestamp *ts = svc_ts_from_us(a, svc_parse_i64(db_result_value(res, row, col)));
 	if (ts == NULL)
 		*is_ok = false;
 	return ts;
@@ -324,7 +305,7 @@ static Google__Protobuf__Timestamp *json_ts(struct arena *a, const json_t *obj, 
 	const char *text = json_string_value(json_object_get(obj, key));
 	if (text == NULL || !alerts_parse_time_us(text, &us))
 		return NULL;
-	Google__Protobuf__Timestamp *ts = alerts_ts_from_us(a, us);
+	Google__Protobuf__Timestamp *ts = svc_ts_from_us(a, us);
 	if (ts == NULL)
 		*is_ok = false;
 	return ts;
@@ -540,9 +521,9 @@ int alerts_from_row(struct arena *a, const struct db_result *res, int row, Monit
 	m->suppression_reason = alerts_suppression_from_label(db_result_value(res, row, 19));
 	m->silence_id = text_col(a, res, row, 20, &is_ok);
 	m->resolved_by = text_col(a, res, row, 21, &is_ok);
-	m->escalation_level = (int32_t)parse_i64(db_result_value(res, row, 22));
+	m->escalation_level = (int32_t)svc_parse_i64(db_result_value(res, row, 22));
 	m->escalated_at = ts_col(a, res, row, 23, &is_ok);
-	m->sequence = parse_i64(db_result_value(res, row, 25));
+	m->sequence = svc_parse_i64(db_result_value(res, row, 25));
 	if (!is_ok)
 		return mon_error_set(err, MON_ENOMEM, "response larger than the call's memory cap");
 	int rc = decode_json_columns(a, res, row, m, err);
@@ -613,7 +594,7 @@ static int append_event(struct db_conn *conn, struct arena *a, const Monitoring_
 	if (db_result_rows(res) != 1)
 		rc = mon_error_set(err, MON_EINTERNAL, "change log append returned no sequence");
 	else if (seq_out != NULL)
-		*seq_out = parse_i64(db_result_value(res, 0, 0));
+		*seq_out = svc_parse_i64(db_result_value(res, 0, 0));
 	db_result_free(res);
 	return rc;
 }
@@ -638,7 +619,7 @@ int alerts_record_change_tx(struct db_conn *conn, struct arena *a, const char *i
 	change.alert = alert;
 	change.previous_status = previous;
 	change.actor = (char *)(actor ? actor : "");
-	change.changed_at = alerts_ts_from_us(a, wall_us());
+	change.changed_at = svc_ts_from_us(a, wall_us());
 	if (change.changed_at == NULL)
 		return mon_error_set(err, MON_ENOMEM, "alert change larger than the call's memory cap");
 	alert->sequence = 0; /* the payload's sequence is the event's seq */
@@ -667,7 +648,7 @@ int alerts_record_delete_tx(struct db_conn *conn, struct arena *a, const char *i
 	change.alert = &alert;
 	change.previous_status = previous;
 	change.actor = (char *)(actor ? actor : "");
-	change.changed_at = alerts_ts_from_us(a, wall_us());
+	change.changed_at = svc_ts_from_us(a, wall_us());
 	if (change.changed_at == NULL)
 		return mon_error_set(err, MON_ENOMEM, "alert change larger than the call's memory cap");
 	/* tb_alert_event.status cannot be NULL: a deletion keeps the status the alert had. */
@@ -691,7 +672,7 @@ int alerts_delivery_from_row(struct arena *a, const struct db_result *res, int r
 	d->channel = alerts_channel_from_label(db_result_value(res, row, 1));
 	d->recipient = text_col(a, res, row, 2, &is_ok);
 	d->status = alerts_delivery_status_from_label(db_result_value(res, row, 3));
-	d->attempt_count = (int32_t)parse_i64(db_result_value(res, row, 4));
+	d->attempt_count = (int32_t)svc_parse_i64(db_result_value(res, row, 4));
 	d->created_at = ts_col(a, res, row, 5, &is_ok);
 	d->last_attempt_at = ts_col(a, res, row, 6, &is_ok);
 	/* next_attempt_at only means something while a retry is due */
@@ -705,10 +686,10 @@ int alerts_delivery_from_row(struct arena *a, const struct db_result *res, int r
 		if (d->response_status_code == NULL)
 			return mon_error_set(err, MON_ENOMEM, "response larger than the call's memory cap");
 		google__protobuf__int32_value__init(d->response_status_code);
-		d->response_status_code->value = (int32_t)parse_i64(db_result_value(res, row, 10));
+		d->response_status_code->value = (int32_t)svc_parse_i64(db_result_value(res, row, 10));
 	}
 	d->idempotency_key = text_col(a, res, row, 11, &is_ok);
-	d->escalation_level = (int32_t)parse_i64(db_result_value(res, row, 12));
+	d->escalation_level = (int32_t)svc_parse_i64(db_result_value(res, row, 12));
 	d->trigger = text_col(a, res, row, 13, &is_ok);
 	if (!is_ok)
 		return mon_error_set(err, MON_ENOMEM, "response larger than the call's memory cap");
@@ -720,43 +701,21 @@ int alerts_deliveries_sync_tx(struct db_conn *conn, const char *alert_id, struct
 {
 	/* Times as RFC 3339 in UTC whatever the session's TimeZone. */
 #define JTIME(col) "to_char(" col " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
+	/* The formatter cannot lay out literals mixed with macro calls. */
+	/* clang-format off */
 	static const char sql[] =
 	        "UPDATE tb_alert SET notifications_sent = coalesce((SELECT jsonb_agg(d.j ORDER BY d.created_at, d.id)"
-	        " FROM (SELECT o.id, o.created_at, jsonb_strip_nulls(jsonb_build_object('id', o.id, 'channel', "
-	        "o.channel,"
+	        " FROM (SELECT o.id, o.created_at, jsonb_strip_nulls(jsonb_build_object('id', o.id, 'channel', o.channel,"
 	        " 'recipient', o.recipient, 'status', o.status, 'attempt_count', o.attempt_count,"
-	        " 'created_at', " JTIME("o.created_at") ", 'last_attempt_at', " JTIME(
-	                "o.last_attempt_at") ","
-	                                     " 'next_attempt_at', CASE WHEN o.status IN ('pending', 'retrying') "
-	                                     "THEN " JTIME(
-	                                             "o.next_attempt_at") " END,"
-	                                                                  " 'delivered_at', " JTIME(
-	                                                                          "o.delivered_at") ", "
-	                                                                                            "'error_message', "
-	                                                                                            "o.error_message,"
-	                                                                                            " 'response_status_"
-	                                                                                            "code', "
-	                                                                                            "o.response_status_"
-	                                                                                            "code, "
-	                                                                                            "'idempotency_key',"
-	                                                                                            " o.idempotency_"
-	                                                                                            "key,"
-	                                                                                            " 'escalation_"
-	                                                                                            "level', "
-	                                                                                            "o.escalation_"
-	                                                                                            "level, 'trigger', "
-	                                                                                            "o.trigger)) AS j"
-	                                                                                            " FROM "
-	                                                                                            "tb_notification_"
-	                                                                                            "outbox o WHERE "
-	                                                                                            "o.alert_id = $1"
-	                                                                                            " ORDER BY "
-	                                                                                            "o.created_at "
-	                                                                                            "DESC, o.id DESC "
-	                                                                                            "LIMIT"
-	                                                                                            " " ALERTS_SENT_SUMMARY_MAX_TEXT
-	                                                                                            ") d), '[]'::jsonb)"
-	                                                                                            " WHERE id = $1";
+	        " 'created_at', " JTIME("o.created_at") ", 'last_attempt_at', " JTIME("o.last_attempt_at") ","
+	        " 'next_attempt_at', CASE WHEN o.status IN ('pending', 'retrying') THEN " JTIME("o.next_attempt_at") " END,"
+	        " 'delivered_at', " JTIME("o.delivered_at") ", 'error_message', o.error_message,"
+	        " 'response_status_code', o.response_status_code, 'idempotency_key', o.idempotency_key,"
+	        " 'escalation_level', o.escalation_level, 'trigger', o.trigger)) AS j"
+	        " FROM tb_notification_outbox o WHERE o.alert_id = $1"
+	        " ORDER BY o.created_at DESC, o.id DESC LIMIT " ALERTS_SENT_SUMMARY_MAX_TEXT ") d), '[]'::jsonb)"
+	        " WHERE id = $1";
+	/* clang-format on */
 #undef JTIME
 	const char *params[] = {alert_id};
 	return db_exec(conn, sql, 1, params, NULL, err);

@@ -63,43 +63,17 @@ extern const char alerts_select_sql[];
 /* Its parts, for callers that select more columns: SELECT list, ", more", FROM, WHERE ... */
 /* Microseconds since the epoch of a timestamptz column; NULL for NULL and for +-infinity. */
 #define ALERTS_US_SQL(col) "(CASE WHEN isfinite(" col ") THEN (extract(epoch FROM " col ") * 1000000)::bigint END)"
-#define ALERTS_SELECT_LIST_SQL                                                                                                    \
-	"a.id, a.alert_rule_id, a.status::text, a.severity::text, a.message, a.current_value::float8,"                            \
-	" a.threshold::float8, " ALERTS_US_SQL("a.triggered_at") ", " ALERTS_US_SQL(                                              \
-	        "a.acknowledged_at") ","                                                                                          \
-	                             " a.acknowledged_by, a.acknowledgment_note, " ALERTS_US_SQL(                                 \
-	                                     "a.resolved_at") ", a.resolution_note,"                                              \
-	                                                      " a.notifications_sent::text, "                                     \
-	                                                      "a.metadata::text, " ALERTS_US_SQL(                                 \
-	                                                              "a.created_at") ", " ALERTS_US_SQL("a.updated_"             \
-	                                                                                                 "at") ", "               \
-	                                                                                                       "r."               \
-	                                                                                                       "name,"            \
-	                                                                                                       " r."              \
-	                                                                                                       "metri"            \
-	                                                                                                       "c_"               \
-	                                                                                                       "name,"            \
-	                                                                                                       " a."              \
-	                                                                                                       "suppr"            \
-	                                                                                                       "essio"            \
-	                                                                                                       "n_"               \
-	                                                                                                       "reaso"            \
-	                                                                                                       "n, "              \
-	                                                                                                       "a."               \
-	                                                                                                       "silen"            \
-	                                                                                                       "ce_"              \
-	                                                                                                       "id, "             \
-	                                                                                                       "a."               \
-	                                                                                                       "resol"            \
-	                                                                                                       "ved_"             \
-	                                                                                                       "by,"              \
-	                                                                                                       " a."              \
-	                                                                                                       "escal"            \
-	                                                                                                       "ation"            \
-	                                                                                                       "_leve"            \
-	                                                                                                       "l,"               \
-	                                                                                                       " " ALERTS_US_SQL( \
-	                                                                                                               "a.escalated_at") ", a.labels::text, a.sequence"
+/* A few columns a line: the formatter cannot lay out literals mixed with macro calls. */
+/* clang-format off */
+#define ALERTS_SELECT_LIST_SQL \
+	"a.id, a.alert_rule_id, a.status::text, a.severity::text, a.message, a.current_value::float8," \
+	" a.threshold::float8, " ALERTS_US_SQL("a.triggered_at") ", " ALERTS_US_SQL("a.acknowledged_at") "," \
+	" a.acknowledged_by, a.acknowledgment_note, " ALERTS_US_SQL("a.resolved_at") ", a.resolution_note," \
+	" a.notifications_sent::text, a.metadata::text, " \
+	ALERTS_US_SQL("a.created_at") ", " ALERTS_US_SQL("a.updated_at") "," \
+	" r.name, r.metric_name, a.suppression_reason, a.silence_id, a.resolved_by, a.escalation_level," \
+	" " ALERTS_US_SQL("a.escalated_at") ", a.labels::text, a.sequence"
+/* clang-format on */
 #define ALERTS_FROM_SQL " FROM tb_alert a JOIN tb_alert_rule r ON r.id = a.alert_rule_id"
 int alerts_from_row(struct arena *a, const struct db_result *res, int row, Monitoring__V1__Alert **out,
                     struct mon_error *err) MON_MUST_CHECK;
@@ -158,12 +132,13 @@ int alerts_outbox_enqueue_tx(struct db_conn *conn, struct arena *a, const Monito
  */
 extern const char alerts_delivery_select_sql[];
 #define ALERTS_DELIVERY_COLUMN_N 14
-#define ALERTS_DELIVERY_LIST_SQL                                                                                                                                                                          \
-	"o.id, o.channel::text, o.recipient, o.status, o.attempt_count, " ALERTS_US_SQL(                                                                                                                  \
-	        "o.created_at") ", " ALERTS_US_SQL("o.last_attempt_at") ", " ALERTS_US_SQL("o.next_attempt_at") ","                                                                                       \
-	                                                                                                        " " ALERTS_US_SQL(                                                                        \
-	                                                                                                                "o.delivered_at") ", o.error_message, o.response_status_code, o.idempotency_key," \
-	                                                                                                                                  " o.escalation_level, o.trigger"
+/* clang-format off */
+#define ALERTS_DELIVERY_LIST_SQL \
+	"o.id, o.channel::text, o.recipient, o.status, o.attempt_count, " \
+	ALERTS_US_SQL("o.created_at") ", " ALERTS_US_SQL("o.last_attempt_at") ", " ALERTS_US_SQL("o.next_attempt_at") "," \
+	" " ALERTS_US_SQL("o.delivered_at") ", o.error_message, o.response_status_code, o.idempotency_key," \
+	" o.escalation_level, o.trigger"
+/* clang-format on */
 int alerts_delivery_from_row(struct arena *a, const struct db_result *res, int row,
                              Monitoring__V1__NotificationDelivery **out, struct mon_error *err) MON_MUST_CHECK;
 
@@ -201,9 +176,6 @@ int alerts_recipients_from_text(struct arena *a, const char *text, Monitoring__V
                                 struct mon_error *err) MON_MUST_CHECK;
 int alerts_channels_from_text(struct arena *a, const char *text, Monitoring__V1__NotificationChannel **out,
                               size_t *n_out, struct mon_error *err) MON_MUST_CHECK;
-
-/* Microseconds since the epoch as a Timestamp in the arena; NULL when out of memory. */
-Google__Protobuf__Timestamp *alerts_ts_from_us(struct arena *a, int64_t us);
 
 /*
  * "YYYY-MM-DDTHH:MM:SS[.fraction](Z|+hh:mm|-hh:mm)" (a space for the T as

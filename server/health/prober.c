@@ -32,6 +32,7 @@
 #include "grpc/health/v1/health.pb-c.h"
 #include "health/store.h"
 #include "rpc/client.h"
+#include "util/clock.h"
 #include "util/log.h"
 
 #ifndef MON_VERSION
@@ -95,22 +96,12 @@ struct probe_outcome {
 /* Asked between attempts and during transfers: true to give up at once. */
 typedef bool (*probe_stop_fn)(void *arg);
 
-/* The prober RunHealthCheck uses; set by prober_start, cleared by prober_stop. */
-static _Atomic(struct prober *) the_prober;
-
 static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
 static CURLcode curl_init_code = CURLE_FAILED_INIT;
 
 static void curl_init_once(void)
 {
 	curl_init_code = curl_global_init(CURL_GLOBAL_DEFAULT);
-}
-
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 static void sleep_ms(int64_t ms)
@@ -123,11 +114,11 @@ static void sleep_ms(int64_t ms)
 /* Waits ms in short steps, giving up early when stop says so; returns true when stopped. */
 static bool pause_or_stop(int64_t ms, probe_stop_fn stop, void *stop_arg)
 {
-	int64_t end = now_ms() + ms;
+	int64_t end = mon_now_ms() + ms;
 	for (;;) {
 		if (stop && stop(stop_arg))
 			return true;
-		int64_t left = end - now_ms();
+		int64_t left = end - mon_now_ms();
 		if (left <= 0)
 			return false;
 		sleep_ms(left < 50 ? left : 50);
@@ -194,9 +185,9 @@ static void http_attempt(CURL *curl, const char *url, int timeout_ms, const char
 	curl_easy_setopt(curl, CURLOPT_XFERINFODATA, &t);
 	curl_easy_setopt(curl, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)PROBE_BODY_MAX);
 
-	int64_t start = now_ms();
+	int64_t start = mon_now_ms();
 	CURLcode cc = curl_easy_perform(curl);
-	int64_t elapsed = now_ms() - start;
+	int64_t elapsed = mon_now_ms() - start;
 	long code = 0;
 	curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &code);
 
@@ -312,10 +303,10 @@ static void grpc_attempt(struct rpc_channel *ch, const char *service, int timeou
 	o->serving_status = NULL;
 	o->error[0] = '\0';
 
-	int64_t start = now_ms();
+	int64_t start = mon_now_ms();
 	int rc = rpc_unary_call(ch, GRPC_HEALTH_CHECK, &req.base, &grpc__health__v1__health_check_response__descriptor,
 	                        &resp, &opts, &st);
-	int64_t elapsed = now_ms() - start;
+	int64_t elapsed = mon_now_ms() - start;
 	if (rc == 0) {
 		const Grpc__Health__V1__HealthCheckResponse *r = (const Grpc__Health__V1__HealthCheckResponse *)resp;
 		o->response_time_ms = (int32_t)elapsed;
@@ -423,7 +414,7 @@ static void probe_run(const char *url, int timeout_s, int retry_count, int64_t d
 	bool had_failure = false;
 	for (int attempt = 0; attempt <= retry_count; attempt++) {
 		if (attempt > 0) {
-			if (deadline_ms > 0 && now_ms() + PROBE_RETRY_PAUSE_MS + timeout_ms > deadline_ms)
+			if (deadline_ms > 0 && mon_now_ms() + PROBE_RETRY_PAUSE_MS + timeout_ms > deadline_ms)
 				break; /* no room for another whole attempt */
 			if (pause_or_stop(PROBE_RETRY_PAUSE_MS, stop, stop_arg)) {
 				o->is_aborted = true;
@@ -480,9 +471,7 @@ static void outcome_to_result(const struct probe_outcome *o, const char *service
 	r->error_message = o->error[0] ? o->error : NULL;
 	r->details_json = details;
 	/* The probe's own time, to the millisecond, as a reported check carries it. */
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	r->checked_at_ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+	r->checked_at_ms = mon_wall_ms();
 	r->source = "probe";
 }
 
@@ -741,7 +730,7 @@ static void make_replica_id(char *buf, size_t len)
 	host[sizeof(host) - 1] = '\0';
 	uint32_t rnd = 0;
 	if (getrandom(&rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd))
-		rnd = (uint32_t)now_ms();
+		rnd = (uint32_t)mon_now_ms();
 	snprintf(buf, len, "%s/%ld/%08" PRIx32, host, (long)getpid(), rnd);
 }
 
@@ -796,7 +785,6 @@ int prober_start(const struct prober_config *cfg, struct prober **out, struct mo
 		goto out;
 	}
 	p->has_claimer = true;
-	atomic_store(&the_prober, p);
 	log_info("msg=\"health prober started\" replica=\"%s\" concurrency=%d claim_interval_ms=%d proxy=%s",
 	         p->replica_id, p->concurrency, p->claim_interval_ms, p->proxy ? "set" : "none");
 	*out = p;
@@ -810,8 +798,6 @@ void prober_stop(struct prober *p)
 {
 	if (p == NULL)
 		return;
-	struct prober *expected = p;
-	atomic_compare_exchange_strong(&the_prober, &expected, NULL);
 	pthread_mutex_lock(&p->lock);
 	atomic_store(&p->is_stopping, true);
 	pthread_cond_broadcast(&p->work_cond);
@@ -1023,10 +1009,9 @@ static Google__Protobuf__Struct *details_struct(struct arena *a, const struct pr
 	return st;
 }
 
-int health_run_check(struct rpc_ctx *ctx, const Monitoring__V1__RunHealthCheckRequest *req,
+int prober_run_check(struct prober *p, struct rpc_ctx *ctx, const Monitoring__V1__RunHealthCheckRequest *req,
                      Monitoring__V1__RunHealthCheckResponse *resp)
 {
-	struct prober *p = atomic_load(&the_prober);
 	struct arena *ar = rpc_ctx_arena(ctx);
 	struct mon_error err = {0};
 	if (req->service_id == NULL || req->service_id[0] == '\0')
@@ -1051,7 +1036,7 @@ int health_run_check(struct rpc_ctx *ctx, const Monitoring__V1__RunHealthCheckRe
 		return rpc_fail(ctx, MON_EDEADLINE,
 		                "deadline: shorter than the service's timeout (%d s) plus %d ms to record the check",
 		                t.timeout_s, RUN_RECORD_MARGIN_MS);
-	int64_t deadline = remaining == INT64_MAX ? 0 : now_ms() + remaining - RUN_RECORD_MARGIN_MS;
+	int64_t deadline = remaining == INT64_MAX ? 0 : mon_now_ms() + remaining - RUN_RECORD_MARGIN_MS;
 
 	struct run_stop stop = {.ctx = ctx, .p = p};
 	struct probe_outcome o;

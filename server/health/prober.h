@@ -12,8 +12,8 @@
  * FOR UPDATE SKIP LOCKED and a lease that covers every attempt; a replica
  * that dies stops renewing, its leases expire and the others take over.
  *
- * Also the handler of HealthService.RunHealthCheck, which probes one
- * service now with the same rules.
+ * Also the work of HealthService.RunHealthCheck, which probes one service
+ * now with the same rules.
  */
 #ifndef MON_SERVER_HEALTH_PROBER_H
 #define MON_SERVER_HEALTH_PROBER_H
@@ -42,10 +42,10 @@ struct prober_config {
 
 /*
  * Starts the claim thread and the probe workers. Works while the database is
- * down or not yet migrated (claims simply fail and are retried). Also makes
- * this prober the one RunHealthCheck uses for its pool and proxy. The caller
- * owns *out and stops it with prober_stop. Returns MON_EINVAL naming a bad
- * field, or MON_EINTERNAL when a thread cannot start.
+ * down or not yet migrated (claims simply fail and are retried). The caller
+ * owns *out, hands it to RunHealthCheck (prober_run_check) and stops it
+ * with prober_stop. Returns MON_EINVAL naming a bad field, or MON_EINTERNAL
+ * when a thread cannot start.
  */
 int prober_start(const struct prober_config *cfg, struct prober **out, struct mon_error *err) MON_MUST_CHECK;
 
@@ -58,16 +58,16 @@ int prober_start(const struct prober_config *cfg, struct prober **out, struct mo
 void prober_stop(struct prober *p);
 
 /*
- * HealthService.RunHealthCheck: probes req->service_id now (with its
+ * HealthService.RunHealthCheck with prober p: probes req->service_id now (with its
  * timeout and retry_count, retries bounded by the caller's deadline),
  * records the result with its audit event and fills resp with the check,
  * the service after it and the attempts made. Errors: INVALID_ARGUMENT
  * (service_id empty), NOT_FOUND, FAILED_PRECONDITION (no
  * health_check_url), DEADLINE_EXCEEDED (the caller's deadline is shorter
- * than the service's timeout), UNAVAILABLE (database down, or no prober
- * started in this process).
+ * than the service's timeout), UNAVAILABLE (database down, or p is NULL:
+ * no prober started in this process).
  */
-int health_run_check(struct rpc_ctx *ctx, const Monitoring__V1__RunHealthCheckRequest *req,
+int prober_run_check(struct prober *p, struct rpc_ctx *ctx, const Monitoring__V1__RunHealthCheckRequest *req,
                      Monitoring__V1__RunHealthCheckResponse *resp);
 
 #endif

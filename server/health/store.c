@@ -18,7 +18,8 @@
 
 #include <jansson.h>
 
-#include "audit.h"
+#include "audit/audit.h"
+#include "common/parse.h"
 
 static const char *const status_names[] = {NULL, "healthy", "degraded", "down", "unknown"};
 
@@ -35,11 +36,6 @@ int health_status_parse(const char *name)
 		if (name != NULL && strcmp(name, status_names[i]) == 0)
 			return i;
 	return 0;
-}
-
-static int64_t parse_i64(const char *text)
-{
-	return (int64_t)strtoll(text, NULL, 10);
 }
 
 /*
@@ -69,7 +65,7 @@ static int event_insert(struct db_conn *conn, const char *kind, const char *serv
 	const char *seq = db_result_value(res, 0, 0);
 	rc = db_notify(conn, HEALTH_NOTIFY_CHANNEL, seq, err);
 	if (rc == 0 && seq_out != NULL)
-		*seq_out = parse_i64(seq);
+		*seq_out = svc_parse_i64(seq);
 out:
 	db_result_free(res);
 	return rc;
@@ -209,8 +205,8 @@ int health_record_check_tx(struct db_conn *conn, struct rpc_ctx *ctx, const stru
 	rc = db_exec(conn, insert_sql, 6, insert_params, &res, err);
 	if (rc != 0)
 		goto out;
-	out->log_id = parse_i64(db_result_value(res, 0, 0));
-	out->checked_at_ms = parse_i64(db_result_value(res, 0, 1));
+	out->log_id = svc_parse_i64(db_result_value(res, 0, 0));
+	out->checked_at_ms = svc_parse_i64(db_result_value(res, 0, 1));
 	db_result_free(res);
 	res = NULL;
 	snprintf(log_id, sizeof(log_id), "%" PRId64, out->log_id);

@@ -13,9 +13,13 @@
 #include <string.h>
 #include <time.h>
 
+#include <jansson.h>
 #include <sodium.h>
 
-#include "services/common.h"
+#include "common/call.h"
+#include "common/parse.h"
+#include "common/text.h"
+#include "util/clock.h"
 
 const char metrics_session_sql[] =
         "CREATE TEMP TABLE IF NOT EXISTS mon_metric_stage ("
@@ -98,31 +102,6 @@ static void add_error(struct metrics_point_error *errs, size_t cap, size_t *n, i
 	(*n)++;
 }
 
-/* Characters of valid UTF-8 text without control characters; -1 when invalid. */
-static long utf8_chars(const char *s)
-{
-	long chars = 0;
-	const unsigned char *p = (const unsigned char *)s;
-	while (*p) {
-		unsigned c = *p;
-		int len = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xe ? 3 : (c >> 3) == 0x1e ? 4 : 0;
-		if (len == 0 || (len == 1 && (c < 0x20 || c == 0x7f)))
-			return -1;
-		uint32_t cp = len == 1 ? c : len == 2 ? (c & 0x1f) : len == 3 ? (c & 0x0f) : (c & 0x07);
-		for (int i = 1; i < len; i++) {
-			if ((p[i] & 0xc0) != 0x80)
-				return -1;
-			cp = (cp << 6) | (p[i] & 0x3f);
-		}
-		if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) ||
-		    (len == 4 && (cp < 0x10000 || cp > 0x10ffff)) || (cp >= 0xd800 && cp <= 0xdfff))
-			return -1;
-		p += len;
-		chars++;
-	}
-	return chars;
-}
-
 static bool is_name_char(char c)
 {
 	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '.' ||
@@ -180,8 +159,8 @@ int metrics_check_point(const Monitoring__V1__MetricPoint *p, int32_t index, int
 	}
 
 	if (p->endpoint != NULL && p->endpoint[0] != '\0') {
-		long chars = utf8_chars(p->endpoint);
-		if (chars < 0)
+		size_t chars = 0;
+		if (svc_utf8_scan(p->endpoint, strlen(p->endpoint), SVC_TEXT_NO_C0, &chars) != SVC_UTF8_OK)
 			add_error(errs, cap, n, index, "endpoint", "must be UTF-8 text without control characters");
 		else if (chars > METRICS_ENDPOINT_MAX)
 			add_error(errs, cap, n, index, "endpoint", "longer than %d characters", METRICS_ENDPOINT_MAX);
@@ -244,12 +223,14 @@ int metrics_check_point(const Monitoring__V1__MetricPoint *p, int32_t index, int
 			add_error(errs, cap, n, index, "tags", "a key is empty");
 			break;
 		}
-		if (strlen(k) > METRICS_TAG_KEY_MAX || utf8_chars(k) < 0) {
+		if (strlen(k) > METRICS_TAG_KEY_MAX ||
+		    svc_utf8_scan(k, strlen(k), SVC_TEXT_NO_C0, NULL) != SVC_UTF8_OK) {
 			add_error(errs, cap, n, index, "tags", "key \"%.40s\": must be UTF-8 text of at most %d bytes",
 			          k, METRICS_TAG_KEY_MAX);
 			break;
 		}
-		if (strlen(v) > METRICS_TAG_VALUE_MAX || utf8_chars(v) < 0) {
+		if (strlen(v) > METRICS_TAG_VALUE_MAX ||
+		    svc_utf8_scan(v, strlen(v), SVC_TEXT_NO_C0, NULL) != SVC_UTF8_OK) {
 			add_error(errs, cap, n, index, "tags",
 			          "value of \"%.40s\": must be UTF-8 text of at most %d bytes", k,
 			          METRICS_TAG_VALUE_MAX);
@@ -357,7 +338,7 @@ static char *round2(struct arena *a, Google__Protobuf__DoubleValue **v, bool *is
 }
 
 /* Appends s as a JSON string. */
-static int json_string(struct arena *a, char **buf, size_t *len, size_t *cap, const char *s)
+static int append_json_string(struct arena *a, char **buf, size_t *len, size_t *cap, const char *s)
 {
 	size_t need = *len + strlen(s) * 6 + 3;
 	if (need > *cap) {
@@ -400,10 +381,10 @@ static char *tags_json(struct arena *a, const Monitoring__V1__MetricPoint *p)
 	for (size_t i = 0; i < p->n_tags; i++) {
 		if (i > 0)
 			buf[len++] = ',';
-		if (json_string(a, &buf, &len, &cap, p->tags[i]->key ? p->tags[i]->key : "") != 0)
+		if (append_json_string(a, &buf, &len, &cap, p->tags[i]->key ? p->tags[i]->key : "") != 0)
 			return NULL;
 		buf[len++] = ':';
-		if (json_string(a, &buf, &len, &cap, p->tags[i]->value ? p->tags[i]->value : "") != 0)
+		if (append_json_string(a, &buf, &len, &cap, p->tags[i]->value ? p->tags[i]->value : "") != 0)
 			return NULL;
 	}
 	if (len + 2 > cap) {
@@ -736,12 +717,12 @@ int metrics_write(struct db_pool *pool, struct arena *a, int64_t timeout_ms, Mon
 	int rc = publish_params(a, op.rows, count, false, op.params, err);
 	if (rc != 0)
 		return rc;
-	int64_t started_ms = svc_wall_ms();
+	int64_t started_ms = mon_wall_ms();
 	rc = db_tx_run(pool, timeout_ms, write_tx, &op, err);
 	if (rc == 0 && op.result.sequence > 0) {
 		int64_t left_ms = 0; /* no deadline: flush_commit's default */
 		if (timeout_ms > 0 && timeout_ms != INT64_MAX) {
-			left_ms = timeout_ms - (svc_wall_ms() - started_ms);
+			left_ms = timeout_ms - (mon_wall_ms() - started_ms);
 			left_ms = left_ms > 0 ? left_ms : 1;
 		}
 		rc = flush_commit(pool, left_ms, err);
@@ -749,4 +730,116 @@ int metrics_write(struct db_pool *pool, struct arena *a, int64_t timeout_ms, Mon
 	if (rc == 0)
 		*out = op.result;
 	return rc;
+}
+
+/* ---- a stored point ---- */
+
+Monitoring__V1__MetricType metrics_type_from_label(const char *label)
+{
+	if (strcmp(label, "counter") == 0)
+		return MONITORING__V1__METRIC_TYPE__METRIC_TYPE_COUNTER;
+	if (strcmp(label, "gauge") == 0)
+		return MONITORING__V1__METRIC_TYPE__METRIC_TYPE_GAUGE;
+	if (strcmp(label, "histogram") == 0)
+		return MONITORING__V1__METRIC_TYPE__METRIC_TYPE_HISTOGRAM;
+	if (strcmp(label, "summary") == 0)
+		return MONITORING__V1__METRIC_TYPE__METRIC_TYPE_SUMMARY;
+	return MONITORING__V1__METRIC_TYPE__METRIC_TYPE_UNSPECIFIED;
+}
+
+/* The tags of a jsonb object text as map entries; values that are not strings appear as JSON text. */
+static int tags_from_text(struct arena *a, const char *text, Monitoring__V1__MetricPoint *m, struct mon_error *err)
+{
+	if (text == NULL || text[0] == '\0')
+		return 0;
+	json_t *obj = json_loads(text, JSON_DECODE_ANY, NULL);
+	if (!json_is_object(obj)) {
+		json_decref(obj);
+		return 0;
+	}
+	int rc = 0;
+	size_t n = json_object_size(obj), i = 0;
+	m->tags = n ? arena_calloc(a, n, sizeof(*m->tags)) : NULL;
+	if (n && m->tags == NULL) {
+		rc = svc_fail_nomem(err);
+		goto out;
+	}
+	const char *key;
+	json_t *value;
+	json_object_foreach(obj, key, value)
+	{
+		Monitoring__V1__MetricPoint__TagsEntry *e = arena_alloc(a, sizeof(*e));
+		if (e == NULL) {
+			rc = svc_fail_nomem(err);
+			goto out;
+		}
+		monitoring__v1__metric_point__tags_entry__init(e);
+		e->key = arena_strdup(a, key);
+		if (json_is_string(value)) {
+			e->value = arena_strdup(a, json_string_value(value));
+		} else {
+			char *dumped = json_dumps(value, JSON_COMPACT | JSON_ENCODE_ANY);
+			e->value = arena_strdup(a, dumped ? dumped : "");
+			free(dumped);
+		}
+		if (e->key == NULL || e->value == NULL) {
+			rc = svc_fail_nomem(err);
+			goto out;
+		}
+		m->tags[i++] = e;
+	}
+	m->n_tags = i;
+out:
+	json_decref(obj);
+	return rc;
+}
+
+int metrics_point_from_row(struct arena *a, const struct db_result *res, int row, Monitoring__V1__MetricPoint **out,
+                           struct mon_error *err)
+{
+	static const char *const doubles[] = {"p50", "p95", "p99", "mean", "min", "max", "error_rate", "throughput"};
+	bool is_ok = true;
+	Monitoring__V1__MetricPoint *m = arena_alloc(a, sizeof(*m));
+	if (m == NULL)
+		return svc_fail_nomem(err);
+	monitoring__v1__metric_point__init(m);
+	int time_col = db_result_col(res, "time_us");
+	int name_col = db_result_col(res, "metric_name");
+	if (time_col < 0 || name_col < 0)
+		return mon_error_set(err, MON_EINTERNAL, "metric point row without time_us or metric_name");
+	m->time = svc_ts_from_us(a, svc_parse_i64(db_result_value(res, row, time_col)));
+	m->metric_name = arena_strdup(a, db_result_value(res, row, name_col));
+	int col = db_result_col(res, "endpoint");
+	m->endpoint = arena_strdup(a, col >= 0 ? db_result_value(res, row, col) : "");
+	col = db_result_col(res, "method");
+	m->method = arena_strdup(a, col >= 0 ? db_result_value(res, row, col) : "");
+	col = db_result_col(res, "status_code");
+	if (col >= 0 && !db_result_is_null(res, row, col)) {
+		m->status_code = arena_alloc(a, sizeof(*m->status_code));
+		if (m->status_code == NULL)
+			return svc_fail_nomem(err);
+		google__protobuf__int32_value__init(m->status_code);
+		m->status_code->value = (int32_t)svc_parse_i64(db_result_value(res, row, col));
+	}
+	Google__Protobuf__DoubleValue **slots[] = {&m->p50, &m->p95, &m->p99,        &m->mean,
+	                                           &m->min, &m->max, &m->error_rate, &m->throughput};
+	for (size_t i = 0; i < sizeof(doubles) / sizeof(doubles[0]); i++)
+		*slots[i] = svc_double_from_col(a, res, row, db_result_col(res, doubles[i]), &is_ok);
+	col = db_result_col(res, "request_count");
+	m->request_count = col >= 0 ? (int32_t)svc_parse_i64(db_result_value(res, row, col)) : 0;
+	col = db_result_col(res, "error_count");
+	m->error_count = col >= 0 ? (int32_t)svc_parse_i64(db_result_value(res, row, col)) : 0;
+	col = db_result_col(res, "metric_type");
+	m->metric_type = col >= 0 ? metrics_type_from_label(db_result_value(res, row, col))
+	                          : MONITORING__V1__METRIC_TYPE__METRIC_TYPE_GAUGE;
+	if (!is_ok || m->time == NULL || m->metric_name == NULL || m->endpoint == NULL || m->method == NULL)
+		return svc_fail_nomem(err);
+	col = db_result_col(res, "tags");
+	if (col >= 0 && !db_result_is_null(res, row, col)) {
+		int rc = tags_from_text(a, db_result_value(res, row, col), m, err);
+		if (rc != 0)
+			return rc;
+	}
+	*out = m;
+	return 0;
 }

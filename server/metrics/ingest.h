@@ -83,9 +83,12 @@ extern const char metrics_session_sql[];
  * Reads a stored point's row (columns named as tb_performance_metric's:
  * time as epoch microseconds in "time_us", tags as JSON text, metric_type
  * as its enum label) into a MetricPoint allocated in a. Shared by the
- * queries and the stream. Defined in services/metrics_query.c.
+ * queries and the stream.
  */
 int metrics_point_from_row(struct arena *a, const struct db_result *res, int row, Monitoring__V1__MetricPoint **out,
                            struct mon_error *err) MON_MUST_CHECK;
+
+/* A metric_type enum label of the database to the API's; UNSPECIFIED for one it does not know. */
+Monitoring__V1__MetricType metrics_type_from_label(const char *label);
 
 #endif

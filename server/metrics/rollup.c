@@ -35,6 +35,7 @@
 #include <time.h>
 
 #include "metrics/ingest.h"
+#include "util/clock.h"
 #include "util/log.h"
 
 #define ACQUIRE_TIMEOUT_MS 10000
@@ -427,13 +428,6 @@ static int prune_log(struct db_conn *conn, const struct run_settings *rs, struct
 	return delete_batches(conn, log_sql, 2, log_params, &stats->log_rows_deleted, err);
 }
 
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /*
  * One run; with is_housekeeping it also makes partitions ahead and drops
  * old ones (the thread does that once a minute, not every run).
@@ -451,7 +445,7 @@ static int run_once(const struct metrics_maintenance_config *cfg, const atomic_b
 	int64_t created = 0;
 	int64_t cutoff = 0;
 	int64_t default_rows = 0;
-	int64_t started_ms = now_ms();
+	int64_t started_ms = mon_now_ms();
 	if (stats == NULL)
 		stats = &local;
 	memset(stats, 0, sizeof(*stats));
@@ -513,7 +507,7 @@ static int run_once(const struct metrics_maintenance_config *cfg, const atomic_b
 		         " duration_ms=%" PRId64,
 		         stats->buckets_5min, stats->buckets_hourly, stats->watermark_seq,
 		         stats->is_full_refresh ? "true" : "false", created, stats->partitions_dropped, default_rows,
-		         stats->log_rows_deleted, now_ms() - started_ms);
+		         stats->log_rows_deleted, mon_now_ms() - started_ms);
 out:
 	if (is_lock_timeout_set) {
 		struct mon_error reset_err = {0};
@@ -566,7 +560,7 @@ static void *maintenance_main(void *arg)
 			break;
 		pthread_mutex_unlock(&job->lock);
 		struct mon_error err = {0};
-		int64_t started_ms = now_ms();
+		int64_t started_ms = mon_now_ms();
 		bool is_housekeeping = !has_housekept || started_ms - housekept_ms >= HOUSEKEEPING_INTERVAL_MS;
 		if (run_once(&job->cfg, &job->is_stopping, is_housekeeping, NULL, &err) != 0) {
 			log_warn("msg=\"metric maintenance failed\" error=\"%s\"", err.msg);

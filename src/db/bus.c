@@ -186,7 +186,7 @@ static bool bus_connect(struct db_bus *bus)
 	struct mon_error err = {0};
 	static const char *const keys[] = {"application_name", "keepalives", "keepalives_idle", NULL};
 	static const char *const values[] = {"monitord-bus", "1", "30", NULL};
-	bus->pg = db_connect(bus->conninfo, keys, values, db_now_ms() + BUS_CONNECT_TIMEOUT_MS, &err);
+	bus->pg = db_connect(bus->conninfo, keys, values, mon_now_ms() + BUS_CONNECT_TIMEOUT_MS, &err);
 	if (bus->pg == NULL)
 		return false;
 	bus->listened_n = 0;

@@ -14,6 +14,7 @@
 #include <libpq-fe.h>
 
 #include "db/db.h"
+#include "util/clock.h"
 #include "util/error.h"
 
 /* Hard cap of one COPY row (and so of the COPY buffer): 64 MiB. */
@@ -41,9 +42,6 @@ struct db_conn {
 	struct db_buf copy_buf;
 	int64_t copy_rows;
 };
-
-/* Milliseconds on the monotonic clock. */
-int64_t db_now_ms(void);
 
 /*
  * Opens a connection with conninfo (string or URL) plus the extra keyword

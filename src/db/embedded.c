@@ -269,11 +269,11 @@ static int make_conninfo(const struct db_embedded *emb, const char *dbname, char
 /* Waits until the server accepts connections; false at the timeout. */
 static bool wait_ready(const char *conninfo, int64_t timeout_ms)
 {
-	int64_t deadline = db_now_ms() + timeout_ms;
+	int64_t deadline = mon_now_ms() + timeout_ms;
 	for (;;) {
 		if (PQping(conninfo) == PQPING_OK)
 			return true;
-		if (db_now_ms() >= deadline)
+		if (mon_now_ms() >= deadline)
 			return false;
 		struct timespec ts = {.tv_sec = 0, .tv_nsec = 50 * 1000000L};
 		nanosleep(&ts, NULL);
@@ -338,7 +338,7 @@ static void remove_stale_lock_files(const struct db_embedded *emb)
 static int create_database(const char *admin_conninfo, struct mon_error *err)
 {
 	int rc = 0;
-	PGconn *pg = db_connect(admin_conninfo, NULL, NULL, db_now_ms() + 10000, err);
+	PGconn *pg = db_connect(admin_conninfo, NULL, NULL, mon_now_ms() + 10000, err);
 	PGresult *res = NULL;
 	if (pg == NULL)
 		return err != NULL ? err->code : MON_EUNAVAIL;

@@ -33,13 +33,6 @@ struct db_pool {
 	struct db_conn *conns;
 };
 
-int64_t db_now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /*
  * Connects without blocking past deadline_ms: PQconnectStartParams and
  * PQconnectPoll driven by poll(), since libpq's connect_timeout counts whole
@@ -71,7 +64,7 @@ PGconn *db_connect(const char *conninfo, const char *const *extra_keys, const ch
 	if (PQstatus(pg) == CONNECTION_BAD)
 		st = PGRES_POLLING_FAILED;
 	while (st != PGRES_POLLING_OK && st != PGRES_POLLING_FAILED) {
-		int64_t left = deadline_ms - db_now_ms();
+		int64_t left = deadline_ms - mon_now_ms();
 		if (left <= 0) {
 			log_warn("msg=\"could not connect to the database\" reason=\"timed out\"");
 			PQfinish(pg);
@@ -229,7 +222,7 @@ int db_pool_acquire(struct db_pool *pool, int64_t timeout_ms, struct db_conn **o
 	*out = NULL;
 	if (timeout_ms < 0)
 		timeout_ms = 0;
-	int64_t deadline = db_now_ms() + timeout_ms;
+	int64_t deadline = mon_now_ms() + timeout_ms;
 
 	pthread_mutex_lock(&pool->mu);
 	for (;;) {
@@ -249,7 +242,7 @@ int db_pool_acquire(struct db_pool *pool, int64_t timeout_ms, struct db_conn **o
 			c = idle_closed;
 		if (c != NULL)
 			break;
-		if (db_now_ms() >= deadline)
+		if (mon_now_ms() >= deadline)
 			break;
 		struct timespec ts = deadline_timespec(deadline);
 		int w = pthread_cond_timedwait(&pool->freed, &pool->mu, &ts);
@@ -269,11 +262,11 @@ int db_pool_acquire(struct db_pool *pool, int64_t timeout_ms, struct db_conn **o
 		conn_close(c);
 	}
 	if (c->pg == NULL) {
-		int64_t connect_deadline = db_now_ms() + (int64_t)pool->connect_timeout_s * 1000;
+		int64_t connect_deadline = mon_now_ms() + (int64_t)pool->connect_timeout_s * 1000;
 		if (timeout_ms > 0 && deadline < connect_deadline)
 			connect_deadline = deadline;
-		if (connect_deadline <= db_now_ms())
-			connect_deadline = db_now_ms() + 1000; /* a free slot with no time left: one short try */
+		if (connect_deadline <= mon_now_ms())
+			connect_deadline = mon_now_ms() + 1000; /* a free slot with no time left: one short try */
 		static const char *const keys[] = {"application_name", "connect_timeout", "keepalives",
 		                                   "keepalives_idle", NULL};
 		const char *values[] = {pool->application_name, pool->connect_timeout, "1", "30", NULL};

@@ -66,7 +66,7 @@ static int tx_attempt(struct db_pool *pool, bool is_bounded, int64_t deadline, d
 	struct db_conn *conn = NULL;
 	int rc = 0;
 	*is_retryable = false;
-	int64_t left = is_bounded ? deadline - db_now_ms() : TX_ACQUIRE_DEFAULT_MS;
+	int64_t left = is_bounded ? deadline - mon_now_ms() : TX_ACQUIRE_DEFAULT_MS;
 	if (left <= 0) {
 		rc = mon_error_set(err, MON_EDEADLINE, "deadline exceeded before the transaction started");
 		goto out;
@@ -77,7 +77,7 @@ static int tx_attempt(struct db_pool *pool, bool is_bounded, int64_t deadline, d
 
 	char begin[96];
 	if (is_bounded) {
-		left = deadline - db_now_ms();
+		left = deadline - mon_now_ms();
 		if (left <= 0) {
 			rc = mon_error_set(err, MON_EDEADLINE, "deadline exceeded before the transaction started");
 			goto out;
@@ -113,7 +113,7 @@ out:
 int db_tx_run(struct db_pool *pool, int64_t timeout_ms, db_tx_fn fn, void *arg, struct mon_error *err)
 {
 	bool is_bounded = timeout_ms > 0 && timeout_ms != INT64_MAX;
-	int64_t deadline = is_bounded ? db_now_ms() + timeout_ms : INT64_MAX;
+	int64_t deadline = is_bounded ? mon_now_ms() + timeout_ms : INT64_MAX;
 	int rc = 0;
 	for (int attempt = 0;; attempt++) {
 		bool is_retryable = false;
@@ -121,8 +121,8 @@ int db_tx_run(struct db_pool *pool, int64_t timeout_ms, db_tx_fn fn, void *arg, 
 		if (rc == 0 || !is_retryable || attempt >= TX_RETRIES)
 			break;
 		/* spread the retries of transactions that collided */
-		int64_t backoff = ((int64_t)5 << attempt) + db_now_ms() % 8;
-		if (is_bounded && db_now_ms() + backoff >= deadline)
+		int64_t backoff = ((int64_t)5 << attempt) + mon_now_ms() % 8;
+		if (is_bounded && mon_now_ms() + backoff >= deadline)
 			break;
 		log_info("msg=\"retrying transaction\" attempt=%d", attempt + 1);
 		sleep_ms(backoff);

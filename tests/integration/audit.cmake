@@ -1,6 +1,7 @@
-# The audit trail (server/audit.c) against the throwaway cluster:
+# The audit trail (server/audit/audit.c) against the throwaway cluster:
 # audit_write_tx in a transaction, and the writer of refused calls.
-add_executable(test_audit_writer ${CMAKE_CURRENT_LIST_DIR}/test_audit_writer.c ${CMAKE_SOURCE_DIR}/server/audit.c)
+add_executable(test_audit_writer ${CMAKE_CURRENT_LIST_DIR}/test_audit_writer.c ${CMAKE_SOURCE_DIR}/server/audit/audit.c
+  ${CMAKE_SOURCE_DIR}/server/common/text.c)
 target_compile_options(test_audit_writer PRIVATE ${MON_C_WARNINGS})
 target_include_directories(test_audit_writer PRIVATE ${CMAKE_SOURCE_DIR}/src ${CMAKE_SOURCE_DIR}/server
   ${CMAKE_CURRENT_LIST_DIR})

@@ -6,7 +6,7 @@
  */
 #include "test_db_common.h"
 
-#include "audit.h"
+#include "audit/audit.h"
 
 static struct test_db tdb;
 static struct db_pool *pool;

@@ -14,7 +14,7 @@
 
 #include <sodium.h>
 
-#include "identity.h"
+#include "access/identity.h"
 
 static struct test_db tdb;
 static struct db_pool *pool;

@@ -1,5 +1,5 @@
 /*
- * AccessService's pure checks (server/services/access.c): new caller ids,
+ * AccessService's pure checks (server/access/service.c): new caller ids,
  * e-mail addresses, free text, and the page tokens that bind a position to
  * the filters they were made for. No server needed.
  */
@@ -11,7 +11,7 @@
 
 #include <cmocka.h>
 
-#include "services/access.h"
+#include "access/service.h"
 
 static void test_access_caller_id_charset(void **state)
 {

@@ -1,5 +1,5 @@
 /*
- * The pure parts of the audit trail (server/audit.c): the peer string to an
+ * The pure parts of the audit trail (server/audit/audit.c): the peer string to an
  * inet address, the "changes" diff of before and after, the event id format
  * and the clipping of free text to valid UTF-8 of a column's length. No
  * server needed.
@@ -12,7 +12,7 @@
 
 #include <cmocka.h>
 
-#include "audit.h"
+#include "audit/audit.h"
 
 static void assert_peer(const char *peer, const char *want)
 {

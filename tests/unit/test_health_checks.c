@@ -1,5 +1,5 @@
 /*
- * Unit tests of HealthService's pure checks (server/services/health.c) and
+ * Unit tests of HealthService's pure checks (server/health/services_api.c) and
  * the status names of the health store: each refusal is MON_EINVAL with a
  * message that starts with the field; uptime percent rounds to 2 decimals.
  */
@@ -12,7 +12,7 @@
 #include <cmocka.h>
 
 #include "health/store.h"
-#include "services/health.h"
+#include "health/service.h"
 
 static void assert_refused(int rc, const struct mon_error *err, const char *field)
 {

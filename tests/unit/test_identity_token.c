@@ -1,5 +1,5 @@
 /*
- * The pure parts of server/identity.c: the API key format (a good token
+ * The pure parts of server/access/identity.c: the API key format (a good token
  * round-trips; a wrong prefix, a bad key id, bad base64 and a secret of the
  * wrong length are each refused as MON_EUNAUTH), role names, and the
  * stored hash, which is never the secret itself.
@@ -14,7 +14,7 @@
 #include <cmocka.h>
 #include <sodium.h>
 
-#include "identity.h"
+#include "access/identity.h"
 
 static const char *const good_id = "0123456789abcdef";
 

@@ -3,8 +3,8 @@
  * administration over the API: callers, their API keys and the caller's own
  * identity, each change written with its audit event in one transaction.
  */
-#ifndef MON_SERVER_SERVICES_ACCESS_H
-#define MON_SERVER_SERVICES_ACCESS_H
+#ifndef MON_SERVER_ACCESS_SERVICE_H
+#define MON_SERVER_ACCESS_SERVICE_H
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -15,13 +15,29 @@
 #include "util/error.h"
 
 /*
+ * What AccessService's handlers work with: rpc_ctx_user() of every one of
+ * them, read through access_service_of. The app owns it; pool must outlive
+ * the RPC server.
+ */
+struct access_service {
+	struct db_pool *pool;
+	bool is_failing_after_write; /* test failpoint access.after_write, set by access_service_bind */
+};
+
+/* The service of an AccessService call. */
+static inline const struct access_service *access_service_of(struct rpc_ctx *ctx)
+{
+	return rpc_ctx_user(ctx);
+}
+
+/*
  * Binds monitoring.v1.AccessService's handlers to server (before
- * rpc_server_start); they run on the worker pool and use pool for their
- * transactions. pool must outlive the server. Reads the test-only
- * environment variable MONITORD_FAILPOINTS once, here (see access.c).
+ * rpc_server_start) with svc as their user pointer; they run on the worker
+ * pool and use svc->pool for their transactions. Reads the test-only
+ * environment variable MONITORD_FAILPOINTS once, here (see service.c).
  * Returns 0 or the binding's error.
  */
-int access_service_bind(struct rpc_server *server, struct db_pool *pool, struct mon_error *err) MON_MUST_CHECK;
+int access_service_bind(struct rpc_server *server, struct access_service *svc, struct mon_error *err) MON_MUST_CHECK;
 
 /*
  * Pure checks, unit-tested. Each returns 0 or MON_EINVAL with a message

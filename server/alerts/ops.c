@@ -1,5 +1,5 @@
 /*
- * AlertsService alert operations (services/alerts.h): GetAlert, ListAlerts,
+ * AlertsService alert operations (alerts/service.h): GetAlert, ListAlerts,
  * AcknowledgeAlert, ResolveAlert, EscalateAlert, ListAlertNotifications
  * and GetAlertStatistics. Each handler checks its input (INVALID_ARGUMENT
  * naming the field), then runs one transaction bounded by the caller's
@@ -12,7 +12,6 @@
  * Lists use keyset paging; a page token binds the position to the filters
  * and order it was made for.
  */
-#include "services/alerts.h"
 
 #include <inttypes.h>
 #include <stdio.h>
@@ -22,9 +21,13 @@
 #include <jansson.h>
 #include <sodium.h>
 
+#include "alerts/service.h"
 #include "alerts/store.h"
-#include "audit.h"
-#include "services/common.h"
+#include "audit/audit.h"
+#include "common/call.h"
+#include "common/page.h"
+#include "common/parse.h"
+#include "common/text.h"
 
 #define MODULE "alerts"
 #define PAGE_TOKEN_MAX 1400
@@ -57,7 +60,7 @@ static void call_init(struct call *c, struct rpc_ctx *ctx)
 {
 	c->ctx = ctx;
 	c->arena = rpc_ctx_arena(ctx);
-	c->pool = rpc_ctx_user(ctx);
+	c->pool = alerts_service_of(ctx)->pool;
 	const struct rpc_identity *who = rpc_ctx_identity(ctx);
 	audit_clip_text(who != NULL && who->caller_id[0] ? who->caller_id : "anonymous", ACTOR_MAX_CHARS, c->actor,
 	                sizeof(c->actor));
@@ -69,70 +72,12 @@ static int run_tx(struct call *c, db_tx_fn fn, void *arg)
 	return svc_run_tx(c->ctx, c->pool, fn, arg);
 }
 
-static int64_t parse_i64(const char *text)
-{
-	return (int64_t)strtoll(text, NULL, 10);
-}
-
-static int page_size_of(struct rpc_ctx *ctx, int32_t requested, int def, int max, int *out)
-{
-	if (requested < 0)
-		return rpc_fail(ctx, MON_EINVAL, "page_size: must not be negative");
-	*out = requested == 0 ? def : requested > max ? max : requested;
-	return 0;
-}
-
 /* An id field: set, at most 50 bytes (longer ids cannot exist: they are NOT_FOUND at once). */
 static int check_id(struct rpc_ctx *ctx, const char *field, const char *id)
 {
 	if (id == NULL || id[0] == '\0')
 		return rpc_fail(ctx, MON_EINVAL, "%s: must be set", field);
 	return 0;
-}
-
-/* Valid UTF-8 of at most max_chars characters; MON_EINVAL naming field. */
-static int check_text(const char *field, const char *text, size_t max_chars, struct mon_error *err)
-{
-	const unsigned char *p = (const unsigned char *)(text ? text : "");
-	size_t chars = 0;
-	while (*p != '\0') {
-		size_t len = *p < 0x80             ? 1
-		             : (*p & 0xe0) == 0xc0 ? 2
-		             : (*p & 0xf0) == 0xe0 ? 3
-		             : (*p & 0xf8) == 0xf0 ? 4
-		                                   : 0;
-		if (len == 0)
-			return mon_error_set(err, MON_EINVAL, "%s: must be valid UTF-8", field);
-		for (size_t k = 1; k < len; k++)
-			if ((p[k] & 0xc0) != 0x80)
-				return mon_error_set(err, MON_EINVAL, "%s: must be valid UTF-8", field);
-		p += len;
-		if (++chars > max_chars)
-			return mon_error_set(err, MON_EINVAL, "%s: at most %zu characters", field, max_chars);
-	}
-	return 0;
-}
-
-/* ---- page tokens ---- */
-
-static int token_make(struct arena *a, const char *filters, const char *cursor, char **out, struct mon_error *err)
-{
-	*out = arena_alloc(a, PAGE_TOKEN_MAX);
-	if (*out == NULL)
-		return svc_fail_nomem(err);
-	return svc_page_token_make(filters, cursor, *out, PAGE_TOKEN_MAX, err);
-}
-
-/* The cursor of token, checked against filters, copied into the arena. */
-static int token_read(struct arena *a, const char *token, const char *filters, char **cursor_out, struct mon_error *err)
-{
-	size_t len = strlen(token) + 1;
-	if (len > PAGE_TOKEN_MAX)
-		return mon_error_set(err, MON_EINVAL, "page_token: malformed");
-	*cursor_out = arena_alloc(a, len);
-	if (*cursor_out == NULL)
-		return svc_fail_nomem(err);
-	return svc_page_token_read(token, filters, *cursor_out, len, err);
 }
 
 /*
@@ -279,7 +224,7 @@ static int time_range_us(struct arena *a, const char *field, const Monitoring__V
 	}
 	if ((tr->start_time != NULL && *start == NULL) || (tr->end_time != NULL && *end == NULL))
 		return svc_fail_nomem(err);
-	if (*start != NULL && *end != NULL && parse_i64(*start) > parse_i64(*end))
+	if (*start != NULL && *end != NULL && svc_parse_i64(*start) > svc_parse_i64(*end))
 		return mon_error_set(err, MON_EINVAL, "%s: start_time must not be after end_time", field);
 	return 0;
 }
@@ -448,13 +393,14 @@ static int list_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 			rc = svc_fail_nomem(err);
 			goto out;
 		}
-		if ((rc = token_make(a, op->filters, cursor, &resp->next_page_token, err)) != 0)
+		if ((rc = svc_page_token_make_in(a, op->filters, cursor, PAGE_TOKEN_MAX, &resp->next_page_token,
+		                                 err)) != 0)
 			goto out;
 	}
 	db_result_free(res);
 	res = NULL;
 	if ((rc = db_exec(conn, count_sql, 6, params, &res, err)) == 0)
-		resp->total_size = (int32_t)parse_i64(db_result_value(res, 0, 0));
+		resp->total_size = (int32_t)svc_parse_i64(db_result_value(res, 0, 0));
 out:
 	db_result_free(res);
 	return rc;
@@ -468,9 +414,9 @@ static int list_alerts(struct rpc_ctx *ctx, const Monitoring__V1__ListAlertsRequ
 	struct mon_error err = {0};
 	call_init(&c, ctx);
 	struct list_op op = {.call = &c, .resp = resp};
-	int rc = page_size_of(ctx, req->page_size, 50, 500, &op.page_size);
+	int rc = svc_page_size(req->page_size, 50, 500, &op.page_size, &err);
 	if (rc != 0)
-		return rc;
+		return rpc_fail(ctx, rc, "%s", err.msg);
 	int64_t start_ms, end_ms;
 	if (req->n_statuses > 0)
 		rc = labels_literal(c.arena, "statuses", (const int *)req->statuses, req->n_statuses, status_label_int,
@@ -506,7 +452,7 @@ static int list_alerts(struct rpc_ctx *ctx, const Monitoring__V1__ListAlertsRequ
 	if (req->page_token != NULL && req->page_token[0] != '\0') {
 		char *cursor = NULL, *id = NULL;
 		int64_t rank, us;
-		if (token_read(c.arena, req->page_token, op.filters, &cursor, &err) != 0 ||
+		if (svc_page_token_read_in(c.arena, req->page_token, op.filters, PAGE_TOKEN_MAX, &cursor, &err) != 0 ||
 		    cursor_read(c.arena, cursor, &rank, &us, &id, &err) != 0)
 			return rpc_fail(ctx, err.code, "%s", err.msg);
 		snprintf(op.rank, sizeof(op.rank), "%" PRId64, rank);
@@ -796,7 +742,7 @@ static int run_change(struct rpc_ctx *ctx, enum change_kind kind, const char *id
 	int rc = check_id(ctx, "alert_id", id);
 	if (rc != 0)
 		return rc;
-	if (check_text("note", note, ALERTS_NOTE_MAX_CHARS, &err) != 0)
+	if (svc_check_text("note", note, 0, ALERTS_NOTE_MAX_CHARS, 0, 0, &err) != 0)
 		return rpc_fail(ctx, err.code, "%s", err.msg);
 	*op = (struct change_op){.call = c, .kind = kind, .id = id, .note = note ? note : ""};
 	return run_tx(c, change_tx, op);
@@ -894,13 +840,13 @@ static int deliveries_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 	}
 	resp->next_page_token = "";
 	if (rows > op->page_size) {
-		char *cursor = cursor_make(a, 0, parse_i64(db_result_value(res, shown - 1, 5)),
+		char *cursor = cursor_make(a, 0, svc_parse_i64(db_result_value(res, shown - 1, 5)),
 		                           resp->deliveries[shown - 1]->id);
 		if (cursor == NULL) {
 			rc = svc_fail_nomem(err);
 			goto out;
 		}
-		rc = token_make(a, op->filters, cursor, &resp->next_page_token, err);
+		rc = svc_page_token_make_in(a, op->filters, cursor, PAGE_TOKEN_MAX, &resp->next_page_token, err);
 	}
 out:
 	db_result_free(res);
@@ -915,10 +861,10 @@ static int list_alert_notifications(struct rpc_ctx *ctx, const Monitoring__V1__L
 	call_init(&c, ctx);
 	struct deliveries_op op = {.call = &c, .id = req->alert_id, .resp = resp};
 	int rc = check_id(ctx, "alert_id", req->alert_id);
-	if (rc == 0)
-		rc = page_size_of(ctx, req->page_size, 100, 1000, &op.page_size);
 	if (rc != 0)
 		return rc;
+	if (svc_page_size(req->page_size, 100, 1000, &op.page_size, &err) != 0)
+		return rpc_fail(ctx, err.code, "%s", err.msg);
 	if (labels_literal(c.arena, "statuses", (const int *)req->statuses, req->n_statuses, delivery_label_int,
 	                   &op.statuses, &err) != 0)
 		return rpc_fail(ctx, err.code, "%s", err.msg);
@@ -928,7 +874,7 @@ static int list_alert_notifications(struct rpc_ctx *ctx, const Monitoring__V1__L
 	if (req->page_token != NULL && req->page_token[0] != '\0') {
 		char *cursor = NULL, *id = NULL;
 		int64_t zero, us;
-		if (token_read(c.arena, req->page_token, op.filters, &cursor, &err) != 0 ||
+		if (svc_page_token_read_in(c.arena, req->page_token, op.filters, PAGE_TOKEN_MAX, &cursor, &err) != 0 ||
 		    cursor_read(c.arena, cursor, &zero, &us, &id, &err) != 0)
 			return rpc_fail(ctx, err.code, "%s", err.msg);
 		snprintf(op.at_us, sizeof(op.at_us), "%" PRId64, us);
@@ -1014,11 +960,11 @@ static int stats_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 		s->id = arena_strdup(a, db_result_value(res, i, 0));
 		s->name = arena_strdup(a, db_result_value(res, i, 1));
 		s->status = alerts_rule_status_from_label(db_result_value(res, i, 2));
-		s->total_alerts = parse_i64(db_result_value(res, i, 3));
-		s->active_alerts = parse_i64(db_result_value(res, i, 4));
-		s->resolved_alerts = parse_i64(db_result_value(res, i, 5));
+		s->total_alerts = svc_parse_i64(db_result_value(res, i, 3));
+		s->active_alerts = svc_parse_i64(db_result_value(res, i, 4));
+		s->resolved_alerts = svc_parse_i64(db_result_value(res, i, 5));
 		if (!db_result_is_null(res, i, 6) &&
-		    (s->last_triggered = alerts_ts_from_us(a, parse_i64(db_result_value(res, i, 6)))) == NULL) {
+		    (s->last_triggered = svc_ts_from_us(a, svc_parse_i64(db_result_value(res, i, 6)))) == NULL) {
 			rc = svc_fail_nomem(err);
 			goto out;
 		}
@@ -1045,7 +991,7 @@ static int stats_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 			rc = svc_fail_nomem(err);
 			goto out;
 		}
-		rc = token_make(a, op->filters, cursor, &resp->next_page_token, err);
+		rc = svc_page_token_make_in(a, op->filters, cursor, PAGE_TOKEN_MAX, &resp->next_page_token, err);
 	}
 out:
 	db_result_free(res);
@@ -1059,9 +1005,9 @@ static int get_alert_statistics(struct rpc_ctx *ctx, const Monitoring__V1__GetAl
 	struct mon_error err = {0};
 	call_init(&c, ctx);
 	struct stats_op op = {.call = &c, .resp = resp};
-	int rc = page_size_of(ctx, req->page_size, 50, 500, &op.page_size);
+	int rc = svc_page_size(req->page_size, 50, 500, &op.page_size, &err);
 	if (rc != 0)
-		return rc;
+		return rpc_fail(ctx, rc, "%s", err.msg);
 	int64_t start_ms, end_ms;
 	rc = time_range_us(c.arena, "time_range", req->time_range, &op.start, &op.end, &start_ms, &end_ms, &err);
 	if (rc == 0)
@@ -1081,7 +1027,7 @@ static int get_alert_statistics(struct rpc_ctx *ctx, const Monitoring__V1__GetAl
 	if (req->page_token != NULL && req->page_token[0] != '\0') {
 		char *cursor = NULL, *id = NULL;
 		int64_t total, zero;
-		if (token_read(c.arena, req->page_token, op.filters, &cursor, &err) != 0 ||
+		if (svc_page_token_read_in(c.arena, req->page_token, op.filters, PAGE_TOKEN_MAX, &cursor, &err) != 0 ||
 		    cursor_read(c.arena, cursor, &total, &zero, &id, &err) != 0)
 			return rpc_fail(ctx, err.code, "%s", err.msg);
 		snprintf(op.total, sizeof(op.total), "%" PRId64, total);

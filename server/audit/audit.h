@@ -15,8 +15,8 @@
  * character boundary, and bytes that are not UTF-8 become '?', so an
  * event is never refused for what a client sent.
  */
-#ifndef MON_SERVER_AUDIT_H
-#define MON_SERVER_AUDIT_H
+#ifndef MON_SERVER_AUDIT_AUDIT_H
+#define MON_SERVER_AUDIT_AUDIT_H
 
 #include <stddef.h>
 #include <stdint.h>

@@ -1,6 +1,6 @@
 /*
- * MetricsService: RecordMetrics here, the queries in metrics_query.c, the
- * stream in metrics/watch.c.
+ * MetricsService: the handler table and RecordMetrics here, the queries in
+ * metrics/query.c, the stream in metrics/watch.c.
  *
  * RecordMetrics validates every point before anything is written (each
  * error names points[i].field), refuses two points with the same key in
@@ -9,37 +9,19 @@
  * telemetry, not changes of configuration: they are not written to the
  * audit trail.
  */
-#include "services/metrics.h"
+#include "metrics/service.h"
 
 #include <stdio.h>
 #include <string.h>
 
 #include "alerts/engine.h"
+#include "common/call.h"
 #include "metrics/ingest.h"
-#include "services/common.h"
+#include "metrics/watch.h"
+#include "util/clock.h"
 
 /* Errors kept for the response of one call; more are counted. */
 #define ERRORS_MAX 10000
-
-/* Set once by metrics_service_bind, before the server starts. */
-static int raw_retention_days = METRICS_RAW_RETENTION_DAYS;
-static int rollup_5min_days = 90;
-static int rollup_hourly_days = 365;
-
-int metrics_raw_retention_days(void)
-{
-	return raw_retention_days;
-}
-
-int metrics_5min_retention_days(void)
-{
-	return rollup_5min_days;
-}
-
-int metrics_hourly_retention_days(void)
-{
-	return rollup_hourly_days;
-}
 
 /* ---- duplicate keys within a batch ---- */
 
@@ -110,8 +92,11 @@ static int find_duplicate_keys(struct arena *a, Monitoring__V1__MetricPoint *con
 }
 
 /* Tells the alert evaluator which metrics just got points (each name once). */
-static void notify_engine(struct arena *a, Monitoring__V1__MetricPoint *const *points, size_t count)
+static void notify_engine(struct alerts_engine *engine, struct arena *a, Monitoring__V1__MetricPoint *const *points,
+                          size_t count)
 {
+	if (engine == NULL)
+		return;
 	const char **names = arena_calloc(a, count, sizeof(*names));
 	if (names == NULL)
 		return; /* the periodic evaluation still sees the points */
@@ -123,13 +108,13 @@ static void notify_engine(struct arena *a, Monitoring__V1__MetricPoint *const *p
 		if (j == n)
 			names[n++] = points[i]->metric_name;
 	}
-	alerts_engine_on_metrics(names, n);
+	alerts_engine_on_metrics(engine, names, n);
 }
 
 static int record_metrics(struct rpc_ctx *ctx, const Monitoring__V1__RecordMetricsRequest *req,
                           Monitoring__V1__RecordMetricsResponse *resp)
 {
-	struct db_pool *pool = rpc_ctx_user(ctx);
+	const struct metrics_service *svc = metrics_service_of(ctx);
 	struct arena *a = rpc_ctx_arena(ctx);
 	if (req->validate_only && req->allow_partial)
 		return rpc_fail(ctx, MON_EINVAL, "allow_partial: cannot be combined with validate_only");
@@ -145,13 +130,13 @@ static int record_metrics(struct rpc_ctx *ctx, const Monitoring__V1__RecordMetri
 	bool *is_bad = arena_calloc(a, count, sizeof(*is_bad));
 	if (errs == NULL || is_bad == NULL)
 		return rpc_fail(ctx, MON_ENOMEM, "out of memory validating the batch");
-	int64_t now_ms = svc_wall_ms();
+	int64_t now_ms = mon_wall_ms();
 	/*
 	 * An hour short of raw retention: the rollup job re-aggregates a point's
 	 * bucket only while it is within retention, and this leaves it an hour
 	 * to do so.
 	 */
-	int64_t oldest_ms = now_ms - (int64_t)raw_retention_days * 86400 * 1000 + 3600 * 1000;
+	int64_t oldest_ms = now_ms - (int64_t)svc->raw_retention_days * 86400 * 1000 + 3600 * 1000;
 	size_t n = 0;
 	for (size_t i = 0; i < count; i++)
 		is_bad[i] = metrics_check_point(req->points[i], (int32_t)i, now_ms, oldest_ms, errs, cap, &n) > 0;
@@ -202,11 +187,11 @@ static int record_metrics(struct rpc_ctx *ctx, const Monitoring__V1__RecordMetri
 	}
 	struct metrics_write_result wr = {0};
 	struct mon_error err = {0};
-	int rc = metrics_write(pool, a, rpc_ctx_remaining_ms(ctx), valid, count - rejected, &wr, &err);
+	int rc = metrics_write(svc->pool, a, rpc_ctx_remaining_ms(ctx), valid, count - rejected, &wr, &err);
 	if (rc != 0)
 		return rpc_fail(ctx, rc, "%s", err.msg);
 	if (wr.sequence > 0)
-		notify_engine(a, valid, count - rejected);
+		notify_engine(svc->alerts_engine, a, valid, count - rejected);
 	resp->inserted_count = wr.inserted;
 	resp->updated_count = wr.updated;
 	resp->duplicate_count = wr.duplicates;
@@ -214,19 +199,18 @@ static int record_metrics(struct rpc_ctx *ctx, const Monitoring__V1__RecordMetri
 	return 0;
 }
 
-int metrics_service_bind(struct rpc_server *server, struct db_pool *pool, const struct metrics_service_extra *extra,
-                         struct mon_error *err)
+int metrics_service_bind(struct rpc_server *server, struct metrics_service *svc, struct mon_error *err)
 {
 	struct monitoring_v1_metrics_service_handlers handlers = {
 	        .record_metrics = record_metrics,
-	        .watch_metrics = extra ? extra->watch_metrics : NULL,
+	        .watch_metrics = metrics_watch,
 	};
-	if (extra != NULL && extra->raw_retention_days > 0)
-		raw_retention_days = extra->raw_retention_days;
-	if (extra != NULL && extra->rollup_5min_days > 0)
-		rollup_5min_days = extra->rollup_5min_days;
-	if (extra != NULL && extra->rollup_hourly_days > 0)
-		rollup_hourly_days = extra->rollup_hourly_days;
+	if (svc->raw_retention_days <= 0)
+		svc->raw_retention_days = METRICS_RAW_RETENTION_DAYS;
+	if (svc->rollup_5min_days <= 0)
+		svc->rollup_5min_days = 90;
+	if (svc->rollup_hourly_days <= 0)
+		svc->rollup_hourly_days = 365;
 	metrics_query_handlers(&handlers);
-	return monitoring_v1_metrics_service_bind(server, &handlers, pool, 0, err);
+	return monitoring_v1_metrics_service_bind(server, &handlers, svc, 0, err);
 }

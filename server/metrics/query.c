@@ -14,9 +14,6 @@
  * averages exact). Page tokens carry the clock reading of the first page,
  * so that later pages of a window relative to "now" see the same window.
  */
-#include "services/common.h"
-#include "services/metrics.h"
-
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
@@ -26,16 +23,18 @@
 #include <jansson.h>
 #include <sodium.h>
 
+#include "common/call.h"
+#include "common/page.h"
+#include "common/parse.h"
+#include "common/text.h"
 #include "metrics/ingest.h"
+#include "metrics/service.h"
+#include "util/clock.h"
 
 #define PAGE_TOKEN_MAX 2800
-#define CURSOR_MAX 2048
 #define MINUTE_MS INT64_C(60000)
 #define HOUR_MS INT64_C(3600000)
 #define DAY_MS INT64_C(86400000)
-#define RAW_RETENTION_MS ((int64_t)metrics_raw_retention_days() * DAY_MS)
-#define ROLLUP_5MIN_RETENTION_MS ((int64_t)metrics_5min_retention_days() * DAY_MS)
-#define ROLLUP_HOURLY_RETENTION_MS ((int64_t)metrics_hourly_retention_days() * DAY_MS)
 #define FILTER_VALUES_MAX 100      /* values per repeated filter field */
 #define GROUP_BY_MAX 8             /* group_by keys */
 #define SERIES_MAX 1000            /* series per QueryMetrics */
@@ -43,45 +42,7 @@
 #define MAX_POINTS_CAP 10000       /* points per series */
 #define RESPONSE_POINTS_MAX 100000 /* points per QueryMetrics response; a page holds fewer series beyond */
 #define TREND_BUCKETS_MAX 10000    /* buckets per GetPerformanceTrend */
-#define TAG_KEYS_MAX 100           /* tag keys per MetricDescriptor */
-
-/* ---- small helpers ---- */
-
-static int64_t parse_i64(const char *text)
-{
-	return (int64_t)strtoll(text, NULL, 10);
-}
-
-static Google__Protobuf__Timestamp *ts_from_us(struct arena *a, int64_t us)
-{
-	Google__Protobuf__Timestamp *ts = arena_alloc(a, sizeof(*ts));
-	if (ts == NULL)
-		return NULL;
-	google__protobuf__timestamp__init(ts);
-	ts->seconds = us / 1000000;
-	ts->nanos = (int32_t)(us % 1000000) * 1000;
-	if (ts->nanos < 0) {
-		ts->seconds -= 1;
-		ts->nanos += 1000000000;
-	}
-	return ts;
-}
-
-/* A DoubleValue of a column, NULL for SQL NULL; *is_ok false when out of memory. */
-static Google__Protobuf__DoubleValue *double_value(struct arena *a, const struct db_result *res, int row, int col,
-                                                   bool *is_ok)
-{
-	if (col < 0 || db_result_is_null(res, row, col))
-		return NULL;
-	Google__Protobuf__DoubleValue *v = arena_alloc(a, sizeof(*v));
-	if (v == NULL) {
-		*is_ok = false;
-		return NULL;
-	}
-	google__protobuf__double_value__init(v);
-	v->value = strtod(db_result_value(res, row, col), NULL);
-	return v;
-}
+#define TAG_KEYS_MAX 100           /* tag keys listed per metric name */
 
 static char *ms_text(struct arena *a, int64_t ms)
 {
@@ -162,34 +123,7 @@ static bool is_int_text(const char *p, bool is_signed)
 /* A clock reading of a page token: milliseconds since the epoch up to 9999-12-31. */
 static bool is_clock_text(const char *p)
 {
-	return is_int_text(p, false) && parse_i64(p) <= SVC_TIMESTAMP_SECONDS_MAX * 1000;
-}
-
-static int token_make(struct arena *a, const char *filters, const char *cursor, char **out, struct mon_error *err)
-{
-	*out = arena_alloc(a, PAGE_TOKEN_MAX);
-	if (*out == NULL)
-		return svc_fail_nomem(err);
-	return svc_page_token_make(filters, cursor, *out, PAGE_TOKEN_MAX, err);
-}
-
-/* The cursor of token, checked against filters, in the arena. */
-static int token_read(struct arena *a, const char *token, const char *filters, char **cursor_out, struct mon_error *err)
-{
-	if (strlen(token) >= PAGE_TOKEN_MAX)
-		return mon_error_set(err, MON_EINVAL, "page_token: malformed");
-	*cursor_out = arena_alloc(a, CURSOR_MAX);
-	if (*cursor_out == NULL)
-		return svc_fail_nomem(err);
-	return svc_page_token_read(token, filters, *cursor_out, CURSOR_MAX, err);
-}
-
-static int page_size_of(int32_t requested, int def, int max, int *out, struct mon_error *err)
-{
-	if (requested < 0)
-		return mon_error_set(err, MON_EINVAL, "page_size: must not be negative");
-	*out = requested == 0 ? def : requested > max ? max : requested;
-	return 0;
+	return is_int_text(p, false) && svc_parse_i64(p) <= SVC_TIMESTAMP_SECONDS_MAX * 1000;
 }
 
 /*
@@ -216,41 +150,12 @@ static int read_range(const Monitoring__V1__TimeRange *tr, int64_t now_ms, int64
 	return 0;
 }
 
-/*
- * Valid UTF-8 of at most max_chars characters (and min_chars at least);
- * MON_EINVAL naming field otherwise.
- */
-static int check_text(const char *field, const char *text, size_t min_chars, size_t max_chars, struct mon_error *err)
-{
-	const unsigned char *p = (const unsigned char *)(text ? text : "");
-	size_t chars = 0;
-	for (size_t i = 0; p[i] != '\0'; chars++) {
-		size_t len = p[i] < 0x80             ? 1
-		             : (p[i] & 0xe0) == 0xc0 ? 2
-		             : (p[i] & 0xf0) == 0xe0 ? 3
-		             : (p[i] & 0xf8) == 0xf0 ? 4
-		                                     : 0;
-		if (len == 0)
-			return mon_error_set(err, MON_EINVAL, "%s: must be valid UTF-8", field);
-		for (size_t k = 1; k < len; k++)
-			if ((p[i + k] & 0xc0) != 0x80)
-				return mon_error_set(err, MON_EINVAL, "%s: must be valid UTF-8", field);
-		i += len;
-	}
-	if (chars < min_chars || chars > max_chars) {
-		if (min_chars > 0)
-			return mon_error_set(err, MON_EINVAL, "%s: must be %zu to %zu characters", field, min_chars,
-			                     max_chars);
-		return mon_error_set(err, MON_EINVAL, "%s: at most %zu characters", field, max_chars);
-	}
-	return 0;
-}
-
 /* ---- the call ---- */
 
 struct call {
 	struct rpc_ctx *ctx;
 	struct arena *arena;
+	const struct metrics_service *svc;
 	struct db_pool *pool;
 };
 
@@ -258,7 +163,8 @@ static void call_init(struct call *c, struct rpc_ctx *ctx)
 {
 	c->ctx = ctx;
 	c->arena = rpc_ctx_arena(ctx);
-	c->pool = rpc_ctx_user(ctx);
+	c->svc = metrics_service_of(ctx);
+	c->pool = c->svc->pool;
 }
 
 /* One transaction bounded by the call's deadline (svc_run_tx). */
@@ -352,19 +258,19 @@ static int filter_read(struct arena *a, const Monitoring__V1__MetricFilter *m, s
 		return mon_error_set(err, MON_EINVAL, "filter.tags: at most %d keys", METRICS_TAGS_MAX);
 	for (size_t i = 0; i < m->n_metric_names; i++) {
 		snprintf(field, sizeof(field), "filter.metric_names[%zu]", i);
-		int rc = check_text(field, m->metric_names[i], 1, METRICS_NAME_MAX, err);
+		int rc = svc_check_text(field, m->metric_names[i], 1, METRICS_NAME_MAX, 0, 0, err);
 		if (rc != 0)
 			return rc;
 	}
 	for (size_t i = 0; i < m->n_endpoints; i++) {
 		snprintf(field, sizeof(field), "filter.endpoints[%zu]", i);
-		int rc = check_text(field, m->endpoints[i], 0, METRICS_ENDPOINT_MAX, err);
+		int rc = svc_check_text(field, m->endpoints[i], 0, METRICS_ENDPOINT_MAX, 0, 0, err);
 		if (rc != 0)
 			return rc;
 	}
 	for (size_t i = 0; i < m->n_methods; i++) {
 		snprintf(field, sizeof(field), "filter.methods[%zu]", i);
-		int rc = check_text(field, m->methods[i], 1, 10, err);
+		int rc = svc_check_text(field, m->methods[i], 1, 10, 0, 0, err);
 		if (rc != 0)
 			return rc;
 	}
@@ -383,11 +289,11 @@ static int filter_read(struct arena *a, const Monitoring__V1__MetricFilter *m, s
 			rc = mon_error_set(err, MON_EINVAL, "filter.tags: keys of at most %d bytes",
 			                   METRICS_TAG_KEY_MAX);
 		if (rc == 0)
-			rc = check_text("filter.tags", key, 1, METRICS_TAG_KEY_MAX, err);
+			rc = svc_check_text("filter.tags", key, 1, METRICS_TAG_KEY_MAX, 0, 0, err);
 		if (rc == 0 && strlen(value) > METRICS_TAG_VALUE_MAX)
 			rc = mon_error_set(err, MON_EINVAL, "%s: at most %d bytes", field, METRICS_TAG_VALUE_MAX);
 		if (rc == 0)
-			rc = check_text(field, value, 0, METRICS_TAG_VALUE_MAX, err);
+			rc = svc_check_text(field, value, 0, METRICS_TAG_VALUE_MAX, 0, 0, err);
 		if (rc != 0) {
 			json_decref(tags);
 			return rc;
@@ -477,116 +383,6 @@ static char *filters_text(struct arena *a, const char *kind, json_t *extra, cons
 	" p95, p99, mean, min, max, request_count, error_count, error_rate, throughput, tags::text AS tags,"           \
 	" metric_type::text AS metric_type"
 
-static Monitoring__V1__MetricType metric_type_parse(const char *label)
-{
-	if (strcmp(label, "counter") == 0)
-		return MONITORING__V1__METRIC_TYPE__METRIC_TYPE_COUNTER;
-	if (strcmp(label, "gauge") == 0)
-		return MONITORING__V1__METRIC_TYPE__METRIC_TYPE_GAUGE;
-	if (strcmp(label, "histogram") == 0)
-		return MONITORING__V1__METRIC_TYPE__METRIC_TYPE_HISTOGRAM;
-	if (strcmp(label, "summary") == 0)
-		return MONITORING__V1__METRIC_TYPE__METRIC_TYPE_SUMMARY;
-	return MONITORING__V1__METRIC_TYPE__METRIC_TYPE_UNSPECIFIED;
-}
-
-/* The tags of a jsonb object text as map entries; values that are not strings appear as JSON text. */
-static int tags_from_text(struct arena *a, const char *text, Monitoring__V1__MetricPoint *m, struct mon_error *err)
-{
-	if (text == NULL || text[0] == '\0')
-		return 0;
-	json_t *obj = json_loads(text, JSON_DECODE_ANY, NULL);
-	if (!json_is_object(obj)) {
-		json_decref(obj);
-		return 0;
-	}
-	int rc = 0;
-	size_t n = json_object_size(obj), i = 0;
-	m->tags = n ? arena_calloc(a, n, sizeof(*m->tags)) : NULL;
-	if (n && m->tags == NULL) {
-		rc = svc_fail_nomem(err);
-		goto out;
-	}
-	const char *key;
-	json_t *value;
-	json_object_foreach(obj, key, value)
-	{
-		Monitoring__V1__MetricPoint__TagsEntry *e = arena_alloc(a, sizeof(*e));
-		if (e == NULL) {
-			rc = svc_fail_nomem(err);
-			goto out;
-		}
-		monitoring__v1__metric_point__tags_entry__init(e);
-		e->key = arena_strdup(a, key);
-		if (json_is_string(value)) {
-			e->value = arena_strdup(a, json_string_value(value));
-		} else {
-			char *dumped = json_dumps(value, JSON_COMPACT | JSON_ENCODE_ANY);
-			e->value = arena_strdup(a, dumped ? dumped : "");
-			free(dumped);
-		}
-		if (e->key == NULL || e->value == NULL) {
-			rc = svc_fail_nomem(err);
-			goto out;
-		}
-		m->tags[i++] = e;
-	}
-	m->n_tags = i;
-out:
-	json_decref(obj);
-	return rc;
-}
-
-int metrics_point_from_row(struct arena *a, const struct db_result *res, int row, Monitoring__V1__MetricPoint **out,
-                           struct mon_error *err)
-{
-	static const char *const doubles[] = {"p50", "p95", "p99", "mean", "min", "max", "error_rate", "throughput"};
-	bool is_ok = true;
-	Monitoring__V1__MetricPoint *m = arena_alloc(a, sizeof(*m));
-	if (m == NULL)
-		return svc_fail_nomem(err);
-	monitoring__v1__metric_point__init(m);
-	int time_col = db_result_col(res, "time_us");
-	int name_col = db_result_col(res, "metric_name");
-	if (time_col < 0 || name_col < 0)
-		return mon_error_set(err, MON_EINTERNAL, "metric point row without time_us or metric_name");
-	m->time = ts_from_us(a, parse_i64(db_result_value(res, row, time_col)));
-	m->metric_name = arena_strdup(a, db_result_value(res, row, name_col));
-	int col = db_result_col(res, "endpoint");
-	m->endpoint = arena_strdup(a, col >= 0 ? db_result_value(res, row, col) : "");
-	col = db_result_col(res, "method");
-	m->method = arena_strdup(a, col >= 0 ? db_result_value(res, row, col) : "");
-	col = db_result_col(res, "status_code");
-	if (col >= 0 && !db_result_is_null(res, row, col)) {
-		m->status_code = arena_alloc(a, sizeof(*m->status_code));
-		if (m->status_code == NULL)
-			return svc_fail_nomem(err);
-		google__protobuf__int32_value__init(m->status_code);
-		m->status_code->value = (int32_t)parse_i64(db_result_value(res, row, col));
-	}
-	Google__Protobuf__DoubleValue **slots[] = {&m->p50, &m->p95, &m->p99,        &m->mean,
-	                                           &m->min, &m->max, &m->error_rate, &m->throughput};
-	for (size_t i = 0; i < sizeof(doubles) / sizeof(doubles[0]); i++)
-		*slots[i] = double_value(a, res, row, db_result_col(res, doubles[i]), &is_ok);
-	col = db_result_col(res, "request_count");
-	m->request_count = col >= 0 ? (int32_t)parse_i64(db_result_value(res, row, col)) : 0;
-	col = db_result_col(res, "error_count");
-	m->error_count = col >= 0 ? (int32_t)parse_i64(db_result_value(res, row, col)) : 0;
-	col = db_result_col(res, "metric_type");
-	m->metric_type = col >= 0 ? metric_type_parse(db_result_value(res, row, col))
-	                          : MONITORING__V1__METRIC_TYPE__METRIC_TYPE_GAUGE;
-	if (!is_ok || m->time == NULL || m->metric_name == NULL || m->endpoint == NULL || m->method == NULL)
-		return svc_fail_nomem(err);
-	col = db_result_col(res, "tags");
-	if (col >= 0 && !db_result_is_null(res, row, col)) {
-		int rc = tags_from_text(a, db_result_value(res, row, col), m, err);
-		if (rc != 0)
-			return rc;
-	}
-	*out = m;
-	return 0;
-}
-
 /* ---- ListMetricPoints ---- */
 
 struct points_op {
@@ -647,7 +443,8 @@ static int points_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 		char *cursor = name && endpoint ? arena_printf(a, "%" PRId64 ",%s,%s,%s", op->now_ms,
 		                                               db_result_value(res, shown - 1, 0), name, endpoint)
 		                                : NULL;
-		rc = cursor ? token_make(a, op->filters, cursor, &r->next_page_token, err) : svc_fail_nomem(err);
+		rc = cursor ? svc_page_token_make_in(a, op->filters, cursor, PAGE_TOKEN_MAX, &r->next_page_token, err)
+		            : svc_fail_nomem(err);
 	}
 out:
 	db_result_free(res);
@@ -661,12 +458,12 @@ static int list_metric_points(struct rpc_ctx *ctx, const Monitoring__V1__ListMet
 	struct call c;
 	struct mon_error err = {0};
 	call_init(&c, ctx);
-	struct points_op op = {.call = &c, .resp = resp, .now_ms = svc_wall_ms()};
+	struct points_op op = {.call = &c, .resp = resp, .now_ms = mon_wall_ms()};
 	char *cursor = NULL;
 	char *fields[4];
 	int64_t start_ms, end_ms;
 	const Monitoring__V1__TimeRange *tr = req->time_range;
-	int rc = page_size_of(req->page_size, 500, 5000, &op.page_size, &err);
+	int rc = svc_page_size(req->page_size, 500, 5000, &op.page_size, &err);
 	if (rc == 0)
 		rc = filter_read(c.arena, req->filter, &op.f, &err);
 	if (rc != 0)
@@ -685,7 +482,7 @@ static int list_metric_points(struct rpc_ctx *ctx, const Monitoring__V1__ListMet
 		goto out;
 	}
 	if (req->page_token != NULL && req->page_token[0] != '\0') {
-		rc = token_read(c.arena, req->page_token, op.filters, &cursor, &err);
+		rc = svc_page_token_read_in(c.arena, req->page_token, op.filters, PAGE_TOKEN_MAX, &cursor, &err);
 		if (rc != 0)
 			goto out;
 		if (!split_cursor(cursor, fields, 4) || !is_clock_text(fields[0]) || !is_int_text(fields[1], true) ||
@@ -694,7 +491,7 @@ static int list_metric_points(struct rpc_ctx *ctx, const Monitoring__V1__ListMet
 			rc = mon_error_set(&err, MON_EINVAL, "page_token: malformed");
 			goto out;
 		}
-		op.now_ms = parse_i64(fields[0]);
+		op.now_ms = svc_parse_i64(fields[0]);
 		op.after_us = fields[1];
 	}
 	rc = read_range(tr, op.now_ms, HOUR_MS, &start_ms, &end_ms, &err);
@@ -779,10 +576,10 @@ static int names_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 		}
 		monitoring__v1__metric_descriptor__init(d);
 		d->metric_name = arena_strdup(a, db_result_value(res, i, 0));
-		d->metric_type = metric_type_parse(db_result_value(res, i, 1));
-		d->first_seen = ts_from_us(a, parse_i64(db_result_value(res, i, 2)));
-		d->last_seen = ts_from_us(a, parse_i64(db_result_value(res, i, 3)));
-		d->endpoint_count = (int32_t)parse_i64(db_result_value(res, i, 4));
+		d->metric_type = metrics_type_from_label(db_result_value(res, i, 1));
+		d->first_seen = svc_ts_from_us(a, svc_parse_i64(db_result_value(res, i, 2)));
+		d->last_seen = svc_ts_from_us(a, svc_parse_i64(db_result_value(res, i, 3)));
+		d->endpoint_count = (int32_t)svc_parse_i64(db_result_value(res, i, 4));
 		json_t *keys = json_loads(db_result_value(res, i, 5), 0, NULL);
 		size_t n = json_array_size(keys);
 		d->tag_keys = n ? arena_calloc(a, n, sizeof(*d->tag_keys)) : NULL;
@@ -801,7 +598,8 @@ static int names_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 	r->next_page_token = "";
 	if (rows > op->page_size) {
 		char *cursor = b64_text(a, db_result_value(res, shown - 1, 0));
-		rc = cursor ? token_make(a, op->filters, cursor, &r->next_page_token, err) : svc_fail_nomem(err);
+		rc = cursor ? svc_page_token_make_in(a, op->filters, cursor, PAGE_TOKEN_MAX, &r->next_page_token, err)
+		            : svc_fail_nomem(err);
 	}
 out:
 	db_result_free(res);
@@ -816,9 +614,9 @@ static int list_metric_names(struct rpc_ctx *ctx, const Monitoring__V1__ListMetr
 	struct mon_error err = {0};
 	call_init(&c, ctx);
 	struct names_op op = {.call = &c, .resp = resp, .prefix = req->name_prefix ? req->name_prefix : ""};
-	int rc = page_size_of(req->page_size, 100, 1000, &op.page_size, &err);
+	int rc = svc_page_size(req->page_size, 100, 1000, &op.page_size, &err);
 	if (rc == 0)
-		rc = check_text("name_prefix", op.prefix, 0, METRICS_NAME_MAX, &err);
+		rc = svc_check_text("name_prefix", op.prefix, 0, METRICS_NAME_MAX, 0, 0, &err);
 	if (rc != 0)
 		return rpc_fail(ctx, rc, "%s", err.msg);
 	char *prefix64 = b64_text(c.arena, op.prefix);
@@ -827,7 +625,7 @@ static int list_metric_names(struct rpc_ctx *ctx, const Monitoring__V1__ListMetr
 		return svc_nomem(ctx);
 	if (req->page_token != NULL && req->page_token[0] != '\0') {
 		char *cursor = NULL;
-		if (token_read(c.arena, req->page_token, op.filters, &cursor, &err) != 0)
+		if (svc_page_token_read_in(c.arena, req->page_token, op.filters, PAGE_TOKEN_MAX, &cursor, &err) != 0)
 			return rpc_fail(ctx, err.code, "%s", err.msg);
 		if ((op.after = b64_decode(c.arena, cursor, strlen(cursor))) == NULL || op.after[0] == '\0')
 			return rpc_fail(ctx, MON_EINVAL, "page_token: malformed");
@@ -881,8 +679,8 @@ static int summary_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 		goto out;
 	}
 	monitoring__v1__time_range__init(tr);
-	tr->start_time = ts_from_us(a, op->start_ms * 1000);
-	tr->end_time = ts_from_us(a, op->end_ms * 1000);
+	tr->start_time = svc_ts_from_us(a, op->start_ms * 1000);
+	tr->end_time = svc_ts_from_us(a, op->end_ms * 1000);
 	r->time_range = tr;
 	bool is_ok = tr->start_time != NULL && tr->end_time != NULL;
 	for (int i = 0; i < rows && is_ok; i++) {
@@ -893,13 +691,13 @@ static int summary_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 		}
 		monitoring__v1__endpoint_performance__init(e);
 		e->endpoint = arena_strdup(a, db_result_value(res, i, 0));
-		e->data_points = parse_i64(db_result_value(res, i, 1));
-		e->total_requests = parse_i64(db_result_value(res, i, 2));
-		e->avg_p50 = double_value(a, res, i, 3, &is_ok);
-		e->avg_p95 = double_value(a, res, i, 4, &is_ok);
-		e->avg_p99 = double_value(a, res, i, 5, &is_ok);
-		e->avg_error_rate = double_value(a, res, i, 6, &is_ok);
-		e->total_errors = parse_i64(db_result_value(res, i, 7));
+		e->data_points = svc_parse_i64(db_result_value(res, i, 1));
+		e->total_requests = svc_parse_i64(db_result_value(res, i, 2));
+		e->avg_p50 = svc_double_from_col(a, res, i, 3, &is_ok);
+		e->avg_p95 = svc_double_from_col(a, res, i, 4, &is_ok);
+		e->avg_p99 = svc_double_from_col(a, res, i, 5, &is_ok);
+		e->avg_error_rate = svc_double_from_col(a, res, i, 6, &is_ok);
+		e->total_errors = svc_parse_i64(db_result_value(res, i, 7));
 		is_ok = is_ok && e->endpoint != NULL;
 		r->endpoints[i] = e;
 	}
@@ -921,7 +719,7 @@ static int get_performance_summary(struct rpc_ctx *ctx, const Monitoring__V1__Ge
 	struct mon_error err = {0};
 	call_init(&c, ctx);
 	struct summary_op op = {.call = &c, .resp = resp};
-	int rc = read_range(req->time_range, svc_wall_ms(), DAY_MS, &op.start_ms, &op.end_ms, &err);
+	int rc = read_range(req->time_range, mon_wall_ms(), DAY_MS, &op.start_ms, &op.end_ms, &err);
 	if (rc == 0 && (req->limit < 0 || req->limit > 1000))
 		rc = mon_error_set(&err, MON_EINVAL, "limit: must be 0 to 1000");
 	if (rc == 0)
@@ -991,9 +789,9 @@ static int slowest_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 		monitoring__v1__slow_endpoint__init(e);
 		e->endpoint = arena_strdup(a, db_result_value(res, i, 0));
 		e->avg_p95 = strtod(db_result_value(res, i, 1), NULL);
-		e->max_p99 = double_value(a, res, i, 2, &is_ok);
-		e->data_points = parse_i64(db_result_value(res, i, 3));
-		e->avg_error_rate = double_value(a, res, i, 4, &is_ok);
+		e->max_p99 = svc_double_from_col(a, res, i, 2, &is_ok);
+		e->data_points = svc_parse_i64(db_result_value(res, i, 3));
+		e->avg_error_rate = svc_double_from_col(a, res, i, 4, &is_ok);
 		is_ok = is_ok && e->endpoint != NULL;
 		r->endpoints[i] = e;
 	}
@@ -1008,7 +806,8 @@ static int slowest_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 		char *cursor = endpoint ? arena_printf(a, "%" PRId64 ",%s,%s", op->now_ms,
 		                                       db_result_value(res, shown - 1, 5), endpoint)
 		                        : NULL;
-		rc = cursor ? token_make(a, op->filters, cursor, &r->next_page_token, err) : svc_fail_nomem(err);
+		rc = cursor ? svc_page_token_make_in(a, op->filters, cursor, PAGE_TOKEN_MAX, &r->next_page_token, err)
+		            : svc_fail_nomem(err);
 	}
 out:
 	db_result_free(res);
@@ -1037,7 +836,7 @@ static int list_slowest_endpoints(struct rpc_ctx *ctx, const Monitoring__V1__Lis
 	struct call c;
 	struct mon_error err = {0};
 	call_init(&c, ctx);
-	struct slowest_op op = {.call = &c, .resp = resp, .now_ms = svc_wall_ms()};
+	struct slowest_op op = {.call = &c, .resp = resp, .now_ms = mon_wall_ms()};
 	const Monitoring__V1__TimeRange *tr = req->time_range;
 	double threshold = req->p95_threshold_ms ? req->p95_threshold_ms->value : 1000.0;
 	char *fields[3];
@@ -1048,7 +847,7 @@ static int list_slowest_endpoints(struct rpc_ctx *ctx, const Monitoring__V1__Lis
 	else if (threshold < 0)
 		rc = mon_error_set(&err, MON_EINVAL, "p95_threshold_ms: must not be negative");
 	if (rc == 0)
-		rc = page_size_of(req->page_size, 50, 500, &op.page_size, &err);
+		rc = svc_page_size(req->page_size, 50, 500, &op.page_size, &err);
 	if (rc == 0)
 		rc = filter_read(c.arena, req->filter, &op.f, &err);
 	if (rc != 0)
@@ -1073,7 +872,7 @@ static int list_slowest_endpoints(struct rpc_ctx *ctx, const Monitoring__V1__Lis
 	}
 	if (req->page_token != NULL && req->page_token[0] != '\0') {
 		char *cursor = NULL;
-		rc = token_read(c.arena, req->page_token, op.filters, &cursor, &err);
+		rc = svc_page_token_read_in(c.arena, req->page_token, op.filters, PAGE_TOKEN_MAX, &cursor, &err);
 		if (rc != 0)
 			goto out;
 		if (!split_cursor(cursor, fields, 3) || !is_clock_text(fields[0]) || !is_numeric_text(fields[1]) ||
@@ -1081,7 +880,7 @@ static int list_slowest_endpoints(struct rpc_ctx *ctx, const Monitoring__V1__Lis
 			rc = mon_error_set(&err, MON_EINVAL, "page_token: malformed");
 			goto out;
 		}
-		op.now_ms = parse_i64(fields[0]);
+		op.now_ms = svc_parse_i64(fields[0]);
 		op.after_avg = fields[1];
 	}
 	rc = read_range(tr, op.now_ms, DAY_MS, &start_ms, &end_ms, &err);
@@ -1190,14 +989,14 @@ static int trend_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 			break;
 		}
 		monitoring__v1__performance_trend_bucket__init(b);
-		b->bucket = ts_from_us(a, parse_i64(db_result_value(res, i, 0)));
+		b->bucket = svc_ts_from_us(a, svc_parse_i64(db_result_value(res, i, 0)));
 		b->endpoint = arena_strdup(a, db_result_value(res, i, 1));
-		b->avg_p50 = double_value(a, res, i, 2, &is_ok);
-		b->avg_p95 = double_value(a, res, i, 3, &is_ok);
-		b->avg_p99 = double_value(a, res, i, 4, &is_ok);
-		b->total_requests = parse_i64(db_result_value(res, i, 5));
-		b->total_errors = parse_i64(db_result_value(res, i, 6));
-		b->error_rate_percent = double_value(a, res, i, 7, &is_ok);
+		b->avg_p50 = svc_double_from_col(a, res, i, 2, &is_ok);
+		b->avg_p95 = svc_double_from_col(a, res, i, 3, &is_ok);
+		b->avg_p99 = svc_double_from_col(a, res, i, 4, &is_ok);
+		b->total_requests = svc_parse_i64(db_result_value(res, i, 5));
+		b->total_errors = svc_parse_i64(db_result_value(res, i, 6));
+		b->error_rate_percent = svc_double_from_col(a, res, i, 7, &is_ok);
 		is_ok = is_ok && b->bucket != NULL && b->endpoint != NULL;
 		r->buckets[i] = b;
 	}
@@ -1220,9 +1019,9 @@ static int get_performance_trend(struct rpc_ctx *ctx, const Monitoring__V1__GetP
 	call_init(&c, ctx);
 	struct trend_op op = {.call = &c, .resp = resp, .endpoint = req->endpoint ? req->endpoint : ""};
 	int64_t start_ms, end_ms;
-	int rc = read_range(req->time_range, svc_wall_ms(), 7 * DAY_MS, &start_ms, &end_ms, &err);
+	int rc = read_range(req->time_range, mon_wall_ms(), 7 * DAY_MS, &start_ms, &end_ms, &err);
 	if (rc == 0)
-		rc = check_text("endpoint", op.endpoint, 0, METRICS_ENDPOINT_MAX, &err);
+		rc = svc_check_text("endpoint", op.endpoint, 0, METRICS_ENDPOINT_MAX, 0, 0, &err);
 	if (rc == 0) {
 		switch (req->granularity) {
 		case MONITORING__V1__GRANULARITY__GRANULARITY_UNSPECIFIED:
@@ -1534,7 +1333,7 @@ static int query_groups(struct db_conn *conn, struct query_op *op, struct mon_er
 		}
 		crypto_generichash_final(&st, h, sizeof(h));
 		sodium_bin2hex(g->hash, sizeof(g->hash), h, sizeof(h));
-		g->raw_points = parse_i64(db_result_value(res, i, op->key_n));
+		g->raw_points = svc_parse_i64(db_result_value(res, i, op->key_n));
 	}
 	op->group_n = rows;
 out:
@@ -1557,10 +1356,12 @@ static int query_plan(struct db_conn *conn, struct query_op *op, struct mon_erro
 	static const Monitoring__V1__Granularity coarser[] = {MONITORING__V1__GRANULARITY__GRANULARITY_FIVE_MINUTES,
 	                                                      MONITORING__V1__GRANULARITY__GRANULARITY_ONE_HOUR,
 	                                                      MONITORING__V1__GRANULARITY__GRANULARITY_ONE_DAY};
-	const int64_t retention_ms[] = {ROLLUP_5MIN_RETENTION_MS, ROLLUP_HOURLY_RETENTION_MS, INT64_MAX};
+	const struct metrics_service *svc = op->call->svc;
+	const int64_t retention_ms[] = {(int64_t)svc->rollup_5min_days * DAY_MS,
+	                                (int64_t)svc->rollup_hourly_days * DAY_MS, INT64_MAX};
 	int rc;
 	if (op->gran == MONITORING__V1__GRANULARITY__GRANULARITY_AUTO) {
-		if (op->start_ms >= op->now_ms - RAW_RETENTION_MS) {
+		if (op->start_ms >= op->now_ms - (int64_t)svc->raw_retention_days * DAY_MS) {
 			query_resolve(op, MONITORING__V1__GRANULARITY__GRANULARITY_RAW);
 			rc = query_groups(conn, op, err);
 			if (rc != 0 || max_raw_points(op) <= op->max_points)
@@ -1704,7 +1505,7 @@ static int query_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 	if (op->width_ms > 0) {
 		times = arena_calloc(a, (size_t)(bucket_n ? bucket_n : 1), sizeof(*times));
 		for (int64_t i = 0; times != NULL && i < bucket_n; i++)
-			if ((times[i] = ts_from_us(a, (op->lo_ms + i * op->width_ms) * 1000)) == NULL)
+			if ((times[i] = svc_ts_from_us(a, (op->lo_ms + i * op->width_ms) * 1000)) == NULL)
 				times = NULL;
 		if (times == NULL) {
 			rc = svc_fail_nomem(err);
@@ -1757,17 +1558,17 @@ static int query_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 		ts->n_points = (size_t)n;
 		bool is_ok = true;
 		for (int row = g->row_first; row < g->row_end; row++) {
-			int64_t us = parse_i64(db_result_value(res, row, time_col));
+			int64_t us = svc_parse_i64(db_result_value(res, row, time_col));
 			int64_t i = row - g->row_first;
 			if (op->width_ms > 0) {
 				i = (us / 1000 - op->lo_ms) / op->width_ms;
 				if (i < 0 || i >= n)
 					continue;
-			} else if ((pts[i].time = ts_from_us(a, us)) == NULL) {
+			} else if ((pts[i].time = svc_ts_from_us(a, us)) == NULL) {
 				is_ok = false;
 			}
-			pts[i].sample_count = parse_i64(db_result_value(res, row, count_col));
-			pts[i].value = double_value(a, res, row, value_col, &is_ok);
+			pts[i].sample_count = svc_parse_i64(db_result_value(res, row, count_col));
+			pts[i].value = svc_double_from_col(a, res, row, value_col, &is_ok);
 		}
 		if (!is_ok) {
 			rc = svc_fail_nomem(err);
@@ -1779,7 +1580,8 @@ static int query_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 		const struct group *g = &op->groups[(end - 1) / op->stat_n];
 		char *cursor = arena_printf(a, "%" PRId64 ",%d,%s,%d,%d", op->now_ms, (int)op->gran, g->hash,
 		                            (int)((end - 1) / op->stat_n), (int)((end - 1) % op->stat_n) + 1);
-		rc = cursor ? token_make(a, op->filters, cursor, &r->next_page_token, err) : svc_fail_nomem(err);
+		rc = cursor ? svc_page_token_make_in(a, op->filters, cursor, PAGE_TOKEN_MAX, &r->next_page_token, err)
+		            : svc_fail_nomem(err);
 	}
 out:
 	db_result_free(res);
@@ -1854,7 +1656,7 @@ static int query_read_group_by(struct arena *a, const Monitoring__V1__QueryMetri
 			return mon_error_set(
 			        err, MON_EINVAL,
 			        "%s: unknown key; use metric_name, endpoint, method, status_code or tags.<key>", field);
-		int rc = check_text(field, key + 5, 1, METRICS_TAG_KEY_MAX, err);
+		int rc = svc_check_text(field, key + 5, 1, METRICS_TAG_KEY_MAX, 0, 0, err);
 		if (rc == 0 && strlen(key + 5) > METRICS_TAG_KEY_MAX)
 			rc = mon_error_set(err, MON_EINVAL, "%s: tag keys of at most %d bytes", field,
 			                   METRICS_TAG_KEY_MAX);
@@ -1875,18 +1677,18 @@ static int query_read_group_by(struct arena *a, const Monitoring__V1__QueryMetri
 static int query_read_cursor(struct arena *a, const char *token, struct query_op *op, struct mon_error *err)
 {
 	char *cursor = NULL, *fields[5];
-	int rc = token_read(a, token, op->filters, &cursor, err);
+	int rc = svc_page_token_read_in(a, token, op->filters, PAGE_TOKEN_MAX, &cursor, err);
 	if (rc != 0)
 		return rc;
 	if (!split_cursor(cursor, fields, 5) || !is_clock_text(fields[0]) || !is_int_text(fields[1], false) ||
 	    strlen(fields[2]) != 16 || !is_int_text(fields[3], false) || !is_int_text(fields[4], false))
 		return mon_error_set(err, MON_EINVAL, "page_token: malformed");
-	int64_t gran = parse_i64(fields[1]), group = parse_i64(fields[3]), stat = parse_i64(fields[4]);
+	int64_t gran = svc_parse_i64(fields[1]), group = svc_parse_i64(fields[3]), stat = svc_parse_i64(fields[4]);
 	if (gran < MONITORING__V1__GRANULARITY__GRANULARITY_RAW ||
 	    gran > MONITORING__V1__GRANULARITY__GRANULARITY_ONE_DAY || (!op->is_auto && gran != op->gran) ||
 	    group >= SERIES_MAX || stat > op->stat_n)
 		return mon_error_set(err, MON_EINVAL, "page_token: malformed");
-	op->now_ms = parse_i64(fields[0]);
+	op->now_ms = svc_parse_i64(fields[0]);
 	op->gran = (Monitoring__V1__Granularity)gran;
 	op->cursor_hash = fields[2];
 	op->cursor_group = (int)group;
@@ -1901,7 +1703,7 @@ static int query_metrics(struct rpc_ctx *ctx, const Monitoring__V1__QueryMetrics
 	struct call c;
 	struct mon_error err = {0};
 	call_init(&c, ctx);
-	struct query_op op = {.call = &c, .resp = resp, .now_ms = svc_wall_ms(), .can_use_rollup = true};
+	struct query_op op = {.call = &c, .resp = resp, .now_ms = mon_wall_ms(), .can_use_rollup = true};
 	const Monitoring__V1__TimeRange *tr = req->time_range;
 	json_t *extra = NULL;
 	int rc = query_read_stats(req, &op, &err);
@@ -1924,7 +1726,7 @@ static int query_metrics(struct rpc_ctx *ctx, const Monitoring__V1__QueryMetrics
 	if (rc == 0 && req->max_points < 0)
 		rc = mon_error_set(&err, MON_EINVAL, "max_points: must not be negative");
 	if (rc == 0)
-		rc = page_size_of(req->page_size, 100, SERIES_MAX, &op.page_size, &err);
+		rc = svc_page_size(req->page_size, 100, SERIES_MAX, &op.page_size, &err);
 	if (rc == 0)
 		rc = filter_read(c.arena, req->filter, &op.f, &err);
 	if (rc != 0)
@@ -1966,11 +1768,11 @@ static int query_metrics(struct rpc_ctx *ctx, const Monitoring__V1__QueryMetrics
 	}
 	rc = read_range(tr, op.now_ms, HOUR_MS, &op.start_ms, &op.end_ms, &err);
 	if (rc == 0 && op.gran == MONITORING__V1__GRANULARITY__GRANULARITY_RAW &&
-	    op.start_ms < op.now_ms - RAW_RETENTION_MS)
+	    op.start_ms < op.now_ms - (int64_t)c.svc->raw_retention_days * DAY_MS)
 		rc = mon_error_set(&err, MON_EINVAL,
 		                   "granularity: RAW reaches back %d days (raw retention) and time_range.start_time "
 		                   "is older; use FIVE_MINUTES or coarser",
-		                   metrics_raw_retention_days());
+		                   c.svc->raw_retention_days);
 	if (rc != 0)
 		goto out;
 	json_decref(extra);

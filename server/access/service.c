@@ -25,8 +25,7 @@
  * with INTERNAL after writing its change and audit event, inside the
  * transaction, so that tests can check that both roll back together.
  */
-#include "services/access.h"
-#include "services/common.h"
+#include "access/service.h"
 
 #include <inttypes.h>
 #include <stdio.h>
@@ -37,9 +36,14 @@
 #include <jansson.h>
 #include <sodium.h>
 
-#include "audit.h"
-#include "identity.h"
+#include "access/identity.h"
+#include "audit/audit.h"
+#include "common/call.h"
+#include "common/page.h"
+#include "common/parse.h"
+#include "common/text.h"
 #include "monitoring/v1/access.mon-server.h"
+#include "util/clock.h"
 #include "util/log.h"
 
 #define MODULE "access"
@@ -51,14 +55,6 @@
 #define CERT_SUBJECT_MAX 255
 #define DESCRIPTION_MAX 255
 /* 9999-12-31T23:59:59Z: the latest time a Timestamp may hold. */
-
-struct access_service {
-	struct db_pool *pool;
-	bool is_failing_after_write; /* failpoint access.after_write */
-};
-
-/* The service's state: one per process, set by access_service_bind. */
-static struct access_service the_service;
 
 /* ---- pure checks ---- */
 
@@ -150,26 +146,7 @@ int access_check_email(const char *field, const char *email, struct mon_error *e
 
 int access_check_text(const char *field, const char *text, size_t max_bytes, bool is_required, struct mon_error *err)
 {
-	size_t n = text ? strlen(text) : 0;
-	if (n == 0)
-		return is_required ? mon_error_set(err, MON_EINVAL, "%s: must be set", field) : 0;
-	if (n > max_bytes)
-		return mon_error_set(err, MON_EINVAL, "%s: at most %zu bytes", field, max_bytes);
-	for (size_t i = 0; i < n; i++) {
-		unsigned char c = (unsigned char)text[i];
-		if (c < 0x20 || c == 0x7f)
-			return mon_error_set(err, MON_EINVAL, "%s: must not contain control characters", field);
-	}
-	/* Valid UTF-8 survives clipping unchanged. */
-	char *copy = malloc(n + 1);
-	if (copy == NULL)
-		return mon_error_set(err, MON_ENOMEM, "out of memory");
-	audit_clip_text(text, n, copy, n + 1);
-	bool is_valid = strcmp(copy, text) == 0;
-	free(copy);
-	if (!is_valid)
-		return mon_error_set(err, MON_EINVAL, "%s: must be valid UTF-8", field);
-	return 0;
+	return svc_check_text(field, text, is_required ? 1 : 0, SIZE_MAX, max_bytes, SVC_TEXT_NO_C0, err);
 }
 
 /* ---- page tokens ---- */
@@ -194,7 +171,7 @@ int access_page_token_read(const char *token, const char *filters, char *cursor_
 struct call {
 	struct rpc_ctx *ctx;
 	struct arena *arena;
-	struct access_service *svc;
+	const struct access_service *svc;
 	const struct rpc_identity *who; /* NULL: anonymous, on a server without authentication */
 	bool is_admin;
 };
@@ -203,7 +180,7 @@ static void call_init(struct call *c, struct rpc_ctx *ctx)
 {
 	c->ctx = ctx;
 	c->arena = rpc_ctx_arena(ctx);
-	c->svc = rpc_ctx_user(ctx);
+	c->svc = access_service_of(ctx);
 	c->who = rpc_ctx_identity(ctx);
 	c->is_admin = c->who == NULL || c->who->role >= RPC_ROLE_ADMIN;
 }
@@ -271,11 +248,6 @@ static const char caller_columns_sql[] = "SELECT id, email, team, role::text, co
                                          " floor(extract(epoch FROM disabled_at) * 1000)::bigint"
                                          " FROM tb_caller ";
 
-static int64_t parse_i64(const char *text)
-{
-	return (int64_t)strtoll(text, NULL, 10);
-}
-
 static void caller_from_result(const struct db_result *res, int row, struct caller_row *out)
 {
 	memset(out, 0, sizeof(*out));
@@ -285,9 +257,9 @@ static void caller_from_result(const struct db_result *res, int row, struct call
 	if (identity_role_parse(db_result_value(res, row, 3), &out->c.role) != 0)
 		out->c.role = RPC_ROLE_NONE;
 	snprintf(out->c.cert_subject, sizeof(out->c.cert_subject), "%s", db_result_value(res, row, 4));
-	out->c.created_at_ms = parse_i64(db_result_value(res, row, 5));
-	out->updated_at_ms = parse_i64(db_result_value(res, row, 6));
-	out->c.disabled_at_ms = parse_i64(db_result_value(res, row, 7));
+	out->c.created_at_ms = svc_parse_i64(db_result_value(res, row, 5));
+	out->updated_at_ms = svc_parse_i64(db_result_value(res, row, 6));
+	out->c.disabled_at_ms = svc_parse_i64(db_result_value(res, row, 7));
 }
 
 /* Reads one caller (locked FOR UPDATE when is_locking); MON_ENOTFOUND when absent. */
@@ -349,10 +321,10 @@ static void key_from_result(const struct db_result *res, int row, struct identit
 	snprintf(out->id, sizeof(out->id), "%s", db_result_value(res, row, 0));
 	snprintf(out->caller_id, sizeof(out->caller_id), "%s", db_result_value(res, row, 1));
 	snprintf(out->description, sizeof(out->description), "%s", db_result_value(res, row, 2));
-	out->created_at_ms = parse_i64(db_result_value(res, row, 3));
-	out->expires_at_ms = parse_i64(db_result_value(res, row, 4));
-	out->revoked_at_ms = parse_i64(db_result_value(res, row, 5));
-	out->last_used_at_ms = parse_i64(db_result_value(res, row, 6));
+	out->created_at_ms = svc_parse_i64(db_result_value(res, row, 3));
+	out->expires_at_ms = svc_parse_i64(db_result_value(res, row, 4));
+	out->revoked_at_ms = svc_parse_i64(db_result_value(res, row, 5));
+	out->last_used_at_ms = svc_parse_i64(db_result_value(res, row, 6));
 }
 
 /* The key as the API shows it (never the secret), for audit events. New reference, NULL when out of memory. */
@@ -645,18 +617,10 @@ static int list_callers_tx(struct db_conn *conn, void *arg, struct mon_error *er
 	rc = db_exec(conn, sql, 3, params, &res, err);
 	if (rc != 0)
 		goto out;
-	op->resp->total_size = (int32_t)parse_i64(db_result_value(res, 0, 0));
+	op->resp->total_size = (int32_t)svc_parse_i64(db_result_value(res, 0, 0));
 out:
 	db_result_free(res);
 	return rc;
-}
-
-static int page_size_of(struct rpc_ctx *ctx, int32_t requested, int *out)
-{
-	if (requested < 0)
-		return rpc_fail(ctx, MON_EINVAL, "page_size: must not be negative");
-	*out = requested == 0 ? PAGE_SIZE_DEFAULT : requested > PAGE_SIZE_MAX ? PAGE_SIZE_MAX : requested;
-	return 0;
 }
 
 /*
@@ -670,9 +634,9 @@ static int list_callers(struct rpc_ctx *ctx, const Monitoring__V1__ListCallersRe
 	struct mon_error err = {0};
 	call_init(&c, ctx);
 	struct list_callers_op op = {.call = &c, .team = req->team ? req->team : "", .resp = resp};
-	int rc = page_size_of(ctx, req->page_size, &op.page_size);
+	int rc = svc_page_size(req->page_size, PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX, &op.page_size, &err);
 	if (rc != 0)
-		return rc;
+		return rpc_fail(ctx, rc, "%s", err.msg);
 	if (access_check_text("team", op.team, TEAM_MAX, false, &err) != 0)
 		return rpc_fail(ctx, MON_EINVAL, "%s", err.msg);
 	bool has_role[4] = {false, false, false, false};
@@ -974,7 +938,7 @@ static int create_api_key(struct rpc_ctx *ctx, const Monitoring__V1__CreateApiKe
 		rc = access_check_text("description", op.description, DESCRIPTION_MAX, false, &err);
 	if (rc == 0 && req->expires_at != NULL) {
 		rc = svc_time_ms("expires_at", req->expires_at, &op.expires_at_ms, &err);
-		if (rc == 0 && op.expires_at_ms <= svc_wall_ms())
+		if (rc == 0 && op.expires_at_ms <= mon_wall_ms())
 			rc = mon_error_set(&err, MON_EINVAL, "expires_at: must be in the future");
 	}
 	if (rc != 0)
@@ -1087,9 +1051,9 @@ static int list_api_keys(struct rpc_ctx *ctx, const Monitoring__V1__ListApiKeysR
 	struct mon_error err = {0};
 	call_init(&c, ctx);
 	struct list_keys_op op = {.call = &c, .show_revoked = req->show_revoked, .resp = resp};
-	int rc = page_size_of(ctx, req->page_size, &op.page_size);
+	int rc = svc_page_size(req->page_size, PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX, &op.page_size, &err);
 	if (rc != 0)
-		return rc;
+		return rpc_fail(ctx, rc, "%s", err.msg);
 	if (req->caller_id != NULL && req->caller_id[0] != '\0') {
 		if (check_caller_ref("caller_id", req->caller_id, &err) != 0)
 			return rpc_fail(ctx, MON_EINVAL, "%s", err.msg);
@@ -1240,7 +1204,7 @@ static int update_api_key(struct rpc_ctx *ctx, const Monitoring__V1__UpdateApiKe
 		rc = access_check_text("api_key.description", op.description, DESCRIPTION_MAX, false, &err);
 	if (rc == 0 && has[1] && k->expires_at != NULL) {
 		rc = svc_time_ms("api_key.expires_at", k->expires_at, &op.expires_at_ms, &err);
-		if (rc == 0 && op.expires_at_ms <= svc_wall_ms())
+		if (rc == 0 && op.expires_at_ms <= mon_wall_ms())
 			rc = mon_error_set(&err, MON_EINVAL, "api_key.expires_at: must be in the future");
 	}
 	if (rc != 0)
@@ -1258,7 +1222,7 @@ static int update_api_key(struct rpc_ctx *ctx, const Monitoring__V1__UpdateApiKe
 
 /* ---- binding ---- */
 
-int access_service_bind(struct rpc_server *server, struct db_pool *pool, struct mon_error *err)
+int access_service_bind(struct rpc_server *server, struct access_service *svc, struct mon_error *err)
 {
 	static const struct monitoring_v1_access_service_handlers handlers = {
 	        .get_caller_identity = get_caller_identity,
@@ -1275,10 +1239,9 @@ int access_service_bind(struct rpc_server *server, struct db_pool *pool, struct 
 	if (sodium_init() < 0)
 		return mon_error_set(err, MON_EINTERNAL, "libsodium could not be initialised");
 	const char *failpoints = getenv("MONITORD_FAILPOINTS");
-	the_service.pool = pool;
-	the_service.is_failing_after_write = failpoints != NULL && strstr(failpoints, "access.after_write") != NULL;
-	if (the_service.is_failing_after_write)
+	svc->is_failing_after_write = failpoints != NULL && strstr(failpoints, "access.after_write") != NULL;
+	if (svc->is_failing_after_write)
 		log_warn("msg=\"test failpoint on: every AccessService change fails after its write\" "
 		         "failpoint=access.after_write");
-	return monitoring_v1_access_service_bind(server, &handlers, &the_service, 0, err);
+	return monitoring_v1_access_service_bind(server, &handlers, svc, 0, err);
 }

@@ -12,8 +12,7 @@
  * it was made for. Uptime figures come from SQL functions of
  * sql/0008_health.sql (time-weighted, docs/api.md).
  */
-#include "services/common.h"
-#include "services/health.h"
+#include "health/service.h"
 
 #include <inttypes.h>
 #include <math.h>
@@ -25,8 +24,13 @@
 #include <jansson.h>
 #include <sodium.h>
 
-#include "audit.h"
+#include "audit/audit.h"
+#include "common/call.h"
+#include "common/page.h"
+#include "common/parse.h"
+#include "common/text.h"
 #include "health/store.h"
+#include "util/clock.h"
 #include "util/log.h"
 
 #define MODULE "health"
@@ -60,67 +64,10 @@ int health_check_id(const char *field, const char *id, struct mon_error *err)
 	return 0;
 }
 
-/*
- * Valid UTF-8 without control characters, at most max_bytes; the number of
- * characters goes to *chars_out. MON_EINVAL naming field otherwise.
- */
-static int check_utf8(const char *field, const char *text, size_t max_bytes, size_t *chars_out, struct mon_error *err)
-{
-	const unsigned char *p = (const unsigned char *)(text ? text : "");
-	size_t n = strlen((const char *)p), chars = 0;
-	if (n > max_bytes)
-		return mon_error_set(err, MON_EINVAL, "%s: at most %zu bytes", field, max_bytes);
-	for (size_t i = 0; i < n; chars++) {
-		unsigned char c = p[i];
-		size_t len;
-		uint32_t cp;
-		if (c < 0x80) {
-			if (c < 0x20 || c == 0x7f)
-				return mon_error_set(err, MON_EINVAL, "%s: must not contain control characters", field);
-			i++;
-			continue;
-		} else if ((c & 0xe0) == 0xc0) {
-			len = 2;
-			cp = c & 0x1f;
-		} else if ((c & 0xf0) == 0xe0) {
-			len = 3;
-			cp = c & 0x0f;
-		} else if ((c & 0xf8) == 0xf0) {
-			len = 4;
-			cp = c & 0x07;
-		} else {
-			return mon_error_set(err, MON_EINVAL, "%s: must be valid UTF-8", field);
-		}
-		if (i + len > n)
-			return mon_error_set(err, MON_EINVAL, "%s: must be valid UTF-8", field);
-		for (size_t k = 1; k < len; k++) {
-			if ((p[i + k] & 0xc0) != 0x80)
-				return mon_error_set(err, MON_EINVAL, "%s: must be valid UTF-8", field);
-			cp = (cp << 6) | (p[i + k] & 0x3f);
-		}
-		if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) ||
-		    cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-			return mon_error_set(err, MON_EINVAL, "%s: must be valid UTF-8", field);
-		if (cp >= 0x80 && cp <= 0x9f)
-			return mon_error_set(err, MON_EINVAL, "%s: must not contain control characters", field);
-		i += len;
-	}
-	if (chars_out != NULL)
-		*chars_out = chars;
-	return 0;
-}
-
 int health_check_name(const char *field, const char *name, struct mon_error *err)
 {
-	size_t chars = 0;
-	if (name == NULL || name[0] == '\0')
-		return mon_error_set(err, MON_EINVAL, "%s: must be set", field);
-	int rc = check_utf8(field, name, HEALTH_NAME_MAX_CHARS * 4, &chars, err);
-	if (rc != 0)
-		return rc;
-	if (chars > HEALTH_NAME_MAX_CHARS)
-		return mon_error_set(err, MON_EINVAL, "%s: at most %d characters", field, HEALTH_NAME_MAX_CHARS);
-	return 0;
+	return svc_check_text(field, name, 1, HEALTH_NAME_MAX_CHARS, HEALTH_NAME_MAX_CHARS * 4, SVC_TEXT_NO_CONTROLS,
+	                      err);
 }
 
 static bool is_host_char(char c)
@@ -249,43 +196,6 @@ bool health_uptime_percent(int64_t up_ms, int64_t down_ms, double *out)
 	return true;
 }
 
-static int token_make(struct arena *a, const char *filters, const char *cursor, char **out, struct mon_error *err)
-{
-	*out = arena_alloc(a, PAGE_TOKEN_MAX);
-	if (*out == NULL)
-		return mon_error_set(err, MON_ENOMEM, "response larger than the call's memory cap");
-	return svc_page_token_make(filters, cursor, *out, PAGE_TOKEN_MAX, err);
-}
-
-/* The cursor of token, checked against filters, copied into the arena. */
-static int token_read(struct arena *a, const char *token, const char *filters, char **cursor_out, struct mon_error *err)
-{
-	size_t len = strlen(token) + 1;
-	if (len > PAGE_TOKEN_MAX)
-		return mon_error_set(err, MON_EINVAL, "page_token: malformed");
-	*cursor_out = arena_alloc(a, len);
-	if (*cursor_out == NULL)
-		return mon_error_set(err, MON_ENOMEM, "out of memory");
-	return svc_page_token_read(token, filters, *cursor_out, len, err);
-}
-
-/* ---- times ---- */
-
-static Google__Protobuf__Timestamp *ts_from_us(struct arena *a, int64_t us)
-{
-	Google__Protobuf__Timestamp *ts = arena_alloc(a, sizeof(*ts));
-	if (ts == NULL)
-		return NULL;
-	google__protobuf__timestamp__init(ts);
-	ts->seconds = us / 1000000;
-	ts->nanos = (int32_t)(us % 1000000) * 1000;
-	if (ts->nanos < 0) {
-		ts->seconds -= 1;
-		ts->nanos += 1000000000;
-	}
-	return ts;
-}
-
 /* RFC 3339 in UTC with microseconds. New reference. */
 static json_t *json_time_us(int64_t us)
 {
@@ -296,11 +206,6 @@ static json_t *json_time_us(int64_t us)
 		return json_null();
 	snprintf(text, sizeof(text), "%s.%06dZ", date, (int)(us % 1000000));
 	return json_string(text);
-}
-
-static int64_t parse_i64(const char *text)
-{
-	return (int64_t)strtoll(text, NULL, 10);
 }
 
 /* ---- google.protobuf.Struct <-> JSON ---- */
@@ -487,7 +392,7 @@ static void call_init(struct call *c, struct rpc_ctx *ctx)
 {
 	c->ctx = ctx;
 	c->arena = rpc_ctx_arena(ctx);
-	c->pool = rpc_ctx_user(ctx);
+	c->pool = health_service_of(ctx)->pool;
 }
 
 /* One transaction bounded by the call's deadline (svc_run_tx). */
@@ -507,21 +412,6 @@ static int run_tx(struct call *c, db_tx_fn fn, void *arg)
 	" (extract(epoch FROM s.updated_at) * 1000000)::bigint"
 #define SERVICE_COLUMN_N 16
 
-static Google__Protobuf__DoubleValue *double_value(struct arena *a, const struct db_result *res, int row, int col,
-                                                   bool *is_ok)
-{
-	if (db_result_is_null(res, row, col))
-		return NULL;
-	Google__Protobuf__DoubleValue *v = arena_alloc(a, sizeof(*v));
-	if (v == NULL) {
-		*is_ok = false;
-		return NULL;
-	}
-	google__protobuf__double_value__init(v);
-	v->value = strtod(db_result_value(res, row, col), NULL);
-	return v;
-}
-
 /* The service of row (columns from col) as a message in the arena; NULL when out of memory. */
 static Monitoring__V1__MonitoredService *svc_msg(struct arena *a, const struct db_result *res, int row, int col)
 {
@@ -537,18 +427,18 @@ static Monitoring__V1__MonitoredService *svc_msg(struct arena *a, const struct d
 	m->description = arena_strdup(a, db_result_value(res, row, col + 2));
 	m->service_type = arena_strdup(a, db_result_value(res, row, col + 3));
 	m->status = (Monitoring__V1__ServiceStatus)health_status_parse(db_result_value(res, row, col + 4));
-	m->last_check = ts_from_us(a, parse_i64(db_result_value(res, row, col + 5)));
+	m->last_check = svc_ts_from_us(a, svc_parse_i64(db_result_value(res, row, col + 5)));
 	m->health_check_url = arena_strdup(a, db_result_value(res, row, col + 6));
-	m->check_interval = (int32_t)parse_i64(db_result_value(res, row, col + 7));
-	m->timeout = (int32_t)parse_i64(db_result_value(res, row, col + 8));
-	retry->value = (int32_t)parse_i64(db_result_value(res, row, col + 9));
+	m->check_interval = (int32_t)svc_parse_i64(db_result_value(res, row, col + 7));
+	m->timeout = (int32_t)svc_parse_i64(db_result_value(res, row, col + 8));
+	retry->value = (int32_t)svc_parse_i64(db_result_value(res, row, col + 9));
 	m->retry_count = retry;
 	m->metrics = struct_from_text(a, db_result_value(res, row, col + 10), &is_ok);
-	m->uptime_24h = double_value(a, res, row, col + 11, &is_ok);
-	m->uptime_7d = double_value(a, res, row, col + 12, &is_ok);
-	m->uptime_30d = double_value(a, res, row, col + 13, &is_ok);
-	m->created_at = ts_from_us(a, parse_i64(db_result_value(res, row, col + 14)));
-	m->updated_at = ts_from_us(a, parse_i64(db_result_value(res, row, col + 15)));
+	m->uptime_24h = svc_double_from_col(a, res, row, col + 11, &is_ok);
+	m->uptime_7d = svc_double_from_col(a, res, row, col + 12, &is_ok);
+	m->uptime_30d = svc_double_from_col(a, res, row, col + 13, &is_ok);
+	m->created_at = svc_ts_from_us(a, svc_parse_i64(db_result_value(res, row, col + 14)));
+	m->updated_at = svc_ts_from_us(a, svc_parse_i64(db_result_value(res, row, col + 15)));
 	if (!is_ok || m->id == NULL || m->name == NULL || m->description == NULL || m->service_type == NULL ||
 	    m->last_check == NULL || m->health_check_url == NULL || m->created_at == NULL || m->updated_at == NULL)
 		return NULL;
@@ -570,14 +460,14 @@ static json_t *svc_json(const struct db_result *res, int row)
 	        "{s:s, s:s, s:s, s:s, s:s, s:o, s:s, s:I, s:I, s:I, s:o, s:o, s:o, s:o, s:o, s:o}", "id",
 	        db_result_value(res, row, 0), "name", db_result_value(res, row, 1), "description",
 	        db_result_value(res, row, 2), "service_type", db_result_value(res, row, 3), "status",
-	        db_result_value(res, row, 4), "last_check", json_time_us(parse_i64(db_result_value(res, row, 5))),
+	        db_result_value(res, row, 4), "last_check", json_time_us(svc_parse_i64(db_result_value(res, row, 5))),
 	        "health_check_url", db_result_value(res, row, 6), "check_interval",
-	        (json_int_t)parse_i64(db_result_value(res, row, 7)), "timeout",
-	        (json_int_t)parse_i64(db_result_value(res, row, 8)), "retry_count",
-	        (json_int_t)parse_i64(db_result_value(res, row, 9)), "metrics", metrics ? metrics : json_object(),
+	        (json_int_t)svc_parse_i64(db_result_value(res, row, 7)), "timeout",
+	        (json_int_t)svc_parse_i64(db_result_value(res, row, 8)), "retry_count",
+	        (json_int_t)svc_parse_i64(db_result_value(res, row, 9)), "metrics", metrics ? metrics : json_object(),
 	        "uptime_24h", json_uptime(res, row, 11), "uptime_7d", json_uptime(res, row, 12), "uptime_30d",
-	        json_uptime(res, row, 13), "created_at", json_time_us(parse_i64(db_result_value(res, row, 14))),
-	        "updated_at", json_time_us(parse_i64(db_result_value(res, row, 15))));
+	        json_uptime(res, row, 13), "created_at", json_time_us(svc_parse_i64(db_result_value(res, row, 14))),
+	        "updated_at", json_time_us(svc_parse_i64(db_result_value(res, row, 15))));
 }
 
 /* Reads one service (locked FOR UPDATE when is_locking) into *out; MON_ENOTFOUND when absent. */
@@ -637,7 +527,7 @@ static Monitoring__V1__HealthCheck *check_msg(struct arena *a, const struct db_r
 	if (m == NULL)
 		return NULL;
 	monitoring__v1__health_check__init(m);
-	m->id = parse_i64(db_result_value(res, row, col + 0));
+	m->id = svc_parse_i64(db_result_value(res, row, col + 0));
 	m->service_id = arena_strdup(a, db_result_value(res, row, col + 1));
 	m->status = (Monitoring__V1__ServiceStatus)health_status_parse(db_result_value(res, row, col + 2));
 	if (!db_result_is_null(res, row, col + 3)) {
@@ -645,11 +535,11 @@ static Monitoring__V1__HealthCheck *check_msg(struct arena *a, const struct db_r
 		if (m->response_time == NULL)
 			return NULL;
 		google__protobuf__int32_value__init(m->response_time);
-		m->response_time->value = (int32_t)parse_i64(db_result_value(res, row, col + 3));
+		m->response_time->value = (int32_t)svc_parse_i64(db_result_value(res, row, col + 3));
 	}
 	m->error_message = arena_strdup(a, db_result_value(res, row, col + 4));
 	m->details = struct_from_text(a, db_result_value(res, row, col + 5), &is_ok);
-	m->checked_at = ts_from_us(a, parse_i64(db_result_value(res, row, col + 6)));
+	m->checked_at = svc_ts_from_us(a, svc_parse_i64(db_result_value(res, row, col + 6)));
 	if (!is_ok || m->service_id == NULL || m->error_message == NULL || m->checked_at == NULL)
 		return NULL;
 	return m;
@@ -750,7 +640,8 @@ static int check_service_fields(struct arena *a, const Monitoring__V1__Monitored
 	}
 	if (rc == 0 && has[1]) {
 		f->description = m->description ? m->description : "";
-		rc = check_utf8("service.description", f->description, HEALTH_DESCRIPTION_MAX, NULL, err);
+		rc = svc_check_text("service.description", f->description, 0, SIZE_MAX, HEALTH_DESCRIPTION_MAX,
+		                    SVC_TEXT_NO_CONTROLS, err);
 	}
 	if (rc == 0 && has[2]) {
 		rc = health_check_service_type("service.service_type", m->service_type, err);
@@ -915,48 +806,18 @@ static int types_literal(struct arena *a, const char *field, char *const *types,
 	return *out ? 0 : mon_error_set(err, MON_ENOMEM, "out of memory");
 }
 
-static int page_size_of(struct rpc_ctx *ctx, int32_t requested, int def, int max, int *out)
-{
-	if (requested < 0)
-		return rpc_fail(ctx, MON_EINVAL, "page_size: must not be negative");
-	*out = requested == 0 ? def : requested > max ? max : requested;
-	return 0;
-}
-
 /*
- * A services cursor: hex of the last name, ',', the last id. Splits it
- * into the arena; MON_EINVAL when malformed.
+ * The position of a services page in token: the last name and id, split
+ * into the arena; MON_EINVAL "page_token: ..." when malformed.
  */
-static int read_name_cursor(struct arena *a, const char *cursor, const char **name_out, const char **id_out)
+static int read_name_token(struct arena *a, const char *token, const char *filters, const char **name_out,
+                           const char **id_out, struct mon_error *err)
 {
-	const char *comma = strchr(cursor, ',');
-	size_t hex_n = comma ? (size_t)(comma - cursor) : 0;
-	if (comma == NULL || hex_n % 2 != 0 || hex_n > HEALTH_NAME_MAX_CHARS * 8 ||
-	    health_check_id("page_token", comma + 1, NULL) != 0)
-		return MON_EINVAL;
-	char *name = arena_alloc(a, hex_n / 2 + 1);
-	size_t bin_n = 0;
-	if (name == NULL)
-		return MON_ENOMEM;
-	if (sodium_hex2bin((unsigned char *)name, hex_n / 2 + 1, cursor, hex_n, NULL, &bin_n, NULL) != 0 ||
-	    bin_n != hex_n / 2 || memchr(name, '\0', bin_n) != NULL)
-		return MON_EINVAL;
-	name[bin_n] = '\0';
-	*name_out = name;
-	*id_out = arena_strdup(a, comma + 1);
-	return *id_out ? 0 : MON_ENOMEM;
-}
-
-static int make_name_cursor(struct arena *a, const char *filters, const char *name, const char *id, char **out,
-                            struct mon_error *err)
-{
-	size_t n = strlen(name);
-	char *cursor = arena_alloc(a, n * 2 + strlen(id) + 2);
-	if (cursor == NULL)
-		return svc_fail_nomem(err);
-	sodium_bin2hex(cursor, n * 2 + 1, (const unsigned char *)name, n);
-	snprintf(cursor + n * 2, strlen(id) + 2, ",%s", id);
-	return token_make(a, filters, cursor, out, err);
+	int rc =
+	        svc_key_token_read(a, token, filters, PAGE_TOKEN_MAX, HEALTH_NAME_MAX_CHARS * 4, name_out, id_out, err);
+	if (rc == 0 && health_check_id("page_token", *id_out, NULL) != 0)
+		rc = mon_error_set(err, MON_EINVAL, "page_token: malformed");
+	return rc;
 }
 
 /* ---- ListServices ---- */
@@ -1005,8 +866,9 @@ static int list_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 	op->resp->n_services = (size_t)shown;
 	op->resp->next_page_token = "";
 	if (rows > op->page_size) {
-		rc = make_name_cursor(a, op->filters, db_result_value(res, shown - 1, 1),
-		                      db_result_value(res, shown - 1, 0), &op->resp->next_page_token, err);
+		rc = svc_key_token_make(a, op->filters, db_result_value(res, shown - 1, 1),
+		                        db_result_value(res, shown - 1, 0), PAGE_TOKEN_MAX, &op->resp->next_page_token,
+		                        err);
 		if (rc != 0)
 			goto out;
 	}
@@ -1015,7 +877,7 @@ static int list_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 	snprintf(count_sql, sizeof(count_sql), "SELECT count(*) FROM tb_service_health s%s", where);
 	rc = db_exec(conn, count_sql, 2, params, &res, err);
 	if (rc == 0)
-		op->resp->total_size = (int32_t)parse_i64(db_result_value(res, 0, 0));
+		op->resp->total_size = (int32_t)svc_parse_i64(db_result_value(res, 0, 0));
 out:
 	db_result_free(res);
 	return rc;
@@ -1029,9 +891,9 @@ static int list_services(struct rpc_ctx *ctx, const Monitoring__V1__ListServices
 	struct mon_error err = {0};
 	call_init(&c, ctx);
 	struct list_op op = {.call = &c, .resp = resp};
-	int rc = page_size_of(ctx, req->page_size, 50, 500, &op.page_size);
+	int rc = svc_page_size(req->page_size, 50, 500, &op.page_size, &err);
 	if (rc != 0)
-		return rc;
+		return rpc_fail(ctx, rc, "%s", err.msg);
 	rc = statuses_literal(c.arena, "statuses", req->statuses, req->n_statuses, &op.statuses, &err);
 	if (rc == 0)
 		rc = types_literal(c.arena, "service_types", req->service_types, req->n_service_types, &op.types, &err);
@@ -1041,12 +903,8 @@ static int list_services(struct rpc_ctx *ctx, const Monitoring__V1__ListServices
 	if (op.filters == NULL)
 		return svc_nomem(ctx);
 	if (req->page_token != NULL && req->page_token[0] != '\0') {
-		char *cursor = NULL;
-		if (token_read(c.arena, req->page_token, op.filters, &cursor, &err) != 0)
+		if (read_name_token(c.arena, req->page_token, op.filters, &op.after_name, &op.after_id, &err) != 0)
 			return rpc_fail(ctx, err.code, "%s", err.msg);
-		rc = read_name_cursor(c.arena, cursor, &op.after_name, &op.after_id);
-		if (rc != 0)
-			return rpc_fail(ctx, rc, "%s", rc == MON_EINVAL ? "page_token: malformed" : "out of memory");
 	}
 	return run_tx(&c, list_tx, &op);
 }
@@ -1115,9 +973,9 @@ static int update_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 	        .description = arena_strdup(a, db_result_value(before_res, 0, 2)),
 	        .service_type = arena_strdup(a, db_result_value(before_res, 0, 3)),
 	        .url = arena_strdup(a, db_result_value(before_res, 0, 6)),
-	        .check_interval_s = (int32_t)parse_i64(db_result_value(before_res, 0, 7)),
-	        .timeout_s = (int32_t)parse_i64(db_result_value(before_res, 0, 8)),
-	        .retry_count = (int32_t)parse_i64(db_result_value(before_res, 0, 9)),
+	        .check_interval_s = (int32_t)svc_parse_i64(db_result_value(before_res, 0, 7)),
+	        .timeout_s = (int32_t)svc_parse_i64(db_result_value(before_res, 0, 8)),
+	        .retry_count = (int32_t)svc_parse_i64(db_result_value(before_res, 0, 9)),
 	        .metrics_json = arena_strdup(a, db_result_value(before_res, 0, 10)),
 	};
 	if (f.name == NULL || f.description == NULL || f.service_type == NULL || f.url == NULL ||
@@ -1206,7 +1064,7 @@ static int delete_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 		rc = db_exec(conn, "DELETE FROM tb_service_health WHERE id = $1", 1, params, NULL, err);
 	if (rc != 0)
 		goto out;
-	op->check_count = parse_i64(db_result_value(count, 0, 0));
+	op->check_count = svc_parse_i64(db_result_value(count, 0, 0));
 	before = svc_json(res, 0);
 	if (before == NULL) {
 		rc = svc_fail_nomem(err);
@@ -1297,7 +1155,8 @@ static int report_health_check(struct rpc_ctx *ctx, const Monitoring__V1__Report
 		op.r.response_time_ms = k->response_time->value;
 	}
 	if (rc == 0 && k->error_message != NULL && k->error_message[0] != '\0') {
-		rc = check_utf8("check.error_message", k->error_message, HEALTH_ERROR_MESSAGE_MAX, NULL, &err);
+		rc = svc_check_text("check.error_message", k->error_message, 0, SIZE_MAX, HEALTH_ERROR_MESSAGE_MAX,
+		                    SVC_TEXT_NO_CONTROLS, &err);
 		op.r.error_message = k->error_message;
 	}
 	if (rc == 0 && k->details != NULL)
@@ -1306,7 +1165,7 @@ static int report_health_check(struct rpc_ctx *ctx, const Monitoring__V1__Report
 		rc = struct_text(c.arena, "service_metrics", req->service_metrics, &op.r.metrics_json, &err);
 	if (rc == 0 && k->checked_at != NULL) {
 		rc = svc_time_ms("check.checked_at", k->checked_at, &op.r.checked_at_ms, &err);
-		if (rc == 0 && op.r.checked_at_ms > svc_wall_ms() + FUTURE_SLACK_MS)
+		if (rc == 0 && op.r.checked_at_ms > mon_wall_ms() + FUTURE_SLACK_MS)
 			rc = mon_error_set(&err, MON_EINVAL, "check.checked_at: more than 5 minutes in the future");
 		if (rc == 0 && op.r.checked_at_ms == 0)
 			rc = mon_error_set(&err, MON_EINVAL, "check.checked_at: not a valid time");
@@ -1384,7 +1243,7 @@ static int checks_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 		char cursor[64];
 		snprintf(cursor, sizeof(cursor), "%s,%s", db_result_value(res, shown - 1, 6),
 		         db_result_value(res, shown - 1, 0));
-		rc = token_make(a, op->filters, cursor, &op->resp->next_page_token, err);
+		rc = svc_page_token_make_in(a, op->filters, cursor, PAGE_TOKEN_MAX, &op->resp->next_page_token, err);
 	}
 out:
 	db_result_free(res);
@@ -1445,14 +1304,14 @@ static int list_health_checks(struct rpc_ctx *ctx, const Monitoring__V1__ListHea
 	int64_t start_ms, end_ms;
 	int rc = health_check_id("service_id", req->service_id, &err);
 	if (rc == 0)
-		rc = read_range("time_range", req->time_range, svc_wall_ms(), DAY_MS, &start_ms, &end_ms, &err);
+		rc = read_range("time_range", req->time_range, mon_wall_ms(), DAY_MS, &start_ms, &end_ms, &err);
 	if (rc == 0)
 		rc = statuses_literal(c.arena, "statuses", req->statuses, req->n_statuses, &op.statuses, &err);
 	if (rc != 0)
 		return rpc_fail(ctx, rc, "%s", err.msg);
-	rc = page_size_of(ctx, req->page_size, 100, 1000, &op.page_size);
+	rc = svc_page_size(req->page_size, 100, 1000, &op.page_size, &err);
 	if (rc != 0)
-		return rc;
+		return rpc_fail(ctx, rc, "%s", err.msg);
 	op.start_ms = arena_printf(c.arena, "%" PRId64, start_ms);
 	op.end_ms = arena_printf(c.arena, "%" PRId64, end_ms);
 	/* Absent bounds stay "now" in the filters: later pages continue below the cursor. */
@@ -1464,7 +1323,7 @@ static int list_health_checks(struct rpc_ctx *ctx, const Monitoring__V1__ListHea
 		return svc_nomem(ctx);
 	if (req->page_token != NULL && req->page_token[0] != '\0') {
 		char *cursor = NULL;
-		if (token_read(c.arena, req->page_token, op.filters, &cursor, &err) != 0)
+		if (svc_page_token_read_in(c.arena, req->page_token, op.filters, PAGE_TOKEN_MAX, &cursor, &err) != 0)
 			return rpc_fail(ctx, err.code, "%s", err.msg);
 		char *comma = strchr(cursor, ',');
 		if (comma == NULL || !is_digits(cursor, (size_t)(comma - cursor), true) ||
@@ -1504,13 +1363,13 @@ static int summary_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 		goto out;
 	Monitoring__V1__GetSystemHealthSummaryResponse *r = op->resp;
 	bool is_ok = true;
-	r->total_services = (int32_t)parse_i64(db_result_value(res, 0, 0));
-	r->healthy_count = (int32_t)parse_i64(db_result_value(res, 0, 1));
-	r->degraded_count = (int32_t)parse_i64(db_result_value(res, 0, 2));
-	r->down_count = (int32_t)parse_i64(db_result_value(res, 0, 3));
-	r->unknown_count = (int32_t)parse_i64(db_result_value(res, 0, 4));
-	r->avg_uptime_24h = double_value(op->arena, res, 0, 5, &is_ok);
-	r->computed_at = ts_from_us(op->arena, parse_i64(db_result_value(res, 0, 6)));
+	r->total_services = (int32_t)svc_parse_i64(db_result_value(res, 0, 0));
+	r->healthy_count = (int32_t)svc_parse_i64(db_result_value(res, 0, 1));
+	r->degraded_count = (int32_t)svc_parse_i64(db_result_value(res, 0, 2));
+	r->down_count = (int32_t)svc_parse_i64(db_result_value(res, 0, 3));
+	r->unknown_count = (int32_t)svc_parse_i64(db_result_value(res, 0, 4));
+	r->avg_uptime_24h = svc_double_from_col(op->arena, res, 0, 5, &is_ok);
+	r->computed_at = svc_ts_from_us(op->arena, svc_parse_i64(db_result_value(res, 0, 6)));
 	if (!is_ok || r->computed_at == NULL) {
 		rc = svc_fail_nomem(err);
 		goto out;
@@ -1658,8 +1517,8 @@ static int recent_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 		}
 	}
 	if (rows > op->page_size)
-		rc = make_name_cursor(a, op->filters, db_result_value(res, shown - 1, 1),
-		                      db_result_value(res, shown - 1, 0), &r->next_page_token, err);
+		rc = svc_key_token_make(a, op->filters, db_result_value(res, shown - 1, 1),
+		                        db_result_value(res, shown - 1, 0), PAGE_TOKEN_MAX, &r->next_page_token, err);
 out:
 	db_result_free(res);
 	db_result_free(checks);
@@ -1677,21 +1536,17 @@ static int list_services_with_recent_checks(struct rpc_ctx *ctx,
 	if (req->recent_check_count < 0 || req->recent_check_count > 100)
 		return rpc_fail(ctx, MON_EINVAL, "recent_check_count: must be 0 to 100");
 	op.check_count = req->recent_check_count == 0 ? 10 : req->recent_check_count;
-	int rc = page_size_of(ctx, req->page_size, 50, 200, &op.page_size);
+	int rc = svc_page_size(req->page_size, 50, 200, &op.page_size, &err);
 	if (rc != 0)
-		return rc;
+		return rpc_fail(ctx, rc, "%s", err.msg);
 	if (statuses_literal(c.arena, "statuses", req->statuses, req->n_statuses, &op.statuses, &err) != 0)
 		return rpc_fail(ctx, err.code, "%s", err.msg);
 	op.filters = arena_printf(c.arena, "recent|%s", op.statuses ? op.statuses : "");
 	if (op.filters == NULL)
 		return svc_nomem(ctx);
 	if (req->page_token != NULL && req->page_token[0] != '\0') {
-		char *cursor = NULL;
-		if (token_read(c.arena, req->page_token, op.filters, &cursor, &err) != 0)
+		if (read_name_token(c.arena, req->page_token, op.filters, &op.after_name, &op.after_id, &err) != 0)
 			return rpc_fail(ctx, err.code, "%s", err.msg);
-		rc = read_name_cursor(c.arena, cursor, &op.after_name, &op.after_id);
-		if (rc != 0)
-			return rpc_fail(ctx, rc, "%s", rc == MON_EINVAL ? "page_token: malformed" : "out of memory");
 	}
 	return run_tx(&c, recent_tx, &op);
 }
@@ -1731,19 +1586,19 @@ static int window_tx(struct db_conn *conn, struct arena *a, const char *id, cons
 	}
 	monitoring__v1__uptime_window__init(w);
 	monitoring__v1__time_range__init(tr);
-	tr->start_time = ts_from_us(a, start_ms * 1000);
-	tr->end_time = ts_from_us(a, end_ms * 1000);
+	tr->start_time = svc_ts_from_us(a, start_ms * 1000);
+	tr->end_time = svc_ts_from_us(a, end_ms * 1000);
 	w->window = (char *)label;
 	w->time_range = tr;
-	int64_t up_ms = parse_i64(db_result_value(res, 0, 0));
-	int64_t down_ms = parse_i64(db_result_value(res, 0, 1));
+	int64_t up_ms = svc_parse_i64(db_result_value(res, 0, 0));
+	int64_t down_ms = svc_parse_i64(db_result_value(res, 0, 1));
 	w->up_seconds = up_ms / 1000;
 	w->down_seconds = down_ms / 1000;
 	w->unknown_seconds = (end_ms - start_ms) / 1000 - w->up_seconds - w->down_seconds;
 	if (w->unknown_seconds < 0)
 		w->unknown_seconds = 0;
-	w->check_count = (int32_t)parse_i64(db_result_value(res, 0, 2));
-	w->incident_count = (int32_t)parse_i64(db_result_value(res, 0, 3));
+	w->check_count = (int32_t)svc_parse_i64(db_result_value(res, 0, 2));
+	w->incident_count = (int32_t)svc_parse_i64(db_result_value(res, 0, 3));
 	double percent;
 	if (health_uptime_percent(up_ms, down_ms, &percent)) {
 		w->uptime_percent = arena_alloc(a, sizeof(*w->uptime_percent));
@@ -1805,7 +1660,7 @@ static int get_service_uptime(struct rpc_ctx *ctx, const Monitoring__V1__GetServ
 	struct call c;
 	struct mon_error err = {0};
 	call_init(&c, ctx);
-	struct uptime_op op = {.call = &c, .id = req->service_id, .now_ms = svc_wall_ms(), .resp = resp};
+	struct uptime_op op = {.call = &c, .id = req->service_id, .now_ms = mon_wall_ms(), .resp = resp};
 	int rc = health_check_id("service_id", req->service_id, &err);
 	if (rc == 0 && req->custom_range != NULL) {
 		op.has_custom = true;
@@ -1826,26 +1681,16 @@ static int get_service_uptime(struct rpc_ctx *ctx, const Monitoring__V1__GetServ
 	return run_tx(&c, uptime_tx, &op);
 }
 
-/* ---- binding ---- */
-
-int health_service_bind(struct rpc_server *server, struct db_pool *pool, const struct health_service_extra *extra,
-                        struct mon_error *err)
+void health_registry_handlers(struct monitoring_v1_health_service_handlers *h)
 {
-	struct monitoring_v1_health_service_handlers handlers = {
-	        .create_service = create_service,
-	        .get_service = get_service,
-	        .list_services = list_services,
-	        .update_service = update_service,
-	        .delete_service = delete_service,
-	        .report_health_check = report_health_check,
-	        .run_health_check = extra ? extra->run_health_check : NULL,
-	        .list_health_checks = list_health_checks,
-	        .get_system_health_summary = get_system_health_summary,
-	        .list_services_with_recent_checks = list_services_with_recent_checks,
-	        .get_service_uptime = get_service_uptime,
-	        .watch_service_health = extra ? extra->watch_service_health : NULL,
-	};
-	if (sodium_init() < 0)
-		return mon_error_set(err, MON_EINTERNAL, "libsodium could not be initialised");
-	return monitoring_v1_health_service_bind(server, &handlers, pool, 0, err);
+	h->create_service = create_service;
+	h->get_service = get_service;
+	h->list_services = list_services;
+	h->update_service = update_service;
+	h->delete_service = delete_service;
+	h->report_health_check = report_health_check;
+	h->list_health_checks = list_health_checks;
+	h->get_system_health_summary = get_system_health_summary;
+	h->list_services_with_recent_checks = list_services_with_recent_checks;
+	h->get_service_uptime = get_service_uptime;
 }

@@ -13,7 +13,7 @@
  * changes to callers and keys. Secrets and hashes live in sodium_malloc
  * memory and are wiped after use; the token is never logged.
  */
-#include "identity.h"
+#include "access/identity.h"
 
 #include <inttypes.h>
 #include <pthread.h>
@@ -25,6 +25,8 @@
 
 #include <sodium.h>
 
+#include "common/parse.h"
+#include "util/clock.h"
 #include "util/log.h"
 
 #define TOKEN_PREFIX "mk_"
@@ -97,34 +99,9 @@ struct identity_store {
 	bool has_thread;
 };
 
-/* ---- small helpers ---- */
-
-static int64_t wall_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static int64_t mono_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static void copy_str(char *dst, size_t dst_len, const char *src)
 {
 	snprintf(dst, dst_len, "%s", src != NULL ? src : "");
-}
-
-static int64_t parse_i64(const char *text)
-{
-	char *end = NULL;
-	long long v = strtoll(text, &end, 10);
-	if (end == text)
-		return 0;
-	return (int64_t)v;
 }
 
 static bool is_lower_hex(const char *s, size_t len)
@@ -347,7 +324,7 @@ static int load_callers(struct db_conn *conn, struct snapshot *snap, struct mon_
 		if (identity_role_parse(db_result_value(res, i, 3), &c->role) != 0)
 			c->role = RPC_ROLE_NONE;
 		copy_str(c->cert_subject, sizeof(c->cert_subject), db_result_value(res, i, 4));
-		c->disabled_at_ms = parse_i64(db_result_value(res, i, 5));
+		c->disabled_at_ms = svc_parse_i64(db_result_value(res, i, 5));
 	}
 	snap->callers_n = (size_t)rows;
 	if (snap->callers_n > 0)
@@ -401,8 +378,8 @@ static int load_keys(struct db_conn *conn, struct snapshot *snap, struct mon_err
 			continue; /* a caller created after the callers were read: the next reload has it */
 		copy_str(k->id, sizeof(k->id), id);
 		k->caller = (uint32_t)(c - snap->callers);
-		k->expires_at_ms = parse_i64(db_result_value(res, i, 3));
-		k->revoked_at_ms = parse_i64(db_result_value(res, i, 4));
+		k->expires_at_ms = svc_parse_i64(db_result_value(res, i, 3));
+		k->revoked_at_ms = svc_parse_i64(db_result_value(res, i, 4));
 		atomic_init(&k->is_used, false);
 		n++;
 	}
@@ -526,7 +503,7 @@ static void flush_last_used(struct identity_store *store)
 
 static void wait_until(struct identity_store *store, int64_t deadline_mono_ms)
 {
-	int64_t ms = deadline_mono_ms - mono_ms();
+	int64_t ms = deadline_mono_ms - mon_now_ms();
 	if (ms <= 0)
 		return;
 	struct timespec ts;
@@ -544,27 +521,27 @@ static void *reload_main(void *arg)
 {
 	struct identity_store *store = arg;
 	int64_t next_reload = 0; /* at once */
-	int64_t next_flush = mono_ms() + LAST_USED_INTERVAL_MS;
+	int64_t next_flush = mon_now_ms() + LAST_USED_INTERVAL_MS;
 	int retry_ms = RETRY_MIN_MS;
 	bool has_warned = false;
 	pthread_mutex_lock(&store->mu);
 	for (;;) {
 		while (!store->should_stop && !store->is_reload_wanted) {
 			int64_t next = next_reload < next_flush ? next_reload : next_flush;
-			if (mono_ms() >= next)
+			if (mon_now_ms() >= next)
 				break;
 			wait_until(store, next);
 		}
 		if (store->should_stop)
 			break;
-		bool is_due = store->is_reload_wanted || mono_ms() >= next_reload;
+		bool is_due = store->is_reload_wanted || mon_now_ms() >= next_reload;
 		store->is_reload_wanted = false;
 		pthread_mutex_unlock(&store->mu);
 
 		if (is_due) {
 			struct mon_error err = {0};
 			if (identity_store_reload(store, &err) == 0) {
-				next_reload = mono_ms() + RELOAD_INTERVAL_MS;
+				next_reload = mon_now_ms() + RELOAD_INTERVAL_MS;
 				retry_ms = RETRY_MIN_MS;
 				has_warned = false;
 			} else {
@@ -575,13 +552,13 @@ static void *reload_main(void *arg)
 					log_debug("msg=\"could not load callers and API keys, retrying\" error=\"%s\"",
 					          err.msg);
 				has_warned = true;
-				next_reload = mono_ms() + retry_ms;
+				next_reload = mon_now_ms() + retry_ms;
 				retry_ms = retry_ms * 2 > RETRY_MAX_MS ? RETRY_MAX_MS : retry_ms * 2;
 			}
 		}
-		if (mono_ms() >= next_flush) {
+		if (mon_now_ms() >= next_flush) {
 			flush_last_used(store);
-			next_flush = mono_ms() + LAST_USED_INTERVAL_MS;
+			next_flush = mon_now_ms() + LAST_USED_INTERVAL_MS;
 		}
 		pthread_mutex_lock(&store->mu);
 	}
@@ -761,7 +738,7 @@ static int auth_key(const struct snapshot *snap, const struct rpc_auth_request *
 	identity_secret_hash(s->secret, s->hash);
 	sodium_memzero(s->secret, sizeof(s->secret));
 	struct snap_key *k = find_key(snap, key_id);
-	int64_t now = wall_ms();
+	int64_t now = mon_wall_ms();
 	const struct snap_caller *c = k != NULL ? &snap->callers[k->caller] : NULL;
 	if (k == NULL)
 		reason = "unknown key id";
@@ -792,7 +769,7 @@ static int auth_cert(const struct snapshot *snap, const struct rpc_auth_request 
 	const char *reason = NULL;
 	if (c == NULL)
 		reason = "certificate subject not mapped to a caller";
-	else if (c->disabled_at_ms != 0 && c->disabled_at_ms <= wall_ms())
+	else if (c->disabled_at_ms != 0 && c->disabled_at_ms <= mon_wall_ms())
 		reason = "caller disabled";
 	else if (c->role == RPC_ROLE_NONE)
 		reason = "caller has no role";
@@ -941,8 +918,8 @@ int identity_caller_get_tx(struct db_conn *conn, const char *caller_id, struct i
 	if (identity_role_parse(db_result_value(res, 0, 3), &out->role) != 0)
 		out->role = RPC_ROLE_NONE;
 	copy_str(out->cert_subject, sizeof(out->cert_subject), db_result_value(res, 0, 4));
-	out->created_at_ms = parse_i64(db_result_value(res, 0, 5));
-	out->disabled_at_ms = parse_i64(db_result_value(res, 0, 6));
+	out->created_at_ms = svc_parse_i64(db_result_value(res, 0, 5));
+	out->disabled_at_ms = svc_parse_i64(db_result_value(res, 0, 6));
 out:
 	db_result_free(res);
 	return rc;
@@ -983,10 +960,10 @@ static void key_from_row(const struct db_result *res, int row, struct identity_k
 	copy_str(out->id, sizeof(out->id), db_result_value(res, row, 0));
 	copy_str(out->caller_id, sizeof(out->caller_id), db_result_value(res, row, 1));
 	copy_str(out->description, sizeof(out->description), db_result_value(res, row, 2));
-	out->created_at_ms = parse_i64(db_result_value(res, row, 3));
-	out->expires_at_ms = parse_i64(db_result_value(res, row, 4));
-	out->revoked_at_ms = parse_i64(db_result_value(res, row, 5));
-	out->last_used_at_ms = parse_i64(db_result_value(res, row, 6));
+	out->created_at_ms = svc_parse_i64(db_result_value(res, row, 3));
+	out->expires_at_ms = svc_parse_i64(db_result_value(res, row, 4));
+	out->revoked_at_ms = svc_parse_i64(db_result_value(res, row, 5));
+	out->last_used_at_ms = svc_parse_i64(db_result_value(res, row, 6));
 }
 
 /* Reads a key, locked FOR UPDATE when is_locking. */
@@ -1080,7 +1057,7 @@ int identity_key_create_tx(struct db_conn *conn, const char *caller_id, const ch
 		rc = check_text("description", description, sizeof(info_out->description) - 1, false, err);
 	if (rc == 0 && expires_at_ms < 0)
 		rc = mon_error_set(err, MON_EINVAL, "expires_at: must not be negative");
-	if (rc == 0 && expires_at_ms != 0 && expires_at_ms <= wall_ms())
+	if (rc == 0 && expires_at_ms != 0 && expires_at_ms <= mon_wall_ms())
 		rc = mon_error_set(err, MON_EINVAL, "expires_at: must be in the future");
 	if (rc != 0)
 		return rc;
@@ -1133,8 +1110,8 @@ int identity_key_create_tx(struct db_conn *conn, const char *caller_id, const ch
 	copy_str(info_out->id, sizeof(info_out->id), key_id);
 	copy_str(info_out->caller_id, sizeof(info_out->caller_id), caller_id);
 	copy_str(info_out->description, sizeof(info_out->description), description);
-	info_out->created_at_ms = parse_i64(db_result_value(res, 0, 0));
-	info_out->expires_at_ms = parse_i64(db_result_value(res, 0, 1));
+	info_out->created_at_ms = svc_parse_i64(db_result_value(res, 0, 0));
+	info_out->expires_at_ms = svc_parse_i64(db_result_value(res, 0, 1));
 	rc = db_notify(conn, NOTIFY_CHANNEL, key_id, err);
 out:
 	if (rc != 0)

@@ -1,38 +1,53 @@
 /*
  * HealthService (proto/monitoring/v1/health.proto): the registry of
- * monitored services, their check log, uptime and the system summary.
- * Check results go through the health store (health/store.h); every change
- * is written with its audit event and its change event in one transaction.
- * RunHealthCheck (the prober) and WatchServiceHealth (the stream) are
- * built elsewhere and handed to health_service_bind.
+ * monitored services, their check log, uptime and the system summary
+ * (health/services_api.c). Check results go through the health store
+ * (health/store.h); every change is written with its audit event and its
+ * change event in one transaction. RunHealthCheck asks the prober
+ * (health/prober.h) and WatchServiceHealth is the stream
+ * (health/watch.h); health/service.c binds them all.
  */
-#ifndef MON_SERVER_SERVICES_HEALTH_H
-#define MON_SERVER_SERVICES_HEALTH_H
+#ifndef MON_SERVER_HEALTH_SERVICE_H
+#define MON_SERVER_HEALTH_SERVICE_H
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include "db/db.h"
+#include "health/prober.h"
+#include "health/watch.h"
 #include "monitoring/v1/health.mon-server.h"
 #include "rpc/server.h"
 #include "util/arena.h"
 #include "util/error.h"
 
-/* Handlers made by other modules; NULL members answer UNIMPLEMENTED. */
-struct health_service_extra {
-	monitoring_v1_health_service_run_health_check_fn run_health_check;
-	monitoring_v1_health_service_watch_service_health_fn watch_service_health;
+/*
+ * What HealthService's handlers work with: rpc_ctx_user() of every one of
+ * them, read through health_service_of. The app owns it; every member must
+ * outlive the RPC server.
+ */
+struct health_service {
+	struct db_pool *pool;
+	struct prober *prober;              /* RunHealthCheck's; NULL: it answers UNAVAILABLE */
+	struct health_watch_hub *watch_hub; /* WatchServiceHealth's hub (health/watch.c still finds its own) */
 };
 
+/* The service of a HealthService call. */
+static inline const struct health_service *health_service_of(struct rpc_ctx *ctx)
+{
+	return rpc_ctx_user(ctx);
+}
+
 /*
- * Binds monitoring.v1.HealthService to server (before rpc_server_start),
- * with the handlers of this file and those of extra (may be NULL). The
- * handlers use pool for their transactions; pool must outlive the server.
- * rpc_ctx_user() of every handler, extra ones included, is the pool.
+ * Binds monitoring.v1.HealthService to server (before rpc_server_start)
+ * with svc as every handler's user pointer. svc->prober may be set later,
+ * before rpc_server_start. Returns 0 or the binding's error.
  */
-int health_service_bind(struct rpc_server *server, struct db_pool *pool, const struct health_service_extra *extra,
-                        struct mon_error *err) MON_MUST_CHECK;
+int health_service_bind(struct rpc_server *server, struct health_service *svc, struct mon_error *err) MON_MUST_CHECK;
+
+/* Fills the handlers of health/services_api.c into h: the registry, checks, uptime and summary RPCs. */
+void health_registry_handlers(struct monitoring_v1_health_service_handlers *h);
 
 /*
  * Reads service id in conn's transaction as the API shows it, allocated in

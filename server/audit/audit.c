@@ -7,7 +7,7 @@
  * event ids, the peer's address, the "changes" diff and the clipping of
  * free text to the columns' lengths.
  */
-#include "audit.h"
+#include "audit/audit.h"
 
 #include <arpa/inet.h>
 #include <inttypes.h>
@@ -20,6 +20,8 @@
 
 #include <sodium.h>
 
+#include "common/text.h"
+#include "util/clock.h"
 #include "util/log.h"
 
 /* Column lengths of tb_audit_event (characters), and caps on its TEXT columns. */
@@ -65,37 +67,15 @@ static const struct db_stmt insert_stmt = {
 
 /* ---- pure helpers ---- */
 
-/* Length of the valid UTF-8 sequence at p (1-4), or 0 when p does not start one. */
-static size_t utf8_seq_len(const unsigned char *p)
-{
-	unsigned c = p[0];
-	if (c < 0x80)
-		return 1;
-	if (c >= 0xc2 && c <= 0xdf)
-		return (p[1] & 0xc0) == 0x80 ? 2 : 0;
-	if (c >= 0xe0 && c <= 0xef) {
-		unsigned lo = c == 0xe0 ? 0xa0 : 0x80, hi = c == 0xed ? 0x9f : 0xbf; /* no overlongs, no surrogates */
-		if (p[1] < lo || p[1] > hi || (p[2] & 0xc0) != 0x80)
-			return 0;
-		return 3;
-	}
-	if (c >= 0xf0 && c <= 0xf4) {
-		unsigned lo = c == 0xf0 ? 0x90 : 0x80, hi = c == 0xf4 ? 0x8f : 0xbf; /* at most U+10FFFF */
-		if (p[1] < lo || p[1] > hi || (p[2] & 0xc0) != 0x80 || (p[3] & 0xc0) != 0x80)
-			return 0;
-		return 4;
-	}
-	return 0;
-}
-
 void audit_clip_text(const char *in, size_t max_chars, char *out, size_t out_len)
 {
 	size_t o = 0, chars = 0;
 	if (out_len == 0)
 		return;
 	const unsigned char *p = (const unsigned char *)(in ? in : "");
-	while (*p != '\0' && chars < max_chars) {
-		size_t n = utf8_seq_len(p);
+	const unsigned char *end = p + strlen((const char *)p);
+	while (p < end && chars < max_chars) {
+		size_t n = svc_utf8_decode(p, (size_t)(end - p), NULL);
 		if (n == 0) {
 			if (o + 1 >= out_len)
 				break;
@@ -338,13 +318,6 @@ static void random_bytes(unsigned char *buf, size_t n)
 	randombytes_buf(buf, n);
 }
 
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static void new_event_id(int64_t time_ms, char out[AUDIT_EVENT_ID_LEN + 1])
 {
 	unsigned char rnd[8];
@@ -412,7 +385,7 @@ int audit_write_tx(struct db_conn *conn, struct rpc_ctx *ctx, const struct audit
 		goto out;
 	}
 
-	new_event_id(now_ms(), r->event_id);
+	new_event_id(mon_wall_ms(), r->event_id);
 	const struct rpc_identity *who = ctx ? rpc_ctx_identity(ctx) : NULL;
 	if (ctx == NULL) {
 		audit_clip_text("system", COL_USER_ID, r->user_id, sizeof(r->user_id));
@@ -502,13 +475,6 @@ struct audit_writer {
 	int64_t drain_deadline_ms; /* monotonic; set when stopping */
 };
 
-static int64_t mono_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static const char *status_name(int code)
 {
 	switch (code) {
@@ -548,7 +514,7 @@ void audit_on_deny(void *arg, const struct rpc_auth_request *req, const struct r
 	struct deny_item *it = malloc(sizeof(*it));
 	if (it != NULL) {
 		it->next = NULL;
-		it->time_ms = now_ms();
+		it->time_ms = mon_wall_ms();
 		it->code = code;
 		audit_clip_text(req->method, COL_RESOURCE_ID, it->method, sizeof(it->method));
 		audit_clip_text(who ? who->caller_id : "anonymous", COL_USER_ID, it->user_id, sizeof(it->user_id));
@@ -610,7 +576,7 @@ static void deny_row(const struct deny_item *it, struct row *r)
 static void summary_row(uint64_t dropped, size_t queue_max, struct row *r)
 {
 	memset(r, 0, sizeof(*r));
-	r->time_ms = now_ms();
+	r->time_ms = mon_wall_ms();
 	new_event_id(r->time_ms, r->event_id);
 	snprintf(r->user_id, sizeof(r->user_id), "system");
 	snprintf(r->user_role, sizeof(r->user_role), "none");
@@ -690,7 +656,7 @@ static void wait_locked(struct audit_writer *w, int64_t ms)
 /* True once stopping and past the drain deadline: give up on what is left. */
 static bool is_past_drain_locked(const struct audit_writer *w)
 {
-	return w->is_stopping && mono_ms() >= w->drain_deadline_ms;
+	return w->is_stopping && mon_now_ms() >= w->drain_deadline_ms;
 }
 
 /*
@@ -869,7 +835,7 @@ void audit_writer_destroy(struct audit_writer *w)
 		return;
 	pthread_mutex_lock(&w->lock);
 	w->is_stopping = true;
-	w->drain_deadline_ms = mono_ms() + w->drain_timeout_ms;
+	w->drain_deadline_ms = mon_now_ms() + w->drain_timeout_ms;
 	pthread_cond_broadcast(&w->cond);
 	pthread_mutex_unlock(&w->lock);
 	pthread_join(w->thread, NULL);

@@ -12,8 +12,6 @@
  * Lists use keyset paging; a page token binds the position to the filters
  * it was made for.
  */
-#include "services/alerts.h"
-#include "services/common.h"
 
 #include <inttypes.h>
 #include <math.h>
@@ -25,8 +23,13 @@
 #include <sodium.h>
 
 #include "alerts/rule.h"
+#include "alerts/service.h"
 #include "alerts/store.h"
-#include "audit.h"
+#include "audit/audit.h"
+#include "common/call.h"
+#include "common/page.h"
+#include "common/parse.h"
+#include "util/clock.h"
 
 #define MODULE "alerts"
 #define PAGE_TOKEN_MAX 1400
@@ -57,7 +60,7 @@ static void call_init(struct call *c, struct rpc_ctx *ctx)
 	const struct rpc_identity *who = rpc_ctx_identity(ctx);
 	c->ctx = ctx;
 	c->arena = rpc_ctx_arena(ctx);
-	c->pool = rpc_ctx_user(ctx);
+	c->pool = alerts_service_of(ctx)->pool;
 	c->actor = who != NULL && who->caller_id[0] != '\0' ? arena_strdup(c->arena, who->caller_id) : NULL;
 	if (c->actor == NULL)
 		c->actor = "anonymous";
@@ -67,26 +70,6 @@ static void call_init(struct call *c, struct rpc_ctx *ctx)
 static int run_tx(struct call *c, db_tx_fn fn, void *arg)
 {
 	return svc_run_tx(c->ctx, c->pool, fn, arg);
-}
-
-static int64_t parse_i64(const char *text)
-{
-	return text ? strtoll(text, NULL, 10) : 0;
-}
-
-static Google__Protobuf__Timestamp *ts_from_us(struct arena *a, int64_t us)
-{
-	Google__Protobuf__Timestamp *ts = arena_alloc(a, sizeof(*ts));
-	if (ts == NULL)
-		return NULL;
-	google__protobuf__timestamp__init(ts);
-	ts->seconds = us / 1000000;
-	ts->nanos = (int32_t)(us % 1000000) * 1000;
-	if (ts->nanos < 0) {
-		ts->seconds -= 1;
-		ts->nanos += 1000000000;
-	}
-	return ts;
 }
 
 /* A new id: prefix and 16 hex digits of randomness, in the arena. */
@@ -114,67 +97,17 @@ static int write_audit(struct db_conn *conn, const struct call *c, const char *a
 	return audit_write_tx(conn, c->ctx, &ev, err);
 }
 
-/* ---- paging ---- */
-
-static int page_size_of(struct rpc_ctx *ctx, int32_t requested, int *out)
-{
-	if (requested < 0)
-		return rpc_fail(ctx, MON_EINVAL, "page_size: must not be negative");
-	*out = requested == 0 ? 50 : requested > 500 ? 500 : requested;
-	return 0;
-}
-
-static int token_make(struct arena *a, const char *filters, const char *cursor, char **out, struct mon_error *err)
-{
-	*out = arena_alloc(a, PAGE_TOKEN_MAX);
-	if (*out == NULL)
-		return svc_fail_nomem(err);
-	return svc_page_token_make(filters, cursor, *out, PAGE_TOKEN_MAX, err);
-}
-
 /*
- * The cursor of a page token made for filters: "<hex of a text key>,<id>",
- * split into the arena. MON_EINVAL "page_token: ..." when malformed.
+ * The key cursor of a page token made for filters, with an id as
+ * alerts_check_id accepts; MON_EINVAL "page_token: ..." when malformed.
  */
 static int token_read_key(struct arena *a, const char *token, const char *filters, const char **key_out,
                           const char **id_out, struct mon_error *err)
 {
-	size_t len = strlen(token) + 1;
-	if (len > PAGE_TOKEN_MAX)
-		return mon_error_set(err, MON_EINVAL, "page_token: malformed");
-	char *cursor = arena_alloc(a, len);
-	if (cursor == NULL)
-		return svc_fail_nomem(err);
-	int rc = svc_page_token_read(token, filters, cursor, len, err);
-	if (rc != 0)
-		return rc;
-	const char *comma = strchr(cursor, ',');
-	size_t hex_n = comma ? (size_t)(comma - cursor) : 0;
-	if (comma == NULL || hex_n % 2 != 0 || alerts_check_id("page_token", comma + 1, NULL) != 0)
-		return mon_error_set(err, MON_EINVAL, "page_token: malformed");
-	char *key = arena_alloc(a, hex_n / 2 + 1);
-	size_t bin_n = 0;
-	if (key == NULL)
-		return svc_fail_nomem(err);
-	if (sodium_hex2bin((unsigned char *)key, hex_n / 2 + 1, cursor, hex_n, NULL, &bin_n, NULL) != 0 ||
-	    bin_n != hex_n / 2 || memchr(key, '\0', bin_n) != NULL)
-		return mon_error_set(err, MON_EINVAL, "page_token: malformed");
-	key[bin_n] = '\0';
-	*key_out = key;
-	*id_out = arena_strdup(a, comma + 1);
-	return *id_out ? 0 : svc_fail_nomem(err);
-}
-
-static int token_make_key(struct arena *a, const char *filters, const char *key, const char *id, char **out,
-                          struct mon_error *err)
-{
-	size_t n = strlen(key);
-	char *cursor = arena_alloc(a, n * 2 + strlen(id) + 2);
-	if (cursor == NULL)
-		return svc_fail_nomem(err);
-	sodium_bin2hex(cursor, n * 2 + 1, (const unsigned char *)key, n);
-	snprintf(cursor + n * 2, strlen(id) + 2, ",%s", id);
-	return token_make(a, filters, cursor, out, err);
+	int rc = svc_key_token_read(a, token, filters, PAGE_TOKEN_MAX, 0, key_out, id_out, err);
+	if (rc == 0 && alerts_check_id("page_token", *id_out, NULL) != 0)
+		rc = mon_error_set(err, MON_EINVAL, "page_token: malformed");
+	return rc;
 }
 
 /* ---- update masks ---- */
@@ -443,7 +376,7 @@ static int create_rule_tx(struct db_conn *conn, void *arg, struct mon_error *err
 	int rc = db_exec(conn, count_sql, 0, NULL, &res, err);
 	if (rc != 0)
 		goto out;
-	if (parse_i64(db_result_value(res, 0, 0)) >= RULES_MAX) {
+	if (svc_parse_i64(db_result_value(res, 0, 0)) >= RULES_MAX) {
 		rc = mon_error_set(err, MON_ELIMIT, "alert rules: limit of %d reached", RULES_MAX);
 		goto out;
 	}
@@ -614,7 +547,8 @@ static int list_rules_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 	op->resp->next_page_token = "";
 	if (rows > op->page_size) {
 		Monitoring__V1__AlertRule *last = op->resp->rules[shown - 1];
-		rc = token_make_key(a, op->filters, last->name, last->id, &op->resp->next_page_token, err);
+		rc = svc_key_token_make(a, op->filters, last->name, last->id, PAGE_TOKEN_MAX,
+		                        &op->resp->next_page_token, err);
 		if (rc != 0)
 			goto out;
 	}
@@ -622,7 +556,7 @@ static int list_rules_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 	res = NULL;
 	rc = db_exec(conn, "SELECT count(*) FROM tb_alert_rule r" RULES_WHERE, 5, params, &res, err);
 	if (rc == 0)
-		op->resp->total_size = (int32_t)parse_i64(db_result_value(res, 0, 0));
+		op->resp->total_size = (int32_t)svc_parse_i64(db_result_value(res, 0, 0));
 out:
 	db_result_free(res);
 	return rc;
@@ -645,9 +579,9 @@ static int list_alert_rules(struct rpc_ctx *ctx, const Monitoring__V1__ListAlert
 	struct mon_error err = {0};
 	call_init(&c, ctx);
 	struct list_rules_op op = {.call = &c, .resp = resp};
-	int rc = page_size_of(ctx, req->page_size, &op.page_size);
+	int rc = svc_page_size(req->page_size, 50, 500, &op.page_size, &err);
 	if (rc != 0)
-		return rc;
+		return rpc_fail(ctx, rc, "%s", err.msg);
 	rc = labels_json(c.arena, "statuses", (const int *)req->statuses, req->n_statuses, rule_status_label_of,
 	                 &op.statuses, &err);
 	if (rc == 0)
@@ -1069,8 +1003,8 @@ static Monitoring__V1__EscalationPolicy *policy_msg(struct arena *a, const struc
 	p->description = arena_strdup(a, db_result_value(res, row, 2));
 	p->is_repeat_last_level = strcmp(db_result_value(res, row, 4), "t") == 0;
 	p->created_by = arena_strdup(a, db_result_value(res, row, 5));
-	p->created_at = ts_from_us(a, parse_i64(db_result_value(res, row, 6)));
-	p->updated_at = ts_from_us(a, parse_i64(db_result_value(res, row, 7)));
+	p->created_at = svc_ts_from_us(a, svc_parse_i64(db_result_value(res, row, 6)));
+	p->updated_at = svc_ts_from_us(a, svc_parse_i64(db_result_value(res, row, 7)));
 	json_t *levels = json_loads(db_result_value(res, row, 3), 0, NULL);
 	bool is_ok = p->id && p->name && p->description && p->created_by && p->created_at && p->updated_at;
 	size_t n = json_is_array(levels) ? json_array_size(levels) : 0;
@@ -1180,7 +1114,7 @@ static int create_policy_tx(struct db_conn *conn, void *arg, struct mon_error *e
 	int rc = db_exec(conn, "SELECT count(*) FROM tb_escalation_policy", 0, NULL, &res, err);
 	if (rc != 0)
 		goto out;
-	if (parse_i64(db_result_value(res, 0, 0)) >= POLICIES_MAX) {
+	if (svc_parse_i64(db_result_value(res, 0, 0)) >= POLICIES_MAX) {
 		rc = mon_error_set(err, MON_ELIMIT, "escalation policies: limit of %d reached", POLICIES_MAX);
 		goto out;
 	}
@@ -1297,8 +1231,9 @@ static int list_policies_tx(struct db_conn *conn, void *arg, struct mon_error *e
 		op->list->n_policies = (size_t)shown;
 		op->list->next_page_token = "";
 		if (rows > op->page_size)
-			rc = token_make_key(a, op->filters, op->list->policies[shown - 1]->name,
-			                    op->list->policies[shown - 1]->id, &op->list->next_page_token, err);
+			rc = svc_key_token_make(a, op->filters, op->list->policies[shown - 1]->name,
+			                        op->list->policies[shown - 1]->id, PAGE_TOKEN_MAX,
+			                        &op->list->next_page_token, err);
 	}
 	db_result_free(res);
 	return rc;
@@ -1311,9 +1246,9 @@ static int list_escalation_policies(struct rpc_ctx *ctx, const Monitoring__V1__L
 	struct mon_error err = {0};
 	call_init(&c, ctx);
 	struct policy_op op = {.call = &c, .list = resp, .filters = "policies"};
-	int rc = page_size_of(ctx, req->page_size, &op.page_size);
+	int rc = svc_page_size(req->page_size, 50, 500, &op.page_size, &err);
 	if (rc != 0)
-		return rc;
+		return rpc_fail(ctx, rc, "%s", err.msg);
 	if (req->page_token != NULL && req->page_token[0] != '\0' &&
 	    token_read_key(c.arena, req->page_token, op.filters, &op.after_name, &op.after_id, &err) != 0)
 		return rpc_fail(ctx, err.code, "%s", err.msg);
@@ -1523,11 +1458,11 @@ static Monitoring__V1__Silence *silence_msg(struct arena *a, const struct db_res
 	json_decref(ids);
 	json_decref(sevs);
 	json_decref(tags);
-	s->starts_at = ts_from_us(a, parse_i64(db_result_value(res, row, 4)));
-	s->ends_at = ts_from_us(a, parse_i64(db_result_value(res, row, 5)));
+	s->starts_at = svc_ts_from_us(a, svc_parse_i64(db_result_value(res, row, 4)));
+	s->ends_at = svc_ts_from_us(a, svc_parse_i64(db_result_value(res, row, 5)));
 	s->comment = arena_strdup(a, db_result_value(res, row, 6));
 	s->created_by = arena_strdup(a, db_result_value(res, row, 7));
-	s->created_at = ts_from_us(a, parse_i64(db_result_value(res, row, 8)));
+	s->created_at = svc_ts_from_us(a, svc_parse_i64(db_result_value(res, row, 8)));
 	s->expired_by = arena_strdup(a, db_result_value(res, row, 9));
 	s->state = silence_state_of(db_result_value(res, row, 10));
 	if (!is_ok || s->starts_at == NULL || s->ends_at == NULL || s->comment == NULL || s->created_by == NULL ||
@@ -1703,7 +1638,7 @@ static int check_silence(struct arena *a, const Monitoring__V1__Silence *s, stru
 		rc = alerts_check_text("silence.comment", s->comment, 1, NOTE_MAX_CHARS, err);
 	if (rc != 0)
 		return rc;
-	int64_t now = svc_wall_ms();
+	int64_t now = mon_wall_ms();
 	op->starts_ms = now;
 	if (s->starts_at != NULL && (rc = svc_time_ms("silence.starts_at", s->starts_at, &op->starts_ms, err)) != 0)
 		return rc;
@@ -1809,8 +1744,8 @@ static int list_silences_tx(struct db_conn *conn, void *arg, struct mon_error *e
 		if (rows > op->page_size) {
 			char *key = arena_printf(a, "%s:%s", db_result_value(res, shown - 1, 11),
 			                         db_result_value(res, shown - 1, 12));
-			rc = key ? token_make_key(a, op->filters, key, db_result_value(res, shown - 1, 0),
-			                          &op->list->next_page_token, err)
+			rc = key ? svc_key_token_make(a, op->filters, key, db_result_value(res, shown - 1, 0),
+			                              PAGE_TOKEN_MAX, &op->list->next_page_token, err)
 			         : svc_fail_nomem(err);
 		}
 	}
@@ -1826,9 +1761,9 @@ static int list_silences(struct rpc_ctx *ctx, const Monitoring__V1__ListSilences
 	struct mon_error err = {0};
 	call_init(&c, ctx);
 	struct silence_op op = {.call = &c, .list = resp};
-	int rc = page_size_of(ctx, req->page_size, &op.page_size);
+	int rc = svc_page_size(req->page_size, 50, 500, &op.page_size, &err);
 	if (rc != 0)
-		return rc;
+		return rpc_fail(ctx, rc, "%s", err.msg);
 	bool has[4] = {false, false, false, false};
 	for (size_t i = 0; i < req->n_states; i++) {
 		if ((int)req->states[i] < 1 || (int)req->states[i] > 3)

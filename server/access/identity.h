@@ -12,8 +12,8 @@
  * secret is stored (a fast hash is right for 256-bit random secrets: there
  * is nothing to brute-force), compared in constant time.
  */
-#ifndef MON_SERVER_IDENTITY_H
-#define MON_SERVER_IDENTITY_H
+#ifndef MON_SERVER_ACCESS_IDENTITY_H
+#define MON_SERVER_ACCESS_IDENTITY_H
 
 #include <stdbool.h>
 #include <stddef.h>

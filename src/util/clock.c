@@ -1,0 +1,21 @@
+/* The monotonic and the wall clock in milliseconds (see clock.h). */
+#include "util/clock.h"
+
+#include <time.h>
+
+static int64_t clock_ms(clockid_t id)
+{
+	struct timespec ts;
+	clock_gettime(id, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int64_t mon_now_ms(void)
+{
+	return clock_ms(CLOCK_MONOTONIC);
+}
+
+int64_t mon_wall_ms(void)
+{
+	return clock_ms(CLOCK_REALTIME);
+}

@@ -1,0 +1,250 @@
+/*
+ * What every service uses (server/common/): the UTF-8 checker and the text
+ * field check on it, integers of database text, timestamps, page sizes,
+ * page tokens and key cursors. No server needed.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "common/page.h"
+#include "common/parse.h"
+#include "common/text.h"
+
+static size_t decode(const char *s, size_t len, uint32_t *cp)
+{
+	return svc_utf8_decode((const unsigned char *)s, len, cp);
+}
+
+static void test_common_utf8_valid_1_to_4_bytes(void **state)
+{
+	(void)state;
+	uint32_t cp = 0;
+	assert_int_equal(decode("A", 1, &cp), 1);
+	assert_int_equal(cp, 0x41);
+	assert_int_equal(decode("\x7f", 1, &cp), 1);
+	assert_int_equal(decode("\xc2\x80", 2, &cp), 2); /* U+0080, the lowest 2-byte */
+	assert_int_equal(cp, 0x80);
+	assert_int_equal(decode("\xc3\xa9", 2, &cp), 2); /* é */
+	assert_int_equal(cp, 0xe9);
+	assert_int_equal(decode("\xe0\xa0\x80", 3, &cp), 3); /* U+0800, the lowest 3-byte */
+	assert_int_equal(decode("\xe2\x82\xac", 3, &cp), 3); /* € */
+	assert_int_equal(cp, 0x20ac);
+	assert_int_equal(decode("\xed\x9f\xbf", 3, &cp), 3);     /* U+D7FF, just below the surrogates */
+	assert_int_equal(decode("\xee\x80\x80", 3, &cp), 3);     /* U+E000, just above them */
+	assert_int_equal(decode("\xf0\x90\x80\x80", 4, &cp), 4); /* U+10000 */
+	assert_int_equal(decode("\xf0\x9f\x98\x80", 4, &cp), 4); /* 😀 */
+	assert_int_equal(cp, 0x1f600);
+	assert_int_equal(decode("\xf4\x8f\xbf\xbf", 4, &cp), 4); /* U+10FFFF */
+	assert_int_equal(cp, 0x10ffff);
+	size_t chars = 0;
+	const char *mixed = "a\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80";
+	assert_int_equal(svc_utf8_scan(mixed, strlen(mixed), 0, &chars), SVC_UTF8_OK);
+	assert_int_equal(chars, 4);
+}
+
+static void test_common_utf8_refuses_overlong(void **state)
+{
+	(void)state;
+	assert_int_equal(decode("\xc0\xaf", 2, NULL), 0);         /* '/' in 2 bytes */
+	assert_int_equal(decode("\xc1\xbf", 2, NULL), 0);         /* U+007F in 2 bytes */
+	assert_int_equal(decode("\xc0\x80", 2, NULL), 0);         /* NUL in 2 bytes (modified UTF-8) */
+	assert_int_equal(decode("\xe0\x80\xaf", 3, NULL), 0);     /* '/' in 3 bytes */
+	assert_int_equal(decode("\xe0\x9f\xbf", 3, NULL), 0);     /* U+07FF in 3 bytes */
+	assert_int_equal(decode("\xf0\x80\x80\xaf", 4, NULL), 0); /* '/' in 4 bytes */
+	assert_int_equal(decode("\xf0\x8f\xbf\xbf", 4, NULL), 0); /* U+FFFF in 4 bytes */
+}
+
+static void test_common_utf8_refuses_surrogates(void **state)
+{
+	(void)state;
+	assert_int_equal(decode("\xed\xa0\x80", 3, NULL), 0); /* U+D800 */
+	assert_int_equal(decode("\xed\xaf\xbf", 3, NULL), 0); /* U+DBFF */
+	assert_int_equal(decode("\xed\xb0\x80", 3, NULL), 0); /* U+DC00 */
+	assert_int_equal(decode("\xed\xbf\xbf", 3, NULL), 0); /* U+DFFF */
+	/* A pair encoded as two 3-byte sequences (CESU-8) is not UTF-8 either. */
+	const char *cesu = "\xed\xa0\xbd\xed\xb8\x80";
+	assert_int_equal(svc_utf8_scan(cesu, strlen(cesu), 0, NULL), SVC_UTF8_INVALID);
+}
+
+static void test_common_utf8_refuses_above_10ffff(void **state)
+{
+	(void)state;
+	assert_int_equal(decode("\xf4\x90\x80\x80", 4, NULL), 0); /* U+110000 */
+	assert_int_equal(decode("\xf5\x80\x80\x80", 4, NULL), 0);
+	assert_int_equal(decode("\xf7\xbf\xbf\xbf", 4, NULL), 0);     /* U+1FFFFF */
+	assert_int_equal(decode("\xf8\x88\x80\x80\x80", 5, NULL), 0); /* old 5-byte form */
+	assert_int_equal(decode("\xff", 1, NULL), 0);
+}
+
+static void test_common_utf8_refuses_nul_and_stray_bytes(void **state)
+{
+	(void)state;
+	assert_int_equal(decode("", 1, NULL), 0); /* the NUL byte itself */
+	assert_int_equal(svc_utf8_scan("a\0b", 3, 0, NULL), SVC_UTF8_INVALID);
+	assert_int_equal(decode("\x80", 1, NULL), 0); /* a continuation byte alone */
+	assert_int_equal(decode("\xbf", 1, NULL), 0);
+	assert_int_equal(decode("\xc3\x41", 2, NULL), 0); /* a lead byte then ASCII */
+}
+
+static void test_common_utf8_refuses_truncated(void **state)
+{
+	(void)state;
+	assert_int_equal(decode("\xc3", 1, NULL), 0);
+	assert_int_equal(decode("\xe2\x82", 2, NULL), 0);
+	assert_int_equal(decode("\xf0\x9f\x98", 3, NULL), 0);
+	/* len cuts a sequence that the bytes after it would complete. */
+	assert_int_equal(decode("\xe2\x82\xac", 2, NULL), 0);
+	assert_int_equal(svc_utf8_scan("ok\xe2\x82", 4, 0, NULL), SVC_UTF8_INVALID);
+	/* In a C string the terminator stops a cut sequence. */
+	assert_int_equal(decode("\xf0\x9f", 4, NULL), 0);
+}
+
+static void test_common_utf8_controls_by_flag(void **state)
+{
+	(void)state;
+	assert_int_equal(svc_utf8_scan("a\tb", 3, 0, NULL), SVC_UTF8_OK);
+	assert_int_equal(svc_utf8_scan("a\tb", 3, SVC_TEXT_NO_C0, NULL), SVC_UTF8_CONTROL);
+	assert_int_equal(svc_utf8_scan("del\x7f", 4, SVC_TEXT_NO_C0, NULL), SVC_UTF8_CONTROL);
+	assert_int_equal(svc_utf8_scan("c1\xc2\x85", 4, SVC_TEXT_NO_C0, NULL), SVC_UTF8_OK); /* U+0085 */
+	assert_int_equal(svc_utf8_scan("c1\xc2\x85", 4, SVC_TEXT_NO_CONTROLS, NULL), SVC_UTF8_CONTROL);
+	/* The first problem wins: invalid before control, control before invalid. */
+	assert_int_equal(svc_utf8_scan("\xff\t", 2, SVC_TEXT_NO_C0, NULL), SVC_UTF8_INVALID);
+	assert_int_equal(svc_utf8_scan("\t\xff", 2, SVC_TEXT_NO_C0, NULL), SVC_UTF8_CONTROL);
+}
+
+static void test_common_check_text_messages(void **state)
+{
+	(void)state;
+	struct mon_error err = {0};
+	assert_int_equal(svc_check_text("note", NULL, 0, 10, 0, 0, &err), 0);
+	assert_int_equal(svc_check_text("note", "", 1, 10, 0, 0, &err), MON_EINVAL);
+	assert_string_equal(err.msg, "note: must be set");
+	assert_int_equal(svc_check_text("note", "\xc3\xa9\xc3\xa9", 0, 2, 0, 0, &err), 0); /* characters, not bytes */
+	assert_int_equal(svc_check_text("note", "abc", 0, 2, 0, 0, &err), MON_EINVAL);
+	assert_string_equal(err.msg, "note: at most 2 characters");
+	assert_int_equal(svc_check_text("note", "ab", 3, 10, 0, 0, &err), MON_EINVAL);
+	assert_string_equal(err.msg, "note: at least 3 characters");
+	assert_int_equal(svc_check_text("note", "\xc3\xa9\xc3\xa9", 0, 10, 3, 0, &err), MON_EINVAL);
+	assert_string_equal(err.msg, "note: at most 3 bytes");
+	assert_int_equal(svc_check_text("note", "\xed\xa0\x80", 0, 10, 0, 0, &err), MON_EINVAL);
+	assert_string_equal(err.msg, "note: must be valid UTF-8");
+	assert_int_equal(svc_check_text("note", "a\nb", 0, 10, 0, SVC_TEXT_NO_CONTROLS, &err), MON_EINVAL);
+	assert_string_equal(err.msg, "note: must not contain control characters");
+}
+
+static void test_common_parse_i64(void **state)
+{
+	(void)state;
+	assert_int_equal(svc_parse_i64("0"), 0);
+	assert_int_equal(svc_parse_i64("42"), 42);
+	assert_int_equal(svc_parse_i64("-17"), -17);
+	assert_true(svc_parse_i64("9223372036854775807") == INT64_MAX);
+	assert_true(svc_parse_i64("-9223372036854775808") == INT64_MIN);
+	assert_true(svc_parse_i64("99999999999999999999") == INT64_MAX); /* clamped */
+	assert_int_equal(svc_parse_i64("12abc"), 12);                    /* the leading number */
+	assert_int_equal(svc_parse_i64(""), 0);
+	assert_int_equal(svc_parse_i64("abc"), 0);
+	assert_int_equal(svc_parse_i64(NULL), 0);
+}
+
+static void test_common_times(void **state)
+{
+	(void)state;
+	struct mon_error err = {0};
+	int64_t ms = 0;
+	Google__Protobuf__Timestamp ts = GOOGLE__PROTOBUF__TIMESTAMP__INIT;
+	ts.seconds = 1735689600;
+	ts.nanos = 123456789;
+	assert_int_equal(svc_time_ms("time", &ts, &ms, &err), 0);
+	assert_true(ms == INT64_C(1735689600123));
+	ts.nanos = -1;
+	assert_int_equal(svc_time_ms("time", &ts, &ms, &err), MON_EINVAL);
+	assert_string_equal(err.msg, "time: not a valid time");
+	ts.nanos = 0;
+	ts.seconds = SVC_TIMESTAMP_SECONDS_MAX + 1;
+	assert_int_equal(svc_time_ms("time", &ts, &ms, &err), MON_EINVAL);
+
+	struct arena *a = arena_create(0);
+	Google__Protobuf__Timestamp *out = NULL;
+	assert_non_null(out = svc_ts_from_us(a, -1));
+	assert_int_equal(out->seconds, -1);
+	assert_int_equal(out->nanos, 999999000);
+	assert_non_null(out = svc_ts_from_us(a, INT64_C(1735689600123456)));
+	assert_int_equal(out->seconds, 1735689600);
+	assert_int_equal(out->nanos, 123456000);
+	arena_destroy(a);
+}
+
+static void test_common_page_size(void **state)
+{
+	(void)state;
+	struct mon_error err = {0};
+	int n = -1;
+	assert_int_equal(svc_page_size(0, 50, 500, &n, &err), 0);
+	assert_int_equal(n, 50);
+	assert_int_equal(svc_page_size(1, 50, 500, &n, &err), 0);
+	assert_int_equal(n, 1);
+	assert_int_equal(svc_page_size(500, 50, 500, &n, &err), 0);
+	assert_int_equal(n, 500);
+	assert_int_equal(svc_page_size(501, 50, 500, &n, &err), 0);
+	assert_int_equal(n, 500);
+	assert_int_equal(svc_page_size(INT32_MAX, 100, 1000, &n, &err), 0);
+	assert_int_equal(n, 1000);
+	assert_int_equal(svc_page_size(-1, 50, 500, &n, &err), MON_EINVAL);
+	assert_string_equal(err.msg, "page_size: must not be negative");
+}
+
+static void test_common_page_token_in_arena(void **state)
+{
+	(void)state;
+	struct mon_error err = {0};
+	struct arena *a = arena_create(0);
+	char *token = NULL, *cursor = NULL;
+	assert_int_equal(svc_page_token_make_in(a, "alerts|active", "17,42,abc", 1400, &token, &err), 0);
+	assert_int_equal(svc_page_token_read_in(a, token, "alerts|active", 1400, &cursor, &err), 0);
+	assert_string_equal(cursor, "17,42,abc");
+	assert_int_equal(svc_page_token_read_in(a, token, "alerts|resolved", 1400, &cursor, &err), MON_EINVAL);
+	assert_string_equal(err.msg, "page_token: does not match the request");
+	assert_int_equal(svc_page_token_read_in(a, token, "alerts|active", strlen(token), &cursor, &err), MON_EINVAL);
+	assert_string_equal(err.msg, "page_token: malformed");
+
+	/* Key cursors hold any key, ',' and '|' included. */
+	char *kc = svc_key_cursor_make(a, "name, with|odd", "id-1");
+	assert_non_null(kc);
+	assert_null(strchr(kc, '|'));
+	const char *key = NULL, *id = NULL;
+	assert_int_equal(svc_key_cursor_read(a, kc, 0, &key, &id, &err), 0);
+	assert_string_equal(key, "name, with|odd");
+	assert_string_equal(id, "id-1");
+	assert_int_equal(svc_key_cursor_read(a, kc, 4, &key, &id, &err), MON_EINVAL); /* key too long */
+	const char *bad[] = {"no-comma", "abc,id", "zz,id", "00,id"};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		assert_int_equal(svc_key_cursor_read(a, bad[i], 0, &key, &id, &err), MON_EINVAL);
+		assert_string_equal(err.msg, "page_token: malformed");
+	}
+	arena_destroy(a);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	        cmocka_unit_test(test_common_utf8_valid_1_to_4_bytes),
+	        cmocka_unit_test(test_common_utf8_refuses_overlong),
+	        cmocka_unit_test(test_common_utf8_refuses_surrogates),
+	        cmocka_unit_test(test_common_utf8_refuses_above_10ffff),
+	        cmocka_unit_test(test_common_utf8_refuses_nul_and_stray_bytes),
+	        cmocka_unit_test(test_common_utf8_refuses_truncated),
+	        cmocka_unit_test(test_common_utf8_controls_by_flag),
+	        cmocka_unit_test(test_common_check_text_messages),
+	        cmocka_unit_test(test_common_parse_i64),
+	        cmocka_unit_test(test_common_times),
+	        cmocka_unit_test(test_common_page_size),
+	        cmocka_unit_test(test_common_page_token_in_arena),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
