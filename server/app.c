@@ -229,11 +229,11 @@ static int start_listeners(struct app *app, struct mon_error *err)
 {
 	int rc = identity_store_create(app->pool, app->bus, &app->identity, err);
 	if (rc == 0)
-		rc = health_watch_hub_create(app->pool, app->bus, &app->health_hub, err);
+		rc = stream_hub_create(&health_watch_kind, app->pool, app->bus, &app->health_hub, err);
 	if (rc == 0)
-		rc = metrics_watch_hub_create(app->pool, app->bus, &app->metrics_hub, err);
+		rc = stream_hub_create(&metrics_watch_kind, app->pool, app->bus, &app->metrics_hub, err);
 	if (rc == 0)
-		rc = alerts_watch_hub_create(app->pool, app->bus, &app->alerts_hub, err);
+		rc = stream_hub_create(&alerts_watch_kind, app->pool, app->bus, &app->alerts_hub, err);
 	if (rc == 0)
 		rc = alerts_engine_start(
 		        &(struct alerts_engine_config){.pool = app->pool,
@@ -284,9 +284,9 @@ static int start_rpc(struct app *app, const struct app_tls *tls, struct mon_erro
 	if (r != 0)
 		return r;
 	/* At shutdown the watch hubs tell their streams where to resume, before the server ends them. */
-	if (rpc_server_on_shutdown(app->rpc, health_watch_hub_drain, app->health_hub) != 0 ||
-	    rpc_server_on_shutdown(app->rpc, metrics_watch_hub_drain, app->metrics_hub) != 0 ||
-	    rpc_server_on_shutdown(app->rpc, alerts_watch_hub_drain, app->alerts_hub) != 0)
+	if (rpc_server_on_shutdown(app->rpc, stream_hub_drain, app->health_hub) != 0 ||
+	    rpc_server_on_shutdown(app->rpc, stream_hub_drain, app->metrics_hub) != 0 ||
+	    rpc_server_on_shutdown(app->rpc, stream_hub_drain, app->alerts_hub) != 0)
 		return mon_error_set(err, MON_EINTERNAL, "could not register the watch streams' shutdown");
 	return 0;
 }
@@ -369,11 +369,11 @@ void app_stop(struct app *app)
 	rpc_server_destroy(app->rpc);
 	app->rpc = NULL;
 	db_bus_destroy(app->bus);
-	health_watch_hub_destroy(app->health_hub);
-	metrics_watch_hub_destroy(app->metrics_hub);
+	stream_hub_destroy(app->health_hub);
+	stream_hub_destroy(app->metrics_hub);
 	alerts_engine_stop(app->alerts_engine);
 	notifier_stop(app->notifier);
-	alerts_watch_hub_destroy(app->alerts_hub);
+	stream_hub_destroy(app->alerts_hub);
 	identity_store_destroy(app->identity);
 	audit_writer_destroy(app->audit);
 	db_pool_destroy(app->pool);

@@ -39,11 +39,11 @@ struct app {
 	struct identity_store *identity;
 	struct audit_writer *audit;
 	struct prober *prober;
-	struct health_watch_hub *health_hub;
+	struct stream_hub *health_hub;
 	struct health_retention *health_retention;
-	struct metrics_watch_hub *metrics_hub;
+	struct stream_hub *metrics_hub;
 	struct metrics_maintenance *metrics_maintenance;
-	struct alerts_watch_hub *alerts_hub;
+	struct stream_hub *alerts_hub;
 	struct alerts_engine *alerts_engine;
 	struct notifier *notifier;
 	struct rpc_server *rpc;

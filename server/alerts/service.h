@@ -24,8 +24,8 @@
  */
 struct alerts_service {
 	struct db_pool *pool;
-	struct alerts_engine *engine;       /* the evaluator (PreviewAlertRule shares its rules' logic) */
-	struct alerts_watch_hub *watch_hub; /* WatchAlerts' hub (alerts/watch.c still finds its own) */
+	struct alerts_engine *engine; /* the evaluator (PreviewAlertRule shares its rules' logic) */
+	struct stream_hub *watch_hub; /* the Watch stream's hub */
 };
 
 /* The service of an AlertsService call. */

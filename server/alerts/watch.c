@@ -16,7 +16,6 @@
 
 #include <errno.h>
 #include <inttypes.h>
-#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -46,13 +45,6 @@ struct watch_filter {
 	uint8_t status_mask;   /* bit per AlertStatus; 0 matches all */
 	uint8_t severity_mask; /* bit per SeverityLevel; 0 matches all */
 	bool is_excluding_updates;
-};
-
-/* The process's hub: the handler has no other way to find it. */
-static _Atomic(struct alerts_watch_hub *) the_hub;
-
-struct alerts_watch_hub {
-	struct stream_hub *hub;
 };
 
 static const struct db_stmt events_stmt = {
@@ -509,7 +501,7 @@ static void kind_filter_free(void *filter)
 	filter_free(filter);
 }
 
-static const struct stream_kind alerts_kind = {
+const struct stream_kind alerts_watch_kind = {
         .name = "alerts",
         .channel = ALERTS_NOTIFY_CHANNEL,
         .subs_max = WATCH_SUBS_MAX,
@@ -522,44 +514,7 @@ static const struct stream_kind alerts_kind = {
         .filter_free = kind_filter_free,
 };
 
-/* ---- the hub and the handler ---- */
-
-int alerts_watch_hub_create(struct db_pool *pool, struct db_bus *bus, struct alerts_watch_hub **out,
-                            struct mon_error *err)
-{
-	*out = NULL;
-	struct alerts_watch_hub *w = calloc(1, sizeof(*w));
-	if (w == NULL)
-		return mon_error_set(err, MON_ENOMEM, "out of memory creating the alerts watch");
-	struct alerts_watch_hub *none = NULL;
-	if (!atomic_compare_exchange_strong(&the_hub, &none, w)) {
-		free(w);
-		return mon_error_set(err, MON_EPRECOND, "alerts watch: a hub already exists in this process");
-	}
-	int rc = stream_hub_create(&alerts_kind, pool, bus, &w->hub, err);
-	if (rc != 0) {
-		alerts_watch_hub_destroy(w);
-		return rc;
-	}
-	*out = w;
-	return 0;
-}
-
-void alerts_watch_hub_destroy(struct alerts_watch_hub *w)
-{
-	if (w == NULL)
-		return;
-	stream_hub_destroy(w->hub);
-	struct alerts_watch_hub *self = w;
-	atomic_compare_exchange_strong(&the_hub, &self, NULL);
-	free(w);
-}
-
-void alerts_watch_hub_drain(void *arg)
-{
-	struct alerts_watch_hub *w = arg;
-	stream_hub_drain(w->hub);
-}
+/* ---- the handler ---- */
 
 /* The request's filters, validated, in a new filter (the caller owns *out). */
 static int filter_from_request(struct rpc_ctx *ctx, const Monitoring__V1__WatchAlertsRequest *req,
@@ -610,11 +565,9 @@ static int filter_from_request(struct rpc_ctx *ctx, const Monitoring__V1__WatchA
 	return 0;
 }
 
-int alerts_watch(struct rpc_ctx *ctx, const Monitoring__V1__WatchAlertsRequest *req, struct rpc_stream *stream)
+int alerts_watch(struct stream_hub *hub, struct rpc_ctx *ctx, const Monitoring__V1__WatchAlertsRequest *req,
+                 struct rpc_stream *stream)
 {
-	struct alerts_watch_hub *w = atomic_load(&the_hub);
-	if (w == NULL)
-		return rpc_fail(ctx, MON_EUNAVAIL, "alerts watch is not running; retry later");
 	struct watch_filter *filter = NULL;
 	int rc = filter_from_request(ctx, req, &filter);
 	if (rc != 0) {
@@ -623,6 +576,6 @@ int alerts_watch(struct rpc_ctx *ctx, const Monitoring__V1__WatchAlertsRequest *
 	}
 	int64_t heartbeat_ms =
 	        stream_heartbeat_ms(req->heartbeat_interval, WATCH_HEARTBEAT_DEFAULT_S, WATCH_HEARTBEAT_MIN_S);
-	rc = stream_open(w->hub, stream, filter, heartbeat_ms, req->resume_after_sequence, rpc_ctx_error(ctx));
+	rc = stream_open(hub, stream, filter, heartbeat_ms, req->resume_after_sequence, rpc_ctx_error(ctx));
 	return rc; /* on failure the message is in the call's error slot */
 }

@@ -29,8 +29,8 @@
  */
 struct health_service {
 	struct db_pool *pool;
-	struct prober *prober;              /* RunHealthCheck's; NULL: it answers UNAVAILABLE */
-	struct health_watch_hub *watch_hub; /* WatchServiceHealth's hub (health/watch.c still finds its own) */
+	struct prober *prober;        /* RunHealthCheck's; NULL: it answers UNAVAILABLE */
+	struct stream_hub *watch_hub; /* the Watch stream's hub */
 };
 
 /* The service of a HealthService call. */

@@ -12,7 +12,6 @@
 
 #include <errno.h>
 #include <inttypes.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,13 +41,6 @@ struct watch_filter {
 	unsigned status_mask; /* bit per ServiceStatus; 0 matches all */
 	bool is_every_check;  /* include_every_check: CHECKED events too */
 };
-
-struct health_watch_hub {
-	struct stream_hub *hub;
-};
-
-/* The process's hub: the handler has no other way to find it. */
-static _Atomic(struct health_watch_hub *) the_hub;
 
 static const struct db_stmt events_stmt = {
         .name = "health_watch_events",
@@ -421,7 +413,7 @@ static void kind_filter_free(void *filter)
 	filter_free(filter);
 }
 
-static const struct stream_kind health_kind = {
+const struct stream_kind health_watch_kind = {
         .name = "health",
         .channel = HEALTH_NOTIFY_CHANNEL,
         .subs_max = WATCH_SUBS_MAX,
@@ -434,44 +426,7 @@ static const struct stream_kind health_kind = {
         .filter_free = kind_filter_free,
 };
 
-/* ---- the hub and the handler ---- */
-
-int health_watch_hub_create(struct db_pool *pool, struct db_bus *bus, struct health_watch_hub **out,
-                            struct mon_error *err)
-{
-	*out = NULL;
-	struct health_watch_hub *w = calloc(1, sizeof(*w));
-	if (w == NULL)
-		return mon_error_set(err, MON_ENOMEM, "out of memory creating the health watch");
-	struct health_watch_hub *none = NULL;
-	if (!atomic_compare_exchange_strong(&the_hub, &none, w)) {
-		free(w);
-		return mon_error_set(err, MON_EPRECOND, "health watch: a hub already exists in this process");
-	}
-	int rc = stream_hub_create(&health_kind, pool, bus, &w->hub, err);
-	if (rc != 0) {
-		health_watch_hub_destroy(w);
-		return rc;
-	}
-	*out = w;
-	return 0;
-}
-
-void health_watch_hub_destroy(struct health_watch_hub *w)
-{
-	if (w == NULL)
-		return;
-	stream_hub_destroy(w->hub);
-	struct health_watch_hub *self = w;
-	atomic_compare_exchange_strong(&the_hub, &self, NULL);
-	free(w);
-}
-
-void health_watch_hub_drain(void *arg)
-{
-	struct health_watch_hub *w = arg;
-	stream_hub_drain(w->hub);
-}
+/* ---- the handler ---- */
 
 /* The request's filters, validated, in a new filter (the caller owns *out). */
 static int filter_from_request(struct rpc_ctx *ctx, const Monitoring__V1__WatchServiceHealthRequest *req,
@@ -512,11 +467,9 @@ static int filter_from_request(struct rpc_ctx *ctx, const Monitoring__V1__WatchS
 	return 0;
 }
 
-int health_watch(struct rpc_ctx *ctx, const Monitoring__V1__WatchServiceHealthRequest *req, struct rpc_stream *stream)
+int health_watch(struct stream_hub *hub, struct rpc_ctx *ctx, const Monitoring__V1__WatchServiceHealthRequest *req,
+                 struct rpc_stream *stream)
 {
-	struct health_watch_hub *w = atomic_load(&the_hub);
-	if (w == NULL)
-		return rpc_fail(ctx, MON_EUNAVAIL, "health watch is not running; retry later");
 	struct watch_filter *filter = NULL;
 	int rc = filter_from_request(ctx, req, &filter);
 	if (rc != 0) {
@@ -525,6 +478,6 @@ int health_watch(struct rpc_ctx *ctx, const Monitoring__V1__WatchServiceHealthRe
 	}
 	int64_t heartbeat_ms =
 	        stream_heartbeat_ms(req->heartbeat_interval, WATCH_HEARTBEAT_DEFAULT_S, WATCH_HEARTBEAT_MIN_S);
-	rc = stream_open(w->hub, stream, filter, heartbeat_ms, req->resume_after_sequence, rpc_ctx_error(ctx));
+	rc = stream_open(hub, stream, filter, heartbeat_ms, req->resume_after_sequence, rpc_ctx_error(ctx));
 	return rc; /* on failure the message is in the call's error slot */
 }

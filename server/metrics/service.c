@@ -199,11 +199,16 @@ static int record_metrics(struct rpc_ctx *ctx, const Monitoring__V1__RecordMetri
 	return 0;
 }
 
+static int watch_metrics(struct rpc_ctx *ctx, const Monitoring__V1__WatchMetricsRequest *req, struct rpc_stream *stream)
+{
+	return metrics_watch(metrics_service_of(ctx)->watch_hub, ctx, req, stream);
+}
+
 int metrics_service_bind(struct rpc_server *server, struct metrics_service *svc, struct mon_error *err)
 {
 	struct monitoring_v1_metrics_service_handlers handlers = {
 	        .record_metrics = record_metrics,
-	        .watch_metrics = metrics_watch,
+	        .watch_metrics = watch_metrics,
 	};
 	if (svc->raw_retention_days <= 0)
 		svc->raw_retention_days = METRICS_RAW_RETENTION_DAYS;

@@ -24,7 +24,7 @@
 struct metrics_service {
 	struct db_pool *pool;
 	struct alerts_engine *alerts_engine; /* told which metrics got points; NULL: nobody is */
-	struct metrics_watch_hub *watch_hub; /* WatchMetrics' hub (metrics/watch.c still finds its own) */
+	struct stream_hub *watch_hub;        /* the Watch stream's hub */
 	int raw_retention_days; /* metrics-raw-retention-days: RecordMetrics refuses older points, RAW cannot reach
 	                           further; 0: METRICS_RAW_RETENTION_DAYS */
 	int rollup_5min_days;   /* metrics-5min-retention-days: AUTO picks no rollup beyond it; 0: 90 */

@@ -41,7 +41,6 @@
 
 #include <errno.h>
 #include <inttypes.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -152,12 +151,6 @@ struct log_row {
 	int64_t min_us, max_us;
 	Monitoring__V1__MetricBatch *batch; /* NULL when the payload could not be decoded */
 };
-
-struct metrics_watch_hub {
-	struct stream_hub *hub;
-};
-
-static _Atomic(struct metrics_watch_hub *) the_hub;
 
 /*
  * Rows after $1, at most WATCH_READ_ROWS and about WATCH_READ_BYTES of
@@ -1410,7 +1403,7 @@ static const struct stream_batching metrics_batching = {
         .shutdown = kind_shutdown,
 };
 
-static const struct stream_kind metrics_kind = {
+const struct stream_kind metrics_watch_kind = {
         .name = "metrics",
         .channel = METRICS_NOTIFY_CHANNEL,
         .subs_max = WATCH_SUBS_MAX,
@@ -1421,50 +1414,11 @@ static const struct stream_kind metrics_kind = {
         .batching = &metrics_batching,
 };
 
-/* ---- the hub and the handler ---- */
+/* ---- the handler ---- */
 
-int metrics_watch_hub_create(struct db_pool *pool, struct db_bus *bus, struct metrics_watch_hub **out,
-                             struct mon_error *err)
+int metrics_watch(struct stream_hub *hub, struct rpc_ctx *ctx, const Monitoring__V1__WatchMetricsRequest *req,
+                  struct rpc_stream *stream)
 {
-	*out = NULL;
-	struct metrics_watch_hub *w = calloc(1, sizeof(*w));
-	if (w == NULL)
-		return mon_error_set(err, MON_ENOMEM, "out of memory creating the metrics watch");
-	struct metrics_watch_hub *none = NULL;
-	if (!atomic_compare_exchange_strong(&the_hub, &none, w)) {
-		free(w);
-		return mon_error_set(err, MON_EPRECOND, "metrics watch: a hub already exists in this process");
-	}
-	int rc = stream_hub_create(&metrics_kind, pool, bus, &w->hub, err);
-	if (rc != 0) {
-		metrics_watch_hub_destroy(w);
-		return rc;
-	}
-	*out = w;
-	return 0;
-}
-
-void metrics_watch_hub_destroy(struct metrics_watch_hub *w)
-{
-	if (w == NULL)
-		return;
-	stream_hub_destroy(w->hub);
-	struct metrics_watch_hub *self = w;
-	atomic_compare_exchange_strong(&the_hub, &self, NULL);
-	free(w);
-}
-
-void metrics_watch_hub_drain(void *arg)
-{
-	struct metrics_watch_hub *w = arg;
-	stream_hub_drain(w->hub);
-}
-
-int metrics_watch(struct rpc_ctx *ctx, const Monitoring__V1__WatchMetricsRequest *req, struct rpc_stream *stream)
-{
-	struct metrics_watch_hub *w = atomic_load(&the_hub);
-	if (w == NULL)
-		return rpc_fail(ctx, MON_EUNAVAIL, "metrics watch is not running; retry later");
 	struct watch_sub *sub = calloc(1, sizeof(*sub));
 	if (sub == NULL)
 		return rpc_fail(ctx, MON_ENOMEM, "out of memory");
@@ -1473,6 +1427,6 @@ int metrics_watch(struct rpc_ctx *ctx, const Monitoring__V1__WatchMetricsRequest
 		sub_free(sub);
 		return rc;
 	}
-	rc = stream_open(w->hub, stream, sub, sub->heartbeat_ms, req->resume_after_sequence, rpc_ctx_error(ctx));
+	rc = stream_open(hub, stream, sub, sub->heartbeat_ms, req->resume_after_sequence, rpc_ctx_error(ctx));
 	return rc; /* on failure the message is in the call's error slot */
 }
