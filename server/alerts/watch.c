@@ -23,6 +23,7 @@
 #include <time.h>
 
 #include "alerts/store.h"
+#include "common/parse.h"
 #include "google/protobuf/timestamp.pb-c.h"
 #include "monitoring/v1/common.pb-c.h"
 #include "stream/stream.h"
@@ -67,32 +68,6 @@ static const struct db_stmt bounds_stmt = {
         .param_count = 0,
 };
 
-static int64_t parse_i64(const char *text)
-{
-	char *end = NULL;
-	errno = 0;
-	long long v = strtoll(text, &end, 10);
-	if (errno != 0 || end == text)
-		return 0;
-	return (int64_t)v;
-}
-
-static Google__Protobuf__Timestamp *timestamp_from_ms(struct arena *a, int64_t ms)
-{
-	Google__Protobuf__Timestamp *t = arena_alloc(a, sizeof(*t));
-	if (t == NULL)
-		return NULL;
-	google__protobuf__timestamp__init(t);
-	int64_t s = ms / 1000, rem = ms % 1000;
-	if (rem < 0) {
-		s--;
-		rem += 1000;
-	}
-	t->seconds = s;
-	t->nanos = (int32_t)(rem * 1000000);
-	return t;
-}
-
 /* ---- events ---- */
 
 struct watch_event {
@@ -102,37 +77,6 @@ struct watch_event {
 	bool is_update;
 	watch_msg *msg;
 };
-
-static int hex_digit(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
-/* Decodes hex text into bytes in the arena; false when malformed or past the cap. */
-static bool hex_decode(struct arena *a, const char *hex, uint8_t **out, size_t *len_out)
-{
-	size_t n = strlen(hex);
-	if (n % 2 != 0)
-		return false;
-	uint8_t *buf = arena_alloc(a, n / 2 + 1);
-	if (buf == NULL)
-		return false;
-	for (size_t i = 0; i < n / 2; i++) {
-		int hi = hex_digit(hex[2 * i]), lo = hex_digit(hex[2 * i + 1]);
-		if (hi < 0 || lo < 0)
-			return false;
-		buf[i] = (uint8_t)(hi << 4 | lo);
-	}
-	*out = buf;
-	*len_out = n / 2;
-	return true;
-}
 
 static Monitoring__V1__AlertChangeKind kind_from_text(const char *text)
 {
@@ -155,10 +99,10 @@ static Monitoring__V1__AlertChangeKind kind_from_text(const char *text)
 static Monitoring__V1__AlertChange *change_from_row(struct arena *a, const struct db_result *res, int i, int64_t seq,
                                                     const struct watch_event *ev)
 {
-	uint8_t *bytes = NULL;
 	size_t len = 0;
 	Monitoring__V1__AlertChange *ch = NULL;
-	if (hex_decode(a, db_result_value(res, i, 9), &bytes, &len)) {
+	uint8_t *bytes = svc_hex_decode(a, db_result_value(res, i, 9), &len);
+	if (bytes != NULL) {
 		ProtobufCAllocator alloc = arena_protobuf_allocator(a);
 		ch = monitoring__v1__alert_change__unpack(&alloc, len, bytes);
 	}
@@ -171,7 +115,7 @@ static Monitoring__V1__AlertChange *change_from_row(struct arena *a, const struc
 		ch->kind = kind_from_text(db_result_value(res, i, 3));
 		ch->previous_status = ev->previous_status;
 		ch->actor = arena_strdup(a, db_result_value(res, i, 7));
-		ch->changed_at = timestamp_from_ms(a, parse_i64(db_result_value(res, i, 8)));
+		ch->changed_at = svc_ts_from_us(a, svc_parse_i64(db_result_value(res, i, 8)) * 1000);
 		if (ch->actor == NULL || ch->changed_at == NULL)
 			return NULL;
 	}
@@ -203,7 +147,7 @@ static int events_decode(const struct db_result *res, struct arena *a, struct wa
 	if (ev == NULL)
 		return MON_ENOMEM;
 	for (int i = 0; i < n; i++) {
-		ev[i].seq = parse_i64(db_result_value(res, i, 0));
+		ev[i].seq = svc_parse_i64(db_result_value(res, i, 0));
 		ev[i].rule_id = arena_strdup(a, db_result_value(res, i, 2));
 		ev[i].is_update = strcmp(db_result_value(res, i, 3), "updated") == 0;
 		ev[i].status = (uint8_t)alerts_status_from_label(db_result_value(res, i, 4));
@@ -347,7 +291,7 @@ static int snapshot_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 	rc = db_exec(conn, "SELECT coalesce(max(seq), 0) FROM tb_alert_event", 0, NULL, &res, err);
 	if (rc != 0)
 		return rc;
-	r->mark = parse_i64(db_result_value(res, 0, 0));
+	r->mark = svc_parse_i64(db_result_value(res, 0, 0));
 	db_result_free(res);
 
 	const char *params[3];
@@ -461,9 +405,9 @@ static int kind_cursor_is_expired(struct db_conn *conn, int64_t cursor, bool *ou
 	int rc = db_exec_stmt(conn, &bounds_stmt, NULL, &res, err);
 	if (rc != 0)
 		return rc;
-	int64_t lo = parse_i64(db_result_value(res, 0, 0));
-	int64_t hi = parse_i64(db_result_value(res, 0, 1));
-	int64_t issued = parse_i64(db_result_value(res, 0, 2));
+	int64_t lo = svc_parse_i64(db_result_value(res, 0, 0));
+	int64_t hi = svc_parse_i64(db_result_value(res, 0, 1));
+	int64_t issued = svc_parse_i64(db_result_value(res, 0, 2));
 	db_result_free(res);
 	if (cursor > issued)
 		*out = true;

@@ -7,6 +7,7 @@
 #define MON_SERVER_COMMON_PARSE_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "db/db.h"
@@ -38,5 +39,12 @@ Google__Protobuf__Timestamp *svc_ts_from_us(struct arena *a, int64_t us);
  */
 Google__Protobuf__DoubleValue *svc_double_from_col(struct arena *a, const struct db_result *res, int row, int col,
                                                    bool *is_ok);
+
+/*
+ * Hex text (a bytea column read as encode(col, 'hex')) decoded into bytes
+ * in a; *len_out gets their count. NULL when the text is not hex or past
+ * the arena's cap.
+ */
+uint8_t *svc_hex_decode(struct arena *a, const char *hex, size_t *len_out);
 
 #endif

@@ -19,6 +19,7 @@
 
 #include "google/protobuf/timestamp.pb-c.h"
 #include "google/protobuf/wrappers.pb-c.h"
+#include "common/parse.h"
 #include "health/store.h"
 #include "monitoring/v1/common.pb-c.h"
 #include "stream/stream.h"
@@ -74,16 +75,6 @@ static const struct db_stmt bounds_stmt = {
         .param_count = 0,
 };
 
-static int64_t parse_i64(const char *text)
-{
-	char *end = NULL;
-	errno = 0;
-	long long v = strtoll(text, &end, 10);
-	if (errno != 0 || end == text)
-		return 0;
-	return (int64_t)v;
-}
-
 static int status_from_text(const char *text)
 {
 	if (strcmp(text, "healthy") == 0)
@@ -95,34 +86,6 @@ static int status_from_text(const char *text)
 	if (strcmp(text, "unknown") == 0)
 		return MONITORING__V1__SERVICE_STATUS__SERVICE_STATUS_UNKNOWN;
 	return MONITORING__V1__SERVICE_STATUS__SERVICE_STATUS_UNSPECIFIED;
-}
-
-static Google__Protobuf__Timestamp *timestamp_from_ms(struct arena *a, int64_t ms)
-{
-	Google__Protobuf__Timestamp *t = arena_alloc(a, sizeof(*t));
-	if (t == NULL)
-		return NULL;
-	google__protobuf__timestamp__init(t);
-	int64_t s = ms / 1000, rem = ms % 1000;
-	if (rem < 0) {
-		s--;
-		rem += 1000;
-	}
-	t->seconds = s;
-	t->nanos = (int32_t)(rem * 1000000);
-	return t;
-}
-
-static Google__Protobuf__DoubleValue *double_value(struct arena *a, const struct db_result *res, int row, int col)
-{
-	if (db_result_is_null(res, row, col))
-		return NULL;
-	Google__Protobuf__DoubleValue *v = arena_alloc(a, sizeof(*v));
-	if (v == NULL)
-		return NULL;
-	google__protobuf__double_value__init(v);
-	v->value = strtod(db_result_value(res, row, col), NULL);
-	return v;
 }
 
 /* A text column as a message string in the arena ("" for NULL); NULL past the arena's cap. */
@@ -180,7 +143,7 @@ static int events_decode(const struct db_result *res, struct arena *a, struct wa
 		monitoring__v1__monitored_service__init(svc);
 		monitoring__v1__health_check__init(chk);
 
-		ev[i].seq = parse_i64(db_result_value(res, i, 0));
+		ev[i].seq = svc_parse_i64(db_result_value(res, i, 0));
 		ev[i].kind = kind_from_text(db_result_value(res, i, 10));
 		ev[i].previous_status = db_result_is_null(res, i, 2) ? 0 : status_from_text(db_result_value(res, i, 2));
 		ev[i].status = db_result_is_null(res, i, 3) ? 0 : status_from_text(db_result_value(res, i, 3));
@@ -199,11 +162,11 @@ static int events_decode(const struct db_result *res, struct arena *a, struct wa
 		        ev[i].kind == MONITORING__V1__SERVICE_CHANGE_KIND__SERVICE_CHANGE_KIND_CHECKED;
 		if (has_check) {
 			if (!db_result_is_null(res, i, 4)) {
-				svc->last_check = timestamp_from_ms(a, parse_i64(db_result_value(res, i, 4)));
+				svc->last_check = svc_ts_from_us(a, svc_parse_i64(db_result_value(res, i, 4)) * 1000);
 				if (svc->last_check == NULL)
 					return MON_ENOMEM;
 			}
-			chk->id = parse_i64(db_result_value(res, i, 11));
+			chk->id = svc_parse_i64(db_result_value(res, i, 11));
 			chk->service_id = svc->id;
 			chk->status = ev[i].status;
 			chk->error_message = text_value(a, res, i, 7);
@@ -215,14 +178,14 @@ static int events_decode(const struct db_result *res, struct arena *a, struct wa
 				if (chk->response_time == NULL)
 					return MON_ENOMEM;
 				google__protobuf__int32_value__init(chk->response_time);
-				chk->response_time->value = (int32_t)parse_i64(db_result_value(res, i, 6));
+				chk->response_time->value = (int32_t)svc_parse_i64(db_result_value(res, i, 6));
 			}
 			ch->check = chk;
 		}
 		ch->kind = ev[i].kind;
 		ch->service = svc;
 		ch->previous_status = ev[i].previous_status;
-		ch->changed_at = timestamp_from_ms(a, parse_i64(db_result_value(res, i, 5)));
+		ch->changed_at = svc_ts_from_us(a, svc_parse_i64(db_result_value(res, i, 5)) * 1000);
 		if (ch->changed_at == NULL)
 			return MON_ENOMEM;
 		m->sequence = ev[i].seq;
@@ -311,22 +274,23 @@ static watch_msg *snapshot_item(struct arena *a, const struct db_result *res, in
 	svc->description = text_value(a, res, i, 3);
 	svc->service_type = text_value(a, res, i, 4);
 	svc->status = status;
-	svc->last_check = timestamp_from_ms(a, parse_i64(db_result_value(res, i, 6)));
+	svc->last_check = svc_ts_from_us(a, svc_parse_i64(db_result_value(res, i, 6)) * 1000);
 	svc->health_check_url = text_value(a, res, i, 7);
-	svc->check_interval = (int32_t)parse_i64(db_result_value(res, i, 8));
-	svc->timeout = (int32_t)parse_i64(db_result_value(res, i, 9));
-	retry->value = (int32_t)parse_i64(db_result_value(res, i, 10));
+	svc->check_interval = (int32_t)svc_parse_i64(db_result_value(res, i, 8));
+	svc->timeout = (int32_t)svc_parse_i64(db_result_value(res, i, 9));
+	retry->value = (int32_t)svc_parse_i64(db_result_value(res, i, 10));
 	svc->retry_count = retry;
-	svc->uptime_24h = double_value(a, res, i, 11);
-	svc->uptime_7d = double_value(a, res, i, 12);
-	svc->uptime_30d = double_value(a, res, i, 13);
-	svc->created_at = timestamp_from_ms(a, parse_i64(db_result_value(res, i, 14)));
-	svc->updated_at = timestamp_from_ms(a, parse_i64(db_result_value(res, i, 15)));
-	if (svc->id == NULL || svc->name == NULL || svc->description == NULL || svc->service_type == NULL ||
+	bool is_ok = true;
+	svc->uptime_24h = svc_double_from_col(a, res, i, 11, &is_ok);
+	svc->uptime_7d = svc_double_from_col(a, res, i, 12, &is_ok);
+	svc->uptime_30d = svc_double_from_col(a, res, i, 13, &is_ok);
+	svc->created_at = svc_ts_from_us(a, svc_parse_i64(db_result_value(res, i, 14)) * 1000);
+	svc->updated_at = svc_ts_from_us(a, svc_parse_i64(db_result_value(res, i, 15)) * 1000);
+	if (!is_ok || svc->id == NULL || svc->name == NULL || svc->description == NULL || svc->service_type == NULL ||
 	    svc->health_check_url == NULL || svc->last_check == NULL || svc->created_at == NULL ||
 	    svc->updated_at == NULL)
 		return NULL;
-	m->sequence = parse_i64(db_result_value(res, i, 16));
+	m->sequence = svc_parse_i64(db_result_value(res, i, 16));
 	m->event_case = MONITORING__V1__WATCH_SERVICE_HEALTH_RESPONSE__EVENT_SNAPSHOT;
 	m->snapshot = svc;
 	return m;
@@ -351,7 +315,7 @@ static int kind_snapshot(struct db_pool *pool, const void *filter, struct arena 
 		db_result_free(res);
 		return mon_error_set(err, MON_ENOMEM, "snapshot too large for the stream's memory limit");
 	}
-	*mark = n > 0 ? parse_i64(db_result_value(res, 0, 0)) : 0;
+	*mark = n > 0 ? svc_parse_i64(db_result_value(res, 0, 0)) : 0;
 	size_t k = 0;
 	for (int i = 0; i < n; i++) {
 		if (db_result_is_null(res, i, 1))
@@ -379,8 +343,8 @@ static int kind_cursor_is_expired(struct db_conn *conn, int64_t cursor, bool *ou
 	int rc = db_exec_stmt(conn, &bounds_stmt, NULL, &res, err);
 	if (rc != 0)
 		return rc;
-	int64_t lo = parse_i64(db_result_value(res, 0, 0));
-	int64_t hi = parse_i64(db_result_value(res, 0, 1));
+	int64_t lo = svc_parse_i64(db_result_value(res, 0, 0));
+	int64_t hi = svc_parse_i64(db_result_value(res, 0, 1));
 	db_result_free(res);
 	*out = hi == 0 ? cursor > 0 : (cursor < lo - 1 || cursor > hi);
 	return 0;

@@ -49,10 +49,12 @@
 #include "google/protobuf/duration.pb-c.h"
 #include "google/protobuf/timestamp.pb-c.h"
 #include "google/protobuf/wrappers.pb-c.h"
+#include "common/parse.h"
 #include "metrics/ingest.h"
 #include "monitoring/v1/common.pb-c.h"
 #include "stream/stream.h"
 #include "util/arena.h"
+#include "util/clock.h"
 #include "util/log.h"
 
 #define WATCH_BATCH_DEFAULT 500        /* max_batch_points when 0 */
@@ -190,28 +192,11 @@ static const struct db_stmt bounds_stmt = {
 
 /* ---- small helpers ---- */
 
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static int64_t wall_us(void)
 {
 	struct timespec ts;
 	clock_gettime(CLOCK_REALTIME, &ts);
 	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
-static int64_t parse_i64(const char *text)
-{
-	char *end = NULL;
-	errno = 0;
-	long long v = strtoll(text, &end, 10);
-	if (errno != 0 || end == text)
-		return 0;
-	return (int64_t)v;
 }
 
 static int64_t floor_div(int64_t a, int64_t b)
@@ -236,36 +221,6 @@ static Google__Protobuf__Timestamp *timestamp_from_us(struct arena *a, int64_t u
 	t->seconds = floor_div(us, 1000000);
 	t->nanos = (int32_t)((us - t->seconds * 1000000) * 1000);
 	return t;
-}
-
-static int hex_nibble(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
-/* Decodes hex text into bytes in a; NULL on bad input or past the arena's cap. */
-static uint8_t *hex_decode(struct arena *a, const char *hex, size_t *len_out)
-{
-	size_t n = strlen(hex);
-	if (n % 2 != 0)
-		return NULL;
-	uint8_t *out = arena_alloc(a, n / 2 + 1);
-	if (out == NULL)
-		return NULL;
-	for (size_t i = 0; i < n / 2; i++) {
-		int hi = hex_nibble(hex[2 * i]), lo = hex_nibble(hex[2 * i + 1]);
-		if (hi < 0 || lo < 0)
-			return NULL;
-		out[i] = (uint8_t)(hi << 4 | lo);
-	}
-	*len_out = n / 2;
-	return out;
 }
 
 /* A Duration as milliseconds; false when it is not a valid Duration. */
@@ -1095,7 +1050,7 @@ static int rows_read(struct db_conn *conn, int64_t after, struct arena *a, struc
 	if (rc != 0)
 		return rc;
 	int n = db_result_rows(res);
-	*lo_out = n > 0 ? parse_i64(db_result_value(res, 0, 4)) : 0;
+	*lo_out = n > 0 ? svc_parse_i64(db_result_value(res, 0, 4)) : 0;
 	if (n == 1 && db_result_is_null(res, 0, 0))
 		n = 0; /* nothing after `after`: the row only carries the oldest sequence */
 	struct log_row *r = arena_calloc(a, n > 0 ? (size_t)n : 1, sizeof(*r));
@@ -1105,11 +1060,11 @@ static int rows_read(struct db_conn *conn, int64_t after, struct arena *a, struc
 	}
 	ProtobufCAllocator alloc = arena_protobuf_allocator(a);
 	for (int i = 0; i < n; i++) {
-		r[i].seq = parse_i64(db_result_value(res, i, 0));
-		r[i].min_us = parse_i64(db_result_value(res, i, 1));
-		r[i].max_us = parse_i64(db_result_value(res, i, 2));
+		r[i].seq = svc_parse_i64(db_result_value(res, i, 0));
+		r[i].min_us = svc_parse_i64(db_result_value(res, i, 1));
+		r[i].max_us = svc_parse_i64(db_result_value(res, i, 2));
 		size_t len = 0;
-		uint8_t *bytes = hex_decode(a, db_result_value(res, i, 3), &len);
+		uint8_t *bytes = svc_hex_decode(a, db_result_value(res, i, 3), &len);
 		r[i].batch = bytes ? monitoring__v1__metric_batch__unpack(&alloc, len, bytes) : NULL;
 		if (r[i].batch == NULL)
 			log_error("msg=\"metrics watch could not decode an ingest log payload; its points are "
@@ -1250,9 +1205,9 @@ static int bounds_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 		rc = db_exec_stmt(conn, &bounds_stmt, NULL, &res, err);
 	if (rc != 0)
 		return rc;
-	b->current = parse_i64(db_result_value(res, 0, 0));
-	b->lo = parse_i64(db_result_value(res, 0, 1));
-	b->oldest_us = parse_i64(db_result_value(res, 0, 2));
+	b->current = svc_parse_i64(db_result_value(res, 0, 0));
+	b->lo = svc_parse_i64(db_result_value(res, 0, 1));
+	b->oldest_us = svc_parse_i64(db_result_value(res, 0, 2));
 	db_result_free(res);
 	return 0;
 }
@@ -1378,7 +1333,7 @@ static void kind_shutdown(void *state)
 {
 	static const char text[] = "server is shutting down; resume from the cursor";
 	struct watch_sub *sub = state;
-	sub_flush(sub, now_ms(), FLUSH_ALL);
+	sub_flush(sub, mon_now_ms(), FLUSH_ALL);
 	int64_t cursor = sub_cursor(sub, sub->pend_head, true);
 	if (send_control(sub->stream, MONITORING__V1__STREAM_CONTROL_KIND__STREAM_CONTROL_KIND_RESUME_REQUIRED, cursor,
 	                 MONITORING__V1__STREAM_END_REASON__STREAM_END_REASON_SERVER_SHUTDOWN, text) == 0) {

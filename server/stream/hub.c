@@ -52,6 +52,7 @@
 #include <time.h>
 
 #include "google/protobuf/timestamp.pb-c.h"
+#include "util/clock.h"
 #include "util/log.h"
 
 #define HUB_TICK_MS 1000       /* catch-up read and heartbeat check while anyone listens */
@@ -152,13 +153,6 @@ struct stream_hub {
 	bool is_catchup_failing;
 };
 
-static int64_t mono_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* ---- controls ---- */
 
 Monitoring__V1__StreamControl *stream_control_new(struct arena *a, int kind, int64_t cursor, int reason,
@@ -232,7 +226,7 @@ static int page_make(struct arena *a, const struct stream_event *ev, size_t n, b
 	}
 	atomic_init(&p->refs, 1);
 	p->arena = a;
-	p->read_ms = mono_ms();
+	p->read_ms = mon_now_ms();
 	for (size_t i = 0; i < n; i++) {
 		struct page_item *it = &p->items[p->n];
 		if (ev[i].msg != NULL && rpc_packed_create(ev[i].msg, &it->packed) != 0) {
@@ -379,7 +373,7 @@ static void fail_sub(struct stream_sub *sub, const struct mon_error *err)
 static int catchup_page(struct stream_hub *hub, int64_t after, struct page **out, struct mon_error *err)
 {
 	struct page *c = hub->cache;
-	if (c != NULL && c->after == after && (c->is_full || mono_ms() - c->read_ms < PAGE_SHORT_REUSE_MS)) {
+	if (c != NULL && c->after == after && (c->is_full || mon_now_ms() - c->read_ms < PAGE_SHORT_REUSE_MS)) {
 		atomic_fetch_add(&c->refs, 1);
 		*out = c;
 		return 0;
@@ -489,7 +483,7 @@ static int catchup_offer(struct stream_sub *sub)
 {
 	const struct stream_batching *b = sub->hub->kind->batching;
 	const struct page *p = sub->page;
-	int64_t now = mono_ms();
+	int64_t now = mon_now_ms();
 	bool has_pending = false;
 	if (sub->is_woken) {
 		sub->is_woken = false;
@@ -537,7 +531,7 @@ static int catchup_pump(struct stream_sub *sub, struct mon_error *err)
 				        "an event is larger than the stream's message limit, or memory ran out");
 			if (rc != 0)
 				return mon_error_set(err, rc, "stream ended");
-			sub->last_send_ms = mono_ms();
+			sub->last_send_ms = mon_now_ms();
 		}
 		if (it->is_advancing)
 			sub->cursor = it->seq;
@@ -606,7 +600,7 @@ static void catchup_step(struct stream_hub *hub, struct stream_sub *sub, bool is
 				job_push(hub, sub);
 				return;
 			}
-			hub->kind->batching->page(sub->filter, sub->cursor, sub->bounce_seen + 1, p->lo, mono_ms());
+			hub->kind->batching->page(sub->filter, sub->cursor, sub->bounce_seen + 1, p->lo, mon_now_ms());
 			sub->cursor = hub->kind->batching->position(sub->filter);
 		}
 		sub->bounce_seen = 0;
@@ -727,7 +721,7 @@ static void *fan_main(void *arg)
 
 static void dispatch(struct stream_hub *hub, const struct page *p)
 {
-	int64_t now = mono_ms();
+	int64_t now = mon_now_ms();
 	if (hub->live_n >= FAN_SPLIT_MIN && hub->has_fan_thread) {
 		pthread_mutex_lock(&hub->fan_mu);
 		hub->fan_page = p;
@@ -773,7 +767,7 @@ static void compact(struct stream_hub *hub)
 /* Takes the inbox's subscribers live, or back to the catch-up when the hub is past their cursor. */
 static void admit(struct stream_hub *hub, struct stream_sub *list)
 {
-	int64_t now = mono_ms();
+	int64_t now = mon_now_ms();
 	while (list != NULL) {
 		struct stream_sub *sub = list;
 		list = sub->qnext;
@@ -812,9 +806,9 @@ static void admit(struct stream_hub *hub, struct stream_sub *list)
 /* Reads every event after last_seen and dispatches it, page by page. */
 static void hub_read(struct stream_hub *hub)
 {
-	int64_t start = mono_ms();
+	int64_t start = mon_now_ms();
 	while (hub->live_n > 0) {
-		if (mono_ms() - start >= HUB_READ_SLICE_MS) {
+		if (mon_now_ms() - start >= HUB_READ_SLICE_MS) {
 			/* A steady stream of events must not hold off the timers: tick, then come back. */
 			pthread_mutex_lock(&hub->mu);
 			hub->is_woken = true;
@@ -914,7 +908,7 @@ static void *hub_main(void *arg)
 		}
 		admit(hub, inbox);
 		hub_read(hub);
-		int64_t now = mono_ms();
+		int64_t now = mon_now_ms();
 		if (now - hub->last_tick_ms >= (hub->has_pending ? HUB_BATCH_TICK_MS : HUB_TICK_MS)) {
 			hub->last_tick_ms = now;
 			heartbeats(hub, now);
