@@ -41,10 +41,9 @@ typedef Monitoring__V1__WatchAlertsResponse watch_msg;
 
 /* A subscriber's filters. Small: an idle subscriber costs this and the stream module's struct. */
 struct watch_filter {
-	char **rule_ids; /* the alert_rule_ids filter, owned; rule_ids_n == 0 matches all */
-	uint32_t rule_ids_n;
-	uint8_t status_mask;   /* bit per AlertStatus; 0 matches all */
-	uint8_t severity_mask; /* bit per SeverityLevel; 0 matches all */
+	struct stream_ids rule_ids; /* the alert_rule_ids filter */
+	uint8_t status_mask;        /* bit per AlertStatus; 0 matches all */
+	uint8_t severity_mask;      /* bit per SeverityLevel; 0 matches all */
 	bool is_excluding_updates;
 };
 
@@ -185,16 +184,6 @@ static bool mask_has(unsigned mask, unsigned value)
 	return value < 8 && (mask & (1u << value)) != 0;
 }
 
-static bool rule_matches(const struct watch_filter *sub, const char *rule_id)
-{
-	if (sub->rule_ids_n == 0)
-		return true;
-	for (uint32_t i = 0; i < sub->rule_ids_n; i++)
-		if (strcmp(sub->rule_ids[i], rule_id) == 0)
-			return true;
-	return false;
-}
-
 /*
  * Whether sub sees ev: its rule and severity match, and its status filter
  * holds the new or the previous status (an alert leaving the filtered set
@@ -209,7 +198,7 @@ static bool event_matches(const struct watch_filter *sub, const struct watch_eve
 	if (sub->status_mask != 0 && !mask_has(sub->status_mask, ev->status) &&
 	    !mask_has(sub->status_mask, ev->previous_status))
 		return false;
-	return rule_matches(sub, ev->rule_id);
+	return stream_ids_has(&sub->rule_ids, ev->rule_id);
 }
 
 /* Appends to buf a PostgreSQL array literal of the strings (quoted, backslash-escaped). */
@@ -301,7 +290,7 @@ static int snapshot_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 		return mon_error_set(err, MON_ENOMEM, "out of memory");
 	if (sub->severity_mask != 0 && (severities = mask_literal(r->a, sub->severity_mask, severity_label)) == NULL)
 		return mon_error_set(err, MON_ENOMEM, "out of memory");
-	if (sub->rule_ids_n > 0 && (rules = array_literal(r->a, sub->rule_ids, sub->rule_ids_n)) == NULL)
+	if (sub->rule_ids.n > 0 && (rules = array_literal(r->a, sub->rule_ids.ids, sub->rule_ids.n)) == NULL)
 		return mon_error_set(err, MON_ENOMEM, "out of memory");
 	char cond_status[64] = "", cond_severity[64] = "", cond_rules[64] = "";
 	if (statuses) {
@@ -418,25 +407,11 @@ static int kind_cursor_is_expired(struct db_conn *conn, int64_t cursor, bool *ou
 	return 0;
 }
 
-static ProtobufCMessage *kind_wrap_control(struct arena *a, Monitoring__V1__StreamControl *ctl)
-{
-	watch_msg *m = arena_alloc(a, sizeof(*m));
-	if (m == NULL)
-		return NULL;
-	monitoring__v1__watch_alerts_response__init(m);
-	m->sequence = ctl->resume_after_sequence;
-	m->event_case = MONITORING__V1__WATCH_ALERTS_RESPONSE__EVENT_CONTROL;
-	m->control = ctl;
-	return &m->base;
-}
-
 static void filter_free(struct watch_filter *f)
 {
 	if (f == NULL)
 		return;
-	for (uint32_t i = 0; i < f->rule_ids_n; i++)
-		free(f->rule_ids[i]);
-	free(f->rule_ids);
+	stream_ids_free(&f->rule_ids);
 	free(f);
 }
 
@@ -454,7 +429,7 @@ const struct stream_kind alerts_watch_kind = {
         .matches = kind_matches,
         .cursor_is_expired = kind_cursor_is_expired,
         .snapshot = kind_snapshot,
-        .wrap_control = kind_wrap_control,
+        .response = &monitoring__v1__watch_alerts_response__descriptor,
         .filter_free = kind_filter_free,
 };
 
@@ -487,26 +462,11 @@ static int filter_from_request(struct rpc_ctx *ctx, const Monitoring__V1__WatchA
 			                "severities[%zu]: must be DEBUG, INFO, WARNING, ERROR, FATAL or CRITICAL", i);
 		sub->severity_mask |= (uint8_t)(1u << s);
 	}
-	if (req->n_alert_rule_ids > WATCH_IDS_MAX)
-		return rpc_fail(ctx, MON_EINVAL, "alert_rule_ids: at most %d", WATCH_IDS_MAX);
-	for (size_t i = 0; i < req->n_alert_rule_ids; i++)
-		if (req->alert_rule_ids[i][0] == '\0')
-			return rpc_fail(ctx, MON_EINVAL, "alert_rule_ids[%zu]: must not be empty", i);
 	if (req->heartbeat_interval < 0)
 		return rpc_fail(ctx, MON_EINVAL, "heartbeat_interval: must not be negative");
 	sub->is_excluding_updates = req->exclude_updates;
-	if (req->n_alert_rule_ids > 0) {
-		sub->rule_ids = calloc(req->n_alert_rule_ids, sizeof(*sub->rule_ids));
-		if (sub->rule_ids == NULL)
-			return rpc_fail(ctx, MON_ENOMEM, "out of memory");
-		for (size_t i = 0; i < req->n_alert_rule_ids; i++) {
-			sub->rule_ids[sub->rule_ids_n] = strdup(req->alert_rule_ids[i]);
-			if (sub->rule_ids[sub->rule_ids_n] == NULL)
-				return rpc_fail(ctx, MON_ENOMEM, "out of memory");
-			sub->rule_ids_n++;
-		}
-	}
-	return 0;
+	return stream_ids_copy(ctx, "alert_rule_ids", req->alert_rule_ids, req->n_alert_rule_ids, WATCH_IDS_MAX,
+	                       &sub->rule_ids);
 }
 
 int alerts_watch(struct stream_hub *hub, struct rpc_ctx *ctx, const Monitoring__V1__WatchAlertsRequest *req,

@@ -37,10 +37,9 @@ typedef Monitoring__V1__WatchServiceHealthResponse watch_msg;
 
 /* A subscriber's filters. */
 struct watch_filter {
-	char **ids; /* the service_ids filter, owned; ids_n == 0 matches all */
-	size_t ids_n;
-	unsigned status_mask; /* bit per ServiceStatus; 0 matches all */
-	bool is_every_check;  /* include_every_check: CHECKED events too */
+	struct stream_ids ids; /* the service_ids filter */
+	unsigned status_mask;  /* bit per ServiceStatus; 0 matches all */
+	bool is_every_check;   /* include_every_check: CHECKED events too */
 };
 
 static const struct db_stmt events_stmt = {
@@ -213,12 +212,7 @@ static bool sub_matches(const struct watch_filter *sub, const char *service_id, 
 	if (sub->status_mask != 0 && (sub->status_mask & (1u << status)) == 0 &&
 	    (sub->status_mask & (1u << previous_status)) == 0)
 		return false;
-	if (sub->ids_n == 0)
-		return true;
-	for (size_t i = 0; i < sub->ids_n; i++)
-		if (strcmp(sub->ids[i], service_id) == 0)
-			return true;
-	return false;
+	return stream_ids_has(&sub->ids, service_id);
 }
 
 static bool event_matches(const struct watch_filter *sub, const struct watch_event *ev)
@@ -350,25 +344,11 @@ static int kind_cursor_is_expired(struct db_conn *conn, int64_t cursor, bool *ou
 	return 0;
 }
 
-static ProtobufCMessage *kind_wrap_control(struct arena *a, Monitoring__V1__StreamControl *ctl)
-{
-	watch_msg *m = arena_alloc(a, sizeof(*m));
-	if (m == NULL)
-		return NULL;
-	monitoring__v1__watch_service_health_response__init(m);
-	m->sequence = ctl->resume_after_sequence;
-	m->event_case = MONITORING__V1__WATCH_SERVICE_HEALTH_RESPONSE__EVENT_CONTROL;
-	m->control = ctl;
-	return &m->base;
-}
-
 static void filter_free(struct watch_filter *f)
 {
 	if (f == NULL)
 		return;
-	for (size_t i = 0; i < f->ids_n; i++)
-		free(f->ids[i]);
-	free(f->ids);
+	stream_ids_free(&f->ids);
 	free(f);
 }
 
@@ -386,7 +366,7 @@ const struct stream_kind health_watch_kind = {
         .matches = kind_matches,
         .cursor_is_expired = kind_cursor_is_expired,
         .snapshot = kind_snapshot,
-        .wrap_control = kind_wrap_control,
+        .response = &monitoring__v1__watch_service_health_response__descriptor,
         .filter_free = kind_filter_free,
 };
 
@@ -402,8 +382,6 @@ static int filter_from_request(struct rpc_ctx *ctx, const Monitoring__V1__WatchS
 		return rpc_fail(ctx, MON_ENOMEM, "out of memory");
 	if (req->resume_after_sequence < 0)
 		return rpc_fail(ctx, MON_EINVAL, "resume_after_sequence: must not be negative");
-	if (req->n_service_ids > WATCH_IDS_MAX)
-		return rpc_fail(ctx, MON_EINVAL, "service_ids: at most %d", WATCH_IDS_MAX);
 	for (size_t i = 0; i < req->n_statuses; i++) {
 		int s = req->statuses[i];
 		if (s <= MONITORING__V1__SERVICE_STATUS__SERVICE_STATUS_UNSPECIFIED ||
@@ -415,20 +393,7 @@ static int filter_from_request(struct rpc_ctx *ctx, const Monitoring__V1__WatchS
 	sub->is_every_check = req->include_every_check;
 	if (req->heartbeat_interval < 0)
 		return rpc_fail(ctx, MON_EINVAL, "heartbeat_interval: must not be negative");
-	if (req->n_service_ids > 0) {
-		sub->ids = calloc(req->n_service_ids, sizeof(*sub->ids));
-		if (sub->ids == NULL)
-			return rpc_fail(ctx, MON_ENOMEM, "out of memory");
-		for (size_t i = 0; i < req->n_service_ids; i++) {
-			if (req->service_ids[i][0] == '\0')
-				return rpc_fail(ctx, MON_EINVAL, "service_ids[%zu]: must not be empty", i);
-			sub->ids[sub->ids_n] = strdup(req->service_ids[i]);
-			if (sub->ids[sub->ids_n] == NULL)
-				return rpc_fail(ctx, MON_ENOMEM, "out of memory");
-			sub->ids_n++;
-		}
-	}
-	return 0;
+	return stream_ids_copy(ctx, "service_ids", req->service_ids, req->n_service_ids, WATCH_IDS_MAX, &sub->ids);
 }
 
 int health_watch(struct stream_hub *hub, struct rpc_ctx *ctx, const Monitoring__V1__WatchServiceHealthRequest *req,

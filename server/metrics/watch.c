@@ -901,26 +901,6 @@ static int send_gap(struct rpc_stream *stream, int64_t cursor, int64_t count, in
 	return rc;
 }
 
-static int send_control(struct rpc_stream *stream, int kind, int64_t cursor, int reason, const char *text)
-{
-	struct arena *a = arena_create(4096);
-	if (a == NULL)
-		return MON_ENOMEM;
-	Monitoring__V1__StreamControl c = MONITORING__V1__STREAM_CONTROL__INIT;
-	c.kind = kind;
-	c.resume_after_sequence = cursor;
-	c.reason = reason;
-	c.message = (char *)(text ? text : "");
-	c.server_time = timestamp_from_us(a, wall_us());
-	watch_msg m = MONITORING__V1__WATCH_METRICS_RESPONSE__INIT;
-	m.sequence = cursor;
-	m.event_case = MONITORING__V1__WATCH_METRICS_RESPONSE__EVENT_CONTROL;
-	m.control = &c;
-	int rc = c.server_time == NULL ? MON_ENOMEM : rpc_stream_send(stream, &m.base);
-	arena_destroy(a);
-	return rc;
-}
-
 enum flush_mode {
 	FLUSH_FULL, /* full batches only (in the middle of a commit) */
 	FLUSH_DUE,  /* and the rest once max_batch_delay is up or a gap waits behind it, then the gap */
@@ -1006,8 +986,9 @@ static void sub_tick(struct watch_sub *sub, int64_t now, int64_t wall_ms)
 	sub_flush(sub, now, FLUSH_DUE);
 	if (pend_live(sub) == 0 && !sub->has_gap && now - sub->last_send_ms >= sub->heartbeat_ms) {
 		int64_t cursor = sub_cursor(sub, sub->pend_n, false);
-		if (send_control(sub->stream, MONITORING__V1__STREAM_CONTROL_KIND__STREAM_CONTROL_KIND_HEARTBEAT,
-		                 cursor, 0, NULL) == 0) {
+		if (stream_send_control(&metrics_watch_kind, sub->stream,
+		                        MONITORING__V1__STREAM_CONTROL_KIND__STREAM_CONTROL_KIND_HEARTBEAT, cursor, 0,
+		                        NULL) == 0) {
 			sub->sent_cursor = cursor;
 			sub->last_send_ms = now;
 		}
@@ -1335,8 +1316,9 @@ static void kind_shutdown(void *state)
 	struct watch_sub *sub = state;
 	sub_flush(sub, mon_now_ms(), FLUSH_ALL);
 	int64_t cursor = sub_cursor(sub, sub->pend_head, true);
-	if (send_control(sub->stream, MONITORING__V1__STREAM_CONTROL_KIND__STREAM_CONTROL_KIND_RESUME_REQUIRED, cursor,
-	                 MONITORING__V1__STREAM_END_REASON__STREAM_END_REASON_SERVER_SHUTDOWN, text) == 0) {
+	if (stream_send_control(&metrics_watch_kind, sub->stream,
+	                        MONITORING__V1__STREAM_CONTROL_KIND__STREAM_CONTROL_KIND_RESUME_REQUIRED, cursor,
+	                        MONITORING__V1__STREAM_END_REASON__STREAM_END_REASON_SERVER_SHUTDOWN, text) == 0) {
 		sub->sent_cursor = cursor;
 		rpc_stream_finish(sub->stream, MON_EUNAVAIL, text);
 	} else {
@@ -1365,6 +1347,7 @@ const struct stream_kind metrics_watch_kind = {
         .page_rows = 1, /* reads stop at a byte budget: read on until none is left */
         .page_arena_bytes = WATCH_READ_ARENA_BYTES,
         .read = kind_read,
+        .response = &monitoring__v1__watch_metrics_response__descriptor,
         .filter_free = kind_filter_free,
         .batching = &metrics_batching,
 };

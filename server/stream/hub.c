@@ -186,19 +186,82 @@ int64_t stream_heartbeat_ms(int32_t requested_s, int default_s, int min_s)
 	return s * 1000;
 }
 
-/* Sends the control (kind, cursor, reason, message) on sub's stream without waiting. */
-static int send_control(struct stream_sub *sub, int kind, int64_t cursor, int reason, const char *message)
+ProtobufCMessage *stream_control_msg(const struct stream_kind *kind, struct arena *a, int ctl_kind, int64_t cursor,
+                                     int reason, const char *message)
+{
+	const ProtobufCMessageDescriptor *d = kind->response;
+	const ProtobufCFieldDescriptor *seq = protobuf_c_message_descriptor_get_field_by_name(d, "sequence");
+	const ProtobufCFieldDescriptor *ctl_field = protobuf_c_message_descriptor_get_field_by_name(d, "control");
+	Monitoring__V1__StreamControl *ctl = stream_control_new(a, ctl_kind, cursor, reason, message);
+	ProtobufCMessage *m = arena_alloc(a, d->sizeof_message);
+	if (seq == NULL || ctl_field == NULL || ctl == NULL || m == NULL)
+		return NULL;
+	d->message_init(m);
+	char *base = (char *)m;
+	*(int64_t *)(void *)(base + seq->offset) = cursor;
+	*(Monitoring__V1__StreamControl **)(void *)(base + ctl_field->offset) = ctl;
+	if (ctl_field->flags & PROTOBUF_C_FIELD_FLAG_ONEOF)
+		*(uint32_t *)(void *)(base + ctl_field->quantifier_offset) = ctl_field->id;
+	return m;
+}
+
+int stream_send_control(const struct stream_kind *kind, struct rpc_stream *s, int ctl_kind, int64_t cursor, int reason,
+                        const char *message)
 {
 	struct arena *a = arena_create(4096);
 	if (a == NULL)
 		return MON_ENOMEM;
-	int rc = MON_ENOMEM;
-	Monitoring__V1__StreamControl *ctl = stream_control_new(a, kind, cursor, reason, message);
-	ProtobufCMessage *m = ctl ? sub->hub->kind->wrap_control(a, ctl) : NULL;
-	if (m != NULL)
-		rc = rpc_stream_send(sub->stream, m);
+	ProtobufCMessage *m = stream_control_msg(kind, a, ctl_kind, cursor, reason, message);
+	int rc = m ? rpc_stream_send(s, m) : MON_ENOMEM;
 	arena_destroy(a);
 	return rc;
+}
+
+/* Sends the control (kind, cursor, reason, message) on sub's stream without waiting. */
+static int send_control(struct stream_sub *sub, int kind, int64_t cursor, int reason, const char *message)
+{
+	return stream_send_control(sub->hub->kind, sub->stream, kind, cursor, reason, message);
+}
+
+int stream_ids_copy(struct rpc_ctx *ctx, const char *field, char *const *ids, size_t n, size_t max,
+                    struct stream_ids *out)
+{
+	*out = (struct stream_ids){0};
+	if (n > max)
+		return rpc_fail(ctx, MON_EINVAL, "%s: at most %zu", field, max);
+	for (size_t i = 0; i < n; i++)
+		if (ids[i][0] == '\0')
+			return rpc_fail(ctx, MON_EINVAL, "%s[%zu]: must not be empty", field, i);
+	if (n == 0)
+		return 0;
+	out->ids = calloc(n, sizeof(*out->ids));
+	if (out->ids == NULL)
+		return rpc_fail(ctx, MON_ENOMEM, "out of memory");
+	for (size_t i = 0; i < n; i++) {
+		out->ids[out->n] = strdup(ids[i]);
+		if (out->ids[out->n] == NULL)
+			return rpc_fail(ctx, MON_ENOMEM, "out of memory");
+		out->n++;
+	}
+	return 0;
+}
+
+bool stream_ids_has(const struct stream_ids *set, const char *id)
+{
+	if (set->n == 0)
+		return true;
+	for (size_t i = 0; i < set->n; i++)
+		if (strcmp(set->ids[i], id) == 0)
+			return true;
+	return false;
+}
+
+void stream_ids_free(struct stream_ids *set)
+{
+	for (size_t i = 0; i < set->n; i++)
+		free(set->ids[i]);
+	free(set->ids);
+	*set = (struct stream_ids){0};
 }
 
 /* ---- pages ---- */
@@ -441,16 +504,14 @@ static int catchup_start(struct stream_sub *sub, struct mon_error *err)
 	}
 	size_t k = 0;
 	if (is_expired) {
-		Monitoring__V1__StreamControl *ctl = stream_control_new(
-		        a, MONITORING__V1__STREAM_CONTROL_KIND__STREAM_CONTROL_KIND_CURSOR_EXPIRED, sub->resume_after,
-		        0, "the cursor is older than the retained change log; a snapshot follows");
-		all[k++].msg = ctl ? kind->wrap_control(a, ctl) : NULL;
+		all[k++].msg = stream_control_msg(
+		        kind, a, MONITORING__V1__STREAM_CONTROL_KIND__STREAM_CONTROL_KIND_CURSOR_EXPIRED,
+		        sub->resume_after, 0, "the cursor is older than the retained change log; a snapshot follows");
 	}
 	for (size_t i = 0; i < n; i++)
 		all[k++] = (struct stream_event){.seq = items[i].seq, .msg = items[i].msg};
-	Monitoring__V1__StreamControl *done = stream_control_new(
-	        a, MONITORING__V1__STREAM_CONTROL_KIND__STREAM_CONTROL_KIND_SNAPSHOT_COMPLETE, mark, 0, NULL);
-	all[k++].msg = done ? kind->wrap_control(a, done) : NULL;
+	all[k++].msg = stream_control_msg(
+	        kind, a, MONITORING__V1__STREAM_CONTROL_KIND__STREAM_CONTROL_KIND_SNAPSHOT_COMPLETE, mark, 0, NULL);
 	for (size_t i = 0; i < k; i++)
 		if (all[i].msg == NULL) {
 			arena_destroy(a);

@@ -83,8 +83,12 @@ struct stream_kind {
 	int (*snapshot)(struct db_pool *pool, const void *filter, struct arena *a, struct stream_event **out,
 	                size_t *n_out, int64_t *mark, struct mon_error *err);
 
-	/* The stream's response message carrying ctl (sequence = its cursor); NULL past a's cap. */
-	ProtobufCMessage *(*wrap_control)(struct arena *a, Monitoring__V1__StreamControl *ctl);
+	/*
+	 * The stream's response message: it must have an int64 `sequence` and
+	 * a StreamControl `control` field (the module builds its controls with
+	 * them, sequence = the control's cursor).
+	 */
+	const ProtobufCMessageDescriptor *response;
 
 	/* Frees a filter handed to stream_open; accepts NULL. */
 	void (*filter_free)(void *filter);
@@ -183,6 +187,31 @@ size_t stream_hub_subscribers(struct stream_hub *hub);
  */
 Monitoring__V1__StreamControl *stream_control_new(struct arena *a, int kind, int64_t cursor, int reason,
                                                   const char *message);
+
+/*
+ * kind's response message carrying a StreamControl (kind, cursor, reason,
+ * message: NULL for none), built in a; NULL past a's cap.
+ */
+ProtobufCMessage *stream_control_msg(const struct stream_kind *kind, struct arena *a, int ctl_kind, int64_t cursor,
+                                     int reason, const char *message);
+
+/* Sends that control on s without waiting (rpc_stream_send's returns). */
+int stream_send_control(const struct stream_kind *kind, struct rpc_stream *s, int ctl_kind, int64_t cursor, int reason,
+                        const char *message) MON_MUST_CHECK;
+
+/*
+ * A list of ids a Watch request filters on (alert_rule_ids, service_ids),
+ * copied and owned. stream_ids_copy validates them with field's name (at
+ * most max, none empty) and fails the call (rpc_fail) otherwise.
+ */
+struct stream_ids {
+	char **ids;
+	size_t n; /* 0 matches every id */
+};
+int stream_ids_copy(struct rpc_ctx *ctx, const char *field, char *const *ids, size_t n, size_t max,
+                    struct stream_ids *out) MON_MUST_CHECK;
+bool stream_ids_has(const struct stream_ids *set, const char *id);
+void stream_ids_free(struct stream_ids *set);
 
 /* The heartbeat interval of a Watch request: default_s when 0, at least min_s, at most a day. */
 int64_t stream_heartbeat_ms(int32_t requested_s, int default_s, int min_s);
