@@ -590,7 +590,7 @@ static void test_metrics_rollup_retention(void **state)
 	static const char *const tables[] = {"tb_performance_metric", "tb_performance_metric_5min",
 	                                     "tb_performance_metric_hourly"};
 	for (int i = 0; i < 3; i++) {
-		char q[256];
+		char q[512];
 		snprintf(q, sizeof(q), "SELECT to_regclass('%s') IS NULL", name[i]);
 		char is_gone[8];
 		test_db_scalar(pool, q, is_gone, sizeof(is_gone));
