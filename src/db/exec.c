@@ -85,8 +85,10 @@ static const struct db_stmt read_timeout_stmt = {
  * transaction, and the server starts each statement's timer afresh with the
  * setting then in force, so the bound applies to this statement and ends
  * with it: the session keeps its own statement_timeout. A failed set_config
- * aborts the statement. Returns the statement's result (NULL with *rc set
- * when it could not run).
+ * aborts the statement. The connection stays in blocking mode: the only
+ * result that can come back before everything is sent is set_config's one
+ * small row, so neither side can fill its buffers waiting for the other.
+ * Returns the statement's result (NULL with *rc set when it could not run).
  */
 static PGresult *exec_bounded(struct db_conn *conn, const struct stmt_ref *s, int64_t timeout_ms, int *rc,
                               struct mon_error *err)
