@@ -429,7 +429,7 @@ static int get_caller_identity(struct rpc_ctx *ctx, const Monitoring__V1__GetCal
 		return rpc_fail(ctx, MON_EUNAUTH,
 		                "the call carries no credentials (the server runs without authentication)");
 	struct get_caller_op op = {.caller_id = c.who->caller_id};
-	int rc = run_tx(&c, get_caller_tx, &op);
+	int rc = svc_run_read(ctx, c.svc->pool, get_caller_tx, &op);
 	if (rc != 0)
 		return rc;
 	resp->caller = caller_msg(c.arena, &op.row);
@@ -543,7 +543,7 @@ static int get_caller(struct rpc_ctx *ctx, const Monitoring__V1__GetCallerReques
 	if (check_caller_ref("caller_id", req->caller_id, &err) != 0)
 		return rpc_fail(ctx, MON_EINVAL, "%s", err.msg);
 	struct get_caller_op op = {.caller_id = req->caller_id};
-	int rc = run_tx(&c, get_caller_tx, &op);
+	int rc = svc_run_read(ctx, c.svc->pool, get_caller_tx, &op);
 	if (rc != 0)
 		return rc;
 	resp->caller = caller_msg(c.arena, &op.row);

@@ -295,7 +295,7 @@ static int get_alert(struct rpc_ctx *ctx, const Monitoring__V1__GetAlertRequest 
 	if (rc != 0)
 		return rc;
 	struct get_op op = {.call = &c, .id = req->alert_id};
-	if ((rc = run_tx(&c, get_tx, &op)) != 0)
+	if ((rc = svc_run_read(ctx, c.pool, get_tx, &op)) != 0)
 		return rc;
 	resp->alert = op.out;
 	return 0;

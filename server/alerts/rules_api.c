@@ -489,7 +489,7 @@ static int get_alert_rule(struct rpc_ctx *ctx, const Monitoring__V1__GetAlertRul
 	Monitoring__V1__AlertRule key = MONITORING__V1__ALERT_RULE__INIT;
 	key.id = req->rule_id;
 	struct rule_op op = {.call = &c, .rule = &key};
-	int rc = run_tx(&c, get_rule_tx, &op);
+	int rc = svc_run_read(ctx, c.pool, get_rule_tx, &op);
 	if (rc != 0)
 		return rc;
 	resp->rule = op.out;
@@ -1198,7 +1198,7 @@ static int get_escalation_policy(struct rpc_ctx *ctx, const Monitoring__V1__GetE
 	Monitoring__V1__EscalationPolicy key = MONITORING__V1__ESCALATION_POLICY__INIT;
 	key.id = req->policy_id;
 	struct policy_op op = {.call = &c, .policy = &key};
-	int rc = run_tx(&c, get_policy_tx, &op);
+	int rc = svc_run_read(ctx, c.pool, get_policy_tx, &op);
 	if (rc != 0)
 		return rc;
 	resp->policy = op.out;
@@ -1704,7 +1704,7 @@ static int get_silence(struct rpc_ctx *ctx, const Monitoring__V1__GetSilenceRequ
 	Monitoring__V1__Silence key = MONITORING__V1__SILENCE__INIT;
 	key.id = req->silence_id;
 	struct silence_op op = {.call = &c, .silence = &key};
-	int rc = run_tx(&c, get_silence_tx, &op);
+	int rc = svc_run_read(ctx, c.pool, get_silence_tx, &op);
 	if (rc != 0)
 		return rc;
 	resp->silence = op.out;

@@ -18,6 +18,12 @@
  */
 int svc_run_tx(struct rpc_ctx *ctx, struct db_pool *pool, db_tx_fn fn, void *arg) MON_MUST_CHECK;
 
+/*
+ * Like svc_run_tx for a read of one statement: fn runs it in autocommit
+ * (db_read_run), one round trip, bounded by the call's remaining deadline.
+ */
+int svc_run_read(struct rpc_ctx *ctx, struct db_pool *pool, db_tx_fn fn, void *arg) MON_MUST_CHECK;
+
 /* A response that outgrew the call's memory cap: MON_ENOMEM in err, or failing the call. */
 int svc_fail_nomem(struct mon_error *err);
 int svc_nomem(struct rpc_ctx *ctx);

@@ -474,11 +474,16 @@ static json_t *svc_json(const struct db_result *res, int row)
 static int svc_select(struct db_conn *conn, const char *id, bool is_locking, struct db_result **out,
                       struct mon_error *err)
 {
-	static const char plain_sql[] = "SELECT " SERVICE_COLUMNS " FROM tb_service_health s WHERE s.id = $1";
+	static const struct db_stmt plain = {
+	        .name = "health_service_get",
+	        .sql = "SELECT " SERVICE_COLUMNS " FROM tb_service_health s WHERE s.id = $1",
+	        .param_count = 1,
+	};
 	static const char locking_sql[] =
 	        "SELECT " SERVICE_COLUMNS " FROM tb_service_health s WHERE s.id = $1 FOR UPDATE";
 	const char *params[] = {id};
-	int rc = db_exec(conn, is_locking ? locking_sql : plain_sql, 1, params, out, err);
+	int rc = is_locking ? db_exec(conn, locking_sql, 1, params, out, err)
+	                    : db_exec_stmt(conn, &plain, params, out, err);
 	if (rc == 0 && db_result_rows(*out) != 1) {
 		db_result_free(*out);
 		*out = NULL;
@@ -733,7 +738,7 @@ static int get_service(struct rpc_ctx *ctx, const Monitoring__V1__GetServiceRequ
 	if (health_check_id("service_id", req->service_id, &err) != 0)
 		return rpc_fail(ctx, MON_EINVAL, "%s", err.msg);
 	struct get_op op = {.call = &c, .id = req->service_id};
-	int rc = run_tx(&c, get_tx, &op);
+	int rc = svc_run_read(ctx, c.pool, get_tx, &op);
 	if (rc != 0)
 		return rc;
 	resp->service = op.out;

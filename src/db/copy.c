@@ -130,6 +130,8 @@ int db_copy_begin(struct db_conn *conn, const char *copy_sql, struct mon_error *
 		return mon_error_set(err, MON_EINTERNAL, "database connection: not acquired");
 	if (conn->is_copying)
 		return mon_error_set(err, MON_EINTERNAL, "database connection: COPY already in progress");
+	if (conn->is_reading)
+		return mon_error_set(err, MON_EINTERNAL, "copy: not allowed in an autocommit read");
 	PGresult *res = PQexec(conn->pg, copy_sql);
 	int rc = 0;
 	if (PQresultStatus(res) != PGRES_COPY_IN) {

@@ -98,6 +98,19 @@ typedef int (*db_tx_fn)(struct db_conn *conn, void *arg, struct mon_error *err);
 int db_tx_run(struct db_pool *pool, int64_t timeout_ms, db_tx_fn fn, void *arg, struct mon_error *err) MON_MUST_CHECK;
 
 /*
+ * Runs fn on a pooled connection as an autocommit read: no BEGIN or COMMIT,
+ * so its statement is one round trip. fn must run at most one statement
+ * (db_exec or db_exec_stmt), and a read-only one: a second statement fails
+ * with MON_EINTERNAL, since two would not read one snapshot (use db_tx_run
+ * with REPEATABLE READ for that), and so does db_exec_command. The
+ * statement is bounded by timeout_ms like db_tx_run's (<= 0 or INT64_MAX:
+ * the server default), sent with it in the same round trip; it is
+ * cancelled with MON_EDEADLINE when the time is up. Serialization failures
+ * are retried as db_tx_run does. Returns fn's code or a db code.
+ */
+int db_read_run(struct db_pool *pool, int64_t timeout_ms, db_tx_fn fn, void *arg, struct mon_error *err) MON_MUST_CHECK;
+
+/*
  * COPY FROM STDIN in text format: db_copy_begin with the COPY statement,
  * db_copy_row per row (NULL values are written as \N; others are escaped),
  * db_copy_end to finish (rows copied in *rows_out, may be NULL). Rows are

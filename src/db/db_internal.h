@@ -33,10 +33,13 @@ struct db_conn {
 	PGconn *pg;
 	struct db_pool *pool;
 	bool is_in_use;
-	bool is_broken;     /* close it at release time */
-	bool had_retryable; /* a statement failed with 40001/40P01 */
-	bool is_copying;    /* between db_copy_begin and db_copy_end */
-	char **prepared;    /* names prepared on this connection */
+	bool is_broken;           /* close it at release time */
+	bool had_retryable;       /* a statement failed with 40001/40P01 */
+	bool is_copying;          /* between db_copy_begin and db_copy_end */
+	bool is_reading;          /* inside db_read_run: one statement, autocommit */
+	int read_statements;      /* statements started in the current db_read_run */
+	int64_t read_deadline_ms; /* db_read_run's deadline (monotonic), 0: the session's timeout */
+	char **prepared;          /* names prepared on this connection */
 	size_t prepared_n;
 	size_t prepared_cap;
 	struct db_buf copy_buf;
@@ -78,6 +81,18 @@ int db_result_error(struct db_conn *conn, const PGresult *res, const char *what,
  * Returns out.
  */
 const char *db_log_text(const char *msg, char *out, size_t out_len);
+
+/*
+ * The hook db_exec and db_exec_stmt call before they send a statement: 0
+ * outside db_read_run; inside it, refuses a second statement (MON_EINTERNAL:
+ * the read would not be one atomic snapshot) and a deadline already past
+ * (MON_EDEADLINE), and sets *timeout_ms to the statement_timeout the
+ * statement must run with (0: the session's, nothing to send).
+ */
+int db_read_gate(struct db_conn *conn, int64_t *timeout_ms, struct mon_error *err) MON_MUST_CHECK;
+
+/* statement_timeout is an int of milliseconds on the server. */
+#define DB_TIMEOUT_MAX_MS 2147483647LL
 
 /* Runs a command that returns no rows (simple protocol, may hold several statements). */
 int db_exec_command(struct db_conn *conn, const char *sql, const char *what, struct mon_error *err) MON_MUST_CHECK;

@@ -1,11 +1,14 @@
 /*
  * Running statements on a borrowed connection: ad hoc queries, statements
- * prepared lazily once per connection, the result wrapper that hides
- * PGresult from callers, and pg_notify. Every PGresult made here is either
- * handed to the caller inside a db_result or cleared before returning.
+ * prepared lazily once per connection, the deadline-bounded statement of an
+ * autocommit read (db_read_run), the result wrapper that hides PGresult
+ * from callers, and pg_notify. Every PGresult made here is either handed to
+ * the caller inside a db_result or cleared before returning.
  */
 #include "db/db_internal.h"
 
+#include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -51,6 +54,115 @@ static int check_conn(struct db_conn *conn, struct mon_error *err)
 	return 0;
 }
 
+/* A statement to run: prepared (name set) or unnamed (sql). */
+struct stmt_ref {
+	const char *name;
+	const char *sql;
+	int param_count;
+	const char *const *params;
+};
+
+static int send_stmt(PGconn *pg, const struct stmt_ref *s)
+{
+	if (s->name != NULL)
+		return PQsendQueryPrepared(pg, s->name, s->param_count, s->params, NULL, NULL, 0);
+	return PQsendQueryParams(pg, s->sql, s->param_count, NULL, s->params, NULL, NULL, 0);
+}
+
+static int prepare_once(struct db_conn *conn, const struct db_stmt *stmt, struct mon_error *err);
+
+/* Sets statement_timeout for the rest of the implicit transaction (set_config's is_local). */
+static const struct db_stmt read_timeout_stmt = {
+        .name = "db_read_timeout",
+        .sql = "SELECT set_config('statement_timeout', $1, true)",
+        .param_count = 1,
+};
+
+/*
+ * Runs one statement with statement_timeout = timeout_ms, in one round trip:
+ * a pipeline of set_config (local), the statement, and a single Sync. The
+ * extended protocol runs everything up to a Sync in one implicit
+ * transaction, and the server starts each statement's timer afresh with the
+ * setting then in force, so the bound applies to this statement and ends
+ * with it: the session keeps its own statement_timeout. A failed set_config
+ * aborts the statement. The connection stays in blocking mode: the only
+ * result that can come back before everything is sent is set_config's one
+ * small row, so neither side can fill its buffers waiting for the other.
+ * Returns the statement's result (NULL with *rc set when it could not run).
+ */
+static PGresult *exec_bounded(struct db_conn *conn, const struct stmt_ref *s, int64_t timeout_ms, int *rc,
+                              struct mon_error *err)
+{
+	PGconn *pg = conn->pg;
+	char ms[24];
+	snprintf(ms, sizeof(ms), "%" PRId64, timeout_ms);
+	const char *timeout_params[] = {ms};
+	struct stmt_ref set = {.name = read_timeout_stmt.name, .param_count = 1, .params = timeout_params};
+	*rc = prepare_once(conn, &read_timeout_stmt, err);
+	if (*rc != 0)
+		return NULL;
+	if (PQenterPipelineMode(pg) != 1) {
+		conn->is_broken = true;
+		*rc = mon_error_set(err, MON_EINTERNAL, "database connection: cannot enter pipeline mode");
+		return NULL;
+	}
+	PGresult *set_failed = NULL; /* set_config's result when it failed */
+	PGresult *res = NULL;
+	bool is_sent = send_stmt(pg, &set) == 1 && send_stmt(pg, s) == 1 && PQpipelineSync(pg) == 1;
+	if (is_sent) {
+		/* each statement's results end with NULL; then the Sync's own result */
+		for (int i = 0; i < 2; i++) {
+			PGresult *r;
+			while ((r = PQgetResult(pg)) != NULL) {
+				if (i == 0 && set_failed == NULL && PQresultStatus(r) != PGRES_TUPLES_OK)
+					set_failed = r;
+				else if (i == 1 && res == NULL)
+					res = r;
+				else
+					PQclear(r);
+			}
+		}
+		PGresult *sync = PQgetResult(pg);
+		if (PQresultStatus(sync) != PGRES_PIPELINE_SYNC)
+			conn->is_broken = true;
+		PQclear(sync);
+	}
+	if (PQexitPipelineMode(pg) != 1)
+		conn->is_broken = true;
+	if (!is_sent || set_failed != NULL) {
+		*rc = db_result_error(conn, set_failed, "read timeout", err);
+		PQclear(set_failed);
+		PQclear(res);
+		return NULL;
+	}
+	return res;
+}
+
+/*
+ * Runs s and finishes its result (see result_finish). Inside db_read_run
+ * with a deadline, through exec_bounded; otherwise one PQexec* call under
+ * the session's or the enclosing transaction's statement_timeout.
+ */
+static int run_stmt(struct db_conn *conn, const struct stmt_ref *s, const char *what, struct db_result **out,
+                    struct mon_error *err)
+{
+	int64_t timeout_ms = 0;
+	int rc = db_read_gate(conn, &timeout_ms, err);
+	if (rc != 0)
+		return rc;
+	PGresult *res;
+	if (timeout_ms > 0) {
+		res = exec_bounded(conn, s, timeout_ms, &rc, err);
+		if (res == NULL && rc != 0)
+			return rc;
+	} else if (s->name != NULL) {
+		res = PQexecPrepared(conn->pg, s->name, s->param_count, s->params, NULL, NULL, 0);
+	} else {
+		res = PQexecParams(conn->pg, s->sql, s->param_count, NULL, s->params, NULL, NULL, 0);
+	}
+	return result_finish(conn, res, what, out, err);
+}
+
 int db_exec(struct db_conn *conn, const char *sql, int param_count, const char *const *params, struct db_result **out,
             struct mon_error *err)
 {
@@ -59,8 +171,8 @@ int db_exec(struct db_conn *conn, const char *sql, int param_count, const char *
 	int rc = check_conn(conn, err);
 	if (rc != 0)
 		return rc;
-	PGresult *res = PQexecParams(conn->pg, sql, param_count, NULL, params, NULL, NULL, 0);
-	return result_finish(conn, res, "query", out, err);
+	struct stmt_ref s = {.sql = sql, .param_count = param_count, .params = params};
+	return run_stmt(conn, &s, "query", out, err);
 }
 
 int db_exec_command(struct db_conn *conn, const char *sql, const char *what, struct mon_error *err)
@@ -68,6 +180,8 @@ int db_exec_command(struct db_conn *conn, const char *sql, const char *what, str
 	int rc = check_conn(conn, err);
 	if (rc != 0)
 		return rc;
+	if (conn->is_reading)
+		return mon_error_set(err, MON_EINTERNAL, "%s: not allowed in an autocommit read", what);
 	PGresult *res = PQexec(conn->pg, sql);
 	return result_finish(conn, res, what, NULL, err);
 }
@@ -98,30 +212,37 @@ static int remember_prepared(struct db_conn *conn, const char *name, struct mon_
 }
 
 /*
- * Prepares stmt on first use on this connection. Names are few (one per
- * statement of the program), so a linear search is cheaper than a table.
+ * Prepares stmt on this connection unless it already is. Names are few (one
+ * per statement of the program), so a linear search is cheaper than a
+ * table.
  */
+static int prepare_once(struct db_conn *conn, const struct db_stmt *stmt, struct mon_error *err)
+{
+	if (is_prepared(conn, stmt->name))
+		return 0;
+	PGresult *res = PQprepare(conn->pg, stmt->name, stmt->sql, stmt->param_count, NULL);
+	int rc = result_finish(conn, res, stmt->name, NULL, err);
+	if (rc != 0)
+		return rc;
+	rc = remember_prepared(conn, stmt->name, err);
+	if (rc != 0)
+		conn->is_broken = true; /* prepared but not remembered: start afresh */
+	return rc;
+}
+
+/* Prepares stmt on first use on this connection, then runs it. */
 int db_exec_stmt(struct db_conn *conn, const struct db_stmt *stmt, const char *const *params, struct db_result **out,
                  struct mon_error *err)
 {
 	if (out != NULL)
 		*out = NULL;
 	int rc = check_conn(conn, err);
+	if (rc == 0)
+		rc = prepare_once(conn, stmt, err);
 	if (rc != 0)
 		return rc;
-	if (!is_prepared(conn, stmt->name)) {
-		PGresult *res = PQprepare(conn->pg, stmt->name, stmt->sql, stmt->param_count, NULL);
-		rc = result_finish(conn, res, stmt->name, NULL, err);
-		if (rc != 0)
-			return rc;
-		rc = remember_prepared(conn, stmt->name, err);
-		if (rc != 0) {
-			conn->is_broken = true; /* prepared but not remembered: start afresh */
-			return rc;
-		}
-	}
-	PGresult *res = PQexecPrepared(conn->pg, stmt->name, stmt->param_count, params, NULL, NULL, 0);
-	return result_finish(conn, res, stmt->name, out, err);
+	struct stmt_ref s = {.name = stmt->name, .param_count = stmt->param_count, .params = params};
+	return run_stmt(conn, &s, stmt->name, out, err);
 }
 
 int db_result_rows(const struct db_result *res)

@@ -4,6 +4,12 @@
  * caller's function, COMMIT (or ROLLBACK), and a bounded retry of
  * serialization failures and deadlocks. Nothing is acknowledged before
  * COMMIT has succeeded.
+ *
+ * Its sibling for reads of one statement, db_read_run, skips BEGIN and
+ * COMMIT: the statement runs in autocommit, which for a single statement is
+ * the same snapshot and atomicity in one round trip instead of three. It
+ * keeps the deadline: the statement carries its own statement_timeout (see
+ * exec_bounded in exec.c).
  */
 #include "db/db_internal.h"
 
@@ -16,8 +22,6 @@
 #define TX_RETRIES 3
 /* How long to wait for a pooled connection when the caller has no deadline. */
 #define TX_ACQUIRE_DEFAULT_MS 30000
-/* statement_timeout is an int of milliseconds on the server. */
-#define TX_TIMEOUT_MAX_MS 2147483647LL
 
 static void sleep_ms(int64_t ms)
 {
@@ -59,8 +63,45 @@ static void rollback(struct db_conn *conn)
 	PQclear(res);
 }
 
-/* One attempt: returns fn's or the database's code; *is_retryable tells whether a retry may help. */
-static int tx_attempt(struct db_pool *pool, bool is_bounded, int64_t deadline, db_tx_fn fn, void *arg,
+int db_read_gate(struct db_conn *conn, int64_t *timeout_ms, struct mon_error *err)
+{
+	*timeout_ms = 0;
+	if (!conn->is_reading)
+		return 0;
+	if (conn->read_statements++ > 0)
+		return mon_error_set(err, MON_EINTERNAL, "an autocommit read ran a second statement");
+	if (conn->read_deadline_ms == 0)
+		return 0;
+	int64_t left = conn->read_deadline_ms - mon_now_ms();
+	if (left <= 0)
+		return mon_error_set(err, MON_EDEADLINE, "deadline exceeded before the statement started");
+	*timeout_ms = left > DB_TIMEOUT_MAX_MS ? DB_TIMEOUT_MAX_MS : left;
+	return 0;
+}
+
+/* Runs fn as an autocommit read on conn (see db_read_run). */
+static int read_on(struct db_conn *conn, bool is_bounded, int64_t deadline, db_tx_fn fn, void *arg,
+                   struct mon_error *err)
+{
+	conn->is_reading = true;
+	conn->read_statements = 0;
+	conn->read_deadline_ms = is_bounded ? deadline : 0;
+	int rc = fn(conn, arg, err);
+	conn->is_reading = false;
+	if (rc == 0 && PQtransactionStatus(conn->pg) != PQTRANS_IDLE) {
+		log_error("msg=\"autocommit read left a transaction open\"");
+		conn->is_broken = true;
+		rc = mon_error_set(err, MON_EINTERNAL, "autocommit read left a transaction open");
+	}
+	return rc;
+}
+
+/*
+ * One attempt: returns fn's or the database's code; *is_retryable tells
+ * whether a retry may help. is_read: fn runs as an autocommit read instead
+ * of inside BEGIN ... COMMIT.
+ */
+static int tx_attempt(struct db_pool *pool, bool is_read, bool is_bounded, int64_t deadline, db_tx_fn fn, void *arg,
                       bool *is_retryable, struct mon_error *err)
 {
 	struct db_conn *conn = NULL;
@@ -74,6 +115,11 @@ static int tx_attempt(struct db_pool *pool, bool is_bounded, int64_t deadline, d
 	rc = db_pool_acquire(pool, left, &conn, err);
 	if (rc != 0)
 		goto out;
+	if (is_read) {
+		rc = read_on(conn, is_bounded, deadline, fn, arg, err);
+		*is_retryable = rc == MON_EABORTED && conn->had_retryable;
+		goto out;
+	}
 
 	char begin[96];
 	if (is_bounded) {
@@ -82,8 +128,8 @@ static int tx_attempt(struct db_pool *pool, bool is_bounded, int64_t deadline, d
 			rc = mon_error_set(err, MON_EDEADLINE, "deadline exceeded before the transaction started");
 			goto out;
 		}
-		if (left > TX_TIMEOUT_MAX_MS)
-			left = TX_TIMEOUT_MAX_MS;
+		if (left > DB_TIMEOUT_MAX_MS)
+			left = DB_TIMEOUT_MAX_MS;
 		snprintf(begin, sizeof(begin), "BEGIN; SET LOCAL statement_timeout = %lld", (long long)left);
 	} else {
 		snprintf(begin, sizeof(begin), "BEGIN");
@@ -110,14 +156,16 @@ out:
 	return rc;
 }
 
-int db_tx_run(struct db_pool *pool, int64_t timeout_ms, db_tx_fn fn, void *arg, struct mon_error *err)
+/* db_tx_run and db_read_run: attempts, with the retries of serialization failures. */
+static int run_attempts(struct db_pool *pool, bool is_read, int64_t timeout_ms, db_tx_fn fn, void *arg,
+                        struct mon_error *err)
 {
 	bool is_bounded = timeout_ms > 0 && timeout_ms != INT64_MAX;
 	int64_t deadline = is_bounded ? mon_now_ms() + timeout_ms : INT64_MAX;
 	int rc = 0;
 	for (int attempt = 0;; attempt++) {
 		bool is_retryable = false;
-		rc = tx_attempt(pool, is_bounded, deadline, fn, arg, &is_retryable, err);
+		rc = tx_attempt(pool, is_read, is_bounded, deadline, fn, arg, &is_retryable, err);
 		if (rc == 0 || !is_retryable || attempt >= TX_RETRIES)
 			break;
 		/* spread the retries of transactions that collided */
@@ -130,4 +178,14 @@ int db_tx_run(struct db_pool *pool, int64_t timeout_ms, db_tx_fn fn, void *arg, 
 			mon_error_clear(err);
 	}
 	return rc;
+}
+
+int db_tx_run(struct db_pool *pool, int64_t timeout_ms, db_tx_fn fn, void *arg, struct mon_error *err)
+{
+	return run_attempts(pool, false, timeout_ms, fn, arg, err);
+}
+
+int db_read_run(struct db_pool *pool, int64_t timeout_ms, db_tx_fn fn, void *arg, struct mon_error *err)
+{
+	return run_attempts(pool, true, timeout_ms, fn, arg, err);
 }

@@ -5,6 +5,7 @@ set(MON_DB_INTEGRATION_TESTS
   test_db_copy
   test_db_exec
   test_db_migrate
+  test_db_read
   test_db_tx
   test_db_unavailable
   test_db_embedded)

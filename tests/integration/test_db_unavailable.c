@@ -88,6 +88,8 @@ static void test_db_unavailable_while_down_then_recovers(void **state)
 		assert_null(strstr(err.msg, "SELECT"));
 	}
 	assert_int_equal(db_tx_run(pool, 1000, noop_tx, NULL, &err), MON_EUNAVAIL);
+	assert_int_equal(db_read_run(pool, 1000, noop_tx, NULL, &err), MON_EUNAVAIL);
+	assert_int_equal(db_read_run(pool, 0, noop_tx, NULL, &err), MON_EUNAVAIL);
 	for (int i = 0; i < 300 && db_bus_is_connected(bus); i++)
 		test_sleep_ms(10);
 	assert_false(db_bus_is_connected(bus));
@@ -101,6 +103,7 @@ static void test_db_unavailable_while_down_then_recovers(void **state)
 	}
 	assert_int_equal(rc, 0);
 	assert_int_equal(db_tx_run(pool, 1000, noop_tx, NULL, &err), 0);
+	assert_int_equal(db_read_run(pool, 1000, noop_tx, NULL, &err), 0);
 	/* the bus backs off up to 5 s between attempts */
 	bool reconnected = false;
 	for (int i = 0; i < 800 && !reconnected; i++) {
