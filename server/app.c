@@ -134,8 +134,15 @@ static void *monitor_main(void *arg)
 		if (!atomic_load(&app->migrated)) {
 			if (db_migrate(app->pool, &err) == 0) {
 				atomic_store(&app->migrated, true);
-				if (app->identity)
+				/*
+				 * The keys are loaded before the services say SERVING: a
+				 * caller that waited for SERVING must not have its valid
+				 * key refused. A failed load is retried by the store.
+				 */
+				if (app->identity && identity_store_reload(app->identity, &err) != 0) {
+					log_warn("msg=\"could not load callers and keys yet\" error=\"%s\"", err.msg);
 					identity_store_request_reload(app->identity);
+				}
 				log_info("msg=\"database schema is up to date\"");
 			} else {
 				if (!logged_once)

@@ -803,8 +803,10 @@ int identity_authenticate(void *arg, const struct rpc_auth_request *req, struct 
 	pthread_rwlock_rdlock(&store->lock);
 	const struct snapshot *snap = store->current;
 	if (snap == NULL) {
+		/* Not a refusal of these credentials: they cannot be checked yet (retryable). */
 		log_refusal(req, "identity store not loaded yet", NULL);
-		rc = mon_error_set(err, MON_EUNAUTH, has_key ? MSG_BAD_KEY : MSG_BAD_CERT);
+		rc = mon_error_set(err, MON_EUNAVAIL,
+		                   "credentials cannot be checked yet: the server is starting; retry");
 	} else if (has_key) {
 		rc = auth_key(snap, req, out, err);
 	} else {

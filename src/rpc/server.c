@@ -341,9 +341,11 @@ static int authorize(struct rpc_call *c, struct rpc_auth_request *areq, char *ms
 		areq->cert_subject = cert_subject(c);
 
 	struct mon_error err = {0};
-	if (srv->auth.authenticate(srv->auth.arg, areq, &ctx->identity, &err) != 0) {
+	int arc = srv->auth.authenticate(srv->auth.arg, areq, &ctx->identity, &err);
+	if (arc != 0) {
 		snprintf(msg, msg_len, "%s", err.msg[0] ? err.msg : "authentication failed");
-		return MON_EUNAUTH;
+		/* Credentials that cannot be checked yet are not refused: retryable. */
+		return arc == MON_EUNAVAIL ? MON_EUNAVAIL : MON_EUNAUTH;
 	}
 	ctx->has_identity = true;
 	if ((int)ctx->identity.role < needed) {
@@ -1232,7 +1234,7 @@ static void on_request(struct rpc_call *c, bool ok)
 	}
 	pthread_mutex_unlock(&c->lock);
 	if (denied != 0) {
-		if (srv->auth.on_deny)
+		if (srv->auth.on_deny && denied != MON_EUNAVAIL) /* not checkable yet is no refusal */
 			srv->auth.on_deny(srv->auth.arg, &areq, ctx->has_identity ? &ctx->identity : NULL, denied,
 			                  denied_msg);
 		return; /* a request message that came with the call is freed with it */

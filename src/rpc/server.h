@@ -100,8 +100,10 @@ struct rpc_auth_request {
 
 /*
  * Establishes the caller from req into *out: 0, or MON_EUNAUTH with a
- * message (missing, malformed, unknown, expired or revoked credentials).
- * Runs on a queue thread: it must not block (use an in-memory cache).
+ * message (missing, malformed, unknown, expired or revoked credentials),
+ * or MON_EUNAVAIL when credentials cannot be checked yet (the call gets
+ * UNAVAILABLE, retryable, and is not reported as a refusal). Runs on a
+ * queue thread: it must not block (use an in-memory cache).
  */
 typedef int (*rpc_auth_fn)(void *arg, const struct rpc_auth_request *req, struct rpc_identity *out,
                            struct mon_error *err);

@@ -204,6 +204,28 @@ static void test_identity_bad_credentials_refused(void **state)
 	identity_store_destroy(store);
 }
 
+/*
+ * Before the store has loaded (a database that does not answer yet), a
+ * presented key cannot be checked: UNAVAILABLE, which callers retry, not
+ * UNAUTHENTICATED, which would refuse a valid key for good.
+ */
+static void test_identity_not_loaded_is_unavailable(void **state)
+{
+	(void)state;
+	struct db_pool *down = test_db_pool("host=127.0.0.1 port=1 dbname=none connect_timeout=1", 1);
+	struct identity_store *store = NULL;
+	struct mon_error err = {0};
+	assert_int_equal(identity_store_create(down, NULL, &store, &err), 0);
+	assert_false(identity_store_is_loaded(store));
+	struct rpc_identity who;
+	assert_int_equal(auth(store, "mon_abcdefghijklmnop_0123456789abcdef0123456789abcdef", NULL, &who, &err),
+	                 MON_EUNAVAIL);
+	assert_non_null(strstr(err.msg, "retry"));
+	assert_int_equal(auth(store, NULL, NULL, &who, &err), MON_EUNAUTH); /* no credentials at all */
+	identity_store_destroy(store);
+	db_pool_destroy(down);
+}
+
 static void test_identity_cert_subject_maps(void **state)
 {
 	create_caller("deploy-bot", RPC_ROLE_ADMIN, "deploy-bot.example.com");
@@ -373,6 +395,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	        cmocka_unit_test(test_identity_key_authenticates),
 	        cmocka_unit_test(test_identity_bad_credentials_refused),
+	        cmocka_unit_test(test_identity_not_loaded_is_unavailable),
 	        cmocka_unit_test(test_identity_cert_subject_maps),
 	        cmocka_unit_test(test_identity_replica_sees_revocation),
 	        cmocka_unit_test(test_identity_database_holds_no_key_in_clear),
