@@ -658,7 +658,7 @@ static void catchup_step(struct stream_hub *hub, struct stream_sub *sub, bool is
 				sub->is_forced_expired = true;
 				sub->resume_after = sub->cursor;
 				sub->has_cursor = false; /* a new snapshot follows: no resume point until it is sent */
-				sub->state = SUB_START; /* CURSOR_EXPIRED and a snapshot */
+				sub->state = SUB_START;  /* CURSOR_EXPIRED and a snapshot */
 				job_push(hub, sub);
 				return;
 			}
