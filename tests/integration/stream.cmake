@@ -5,3 +5,8 @@
 # backlog in order.
 mon_add_integration_test(NAME itest_stream_stalled TIMEOUT 300
   COMMAND /usr/bin/python3 ${CMAKE_CURRENT_SOURCE_DIR}/integration/test_stream_stalled.py)
+# test_stream_fanout.py: 2000 WatchServiceHealth subscribers get a burst of 200
+# changes while 400 of them cancel mid-burst and unary calls are made; every
+# remaining subscriber gets every change in order, no gap, no repeat.
+mon_add_integration_test(NAME itest_stream_fanout TIMEOUT 600
+  COMMAND /usr/bin/python3 ${CMAKE_CURRENT_SOURCE_DIR}/integration/test_stream_fanout.py)
