@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Benchmark of WatchServiceHealth delivery latency (bench/watch_health/watch_bench.c):
-# a throwaway PostgreSQL, one monitord on 127.0.0.1, an admin key, then
+# a throwaway PostgreSQL, one monitord on 127.0.0.1 (no per-caller stream or
+# rate limit: every stream is one caller), an admin key, then
 # watch_bench once per subscriber count. See docs/benchmarks.md.
 #
 # Usage: bench/watch_health/run.sh [options]
@@ -87,7 +88,7 @@ mkdir -p "$WORK/pg"
 chmod 755 "$WORK/pg"
 DB=$("$REPO/scripts/pgtmp.sh" start "$WORK/pg")
 "$MONITORD" --listen 127.0.0.1:0 --port-file "$WORK/port" --database "$DB" --log-level warn \
-	--max-streams-per-caller 0 >"$WORK/monitord.log" 2>&1 &
+	--max-streams-per-caller 0 --rate-limit-per-s 0 >"$WORK/monitord.log" 2>&1 &
 SERVER_PID=$!
 for _ in $(seq 600); do [ -s "$WORK/port" ] && break; sleep 0.1; done
 TARGET=$(cat "$WORK/port")
