@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Benchmark of WatchServiceHealth delivery latency (bench/watch_health/watch_bench.c):
-# a throwaway PostgreSQL, one monitord on 127.0.0.1, an admin key, then
+# a throwaway PostgreSQL, one monitord on 127.0.0.1 (no per-caller stream or
+# rate limit: every stream is one caller), an admin key, then
 # watch_bench once per subscriber count. See docs/benchmarks.md.
 #
 # Usage: bench/watch_health/run.sh [options]
@@ -13,6 +14,15 @@
 #                           streams per completion queue; threads: a thread
 #                           per stream on the client runtime, as before)
 #       --pollers N         completion-queue threads of the cq client (default 1)
+#       --interval-ms MS    measured reports MS apart (default 0: back to back)
+#       --backlog N         streams resume N changes back and catch up first,
+#                           with Health/Check latency measured meanwhile
+#       --fanout            the fan-out figures of docs/benchmarks.md ("Resumable
+#                           streams: fan-out to 10,000 subscribers"): 10000
+#                           subscribers, 200 events back to back (server CPU per
+#                           delivered message, memory per idle subscriber); 10000
+#                           subscribers, 60 events one a second (latency); 5000
+#                           subscribers catching up 200 changes (Health/Check)
 #       --keep              keep the work directory (server log, cluster)
 #
 # Everything listens on and talks to 127.0.0.1 or a Unix socket only.
@@ -26,6 +36,9 @@ MONITORD=""
 SUBSCRIBERS="1 1000"
 EVENTS=1000
 KEEP=0
+INTERVAL_MS=0
+BACKLOG=0
+FANOUT=0
 CLIENT=cq
 POLLERS=1
 while [ $# -gt 0 ]; do
@@ -36,8 +49,11 @@ while [ $# -gt 0 ]; do
 	-e | --events) EVENTS=$2; shift 2 ;;
 	--client) CLIENT=$2; shift 2 ;;
 	--pollers) POLLERS=$2; shift 2 ;;
+	--interval-ms) INTERVAL_MS=$2; shift 2 ;;
+	--backlog) BACKLOG=$2; shift 2 ;;
+	--fanout) FANOUT=1; shift ;;
 	--keep) KEEP=1; shift ;;
-	*) sed -n '2,18p' "$0" >&2; exit 2 ;;
+	*) sed -n '2,27p' "$0" >&2; exit 2 ;;
 	esac
 done
 
@@ -72,7 +88,7 @@ mkdir -p "$WORK/pg"
 chmod 755 "$WORK/pg"
 DB=$("$REPO/scripts/pgtmp.sh" start "$WORK/pg")
 "$MONITORD" --listen 127.0.0.1:0 --port-file "$WORK/port" --database "$DB" --log-level warn \
-	--max-streams-per-caller 0 >"$WORK/monitord.log" 2>&1 &
+	--max-streams-per-caller 0 --rate-limit-per-s 0 >"$WORK/monitord.log" 2>&1 &
 SERVER_PID=$!
 for _ in $(seq 600); do [ -s "$WORK/port" ] && break; sleep 0.1; done
 TARGET=$(cat "$WORK/port")
@@ -81,8 +97,18 @@ TOKEN=$("$MONITORD" admin bootstrap --email bench@example.com --database "$DB" 2
 echo "== machine: $(nproc) CPUs, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)," \
 	"$(awk '/MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo), $(uname -sr)"
 echo "== monitord $("$MONITORD" --version | awk '{print $2}') at $TARGET, PostgreSQL on a Unix socket"
-for s in $SUBSCRIBERS; do
-	echo "== $s subscriber(s), $EVENTS events, load average $(cut -d' ' -f1-3 /proc/loadavg)"
-	"$BENCH" --target "$TARGET" --token "$TOKEN" --subscribers "$s" --events "$EVENTS" \
-		--client "$CLIENT" --pollers "$POLLERS"
-done
+# run SUBSCRIBERS EVENTS INTERVAL_MS BACKLOG
+run() {
+	echo "== $1 subscriber(s), $2 events $3 ms apart, backlog $4, load average $(cut -d' ' -f1-3 /proc/loadavg)"
+	"$BENCH" --target "$TARGET" --token "$TOKEN" --subscribers "$1" --events "$2" --interval-ms "$3" \
+		--backlog "$4" --client "$CLIENT" --pollers "$POLLERS" --server-pid "$SERVER_PID"
+}
+if [ "$FANOUT" = 1 ]; then
+	run 10000 200 0 0
+	run 10000 60 1000 0
+	run 5000 20 0 200
+else
+	for s in $SUBSCRIBERS; do
+		run "$s" "$EVENTS" "$INTERVAL_MS" "$BACKLOG"
+	done
+fi

@@ -30,6 +30,24 @@
  *
  * The reports always go through the client runtime (rpc_unary_call) on a
  * channel of their own. Loopback only, by intent.
+ *
+ * Fan-out figures (docs/benchmarks.md, "Resumable streams: fan-out to
+ * 10,000 subscribers"):
+ *
+ *   --server-pid PID: the server's CPU time (utime + stime from
+ *   /proc/PID/stat) over the measured events, divided by the deliveries
+ *   in them, and its VmRSS before the streams open and once every one
+ *   has its snapshot (memory per idle subscriber).
+ *
+ *   --interval-ms MS: the measured reports are MS apart (one event per
+ *   second with 1000) instead of back to back.
+ *
+ *   --backlog N: before the streams open, N checks are reported, and every
+ *   stream resumes from the sequence before them (resume_after_sequence),
+ *   so the server replays N changes to each at once. While they catch up,
+ *   a probe thread calls grpc.health.v1.Health/Check one call after
+ *   another on a channel of its own and records each call's latency. A
+ *   stream is ready once it has the whole backlog.
  */
 #include <inttypes.h>
 #include <pthread.h>
@@ -49,6 +67,7 @@
 #include <grpc/support/alloc.h>
 #include <grpc/support/time.h>
 
+#include "grpc/health/v1/health.pb-c.h"
 #include "monitoring/v1/health.pb-c.h"
 #include "rpc/client.h"
 
@@ -66,6 +85,10 @@ struct bench {
 	int events_n; /* measured */
 	int warmup_n;
 	int per_channel;
+	int backlog_n;        /* --backlog: changes each stream replays before it is ready */
+	int64_t resume_after; /* the sequence the streams resume after (0: a snapshot) */
+	long server_pid;      /* --server-pid: CPU and memory figures; 0 for none */
+	int interval_ms;      /* --interval-ms: between measured reports */
 
 	/* Per delivery, indexed [k * subs_n + stream] for k < warmup_n + events_n. */
 	int64_t *arrive_ns;
@@ -106,11 +129,13 @@ static void fill_watch_request(struct bench *b, Monitoring__V1__WatchServiceHeal
 	ids[0] = b->service_id;
 	req->n_service_ids = 1;
 	req->service_ids = ids;
+	req->resume_after_sequence = b->resume_after;
 }
 
 /*
  * Records one message of stream idx that arrived at t. *k counts the
- * changes the stream has had; *is_ready whether it had its snapshot.
+ * changes the stream has had, from -backlog_n; *is_ready whether it had its
+ * snapshot, or its whole backlog (*k reached 0).
  */
 static void on_message(struct bench *b, int idx, const Monitoring__V1__WatchServiceHealthResponse *m, int64_t t, int *k,
                        bool *is_ready)
@@ -121,6 +146,12 @@ static void on_message(struct bench *b, int idx, const Monitoring__V1__WatchServ
 		*is_ready = true;
 		atomic_fetch_add(&b->ready_n, 1);
 		signal_all(b);
+	} else if (m->event_case == MONITORING__V1__WATCH_SERVICE_HEALTH_RESPONSE__EVENT_CHANGE && *k < 0) {
+		if (++*k == 0) {
+			*is_ready = true;
+			atomic_fetch_add(&b->ready_n, 1);
+			signal_all(b);
+		}
 	} else if (m->event_case == MONITORING__V1__WATCH_SERVICE_HEALTH_RESPONSE__EVENT_CHANGE &&
 	           *k < b->warmup_n + b->events_n) {
 		size_t at = (size_t)*k * (size_t)b->subs_n + (size_t)idx;
@@ -162,7 +193,7 @@ static void *stream_main(void *arg)
 	struct rpc_status status = {0};
 	struct rpc_cstream *s = NULL;
 	int total = b->warmup_n + b->events_n;
-	int k = 0;
+	int k = -b->backlog_n;
 	bool is_ready = false;
 	if (rpc_cstream_open(st->ch, WATCH_PATH, &req.base, &monitoring__v1__watch_service_health_response__descriptor,
 	                     &opts, &s, &status) != 0) {
@@ -448,6 +479,7 @@ static int start_cq_client(struct bench *b, int pollers_n)
 	for (int i = 0; i < b->subs_n; i++) {
 		streams[i].b = b;
 		streams[i].idx = i;
+		streams[i].k = -b->backlog_n;
 		if (cq_stream_open(&streams[i], chans[i / b->per_channel], pollers[i % pollers_n].cq, &md, &request) !=
 		    0) {
 			fprintf(stderr, "watch_bench: could not open stream %d\n", i);
@@ -580,11 +612,112 @@ static size_t check_order(struct bench *b, int total)
 	return bad;
 }
 
+/* ---- fan-out figures ---- */
+
+/* The server's VmRSS in kB and CPU time (utime + stime) in seconds; -1 where unreadable. */
+static void server_usage(long pid, long *rss_kb, double *cpu_s)
+{
+	char path[64], buf[1024];
+	*rss_kb = -1;
+	*cpu_s = -1;
+	snprintf(path, sizeof(path), "/proc/%ld/status", pid);
+	FILE *f = fopen(path, "r");
+	while (f != NULL && fgets(buf, sizeof(buf), f) != NULL)
+		if (sscanf(buf, "VmRSS: %ld kB", rss_kb) == 1)
+			break;
+	if (f != NULL)
+		fclose(f);
+	snprintf(path, sizeof(path), "/proc/%ld/stat", pid);
+	f = fopen(path, "r");
+	size_t len = f != NULL ? fread(buf, 1, sizeof(buf) - 1, f) : 0;
+	if (f != NULL)
+		fclose(f);
+	buf[len] = '\0';
+	const char *after_name = strrchr(buf, ')'); /* the command name may hold spaces */
+	unsigned long utime = 0, stime = 0;
+	if (after_name != NULL &&
+	    sscanf(after_name + 1, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &utime, &stime) == 2)
+		*cpu_s = (double)(utime + stime) / (double)sysconf(_SC_CLK_TCK);
+}
+
+/* Health/Check one call after another (a millisecond apart) until told to stop, on a channel of its own. */
+struct probe {
+	struct rpc_channel *ch;
+	pthread_t thread;
+	atomic_bool should_stop;
+	int64_t *latency_ns;
+	size_t n, cap, failed_n;
+};
+
+static void *probe_main(void *arg)
+{
+	struct probe *p = arg;
+	Grpc__Health__V1__HealthCheckRequest req = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
+	struct rpc_call_options opts = {.timeout_ms = CALL_TIMEOUT_MS};
+	struct timespec gap = {.tv_sec = 0, .tv_nsec = 1000000};
+	while (!atomic_load(&p->should_stop) && p->n < p->cap) {
+		ProtobufCMessage *resp = NULL;
+		struct rpc_status status = {0};
+		int64_t t0 = now_ns();
+		int rc = rpc_unary_call(p->ch, "/grpc.health.v1.Health/Check", &req.base,
+		                        &grpc__health__v1__health_check_response__descriptor, &resp, &opts, &status);
+		int64_t t1 = now_ns();
+		if (resp != NULL)
+			protobuf_c_message_free_unpacked(resp, NULL);
+		if (rc == 0)
+			p->latency_ns[p->n++] = t1 - t0;
+		else
+			p->failed_n++;
+		nanosleep(&gap, NULL);
+	}
+	return NULL;
+}
+
+/*
+ * --backlog: the sequence the streams resume after (the log's mark in a
+ * snapshot of the service), then backlog_n reports after it.
+ */
+static int make_backlog(struct bench *b, struct rpc_channel *ch)
+{
+	const char *md[2];
+	struct rpc_call_options opts = call_options(b, CALL_TIMEOUT_MS, md);
+	Monitoring__V1__WatchServiceHealthRequest req;
+	char *ids[1];
+	fill_watch_request(b, &req, ids);
+	struct rpc_status status = {0};
+	struct rpc_cstream *s = NULL;
+	int64_t mark = -1;
+	if (rpc_cstream_open(ch, WATCH_PATH, &req.base, &monitoring__v1__watch_service_health_response__descriptor,
+	                     &opts, &s, &status) == 0) {
+		ProtobufCMessage *msg = NULL;
+		while (mark < 0 && rpc_cstream_next(s, &msg, CALL_TIMEOUT_MS, &status) == 1) {
+			Monitoring__V1__WatchServiceHealthResponse *m = (Monitoring__V1__WatchServiceHealthResponse *)msg;
+			if (m->event_case == MONITORING__V1__WATCH_SERVICE_HEALTH_RESPONSE__EVENT_CONTROL &&
+			    m->control->kind ==
+			            MONITORING__V1__STREAM_CONTROL_KIND__STREAM_CONTROL_KIND_SNAPSHOT_COMPLETE)
+				mark = m->control->resume_after_sequence;
+			protobuf_c_message_free_unpacked(msg, NULL);
+		}
+	}
+	rpc_cstream_close(s);
+	if (mark < 0) {
+		fprintf(stderr, "watch_bench: no snapshot mark for the backlog: %d %s\n", status.code, status.message);
+		return -1;
+	}
+	for (int k = 0; k < b->backlog_n; k++) {
+		int64_t check_id = 0;
+		if (report(b, ch, k, &check_id) != 0)
+			return -1;
+	}
+	b->resume_after = mark;
+	return 0;
+}
+
 static void usage(void)
 {
 	fprintf(stderr, "usage: watch_bench --target HOST:PORT --token API_KEY [--subscribers N] [--events N]\n"
 	                "                   [--warmup N] [--streams-per-channel N] [--client cq|threads]\n"
-	                "                   [--pollers N]\n");
+	                "                   [--pollers N] [--server-pid PID] [--interval-ms MS] [--backlog N]\n");
 	exit(2);
 }
 
@@ -622,6 +755,12 @@ int main(int argc, char **argv)
 			client = argv[i + 1];
 		else if (strcmp(argv[i], "--pollers") == 0)
 			pollers_n = (int)parse_count("--pollers", argv[i + 1], 1, POLLERS_MAX);
+		else if (strcmp(argv[i], "--server-pid") == 0)
+			b.server_pid = parse_count("--server-pid", argv[i + 1], 1, 1L << 30);
+		else if (strcmp(argv[i], "--interval-ms") == 0)
+			b.interval_ms = (int)parse_count("--interval-ms", argv[i + 1], 0, 60000);
+		else if (strcmp(argv[i], "--backlog") == 0)
+			b.backlog_n = (int)parse_count("--backlog", argv[i + 1], 0, 100000);
 		else
 			usage();
 	}
@@ -657,16 +796,49 @@ int main(int argc, char **argv)
 	}
 	if (create_service(&b, unary) != 0)
 		goto out;
+	if (b.backlog_n > 0 && make_backlog(&b, unary) != 0)
+		goto out;
+	long rss0 = -1, rss1 = -1, rss_unused = -1;
+	double cpu0 = -1, cpu1 = -1, cpu_unused = -1;
+	if (b.server_pid > 0)
+		server_usage(b.server_pid, &rss0, &cpu_unused);
+	/* --backlog: Health/Check latency while the streams catch up, on a connection of its own. */
+	struct probe probe = {.cap = 1000000};
+	struct rpc_channel_config pc = {.target = b.target, .max_recv_message_bytes = (16u << 20) - 2};
+	bool has_probe = false;
+	if (b.backlog_n > 0) {
+		probe.latency_ns = calloc(probe.cap, sizeof(*probe.latency_ns));
+		if (probe.latency_ns == NULL || rpc_channel_open(&pc, &probe.ch, &err) != 0 ||
+		    pthread_create(&probe.thread, NULL, probe_main, &probe) != 0) {
+			fprintf(stderr, "watch_bench: could not start the Health/Check probe\n");
+			goto out;
+		}
+		has_probe = true;
+	}
+	int64_t ready_start_ns = now_ns();
 	if ((is_cq ? start_cq_client(&b, pollers_n) : start_threads_client(&b)) != 0)
 		goto out;
-	if (!wait_for(&b, all_ready, 0, 120000)) {
+	bool is_ready = wait_for(&b, all_ready, 0, b.backlog_n > 0 ? 600000 : 120000);
+	int64_t ready_ns = now_ns() - ready_start_ns;
+	if (has_probe) {
+		atomic_store(&probe.should_stop, true);
+		pthread_join(probe.thread, NULL);
+	}
+	if (!is_ready) {
 		fprintf(stderr, "watch_bench: streams not ready (%d of %d, %d failed)\n", atomic_load(&b.ready_n),
 		        b.subs_n, atomic_load(&b.failed_n));
 		goto out;
 	}
+	if (b.server_pid > 0)
+		server_usage(b.server_pid, &rss1, &cpu_unused);
+	int64_t phase_start_ns = 0, phase_ns = 0;
 	for (int k = 0; k < total; k++) {
+		if (k == b.warmup_n && b.server_pid > 0) {
+			server_usage(b.server_pid, &rss_unused, &cpu0);
+			phase_start_ns = now_ns();
+		}
 		sent_ns[k] = now_ns();
-		if (report(&b, unary, k, &b.report_check_id[k]) != 0)
+		if (report(&b, unary, b.backlog_n + k, &b.report_check_id[k]) != 0)
 			goto out;
 		returned_ns[k] = now_ns();
 		if (!wait_for(&b, all_arrived, k, DELIVERY_TIMEOUT_MS)) {
@@ -674,6 +846,16 @@ int main(int argc, char **argv)
 			        atomic_load(&b.arrived[k]), b.subs_n);
 			goto out;
 		}
+		if (b.interval_ms > 0 && k + 1 < total) {
+			int64_t next_ns = sent_ns[k] + (int64_t)b.interval_ms * 1000000;
+			struct timespec at = {.tv_sec = next_ns / 1000000000, .tv_nsec = next_ns % 1000000000};
+			while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &at, NULL) != 0) {
+			}
+		}
+	}
+	if (b.server_pid > 0) {
+		server_usage(b.server_pid, &rss_unused, &cpu1);
+		phase_ns = now_ns() - phase_start_ns;
 	}
 	size_t out_of_order = check_order(&b, total);
 	size_t n = (size_t)b.events_n * (size_t)b.subs_n;
@@ -702,6 +884,24 @@ int main(int argc, char **argv)
 	print_stats("from Report return", from_return, n);
 	printf("%-22s %zu of %zu deliveries (counted as 0)\n", "arrived before return", early, n);
 	print_stats("from Report send", from_send, n);
+	if (b.backlog_n > 0) {
+		printf("backlog: %d changes to each of %d streams (resume_after_sequence %" PRId64
+		       "), all caught up in %.1f s\n",
+		       b.backlog_n, b.subs_n, b.resume_after, ready_ns / 1e9);
+		if (probe.n > 0)
+			print_stats("Health/Check probe", probe.latency_ns, probe.n);
+		printf("%-22s %zu failed\n", "Health/Check probe", probe.failed_n);
+	}
+	if (b.server_pid > 0 && cpu1 >= 0 && cpu0 >= 0) {
+		printf("server CPU: %.2f s over the %d measured events (%.1f s, %.0f%% of a core): %.2f us per "
+		       "delivered message\n",
+		       cpu1 - cpu0, b.events_n, phase_ns / 1e9, 100.0 * (cpu1 - cpu0) / (phase_ns / 1e9),
+		       (cpu1 - cpu0) * 1e6 / (double)n);
+		printf("server RSS: %ld kB before the streams, %ld kB once all were ready", rss0, rss1);
+		if (b.backlog_n == 0)
+			printf(": %.1f kB per idle subscriber", (double)(rss1 - rss0) / b.subs_n);
+		printf("\n");
+	}
 	free(from_return);
 	free(from_send);
 	rc = out_of_order == 0 ? 0 : 1;
