@@ -1458,7 +1458,7 @@ int rpc_server_create(const struct rpc_server_config *cfg, struct rpc_server **o
 	grpc_channel_args chargs = {.num_args = sizeof(args) / sizeof(args[0]), .args = args};
 	srv->server = grpc_server_create(&chargs, NULL);
 
-	srv->cq_count = cfg->cq_threads;
+	srv->cq_count = cfg->cq_threads + 1; /* the stream queues, then the calls queue */
 	srv->cqs = calloc((size_t)srv->cq_count, sizeof(*srv->cqs));
 	if (srv->cqs == NULL) {
 		rpc_server_destroy(srv);
@@ -1539,12 +1539,22 @@ int rpc_server_start(struct rpc_server *srv, int *bound_port, struct mon_error *
 			return mon_error_set(err, MON_EINTERNAL, "could not start worker thread: %s", strerror(errno));
 		srv->worker_count++;
 	}
+	/*
+	 * Server streams on their own queues, every other call on the last
+	 * one: a queue thread never polls for new input while its queue holds
+	 * completions, and thousands of streams sending (a catch-up, a
+	 * fan-out) keep theirs full for seconds. Unary calls, the standard
+	 * health and reflection services and unknown methods arrive on a queue
+	 * that stream sends never fill, so they are read and answered
+	 * meanwhile.
+	 */
 	for (int i = 0; i < srv->cq_count; i++) {
-		for (int j = 0; j < GENERIC_REQUESTS_PER_CQ; j++)
+		bool is_calls_queue = i == srv->cq_count - 1;
+		for (int j = 0; is_calls_queue && j < GENERIC_REQUESTS_PER_CQ; j++)
 			request_new_call(&srv->cqs[i]);
 		for (size_t k = 0; k < srv->method_count; k++) {
 			const struct bound_method *bm = &srv->methods[k];
-			if (bm->registered == NULL)
+			if (bm->registered == NULL || (bm->method->kind == RPC_SERVER_STREAMING) == is_calls_queue)
 				continue;
 			int n = (bm->flags & RPC_BIND_INLINE) ? REQUESTS_PER_METHOD_INLINE : REQUESTS_PER_METHOD;
 			for (int j = 0; j < n; j++)
