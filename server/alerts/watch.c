@@ -30,11 +30,9 @@
 #include "util/arena.h"
 #include "util/log.h"
 
-#define WATCH_IDS_MAX 1000    /* alert_rule_ids per request */
-#define WATCH_SUBS_MAX 20000  /* subscribers per process */
-#define WATCH_BATCH_ROWS 1000 /* events read per query */
-#define WATCH_HEARTBEAT_DEFAULT_S 30
-#define WATCH_HEARTBEAT_MIN_S 5
+#define WATCH_IDS_MAX 1000      /* alert_rule_ids per request */
+#define WATCH_SUBS_MAX 20000    /* subscribers per process */
+#define WATCH_BATCH_ROWS 1000   /* events read per query */
 #define WATCH_SNAPSHOT_MS 30000 /* the snapshot transaction's bound */
 
 typedef Monitoring__V1__WatchAlertsResponse watch_msg;
@@ -407,17 +405,13 @@ static int kind_cursor_is_expired(struct db_conn *conn, int64_t cursor, bool *ou
 	return 0;
 }
 
-static void filter_free(struct watch_filter *f)
-{
-	if (f == NULL)
-		return;
-	stream_ids_free(&f->rule_ids);
-	free(f);
-}
-
+/* stream_kind.filter_free, and the handler's on a refused request. */
 static void kind_filter_free(void *filter)
 {
-	filter_free(filter);
+	struct watch_filter *f = filter;
+	if (f != NULL)
+		stream_ids_free(&f->rule_ids);
+	free(f);
 }
 
 const struct stream_kind alerts_watch_kind = {
@@ -443,27 +437,18 @@ static int filter_from_request(struct rpc_ctx *ctx, const Monitoring__V1__WatchA
 	*out = sub;
 	if (sub == NULL)
 		return rpc_fail(ctx, MON_ENOMEM, "out of memory");
-	if (req->resume_after_sequence < 0)
-		return rpc_fail(ctx, MON_EINVAL, "resume_after_sequence: must not be negative");
-	for (size_t i = 0; i < req->n_statuses; i++) {
-		int s = req->statuses[i];
-		if (s <= MONITORING__V1__ALERT_STATUS__ALERT_STATUS_UNSPECIFIED ||
-		    s > MONITORING__V1__ALERT_STATUS__ALERT_STATUS_PENDING)
-			return rpc_fail(ctx, MON_EINVAL,
-			                "statuses[%zu]: must be ACTIVE, ACKNOWLEDGED, RESOLVED, SUPPRESSED or PENDING",
-			                i);
-		sub->status_mask |= (uint8_t)(1u << s);
-	}
-	for (size_t i = 0; i < req->n_severities; i++) {
-		int s = req->severities[i];
-		if (s <= MONITORING__V1__SEVERITY_LEVEL__SEVERITY_LEVEL_UNSPECIFIED ||
-		    s > MONITORING__V1__SEVERITY_LEVEL__SEVERITY_LEVEL_CRITICAL)
-			return rpc_fail(ctx, MON_EINVAL,
-			                "severities[%zu]: must be DEBUG, INFO, WARNING, ERROR, FATAL or CRITICAL", i);
-		sub->severity_mask |= (uint8_t)(1u << s);
-	}
-	if (req->heartbeat_interval < 0)
-		return rpc_fail(ctx, MON_EINVAL, "heartbeat_interval: must not be negative");
+	unsigned statuses = 0, severities = 0;
+	int rc = stream_enum_mask(ctx, "statuses", (const int *)req->statuses, req->n_statuses,
+	                          MONITORING__V1__ALERT_STATUS__ALERT_STATUS_PENDING,
+	                          "ACTIVE, ACKNOWLEDGED, RESOLVED, SUPPRESSED or PENDING", &statuses);
+	if (rc == 0)
+		rc = stream_enum_mask(ctx, "severities", (const int *)req->severities, req->n_severities,
+		                      MONITORING__V1__SEVERITY_LEVEL__SEVERITY_LEVEL_CRITICAL,
+		                      "DEBUG, INFO, WARNING, ERROR, FATAL or CRITICAL", &severities);
+	if (rc != 0)
+		return rc;
+	sub->status_mask = (uint8_t)statuses;
+	sub->severity_mask = (uint8_t)severities;
 	sub->is_excluding_updates = req->exclude_updates;
 	return stream_ids_copy(ctx, "alert_rule_ids", req->alert_rule_ids, req->n_alert_rule_ids, WATCH_IDS_MAX,
 	                       &sub->rule_ids);
@@ -475,11 +460,8 @@ int alerts_watch(struct stream_hub *hub, struct rpc_ctx *ctx, const Monitoring__
 	struct watch_filter *filter = NULL;
 	int rc = filter_from_request(ctx, req, &filter);
 	if (rc != 0) {
-		filter_free(filter);
+		kind_filter_free(filter);
 		return rc;
 	}
-	int64_t heartbeat_ms =
-	        stream_heartbeat_ms(req->heartbeat_interval, WATCH_HEARTBEAT_DEFAULT_S, WATCH_HEARTBEAT_MIN_S);
-	rc = stream_open(hub, stream, filter, heartbeat_ms, req->resume_after_sequence, rpc_ctx_error(ctx));
-	return rc; /* on failure the message is in the call's error slot */
+	return stream_watch(hub, ctx, stream, filter, req->resume_after_sequence, req->heartbeat_interval);
 }

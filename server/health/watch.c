@@ -30,8 +30,6 @@
 #define WATCH_SUBS_MAX 20000  /* subscribers per process */
 #define WATCH_BATCH_ROWS 1000 /* events read per query */
 #define WATCH_ACQUIRE_MS 2000 /* waiting for a pooled connection */
-#define WATCH_HEARTBEAT_DEFAULT_S 30
-#define WATCH_HEARTBEAT_MIN_S 5
 
 typedef Monitoring__V1__WatchServiceHealthResponse watch_msg;
 
@@ -344,17 +342,13 @@ static int kind_cursor_is_expired(struct db_conn *conn, int64_t cursor, bool *ou
 	return 0;
 }
 
-static void filter_free(struct watch_filter *f)
-{
-	if (f == NULL)
-		return;
-	stream_ids_free(&f->ids);
-	free(f);
-}
-
+/* stream_kind.filter_free, and the handler's on a refused request. */
 static void kind_filter_free(void *filter)
 {
-	filter_free(filter);
+	struct watch_filter *f = filter;
+	if (f != NULL)
+		stream_ids_free(&f->ids);
+	free(f);
 }
 
 const struct stream_kind health_watch_kind = {
@@ -380,19 +374,12 @@ static int filter_from_request(struct rpc_ctx *ctx, const Monitoring__V1__WatchS
 	*out = sub;
 	if (sub == NULL)
 		return rpc_fail(ctx, MON_ENOMEM, "out of memory");
-	if (req->resume_after_sequence < 0)
-		return rpc_fail(ctx, MON_EINVAL, "resume_after_sequence: must not be negative");
-	for (size_t i = 0; i < req->n_statuses; i++) {
-		int s = req->statuses[i];
-		if (s <= MONITORING__V1__SERVICE_STATUS__SERVICE_STATUS_UNSPECIFIED ||
-		    s > MONITORING__V1__SERVICE_STATUS__SERVICE_STATUS_UNKNOWN)
-			return rpc_fail(ctx, MON_EINVAL, "statuses[%zu]: must be HEALTHY, DEGRADED, DOWN or UNKNOWN",
-			                i);
-		sub->status_mask |= 1u << s;
-	}
+	int rc = stream_enum_mask(ctx, "statuses", (const int *)req->statuses, req->n_statuses,
+	                          MONITORING__V1__SERVICE_STATUS__SERVICE_STATUS_UNKNOWN,
+	                          "HEALTHY, DEGRADED, DOWN or UNKNOWN", &sub->status_mask);
+	if (rc != 0)
+		return rc;
 	sub->is_every_check = req->include_every_check;
-	if (req->heartbeat_interval < 0)
-		return rpc_fail(ctx, MON_EINVAL, "heartbeat_interval: must not be negative");
 	return stream_ids_copy(ctx, "service_ids", req->service_ids, req->n_service_ids, WATCH_IDS_MAX, &sub->ids);
 }
 
@@ -402,11 +389,8 @@ int health_watch(struct stream_hub *hub, struct rpc_ctx *ctx, const Monitoring__
 	struct watch_filter *filter = NULL;
 	int rc = filter_from_request(ctx, req, &filter);
 	if (rc != 0) {
-		filter_free(filter);
+		kind_filter_free(filter);
 		return rc;
 	}
-	int64_t heartbeat_ms =
-	        stream_heartbeat_ms(req->heartbeat_interval, WATCH_HEARTBEAT_DEFAULT_S, WATCH_HEARTBEAT_MIN_S);
-	rc = stream_open(hub, stream, filter, heartbeat_ms, req->resume_after_sequence, rpc_ctx_error(ctx));
-	return rc; /* on failure the message is in the call's error slot */
+	return stream_watch(hub, ctx, stream, filter, req->resume_after_sequence, req->heartbeat_interval);
 }

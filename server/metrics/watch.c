@@ -1102,8 +1102,8 @@ static int sub_configure(struct rpc_ctx *ctx, struct watch_sub *sub, const Monit
 		                WATCH_DELAY_MAX_MS / 1000);
 	if (req->heartbeat_interval < 0)
 		return rpc_fail(ctx, MON_EINVAL, "heartbeat_interval: must not be negative");
-	int64_t hb = req->heartbeat_interval == 0 ? WATCH_HEARTBEAT_DEFAULT_S : req->heartbeat_interval;
-	sub->heartbeat_ms = (hb < WATCH_HEARTBEAT_MIN_S ? WATCH_HEARTBEAT_MIN_S : hb) * 1000;
+	sub->heartbeat_ms =
+	        stream_heartbeat_ms(req->heartbeat_interval, WATCH_HEARTBEAT_DEFAULT_S, WATCH_HEARTBEAT_MIN_S);
 	if (req->downsample_interval != NULL &&
 	    (!duration_ms(req->downsample_interval, &sub->downsample_ms) ||
 	     sub->downsample_ms < WATCH_DOWNSAMPLE_MIN_MS || sub->downsample_ms > WATCH_DOWNSAMPLE_MAX_MS))

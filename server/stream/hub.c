@@ -1146,3 +1146,26 @@ int stream_open(struct stream_hub *hub, struct rpc_stream *stream, void *filter,
 	job_push(hub, sub);
 	return 0;
 }
+
+int stream_watch(struct stream_hub *hub, struct rpc_ctx *ctx, struct rpc_stream *stream, void *filter,
+                 int64_t resume_after, int32_t heartbeat_s)
+{
+	if (resume_after < 0 || heartbeat_s < 0) {
+		hub->kind->filter_free(filter);
+		return rpc_fail(ctx, MON_EINVAL, "%s: must not be negative",
+		                resume_after < 0 ? "resume_after_sequence" : "heartbeat_interval");
+	}
+	return stream_open(hub, stream, filter, stream_heartbeat_ms(heartbeat_s, 30, 5), resume_after,
+	                   rpc_ctx_error(ctx)); /* on failure the message is in the call's error slot */
+}
+
+int stream_enum_mask(struct rpc_ctx *ctx, const char *field, const int *values, size_t n, int max, const char *allowed,
+                     unsigned *mask)
+{
+	for (size_t i = 0; i < n; i++) {
+		if (values[i] < 1 || values[i] > max || values[i] > 31)
+			return rpc_fail(ctx, MON_EINVAL, "%s[%zu]: must be %s", field, i, allowed);
+		*mask |= 1u << values[i];
+	}
+	return 0;
+}

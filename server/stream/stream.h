@@ -213,6 +213,26 @@ int stream_ids_copy(struct rpc_ctx *ctx, const char *field, char *const *ids, si
 bool stream_ids_has(const struct stream_ids *set, const char *id);
 void stream_ids_free(struct stream_ids *set);
 
+/*
+ * A repeated enum filter as a bit mask: each of the n values must be 1 to
+ * max (UNSPECIFIED and unknown values are refused with field[i] and
+ * allowed, "must be ..." text, failing the call); bit v of *mask is set
+ * for value v. max is at most 31. The values are protobuf-c's enum array,
+ * passed as ints.
+ */
+int stream_enum_mask(struct rpc_ctx *ctx, const char *field, const int *values, size_t n, int max, const char *allowed,
+                     unsigned *mask) MON_MUST_CHECK;
+
+/*
+ * The end of a Watch handler that validated its filters: checks the
+ * request's resume_after_sequence and heartbeat_interval (neither
+ * negative; a heartbeat of 0 means 30 s, at least 5 s), then stream_open.
+ * Takes filter in every case. Fails the call naming the field; returns 0
+ * once the hub holds the stream.
+ */
+int stream_watch(struct stream_hub *hub, struct rpc_ctx *ctx, struct rpc_stream *stream, void *filter,
+                 int64_t resume_after, int32_t heartbeat_s) MON_MUST_CHECK;
+
 /* The heartbeat interval of a Watch request: default_s when 0, at least min_s, at most a day. */
 int64_t stream_heartbeat_ms(int32_t requested_s, int default_s, int min_s);
 
