@@ -691,7 +691,8 @@ static int make_backlog(struct bench *b, struct rpc_channel *ch)
 	                     &opts, &s, &status) == 0) {
 		ProtobufCMessage *msg = NULL;
 		while (mark < 0 && rpc_cstream_next(s, &msg, CALL_TIMEOUT_MS, &status) == 1) {
-			Monitoring__V1__WatchServiceHealthResponse *m = (Monitoring__V1__WatchServiceHealthResponse *)msg;
+			Monitoring__V1__WatchServiceHealthResponse *m =
+			        (Monitoring__V1__WatchServiceHealthResponse *)msg;
 			if (m->event_case == MONITORING__V1__WATCH_SERVICE_HEALTH_RESPONSE__EVENT_CONTROL &&
 			    m->control->kind ==
 			            MONITORING__V1__STREAM_CONTROL_KIND__STREAM_CONTROL_KIND_SNAPSHOT_COMPLETE)
