@@ -1,6 +1,6 @@
 # Resumable event streams (server/stream/) under load, through python3-grpcio.
-# test_stream_stalled.py: sixteen WatchServiceHealth streams replaying a large
-# backlog that never read (twice the default workers and pooled connections)
+# test_stream_stalled.py: sixteen WatchAlerts and sixteen WatchServiceHealth
+# streams replaying a large backlog that never read (twice the default workers and pooled connections)
 # do not keep unary calls from answering, and each later gets the whole
 # backlog in order.
 mon_add_integration_test(NAME itest_stream_stalled TIMEOUT 300

@@ -2,21 +2,23 @@
 
 A monitord with its default 8 worker threads and 8 pooled PostgreSQL
 connections (passed explicitly, so the test keeps its meaning if the
-defaults change) gets a backlog of thousands of health changes made
-through ReportHealthCheck. Sixteen WatchServiceHealth streams then resume
-from sequence 1 on a channel of their own and never read: the client's
-per-stream flow-control window is kept small (no BDP probing), so the
-server can hand each stream only a few dozen changes and the rest of the
-backlog fills the stream's queue of --stream-queue-max 1024 messages and
-waits. Twice as many stalled streams as workers: a server that replayed a
-backlog on a worker thread (or held a pooled connection while a client
-does not read) would have every worker and connection busy.
+defaults change) gets a backlog of thousands of health changes (made
+through ReportHealthCheck) and of alert changes. Sixteen WatchAlerts
+streams and sixteen WatchServiceHealth streams (two kinds of the one
+stream module, server/stream/) then resume before the backlog on a channel
+of their own and never read: the client's per-stream flow-control window
+is kept small (no BDP probing), so the server can hand each stream only a
+few dozen changes and the rest of the backlog fills the stream's queue of
+--stream-queue-max 1024 messages and waits. Four times as many stalled
+streams as workers: a server that replayed a backlog on a worker thread
+(or held a pooled connection while a client does not read) would have
+every worker and connection busy.
 
-While the sixteen stay stalled, unary calls (HealthService.GetService and
+While the thirty-two stay stalled, unary calls (HealthService.GetService and
 ListServices, which need a worker and a connection, and the standard
 grpc.health.v1.Health/Check) are made one after another for several
 seconds; every one must answer OK within its deadline of 5 s. Then each
-stalled stream is read: it must deliver every change after sequence 1, in
+stalled stream is read: it must deliver every change after its cursor, in
 sequence order, with no gap and no repeat (the catch-up resumes when the
 client reads). The server must exit cleanly (no sanitizer report).
 
@@ -34,7 +36,8 @@ import harness
 
 
 harness.api_stubs()
-from monitoring.v1 import common_pb2, health_pb2, health_pb2_grpc  # noqa: E402
+from google.protobuf import timestamp_pb2  # noqa: E402
+from monitoring.v1 import alerts_pb2, alerts_pb2_grpc, common_pb2, health_pb2, health_pb2_grpc  # noqa: E402
 
 BACKLOG = 4000        # changes; each stalled stream is sent all of them
 REAL_REPORTS = 40     # of them made through ReportHealthCheck (see make_backlog)
@@ -93,6 +96,29 @@ class StalledStreamsTest(unittest.TestCase):
                       " SELECT %(c)s FROM generate_series(1, %(n)d) g JOIN last2 ON last2.k = g %% 2 ORDER BY g;"
                       " COMMIT" % {"c": columns, "sid": sid, "n": BACKLOG - REAL_REPORTS})
 
+    def make_alert_backlog(self, rid, aid):
+        """BACKLOG changes of one ACTIVE alert of rule rid, appended in one
+        transaction through mon_alert_event_append, as the alert store
+        appends them (each payload an AlertChange with a large message)."""
+        psql(self.db, "INSERT INTO tb_alert_rule (id, name, severity, metric_name, comparison_operator, threshold,"
+                      " created_by) VALUES ('%s', 'stalled streams', 'critical', 'http_request', 'gt', 1, 'test');"
+                      " INSERT INTO tb_alert (id, alert_rule_id, status, severity, message, current_value, threshold)"
+                      " VALUES ('%s', '%s', 'active', 'critical', 'over', 2, 1)" % (rid, aid, rid))
+        now = timestamp_pb2.Timestamp()
+        now.GetCurrentTime()
+        change = alerts_pb2.AlertChange(
+            kind=alerts_pb2.ALERT_CHANGE_KIND_UPDATED, changed_at=now,
+            alert=alerts_pb2.Alert(id=aid, alert_rule_id=rid, status=common_pb2.ALERT_STATUS_ACTIVE,
+                                   severity=common_pb2.SEVERITY_LEVEL_CRITICAL, message="y" * MESSAGE_BYTES))
+        payload = change.SerializeToString().hex()
+        # The first change is where the streams resume from; the backlog is every change after it.
+        first = int(psql(self.db, "BEGIN; SELECT mon_alert_event_append('%s', '%s', 'created', 'active', NULL,"
+                                  " 'critical', NULL, decode('%s', 'hex')); COMMIT" % (aid, rid, payload))[-1])
+        psql(self.db, "BEGIN; SELECT count(mon_alert_event_append('%s', '%s', 'updated', 'active', 'active',"
+                      " 'critical', NULL, decode('%s', 'hex'))) FROM generate_series(1, %d); COMMIT"
+                      % (aid, rid, payload, BACKLOG))
+        return first
+
     def probe(self, sid, stop_at):
         """Unary calls one after another until stop_at; returns how many answered, and the failures."""
         health = harness.health_pb2_grpc.HealthStub(self.srv.channel)
@@ -123,21 +149,29 @@ class StalledStreamsTest(unittest.TestCase):
         expected = [int(s) for s in psql(self.db, "SELECT seq FROM tb_service_health_event"
                                                   " WHERE service_id = '%s' AND seq > 1 ORDER BY seq" % sid)]
         self.assertGreaterEqual(len(expected), BACKLOG)
+        rid, aid = "rule-" + sid, "alt-" + sid
+        first = self.make_alert_backlog(rid, aid)
+        alert_expected = [int(s) for s in psql(self.db, "SELECT seq FROM tb_alert_event WHERE alert_id = '%s'"
+                                                        " AND seq > %d ORDER BY seq" % (aid, first))]
+        self.assertEqual(len(alert_expected), BACKLOG)
 
         stalled_channel = grpc.insecure_channel(self.srv.address, options=STALLED_CHANNEL_OPTIONS)
         stalled_stub = health_pb2_grpc.HealthServiceStub(stalled_channel)
         req = health_pb2.WatchServiceHealthRequest(service_ids=[sid], include_every_check=True,
                                                    resume_after_sequence=1)
         streams = [stalled_stub.WatchServiceHealth(req, metadata=self.auth) for _ in range(STALLED)]
+        alerts_stub = alerts_pb2_grpc.AlertsServiceStub(stalled_channel)
+        alert_req = alerts_pb2.WatchAlertsRequest(alert_rule_ids=[rid], resume_after_sequence=first)
+        alert_streams = [alerts_stub.WatchAlerts(alert_req, metadata=self.auth) for _ in range(STALLED)]
         try:
             # Initial metadata comes with the first changes: every stream's
             # replay has begun (and, not being read, stalls).
-            for s in streams:
+            for s in streams + alert_streams:
                 s.initial_metadata()
             answered, failures = self.probe(sid, time.time() + PROBE_S)
-            self.assertEqual(failures, [], "unary calls failed while %d streams were stalled" % STALLED)
+            self.assertEqual(failures, [], "unary calls failed while %d streams were stalled" % (2 * STALLED))
             self.assertGreater(answered, 0)
-            for s in streams:
+            for s in streams + alert_streams:
                 self.assertTrue(s.is_active(), "a stalled stream was ended: %s" % s)
 
             # Reading now: each gets the whole backlog after sequence 1, in order.
@@ -150,12 +184,23 @@ class StalledStreamsTest(unittest.TestCase):
                             break
                 return got
 
+            def read_alert_backlog(s):
+                got = []
+                for m in s:
+                    if m.WhichOneof("event") == "change":
+                        got.append(m.sequence)
+                        if m.sequence >= alert_expected[-1]:
+                            break
+                return got
+
             with futures.ThreadPoolExecutor(max_workers=4) as pool:
                 for k, got in enumerate(pool.map(read_backlog, streams)):
                     self.assertEqual(len(got), len(expected), "stream %d" % k)
                     self.assertEqual(got, expected, "stream %d: a gap, a repeat or out of order" % k)
+                for k, got in enumerate(pool.map(read_alert_backlog, alert_streams)):
+                    self.assertEqual(got, alert_expected, "alerts stream %d: a gap, a repeat or out of order" % k)
         finally:
-            for s in streams:
+            for s in streams + alert_streams:
                 s.cancel()
             stalled_channel.close()
         # The server answers after the streams are gone, too.
