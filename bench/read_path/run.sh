@@ -111,7 +111,7 @@ psql -X -q -v ON_ERROR_STOP=1 "$DB" -c "INSERT INTO tb_service_health (id, name,
 	NULL, '{\"region\": \"local\", \"replicas\": 2}', 99.95, 99.9, 99.5)" >/dev/null
 
 # The statement GetService runs (SERVICE_COLUMNS and svc_select in
-# server/services/health.c), with the id as a parameter, as pgbench's
+# server/health/services_api.c), with the id as a parameter, as pgbench's
 # prepared mode sends it.
 cat >"$WORK/get_service.sql" <<'SQL'
 SELECT s.id, s.name, coalesce(s.description, ''), s.service_type, s.status::text, (extract(epoch FROM s.last_check) * 1000000)::bigint, coalesce(s.health_check_url, ''), s.check_interval, s.timeout, s.retry_count, s.metrics::text, s.uptime_24h::float8, s.uptime_7d::float8, s.uptime_30d::float8, (extract(epoch FROM s.created_at) * 1000000)::bigint, (extract(epoch FROM s.updated_at) * 1000000)::bigint FROM tb_service_health s WHERE s.id = :id;
