@@ -41,6 +41,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1262,10 +1263,16 @@ static void kind_page(void *state, int64_t after, int64_t first_seq, int64_t lo,
 	struct watch_sub *sub = state;
 	bool is_lost = first_seq > after + 1 && !(lo > 0 && lo <= after);
 	if (is_lost && first_seq - 1 > sub->processed_seq) {
-		log_warn("msg=\"metrics watch: ingest log rows were pruned or lost before they were read; announced as "
-		         "a gap\" after_sequence=%" PRId64 " through_sequence=%" PRId64 " oldest_sequence=%" PRId64
-		         " peer=\"%s\"",
-		         sub->processed_seq, first_seq - 1, lo, rpc_ctx_peer(rpc_stream_ctx(sub->stream)));
+		/* A warning for the first subscriber that meets a loss, at most once a second: not one per stream. */
+		static _Atomic int64_t last_warned_ms;
+		int64_t warned = atomic_load(&last_warned_ms);
+		bool is_warning = now - warned >= 1000 && atomic_compare_exchange_strong(&last_warned_ms, &warned, now);
+		log_write(
+		        is_warning ? LOG_WARN : LOG_DEBUG,
+		        "msg=\"metrics watch: ingest log rows were pruned or lost before they were read; announced as a "
+		        "gap\" after_sequence=%" PRId64 " through_sequence=%" PRId64 " oldest_sequence=%" PRId64
+		        " peer=\"%s\"",
+		        sub->processed_seq, first_seq - 1, lo, rpc_ctx_peer(rpc_stream_ctx(sub->stream)));
 		/* Announced at once, so that the points that follow are sent, not counted into it. */
 		gap_lost(sub, first_seq - 1, wall_us());
 		sub_flush(sub, now, FLUSH_DUE);
