@@ -450,6 +450,18 @@ static int catchup_page(struct stream_hub *hub, int64_t after, struct page **out
 	return 0;
 }
 
+/* The kind's cursor check with a pooled connection. */
+static int cursor_check(struct stream_hub *hub, int64_t cursor, bool *is_expired, struct mon_error *err)
+{
+	struct db_conn *conn = NULL;
+	int rc = db_pool_acquire(hub->pool, HUB_ACQUIRE_MS, &conn, err);
+	if (rc != 0)
+		return rc;
+	rc = hub->kind->cursor_is_expired(conn, cursor, is_expired, err);
+	db_pool_release(hub->pool, conn);
+	return rc;
+}
+
 /*
  * The start of a stream: CURSOR_EXPIRED and a snapshot when the cursor
  * cannot be replayed, the snapshot when there is none, else the backlog.
@@ -470,12 +482,7 @@ static int catchup_start(struct stream_sub *sub, struct mon_error *err)
 	bool is_expired = sub->is_forced_expired;
 	sub->is_forced_expired = false;
 	if (sub->resume_after > 0 && !is_expired) {
-		struct db_conn *conn = NULL;
-		int rc = db_pool_acquire(hub->pool, HUB_ACQUIRE_MS, &conn, err);
-		if (rc != 0)
-			return rc;
-		rc = kind->cursor_is_expired(conn, sub->resume_after, &is_expired, err);
-		db_pool_release(hub->pool, conn);
+		int rc = cursor_check(hub, sub->resume_after, &is_expired, err);
 		if (rc != 0)
 			return rc;
 		if (!is_expired) {
@@ -619,6 +626,34 @@ static void catchup_end(struct stream_sub *sub)
 	sub_unref(sub);
 }
 
+/*
+ * A backlog read found nothing after sub's cursor though the hub is past
+ * it (bounce_seen). Either the sequences between were rolled back or never
+ * had a row, and then the hub's position is sub's and it goes live; or
+ * retention removed them meanwhile, and then it starts over with
+ * CURSOR_EXPIRED and a snapshot. Takes sub.
+ */
+static void catchup_past_empty(struct stream_hub *hub, struct stream_sub *sub)
+{
+	struct mon_error err = {0};
+	bool is_expired = false;
+	if (cursor_check(hub, sub->cursor, &is_expired, &err) != 0) {
+		fail_sub(sub, &err);
+		return;
+	}
+	if (is_expired) {
+		sub->is_forced_expired = true;
+		sub->resume_after = sub->cursor;
+		sub->has_cursor = false; /* a new snapshot follows: no resume point until it is sent */
+		sub->state = SUB_START;
+		job_push(hub, sub);
+		return;
+	}
+	sub->cursor = sub->bounce_seen;
+	sub->bounce_seen = 0;
+	inbox_push(hub, sub);
+}
+
 /* One step of sub's catch-up; sub is owned by the caller, which hands it on or lets it go. */
 static void catchup_step(struct stream_hub *hub, struct stream_sub *sub, bool is_draining)
 {
@@ -652,16 +687,17 @@ static void catchup_step(struct stream_hub *hub, struct stream_sub *sub, bool is
 		}
 		hub->is_catchup_failing = false;
 		if (p->n == 0 && sub->bounce_seen > sub->cursor) {
-			/* The hub read events after our cursor that are gone from the log now (retention). */
+			/*
+			 * The hub is past our cursor, and nothing after it is in the log:
+			 * the sequences up to the hub's position were rolled back (or
+			 * never had a row), or retention removed them meanwhile.
+			 */
 			if (hub->kind->batching == NULL) {
 				page_release(p);
-				sub->is_forced_expired = true;
-				sub->resume_after = sub->cursor;
-				sub->has_cursor = false; /* a new snapshot follows: no resume point until it is sent */
-				sub->state = SUB_START;  /* CURSOR_EXPIRED and a snapshot */
-				job_push(hub, sub);
+				catchup_past_empty(hub, sub);
 				return;
 			}
+			/* A batching kind announces what is gone (a gap) and moves on. */
 			hub->kind->batching->page(sub->filter, sub->cursor, sub->bounce_seen + 1, p->lo, mon_now_ms());
 			sub->cursor = hub->kind->batching->position(sub->filter);
 		}

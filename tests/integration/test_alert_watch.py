@@ -441,6 +441,46 @@ class AlertWatchTest(unittest.TestCase):
         self.assertEqual(cm.exception.code(), SC.UNAUTHENTICATED)
 
 
+class RolledBackSequenceTest(unittest.TestCase):
+    def test_resume_behind_a_rolled_back_sequence_is_not_expired(self):
+        """One stream resumes at a sequence that was handed out and rolled back
+        (no row has it) and goes live, so the hub's position is that sequence.
+        A second stream resumes behind it with nothing in the log between: it
+        is sent back to read the difference, finds nothing, and must go live
+        too, not get CURSOR_EXPIRED (nothing was pruned). Both then get the
+        next change, once."""
+        t = Env("alertwatchrollback")
+        try:
+            a = t.alerts
+            rid = a.new_rule()
+            aid, first = a.new_alert(rid)
+            psql(t.db, "BEGIN; %s; ROLLBACK" % a.append_sql(UPDATED, aid, rid, ACTIVE, ACTIVE, CRITICAL, "gone"))
+            gone = int(psql(t.db, "SELECT last_value FROM seq_alert_event")[0])
+            self.assertEqual(gone, first + 1)
+            ahead = t.watch(alert_rule_ids=[rid], resume_after_sequence=gone, heartbeat_interval=5)
+            behind = None
+            try:
+                # Its first heartbeat says it is live, at the rolled-back sequence.
+                before, hb = ahead.until_control(K_HEARTBEAT, timeout=30)
+                self.assertEqual((before, hb.control.resume_after_sequence), ([], gone))
+                behind = t.watch(alert_rule_ids=[rid], resume_after_sequence=first, heartbeat_interval=5)
+                before, hb = behind.until_control(K_HEARTBEAT, timeout=30)
+                self.assertEqual([m.control.kind for m in before if m.WhichOneof("event") == "control"], [],
+                                 "no CURSOR_EXPIRED, no snapshot")
+                self.assertEqual((before, hb.control.resume_after_sequence), ([], gone))
+                live = a.update(aid, rid, ACTIVE, message="after")
+                for w in (ahead, behind):
+                    (m,) = w.changes(1)
+                    self.assertEqual(m.sequence, live)
+                    w.assert_quiet(self)
+            finally:
+                ahead.close()
+                if behind is not None:
+                    behind.close()
+        finally:
+            t.srv.assert_clean_exit(self)
+
+
 class RestartTest(unittest.TestCase):
     def test_resume_after_a_restart(self):
         t = Env("alertwatchrestart")
