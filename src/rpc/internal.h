@@ -47,7 +47,7 @@ struct rpc_ctx {
 	char request_id[64];
 	const char *method;
 	void *user;
-	grpc_metadata trailers[RPC_MAX_TRAILERS];
+	grpc_metadata *trailers; /* RPC_MAX_TRAILERS of them in the call arena, on the first one */
 	size_t trailer_count;
 	struct rpc_identity identity;
 	bool has_identity;
@@ -107,7 +107,7 @@ struct rpc_call {
 
 	bool recv_deferred; /* bidi: next RECV_MESSAGE waits until the send queue drains */
 	int fin_code;       /* status requested by rpc_stream_finish (under lock) */
-	char fin_msg[512];
+	char *fin_msg;      /* malloc'd by rpc_stream_finish; NULL: no message */
 
 	grpc_byte_buffer *recv_buf;
 	grpc_byte_buffer *send_buf; /* the message in flight */

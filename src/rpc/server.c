@@ -207,9 +207,11 @@ int rpc_ctx_add_trailer(struct rpc_ctx *ctx, const char *key, const char *value)
 		rc = MON_ELIMIT;
 		goto out;
 	}
+	if (ctx->trailers == NULL)
+		ctx->trailers = arena_calloc(ctx->call_arena, RPC_MAX_TRAILERS, sizeof(*ctx->trailers));
 	char *k = arena_strdup(ctx->call_arena, key);
 	char *v = arena_strdup(ctx->call_arena, value);
-	if (k == NULL || v == NULL) {
+	if (ctx->trailers == NULL || k == NULL || v == NULL) {
 		rc = MON_ENOMEM;
 		goto out;
 	}
@@ -529,7 +531,7 @@ static void send_next_locked(struct rpc_call *c)
 	struct send_node *node = c->q_head;
 	if (node == NULL) {
 		if (c->finish_requested)
-			send_status_locked(c, c->fin_code, c->fin_msg, NULL);
+			send_status_locked(c, c->fin_code, c->fin_msg ? c->fin_msg : "", NULL);
 		return;
 	}
 	c->q_head = node->next;
@@ -748,7 +750,8 @@ void rpc_stream_finish(struct rpc_stream *s, int code, const char *message)
 	if (!c->finish_requested && !c->status_started) {
 		c->finish_requested = true;
 		c->fin_code = code;
-		snprintf(c->fin_msg, sizeof(c->fin_msg), "%s", message ? message : "");
+		/* Kept off the call struct, which every idle stream carries: allocated only when finishing. */
+		c->fin_msg = message && message[0] ? strndup(message, 511) : NULL;
 		send_next_locked(c);
 	}
 	pthread_cond_broadcast(&c->drained);
@@ -890,6 +893,7 @@ static void call_free(struct rpc_call *c)
 	grpc_metadata_array_destroy(&c->request_md);
 	if (c->ctx.peer)
 		gpr_free(c->ctx.peer);
+	free(c->fin_msg);
 	arena_destroy(c->ctx.arena);
 	pthread_mutex_destroy(&c->lock);
 	pthread_cond_destroy(&c->drained);
@@ -1254,7 +1258,6 @@ static void on_recv(struct rpc_call *c, bool ok)
 			if (ok && !c->finish_requested) {
 				c->finish_requested = true;
 				c->fin_code = 0;
-				c->fin_msg[0] = '\0';
 				send_next_locked(c);
 			}
 		} else if (ok) {
