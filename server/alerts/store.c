@@ -18,11 +18,11 @@
 #include <jansson.h>
 #include <sodium.h>
 
+#include "common/json.h"
 #include "common/parse.h"
 
 /* Keys longer than the column (VARCHAR(100)) hash their recipient, then the whole key. */
 #define IDEMPOTENCY_KEY_MAX 100
-#define JSON_DEPTH_MAX 32
 
 /* ---- enum labels ---- */
 
@@ -352,82 +352,6 @@ static Monitoring__V1__NotificationDelivery *delivery_from_json(struct arena *a,
 	return is_ok ? d : NULL;
 }
 
-static Google__Protobuf__Struct *json_to_struct(struct arena *a, const json_t *obj, int depth);
-
-static Google__Protobuf__Value *json_to_value(struct arena *a, const json_t *j, int depth)
-{
-	Google__Protobuf__Value *v = arena_alloc(a, sizeof(*v));
-	if (v == NULL || depth > JSON_DEPTH_MAX)
-		return NULL;
-	google__protobuf__value__init(v);
-	switch (json_typeof(j)) {
-	case JSON_OBJECT:
-		v->kind_case = GOOGLE__PROTOBUF__VALUE__KIND_STRUCT_VALUE;
-		v->struct_value = json_to_struct(a, j, depth + 1);
-		return v->struct_value ? v : NULL;
-	case JSON_ARRAY: {
-		Google__Protobuf__ListValue *l = arena_alloc(a, sizeof(*l));
-		if (l == NULL)
-			return NULL;
-		google__protobuf__list_value__init(l);
-		size_t n = json_array_size(j);
-		l->values = n ? arena_calloc(a, n, sizeof(*l->values)) : NULL;
-		if (n && l->values == NULL)
-			return NULL;
-		for (size_t i = 0; i < n; i++)
-			if ((l->values[i] = json_to_value(a, json_array_get(j, i), depth + 1)) == NULL)
-				return NULL;
-		l->n_values = n;
-		v->kind_case = GOOGLE__PROTOBUF__VALUE__KIND_LIST_VALUE;
-		v->list_value = l;
-		return v;
-	}
-	case JSON_STRING:
-		v->kind_case = GOOGLE__PROTOBUF__VALUE__KIND_STRING_VALUE;
-		v->string_value = arena_strdup(a, json_string_value(j));
-		return v->string_value ? v : NULL;
-	case JSON_INTEGER:
-	case JSON_REAL:
-		v->kind_case = GOOGLE__PROTOBUF__VALUE__KIND_NUMBER_VALUE;
-		v->number_value = json_number_value(j);
-		return v;
-	case JSON_TRUE:
-	case JSON_FALSE:
-		v->kind_case = GOOGLE__PROTOBUF__VALUE__KIND_BOOL_VALUE;
-		v->bool_value = json_is_true(j);
-		return v;
-	default: v->kind_case = GOOGLE__PROTOBUF__VALUE__KIND_NULL_VALUE; return v;
-	}
-}
-
-static Google__Protobuf__Struct *json_to_struct(struct arena *a, const json_t *obj, int depth)
-{
-	Google__Protobuf__Struct *s = arena_alloc(a, sizeof(*s));
-	if (s == NULL || depth > JSON_DEPTH_MAX)
-		return NULL;
-	google__protobuf__struct__init(s);
-	size_t n = json_object_size(obj), i = 0;
-	s->fields = n ? arena_calloc(a, n, sizeof(*s->fields)) : NULL;
-	if (n && s->fields == NULL)
-		return NULL;
-	const char *key;
-	json_t *value;
-	json_object_foreach((json_t *)obj, key, value)
-	{
-		Google__Protobuf__Struct__FieldsEntry *e = arena_alloc(a, sizeof(*e));
-		if (e == NULL)
-			return NULL;
-		google__protobuf__struct__fields_entry__init(e);
-		e->key = arena_strdup(a, key);
-		e->value = json_to_value(a, value, depth);
-		if (e->key == NULL || e->value == NULL)
-			return NULL;
-		s->fields[i++] = e;
-	}
-	s->n_fields = i;
-	return s;
-}
-
 /* The notifications_sent, metadata and labels columns of row; MON_ENOMEM only (bad JSON reads as empty). */
 static int decode_json_columns(struct arena *a, const struct db_result *res, int row, Monitoring__V1__Alert *m,
                                struct mon_error *err)
@@ -455,7 +379,7 @@ static int decode_json_columns(struct arena *a, const struct db_result *res, int
 			m->notifications_sent[m->n_notifications_sent++] = d;
 		}
 	}
-	if (json_is_object(meta) && (m->metadata = json_to_struct(a, meta, 1)) == NULL) {
+	if (json_is_object(meta) && (m->metadata = svc_struct_from_json(a, meta)) == NULL) {
 		rc = mon_error_set(err, MON_ENOMEM, "response larger than the call's memory cap");
 		goto out;
 	}

@@ -26,6 +26,7 @@
 
 #include "audit/audit.h"
 #include "common/call.h"
+#include "common/json.h"
 #include "common/page.h"
 #include "common/parse.h"
 #include "common/text.h"
@@ -35,7 +36,6 @@
 
 #define MODULE "health"
 #define PAGE_TOKEN_MAX 1400
-#define JSON_DEPTH_MAX 32
 #define FUTURE_SLACK_MS (5 * 60 * 1000)
 #define RETENTION_DAYS 30
 #define DAY_MS INT64_C(86400000)
@@ -210,67 +210,12 @@ static json_t *json_time_us(int64_t us)
 
 /* ---- google.protobuf.Struct <-> JSON ---- */
 
-static json_t *struct_to_json(const Google__Protobuf__Struct *s, int depth, struct mon_error *err);
-
-static json_t *value_to_json(const Google__Protobuf__Value *v, int depth, struct mon_error *err)
-{
-	if (v == NULL)
-		return json_null();
-	switch (v->kind_case) {
-	case GOOGLE__PROTOBUF__VALUE__KIND_NUMBER_VALUE:
-		if (!isfinite(v->number_value)) {
-			mon_error_set(err, MON_EINVAL, "numbers must be finite");
-			return NULL;
-		}
-		if (v->number_value > -9007199254740992.0 && v->number_value < 9007199254740992.0 &&
-		    (double)(int64_t)v->number_value == v->number_value)
-			return json_integer((json_int_t)v->number_value);
-		return json_real(v->number_value);
-	case GOOGLE__PROTOBUF__VALUE__KIND_STRING_VALUE: return json_string(v->string_value ? v->string_value : "");
-	case GOOGLE__PROTOBUF__VALUE__KIND_BOOL_VALUE: return json_boolean(v->bool_value);
-	case GOOGLE__PROTOBUF__VALUE__KIND_STRUCT_VALUE: return struct_to_json(v->struct_value, depth + 1, err);
-	case GOOGLE__PROTOBUF__VALUE__KIND_LIST_VALUE: {
-		if (depth + 1 > JSON_DEPTH_MAX) {
-			mon_error_set(err, MON_EINVAL, "nested deeper than %d", JSON_DEPTH_MAX);
-			return NULL;
-		}
-		json_t *arr = json_array();
-		for (size_t i = 0; arr != NULL && v->list_value != NULL && i < v->list_value->n_values; i++) {
-			json_t *item = value_to_json(v->list_value->values[i], depth + 1, err);
-			if (item == NULL || json_array_append_new(arr, item) != 0) {
-				json_decref(arr);
-				return NULL;
-			}
-		}
-		return arr;
-	}
-	default: return json_null();
-	}
-}
-
-static json_t *struct_to_json(const Google__Protobuf__Struct *s, int depth, struct mon_error *err)
-{
-	if (depth > JSON_DEPTH_MAX) {
-		mon_error_set(err, MON_EINVAL, "nested deeper than %d", JSON_DEPTH_MAX);
-		return NULL;
-	}
-	json_t *obj = json_object();
-	for (size_t i = 0; obj != NULL && s != NULL && i < s->n_fields; i++) {
-		json_t *item = value_to_json(s->fields[i]->value, depth, err);
-		if (item == NULL || json_object_set_new(obj, s->fields[i]->key ? s->fields[i]->key : "", item) != 0) {
-			json_decref(obj);
-			return NULL;
-		}
-	}
-	return obj;
-}
-
 /* A Struct as compact JSON text in the arena, at most HEALTH_JSON_MAX bytes; MON_EINVAL naming field. */
 static int struct_text(struct arena *a, const char *field, const Google__Protobuf__Struct *s, const char **out,
                        struct mon_error *err)
 {
 	struct mon_error inner = {0};
-	json_t *obj = struct_to_json(s, 1, &inner);
+	json_t *obj = svc_struct_to_json(s, &inner);
 	if (obj == NULL)
 		return mon_error_set(err, inner.code ? inner.code : MON_ENOMEM, "%s: %s", field,
 		                     inner.msg[0] ? inner.msg : "out of memory");
@@ -287,82 +232,6 @@ static int struct_text(struct arena *a, const char *field, const Google__Protobu
 	return rc;
 }
 
-static Google__Protobuf__Struct *json_to_struct(struct arena *a, const json_t *obj);
-
-static Google__Protobuf__Value *json_to_value(struct arena *a, const json_t *j)
-{
-	Google__Protobuf__Value *v = arena_alloc(a, sizeof(*v));
-	if (v == NULL)
-		return NULL;
-	google__protobuf__value__init(v);
-	switch (json_typeof(j)) {
-	case JSON_OBJECT:
-		v->kind_case = GOOGLE__PROTOBUF__VALUE__KIND_STRUCT_VALUE;
-		v->struct_value = json_to_struct(a, j);
-		return v->struct_value ? v : NULL;
-	case JSON_ARRAY: {
-		v->kind_case = GOOGLE__PROTOBUF__VALUE__KIND_LIST_VALUE;
-		Google__Protobuf__ListValue *l = arena_alloc(a, sizeof(*l));
-		if (l == NULL)
-			return NULL;
-		google__protobuf__list_value__init(l);
-		size_t n = json_array_size(j);
-		l->values = n ? arena_calloc(a, n, sizeof(*l->values)) : NULL;
-		if (n && l->values == NULL)
-			return NULL;
-		for (size_t i = 0; i < n; i++)
-			if ((l->values[i] = json_to_value(a, json_array_get(j, i))) == NULL)
-				return NULL;
-		l->n_values = n;
-		v->list_value = l;
-		return v;
-	}
-	case JSON_STRING:
-		v->kind_case = GOOGLE__PROTOBUF__VALUE__KIND_STRING_VALUE;
-		v->string_value = arena_strdup(a, json_string_value(j));
-		return v->string_value ? v : NULL;
-	case JSON_INTEGER:
-	case JSON_REAL:
-		v->kind_case = GOOGLE__PROTOBUF__VALUE__KIND_NUMBER_VALUE;
-		v->number_value = json_number_value(j);
-		return v;
-	case JSON_TRUE:
-	case JSON_FALSE:
-		v->kind_case = GOOGLE__PROTOBUF__VALUE__KIND_BOOL_VALUE;
-		v->bool_value = json_is_true(j);
-		return v;
-	default: v->kind_case = GOOGLE__PROTOBUF__VALUE__KIND_NULL_VALUE; return v;
-	}
-}
-
-static Google__Protobuf__Struct *json_to_struct(struct arena *a, const json_t *obj)
-{
-	Google__Protobuf__Struct *s = arena_alloc(a, sizeof(*s));
-	if (s == NULL)
-		return NULL;
-	google__protobuf__struct__init(s);
-	size_t n = json_object_size(obj), i = 0;
-	s->fields = n ? arena_calloc(a, n, sizeof(*s->fields)) : NULL;
-	if (n && s->fields == NULL)
-		return NULL;
-	const char *key;
-	json_t *value;
-	json_object_foreach((json_t *)obj, key, value)
-	{
-		Google__Protobuf__Struct__FieldsEntry *e = arena_alloc(a, sizeof(*e));
-		if (e == NULL)
-			return NULL;
-		google__protobuf__struct__fields_entry__init(e);
-		e->key = arena_strdup(a, key);
-		e->value = json_to_value(a, value);
-		if (e->key == NULL || e->value == NULL)
-			return NULL;
-		s->fields[i++] = e;
-	}
-	s->n_fields = i;
-	return s;
-}
-
 /* A jsonb text from the database as a Struct (NULL text or a non-object: NULL, *is_ok true). */
 static Google__Protobuf__Struct *struct_from_text(struct arena *a, const char *text, bool *is_ok)
 {
@@ -374,7 +243,7 @@ static Google__Protobuf__Struct *struct_from_text(struct arena *a, const char *t
 		json_decref(obj);
 		return NULL;
 	}
-	Google__Protobuf__Struct *s = json_to_struct(a, obj);
+	Google__Protobuf__Struct *s = svc_struct_from_json(a, obj);
 	json_decref(obj);
 	*is_ok = s != NULL;
 	return s;

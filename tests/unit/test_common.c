@@ -3,6 +3,7 @@
  * field check on it, integers of database text, timestamps, page sizes,
  * page tokens and key cursors. No server needed.
  */
+#include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -11,6 +12,7 @@
 
 #include <cmocka.h>
 
+#include "common/json.h"
 #include "common/page.h"
 #include "common/parse.h"
 #include "common/text.h"
@@ -230,6 +232,48 @@ static void test_common_page_token_in_arena(void **state)
 	arena_destroy(a);
 }
 
+/* JSON -> Struct -> JSON keeps every kind of value; nesting past the limit is refused both ways. */
+static void test_common_struct_json_round_trip(void **state)
+{
+	(void)state;
+	const char *text = "{\"a\": 1, \"b\": 2.5, \"c\": \"x\", \"d\": true, \"e\": null, \"f\": [1, {\"g\": []}]}";
+	json_t *in = json_loads(text, 0, NULL);
+	assert_non_null(in);
+	struct arena *a = arena_create(0);
+	Google__Protobuf__Struct *s = svc_struct_from_json(a, in);
+	assert_non_null(s);
+	assert_int_equal(s->n_fields, 6);
+	struct mon_error err = {0};
+	json_t *out = svc_struct_to_json(s, &err);
+	assert_non_null(out);
+	assert_true(json_equal(in, out));
+	json_decref(out);
+
+	json_t *deep = json_object(), *cur = deep;
+	for (int i = 0; i < SVC_JSON_DEPTH_MAX + 1; i++) {
+		json_t *next = json_object();
+		json_object_set_new(cur, "k", next);
+		cur = next;
+	}
+	assert_null(svc_struct_from_json(a, deep));
+	json_decref(deep);
+
+	Google__Protobuf__Value nan = GOOGLE__PROTOBUF__VALUE__INIT;
+	nan.kind_case = GOOGLE__PROTOBUF__VALUE__KIND_NUMBER_VALUE;
+	nan.number_value = NAN;
+	Google__Protobuf__Struct__FieldsEntry e = GOOGLE__PROTOBUF__STRUCT__FIELDS_ENTRY__INIT;
+	e.key = "n";
+	e.value = &nan;
+	Google__Protobuf__Struct__FieldsEntry *fields[] = {&e};
+	Google__Protobuf__Struct bad = GOOGLE__PROTOBUF__STRUCT__INIT;
+	bad.n_fields = 1;
+	bad.fields = fields;
+	assert_null(svc_struct_to_json(&bad, &err));
+	assert_int_equal(err.code, MON_EINVAL);
+	json_decref(in);
+	arena_destroy(a);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -245,6 +289,7 @@ int main(void)
 	        cmocka_unit_test(test_common_times),
 	        cmocka_unit_test(test_common_page_size),
 	        cmocka_unit_test(test_common_page_token_in_arena),
+	        cmocka_unit_test(test_common_struct_json_round_trip),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
