@@ -155,8 +155,9 @@ struct stream_hub {
 
 /* ---- controls ---- */
 
-Monitoring__V1__StreamControl *stream_control_new(struct arena *a, int kind, int64_t cursor, int reason,
-                                                  const char *message)
+/* A StreamControl in a with the server's time; NULL past a's cap. */
+static Monitoring__V1__StreamControl *stream_control_new(struct arena *a, int kind, int64_t cursor, int reason,
+                                                         const char *message)
 {
 	Monitoring__V1__StreamControl *c = arena_alloc(a, sizeof(*c));
 	Google__Protobuf__Timestamp *t = arena_alloc(a, sizeof(*t));
@@ -1139,11 +1140,6 @@ void stream_hub_destroy(struct stream_hub *hub)
 	pthread_cond_destroy(&hub->fan_cond);
 	pthread_mutex_destroy(&hub->fan_mu);
 	free(hub);
-}
-
-size_t stream_hub_subscribers(struct stream_hub *hub)
-{
-	return atomic_load(&hub->subs_n);
 }
 
 int stream_open(struct stream_hub *hub, struct rpc_stream *stream, void *filter, int64_t heartbeat_ms,

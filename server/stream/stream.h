@@ -178,16 +178,6 @@ void stream_hub_destroy(struct stream_hub *hub);
 int stream_open(struct stream_hub *hub, struct rpc_stream *stream, void *filter, int64_t heartbeat_ms,
                 int64_t resume_after, struct mon_error *err) MON_MUST_CHECK;
 
-/* Subscribers attached to the hub now (live, catching up or ending). */
-size_t stream_hub_subscribers(struct stream_hub *hub);
-
-/*
- * A StreamControl in a: kind, cursor (resume_after_sequence), reason,
- * message (NULL for none) and the server's time. NULL past a's cap.
- */
-Monitoring__V1__StreamControl *stream_control_new(struct arena *a, int kind, int64_t cursor, int reason,
-                                                  const char *message);
-
 /*
  * kind's response message carrying a StreamControl (kind, cursor, reason,
  * message: NULL for none), built in a; NULL past a's cap.
