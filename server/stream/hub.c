@@ -62,6 +62,7 @@
 #define HUB_DRAIN_WAIT_MS 3000 /* stream_hub_drain waits this long for the threads' step */
 #define PAGE_ARENA_BYTES (64u << 20)
 #define PAGE_SHORT_REUSE_MS 50 /* a short page is reused this long; a full one while cached */
+#define CHECK_REUSE_MS 50      /* a cursor check's answer is reused this long for the same cursor */
 #define FAN_SPLIT_MIN 64       /* below this many live subscribers one thread sends them all */
 
 enum sub_state {
@@ -151,6 +152,9 @@ struct stream_hub {
 	bool has_catchup_thread;
 	struct page *cache;
 	bool is_catchup_failing;
+	/* The last cursor check: streams that resume together mostly resume from the same cursor. */
+	int64_t checked_cursor, checked_ms;
+	bool is_checked_expired;
 };
 
 /* ---- controls ---- */
@@ -451,15 +455,25 @@ static int catchup_page(struct stream_hub *hub, int64_t after, struct page **out
 	return 0;
 }
 
-/* The kind's cursor check with a pooled connection. */
+/* The kind's cursor check with a pooled connection (catch-up thread only). */
 static int cursor_check(struct stream_hub *hub, int64_t cursor, bool *is_expired, struct mon_error *err)
 {
+	int64_t now = mon_now_ms();
+	if (hub->checked_ms > 0 && cursor == hub->checked_cursor && now - hub->checked_ms < CHECK_REUSE_MS) {
+		*is_expired = hub->is_checked_expired; /* thousands reconnecting at once: one query */
+		return 0;
+	}
 	struct db_conn *conn = NULL;
 	int rc = db_pool_acquire(hub->pool, HUB_ACQUIRE_MS, &conn, err);
 	if (rc != 0)
 		return rc;
 	rc = hub->kind->cursor_is_expired(conn, cursor, is_expired, err);
 	db_pool_release(hub->pool, conn);
+	if (rc == 0) {
+		hub->checked_cursor = cursor;
+		hub->checked_ms = now;
+		hub->is_checked_expired = *is_expired;
+	}
 	return rc;
 }
 
