@@ -905,6 +905,7 @@ struct trend_op {
 	struct call *call;
 	struct filter f;
 	const char *endpoint;
+	bool by_metric;          /* one bucket per metric_name as well (the seed's rows) */
 	int64_t row_width_ms;    /* the stored buckets (5 minutes or 1 hour) */
 	int64_t bucket_width_ms; /* the buckets returned */
 	int64_t lo_ms, hi_ms;    /* stored buckets starting in [lo, hi) */
@@ -919,21 +920,24 @@ static int trend_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 	const char *sql;
 	const char *table = op->row_width_ms == HOUR_MS ? "tb_performance_metric_hourly" : "tb_performance_metric_5min";
 	int64_t bucket_s = op->bucket_width_ms / 1000;
+	/* per metric as well: metric_name is the last column, so the others keep their places */
+	const char *by = op->by_metric ? ", metric_name" : "";
 	if (op->f.has_raw_only) {
 		/* Methods, status codes or tags: the rollups do not keep them, so from the raw points. */
-		sql = arena_printf(a,
-		                   "SELECT (extract(epoch FROM b) * 1000000)::bigint, endpoint, avg(p50)::float8, "
-		                   "avg(p95)::float8,"
-		                   " avg(p99)::float8, sum(request_count), sum(error_count),"
-		                   " round(sum(error_count)::numeric / nullif(sum(request_count), 0) * 100, 2)::float8"
-		                   " FROM (SELECT date_bin(interval '%" PRId64
-		                   " seconds', time, timestamptz '1970-01-01 00:00:00+00') AS b, *"
-		                   " FROM tb_performance_metric"
-		                   " WHERE time >= 'epoch'::timestamptz + $1::bigint * interval '1 millisecond'"
-		                   " AND time < 'epoch'::timestamptz + $2::bigint * interval '1 millisecond'"
-		                   " AND ($3 = '' OR endpoint = $3) AND %s) s"
-		                   " GROUP BY b, endpoint ORDER BY b DESC, endpoint LIMIT $9::integer",
-		                   bucket_s, filter_sql(a, 4));
+		sql = arena_printf(
+		        a,
+		        "SELECT (extract(epoch FROM b) * 1000000)::bigint, endpoint, avg(p50)::float8, "
+		        "avg(p95)::float8,"
+		        " avg(p99)::float8, sum(request_count), sum(error_count),"
+		        " round(sum(error_count)::numeric / nullif(sum(request_count), 0) * 100, 2)::float8%s"
+		        " FROM (SELECT date_bin(interval '%" PRId64
+		        " seconds', time, timestamptz '1970-01-01 00:00:00+00') AS b, *"
+		        " FROM tb_performance_metric"
+		        " WHERE time >= 'epoch'::timestamptz + $1::bigint * interval '1 millisecond'"
+		        " AND time < 'epoch'::timestamptz + $2::bigint * interval '1 millisecond'"
+		        " AND ($3 = '' OR endpoint = $3) AND %s) s"
+		        " GROUP BY b, endpoint%s ORDER BY b DESC, endpoint%s LIMIT $9::integer",
+		        by, bucket_s, filter_sql(a, 4), by, by);
 	} else {
 		/*
 		 * The data model's "performance trend" from the rollup. One row
@@ -951,15 +955,15 @@ static int trend_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 		        " (CASE WHEN count(*) = 1 THEN min(avg_p99) ELSE sum(p99_sum) / nullif(sum(p99_n), 0) "
 		        "END)::float8,"
 		        " sum(total_requests), sum(total_errors),"
-		        " round(sum(total_errors)::numeric / nullif(sum(total_requests), 0) * 100, 2)::float8"
+		        " round(sum(total_errors)::numeric / nullif(sum(total_requests), 0) * 100, 2)::float8%s"
 		        " FROM (SELECT date_bin(interval '%" PRId64
 		        " seconds', bucket, timestamptz '1970-01-01 00:00:00+00') AS b, *"
 		        " FROM %s"
 		        " WHERE bucket >= 'epoch'::timestamptz + $1::bigint * interval '1 millisecond'"
 		        " AND bucket < 'epoch'::timestamptz + $2::bigint * interval '1 millisecond'"
 		        " AND ($3 = '' OR endpoint = $3) AND %s) s"
-		        " GROUP BY b, endpoint ORDER BY b DESC, endpoint LIMIT $9::integer",
-		        bucket_s, table, filter_rollup_sql(a, 4));
+		        " GROUP BY b, endpoint%s ORDER BY b DESC, endpoint%s LIMIT $9::integer",
+		        by, bucket_s, table, filter_rollup_sql(a, 4), by, by);
 	}
 	char *lo = ms_text(a, op->lo_ms), *hi = ms_text(a, op->hi_ms);
 	char *limit = arena_printf(a, "%d", TREND_BUCKETS_MAX + 1);
@@ -997,6 +1001,10 @@ static int trend_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 		b->total_requests = svc_parse_i64(db_result_value(res, i, 5));
 		b->total_errors = svc_parse_i64(db_result_value(res, i, 6));
 		b->error_rate_percent = svc_double_from_col(a, res, i, 7, &is_ok);
+		if (op->by_metric) {
+			b->metric_name = arena_strdup(a, db_result_value(res, i, 8));
+			is_ok = is_ok && b->metric_name != NULL;
+		}
 		is_ok = is_ok && b->bucket != NULL && b->endpoint != NULL;
 		r->buckets[i] = b;
 	}
@@ -1017,7 +1025,10 @@ static int get_performance_trend(struct rpc_ctx *ctx, const Monitoring__V1__GetP
 	struct call c;
 	struct mon_error err = {0};
 	call_init(&c, ctx);
-	struct trend_op op = {.call = &c, .resp = resp, .endpoint = req->endpoint ? req->endpoint : ""};
+	struct trend_op op = {.call = &c,
+	                      .resp = resp,
+	                      .endpoint = req->endpoint ? req->endpoint : "",
+	                      .by_metric = req->group_by_metric_name};
 	int64_t start_ms, end_ms;
 	int rc = read_range(req->time_range, mon_wall_ms(), 7 * DAY_MS, &start_ms, &end_ms, &err);
 	if (rc == 0)

@@ -662,6 +662,17 @@ class MetricsQuery(unittest.TestCase):
         self.assertEqual(got.granularity, G.GRANULARITY_ONE_HOUR)
         self.assertEqual(rows(got), norm(want))
         self.assertGreater(len(want), 24 + 3 * 24 - 5)
+        self.assertEqual({b.metric_name for b in got.buckets}, {""})
+        # The seed's query as written (no metric filter): one row per hour and metric_name.
+        seed_all = seed.replace(" AND metric_name = 'http_request'", "").replace(
+            "ORDER BY bucket DESC", "ORDER BY bucket DESC, metric_name")
+        got, want = self.stable(lambda: self.call("GetPerformanceTrend", T(
+            endpoint="/api/purchase-orders", group_by_metric_name=True)), seed_all.replace(
+            " AS error_rate_percent", " AS error_rate_percent, metric_name"))
+        self.assertEqual([r + [b.metric_name] for r, b in zip(rows(got), got.buckets)],
+                         [n + [w[8]] for n, w in zip(norm(want), want)])
+        self.assertEqual(len(got.buckets), len(want))
+        self.assertGreater(len({w[8] for w in want}), 1)
         # Every endpoint and metric: rows of one bucket and endpoint combine through their sums and counts.
         start, end = self.t0 - 2 * DAY, self.t0
         combined = ("SELECT (extract(epoch FROM {b}) * 1000000)::bigint, endpoint, {p50}, {p95}, {p99},"
