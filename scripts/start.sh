@@ -20,8 +20,9 @@ root=$(pwd)
 build_dir=${MON_BUILD_DIR:-build}
 build_type=${MON_BUILD_TYPE:-RelWithDebInfo}
 
-# The server needs no npm tools; the test suite does (scripts/test.sh).
-MON_SKIP_NPM=1 scripts/deps.sh
+# The server needs no npm tools, but the README's tour runs `npx buf curl`
+# against it right after this command, so they are installed here too.
+scripts/deps.sh
 
 # A build tree configured from another checkout path cannot be reused.
 cache=$build_dir/CMakeCache.txt
