@@ -34,6 +34,18 @@ struct db_pool {
 };
 
 /*
+ * The server's notices ("relation ... already exists, skipping") go to the
+ * log at debug level instead of libpq's default, stderr, where they would
+ * interleave with a command's own output.
+ */
+static void notice_to_log(void *arg, const char *message)
+{
+	(void)arg;
+	char text[512];
+	log_debug("msg=\"database notice\" text=\"%s\"", db_log_text(message, text, sizeof(text)));
+}
+
+/*
  * Connects without blocking past deadline_ms: PQconnectStartParams and
  * PQconnectPoll driven by poll(), since libpq's connect_timeout counts whole
  * seconds per host and ignores the caller's deadline.
@@ -88,6 +100,7 @@ PGconn *db_connect(const char *conninfo, const char *const *extra_keys, const ch
 		mon_error_set(err, MON_EUNAVAIL, "database unavailable: could not connect");
 		return NULL;
 	}
+	PQsetNoticeProcessor(pg, notice_to_log, NULL);
 	return pg;
 }
 
