@@ -10,3 +10,6 @@ target_link_libraries(test_rpc_server PRIVATE mon_rpc mon_rpc_client mon_db mon_
 mon_add_integration_test(NAME test_rpc_server TIMEOUT 300 COMMAND test_rpc_server)
 mon_add_integration_test(NAME itest_tls_and_client TIMEOUT 300
   COMMAND /usr/bin/python3 ${CMAKE_CURRENT_SOURCE_DIR}/integration/test_tls_and_client.py)
+# The README's tour, command by command, as a reader runs it.
+mon_add_integration_test(NAME itest_readme_tour TIMEOUT 300
+  COMMAND /usr/bin/python3 ${CMAKE_CURRENT_SOURCE_DIR}/integration/test_readme_tour.py)
