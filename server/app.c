@@ -305,6 +305,10 @@ static int start_jobs(struct app *app, struct mon_error *err)
 	        .pool = app->pool,
 	        .concurrency = app->cfg.probe_concurrency,
 	        .proxy = app->cfg.probe_proxy,
+	        .run_concurrency = app->cfg.probe_run_concurrency,
+	        .allow_networks = app->cfg.probe_allow_networks,
+	        .deny_networks = app->cfg.probe_deny_networks ? app->cfg.probe_deny_networks : "", /* "": none */
+	        .follow_cross_host_redirects = app->cfg.probe_cross_host_redirects,
 	};
 	struct metrics_maintenance_config mc = {
 	        .pool = app->pool,

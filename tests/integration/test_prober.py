@@ -39,9 +39,20 @@ def psql(conninfo, sql):
 class TargetHandler(http.server.BaseHTTPRequestHandler):
     flaky_count = 0
     lock = threading.Lock()
+    other_port = 0  # the server on 127.0.0.2, another host
+    blocked = threading.Event()  # set: a probe of /block is in flight
+    release = threading.Event()  # set: /block answers
 
     def do_GET(self):
         if self.path == "/up":
+            self.answer(200)
+        elif self.path == "/redirect-here":
+            self.redirect("http://127.0.0.1:%d/up" % self.server.server_address[1])
+        elif self.path == "/redirect-away":
+            self.redirect("http://127.0.0.2:%d/up" % TargetHandler.other_port)
+        elif self.path == "/block":
+            TargetHandler.blocked.set()
+            TargetHandler.release.wait(60)
             self.answer(200)
         elif self.path == "/slow":
             time.sleep(1.4)  # over half of a 2 s timeout, under the timeout
@@ -60,6 +71,12 @@ class TargetHandler(http.server.BaseHTTPRequestHandler):
             self.answer(200)
         else:
             self.answer(404)
+
+    def redirect(self, location):
+        self.send_response(302)
+        self.send_header("Location", location)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
 
     def answer(self, code):
         body = b"ok\n"
@@ -131,6 +148,10 @@ class ProberTest(unittest.TestCase):
         cls.http.daemon_threads = True
         cls.http_port = cls.http.server_address[1]
         threading.Thread(target=cls.http.serve_forever, daemon=True).start()
+        cls.other = http.server.ThreadingHTTPServer(("127.0.0.2", 0), TargetHandler)
+        cls.other.daemon_threads = True
+        TargetHandler.other_port = cls.other.server_address[1]
+        threading.Thread(target=cls.other.serve_forever, daemon=True).start()
         cls.grpc_server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
         health_pb2_grpc.add_HealthServicer_to_server(HealthServicer(), cls.grpc_server)
         cls.grpc_port = cls.grpc_server.add_insecure_port("127.0.0.1:0")
@@ -138,7 +159,9 @@ class ProberTest(unittest.TestCase):
 
     @classmethod
     def tearDownClass(cls):
+        TargetHandler.release.set()
         cls.http.shutdown()
+        cls.other.shutdown()
         cls.grpc_server.stop(0)
 
     def start(self, db, env=None):
@@ -231,6 +254,94 @@ class ProberTest(unittest.TestCase):
             with self.assertRaises(grpc.RpcError) as cm:
                 stub.RunHealthCheck(req, metadata=srv.auth(), timeout=1.5)  # shorter than timeout 2 s
             self.assertEqual(cm.exception.code(), grpc.StatusCode.DEADLINE_EXCEEDED)
+        finally:
+            srv.assert_clean_exit(self)
+
+    def test_redirects_to_another_host(self):
+        db = harness.fresh_database("prober_redirect")
+        srv = self.start(db)
+        try:
+            insert_service(db, "here", self.url("/redirect-here"), interval=3600, timeout=2)
+            insert_service(db, "away", self.url("/redirect-away"), interval=3600, timeout=2)
+            here = wait_for("a probe of here", lambda: latest_check(db, "here"))
+            self.assertEqual(here[0], "healthy", "a redirect within the host is followed: %r" % here)
+            away = wait_for("a probe of away", lambda: latest_check(db, "away"))
+            self.assertEqual(away[0], "degraded", away)
+            self.assertIn("redirect to another host not followed", away[2])
+        finally:
+            srv.assert_clean_exit(self)
+        srv = self.start(db, env={"MONITORD_PROBE_FOLLOW_CROSS_HOST_REDIRECTS": "true"})
+        try:
+            stub = mon_health_pb2_grpc.HealthServiceStub(srv.channel)
+            resp = stub.RunHealthCheck(mon_health_pb2.RunHealthCheckRequest(service_id="away"), metadata=srv.auth(),
+                                       timeout=30)
+            self.assertEqual(resp.check.status, common_pb2.SERVICE_STATUS_HEALTHY, resp.check.error_message)
+        finally:
+            srv.assert_clean_exit(self)
+
+    def test_network_policy_denies_loopback(self):
+        db = harness.fresh_database("prober_policy")
+        srv = self.start(db, env={"MONITORD_PROBE_DENY_NETWORKS": "127.0.0.0/8, ::1/128"})
+        try:
+            cases = {
+                "ip": self.url("/up"),
+                "name": "http://localhost:%d/up" % self.http_port,
+                "via-redirect": "http://localhost:%d/redirect-here" % self.http_port,
+                "grpc": "grpc://127.0.0.1:%d" % self.grpc_port,
+                "grpc-name": "grpc://localhost:%d" % self.grpc_port,
+            }
+            for sid, url in cases.items():
+                insert_service(db, sid, url, interval=3600, timeout=1)
+            for sid in cases:
+                with self.subTest(service=sid):
+                    row = wait_for("a probe of %s" % sid, lambda: latest_check(db, sid))
+                    self.assertEqual(row[0], "unknown", row)
+                    self.assertIn("denied by the probe network policy", row[2])
+            stub = mon_health_pb2_grpc.HealthServiceStub(srv.channel)
+            resp = stub.RunHealthCheck(mon_health_pb2.RunHealthCheckRequest(service_id="ip"), metadata=srv.auth(),
+                                       timeout=30)
+            self.assertEqual(resp.check.status, common_pb2.SERVICE_STATUS_UNKNOWN)
+            self.assertIn("denied by the probe network policy", resp.check.error_message)
+            self.assertEqual(resp.attempt_count, 1, "a denied target is not retried")
+        finally:
+            srv.assert_clean_exit(self)
+
+    def test_run_health_check_concurrency_limit(self):
+        db = harness.fresh_database("prober_runcap")
+        # One worker: a probe held on it would stall every other call.
+        srv = self.start(db, env={"MONITORD_PROBE_RUN_CONCURRENCY": "1", "MONITORD_WORKER_THREADS": "1"})
+        try:
+            for sid, path, timeout in (("blocking", "/block", 30), ("quick", "/up", 5)):
+                psql(db, "INSERT INTO tb_service_health (id, name, service_type, health_check_url, check_interval,"
+                         " timeout, next_probe_at) VALUES ('%s', '%s', 'api', '%s', 3600, %d,"
+                         " now() + interval '1 hour')" % (sid, sid, self.url(path), timeout))
+            stub = mon_health_pb2_grpc.HealthServiceStub(srv.channel)
+            TargetHandler.release.clear()
+            TargetHandler.blocked.clear()
+            first = stub.RunHealthCheck.future(mon_health_pb2.RunHealthCheckRequest(service_id="blocking"),
+                                               metadata=srv.auth(), timeout=60)
+            try:
+                self.assertTrue(TargetHandler.blocked.wait(30), "the probe reached the target")
+                with self.assertRaises(grpc.RpcError) as cm:
+                    stub.RunHealthCheck(mon_health_pb2.RunHealthCheckRequest(service_id="quick"),
+                                        metadata=srv.auth(), timeout=30)
+                self.assertEqual(cm.exception.code(), grpc.StatusCode.RESOURCE_EXHAUSTED)
+                self.assertIn("probe-run-concurrency", cm.exception.details())
+                trailers = dict(cm.exception.trailing_metadata() or ())
+                self.assertIn("grpc-retry-pushback-ms", trailers)
+                # The probe in flight holds no worker: other calls are answered meanwhile.
+                got = stub.GetService(mon_health_pb2.GetServiceRequest(service_id="quick"), metadata=srv.auth(),
+                                      timeout=30)
+                self.assertEqual(got.service.id, "quick")
+                self.assertFalse(first.done())
+            finally:
+                TargetHandler.release.set()
+            resp = first.result(timeout=60)
+            self.assertEqual(resp.check.status, common_pb2.SERVICE_STATUS_HEALTHY)
+            # The slot is free again.
+            resp = stub.RunHealthCheck(mon_health_pb2.RunHealthCheckRequest(service_id="quick"), metadata=srv.auth(),
+                                       timeout=30)
+            self.assertEqual(resp.check.status, common_pb2.SERVICE_STATUS_HEALTHY)
         finally:
             srv.assert_clean_exit(self)
 

@@ -6,3 +6,9 @@ mon_add_unit_test(NAME test_health_checks
           ${CMAKE_SOURCE_DIR}/server/audit/audit.c ${CMAKE_CURRENT_LIST_DIR}/test_health_checks.c
   LIBS mon_rpc mon_db mon_proto mon_util PkgConfig::JANSSON PkgConfig::SODIUM)
 target_include_directories(test_health_checks PRIVATE ${CMAKE_SOURCE_DIR}/server)
+# The prober's network policy (server/health/netpolicy.c): CIDR lists,
+# IPv4/IPv6 and IPv4-mapped matching, the link-local default, deny over allow.
+mon_add_unit_test(NAME test_health_netpolicy
+  SOURCES ${CMAKE_SOURCE_DIR}/server/health/netpolicy.c ${CMAKE_CURRENT_LIST_DIR}/test_health_netpolicy.c
+  LIBS mon_util)
+target_include_directories(test_health_netpolicy PRIVATE ${CMAKE_SOURCE_DIR}/server)
