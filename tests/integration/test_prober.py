@@ -3,7 +3,11 @@ serves on loopback (an HTTP server that is up, slow, failing, flaky or
 hanging, a closed port, and a grpc.health.v1 server in python3-grpcio),
 records each result as the rules of docs/operations.md say, and, with two
 replicas on one database, probes each target once per interval and hands a
-dead replica's targets to the live one.
+dead replica's targets to the live one. Also the network policy (a policy
+that denies loopback refuses every target, by address, by name, through a
+redirect and over gRPC), redirects to another host (a second HTTP server on
+127.0.0.2), and RunHealthCheck's own concurrency cap while a probe is held
+in flight by the target.
 
 Services are inserted with psql, so check intervals can be shorter than the
 API allows. Every wait is a bounded poll; nothing asserts a duration.
