@@ -1192,7 +1192,11 @@ static int read_target(struct db_pool *pool, int64_t timeout_ms, const char *id,
 		rc = mon_error_set(err, MON_ENOTFOUND, "service_id: no service \"%s\"", id);
 		goto out;
 	}
-	snprintf(t->url, sizeof(t->url), "%s", db_result_value(res, 0, 0));
+	int url_n = snprintf(t->url, sizeof(t->url), "%s", db_result_value(res, 0, 0));
+	if (url_n < 0 || (size_t)url_n >= sizeof(t->url)) { /* never probe a cut URL */
+		rc = mon_error_set(err, MON_EPRECOND, "health_check_url: longer than %zu bytes", sizeof(t->url) - 1);
+		goto out;
+	}
 	t->has_url = t->url[0] != '\0';
 	t->timeout_s = parse_int(db_result_value(res, 0, 1), 30);
 	t->retry_count = parse_int(db_result_value(res, 0, 2), 0);
