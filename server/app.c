@@ -319,8 +319,10 @@ static int start_jobs(struct app *app, struct mon_error *err)
 	        .replay_window_s = app->cfg.metrics_replay_window_s,
 	};
 	int rc = prober_start(&pc, &app->prober, err);
-	if (rc == 0)
+	if (rc == 0) {
 		app->health_svc.prober = app->prober; /* before rpc_server_start: no call can read it yet */
+		app->health_svc.probe_policy = prober_policy(app->prober);
+	}
 	if (rc == 0)
 		rc = health_retention_start(app->pool, app->cfg.health_check_retention_days, 3600,
 		                            &app->health_retention, err);
@@ -375,6 +377,7 @@ void app_stop(struct app *app)
 	prober_stop(app->prober);
 	app->prober = NULL;
 	app->health_svc.prober = NULL;
+	app->health_svc.probe_policy = NULL;
 	health_retention_stop(app->health_retention);
 	metrics_maintenance_stop(app->metrics_maintenance);
 	rpc_server_destroy(app->rpc);

@@ -1062,6 +1062,11 @@ void prober_stop(struct prober *p)
 	free(p);
 }
 
+const struct netpolicy *prober_policy(const struct prober *p)
+{
+	return p ? &p->policy : NULL;
+}
+
 /* ---- RunHealthCheck ---- */
 
 static int status_from_text(const char *s)
@@ -1430,7 +1435,8 @@ static void *runner_main(void *arg)
 		struct rpc_ctx *ctx = j->ctx; /* j dies with the call's arena at rpc_reply_finish */
 		int rc = atomic_load(&p->is_stopping) ? rpc_fail(ctx, MON_EUNAVAIL, "the health prober is stopping")
 		                                      : run_check_probe(p, j);
-		rpc_reply_finish(ctx, rc);
+		/* The slot is free before the caller hears back: a caller that asks again at once finds it free. */
 		run_release(p);
+		rpc_reply_finish(ctx, rc);
 	}
 }

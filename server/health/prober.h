@@ -22,6 +22,7 @@
 #include <stdint.h>
 
 #include "db/db.h"
+#include "health/netpolicy.h"
 #include "monitoring/v1/health.pb-c.h"
 #include "rpc/rpc.h"
 #include "util/error.h"
@@ -65,6 +66,9 @@ int prober_start(const struct prober_config *cfg, struct prober **out, struct mo
  * Accepts NULL. Call it before the pool is destroyed.
  */
 void prober_stop(struct prober *p);
+
+/* The network policy p applies, immutable while p runs; NULL when p is NULL. */
+const struct netpolicy *prober_policy(const struct prober *p);
 
 /*
  * HealthService.RunHealthCheck with prober p: probes req->service_id now (with its

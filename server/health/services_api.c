@@ -255,6 +255,7 @@ struct call {
 	struct rpc_ctx *ctx;
 	struct arena *arena;
 	struct db_pool *pool;
+	const struct netpolicy *probe_policy; /* NULL: health_check_url not checked against it */
 };
 
 static void call_init(struct call *c, struct rpc_ctx *ctx)
@@ -262,6 +263,7 @@ static void call_init(struct call *c, struct rpc_ctx *ctx)
 	c->ctx = ctx;
 	c->arena = rpc_ctx_arena(ctx);
 	c->pool = health_service_of(ctx)->pool;
+	c->probe_policy = health_service_of(ctx)->probe_policy;
 }
 
 /* One transaction bounded by the call's deadline (svc_run_tx). */
@@ -507,9 +509,42 @@ out:
 	return rc;
 }
 
+/*
+ * MON_EINVAL naming field when url (already checked by health_check_url)
+ * names its host by an IP address that policy denies. A host name passes:
+ * its addresses are known, and checked, only when it is probed.
+ */
+static int check_url_policy(const char *field, const char *url, const struct netpolicy *policy, struct mon_error *err)
+{
+	const char *rest = url ? strstr(url, "://") : NULL;
+	if (policy == NULL || rest == NULL)
+		return 0;
+	rest += 3;
+	size_t auth_n = strcspn(rest, "/?#");
+	size_t host_n = auth_n;
+	if (rest[0] == '[') {
+		const char *close = memchr(rest, ']', auth_n);
+		host_n = close ? (size_t)(close - rest) + 1 : auth_n;
+	} else {
+		const char *colon = memchr(rest, ':', auth_n);
+		host_n = colon ? (size_t)(colon - rest) : auth_n;
+	}
+	char host[256];
+	if (host_n == 0 || host_n >= sizeof(host))
+		return 0;
+	memcpy(host, rest, host_n);
+	host[host_n] = '\0';
+	bool is_literal = false;
+	if (!netpolicy_allows_host_literal(policy, host, &is_literal))
+		return mon_error_set(err, MON_EINVAL,
+		                     "%s: the address %s is denied by the server's probe network policy", field, host);
+	return 0;
+}
+
 /* Checks the writable fields named by has[] (all on Create) of m; prefix "service.". */
-static int check_service_fields(struct arena *a, const Monitoring__V1__MonitoredService *m, const bool has[8],
-                                struct svc_fields *f, struct mon_error *err)
+static int check_service_fields(struct arena *a, const struct netpolicy *policy,
+                                const Monitoring__V1__MonitoredService *m, const bool has[8], struct svc_fields *f,
+                                struct mon_error *err)
 {
 	int rc = 0;
 	if (has[0]) {
@@ -528,6 +563,8 @@ static int check_service_fields(struct arena *a, const Monitoring__V1__Monitored
 	if (rc == 0 && has[3]) {
 		f->url = m->health_check_url ? m->health_check_url : "";
 		rc = health_check_url("service.health_check_url", f->url, err);
+		if (rc == 0)
+			rc = check_url_policy("service.health_check_url", f->url, policy, err);
 	}
 	if (rc == 0 && has[4])
 		f->check_interval_s = m->check_interval;
@@ -570,7 +607,7 @@ static int create_service(struct rpc_ctx *ctx, const Monitoring__V1__CreateServi
 			return svc_nomem(ctx);
 	}
 	if (rc == 0)
-		rc = check_service_fields(c.arena, m, all, &op.f, &err);
+		rc = check_service_fields(c.arena, c.probe_policy, m, all, &op.f, &err);
 	if (rc == 0) {
 		if (op.f.check_interval_s == 0)
 			op.f.check_interval_s = HEALTH_INTERVAL_DEFAULT_S;
@@ -859,7 +896,7 @@ static int update_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 		rc = svc_fail_nomem(err);
 		goto out;
 	}
-	rc = check_service_fields(a, op->in, op->has, &f, err);
+	rc = check_service_fields(a, op->call->probe_policy, op->in, op->has, &f, err);
 	if (rc == 0 && (op->has[4] || op->has[5] || op->has[6]))
 		rc = health_check_timing("service.", f.check_interval_s, f.timeout_s, f.retry_count, err);
 	if (rc != 0)

@@ -23,6 +23,7 @@ import unittest
 from concurrent import futures
 
 import grpc
+from google.protobuf import field_mask_pb2
 
 import harness
 from harness import health_pb2, health_pb2_grpc
@@ -258,6 +259,16 @@ class ProberTest(unittest.TestCase):
             with self.assertRaises(grpc.RpcError) as cm:
                 stub.RunHealthCheck(req, metadata=srv.auth(), timeout=1.5)  # shorter than timeout 2 s
             self.assertEqual(cm.exception.code(), grpc.StatusCode.DEADLINE_EXCEEDED)
+            # The default policy refuses link-local addresses (instance metadata), in either family.
+            for url in ("http://169.254.169.254/latest/meta-data/", "http://[::ffff:169.254.169.254]/",
+                        "http://[fe80::1]:8080/"):
+                with self.subTest(url=url):
+                    with self.assertRaises(grpc.RpcError) as cm:
+                        stub.CreateService(mon_health_pb2.CreateServiceRequest(service=mon_health_pb2.MonitoredService(
+                            name="metadata", service_type="api", health_check_url=url)), metadata=srv.auth(),
+                            timeout=30)
+                    self.assertEqual(cm.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
+                    self.assertIn("service.health_check_url", cm.exception.details())
         finally:
             srv.assert_clean_exit(self)
 
@@ -305,6 +316,24 @@ class ProberTest(unittest.TestCase):
             resp = stub.RunHealthCheck(mon_health_pb2.RunHealthCheckRequest(service_id="ip"), metadata=srv.auth(),
                                        timeout=30)
             self.assertEqual(resp.check.status, common_pb2.SERVICE_STATUS_UNKNOWN)
+            # A denied address written as such is refused up front; a host name is judged when probed.
+            for url in (self.url("/up"), "http://[::1]:%d/" % self.http_port, "grpc://127.0.0.9:50051"):
+                with self.subTest(url=url):
+                    with self.assertRaises(grpc.RpcError) as cm:
+                        stub.CreateService(mon_health_pb2.CreateServiceRequest(service=mon_health_pb2.MonitoredService(
+                            name="literal", service_type="api", health_check_url=url)), metadata=srv.auth(),
+                            timeout=30)
+                    self.assertEqual(cm.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
+                    self.assertIn("service.health_check_url", cm.exception.details())
+                    self.assertIn("probe network policy", cm.exception.details())
+            created = stub.CreateService(mon_health_pb2.CreateServiceRequest(service=mon_health_pb2.MonitoredService(
+                name="by-name", service_type="api", check_interval=3600,
+                health_check_url="http://localhost:%d/up" % self.http_port)), metadata=srv.auth(), timeout=30)
+            with self.assertRaises(grpc.RpcError) as cm:
+                stub.UpdateService(mon_health_pb2.UpdateServiceRequest(
+                    service=mon_health_pb2.MonitoredService(id=created.service.id, health_check_url=self.url("/up")),
+                    update_mask=field_mask_pb2.FieldMask(paths=["health_check_url"])), metadata=srv.auth(), timeout=30)
+            self.assertEqual(cm.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
             self.assertIn("denied by the probe network policy", resp.check.error_message)
             self.assertEqual(resp.attempt_count, 1, "a denied target is not retried")
         finally:
