@@ -305,6 +305,10 @@ static int start_jobs(struct app *app, struct mon_error *err)
 	        .pool = app->pool,
 	        .concurrency = app->cfg.probe_concurrency,
 	        .proxy = app->cfg.probe_proxy,
+	        .run_concurrency = app->cfg.probe_run_concurrency,
+	        .allow_networks = app->cfg.probe_allow_networks,
+	        .deny_networks = app->cfg.probe_deny_networks ? app->cfg.probe_deny_networks : "", /* "": none */
+	        .follow_cross_host_redirects = app->cfg.probe_cross_host_redirects,
 	};
 	struct metrics_maintenance_config mc = {
 	        .pool = app->pool,
@@ -315,8 +319,10 @@ static int start_jobs(struct app *app, struct mon_error *err)
 	        .replay_window_s = app->cfg.metrics_replay_window_s,
 	};
 	int rc = prober_start(&pc, &app->prober, err);
-	if (rc == 0)
+	if (rc == 0) {
 		app->health_svc.prober = app->prober; /* before rpc_server_start: no call can read it yet */
+		app->health_svc.probe_policy = prober_policy(app->prober);
+	}
 	if (rc == 0)
 		rc = health_retention_start(app->pool, app->cfg.health_check_retention_days, 3600,
 		                            &app->health_retention, err);
@@ -371,6 +377,7 @@ void app_stop(struct app *app)
 	prober_stop(app->prober);
 	app->prober = NULL;
 	app->health_svc.prober = NULL;
+	app->health_svc.probe_policy = NULL;
 	health_retention_stop(app->health_retention);
 	metrics_maintenance_stop(app->metrics_maintenance);
 	rpc_server_destroy(app->rpc);

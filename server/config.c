@@ -115,6 +115,20 @@ static const struct setting settings[] = {
          "is probed by one replica every check_interval)."},
         {"probe-proxy", KIND_OPT_STRING, OFF(probe_proxy), 0, 0, "", "none", "URL",
          "Proxy for http(s) health probes; proxy environment variables are ignored."},
+        {"probe-run-concurrency", KIND_INT, OFF(probe_run_concurrency), 1, 256, "4", NULL, "N",
+         "RunHealthCheck probes this process runs at once, on threads of their own; "
+         "past it: RESOURCE_EXHAUSTED with a retry hint."},
+        {"probe-allow-networks", KIND_OPT_STRING, OFF(probe_allow_networks), 0, 0, "", "any address not denied",
+         "CIDRS",
+         "Comma-separated networks (IPv4 and IPv6 CIDR) health probes may connect to; "
+         "empty allows every address not denied."},
+        {"probe-deny-networks", KIND_OPT_STRING, OFF(probe_deny_networks), 0, 0, "169.254.0.0/16,fe80::/10", NULL,
+         "CIDRS",
+         "Comma-separated networks health probes never connect to (wins over the allow list); "
+         "IPv4 networks cover their IPv4-mapped IPv6 forms. Empty denies nothing."},
+        {"probe-follow-cross-host-redirects", KIND_BOOL, OFF(probe_cross_host_redirects), 0, 0, "false", NULL, "BOOL",
+         "Follow an http(s) probe's redirect to another host (the new address is still checked "
+         "against the networks above); a redirect within the same host is always followed."},
         {"health-check-retention-days", KIND_INT, OFF(health_check_retention_days), 1, 3650, "30", NULL, "DAYS",
          "Health check log rows older than this are removed (hourly, by one replica)."},
         {"metrics-raw-retention-days", KIND_INT, OFF(metrics_raw_retention_days), 1, 3650, "7", NULL, "DAYS",

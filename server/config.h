@@ -17,7 +17,7 @@
 #include "util/log.h"
 
 /* Number of settings (the table in config.c has one row per setting). */
-#define MON_CONFIG_SETTING_COUNT 40
+#define MON_CONFIG_SETTING_COUNT 44
 
 /* At most this many warnings are kept (unknown MONITORD_* variables). */
 #define MON_CONFIG_WARNING_MAX 8
@@ -81,6 +81,10 @@ struct mon_config {
 	int max_streams_per_caller;         /* max-streams-per-caller: 0 = unlimited, default 1000 */
 	int probe_concurrency;              /* probe-concurrency: probes at once, default 8 */
 	char *probe_proxy;                  /* probe-proxy: proxy URL for http(s) probes; NULL = none */
+	int probe_run_concurrency;          /* probe-run-concurrency: RunHealthCheck probes at once, default 4 */
+	char *probe_allow_networks;         /* probe-allow-networks: CIDR list; NULL = any address not denied */
+	char *probe_deny_networks;          /* probe-deny-networks: CIDR list; NULL = none; default link-local */
+	bool probe_cross_host_redirects;    /* probe-follow-cross-host-redirects: default false */
 	int health_check_retention_days;    /* health-check-retention-days: default 30 */
 	int metrics_raw_retention_days;     /* metrics-raw-retention-days: default 7 */
 	int metrics_5min_retention_days;    /* metrics-5min-retention-days: default 90 */

@@ -953,8 +953,10 @@ out:
 	return rc;
 }
 
-static const char *const key_columns_sql = "SELECT id, caller_id, description, " SQL_MS("created_at") ", " SQL_MS(
-        "expires_at") ", " SQL_MS("revoked_at") ", " SQL_MS("last_used_at") " FROM tb_api_key ";
+/* Joined at compile time (literal concatenation): no buffer, nothing to truncate. */
+#define KEY_COLUMNS_SQL                                                                                                \
+	"SELECT id, caller_id, description, " SQL_MS("created_at") ", " SQL_MS("expires_at") ", " SQL_MS(              \
+	        "revoked_at") ", " SQL_MS("last_used_at") " FROM tb_api_key "
 
 static void key_from_row(const struct db_result *res, int row, struct identity_key *out)
 {
@@ -973,11 +975,10 @@ static int key_read(struct db_conn *conn, const char *key_id, bool is_locking, s
                     struct mon_error *err)
 {
 	struct db_result *res = NULL;
-	char sql[512];
 	int rc = check_key_id(key_id, err);
 	if (rc != 0)
 		return rc;
-	snprintf(sql, sizeof(sql), "%sWHERE id = $1%s", key_columns_sql, is_locking ? " FOR UPDATE" : "");
+	const char *sql = is_locking ? KEY_COLUMNS_SQL "WHERE id = $1 FOR UPDATE" : KEY_COLUMNS_SQL "WHERE id = $1";
 	const char *params[] = {key_id};
 	rc = db_exec(conn, sql, 1, params, &res, err);
 	if (rc != 0)
@@ -1002,7 +1003,6 @@ int identity_key_list_tx(struct db_conn *conn, const char *caller_id, size_t max
 {
 	struct db_result *res = NULL;
 	struct identity_key *keys = NULL;
-	char sql[512];
 	char limit[32];
 	*out = NULL;
 	*count_out = 0;
@@ -1014,10 +1014,10 @@ int identity_key_list_tx(struct db_conn *conn, const char *caller_id, size_t max
 			return rc;
 	}
 	snprintf(limit, sizeof(limit), "%zu", max + 1);
-	snprintf(sql, sizeof(sql), "%sWHERE ($2::text IS NULL OR caller_id = $2) ORDER BY created_at, id LIMIT $1",
-	         key_columns_sql);
 	const char *params[] = {limit, caller_id};
-	int rc = db_exec(conn, sql, 2, params, &res, err);
+	int rc = db_exec(conn,
+	                 KEY_COLUMNS_SQL "WHERE ($2::text IS NULL OR caller_id = $2) ORDER BY created_at, id LIMIT $1",
+	                 2, params, &res, err);
 	if (rc != 0)
 		goto out;
 	size_t rows = (size_t)db_result_rows(res);

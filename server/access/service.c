@@ -242,11 +242,16 @@ struct caller_row {
 	int64_t updated_at_ms;
 };
 
-static const char caller_columns_sql[] = "SELECT id, email, team, role::text, coalesce(cert_subject, ''),"
-                                         " floor(extract(epoch FROM created_at) * 1000)::bigint,"
-                                         " floor(extract(epoch FROM updated_at) * 1000)::bigint,"
-                                         " floor(extract(epoch FROM disabled_at) * 1000)::bigint"
-                                         " FROM tb_caller ";
+/* SQL text is joined at compile time (literal concatenation): no buffer, nothing to truncate. */
+#define CALLER_COLUMNS_SQL                                                                                             \
+	"SELECT id, email, team, role::text, coalesce(cert_subject, ''),"                                              \
+	" floor(extract(epoch FROM created_at) * 1000)::bigint,"                                                       \
+	" floor(extract(epoch FROM updated_at) * 1000)::bigint,"                                                       \
+	" floor(extract(epoch FROM disabled_at) * 1000)::bigint"                                                       \
+	" FROM tb_caller "
+#define CALLERS_WHERE_SQL                                                                                              \
+	"WHERE ($1::text[] IS NULL OR role::text = ANY($1::text[])) AND ($2 = '' OR team = $2)"                        \
+	" AND ($3::boolean OR disabled_at IS NULL)"
 
 static void caller_from_result(const struct db_result *res, int row, struct caller_row *out)
 {
@@ -267,8 +272,8 @@ static int caller_read(struct db_conn *conn, const char *id, bool is_locking, st
                        struct mon_error *err)
 {
 	struct db_result *res = NULL;
-	char sql[512];
-	snprintf(sql, sizeof(sql), "%sWHERE id = $1%s", caller_columns_sql, is_locking ? " FOR UPDATE" : "");
+	const char *sql =
+	        is_locking ? CALLER_COLUMNS_SQL "WHERE id = $1 FOR UPDATE" : CALLER_COLUMNS_SQL "WHERE id = $1";
 	const char *params[] = {id};
 	int rc = db_exec(conn, sql, 1, params, &res, err);
 	if (rc != 0)
@@ -457,7 +462,6 @@ static int create_caller_tx(struct db_conn *conn, void *arg, struct mon_error *e
 {
 	struct create_caller_op *op = arg;
 	json_t *after = NULL;
-	char what[160];
 	int rc = identity_caller_create_tx(conn, &op->in, err);
 	if (rc == 0)
 		rc = caller_read(conn, op->in.id, false, &op->row, err);
@@ -468,7 +472,12 @@ static int create_caller_tx(struct db_conn *conn, void *arg, struct mon_error *e
 		rc = svc_fail_nomem(err);
 		goto out;
 	}
-	snprintf(what, sizeof(what), "created caller \"%s\" with role %s", op->row.c.id, rpc_role_name(op->row.c.role));
+	const char *what = arena_printf(op->call->arena, "created caller \"%s\" with role %s", op->row.c.id,
+	                                rpc_role_name(op->row.c.role));
+	if (what == NULL) {
+		rc = svc_fail_nomem(err);
+		goto out;
+	}
 	rc = write_event(conn, op->call, "create", "caller", op->row.c.id, op->row.c.email, what, NULL, after, err);
 out:
 	json_decref(after);
@@ -571,14 +580,12 @@ static int list_callers_tx(struct db_conn *conn, void *arg, struct mon_error *er
 	struct list_callers_op *op = arg;
 	struct arena *a = op->call->arena;
 	struct db_result *res = NULL;
-	char sql[1024], limit[16];
-	const char *where = "WHERE ($1::text[] IS NULL OR role::text = ANY($1::text[])) AND ($2 = '' OR team = $2)"
-	                    " AND ($3::boolean OR disabled_at IS NULL)";
+	char limit[16];
 	snprintf(limit, sizeof(limit), "%d", op->page_size + 1);
 	const char *params[] = {op->roles, op->team, op->show_disabled ? "true" : "false", op->after, limit};
-	snprintf(sql, sizeof(sql), "%s%s AND ($4 = '' OR id > $4) ORDER BY id LIMIT $5::integer", caller_columns_sql,
-	         where);
-	int rc = db_exec(conn, sql, 5, params, &res, err);
+	int rc = db_exec(conn,
+	                 CALLER_COLUMNS_SQL CALLERS_WHERE_SQL " AND ($4 = '' OR id > $4) ORDER BY id LIMIT $5::integer",
+	                 5, params, &res, err);
 	if (rc != 0)
 		goto out;
 	int rows = db_result_rows(res);
@@ -613,8 +620,7 @@ static int list_callers_tx(struct db_conn *conn, void *arg, struct mon_error *er
 	}
 	db_result_free(res);
 	res = NULL;
-	snprintf(sql, sizeof(sql), "SELECT count(*) FROM tb_caller %s", where);
-	rc = db_exec(conn, sql, 3, params, &res, err);
+	rc = db_exec(conn, "SELECT count(*) FROM tb_caller " CALLERS_WHERE_SQL, 3, params, &res, err);
 	if (rc != 0)
 		goto out;
 	op->resp->total_size = (int32_t)svc_parse_i64(db_result_value(res, 0, 0));
@@ -650,16 +656,15 @@ static int list_callers(struct rpc_ctx *ctx, const Monitoring__V1__ListCallersRe
 	if (req->n_roles > 0) {
 		/* A text[] literal of the roles asked for: "{viewer,admin}". */
 		static const char *const names[] = {"", "viewer", "editor", "admin"};
-		char roles[32] = "{";
-		for (int r = 1; r <= 3; r++) {
-			if (!has_role[r])
-				continue;
-			size_t n = strlen(roles);
-			snprintf(roles + n, sizeof(roles) - n, "%s%s", n > 1 ? "," : "", names[r]);
+		struct arena_str roles;
+		arena_str_init(&roles, c.arena);
+		arena_str_append(&roles, "{");
+		for (int r = 1, n = 0; r <= 3; r++) {
+			if (has_role[r])
+				arena_str_printf(&roles, "%s%s", n++ ? "," : "", names[r]);
 		}
-		size_t n = strlen(roles);
-		snprintf(roles + n, sizeof(roles) - n, "}");
-		op.roles = arena_strdup(c.arena, roles);
+		arena_str_append(&roles, "}");
+		op.roles = arena_str_get(&roles);
 		if (op.roles == NULL)
 			return rpc_fail(ctx, MON_ENOMEM, "response larger than the call's memory cap");
 	}
@@ -688,14 +693,6 @@ struct update_caller_op {
 	struct caller_row before;
 	struct caller_row after;
 };
-
-static const char *join_paths(char *buf, size_t len, bool a, const char *an, bool b, const char *bn, bool c,
-                              const char *cn, bool d, const char *dn)
-{
-	snprintf(buf, len, "%s%s%s%s%s%s%s", a ? an : "", a && (b || c || d) ? ", " : "", b ? bn : "",
-	         b && (c || d) ? ", " : "", c ? cn : "", c && d ? ", " : "", d ? dn : "");
-	return buf;
-}
 
 /* Locks the caller, applies the mask's fields, reloads it and writes the "update" event. */
 static int update_caller_tx(struct db_conn *conn, void *arg, struct mon_error *err)
@@ -738,10 +735,20 @@ static int update_caller_tx(struct db_conn *conn, void *arg, struct mon_error *e
 		rc = svc_fail_nomem(err);
 		goto out;
 	}
-	char paths[64], what[200];
-	join_paths(paths, sizeof(paths), op->has_email, "email", op->has_team, "team", op->has_role, "role",
-	           op->has_cert, "cert_subject");
-	snprintf(what, sizeof(what), "changed caller \"%s\": %s", op->before.c.id, paths);
+	const bool has[4] = {op->has_email, op->has_team, op->has_role, op->has_cert};
+	static const char *const paths[4] = {"email", "team", "role", "cert_subject"};
+	struct arena_str what_text;
+	arena_str_init(&what_text, op->call->arena);
+	arena_str_printf(&what_text, "changed caller \"%s\": ", op->before.c.id);
+	for (int k = 0, n = 0; k < 4; k++) {
+		if (has[k])
+			arena_str_printf(&what_text, "%s%s", n++ ? ", " : "", paths[k]);
+	}
+	const char *what = arena_str_get(&what_text);
+	if (what == NULL) {
+		rc = svc_fail_nomem(err);
+		goto out;
+	}
 	rc = write_event(conn, c, "update", "caller", op->after.c.id, op->after.c.email, what, before, after, err);
 out:
 	json_decref(before);
@@ -832,7 +839,6 @@ static int disable_caller_tx(struct db_conn *conn, void *arg, struct mon_error *
 {
 	struct disable_caller_op *op = arg;
 	json_t *before = NULL, *after = NULL;
-	char what[120];
 	int rc = caller_read(conn, op->caller_id, true, &op->before, err);
 	if (rc != 0)
 		goto out;
@@ -851,7 +857,11 @@ static int disable_caller_tx(struct db_conn *conn, void *arg, struct mon_error *
 		rc = svc_fail_nomem(err);
 		goto out;
 	}
-	snprintf(what, sizeof(what), "disabled caller \"%s\"", op->caller_id);
+	const char *what = arena_printf(op->call->arena, "disabled caller \"%s\"", op->caller_id);
+	if (what == NULL) {
+		rc = svc_fail_nomem(err);
+		goto out;
+	}
 	rc = write_event(conn, op->call, "execute", "caller", op->after.c.id, op->after.c.email, what, before, after,
 	                 err);
 out:
@@ -897,7 +907,6 @@ static int create_key_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 {
 	struct create_key_op *op = arg;
 	json_t *after = NULL;
-	char what[160];
 	int rc = identity_key_create_tx(conn, op->caller_id, op->description, op->expires_at_ms, op->token, &op->key,
 	                                err);
 	if (rc != 0)
@@ -907,7 +916,12 @@ static int create_key_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 		rc = svc_fail_nomem(err);
 		goto out;
 	}
-	snprintf(what, sizeof(what), "created API key \"%s\" for caller \"%s\"", op->key.id, op->key.caller_id);
+	const char *what = arena_printf(op->call->arena, "created API key \"%s\" for caller \"%s\"", op->key.id,
+	                                op->key.caller_id);
+	if (what == NULL) {
+		rc = svc_fail_nomem(err);
+		goto out;
+	}
 	rc = write_event(conn, op->call, "create", "api-key", op->key.id, op->key.caller_id, what, NULL, after, err);
 out:
 	json_decref(after);
@@ -1091,7 +1105,6 @@ static int revoke_key_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 {
 	struct revoke_key_op *op = arg;
 	json_t *before = NULL, *after = NULL;
-	char what[160];
 	int rc = key_read_owned(conn, op->call, op->key_id, &op->before, err);
 	if (rc == 0)
 		rc = identity_key_revoke_tx(conn, op->key_id, err);
@@ -1105,7 +1118,12 @@ static int revoke_key_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 		rc = svc_fail_nomem(err);
 		goto out;
 	}
-	snprintf(what, sizeof(what), "revoked API key \"%s\" of caller \"%s\"", op->after.id, op->after.caller_id);
+	const char *what = arena_printf(op->call->arena, "revoked API key \"%s\" of caller \"%s\"", op->after.id,
+	                                op->after.caller_id);
+	if (what == NULL) {
+		rc = svc_fail_nomem(err);
+		goto out;
+	}
 	rc = write_event(conn, op->call, "execute", "api-key", op->after.id, op->after.caller_id, what, before, after,
 	                 err);
 out:
@@ -1150,7 +1168,6 @@ static int update_key_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 {
 	struct update_key_op *op = arg;
 	json_t *before = NULL, *after = NULL;
-	char what[200];
 	int rc = key_read_owned(conn, op->call, op->key_id, &op->before, err);
 	if (rc == 0 && op->before.revoked_at_ms != 0)
 		rc = mon_error_set(err, MON_EPRECOND, "API key \"%s\" is revoked", op->key_id);
@@ -1172,9 +1189,14 @@ static int update_key_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 		rc = svc_fail_nomem(err);
 		goto out;
 	}
-	snprintf(what, sizeof(what), "changed API key \"%s\" of caller \"%s\": %s%s%s", op->after.id,
-	         op->after.caller_id, op->has_description ? "description" : "",
-	         op->has_description && op->has_expires_at ? ", " : "", op->has_expires_at ? "expires_at" : "");
+	const char *what = arena_printf(op->call->arena, "changed API key \"%s\" of caller \"%s\": %s%s%s",
+	                                op->after.id, op->after.caller_id, op->has_description ? "description" : "",
+	                                op->has_description && op->has_expires_at ? ", " : "",
+	                                op->has_expires_at ? "expires_at" : "");
+	if (what == NULL) {
+		rc = svc_fail_nomem(err);
+		goto out;
+	}
 	rc = write_event(conn, op->call, "update", "api-key", op->after.id, op->after.caller_id, what, before, after,
 	                 err);
 out:

@@ -100,17 +100,41 @@ static int sql_param(struct sql *q, const char *value)
 	return q->param_n;
 }
 
-/* The SQL expression of a label ("endpoint", "method", "status_code", "tags.<key>"); NULL when unknown. */
-static const char *label_expr(struct arena *a, struct sql *q, const char *label)
+/* Room for any int as text, sign and NUL included. */
+#define INT_TEXT_MAX 12
+
+/* v as text in buf, which the caller keeps as long as the text is used: no arena, so never NULL. */
+static const char *int_text(char buf[INT_TEXT_MAX], int v)
 {
+	int n = snprintf(buf, INT_TEXT_MAX, "%d", v);
+	return n > 0 && n < INT_TEXT_MAX ? buf : "0"; /* cannot happen: an int fits */
+}
+
+/* int_text of an optional Int32Value: NULL (SQL NULL) when unset. */
+static const char *opt_int_text(char buf[INT_TEXT_MAX], const Google__Protobuf__Int32Value *v)
+{
+	return v ? int_text(buf, v->value) : NULL;
+}
+
+/*
+ * The SQL expression of a label ("endpoint", "method", "status_code",
+ * "tags.<key>"); NULL when unknown, and also when out of memory with
+ * *is_nomem set.
+ */
+static const char *label_expr(struct arena *a, struct sql *q, const char *label, bool *is_nomem)
+{
+	*is_nomem = false;
 	if (strcmp(label, "endpoint") == 0)
 		return "endpoint";
 	if (strcmp(label, "method") == 0)
 		return "COALESCE(method, '')";
 	if (strcmp(label, "status_code") == 0)
 		return "COALESCE(status_code::text, '')";
-	if (strncmp(label, "tags.", 5) == 0 && label[5] != '\0')
-		return arena_printf(a, "COALESCE(tags->>$%d::text, '')", sql_param(q, label + 5));
+	if (strncmp(label, "tags.", 5) == 0 && label[5] != '\0') {
+		const char *e = arena_printf(a, "COALESCE(tags->>$%d::text, '')", sql_param(q, label + 5));
+		*is_nomem = e == NULL;
+		return e;
+	}
 	return NULL;
 }
 
@@ -145,7 +169,10 @@ static int value_expr(struct arena *a, struct sql *q, const Monitoring__V1__Aler
 		if (r->text_match == NULL || r->text_match->field == NULL || r->text_match->substring == NULL)
 			return mon_error_set(err, MON_EINVAL,
 			                     "rule.text_match: required for CONTAINS and NOT_CONTAINS");
-		const char *field = label_expr(a, q, r->text_match->field);
+		bool is_nomem = false;
+		const char *field = label_expr(a, q, r->text_match->field, &is_nomem);
+		if (is_nomem)
+			return mon_error_set(err, MON_ENOMEM, "out of memory");
 		if (field == NULL)
 			return mon_error_set(err, MON_EINVAL, "rule.text_match.field: unknown label \"%s\"",
 			                     r->text_match->field);
@@ -259,16 +286,23 @@ static int read_groups(struct db_conn *conn, struct arena *a, const Monitoring__
 	/* The labels of each group: jsonb_build_object(label, expr, ...). */
 	const char *labels = "'{}'::jsonb";
 	if (group_by_n > 0) {
-		char *list = arena_strdup(a, "");
+		struct arena_str list;
+		arena_str_init(&list, a);
+		arena_str_append(&list, "jsonb_build_object(");
 		for (size_t i = 0; i < group_by_n; i++) {
-			const char *expr = label_expr(a, q, sc->group_by[i]);
+			bool is_nomem = false;
+			const char *expr = label_expr(a, q, sc->group_by[i], &is_nomem);
+			if (is_nomem)
+				return mon_error_set(err, MON_ENOMEM, "out of memory");
 			if (expr == NULL)
 				return mon_error_set(err, MON_EINVAL, "rule.scope.group_by[%zu]: unknown label \"%s\"",
 				                     i, sc->group_by[i]);
-			list = arena_printf(a, "%s%s$%d::text, %s", list, i ? ", " : "", sql_param(q, sc->group_by[i]),
-			                    expr);
+			arena_str_printf(&list, "%s$%d::text, %s", i ? ", " : "", sql_param(q, sc->group_by[i]), expr);
 		}
-		labels = arena_printf(a, "jsonb_build_object(%s)", list);
+		arena_str_append(&list, ")");
+		labels = arena_str_get(&list);
+		if (labels == NULL)
+			return mon_error_set(err, MON_ENOMEM, "out of memory");
 	}
 	const char *value = NULL;
 	int rc = value_expr(a, q, r, &value, err);
@@ -287,11 +321,15 @@ static int read_groups(struct db_conn *conn, struct arena *a, const Monitoring__
 		sql_add(q, " AND method = ANY(ARRAY(SELECT jsonb_array_elements_text($%d::jsonb)))",
 		        sql_param(q, json_strings(a, sc->methods, sc->n_methods)));
 	if (sc && sc->n_status_codes > 0) {
-		char *list = arena_strdup(a, "{");
+		struct arena_str list;
+		arena_str_init(&list, a);
+		arena_str_append(&list, "{");
 		for (size_t i = 0; i < sc->n_status_codes; i++)
-			list = arena_printf(a, "%s%s%d", list, i ? "," : "", (int)sc->status_codes[i]);
-		list = arena_printf(a, "%s}", list);
-		sql_add(q, " AND status_code = ANY($%d::integer[])", sql_param(q, list));
+			arena_str_printf(&list, "%s%d", i ? "," : "", (int)sc->status_codes[i]);
+		arena_str_append(&list, "}");
+		if (arena_str_get(&list) == NULL)
+			return mon_error_set(err, MON_ENOMEM, "out of memory");
+		sql_add(q, " AND status_code = ANY($%d::integer[])", sql_param(q, arena_str_get(&list)));
 	}
 	if (sc && sc->n_tags > 0) {
 		char **keys, **values;
@@ -400,7 +438,8 @@ static int read_open_alerts(struct db_conn *conn, struct arena *a, const Monitor
 	        "SELECT id, status::text, group_key, condition_since <= now() - $2::integer * interval '1 minute',"
 	        " current_value::float8, suppression_reason FROM tb_alert WHERE alert_rule_id = $1"
 	        " AND status <> 'resolved'";
-	const char *params[] = {r->id, arena_printf(a, "%d", duration_minutes(r))};
+	char minutes[INT_TEXT_MAX];
+	const char *params[] = {r->id, int_text(minutes, duration_minutes(r))};
 	struct db_result *res = NULL;
 	*out = NULL;
 	*out_n = 0;
@@ -465,13 +504,14 @@ static int fire_status(struct db_conn *conn, struct arena *a, const Monitoring__
 	MAP_SPLIT(a, r->tags, r->n_tags, keys, values);
 	if (keys == NULL || values == NULL)
 		return mon_error_set(err, MON_ENOMEM, "out of memory");
+	char per_hour[INT_TEXT_MAX], suppress[INT_TEXT_MAX];
 	const char *params[] = {
 	        r->id ? r->id : "",
 	        severity ? severity : "warning",
 	        json_tags(a, keys, values, r->n_tags),
-	        r->max_alerts_per_hour ? arena_printf(a, "%d", r->max_alerts_per_hour->value) : NULL,
+	        opt_int_text(per_hour, r->max_alerts_per_hour),
 	        group_key,
-	        r->suppress_duration ? arena_printf(a, "%d", r->suppress_duration->value) : NULL,
+	        opt_int_text(suppress, r->suppress_duration),
 	};
 	if (params[2] == NULL)
 		return mon_error_set(err, MON_ENOMEM, "out of memory");
@@ -597,6 +637,7 @@ static int fire(struct db_conn *conn, struct eval *ev, const Monitoring__V1__Ale
 		return rc;
 	bool is_active = status == ST(ACTIVE);
 	const char *policy = r->escalation_policy_id && r->escalation_policy_id[0] ? r->escalation_policy_id : NULL;
+	char delay[INT_TEXT_MAX];
 	const char *params[] = {id,
 	                        alerts_status_label(status),
 	                        is_active ? NULL : alerts_suppression_label(reason),
@@ -605,7 +646,7 @@ static int fire(struct db_conn *conn, struct eval *ev, const Monitoring__V1__Ale
 	                        alert_message(a, r, g),
 	                        is_active ? "true" : "false",
 	                        policy,
-	                        r->escalation_delay ? arena_printf(a, "%d", r->escalation_delay->value) : NULL};
+	                        opt_int_text(delay, r->escalation_delay)};
 	if (params[4] == NULL || params[5] == NULL)
 		return mon_error_set(err, MON_ENOMEM, "out of memory");
 	rc = exec_prepared(conn, "alerts_engine_fire", sql, 9, params, NULL, err);
@@ -649,6 +690,7 @@ static int raise_alert(struct db_conn *conn, struct eval *ev, const Monitoring__
 	bool is_active = status == ST(ACTIVE);
 	const char *severity = alerts_severity_label(r->severity);
 	const char *policy = r->escalation_policy_id && r->escalation_policy_id[0] ? r->escalation_policy_id : NULL;
+	char delay[INT_TEXT_MAX];
 	const char *params[] = {id,
 	                        r->id,
 	                        severity ? severity : "warning",
@@ -662,7 +704,7 @@ static int raise_alert(struct db_conn *conn, struct eval *ev, const Monitoring__
 	                        silence_id,
 	                        is_active ? "true" : "false",
 	                        policy,
-	                        r->escalation_delay ? arena_printf(a, "%d", r->escalation_delay->value) : NULL};
+	                        opt_int_text(delay, r->escalation_delay)};
 	if (params[3] == NULL || params[4] == NULL || params[5] == NULL)
 		return mon_error_set(err, MON_ENOMEM, "out of memory");
 	rc = exec_prepared(conn, "alerts_engine_raise", sql, 14, params, NULL, err);
@@ -683,6 +725,8 @@ static int resolve_alert(struct db_conn *conn, struct eval *ev, const Monitoring
 	        "NULL,"
 	        " current_value = $3::numeric, next_escalation_at = NULL, updated_at = now() WHERE id = $1";
 	const char *params[] = {o->id, RESOLVED_NOTE, fmt_value(ev->a, g->value)};
+	if (params[2] == NULL)
+		return mon_error_set(err, MON_ENOMEM, "out of memory");
 	int rc = exec_prepared(conn, "alerts_engine_resolve", sql, 3, params, NULL, err);
 	/* Those told it fired are told it resolved; a PENDING or SUPPRESSED alert told nobody. */
 	if (rc == 0 && (o->status == ST(ACTIVE) || o->status == ST(ACKNOWLEDGED)) && r->status != RULE_ST(TESTING))
@@ -700,6 +744,8 @@ static int refresh_value(struct db_conn *conn, struct eval *ev, const struct ope
 	if (values_equal(o->value, g->value))
 		return 0;
 	const char *params[] = {o->id, fmt_value(ev->a, g->value)};
+	if (params[1] == NULL)
+		return mon_error_set(err, MON_ENOMEM, "out of memory");
 	int rc = exec_prepared(conn, "alerts_engine_value",
 	                       "UPDATE tb_alert SET current_value = $2::numeric, updated_at = now() WHERE id = $1", 2,
 	                       params, NULL, err);
@@ -733,8 +779,10 @@ static int maybe_activate(struct db_conn *conn, struct eval *ev, const Monitorin
 	if (rc != 0 || reason == WHY(SILENCE) || reason == WHY(RULE_TESTING))
 		return rc; /* still muted */
 	const char *policy = r->escalation_policy_id && r->escalation_policy_id[0] ? r->escalation_policy_id : NULL;
-	const char *params[] = {o->id, fmt_value(ev->a, g->value), policy,
-	                        r->escalation_delay ? arena_printf(ev->a, "%d", r->escalation_delay->value) : NULL};
+	char delay[INT_TEXT_MAX];
+	const char *params[] = {o->id, fmt_value(ev->a, g->value), policy, opt_int_text(delay, r->escalation_delay)};
+	if (params[1] == NULL)
+		return mon_error_set(err, MON_ENOMEM, "out of memory");
 	rc = exec_prepared(conn, "alerts_engine_activate", sql, 4, params, NULL, err);
 	if (rc == 0)
 		rc = notify_rule(conn, ev->a, r, o->id, "fired", err);
@@ -958,11 +1006,12 @@ static int escalate_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 	}
 	/* The next level's delay, or the last one's again when it repeats; no next escalation otherwise. */
 	const char *next = NULL;
+	char next_text[INT_TEXT_MAX], level_text[INT_TEXT_MAX];
 	if ((size_t)level + 1 < level_n)
-		next = arena_printf(a, "%d", level_delay(levels, (size_t)level + 1));
+		next = int_text(next_text, level_delay(levels, (size_t)level + 1));
 	else if (is_repeat)
-		next = arena_printf(a, "%d", level_delay(levels, level_n - 1));
-	const char *update_params[] = {es->alert_id, arena_printf(a, "%d", level + 1), next};
+		next = int_text(next_text, level_delay(levels, level_n - 1));
+	const char *update_params[] = {es->alert_id, int_text(level_text, level + 1), next};
 	rc = db_exec(conn, update_sql, 3, update_params, NULL, err);
 	Monitoring__V1__Alert *alert = NULL;
 	if (rc == 0)
@@ -1677,6 +1726,8 @@ int alerts_engine_preview(struct rpc_ctx *ctx, struct db_pool *pool, const Monit
 	if (req->as_of != NULL && svc_time_ms("as_of", req->as_of, &as_of_ms, &err) != 0)
 		return rpc_fail(ctx, err.code, "%s", err.msg);
 	p.as_of_s = arena_printf(a, "%.3f", (double)as_of_ms / 1000.0);
+	if (p.as_of_s == NULL) /* NULL would mean "now" to the query */
+		return rpc_fail(ctx, MON_ENOMEM, "out of memory");
 	int rc = svc_run_tx(ctx, pool, preview_tx, &p);
 	if (rc != 0)
 		return rc;

@@ -128,26 +128,19 @@ static int labels_literal(struct arena *a, const char *field, const int *values,
 	*out = NULL;
 	if (n == 0)
 		return 0;
-	size_t cap = 2 + n * 24;
-	char *text = arena_alloc(a, cap);
-	if (text == NULL)
-		return svc_fail_nomem(err);
-	size_t len = 0;
-	text[len++] = '{';
+	struct arena_str text;
+	arena_str_init(&text, a);
+	arena_str_append(&text, "{");
 	for (size_t i = 0; i < n; i++) {
 		const char *l = label_of(values[i]);
 		if (l == NULL)
 			return mon_error_set(err, MON_EINVAL, "%s[%zu]: %s", field, i,
 			                     values[i] == 0 ? "UNSPECIFIED is not allowed" : "unknown value");
-		int w = snprintf(text + len, cap - len, "%s%s", i ? "," : "", l);
-		if (w < 0 || (size_t)w >= cap - len)
-			return svc_fail_nomem(err);
-		len += (size_t)w;
+		arena_str_printf(&text, "%s%s", i ? "," : "", l);
 	}
-	text[len++] = '}';
-	text[len] = '\0';
-	*out = text;
-	return 0;
+	arena_str_append(&text, "}");
+	*out = arena_str_get(&text);
+	return *out ? 0 : svc_fail_nomem(err);
 }
 
 static const char *status_label_int(int v)

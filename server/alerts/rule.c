@@ -896,8 +896,10 @@ int alerts_rule_read_tx(struct db_conn *conn, struct arena *a, const char *id, b
                         Monitoring__V1__AlertRule **out, struct mon_error *err)
 {
 	char sql[sizeof(alerts_rule_select_sql) + 64];
-	snprintf(sql, sizeof(sql), "%s WHERE r.id = $1%s", alerts_rule_select_sql,
-	         for_update ? " FOR NO KEY UPDATE OF r" : "");
+	int sql_n = snprintf(sql, sizeof(sql), "%s WHERE r.id = $1%s", alerts_rule_select_sql,
+	                     for_update ? " FOR NO KEY UPDATE OF r" : "");
+	if (sql_n < 0 || (size_t)sql_n >= sizeof(sql))
+		return mon_error_set(err, MON_EINTERNAL, "alert rule query: text too long");
 	const char *params[] = {id};
 	struct db_result *res = NULL;
 	int rc = db_exec(conn, sql, 1, params, &res, err);

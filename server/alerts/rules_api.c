@@ -247,14 +247,14 @@ static bool rule_params(struct arena *a, const Monitoring__V1__AlertRule *r, con
 	       *tags = json_object();
 	for (size_t i = 0; tags != NULL && i < r->n_tags; i++)
 		json_object_set_new(tags, r->tags[i]->key, json_string(r->tags[i]->value));
-	char channels[128] = "{";
+	struct arena_str channels;
+	arena_str_init(&channels, a);
+	arena_str_append(&channels, "{");
 	for (size_t i = 0; i < r->n_notification_channels; i++) {
-		size_t len = strlen(channels);
-		snprintf(channels + len, sizeof(channels) - len, "%s%s", i ? "," : "",
-		         alerts_channel_label(r->notification_channels[i]));
+		arena_str_append(&channels, i ? "," : "");
+		arena_str_append(&channels, alerts_channel_label(r->notification_channels[i])); /* NULL fails it */
 	}
-	size_t len = strlen(channels);
-	snprintf(channels + len, sizeof(channels) - len, "}");
+	arena_str_append(&channels, "}");
 	params[0] = r->id;
 	params[1] = r->name;
 	params[2] = r->description && r->description[0] ? r->description : NULL;
@@ -267,7 +267,7 @@ static bool rule_params(struct arena *a, const Monitoring__V1__AlertRule *r, con
 	        arena_printf(a, "%" PRId32, r->duration_minutes ? r->duration_minutes->value : DEFAULT_DURATION_MIN);
 	params[9] = arena_printf(a, "%" PRId32, r->evaluation_interval);
 	params[10] = json_text(a, scope);
-	params[11] = arena_strdup(a, channels);
+	params[11] = arena_str_get(&channels);
 	params[12] = json_text(a, recipients);
 	params[13] = r->notification_template && r->notification_template[0] ? r->notification_template : NULL;
 	params[14] = r->auto_resolve == NULL || r->auto_resolve->value ? "true" : "false";
@@ -762,14 +762,14 @@ static int update_rule_tx(struct db_conn *conn, void *arg, struct mon_error *err
 		rc = read_rule_back(conn, c, cur->id, &op->out, &after, err);
 	if (rc != 0)
 		goto out;
-	char changed[400] = "";
-	for (size_t k = 0; k < P_RULE_N; k++) {
-		if (!op->has[k])
-			continue;
-		size_t len = strlen(changed);
-		snprintf(changed + len, sizeof(changed) - len, "%s%s", len ? ", " : "", rule_writable[k]);
+	struct arena_str what_text;
+	arena_str_init(&what_text, c->arena);
+	arena_str_printf(&what_text, "changed alert rule \"%s\": ", cur->id);
+	for (size_t k = 0, n = 0; k < P_RULE_N; k++) {
+		if (op->has[k])
+			arena_str_printf(&what_text, "%s%s", n++ ? ", " : "", rule_writable[k]);
 	}
-	char *what = arena_printf(c->arena, "changed alert rule \"%s\": %s", cur->id, changed);
+	const char *what = arena_str_get(&what_text);
 	rc = write_audit(conn, c, "update", "alert-rule", cur->id, op->out->name, what ? what : "changed alert rule",
 	                 before, after, err);
 	if (rc == 0)
@@ -1618,14 +1618,18 @@ static int check_silence(struct arena *a, const Monitoring__V1__Silence *s, stru
 		snprintf(field, sizeof(field), "silence.alert_rule_ids[%zu]", i);
 		rc = alerts_check_id(field, s->alert_rule_ids[i], err);
 	}
-	char sev[128] = "{";
-	for (size_t i = 0; rc == 0 && i < s->n_severities; i++) {
+	struct arena_str sev;
+	arena_str_init(&sev, a);
+	arena_str_append(&sev, "{");
+	for (size_t i = 0, n = 0; rc == 0 && i < s->n_severities; i++) {
 		const char *l = s->severities[i] ? alerts_severity_label(s->severities[i]) : NULL;
 		if (l == NULL)
 			return mon_error_set(err, MON_EINVAL, "silence.severities[%zu]: must be a known severity", i);
-		size_t len = strlen(sev);
-		if (strstr(sev, l) == NULL)
-			snprintf(sev + len, sizeof(sev) - len, "%s%s", len > 1 ? "," : "", l);
+		bool is_repeat = false;
+		for (size_t k = 0; k < i; k++)
+			is_repeat = is_repeat || s->severities[k] == s->severities[i];
+		if (!is_repeat)
+			arena_str_printf(&sev, "%s%s", n++ ? "," : "", l);
 	}
 	if (rc == 0 && s->n_tags > ALERTS_RULE_TAGS_MAX)
 		return mon_error_set(err, MON_EINVAL, "silence.tags: at most %d tags", ALERTS_RULE_TAGS_MAX);
@@ -1652,9 +1656,8 @@ static int check_silence(struct arena *a, const Monitoring__V1__Silence *s, stru
 		return mon_error_set(err, MON_EINVAL, "silence.ends_at: must be in the future");
 	if (op->ends_ms > now + SILENCE_AHEAD_MAX_MS)
 		return mon_error_set(err, MON_EINVAL, "silence.ends_at: at most 90 days ahead");
-	size_t len = strlen(sev);
-	snprintf(sev + len, sizeof(sev) - len, "}");
-	op->severities_literal = arena_strdup(a, sev);
+	arena_str_append(&sev, "}");
+	op->severities_literal = arena_str_get(&sev);
 	op->rule_ids_json = strings_json(a, s->alert_rule_ids, s->n_alert_rule_ids);
 	op->tags_json = map_json(a, s->n_tags, silence_tag_key, silence_tag_value, s->tags);
 	if (op->severities_literal == NULL || op->tags_json == NULL || (s->n_alert_rule_ids && !op->rule_ids_json))
@@ -1772,22 +1775,22 @@ static int list_silences(struct rpc_ctx *ctx, const Monitoring__V1__ListSilences
 	}
 	if (req->n_states == 0)
 		has[1] = has[2] = true;
-	char states[64] = "[";
-	for (int k = 1; k <= 3; k++) {
-		if (!has[k])
-			continue;
-		size_t len = strlen(states);
-		snprintf(states + len, sizeof(states) - len, "%s\"%s\"", len > 1 ? "," : "", state_labels[k]);
+	struct arena_str states;
+	arena_str_init(&states, c.arena);
+	arena_str_append(&states, "[");
+	for (int k = 1, n = 0; k <= 3; k++) {
+		if (has[k])
+			arena_str_printf(&states, "%s\"%s\"", n++ ? "," : "", state_labels[k]);
 	}
-	size_t len = strlen(states);
-	snprintf(states + len, sizeof(states) - len, "]");
-	op.states_json = arena_strdup(c.arena, states);
+	arena_str_append(&states, "]");
+	op.states_json = arena_str_get(&states);
 	if (req->alert_rule_id != NULL && req->alert_rule_id[0] != '\0') {
 		if (alerts_check_id("alert_rule_id", req->alert_rule_id, &err) != 0)
 			return rpc_fail(ctx, err.code, "%s", err.msg);
 		op.rule_id = req->alert_rule_id;
 	}
-	op.filters = arena_printf(c.arena, "silences|%s|%s", states, text_or_empty(op.rule_id));
+	op.filters = op.states_json ? arena_printf(c.arena, "silences|%s|%s", op.states_json, text_or_empty(op.rule_id))
+	                            : NULL;
 	if (op.filters == NULL || op.states_json == NULL)
 		return svc_nomem(ctx);
 	if (req->page_token != NULL && req->page_token[0] != '\0') {

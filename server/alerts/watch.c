@@ -290,21 +290,24 @@ static int snapshot_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 		return mon_error_set(err, MON_ENOMEM, "out of memory");
 	if (sub->rule_ids.n > 0 && (rules = array_literal(r->a, sub->rule_ids.ids, sub->rule_ids.n)) == NULL)
 		return mon_error_set(err, MON_ENOMEM, "out of memory");
-	char cond_status[64] = "", cond_severity[64] = "", cond_rules[64] = "";
+	struct arena_str text;
+	arena_str_init(&text, r->a);
+	arena_str_append(&text, alerts_select_sql);
+	arena_str_append(&text, " WHERE a.status <> 'resolved'");
 	if (statuses) {
 		params[param_n++] = statuses;
-		snprintf(cond_status, sizeof(cond_status), " AND a.status::text = ANY($%d::text[])", param_n);
+		arena_str_printf(&text, " AND a.status::text = ANY($%d::text[])", param_n);
 	}
 	if (severities) {
 		params[param_n++] = severities;
-		snprintf(cond_severity, sizeof(cond_severity), " AND a.severity::text = ANY($%d::text[])", param_n);
+		arena_str_printf(&text, " AND a.severity::text = ANY($%d::text[])", param_n);
 	}
 	if (rules) {
 		params[param_n++] = rules;
-		snprintf(cond_rules, sizeof(cond_rules), " AND a.alert_rule_id = ANY($%d::text[])", param_n);
+		arena_str_printf(&text, " AND a.alert_rule_id = ANY($%d::text[])", param_n);
 	}
-	char *sql = arena_printf(r->a, "%s WHERE a.status <> 'resolved'%s%s%s ORDER BY a.triggered_at, a.id",
-	                         alerts_select_sql, cond_status, cond_severity, cond_rules);
+	arena_str_append(&text, " ORDER BY a.triggered_at, a.id");
+	const char *sql = arena_str_get(&text);
 	if (sql == NULL)
 		return mon_error_set(err, MON_ENOMEM, "out of memory");
 	return db_exec(conn, sql, param_n, params, &r->alerts, err);

@@ -18,6 +18,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <netdb.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -30,6 +31,7 @@
 #include <curl/curl.h>
 
 #include "grpc/health/v1/health.pb-c.h"
+#include "health/netpolicy.h"
 #include "health/store.h"
 #include "rpc/client.h"
 #include "util/clock.h"
@@ -49,6 +51,8 @@
 #define PROBE_RETRY_MAX 10            /* retry_count above this is capped */
 #define PROBE_TIMEOUT_S_MAX 3600      /* timeout above this is capped */
 #define RUN_RECORD_MARGIN_MS 1000     /* deadline kept for recording a RunHealthCheck */
+#define RUN_PUSHBACK_MS 1000          /* retry hint when probe-run-concurrency is reached */
+#define POLICY_DENIED_MSG "denied by the probe network policy (probe-allow-networks, probe-deny-networks)"
 #define GRPC_HEALTH_CHECK "/grpc.health.v1.Health/Check"
 
 /* A claimed target, owned by the queue and then by the worker probing it. */
@@ -59,12 +63,17 @@ struct probe_job {
 	int retry_count;
 };
 
+struct run_job;
+
 struct prober {
 	struct db_pool *pool;
 	char replica_id[96];
 	char *proxy;
 	int concurrency;
 	int claim_interval_ms;
+	struct netpolicy policy;        /* immutable after start */
+	bool is_cross_host_redirect_ok; /* probe-follow-cross-host-redirects */
+	int run_concurrency;            /* RunHealthCheck probes at once */
 
 	pthread_mutex_t lock;
 	pthread_cond_t work_cond;  /* jobs queued, or stopping */
@@ -79,7 +88,18 @@ struct prober {
 	bool has_claimer;
 	pthread_t *workers;
 	int worker_n;
+
+	/* RunHealthCheck: its own threads and a ring of run_concurrency slots, under lock. */
+	pthread_cond_t run_cond; /* runs queued, or stopping */
+	struct run_job **run_queue;
+	int run_head;
+	int run_queued_n;
+	int run_n; /* runs admitted and not finished: queued plus probing */
+	pthread_t *runners;
+	int runner_n;
 };
+
+static void *runner_main(void *arg);
 
 /* What one probe found, after all its attempts. */
 struct probe_outcome {
@@ -91,6 +111,7 @@ struct probe_outcome {
 	const char *serving_status; /* gRPC health answer, NULL: none */
 	int attempt_count;
 	bool is_aborted; /* the probe was interrupted (shutdown, caller gone): record nothing */
+	bool is_denied;  /* the network policy refused every address of the target */
 };
 
 /* Asked between attempts and during transfers: true to give up at once. */
@@ -132,7 +153,59 @@ struct http_transfer {
 	bool is_too_big;
 	probe_stop_fn stop;
 	void *stop_arg;
+	const struct netpolicy *policy;
+	int denied_n; /* addresses the policy refused */
+	int opened_n; /* sockets opened (addresses the policy allowed) */
 };
+
+/*
+ * libcurl asks here for every socket it connects, with the address it is
+ * about to connect to, after resolving: the policy judges that very address,
+ * so a name that resolves differently between a check and the connection
+ * (DNS rebinding) gains nothing. A refused address makes curl try the next
+ * one; when all are refused the transfer fails to connect.
+ */
+static curl_socket_t http_open_socket(void *arg, curlsocktype purpose, struct curl_sockaddr *addr)
+{
+	struct http_transfer *t = arg;
+	if (purpose != CURLSOCKTYPE_IPCXN ||
+	    !netpolicy_allows_sockaddr(t->policy, &addr->addr, (size_t)addr->addrlen)) {
+		t->denied_n++;
+		return CURL_SOCKET_BAD;
+	}
+	curl_socket_t fd = socket(addr->family, addr->socktype | SOCK_CLOEXEC, addr->protocol);
+	if (fd != CURL_SOCKET_BAD)
+		t->opened_n++;
+	return fd;
+}
+
+/* The host of an absolute URL, lowercase, into buf; false when it has none. */
+static bool url_host(const char *url, char *buf, size_t len)
+{
+	CURLU *u = curl_url();
+	char *host = NULL;
+	bool ok = u != NULL && curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK &&
+	          curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK;
+	if (ok) {
+		int n = snprintf(buf, len, "%s", host);
+		ok = n > 0 && (size_t)n < len;
+		for (char *c = buf; ok && *c; c++)
+			*c = (char)(*c >= 'A' && *c <= 'Z' ? *c - 'A' + 'a' : *c);
+	}
+	curl_free(host);
+	curl_url_cleanup(u);
+	return ok;
+}
+
+/* Whether url's host is an IP literal the policy refuses (judged before any connection). */
+static bool url_host_denied(const struct netpolicy *policy, const char *url)
+{
+	char host[256];
+	bool is_literal = false;
+	if (!url_host(url, host, sizeof(host)))
+		return false; /* curl reports the malformed URL */
+	return !netpolicy_allows_host_literal(policy, host, &is_literal);
+}
 
 /* Counts and drops the body; stops the transfer past PROBE_BODY_MAX. */
 static size_t http_on_body(char *data, size_t size, size_t n, void *arg)
@@ -156,27 +229,24 @@ static int http_on_progress(void *arg, curl_off_t dltotal, curl_off_t dlnow, cur
 
 /*
  * One http(s) attempt with the rules of docs/operations.md. Sets *is_retryable
- * when the failure may pass (no answer, or a 5xx).
+ * when the failure may pass (no answer, or a 5xx). Redirects are followed
+ * here rather than by libcurl, so that each hop's host is compared with
+ * the previous one and every connection passes the policy.
  */
-static void http_attempt(CURL *curl, const char *url, int timeout_ms, const char *proxy, probe_stop_fn stop,
+static void http_attempt(CURL *curl, const char *url, int timeout_ms, const struct prober *p, probe_stop_fn stop,
                          void *stop_arg, struct probe_outcome *o, bool *is_retryable)
 {
-	struct http_transfer t = {.stop = stop, .stop_arg = stop_arg};
+	struct http_transfer t = {.stop = stop, .stop_arg = stop_arg, .policy = &p->policy};
 	*is_retryable = false;
 	o->response_time_ms = -1;
 	o->http_status = 0;
 	o->error[0] = '\0';
 
 	curl_easy_reset(curl);
-	curl_easy_setopt(curl, CURLOPT_URL, url);
 	curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "http,https");
-	curl_easy_setopt(curl, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
-	curl_easy_setopt(curl, CURLOPT_FOLLOWLOCATION, 1L);
-	curl_easy_setopt(curl, CURLOPT_MAXREDIRS, PROBE_REDIRECTS_MAX);
-	curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, (long)timeout_ms);
-	curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS, (long)timeout_ms);
+	curl_easy_setopt(curl, CURLOPT_FOLLOWLOCATION, 0L);
 	curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(curl, CURLOPT_PROXY, proxy ? proxy : ""); /* "": not even from the environment */
+	curl_easy_setopt(curl, CURLOPT_PROXY, p->proxy ? p->proxy : ""); /* "": not even from the environment */
 	curl_easy_setopt(curl, CURLOPT_USERAGENT, "monitord-prober/" MON_VERSION);
 	curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, http_on_body);
 	curl_easy_setopt(curl, CURLOPT_WRITEDATA, &t);
@@ -184,15 +254,78 @@ static void http_attempt(CURL *curl, const char *url, int timeout_ms, const char
 	curl_easy_setopt(curl, CURLOPT_XFERINFOFUNCTION, http_on_progress);
 	curl_easy_setopt(curl, CURLOPT_XFERINFODATA, &t);
 	curl_easy_setopt(curl, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)PROBE_BODY_MAX);
+	curl_easy_setopt(curl, CURLOPT_OPENSOCKETFUNCTION, http_open_socket);
+	curl_easy_setopt(curl, CURLOPT_OPENSOCKETDATA, &t);
 
 	int64_t start = mon_now_ms();
-	CURLcode cc = curl_easy_perform(curl);
-	int64_t elapsed = mon_now_ms() - start;
+	CURLcode cc = CURLE_OK;
 	long code = 0;
-	curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &code);
+	char *hop_url = strdup(url); /* the URL of this hop; later hops' come from Location */
+	char *next_url = NULL;
+	bool is_cross_host = false;
+	int redirect_n = 0;
+	for (;;) {
+		if (hop_url == NULL) {
+			cc = CURLE_OUT_OF_MEMORY;
+			break;
+		}
+		if (url_host_denied(&p->policy, hop_url)) {
+			t.denied_n++;
+			cc = CURLE_COULDNT_CONNECT;
+			break;
+		}
+		int64_t left_ms = timeout_ms - (mon_now_ms() - start);
+		if (left_ms < 1) {
+			cc = CURLE_OPERATION_TIMEDOUT;
+			break;
+		}
+		t.body_bytes = 0;
+		curl_easy_setopt(curl, CURLOPT_URL, hop_url);
+		curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, (long)left_ms);
+		curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS, (long)left_ms);
+		cc = curl_easy_perform(curl);
+		code = 0;
+		curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &code);
+		char *location = NULL;
+		if (cc != CURLE_OK || code < 300 || code > 399 ||
+		    curl_easy_getinfo(curl, CURLINFO_REDIRECT_URL, &location) != CURLE_OK || location == NULL)
+			break;
+		if (redirect_n == PROBE_REDIRECTS_MAX) {
+			cc = CURLE_TOO_MANY_REDIRECTS;
+			break;
+		}
+		char from[256], to[256];
+		if (!url_host(hop_url, from, sizeof(from)) || !url_host(location, to, sizeof(to)) ||
+		    strcmp(from, to) != 0) {
+			if (!p->is_cross_host_redirect_ok) {
+				is_cross_host = true;
+				break;
+			}
+		}
+		next_url = strdup(location); /* curl's copy dies with the next transfer */
+		free(hop_url);
+		hop_url = next_url;
+		redirect_n++;
+	}
+	free(hop_url);
+	int64_t elapsed = mon_now_ms() - start;
 
 	if (cc == CURLE_ABORTED_BY_CALLBACK) {
 		o->is_aborted = true;
+		return;
+	}
+	if (cc == CURLE_COULDNT_CONNECT && t.denied_n > 0 && t.opened_n == 0) {
+		o->status = MONITORING__V1__SERVICE_STATUS__SERVICE_STATUS_UNKNOWN;
+		o->is_denied = true;
+		snprintf(o->error, sizeof(o->error), "cannot probe this URL: its address is %s", POLICY_DENIED_MSG);
+		return;
+	}
+	if (is_cross_host) {
+		o->status = MONITORING__V1__SERVICE_STATUS__SERVICE_STATUS_DEGRADED;
+		o->http_status = code;
+		o->response_time_ms = (int32_t)elapsed;
+		snprintf(o->error, sizeof(o->error),
+		         "HTTP %ld: redirect to another host not followed (probe-follow-cross-host-redirects)", code);
 		return;
 	}
 	if (t.is_too_big || cc == CURLE_FILESIZE_EXCEEDED) {
@@ -289,6 +422,66 @@ static int grpc_url_split(const char *url, char **target_out, char **service_out
 	return 0;
 }
 
+/*
+ * Resolves target ("host:port", "[v6]:port"; no port: 443) and picks its
+ * first address the policy allows, as a gRPC target that names the address
+ * itself ("ipv4:a.b.c.d:port", "ipv6:[x::y]:port"), so the channel connects
+ * to the address that was checked and resolves nothing of its own. Returns
+ * 0, MON_EPERM when the policy refuses every address, MON_ENOTFOUND when the
+ * name does not resolve, MON_EINVAL for a malformed target.
+ */
+static int grpc_checked_target(const struct netpolicy *policy, const char *target, char *out, size_t out_len)
+{
+	char host[256], port[16] = "443";
+	const char *colon;
+	size_t host_n;
+	if (target[0] == '[') {
+		const char *close = strchr(target, ']');
+		if (close == NULL)
+			return MON_EINVAL;
+		host_n = (size_t)(close - target - 1);
+		if (host_n >= sizeof(host))
+			return MON_EINVAL;
+		memcpy(host, target + 1, host_n);
+		colon = close[1] == ':' ? close + 1 : NULL;
+		if (close[1] != '\0' && colon == NULL)
+			return MON_EINVAL;
+	} else {
+		colon = strrchr(target, ':');
+		host_n = colon ? (size_t)(colon - target) : strlen(target);
+		if (host_n >= sizeof(host))
+			return MON_EINVAL;
+		memcpy(host, target, host_n);
+	}
+	host[host_n] = '\0';
+	if (colon != NULL) {
+		int n = snprintf(port, sizeof(port), "%s", colon + 1);
+		if (n <= 0 || (size_t)n >= sizeof(port))
+			return MON_EINVAL;
+	}
+	struct addrinfo hints, *res = NULL;
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_family = AF_UNSPEC;
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_flags = AI_NUMERICSERV;
+	if (getaddrinfo(host, port, &hints, &res) != 0)
+		return MON_ENOTFOUND;
+	int rc = MON_EPERM;
+	for (const struct addrinfo *ai = res; ai != NULL; ai = ai->ai_next) {
+		if (!netpolicy_allows_sockaddr(policy, ai->ai_addr, (size_t)ai->ai_addrlen))
+			continue;
+		char numeric[64];
+		if (getnameinfo(ai->ai_addr, ai->ai_addrlen, numeric, sizeof(numeric), NULL, 0, NI_NUMERICHOST) != 0)
+			continue;
+		int n = ai->ai_family == AF_INET6 ? snprintf(out, out_len, "ipv6:[%s]:%s", numeric, port)
+		                                  : snprintf(out, out_len, "ipv4:%s:%s", numeric, port);
+		rc = n > 0 && (size_t)n < out_len ? 0 : MON_EINVAL;
+		break;
+	}
+	freeaddrinfo(res);
+	return rc;
+}
+
 /* One gRPC health attempt with the rules of docs/operations.md. */
 static void grpc_attempt(struct rpc_channel *ch, const char *service, int timeout_ms, struct probe_outcome *o,
                          bool *is_retryable)
@@ -362,7 +555,7 @@ static void grpc_attempt(struct rpc_channel *ch, const char *service, int timeou
  * deadline_ms (monotonic, 0: none) leaves room for a whole attempt. Fills
  * *o; o->is_aborted when stop interrupted it.
  */
-static void probe_run(const char *url, int timeout_s, int retry_count, int64_t deadline_ms, const char *proxy,
+static void probe_run(const char *url, int timeout_s, int retry_count, int64_t deadline_ms, const struct prober *p,
                       probe_stop_fn stop, void *stop_arg, struct probe_outcome *o)
 {
 	memset(o, 0, sizeof(*o));
@@ -401,7 +594,24 @@ static void probe_run(const char *url, int timeout_s, int retry_count, int64_t d
 			         "cannot probe this URL: expected grpc://host:port[/service]");
 			goto out;
 		}
-		cc.target = target;
+		char checked[320];
+		int crc = grpc_checked_target(&p->policy, target, checked, sizeof(checked));
+		if (crc == MON_EPERM) {
+			o->is_denied = true;
+			snprintf(o->error, sizeof(o->error), "cannot probe this URL: its address is %s",
+			         POLICY_DENIED_MSG);
+			goto out;
+		}
+		if (crc != 0) {
+			o->status = crc == MON_ENOTFOUND ? MONITORING__V1__SERVICE_STATUS__SERVICE_STATUS_DOWN
+			                                 : MONITORING__V1__SERVICE_STATUS__SERVICE_STATUS_UNKNOWN;
+			snprintf(o->error, sizeof(o->error), "%s",
+			         crc == MON_ENOTFOUND ? "could not resolve the host"
+			                              : "cannot probe this URL: expected grpc://host:port[/service]");
+			goto out;
+		}
+		cc.target = checked;
+		cc.authority = target; /* the name the service expects, not the address */
 		if (rpc_channel_open(&cc, &ch, &err) != 0) {
 			snprintf(o->error, sizeof(o->error), "cannot probe this URL: %.150s", err.msg);
 			goto out;
@@ -424,7 +634,7 @@ static void probe_run(const char *url, int timeout_s, int retry_count, int64_t d
 		bool is_retryable = false;
 		o->attempt_count = attempt + 1;
 		if (is_http)
-			http_attempt(curl, url, timeout_ms, proxy, stop, stop_arg, o, &is_retryable);
+			http_attempt(curl, url, timeout_ms, p, stop, stop_arg, o, &is_retryable);
 		else
 			grpc_attempt(ch, service, timeout_ms, o, &is_retryable);
 		if (o->is_aborted || (stop && stop(stop_arg))) {
@@ -670,7 +880,7 @@ static bool prober_is_stopping(void *arg)
 static void probe_job_run(struct prober *p, struct probe_job *j)
 {
 	struct probe_outcome o;
-	probe_run(j->url, j->timeout_s, j->retry_count, 0, p->proxy, prober_is_stopping, p, &o);
+	probe_run(j->url, j->timeout_s, j->retry_count, 0, p, prober_is_stopping, p, &o);
 	if (o.is_aborted) {
 		unclaim(p, j);
 		return;
@@ -746,6 +956,9 @@ int prober_start(const struct prober_config *cfg, struct prober **out, struct mo
 		return mon_error_set(err, MON_EINVAL, "prober: claim_interval_ms must not be negative");
 	if (cfg->replica_id && (cfg->replica_id[0] == '\0' || strlen(cfg->replica_id) >= 96))
 		return mon_error_set(err, MON_EINVAL, "prober: replica_id must be 1 to 95 characters");
+	int run_concurrency = cfg->run_concurrency == 0 ? PROBER_RUN_CONCURRENCY_DEFAULT : cfg->run_concurrency;
+	if (run_concurrency < 1 || run_concurrency > PROBER_CONCURRENCY_MAX)
+		return mon_error_set(err, MON_EINVAL, "probe-run-concurrency: must be 1 to %d", PROBER_CONCURRENCY_MAX);
 	pthread_once(&curl_once, curl_init_once);
 	if (curl_init_code != CURLE_OK)
 		return mon_error_set(err, MON_EINTERNAL, "could not initialise libcurl: %s",
@@ -757,6 +970,8 @@ int prober_start(const struct prober_config *cfg, struct prober **out, struct mo
 		return mon_error_set(err, MON_ENOMEM, "out of memory");
 	p->pool = cfg->pool;
 	p->concurrency = concurrency;
+	p->run_concurrency = run_concurrency;
+	p->is_cross_host_redirect_ok = cfg->follow_cross_host_redirects;
 	p->claim_interval_ms = cfg->claim_interval_ms ? cfg->claim_interval_ms : PROBER_CLAIM_INTERVAL_MS_DEFAULT;
 	if (cfg->replica_id)
 		snprintf(p->replica_id, sizeof(p->replica_id), "%s", cfg->replica_id);
@@ -765,13 +980,27 @@ int prober_start(const struct prober_config *cfg, struct prober **out, struct mo
 	pthread_mutex_init(&p->lock, NULL);
 	pthread_cond_init(&p->work_cond, NULL);
 	pthread_cond_init(&p->claim_cond, NULL);
+	pthread_cond_init(&p->run_cond, NULL);
 	atomic_init(&p->is_stopping, false);
+	rc = netpolicy_init(&p->policy, cfg->allow_networks, cfg->deny_networks, err);
+	if (rc != 0)
+		goto out;
 	p->queue = calloc((size_t)concurrency, sizeof(*p->queue));
 	p->workers = calloc((size_t)concurrency, sizeof(*p->workers));
+	p->run_queue = calloc((size_t)run_concurrency, sizeof(*p->run_queue));
+	p->runners = calloc((size_t)run_concurrency, sizeof(*p->runners));
 	p->proxy = cfg->proxy && cfg->proxy[0] ? strdup(cfg->proxy) : NULL;
-	if (p->queue == NULL || p->workers == NULL || (cfg->proxy && cfg->proxy[0] && p->proxy == NULL)) {
+	if (p->queue == NULL || p->workers == NULL || p->run_queue == NULL || p->runners == NULL ||
+	    (cfg->proxy && cfg->proxy[0] && p->proxy == NULL)) {
 		rc = mon_error_set(err, MON_ENOMEM, "out of memory");
 		goto out;
+	}
+	for (int i = 0; i < run_concurrency; i++) {
+		if (pthread_create(&p->runners[i], NULL, runner_main, p) != 0) {
+			rc = mon_error_set(err, MON_EINTERNAL, "could not start a health check thread");
+			goto out;
+		}
+		p->runner_n++;
 	}
 	for (int i = 0; i < concurrency; i++) {
 		if (pthread_create(&p->workers[i], NULL, worker_main, p) != 0) {
@@ -785,8 +1014,10 @@ int prober_start(const struct prober_config *cfg, struct prober **out, struct mo
 		goto out;
 	}
 	p->has_claimer = true;
-	log_info("msg=\"health prober started\" replica=\"%s\" concurrency=%d claim_interval_ms=%d proxy=%s",
-	         p->replica_id, p->concurrency, p->claim_interval_ms, p->proxy ? "set" : "none");
+	log_info("msg=\"health prober started\" replica=\"%s\" concurrency=%d run_concurrency=%d claim_interval_ms=%d "
+	         "proxy=%s allow_networks=%zu deny_networks=%zu cross_host_redirects=%s",
+	         p->replica_id, p->concurrency, p->run_concurrency, p->claim_interval_ms, p->proxy ? "set" : "none",
+	         p->policy.allow_n, p->policy.deny_n, p->is_cross_host_redirect_ok ? "followed" : "not followed");
 	*out = p;
 	p = NULL;
 out:
@@ -802,11 +1033,15 @@ void prober_stop(struct prober *p)
 	atomic_store(&p->is_stopping, true);
 	pthread_cond_broadcast(&p->work_cond);
 	pthread_cond_broadcast(&p->claim_cond);
+	pthread_cond_broadcast(&p->run_cond);
 	pthread_mutex_unlock(&p->lock);
 	if (p->has_claimer)
 		pthread_join(p->claimer, NULL);
 	for (int i = 0; i < p->worker_n; i++)
 		pthread_join(p->workers[i], NULL);
+	/* The run threads answer every RunHealthCheck still queued or probing before they end. */
+	for (int i = 0; i < p->runner_n; i++)
+		pthread_join(p->runners[i], NULL);
 	/* Claims queued but never started go back at once. */
 	for (int i = 0; i < p->queue_n; i++) {
 		struct probe_job *j = &p->queue[(p->queue_head + i) % p->concurrency];
@@ -818,10 +1053,18 @@ void prober_stop(struct prober *p)
 	pthread_mutex_destroy(&p->lock);
 	pthread_cond_destroy(&p->work_cond);
 	pthread_cond_destroy(&p->claim_cond);
+	pthread_cond_destroy(&p->run_cond);
 	free(p->queue);
 	free(p->workers);
+	free(p->run_queue);
+	free(p->runners);
 	free(p->proxy);
 	free(p);
+}
+
+const struct netpolicy *prober_policy(const struct prober *p)
+{
+	return p ? &p->policy : NULL;
 }
 
 /* ---- RunHealthCheck ---- */
@@ -954,7 +1197,11 @@ static int read_target(struct db_pool *pool, int64_t timeout_ms, const char *id,
 		rc = mon_error_set(err, MON_ENOTFOUND, "service_id: no service \"%s\"", id);
 		goto out;
 	}
-	snprintf(t->url, sizeof(t->url), "%s", db_result_value(res, 0, 0));
+	int url_n = snprintf(t->url, sizeof(t->url), "%s", db_result_value(res, 0, 0));
+	if (url_n < 0 || (size_t)url_n >= sizeof(t->url)) { /* never probe a cut URL */
+		rc = mon_error_set(err, MON_EPRECOND, "health_check_url: longer than %zu bytes", sizeof(t->url) - 1);
+		goto out;
+	}
 	t->has_url = t->url[0] != '\0';
 	t->timeout_s = parse_int(db_result_value(res, 0, 1), 30);
 	t->retry_count = parse_int(db_result_value(res, 0, 2), 0);
@@ -1009,6 +1256,51 @@ static Google__Protobuf__Struct *details_struct(struct arena *a, const struct pr
 	return st;
 }
 
+/* A RunHealthCheck handed to the run threads; lives in the call's arena until rpc_reply_finish. */
+struct run_job {
+	struct rpc_ctx *ctx;
+	const Monitoring__V1__RunHealthCheckRequest *req;
+	Monitoring__V1__RunHealthCheckResponse *resp;
+	struct run_target t;
+	int64_t deadline; /* monotonic ms for the attempts; 0: none */
+};
+
+/* Takes one of the run_concurrency slots; false when all are taken or the prober is stopping. */
+static bool run_admit(struct prober *p)
+{
+	bool ok = false;
+	pthread_mutex_lock(&p->lock);
+	if (!atomic_load(&p->is_stopping) && p->run_n < p->run_concurrency) {
+		p->run_n++;
+		ok = true;
+	}
+	pthread_mutex_unlock(&p->lock);
+	return ok;
+}
+
+static void run_release(struct prober *p)
+{
+	pthread_mutex_lock(&p->lock);
+	p->run_n--;
+	pthread_mutex_unlock(&p->lock);
+}
+
+/* Queues an admitted run for the run threads (there is always a slot: the queue has run_concurrency). */
+static void run_enqueue(struct prober *p, struct run_job *j)
+{
+	pthread_mutex_lock(&p->lock);
+	p->run_queue[(p->run_head + p->run_queued_n) % p->run_concurrency] = j;
+	p->run_queued_n++;
+	pthread_cond_signal(&p->run_cond);
+	pthread_mutex_unlock(&p->lock);
+}
+
+/*
+ * The handler, on a worker of the shared pool: checks the request, takes a
+ * run slot (RESOURCE_EXHAUSTED when probe-run-concurrency are in flight),
+ * reads the target and hands the probe to the prober's run threads, which
+ * answer the call (rpc_reply_finish). The worker never waits on a probe.
+ */
 int prober_run_check(struct prober *p, struct rpc_ctx *ctx, const Monitoring__V1__RunHealthCheckRequest *req,
                      Monitoring__V1__RunHealthCheckResponse *resp)
 {
@@ -1020,27 +1312,69 @@ int prober_run_check(struct prober *p, struct rpc_ctx *ctx, const Monitoring__V1
 		return rpc_fail(ctx, MON_ENOTFOUND, "service_id: no such service");
 	if (p == NULL)
 		return rpc_fail(ctx, MON_EUNAVAIL, "the health prober is not running");
+	if (!run_admit(p)) {
+		if (atomic_load(&p->is_stopping))
+			return rpc_fail(ctx, MON_EUNAVAIL, "the health prober is stopping");
+		char pushback[24];
+		snprintf(pushback, sizeof(pushback), "%d", RUN_PUSHBACK_MS);
+		if (rpc_ctx_add_trailer(ctx, "grpc-retry-pushback-ms", pushback) != 0)
+			log_debug("msg=\"could not add the retry hint\"");
+		return rpc_fail(ctx, MON_ELIMIT,
+		                "probe-run-concurrency: %d health checks already running in this process; retry later",
+		                p->run_concurrency);
+	}
 
 	int64_t remaining = rpc_ctx_remaining_ms(ctx);
 	struct run_target t = {0};
 	int rc = read_target(p->pool, remaining < PROBE_DB_TIMEOUT_MS ? remaining : PROBE_DB_TIMEOUT_MS,
 	                     req->service_id, &t, &err);
-	if (rc != 0)
-		return rpc_fail(ctx, rc, "%s", err.msg[0] ? err.msg : mon_error_name(rc));
-	if (!t.has_url)
-		return rpc_fail(ctx, MON_EPRECOND, "service \"%s\" has no health_check_url", req->service_id);
+	if (rc != 0) {
+		rc = rpc_fail(ctx, rc, "%s", err.msg[0] ? err.msg : mon_error_name(rc));
+		goto fail;
+	}
+	if (!t.has_url) {
+		rc = rpc_fail(ctx, MON_EPRECOND, "service \"%s\" has no health_check_url", req->service_id);
+		goto fail;
+	}
 
 	remaining = rpc_ctx_remaining_ms(ctx);
 	int64_t need_ms = (int64_t)(t.timeout_s < 1 ? 1 : t.timeout_s) * 1000;
-	if (remaining != INT64_MAX && remaining < need_ms + RUN_RECORD_MARGIN_MS)
-		return rpc_fail(ctx, MON_EDEADLINE,
-		                "deadline: shorter than the service's timeout (%d s) plus %d ms to record the check",
-		                t.timeout_s, RUN_RECORD_MARGIN_MS);
-	int64_t deadline = remaining == INT64_MAX ? 0 : mon_now_ms() + remaining - RUN_RECORD_MARGIN_MS;
+	if (remaining != INT64_MAX && remaining < need_ms + RUN_RECORD_MARGIN_MS) {
+		rc = rpc_fail(ctx, MON_EDEADLINE,
+		              "deadline: shorter than the service's timeout (%d s) plus %d ms to record the check",
+		              t.timeout_s, RUN_RECORD_MARGIN_MS);
+		goto fail;
+	}
+	struct run_job *j = arena_calloc(ar, 1, sizeof(*j));
+	if (j == NULL) {
+		rc = rpc_fail(ctx, MON_ENOMEM, "out of memory");
+		goto fail;
+	}
+	*j = (struct run_job){.ctx = ctx, .req = req, .resp = resp, .t = t};
+	j->deadline = remaining == INT64_MAX ? 0 : mon_now_ms() + remaining - RUN_RECORD_MARGIN_MS;
+	rpc_reply_later(ctx);
+	run_enqueue(p, j);
+	return RPC_REPLY_LATER;
+fail:
+	run_release(p);
+	return rc;
+}
+
+/* On a run thread: probes j's target, records the check and fills the response; 0 or rpc_fail's code. */
+static int run_check_probe(struct prober *p, struct run_job *j)
+{
+	struct rpc_ctx *ctx = j->ctx;
+	const Monitoring__V1__RunHealthCheckRequest *req = j->req;
+	Monitoring__V1__RunHealthCheckResponse *resp = j->resp;
+	const struct run_target t = j->t;
+	int64_t deadline = j->deadline;
+	struct arena *ar = rpc_ctx_arena(ctx);
+	struct mon_error err = {0};
+	int rc;
 
 	struct run_stop stop = {.ctx = ctx, .p = p};
 	struct probe_outcome o;
-	probe_run(t.url, t.timeout_s, t.retry_count, deadline, p->proxy, run_is_stopping, &stop, &o);
+	probe_run(t.url, t.timeout_s, t.retry_count, deadline, p, run_is_stopping, &stop, &o);
 	if (o.is_aborted)
 		return rpc_fail(ctx, rpc_ctx_is_cancelled(ctx) ? MON_ECANCELLED : MON_EUNAVAIL,
 		                "the health check was interrupted");
@@ -1080,4 +1414,29 @@ int prober_run_check(struct prober *p, struct rpc_ctx *ctx, const Monitoring__V1
 	resp->service = a.service;
 	resp->attempt_count = o.attempt_count;
 	return 0;
+}
+
+static void *runner_main(void *arg)
+{
+	struct prober *p = arg;
+	for (;;) {
+		pthread_mutex_lock(&p->lock);
+		while (p->run_queued_n == 0 && !atomic_load(&p->is_stopping))
+			pthread_cond_wait(&p->run_cond, &p->lock);
+		if (p->run_queued_n == 0) { /* stopping, and every run admitted is answered */
+			pthread_mutex_unlock(&p->lock);
+			return NULL;
+		}
+		struct run_job *j = p->run_queue[p->run_head];
+		p->run_head = (p->run_head + 1) % p->run_concurrency;
+		p->run_queued_n--;
+		pthread_mutex_unlock(&p->lock);
+
+		struct rpc_ctx *ctx = j->ctx; /* j dies with the call's arena at rpc_reply_finish */
+		int rc = atomic_load(&p->is_stopping) ? rpc_fail(ctx, MON_EUNAVAIL, "the health prober is stopping")
+		                                      : run_check_probe(p, j);
+		/* The slot is free before the caller hears back: a caller that asks again at once finds it free. */
+		run_release(p);
+		rpc_reply_finish(ctx, rc);
+	}
 }

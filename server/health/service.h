@@ -31,6 +31,8 @@ struct health_service {
 	struct db_pool *pool;
 	struct prober *prober;        /* RunHealthCheck's; NULL: it answers UNAVAILABLE */
 	struct stream_hub *watch_hub; /* the Watch stream's hub */
+	/* The prober's network policy (prober_policy); NULL: URLs are not checked against it. */
+	const struct netpolicy *probe_policy;
 };
 
 /* The service of a HealthService call. */

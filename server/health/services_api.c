@@ -255,6 +255,7 @@ struct call {
 	struct rpc_ctx *ctx;
 	struct arena *arena;
 	struct db_pool *pool;
+	const struct netpolicy *probe_policy; /* NULL: health_check_url not checked against it */
 };
 
 static void call_init(struct call *c, struct rpc_ctx *ctx)
@@ -262,6 +263,7 @@ static void call_init(struct call *c, struct rpc_ctx *ctx)
 	c->ctx = ctx;
 	c->arena = rpc_ctx_arena(ctx);
 	c->pool = health_service_of(ctx)->pool;
+	c->probe_policy = health_service_of(ctx)->probe_policy;
 }
 
 /* One transaction bounded by the call's deadline (svc_run_tx). */
@@ -466,7 +468,7 @@ static int create_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 	struct create_op *op = arg;
 	struct db_result *res = NULL;
 	json_t *after = NULL;
-	char num[3][16], limit[16], what[200];
+	char num[3][16], limit[16];
 	const char *params[9];
 	snprintf(limit, sizeof(limit), "%d", HEALTH_SERVICES_MAX);
 	const char *count_params[] = {limit};
@@ -493,7 +495,11 @@ static int create_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 		rc = svc_fail_nomem(err);
 		goto out;
 	}
-	snprintf(what, sizeof(what), "created monitored service \"%s\"", op->f.id);
+	const char *what = arena_printf(op->call->arena, "created monitored service \"%s\"", op->f.id);
+	if (what == NULL) {
+		rc = svc_fail_nomem(err);
+		goto out;
+	}
 	rc = write_event(conn, op->call, "create", op->f.id, op->f.name, what, NULL, after, err);
 	if (rc == 0)
 		rc = health_event_append_tx(conn, "created", op->f.id, NULL, err);
@@ -503,9 +509,42 @@ out:
 	return rc;
 }
 
+/*
+ * MON_EINVAL naming field when url (already checked by health_check_url)
+ * names its host by an IP address that policy denies. A host name passes:
+ * its addresses are known, and checked, only when it is probed.
+ */
+static int check_url_policy(const char *field, const char *url, const struct netpolicy *policy, struct mon_error *err)
+{
+	const char *rest = url ? strstr(url, "://") : NULL;
+	if (policy == NULL || rest == NULL)
+		return 0;
+	rest += 3;
+	size_t auth_n = strcspn(rest, "/?#");
+	size_t host_n = auth_n;
+	if (rest[0] == '[') {
+		const char *close = memchr(rest, ']', auth_n);
+		host_n = close ? (size_t)(close - rest) + 1 : auth_n;
+	} else {
+		const char *colon = memchr(rest, ':', auth_n);
+		host_n = colon ? (size_t)(colon - rest) : auth_n;
+	}
+	char host[256];
+	if (host_n == 0 || host_n >= sizeof(host))
+		return 0;
+	memcpy(host, rest, host_n);
+	host[host_n] = '\0';
+	bool is_literal = false;
+	if (!netpolicy_allows_host_literal(policy, host, &is_literal))
+		return mon_error_set(err, MON_EINVAL,
+		                     "%s: the address %s is denied by the server's probe network policy", field, host);
+	return 0;
+}
+
 /* Checks the writable fields named by has[] (all on Create) of m; prefix "service.". */
-static int check_service_fields(struct arena *a, const Monitoring__V1__MonitoredService *m, const bool has[8],
-                                struct svc_fields *f, struct mon_error *err)
+static int check_service_fields(struct arena *a, const struct netpolicy *policy,
+                                const Monitoring__V1__MonitoredService *m, const bool has[8], struct svc_fields *f,
+                                struct mon_error *err)
 {
 	int rc = 0;
 	if (has[0]) {
@@ -524,6 +563,8 @@ static int check_service_fields(struct arena *a, const Monitoring__V1__Monitored
 	if (rc == 0 && has[3]) {
 		f->url = m->health_check_url ? m->health_check_url : "";
 		rc = health_check_url("service.health_check_url", f->url, err);
+		if (rc == 0)
+			rc = check_url_policy("service.health_check_url", f->url, policy, err);
 	}
 	if (rc == 0 && has[4])
 		f->check_interval_s = m->check_interval;
@@ -566,7 +607,7 @@ static int create_service(struct rpc_ctx *ctx, const Monitoring__V1__CreateServi
 			return svc_nomem(ctx);
 	}
 	if (rc == 0)
-		rc = check_service_fields(c.arena, m, all, &op.f, &err);
+		rc = check_service_fields(c.arena, c.probe_policy, m, all, &op.f, &err);
 	if (rc == 0) {
 		if (op.f.check_interval_s == 0)
 			op.f.check_interval_s = HEALTH_INTERVAL_DEFAULT_S;
@@ -635,16 +676,15 @@ static int statuses_literal(struct arena *a, const char *field, const Monitoring
 	}
 	if (n == 0)
 		return 0;
-	char text[64] = "{";
-	for (int s = 1; s <= 4; s++) {
-		if (!has[s])
-			continue;
-		size_t len = strlen(text);
-		snprintf(text + len, sizeof(text) - len, "%s%s", len > 1 ? "," : "", health_status_name(s));
+	struct arena_str text;
+	arena_str_init(&text, a);
+	arena_str_append(&text, "{");
+	for (int s = 1, k = 0; s <= 4; s++) {
+		if (has[s])
+			arena_str_printf(&text, "%s%s", k++ ? "," : "", health_status_name(s));
 	}
-	size_t len = strlen(text);
-	snprintf(text + len, sizeof(text) - len, "}");
-	*out = arena_strdup(a, text);
+	arena_str_append(&text, "}");
+	*out = arena_str_get(&text);
 	return *out ? 0 : mon_error_set(err, MON_ENOMEM, "out of memory");
 }
 
@@ -667,16 +707,15 @@ static int types_literal(struct arena *a, const char *field, char *const *types,
 	}
 	if (n == 0)
 		return 0;
-	char text[128] = "{";
-	for (size_t t = 0; t < TYPE_N; t++) {
-		if (!has[t])
-			continue;
-		size_t len = strlen(text);
-		snprintf(text + len, sizeof(text) - len, "%s%s", len > 1 ? "," : "", service_types[t]);
+	struct arena_str text;
+	arena_str_init(&text, a);
+	arena_str_append(&text, "{");
+	for (size_t t = 0, k = 0; t < TYPE_N; t++) {
+		if (has[t])
+			arena_str_printf(&text, "%s%s", k++ ? "," : "", service_types[t]);
 	}
-	size_t len = strlen(text);
-	snprintf(text + len, sizeof(text) - len, "}");
-	*out = arena_strdup(a, text);
+	arena_str_append(&text, "}");
+	*out = arena_str_get(&text);
 	return *out ? 0 : mon_error_set(err, MON_ENOMEM, "out of memory");
 }
 
@@ -709,17 +748,18 @@ struct list_op {
 
 static int list_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 {
-	static const char where[] = " WHERE ($1::service_status[] IS NULL OR s.status = ANY($1::service_status[]))"
-	                            " AND ($2::text[] IS NULL OR s.service_type = ANY($2::text[]))";
-	static const char page_sql[] = "SELECT " SERVICE_COLUMNS " FROM tb_service_health s"
-	                               " WHERE ($1::service_status[] IS NULL OR s.status = ANY($1::service_status[]))"
-	                               " AND ($2::text[] IS NULL OR s.service_type = ANY($2::text[]))"
+#define LIST_WHERE_SQL                                                                                                 \
+	" WHERE ($1::service_status[] IS NULL OR s.status = ANY($1::service_status[]))"                                \
+	" AND ($2::text[] IS NULL OR s.service_type = ANY($2::text[]))"
+	static const char page_sql[] = "SELECT " SERVICE_COLUMNS " FROM tb_service_health s" LIST_WHERE_SQL
 	                               " AND ($3::text IS NULL OR (s.name, s.id) > ($3, $4))"
 	                               " ORDER BY s.name, s.id LIMIT $5::integer";
+	static const char count_sql[] = "SELECT count(*) FROM tb_service_health s" LIST_WHERE_SQL;
+#undef LIST_WHERE_SQL
 	struct list_op *op = arg;
 	struct arena *a = op->call->arena;
 	struct db_result *res = NULL;
-	char limit[16], count_sql[512];
+	char limit[16];
 	snprintf(limit, sizeof(limit), "%d", op->page_size + 1);
 	const char *params[] = {op->statuses, op->types, op->after_name, op->after_id, limit};
 	int rc = db_exec(conn, page_sql, 5, params, &res, err);
@@ -748,7 +788,6 @@ static int list_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 	}
 	db_result_free(res);
 	res = NULL;
-	snprintf(count_sql, sizeof(count_sql), "SELECT count(*) FROM tb_service_health s%s", where);
 	rc = db_exec(conn, count_sql, 2, params, &res, err);
 	if (rc == 0)
 		op->resp->total_size = (int32_t)svc_parse_i64(db_result_value(res, 0, 0));
@@ -836,7 +875,7 @@ static int update_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 	struct arena *a = op->call->arena;
 	struct db_result *before_res = NULL, *after_res = NULL;
 	json_t *before = NULL, *after = NULL;
-	char num[3][16], what[300], changed[200] = "";
+	char num[3][16];
 	const char *params[9];
 	int rc = svc_select(conn, op->in->id, true, &before_res, err);
 	if (rc != 0)
@@ -857,7 +896,7 @@ static int update_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 		rc = svc_fail_nomem(err);
 		goto out;
 	}
-	rc = check_service_fields(a, op->in, op->has, &f, err);
+	rc = check_service_fields(a, op->call->probe_policy, op->in, op->has, &f, err);
 	if (rc == 0 && (op->has[4] || op->has[5] || op->has[6]))
 		rc = health_check_timing("service.", f.check_interval_s, f.timeout_s, f.retry_count, err);
 	if (rc != 0)
@@ -875,13 +914,18 @@ static int update_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 		rc = svc_fail_nomem(err);
 		goto out;
 	}
-	for (size_t k = 0; k < 8; k++) {
-		if (!op->has[k])
-			continue;
-		size_t len = strlen(changed);
-		snprintf(changed + len, sizeof(changed) - len, "%s%s", len ? ", " : "", writable_paths[k]);
+	struct arena_str what_text;
+	arena_str_init(&what_text, a);
+	arena_str_printf(&what_text, "changed monitored service \"%s\": ", f.id);
+	for (size_t k = 0, n = 0; k < 8; k++) {
+		if (op->has[k])
+			arena_str_printf(&what_text, "%s%s", n++ ? ", " : "", writable_paths[k]);
 	}
-	snprintf(what, sizeof(what), "changed monitored service \"%s\": %s", f.id, changed);
+	const char *what = arena_str_get(&what_text);
+	if (what == NULL) {
+		rc = svc_fail_nomem(err);
+		goto out;
+	}
 	rc = write_event(conn, op->call, "update", f.id, f.name, what, before, after, err);
 	if (rc == 0)
 		rc = health_event_append_tx(conn, "updated", f.id, NULL, err);
@@ -928,7 +972,6 @@ static int delete_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 	struct delete_op *op = arg;
 	struct db_result *res = NULL, *count = NULL;
 	json_t *before = NULL;
-	char what[200];
 	const char *params[] = {op->id};
 	int rc = svc_select(conn, op->id, true, &res, err);
 	if (rc == 0)
@@ -944,8 +987,12 @@ static int delete_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 		rc = svc_fail_nomem(err);
 		goto out;
 	}
-	snprintf(what, sizeof(what), "deleted monitored service \"%s\" and its %" PRId64 " checks", op->id,
-	         op->check_count);
+	const char *what = arena_printf(op->call->arena, "deleted monitored service \"%s\" and its %" PRId64 " checks",
+	                                op->id, op->check_count);
+	if (what == NULL) {
+		rc = svc_fail_nomem(err);
+		goto out;
+	}
 	rc = write_event(conn, op->call, "delete", op->id, db_result_value(res, 0, 1), what, before, NULL, err);
 	if (rc == 0)
 		rc = health_event_append_tx(conn, "deleted", op->id, NULL, err);
@@ -1188,6 +1235,8 @@ static int list_health_checks(struct rpc_ctx *ctx, const Monitoring__V1__ListHea
 		return rpc_fail(ctx, rc, "%s", err.msg);
 	op.start_ms = arena_printf(c.arena, "%" PRId64, start_ms);
 	op.end_ms = arena_printf(c.arena, "%" PRId64, end_ms);
+	if (op.start_ms == NULL || op.end_ms == NULL) /* never formatted below as NULL */
+		return svc_nomem(ctx);
 	/* Absent bounds stay "now" in the filters: later pages continue below the cursor. */
 	const Monitoring__V1__TimeRange *tr = req->time_range;
 	op.filters =

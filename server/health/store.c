@@ -133,8 +133,12 @@ static int write_audit(struct db_conn *conn, struct rpc_ctx *ctx, const struct h
 		goto out;
 	}
 	snprintf(id, sizeof(id), "%" PRId64, o->log_id);
-	snprintf(what, sizeof(what), "recorded a %s check of service \"%s\"", health_status_name(r->status),
-	         r->service_id);
+	int what_n = snprintf(what, sizeof(what), "recorded a %s check of service \"%s\"",
+	                      health_status_name(r->status), r->service_id);
+	if (what_n < 0 || (size_t)what_n >= sizeof(what)) {
+		rc = mon_error_set(err, MON_EINVAL, "service_id: too long");
+		goto out;
+	}
 	struct audit_event ev = {.action = "create",
 	                         .resource_type = "health-check",
 	                         .resource_id = id,

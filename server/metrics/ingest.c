@@ -502,20 +502,19 @@ static int publish_params(struct arena *a, struct row *rows, size_t count, bool 
 	if (n == 0)
 		return mon_error_set(err, MON_EINTERNAL, "no changed point to publish");
 
-	size_t blen = 2 + bucket_n * 40;
-	char *barr = arena_alloc(a, blen);
-	if (barr == NULL)
-		return mon_error_set(err, MON_ENOMEM, "out of memory encoding the batch");
-	size_t off = 0;
-	barr[off++] = '{';
+	struct arena_str barr_text;
+	arena_str_init(&barr_text, a);
+	arena_str_append(&barr_text, "{");
 	for (size_t j = 0; j < bucket_n; j++) {
 		char *t = format_time(a, &tc, buckets[j] * 300000000);
 		if (t == NULL)
 			return mon_error_set(err, MON_ENOMEM, "out of memory encoding the batch");
-		off += (size_t)snprintf(barr + off, blen - off, "%s\"%s\"", j ? "," : "", t);
+		arena_str_printf(&barr_text, "%s\"%s\"", j ? "," : "", t);
 	}
-	barr[off++] = '}';
-	barr[off] = '\0';
+	arena_str_append(&barr_text, "}");
+	const char *barr = arena_str_get(&barr_text);
+	if (barr == NULL)
+		return mon_error_set(err, MON_ENOMEM, "out of memory encoding the batch");
 
 	Monitoring__V1__MetricBatch batch = MONITORING__V1__METRIC_BATCH__INIT;
 	batch.n_points = n;

@@ -300,20 +300,19 @@ static int filter_read(struct arena *a, const Monitoring__V1__MetricFilter *m, s
 		}
 		json_object_set_new(tags, key, json_string(value));
 	}
-	char codes[FILTER_VALUES_MAX * 5 + 3] = "{";
-	for (size_t i = 0; i < m->n_status_codes; i++) {
-		size_t len = strlen(codes);
-		snprintf(codes + len, sizeof(codes) - len, "%s%" PRId32, i ? "," : "", m->status_codes[i]);
-	}
-	size_t len = strlen(codes);
-	snprintf(codes + len, sizeof(codes) - len, "}");
+	struct arena_str codes;
+	arena_str_init(&codes, a);
+	arena_str_append(&codes, "{");
+	for (size_t i = 0; i < m->n_status_codes; i++)
+		arena_str_printf(&codes, "%s%" PRId32, i ? "," : "", m->status_codes[i]);
+	arena_str_append(&codes, "}");
 	json_t *codes_json = json_array();
 	for (size_t i = 0; codes_json != NULL && i < m->n_status_codes; i++)
 		json_array_append_new(codes_json, json_integer(m->status_codes[i]));
 	f->names = m->n_metric_names ? array_literal(a, m->metric_names, m->n_metric_names) : NULL;
 	f->endpoints = m->n_endpoints ? array_literal(a, m->endpoints, m->n_endpoints) : NULL;
 	f->methods = m->n_methods ? array_literal(a, m->methods, m->n_methods) : NULL;
-	f->status_codes = m->n_status_codes ? arena_strdup(a, codes) : NULL;
+	f->status_codes = m->n_status_codes ? arena_str_get(&codes) : NULL;
 	char *tags_text = m->n_tags ? json_dumps(tags, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
 	f->tags = tags_text ? arena_strdup(a, tags_text) : NULL;
 	free(tags_text);
@@ -332,29 +331,21 @@ static int filter_read(struct arena *a, const Monitoring__V1__MetricFilter *m, s
 
 /*
  * The SQL condition of a filter over tb_performance_metric, its five
- * parameters numbered from first.
+ * parameters numbered a to e. Literal text joined at compile time: it is
+ * formatted into queries as is, and can never be NULL or cut short.
  */
-static char *filter_sql(struct arena *a, int first)
-{
-	return arena_printf(a,
-	                    "($%d::text[] IS NULL OR metric_name = ANY($%d::text[]))"
-	                    " AND ($%d::text[] IS NULL OR endpoint = ANY($%d::text[]))"
-	                    " AND ($%d::text[] IS NULL OR method = ANY($%d::text[]))"
-	                    " AND ($%d::integer[] IS NULL OR status_code = ANY($%d::integer[]))"
-	                    " AND ($%d::jsonb IS NULL OR tags @> $%d::jsonb)",
-	                    first, first, first + 1, first + 1, first + 2, first + 2, first + 3, first + 3, first + 4,
-	                    first + 4);
-}
+#define FILTER_SQL(a, b, c, d, e)                                                                                      \
+	"($" #a "::text[] IS NULL OR metric_name = ANY($" #a "::text[]))"                                              \
+	" AND ($" #b "::text[] IS NULL OR endpoint = ANY($" #b "::text[]))"                                            \
+	" AND ($" #c "::text[] IS NULL OR method = ANY($" #c "::text[]))"                                              \
+	" AND ($" #d "::integer[] IS NULL OR status_code = ANY($" #d "::integer[]))"                                   \
+	" AND ($" #e "::jsonb IS NULL OR tags @> $" #e "::jsonb)"
 
 /* The same over a rollup table, which has metric names and endpoints only (the others must be NULL). */
-static char *filter_rollup_sql(struct arena *a, int first)
-{
-	return arena_printf(a,
-	                    "($%d::text[] IS NULL OR metric_name = ANY($%d::text[]))"
-	                    " AND ($%d::text[] IS NULL OR endpoint = ANY($%d::text[]))"
-	                    " AND $%d::text[] IS NULL AND $%d::integer[] IS NULL AND $%d::jsonb IS NULL",
-	                    first, first, first + 1, first + 1, first + 2, first + 3, first + 4);
-}
+#define FILTER_ROLLUP_SQL(a, b, c, d, e)                                                                               \
+	"($" #a "::text[] IS NULL OR metric_name = ANY($" #a "::text[]))"                                              \
+	" AND ($" #b "::text[] IS NULL OR endpoint = ANY($" #b "::text[]))"                                            \
+	" AND $" #c "::text[] IS NULL AND $" #d "::integer[] IS NULL AND $" #e "::jsonb IS NULL"
 
 static void filter_params(const struct filter *f, const char **params)
 {
@@ -410,7 +401,7 @@ static int points_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 	        " AND (time < 'epoch'::timestamptz + $8::bigint * interval '1 microsecond'"
 	        " OR (metric_name, endpoint) > ($9::text, $10::text))))"
 	        " ORDER BY time DESC, metric_name, endpoint LIMIT $11::integer",
-	        filter_sql(a, 3));
+	        FILTER_SQL(3, 4, 5, 6, 7));
 	char *limit = arena_printf(a, "%d", op->page_size + 1);
 	if (sql == NULL || limit == NULL)
 		return svc_fail_nomem(err);
@@ -659,7 +650,7 @@ static int summary_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 	        " AND time < 'epoch'::timestamptz + $2::bigint * interval '1 millisecond'"
 	        " AND endpoint <> '' AND %s"
 	        " GROUP BY endpoint ORDER BY 3 DESC, 2 DESC, endpoint LIMIT $8::integer",
-	        filter_sql(a, 3));
+	        FILTER_SQL(3, 4, 5, 6, 7));
 	char *start = ms_text(a, op->start_ms), *end = ms_text(a, op->end_ms),
 	     *limit = arena_printf(a, "%d", op->limit);
 	if (sql == NULL || start == NULL || end == NULL || limit == NULL)
@@ -762,7 +753,7 @@ static int slowest_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 	        " GROUP BY endpoint"
 	        " HAVING $9::numeric IS NULL OR avg(p95) < $9::numeric OR (avg(p95) = $9::numeric AND endpoint > $10)"
 	        " ORDER BY avg(p95) DESC, endpoint LIMIT $11::integer",
-	        filter_sql(a, 3));
+	        FILTER_SQL(3, 4, 5, 6, 7));
 	char *limit = arena_printf(a, "%d", op->page_size + 1);
 	if (sql == NULL || limit == NULL)
 		return svc_fail_nomem(err);
@@ -937,7 +928,7 @@ static int trend_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 		        " AND time < 'epoch'::timestamptz + $2::bigint * interval '1 millisecond'"
 		        " AND ($3 = '' OR endpoint = $3) AND %s) s"
 		        " GROUP BY b, endpoint%s ORDER BY b DESC, endpoint%s LIMIT $9::integer",
-		        by, bucket_s, filter_sql(a, 4), by, by);
+		        by, bucket_s, FILTER_SQL(4, 5, 6, 7, 8), by, by);
 	} else {
 		/*
 		 * The data model's "performance trend" from the rollup. One row
@@ -963,7 +954,7 @@ static int trend_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 		        " AND bucket < 'epoch'::timestamptz + $2::bigint * interval '1 millisecond'"
 		        " AND ($3 = '' OR endpoint = $3) AND %s) s"
 		        " GROUP BY b, endpoint%s ORDER BY b DESC, endpoint%s LIMIT $9::integer",
-		        by, bucket_s, table, filter_rollup_sql(a, 4), by, by);
+		        by, bucket_s, table, FILTER_ROLLUP_SQL(4, 5, 6, 7, 8), by, by);
 	}
 	char *lo = ms_text(a, op->lo_ms), *hi = ms_text(a, op->hi_ms);
 	char *limit = arena_printf(a, "%d", TREND_BUCKETS_MAX + 1);
@@ -1245,7 +1236,7 @@ static char *query_inner_sql(struct arena *a, const struct query_op *op)
 		                        " WHERE time >= 'epoch'::timestamptz + $1::bigint * interval '1 millisecond'"
 		                        " AND time < 'epoch'::timestamptz + $2::bigint * interval '1 millisecond'"
 		                        " AND %s",
-		                        keys, bucket, filter_sql(a, 3))
+		                        keys, bucket, FILTER_SQL(3, 4, 5, 6, 7))
 		              : NULL;
 	}
 	const char *table = op->source == SOURCE_5MIN ? "tb_performance_metric_5min" : "tb_performance_metric_hourly";
@@ -1257,7 +1248,7 @@ static char *query_inner_sql(struct arena *a, const struct query_op *op)
 	                             " WHERE bucket >= 'epoch'::timestamptz + $1::bigint * interval '1 millisecond'"
 	                             " AND bucket < 'epoch'::timestamptz + $2::bigint * interval '1 millisecond'"
 	                             " AND %s",
-	                             keys, bucket, table, filter_rollup_sql(a, 3))
+	                             keys, bucket, table, FILTER_ROLLUP_SQL(3, 4, 5, 6, 7))
 	              : NULL;
 }
 

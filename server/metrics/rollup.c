@@ -220,9 +220,16 @@ static int run_chunk(struct db_conn *conn, const int64_t *buckets, size_t n, int
 	size_t at = 0;
 	int rc = 0;
 	array[at++] = '{';
-	for (size_t i = 0; i < n && i < CHUNK_BUCKETS_MAX; i++)
-		at += (size_t)snprintf(array + at, sizeof(array) - at, "%s%" PRId64, i > 0 ? "," : "", buckets[i]);
-	snprintf(array + at, sizeof(array) - at, "}");
+	for (size_t i = 0; i < n && i < CHUNK_BUCKETS_MAX; i++) {
+		int w = snprintf(array + at, sizeof(array) - at, "%s%" PRId64, i > 0 ? "," : "", buckets[i]);
+		if (w < 0 || (size_t)w >= sizeof(array) - at)
+			return mon_error_set(err, MON_EINTERNAL, "rollup: bucket list too long");
+		at += (size_t)w;
+	}
+	if (at + 2 > sizeof(array))
+		return mon_error_set(err, MON_EINTERNAL, "rollup: bucket list too long");
+	array[at++] = '}';
+	array[at] = '\0';
 	const char *params[] = {array};
 
 	rc = db_exec(conn, "BEGIN", 0, NULL, NULL, err);

@@ -151,8 +151,12 @@ static bool bus_listen_pending(struct db_bus *bus)
 		if (ident == NULL)
 			return false;
 		char sql[256];
-		snprintf(sql, sizeof(sql), "LISTEN %s", ident);
+		int sql_n = snprintf(sql, sizeof(sql), "LISTEN %s", ident);
 		PQfreemem(ident);
+		if (sql_n < 0 || (size_t)sql_n >= sizeof(sql)) {
+			log_warn("msg=\"could not listen: channel name too long\" channel=\"%s\"", channel);
+			return false;
+		}
 		PGresult *res = PQexec(bus->pg, sql);
 		bool is_ok = PQresultStatus(res) == PGRES_COMMAND_OK;
 		if (!is_ok) {

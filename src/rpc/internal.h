@@ -131,6 +131,7 @@ struct rpc_call {
 
 	struct rpc_ctx ctx;
 	struct timespec started;
+	ProtobufCMessage *unary_resp; /* a unary call's response, for rpc_reply_finish */
 
 	struct rpc_call *work_next;             /* worker queue link */
 	struct rpc_call *live_prev, *live_next; /* open streams, for shutdown */

@@ -92,6 +92,25 @@ int rpc_fail(struct rpc_ctx *ctx, int code, const char *fmt, ...) MON_PRINTF(3, 
 int rpc_ctx_add_trailer(struct rpc_ctx *ctx, const char *key, const char *value) MON_MUST_CHECK;
 
 /*
+ * A unary reply given later, from another thread. A unary handler that hands
+ * its work to threads of its own (so that slow work does not hold a worker
+ * of the shared pool) calls rpc_reply_later and returns RPC_REPLY_LATER;
+ * the worker is free at once. The call, its context, arena, request and
+ * the response message the handler was given stay valid, and the call stays
+ * open, until its new owner calls rpc_reply_finish exactly once, from any
+ * thread: code 0 sends the response as filled by then, a negative code the
+ * failure recorded with rpc_fail (as a handler's return would). Only one
+ * thread may use the context at a time. A call the client cancelled or
+ * timed out (rpc_ctx_is_cancelled) still needs its rpc_reply_finish, which
+ * then sends nothing. At server shutdown such a call is treated as any
+ * in-flight unary call: it gets the grace period, then it is cancelled; its
+ * owner must finish it before rpc_server_destroy.
+ */
+#define RPC_REPLY_LATER 1
+void rpc_reply_later(struct rpc_ctx *ctx);
+void rpc_reply_finish(struct rpc_ctx *ctx, int code);
+
+/*
  * Server streams. A server-streaming handler receives a stream and either
  * finishes it before returning or hands it to something that will (a
  * subscriber list): in that case it takes a reference with rpc_stream_retain.

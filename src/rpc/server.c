@@ -977,6 +977,39 @@ static void request_registered_call(struct cq_thread *cqt, const struct bound_me
 
 /* ---- running handlers ---- */
 
+/* Sends a unary call's answer: resp (filled) when rc is 0, else the failure in the call's error slot. */
+static void unary_reply(struct rpc_call *c, int rc, const ProtobufCMessage *resp)
+{
+	const struct rpc_method *m = c->bm->method;
+	struct rpc_ctx *ctx = &c->ctx;
+	grpc_byte_buffer *bb = NULL;
+	if (rc == 0 && (bb = pack_message(c->server, resp, &rc)) == NULL)
+		rpc_fail(ctx, rc, "response exceeds max-send-message-bytes (%zu)",
+		         c->server->cfg.max_send_message_bytes);
+	if (rc < 0 && ctx->err.code == 0)
+		rpc_fail(ctx, rc, "%s failed", m->name);
+	if (rc < 0 && ctx->err.msg[0] == '\0')
+		snprintf(ctx->err.msg, sizeof(ctx->err.msg), "%s failed", m->name);
+	pthread_mutex_lock(&c->lock);
+	send_status_locked(c, rc < 0 ? rc : 0, rc < 0 ? ctx->err.msg : NULL, bb);
+	pthread_mutex_unlock(&c->lock);
+}
+
+void rpc_reply_later(struct rpc_ctx *ctx)
+{
+	struct rpc_call *c = ctx->call;
+	pthread_mutex_lock(&c->lock);
+	c->refs++;
+	pthread_mutex_unlock(&c->lock);
+}
+
+void rpc_reply_finish(struct rpc_ctx *ctx, int code)
+{
+	struct rpc_call *c = ctx->call;
+	unary_reply(c, code < 0 ? code : 0, c->unary_resp);
+	call_release(c);
+}
+
 static void run_handler(struct rpc_call *c, const ProtobufCMessage *req)
 {
 	const struct bound_method *bm = c->bm;
@@ -986,30 +1019,25 @@ static void run_handler(struct rpc_call *c, const ProtobufCMessage *req)
 
 	if (m->kind == RPC_UNARY) {
 		int rc;
-		grpc_byte_buffer *bb = NULL;
+		ProtobufCMessage *resp = NULL;
 		if (rpc_ctx_is_cancelled(ctx)) {
 			rc = atomic_load(&c->cancelled)
 			             ? MON_ECANCELLED
 			             : rpc_fail(ctx, MON_EDEADLINE, "deadline exceeded before the call started");
 		} else {
-			ProtobufCMessage *resp = arena_alloc(ctx->arena, m->output->sizeof_message);
+			resp = arena_alloc(ctx->arena, m->output->sizeof_message);
 			if (resp == NULL) {
 				rc = rpc_fail(ctx, MON_ENOMEM, "request too large: per-call memory limit reached");
 			} else {
 				m->output->message_init(resp);
+				c->unary_resp = resp;
 				rc = m->trampoline(ctx, bm->fn, req, resp);
-				if (rc == 0 && (bb = pack_message(c->server, resp, &rc)) == NULL)
-					rpc_fail(ctx, rc, "response exceeds max-send-message-bytes (%zu)",
-					         c->server->cfg.max_send_message_bytes);
+				/* Another thread owns the call now (rpc_reply_later): touch nothing. */
+				if (rc == RPC_REPLY_LATER)
+					return;
 			}
 		}
-		if (rc < 0 && ctx->err.code == 0)
-			rpc_fail(ctx, rc, "%s failed", m->name);
-		if (rc < 0 && ctx->err.msg[0] == '\0')
-			snprintf(ctx->err.msg, sizeof(ctx->err.msg), "%s failed", m->name);
-		pthread_mutex_lock(&c->lock);
-		send_status_locked(c, rc < 0 ? rc : 0, rc < 0 ? ctx->err.msg : NULL, bb);
-		pthread_mutex_unlock(&c->lock);
+		unary_reply(c, rc, resp);
 		return;
 	}
 

@@ -162,6 +162,82 @@ char *arena_printf(struct arena *a, const char *fmt, ...)
 	return p;
 }
 
+void arena_str_init(struct arena_str *s, struct arena *a)
+{
+	s->a = a;
+	s->data = NULL;
+	s->len = 0;
+	s->alloc = 0;
+	s->is_failed = false;
+}
+
+/* Makes room for extra more bytes and the NUL; false (and failed) past the cap. */
+static bool str_reserve(struct arena_str *s, size_t extra)
+{
+	if (s->is_failed)
+		return false;
+	if (extra > SIZE_MAX / 4 - s->len) {
+		s->is_failed = true;
+		return false;
+	}
+	size_t need = s->len + extra + 1;
+	if (need <= s->alloc)
+		return true;
+	size_t alloc = s->alloc ? s->alloc : 64;
+	while (alloc < need)
+		alloc *= 2;
+	char *p = arena_alloc(s->a, alloc);
+	if (p == NULL) {
+		s->is_failed = true;
+		return false;
+	}
+	if (s->data != NULL)
+		memcpy(p, s->data, s->len + 1);
+	else
+		p[0] = '\0';
+	s->data = p;
+	s->alloc = alloc;
+	return true;
+}
+
+void arena_str_append(struct arena_str *s, const char *text)
+{
+	if (text == NULL) {
+		s->is_failed = true;
+		return;
+	}
+	size_t n = strlen(text);
+	if (!str_reserve(s, n))
+		return;
+	memcpy(s->data + s->len, text, n + 1);
+	s->len += n;
+}
+
+void arena_str_printf(struct arena_str *s, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	int n = vsnprintf(NULL, 0, fmt, ap);
+	va_end(ap);
+	if (n < 0) {
+		s->is_failed = true;
+		return;
+	}
+	if (!str_reserve(s, (size_t)n))
+		return;
+	va_start(ap, fmt);
+	vsnprintf(s->data + s->len, (size_t)n + 1, fmt, ap);
+	va_end(ap);
+	s->len += (size_t)n;
+}
+
+const char *arena_str_get(const struct arena_str *s)
+{
+	if (s->is_failed)
+		return NULL;
+	return s->data ? s->data : "";
+}
+
 size_t arena_used(const struct arena *a)
 {
 	return a ? a->used : 0;

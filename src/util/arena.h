@@ -8,6 +8,7 @@
 #define MON_UTIL_ARENA_H
 
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 
 #include <protobuf-c/protobuf-c.h>
@@ -41,6 +42,34 @@ char *arena_strndup(struct arena *a, const char *s, size_t len);
 /* Formats into a string owned by the arena; NULL past the cap. */
 char *arena_printf(struct arena *a, const char *fmt, ...) MON_PRINTF(2, 3);
 char *arena_vprintf(struct arena *a, const char *fmt, va_list ap);
+
+/*
+ * A string grown in an arena, for SQL fragments, array literals and
+ * messages built piece by piece: no fixed buffer, so nothing is truncated.
+ * An append that would pass the arena's cap fails and the failure sticks;
+ * later appends do nothing and arena_str_get gives NULL, so one check at
+ * the end catches it and a half-built text is never used. Growth doubles,
+ * so the arena holds at most about twice the final length.
+ */
+struct arena_str {
+	struct arena *a;
+	char *data; /* NUL-terminated; NULL before the first append */
+	size_t len;
+	size_t alloc;
+	bool is_failed;
+};
+
+/* Starts an empty string in a. */
+void arena_str_init(struct arena_str *s, struct arena *a);
+
+/* Appends text (NULL fails the string: nothing built from a NULL is ever used). */
+void arena_str_append(struct arena_str *s, const char *text);
+
+/* Appends formatted text. */
+void arena_str_printf(struct arena_str *s, const char *fmt, ...) MON_PRINTF(2, 3);
+
+/* The text ("" when nothing was appended), owned by the arena; NULL when an append failed. */
+const char *arena_str_get(const struct arena_str *s);
 
 /* Bytes handed out so far (what counts against the cap). */
 size_t arena_used(const struct arena *a);

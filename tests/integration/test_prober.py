@@ -3,7 +3,11 @@ serves on loopback (an HTTP server that is up, slow, failing, flaky or
 hanging, a closed port, and a grpc.health.v1 server in python3-grpcio),
 records each result as the rules of docs/operations.md say, and, with two
 replicas on one database, probes each target once per interval and hands a
-dead replica's targets to the live one.
+dead replica's targets to the live one. Also the network policy (a policy
+that denies loopback refuses every target, by address, by name, through a
+redirect and over gRPC), redirects to another host (a second HTTP server on
+127.0.0.2), and RunHealthCheck's own concurrency cap while a probe is held
+in flight by the target.
 
 Services are inserted with psql, so check intervals can be shorter than the
 API allows. Every wait is a bounded poll; nothing asserts a duration.
@@ -19,6 +23,7 @@ import unittest
 from concurrent import futures
 
 import grpc
+from google.protobuf import field_mask_pb2
 
 import harness
 from harness import health_pb2, health_pb2_grpc
@@ -39,9 +44,20 @@ def psql(conninfo, sql):
 class TargetHandler(http.server.BaseHTTPRequestHandler):
     flaky_count = 0
     lock = threading.Lock()
+    other_port = 0  # the server on 127.0.0.2, another host
+    blocked = threading.Event()  # set: a probe of /block is in flight
+    release = threading.Event()  # set: /block answers
 
     def do_GET(self):
         if self.path == "/up":
+            self.answer(200)
+        elif self.path == "/redirect-here":
+            self.redirect("http://127.0.0.1:%d/up" % self.server.server_address[1])
+        elif self.path == "/redirect-away":
+            self.redirect("http://127.0.0.2:%d/up" % TargetHandler.other_port)
+        elif self.path == "/block":
+            TargetHandler.blocked.set()
+            TargetHandler.release.wait(60)
             self.answer(200)
         elif self.path == "/slow":
             time.sleep(1.4)  # over half of a 2 s timeout, under the timeout
@@ -60,6 +76,12 @@ class TargetHandler(http.server.BaseHTTPRequestHandler):
             self.answer(200)
         else:
             self.answer(404)
+
+    def redirect(self, location):
+        self.send_response(302)
+        self.send_header("Location", location)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
 
     def answer(self, code):
         body = b"ok\n"
@@ -131,6 +153,10 @@ class ProberTest(unittest.TestCase):
         cls.http.daemon_threads = True
         cls.http_port = cls.http.server_address[1]
         threading.Thread(target=cls.http.serve_forever, daemon=True).start()
+        cls.other = http.server.ThreadingHTTPServer(("127.0.0.2", 0), TargetHandler)
+        cls.other.daemon_threads = True
+        TargetHandler.other_port = cls.other.server_address[1]
+        threading.Thread(target=cls.other.serve_forever, daemon=True).start()
         cls.grpc_server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
         health_pb2_grpc.add_HealthServicer_to_server(HealthServicer(), cls.grpc_server)
         cls.grpc_port = cls.grpc_server.add_insecure_port("127.0.0.1:0")
@@ -138,7 +164,9 @@ class ProberTest(unittest.TestCase):
 
     @classmethod
     def tearDownClass(cls):
+        TargetHandler.release.set()
         cls.http.shutdown()
+        cls.other.shutdown()
         cls.grpc_server.stop(0)
 
     def start(self, db, env=None):
@@ -231,6 +259,122 @@ class ProberTest(unittest.TestCase):
             with self.assertRaises(grpc.RpcError) as cm:
                 stub.RunHealthCheck(req, metadata=srv.auth(), timeout=1.5)  # shorter than timeout 2 s
             self.assertEqual(cm.exception.code(), grpc.StatusCode.DEADLINE_EXCEEDED)
+            # The default policy refuses link-local addresses (instance metadata), in either family.
+            for url in ("http://169.254.169.254/latest/meta-data/", "http://[::ffff:169.254.169.254]/",
+                        "http://[fe80::1]:8080/"):
+                with self.subTest(url=url):
+                    with self.assertRaises(grpc.RpcError) as cm:
+                        stub.CreateService(mon_health_pb2.CreateServiceRequest(service=mon_health_pb2.MonitoredService(
+                            name="metadata", service_type="api", health_check_url=url)), metadata=srv.auth(),
+                            timeout=30)
+                    self.assertEqual(cm.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
+                    self.assertIn("service.health_check_url", cm.exception.details())
+        finally:
+            srv.assert_clean_exit(self)
+
+    def test_redirects_to_another_host(self):
+        db = harness.fresh_database("prober_redirect")
+        srv = self.start(db)
+        try:
+            insert_service(db, "here", self.url("/redirect-here"), interval=3600, timeout=2)
+            insert_service(db, "away", self.url("/redirect-away"), interval=3600, timeout=2)
+            here = wait_for("a probe of here", lambda: latest_check(db, "here"))
+            self.assertEqual(here[0], "healthy", "a redirect within the host is followed: %r" % here)
+            away = wait_for("a probe of away", lambda: latest_check(db, "away"))
+            self.assertEqual(away[0], "degraded", away)
+            self.assertIn("redirect to another host not followed", away[2])
+        finally:
+            srv.assert_clean_exit(self)
+        srv = self.start(db, env={"MONITORD_PROBE_FOLLOW_CROSS_HOST_REDIRECTS": "true"})
+        try:
+            stub = mon_health_pb2_grpc.HealthServiceStub(srv.channel)
+            resp = stub.RunHealthCheck(mon_health_pb2.RunHealthCheckRequest(service_id="away"), metadata=srv.auth(),
+                                       timeout=30)
+            self.assertEqual(resp.check.status, common_pb2.SERVICE_STATUS_HEALTHY, resp.check.error_message)
+        finally:
+            srv.assert_clean_exit(self)
+
+    def test_network_policy_denies_loopback(self):
+        db = harness.fresh_database("prober_policy")
+        srv = self.start(db, env={"MONITORD_PROBE_DENY_NETWORKS": "127.0.0.0/8, ::1/128"})
+        try:
+            cases = {
+                "ip": self.url("/up"),
+                "name": "http://localhost:%d/up" % self.http_port,
+                "via-redirect": "http://localhost:%d/redirect-here" % self.http_port,
+                "grpc": "grpc://127.0.0.1:%d" % self.grpc_port,
+                "grpc-name": "grpc://localhost:%d" % self.grpc_port,
+            }
+            for sid, url in cases.items():
+                insert_service(db, sid, url, interval=3600, timeout=1)
+            for sid in cases:
+                with self.subTest(service=sid):
+                    row = wait_for("a probe of %s" % sid, lambda: latest_check(db, sid))
+                    self.assertEqual(row[0], "unknown", row)
+                    self.assertIn("denied by the probe network policy", row[2])
+            stub = mon_health_pb2_grpc.HealthServiceStub(srv.channel)
+            resp = stub.RunHealthCheck(mon_health_pb2.RunHealthCheckRequest(service_id="ip"), metadata=srv.auth(),
+                                       timeout=30)
+            self.assertEqual(resp.check.status, common_pb2.SERVICE_STATUS_UNKNOWN)
+            # A denied address written as such is refused up front; a host name is judged when probed.
+            for url in (self.url("/up"), "http://[::1]:%d/" % self.http_port, "grpc://127.0.0.9:50051"):
+                with self.subTest(url=url):
+                    with self.assertRaises(grpc.RpcError) as cm:
+                        stub.CreateService(mon_health_pb2.CreateServiceRequest(service=mon_health_pb2.MonitoredService(
+                            name="literal", service_type="api", health_check_url=url)), metadata=srv.auth(),
+                            timeout=30)
+                    self.assertEqual(cm.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
+                    self.assertIn("service.health_check_url", cm.exception.details())
+                    self.assertIn("probe network policy", cm.exception.details())
+            created = stub.CreateService(mon_health_pb2.CreateServiceRequest(service=mon_health_pb2.MonitoredService(
+                name="by-name", service_type="api", check_interval=3600,
+                health_check_url="http://localhost:%d/up" % self.http_port)), metadata=srv.auth(), timeout=30)
+            with self.assertRaises(grpc.RpcError) as cm:
+                stub.UpdateService(mon_health_pb2.UpdateServiceRequest(
+                    service=mon_health_pb2.MonitoredService(id=created.service.id, health_check_url=self.url("/up")),
+                    update_mask=field_mask_pb2.FieldMask(paths=["health_check_url"])), metadata=srv.auth(), timeout=30)
+            self.assertEqual(cm.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
+            self.assertIn("denied by the probe network policy", resp.check.error_message)
+            self.assertEqual(resp.attempt_count, 1, "a denied target is not retried")
+        finally:
+            srv.assert_clean_exit(self)
+
+    def test_run_health_check_concurrency_limit(self):
+        db = harness.fresh_database("prober_runcap")
+        # One worker: a probe held on it would stall every other call.
+        srv = self.start(db, env={"MONITORD_PROBE_RUN_CONCURRENCY": "1", "MONITORD_WORKER_THREADS": "1"})
+        try:
+            for sid, path, timeout in (("blocking", "/block", 30), ("quick", "/up", 5)):
+                psql(db, "INSERT INTO tb_service_health (id, name, service_type, health_check_url, check_interval,"
+                         " timeout, next_probe_at) VALUES ('%s', '%s', 'api', '%s', 3600, %d,"
+                         " now() + interval '1 hour')" % (sid, sid, self.url(path), timeout))
+            stub = mon_health_pb2_grpc.HealthServiceStub(srv.channel)
+            TargetHandler.release.clear()
+            TargetHandler.blocked.clear()
+            first = stub.RunHealthCheck.future(mon_health_pb2.RunHealthCheckRequest(service_id="blocking"),
+                                               metadata=srv.auth(), timeout=60)
+            try:
+                self.assertTrue(TargetHandler.blocked.wait(30), "the probe reached the target")
+                with self.assertRaises(grpc.RpcError) as cm:
+                    stub.RunHealthCheck(mon_health_pb2.RunHealthCheckRequest(service_id="quick"),
+                                        metadata=srv.auth(), timeout=30)
+                self.assertEqual(cm.exception.code(), grpc.StatusCode.RESOURCE_EXHAUSTED)
+                self.assertIn("probe-run-concurrency", cm.exception.details())
+                trailers = dict(cm.exception.trailing_metadata() or ())
+                self.assertIn("grpc-retry-pushback-ms", trailers)
+                # The probe in flight holds no worker: other calls are answered meanwhile.
+                got = stub.GetService(mon_health_pb2.GetServiceRequest(service_id="quick"), metadata=srv.auth(),
+                                      timeout=30)
+                self.assertEqual(got.service.id, "quick")
+                self.assertFalse(first.done())
+            finally:
+                TargetHandler.release.set()
+            resp = first.result(timeout=60)
+            self.assertEqual(resp.check.status, common_pb2.SERVICE_STATUS_HEALTHY)
+            # The slot is free again.
+            resp = stub.RunHealthCheck(mon_health_pb2.RunHealthCheckRequest(service_id="quick"), metadata=srv.auth(),
+                                       timeout=30)
+            self.assertEqual(resp.check.status, common_pb2.SERVICE_STATUS_HEALTHY)
         finally:
             srv.assert_clean_exit(self)
 

@@ -4,9 +4,10 @@
  * runtime, with a real PostgreSQL behind the blocking ones. Checks what
  * the domain services rely on: blocking handlers never stall the transport,
  * the caller's deadline reaches the database as a statement timeout,
- * cancellation reaches handlers, streams are bounded and ordered, and
- * shutdown finishes unary calls, lets a shutdown callback have a stream's
- * last word and ends the other streams with UNAVAILABLE.
+ * cancellation reaches handlers, a unary call handed to another thread
+ * frees its worker and is answered from there, streams are bounded and
+ * ordered, and shutdown finishes unary calls, lets a shutdown callback have
+ * a stream's last word and ends the other streams with UNAVAILABLE.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -46,12 +47,41 @@ static atomic_int gate_waiting;
 static atomic_int cancel_seen;
 static atomic_int hold_closed;
 static _Atomic(struct rpc_stream *) drain_stream; /* a "drain" stream, for the shutdown callback */
+static pthread_mutex_t later_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t later_cond = PTHREAD_COND_INITIALIZER;
+static bool later_open;
+static atomic_int later_waiting;
 static atomic_int drain_refused;
 
 static int sleep_sql(struct db_conn *conn, void *arg, struct mon_error *err)
 {
 	const char *params[] = {arg};
 	return db_exec(conn, "SELECT pg_sleep($1::float8 / 1000)", 1, params, NULL, err);
+}
+
+struct later_job {
+	struct rpc_ctx *ctx;
+	Resp *resp;
+	bool is_fail;
+};
+
+/* A thread of the test's own that answers a deferred call once the test opens its gate. */
+static void *later_main(void *arg)
+{
+	struct later_job *j = arg;
+	pthread_mutex_lock(&later_lock);
+	atomic_fetch_add(&later_waiting, 1);
+	while (!later_open)
+		pthread_cond_wait(&later_cond, &later_lock);
+	pthread_mutex_unlock(&later_lock);
+	struct rpc_ctx *ctx = j->ctx;
+	int rc = 0;
+	if (j->is_fail)
+		rc = rpc_fail(ctx, MON_EINVAL, "service: answered later, with an error");
+	else
+		j->resp->status = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING;
+	rpc_reply_finish(ctx, rc); /* j lived in the call's arena: not used after this */
+	return NULL;
 }
 
 /* Unary, on a worker: "db:<ms>" sleeps in PostgreSQL under the caller's deadline,
@@ -77,6 +107,20 @@ static int h_block(struct rpc_ctx *ctx, const Req *req, Resp *resp)
 		if (rpc_ctx_remaining_ms(ctx) <= 0)
 			return rpc_fail(ctx, MON_EDEADLINE, "deadline exceeded");
 		return rpc_fail(ctx, MON_ECANCELLED, "cancelled");
+	} else if (strcmp(what, "later") == 0 || strcmp(what, "later-fail") == 0) {
+		struct later_job *j = arena_calloc(rpc_ctx_arena(ctx), 1, sizeof(*j));
+		if (j == NULL)
+			return rpc_fail(ctx, MON_ENOMEM, "out of memory");
+		*j = (struct later_job){.ctx = ctx, .resp = resp, .is_fail = strcmp(what, "later-fail") == 0};
+		pthread_t t;
+		rpc_reply_later(ctx);
+		if (pthread_create(&t, NULL, later_main, j) != 0) {
+			rpc_fail(ctx, MON_EINTERNAL, "no thread");
+			rpc_reply_finish(ctx, MON_EINTERNAL);
+			return RPC_REPLY_LATER;
+		}
+		pthread_detach(t);
+		return RPC_REPLY_LATER;
 	} else if (strcmp(what, "bad") == 0) {
 		return rpc_fail(ctx, MON_EINVAL, "service: must not be \"bad\"");
 	} else if (strcmp(what, "who") == 0) {
@@ -351,6 +395,41 @@ static void test_rpc_blocking_handlers_do_not_stall_the_transport(void **state)
 		void *rc = NULL;
 		pthread_join(callers[i], &rc);
 		assert_int_equal((intptr_t)rc, 0);
+	}
+}
+
+static void *later_caller(void *arg)
+{
+	struct rpc_status st = {0};
+	int rc = call_block((const char *)arg, 30000, &st);
+	if (rc == MON_EINVAL && strstr(st.message, "answered later, with an error") == NULL)
+		rc = MON_EINTERNAL;
+	return (void *)(intptr_t)rc;
+}
+
+/* A handler that hands its call to another thread frees its worker at once; that thread answers. */
+static void test_rpc_unary_reply_from_another_thread(void **state)
+{
+	enum { CALLS = WORKERS * 2 + 1 };
+	pthread_t callers[CALLS];
+	atomic_store(&later_waiting, 0);
+	later_open = false;
+	for (int i = 0; i < CALLS; i++)
+		pthread_create(&callers[i], NULL, later_caller, (void *)(i == 0 ? "later-fail" : "later"));
+	/* More calls are waiting than there are workers: none holds one. */
+	for (int i = 0; i < 1000 && atomic_load(&later_waiting) < CALLS; i++)
+		usleep(10000);
+	assert_int_equal(atomic_load(&later_waiting), CALLS);
+	struct rpc_status st = {0};
+	assert_int_equal(call_block("", 5000, &st), 0);
+	pthread_mutex_lock(&later_lock);
+	later_open = true;
+	pthread_cond_broadcast(&later_cond);
+	pthread_mutex_unlock(&later_lock);
+	for (int i = 0; i < CALLS; i++) {
+		void *rc = NULL;
+		pthread_join(callers[i], &rc);
+		assert_int_equal((intptr_t)rc, i == 0 ? MON_EINVAL : 0);
 	}
 }
 
@@ -669,6 +748,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	        cmocka_unit_test(test_rpc_blocking_handlers_do_not_stall_the_transport),
+	        cmocka_unit_test(test_rpc_unary_reply_from_another_thread),
 	        cmocka_unit_test(test_rpc_deadline_reaches_the_database),
 	        cmocka_unit_test(test_db_session_statement_timeout_without_deadline),
 	        cmocka_unit_test(test_rpc_handler_errors_and_unimplemented),

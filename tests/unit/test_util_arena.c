@@ -53,6 +53,50 @@ static void test_arena_big_blocks_and_strings(void **state)
 	arena_destroy(a);
 }
 
+static void test_arena_str_grows_without_truncating(void **state)
+{
+	(void)state;
+	struct arena *a = arena_create(0);
+	struct arena_str s;
+	arena_str_init(&s, a);
+	assert_string_equal(arena_str_get(&s), "");
+	/* Far past any fixed buffer a list literal used to be built in. */
+	arena_str_append(&s, "{");
+	for (int i = 0; i < 5000; i++)
+		arena_str_printf(&s, "%s%d", i ? "," : "", i);
+	arena_str_append(&s, "}");
+	const char *text = arena_str_get(&s);
+	assert_non_null(text);
+	assert_int_equal(strlen(text), s.len);
+	assert_true(strncmp(text, "{0,1,2,", 7) == 0);
+	assert_non_null(strstr(text, ",4998,4999}"));
+	arena_destroy(a);
+}
+
+static void test_arena_str_failure_sticks(void **state)
+{
+	(void)state;
+	struct arena *a = arena_create(1024);
+	struct arena_str s;
+	arena_str_init(&s, a);
+	arena_str_append(&s, "start ");
+	for (int i = 0; i < 200; i++)
+		arena_str_printf(&s, "item-%d ", i); /* passes the 1 KiB cap */
+	assert_true(s.is_failed);
+	assert_null(arena_str_get(&s));
+	arena_str_append(&s, "x"); /* later appends do nothing */
+	assert_null(arena_str_get(&s));
+	arena_destroy(a);
+
+	a = arena_create(0);
+	arena_str_init(&s, a);
+	arena_str_append(&s, "a");
+	arena_str_append(&s, NULL); /* a NULL piece (a failed arena_printf) fails the whole */
+	arena_str_append(&s, "b");
+	assert_null(arena_str_get(&s));
+	arena_destroy(a);
+}
+
 static void test_arena_protobuf_allocator(void **state)
 {
 	(void)state;
@@ -90,9 +134,13 @@ static void test_error_set_prefix_and_names(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	        cmocka_unit_test(test_arena_alignment_and_reuse),    cmocka_unit_test(test_arena_cap_is_hard),
-	        cmocka_unit_test(test_arena_big_blocks_and_strings), cmocka_unit_test(test_arena_protobuf_allocator),
+	        cmocka_unit_test(test_arena_alignment_and_reuse),
+	        cmocka_unit_test(test_arena_cap_is_hard),
+	        cmocka_unit_test(test_arena_big_blocks_and_strings),
+	        cmocka_unit_test(test_arena_protobuf_allocator),
 	        cmocka_unit_test(test_error_set_prefix_and_names),
+	        cmocka_unit_test(test_arena_str_grows_without_truncating),
+	        cmocka_unit_test(test_arena_str_failure_sticks),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
