@@ -13,7 +13,9 @@ commits flushes the WAL, hiding a commit that did not); PostgreSQL crashes
 while they write (what is not flushed is gone) and is started again. The writers see errors during the outage; only
 the calls answered OK count. After the restart, every acknowledged write is
 there with its audit event, and every RecordMetrics batch, acknowledged or
-not, is there whole or not at all."""
+not, is there whole or not at all. Also: monitord warns at start about a
+database that is not crash-safe (fsync or synchronous_commit off), and not
+about this one."""
 
 import os
 import signal
@@ -227,6 +229,7 @@ class PgCrash(unittest.TestCase):
             w.join(CALL_TIMEOUT_S * 3)
             self.assertIsNone(w.failure, w.name)
         self.srv.stop()
+        self.assertNotIn("not crash-safe", self.srv.read_log())
         self.check(writers)
 
     def check(self, writers):
@@ -274,6 +277,25 @@ class PgCrash(unittest.TestCase):
         summary = ", ".join("%s %d acknowledged" % (w.name, len(w.acked)) for w in writers)
         print("crash test: %s; batches stored %d of %d attempted" % (summary, len(counts), len(attempted)))
         self.assertEqual({k: v for k, v in lost.items() if v}, {}, "acknowledged writes lost in the crash")
+
+
+class DurabilityWarning(unittest.TestCase):
+    """monitord warns at start when the database would lose acknowledged
+    writes in a crash: the shared test cluster runs with fsync and
+    synchronous_commit off."""
+
+    def test_warns_about_a_database_that_is_not_crash_safe(self):
+        srv = harness.Monitord(harness.fresh_database("itest_pg_crash_warn"))
+        try:
+            srv.wait_serving()
+            deadline = time.time() + 30
+            while "synchronous_commit is off" not in srv.read_log() and time.time() < deadline:
+                time.sleep(0.05)
+            log = srv.read_log()
+            self.assertIn('level=warn msg="the database is not crash-safe: fsync is off', log)
+            self.assertIn('level=warn msg="the database is not crash-safe: synchronous_commit is off', log)
+        finally:
+            self.assertEqual(srv.stop(), 0)
 
 
 if __name__ == "__main__":
