@@ -228,6 +228,7 @@ class PgCrash(unittest.TestCase):
         for w in writers:
             w.join(CALL_TIMEOUT_S * 3)
             self.assertIsNone(w.failure, w.name)
+        self.assertGreater(sum(w.errors for w in writers), 0, "no writer met the outage")
         self.srv.stop()
         self.assertNotIn("not crash-safe", self.srv.read_log())
         self.check(writers)
