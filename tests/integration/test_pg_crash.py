@@ -13,7 +13,9 @@ commits flushes the WAL, hiding a commit that did not); PostgreSQL crashes
 while they write (what is not flushed is gone) and is started again. The writers see errors during the outage; only
 the calls answered OK count. After the restart, every acknowledged write is
 there with its audit event, and every RecordMetrics batch, acknowledged or
-not, is there whole or not at all. Also: monitord warns at start about a
+not, is there whole or not at all. Without a crash: RecordMetrics answers
+only once the WAL is flushed past a write committed before it, for a new
+batch and for a batch of duplicates alike. Also: monitord warns at start about a
 database that is not crash-safe (fsync or synchronous_commit off), and not
 about this one."""
 
@@ -232,6 +234,28 @@ class PgCrash(unittest.TestCase):
         self.srv.stop()
         self.assertNotIn("not crash-safe", self.srv.read_log())
         self.check(writers)
+
+    def unflushed_lsn(self):
+        """Commits a write asynchronously; returns a WAL position past it that
+        nothing has flushed yet (the WAL writer waits 10 s)."""
+        psql(self.db, "CREATE TABLE IF NOT EXISTS unflushed (x integer)")
+        lsn = psql(self.db, "SET synchronous_commit = off; INSERT INTO unflushed VALUES (1);"
+                            " SELECT pg_current_wal_insert_lsn()")[0][0]
+        self.assertEqual(psql(self.db, "SELECT pg_current_wal_flush_lsn() < '%s'" % lsn)[0][0], "t")
+        return lsn
+
+    def test_acknowledged_batch_is_flushed(self):
+        """The WAL is flushed before RecordMetrics answers, also when every
+        point of the batch was stored already (a retry whose first attempt
+        committed but was not answered)."""
+        now = time.time()
+        points = [metrics_pb2.MetricPoint(time=ts(now - 60), metric_name=self.tag + ".flushed", endpoint="/e%d" % i,
+                                          request_count=1) for i in range(POINTS_PER_BATCH)]
+        for attempt in ("new", "duplicate"):
+            lsn = self.unflushed_lsn()
+            resp = self.call(self.metrics, "RecordMetrics", metrics_pb2.RecordMetricsRequest(points=points))
+            self.assertEqual(resp.duplicate_count, 0 if attempt == "new" else POINTS_PER_BATCH)
+            self.assertEqual(psql(self.db, "SELECT pg_current_wal_flush_lsn() >= '%s'" % lsn)[0][0], "t", attempt)
 
     def check(self, writers):
         by = {w.name: w for w in writers}
