@@ -102,6 +102,9 @@ void db_result_free(struct db_result *res);
  * <= 0 or INT64_MAX means the server default). Rolls back when fn returns
  * non-zero or COMMIT fails; retries serialization failures and deadlocks up
  * to 3 times (fn must be safe to re-run). Returns fn's code or a db code.
+ * When the connection breaks during COMMIT, the outcome is asked on another
+ * connection: 0 if the transaction committed, MON_EUNAVAIL if it aborted,
+ * MON_EINDOUBT ("outcome unknown: ...") if that cannot be found out.
  */
 typedef int (*db_tx_fn)(struct db_conn *conn, void *arg, struct mon_error *err);
 int db_tx_run(struct db_pool *pool, int64_t timeout_ms, db_tx_fn fn, void *arg, struct mon_error *err) MON_MUST_CHECK;
