@@ -136,7 +136,14 @@ CONF
 
 stop() {
 	if is_running && is_live_postgres "$(postmaster_pid)"; then
-		as_pg "$PG_BINDIR/pg_ctl" -D "$data" -m immediate -w -t 30 stop >/dev/null
+		# A server already going down (crashed, or stopped by someone else)
+		# may be gone before pg_ctl finds it: that is a success too.
+		if ! as_pg "$PG_BINDIR/pg_ctl" -D "$data" -m immediate -w -t 30 stop >/dev/null 2>&1; then
+			if is_running && is_live_postgres "$(postmaster_pid)"; then
+				echo "pgtmp.sh: could not stop the server in $dir" >&2
+				return 1
+			fi
+		fi
 	fi
 	return 0
 }
