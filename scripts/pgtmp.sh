@@ -7,7 +7,11 @@
 #
 # The server listens only on a Unix socket in DIR (no TCP port, so clusters in
 # different folders never clash), trusts local connections and runs with
-# fsync=off: it is for tests, never for data that matters. Both commands are
+# fsync=off and synchronous_commit=off: it is for tests, never for data that
+# matters. With PGTMP_DURABLE=1 in the environment when the cluster is first
+# initialised, it keeps PostgreSQL's durable defaults instead (fsync,
+# synchronous_commit and full_page_writes on), for tests that crash the
+# server and count what survived. Both commands are
 # idempotent: starting a running cluster reuses it, a cluster left behind by
 # an earlier run (even with a stale postmaster.pid) is reused or restarted.
 # As root the PostgreSQL binaries run as the postgres user.
@@ -89,14 +93,21 @@ start() {
 			cat "$dir/initdb.log" >&2
 			exit 1
 		}
+		if [ "${PGTMP_DURABLE:-0}" = 1 ]; then
+			durability="fsync = on
+synchronous_commit = on
+full_page_writes = on"
+		else
+			durability="fsync = off
+synchronous_commit = off
+full_page_writes = off"
+		fi
 		as_pg sh -c "cat >>'$data/postgresql.conf'" <<CONF
 
 # throwaway cluster settings (scripts/pgtmp.sh)
 listen_addresses = ''
 unix_socket_directories = '$dir'
-fsync = off
-synchronous_commit = off
-full_page_writes = off
+$durability
 max_connections = 300
 shared_buffers = 32MB
 log_min_messages = warning
@@ -125,7 +136,14 @@ CONF
 
 stop() {
 	if is_running && is_live_postgres "$(postmaster_pid)"; then
-		as_pg "$PG_BINDIR/pg_ctl" -D "$data" -m immediate -w -t 30 stop >/dev/null
+		# A server already going down (crashed, or stopped by someone else)
+		# may be gone before pg_ctl finds it: that is a success too.
+		if ! as_pg "$PG_BINDIR/pg_ctl" -D "$data" -m immediate -w -t 30 stop >/dev/null 2>&1; then
+			if is_running && is_live_postgres "$(postmaster_pid)"; then
+				echo "pgtmp.sh: could not stop the server in $dir" >&2
+				return 1
+			fi
+		fi
 	fi
 	return 0
 }

@@ -144,6 +144,10 @@ static void *monitor_main(void *arg)
 					identity_store_request_reload(app->identity);
 				}
 				log_info("msg=\"database schema is up to date\"");
+				if (db_pool_check_durability(app->pool, PING_TIMEOUT_MS, &err) != 0)
+					log_info(
+					        "msg=\"could not read the database's durability settings\" error=\"%s\"",
+					        err.msg);
 			} else {
 				if (!logged_once)
 					log_warn("msg=\"could not apply migrations, retrying\" error=\"%s\"", err.msg);

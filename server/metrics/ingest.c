@@ -662,28 +662,46 @@ out:
 }
 
 /*
+ * The flush: one statement in autocommit that writes a WAL record (a
+ * logical decoding message, which needs no table and takes no lock) in a
+ * transaction that has an id (transactional = true assigns one). PostgreSQL
+ * flushes the WAL at commit only for such a transaction (see
+ * RecordTransactionCommit: it must have an id and have written WAL), and then
+ * through its own commit record, so through every commit record written
+ * before it: the batch's included. Works as any user, at any wal_level.
+ */
+static int flush_tx(struct db_conn *conn, void *arg, struct mon_error *err)
+{
+	(void)arg;
+	return db_exec(conn, "SELECT pg_logical_emit_message(true, 'monitord', '')", 0, NULL, NULL, err);
+}
+
+/*
  * The batch's transaction commits asynchronously (synchronous_commit off),
  * so the ingest lock it holds to COMMIT is not held through the WAL flush:
  * concurrent batches then share flushes as plain COPYs do. Before the call
- * is answered, one synchronous commit of a transaction that has an id
- * flushes the WAL up to it, and so through the batch's commit record, which
- * was written before it: an acknowledged batch is durable. If this fails,
- * the caller is told so and retries (a batch is idempotent). Until the
- * flush, readers may see the batch (WatchMetrics may deliver it) before it
- * is durable; a PostgreSQL crash in that window loses it, and its writer,
- * never told it was stored, sends it again.
+ * is answered, flush_tx commits synchronously and so flushes the WAL through
+ * the batch's commit record: an acknowledged batch is durable. It runs after
+ * every successful batch, a batch of duplicates only included: the attempt
+ * that stored them may have committed and failed before its own flush, and
+ * its retry must not be acknowledged while the points are still volatile.
+ * If the flush fails, the caller is told so and retries (a batch is
+ * idempotent). Until the flush, readers may see the batch (WatchMetrics may
+ * deliver it) before it is durable; a PostgreSQL crash in that window loses
+ * it, and its writer, never told it was stored, sends it again.
+ * deadline_ms: monotonic deadline, INT64_MAX for none; a deadline already
+ * past fails with MON_EDEADLINE, never runs unbounded.
  */
-static int flush_commit(struct db_pool *pool, int64_t timeout_ms, struct mon_error *err)
+static int flush_commit(struct db_pool *pool, int64_t deadline_ms, struct mon_error *err)
 {
-	struct db_conn *conn = NULL;
-	if (timeout_ms <= 0)
-		timeout_ms = 30000;
-	int rc = db_pool_acquire(pool, timeout_ms, &conn, err);
-	if (rc != 0)
-		return rc;
-	rc = db_exec(conn, "SELECT pg_current_xact_id()", 0, NULL, NULL, err);
-	db_pool_release(pool, conn);
-	return rc;
+	int64_t timeout_ms = INT64_MAX;
+	if (deadline_ms != INT64_MAX) {
+		timeout_ms = deadline_ms - mon_now_ms();
+		if (timeout_ms <= 0)
+			return mon_error_set(err, MON_EDEADLINE, "deadline exceeded before the batch was flushed");
+	}
+	/* one autocommit statement within the deadline: what db_read_run runs, although it writes */
+	return db_read_run(pool, timeout_ms, flush_tx, NULL, err);
 }
 
 static int row_key_cmp(const void *pa, const void *pb)
@@ -716,16 +734,11 @@ int metrics_write(struct db_pool *pool, struct arena *a, int64_t timeout_ms, Mon
 	int rc = publish_params(a, op.rows, count, false, op.params, err);
 	if (rc != 0)
 		return rc;
-	int64_t started_ms = mon_wall_ms();
+	bool is_bounded = timeout_ms > 0 && timeout_ms != INT64_MAX;
+	int64_t deadline_ms = is_bounded ? mon_now_ms() + timeout_ms : INT64_MAX;
 	rc = db_tx_run(pool, timeout_ms, write_tx, &op, err);
-	if (rc == 0 && op.result.sequence > 0) {
-		int64_t left_ms = 0; /* no deadline: flush_commit's default */
-		if (timeout_ms > 0 && timeout_ms != INT64_MAX) {
-			left_ms = timeout_ms - (mon_wall_ms() - started_ms);
-			left_ms = left_ms > 0 ? left_ms : 1;
-		}
-		rc = flush_commit(pool, left_ms, err);
-	}
+	if (rc == 0)
+		rc = flush_commit(pool, deadline_ms, err);
 	if (rc == 0)
 		*out = op.result;
 	return rc;

@@ -59,6 +59,15 @@ void db_pool_release(struct db_pool *pool, struct db_conn *conn);
 /* Runs a trivial query on a pooled connection: 0 when the database answers. */
 int db_pool_ping(struct db_pool *pool, int64_t timeout_ms, struct mon_error *err) MON_MUST_CHECK;
 
+/*
+ * Reads, on a pooled connection (so with the role's and database's own
+ * settings), the settings without which an acknowledged commit does not
+ * survive a crash, and logs a warning for each one off: fsync,
+ * synchronous_commit, full_page_writes. Returns 0 once checked, or the
+ * error that kept it from asking.
+ */
+int db_pool_check_durability(struct db_pool *pool, int64_t timeout_ms, struct mon_error *err) MON_MUST_CHECK;
+
 /* A statement prepared once per connection, on first use, under its name. */
 struct db_stmt {
 	const char *name; /* unique, e.g. "alerts_get" */
@@ -93,6 +102,9 @@ void db_result_free(struct db_result *res);
  * <= 0 or INT64_MAX means the server default). Rolls back when fn returns
  * non-zero or COMMIT fails; retries serialization failures and deadlocks up
  * to 3 times (fn must be safe to re-run). Returns fn's code or a db code.
+ * When the connection breaks during COMMIT, the outcome is asked on another
+ * connection: 0 if the transaction committed, MON_EUNAVAIL if it aborted,
+ * MON_EINDOUBT ("outcome unknown: ...") if that cannot be found out.
  */
 typedef int (*db_tx_fn)(struct db_conn *conn, void *arg, struct mon_error *err);
 int db_tx_run(struct db_pool *pool, int64_t timeout_ms, db_tx_fn fn, void *arg, struct mon_error *err) MON_MUST_CHECK;

@@ -91,6 +91,18 @@ const char *db_log_text(const char *msg, char *out, size_t out_len);
  */
 int db_read_gate(struct db_conn *conn, int64_t *timeout_ms, struct mon_error *err) MON_MUST_CHECK;
 
+/*
+ * The outcome of transaction xid (text of an xid8) whose connection broke
+ * during COMMIT, asked on another pooled connection with pg_xact_status: 0
+ * when it committed; cause's code and message when it aborted (the usual,
+ * retryable error); MON_EINDOUBT, with a message starting "outcome unknown:
+ * ", when it is still in progress after a few short waits, too old to know,
+ * or the database cannot be asked before deadline_ms (monotonic; INT64_MAX:
+ * a few seconds). db_tx_run calls it; tests call it directly.
+ */
+int db_tx_resolve(struct db_pool *pool, int64_t deadline_ms, const char *xid, const struct mon_error *cause,
+                  struct mon_error *err) MON_MUST_CHECK;
+
 /* statement_timeout is an int of milliseconds on the server. */
 #define DB_TIMEOUT_MAX_MS 2147483647LL
 

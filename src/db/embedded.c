@@ -6,8 +6,10 @@
  * postmaster.pid left by a crash does not prevent the next start, and the
  * database "monitord" is created when missing. When monitord runs as root,
  * initdb and pg_ctl run as the postgres user (PostgreSQL refuses root).
- * Settings stay durable (fsync on); ours go to monitord.conf, rewritten at
- * every start and included from postgresql.conf.
+ * Settings are durable: monitord.conf, rewritten at every start and
+ * included at the end of postgresql.conf (so it wins over earlier lines),
+ * sets fsync, synchronous_commit and full_page_writes on, with our own
+ * socket settings.
  */
 #include "db/db_internal.h"
 
@@ -233,6 +235,10 @@ static int write_settings(const struct db_embedded *emb, struct mon_error *err)
 	size_t o = 0;
 	o += (size_t)snprintf(conf + o, sizeof(conf) - o,
 	                      "# Written by monitord at every start of its embedded cluster; edits are lost.\n"
+	                      "# Durable: an acknowledged write survives a crash.\n"
+	                      "fsync = on\n"
+	                      "synchronous_commit = on\n"
+	                      "full_page_writes = on\n"
 	                      "listen_addresses = ''\n"
 	                      "unix_socket_directories = '");
 	for (const char *p = emb->data_dir; *p && o + 3 < sizeof(conf); p++) {

@@ -361,3 +361,31 @@ out:
 	db_pool_release(pool, c);
 	return rc;
 }
+
+int db_pool_check_durability(struct db_pool *pool, int64_t timeout_ms, struct mon_error *err)
+{
+	static const char *const why[] = {
+	        "fsync is off: a crash of the operating system can lose or corrupt acknowledged writes",
+	        "synchronous_commit is off: a crash of PostgreSQL loses the writes acknowledged in the last moments "
+	        "before it",
+	        "full_page_writes is off: a crash of the operating system can leave torn pages"};
+	struct db_conn *c = NULL;
+	struct db_result *res = NULL;
+	int rc = db_pool_acquire(pool, timeout_ms, &c, err);
+	if (rc != 0)
+		goto out;
+	rc = db_exec(c,
+	             "SELECT current_setting('fsync'), current_setting('synchronous_commit'), "
+	             "current_setting('full_page_writes')",
+	             0, NULL, &res, err);
+	if (rc != 0)
+		goto out;
+	for (int i = 0; i < 3; i++) {
+		if (strcmp(db_result_value(res, 0, i), "off") == 0)
+			log_warn("msg=\"the database is not crash-safe: %s\"", why[i]);
+	}
+out:
+	db_result_free(res);
+	db_pool_release(pool, c);
+	return rc;
+}

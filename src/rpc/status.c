@@ -22,6 +22,7 @@ int rpc_status_from_mon(int mon_code)
 	case MON_EUNIMPL: return GRPC_STATUS_UNIMPLEMENTED;
 	case MON_ECANCELLED: return GRPC_STATUS_CANCELLED;
 	case MON_ENOMEM: return GRPC_STATUS_RESOURCE_EXHAUSTED;
+	case MON_EINDOUBT: return GRPC_STATUS_UNKNOWN;
 	default: return GRPC_STATUS_INTERNAL;
 	}
 }

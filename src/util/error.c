@@ -61,6 +61,7 @@ const char *mon_error_name(int code)
 	case MON_ECANCELLED: return "ECANCELLED";
 	case MON_ENOMEM: return "ENOMEM";
 	case MON_EINTERNAL: return "EINTERNAL";
+	case MON_EINDOUBT: return "EINDOUBT";
 	default: return "EUNKNOWN";
 	}
 }

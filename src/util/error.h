@@ -29,7 +29,8 @@ enum mon_err {
 	MON_ECANCELLED = -12, /* the caller went away */
 	MON_ENOMEM = -13,     /* allocation failed or a hard cap was hit */
 	MON_EINTERNAL = -14,  /* a bug or an unexpected failure on our side */
-	MON_ERR_MIN_ = -15
+	MON_EINDOUBT = -15,   /* a change's outcome is unknown (connection lost during COMMIT) */
+	MON_ERR_MIN_ = -16
 };
 
 struct mon_error {

@@ -84,16 +84,19 @@ def fresh_database(prefix):
 
 
 class PrivateCluster:
-    """A PostgreSQL cluster of the test's own, for outage tests."""
+    """A PostgreSQL cluster of the test's own, for outage tests. durable: the
+    cluster keeps fsync and synchronous_commit on (PGTMP_DURABLE=1), for
+    tests that crash it and count what survived."""
 
-    def __init__(self):
+    def __init__(self, durable=False):
         self.dir = tempfile.mkdtemp(prefix="mon-pg-")
         os.chmod(self.dir, 0o755)
+        self.env = dict(os.environ, PGTMP_DURABLE="1" if durable else "0")
         self.start()
         self.conninfo = "host=%s user=postgres dbname=postgres" % self.dir
 
     def start(self):
-        subprocess.run([PGTMP, "start", self.dir], check=True, stdout=subprocess.DEVNULL)
+        subprocess.run([PGTMP, "start", self.dir], check=True, stdout=subprocess.DEVNULL, env=self.env)
 
     def stop(self):
         subprocess.run([PGTMP, "stop", self.dir], check=True, stdout=subprocess.DEVNULL)

@@ -63,6 +63,10 @@ static void test_db_embedded_start_stop_restart(void **state)
 	assert_string_equal(v, "monitord");
 	test_db_scalar(pool, "SHOW fsync", v, sizeof(v));
 	assert_string_equal(v, "on");
+	test_db_scalar(pool, "SHOW synchronous_commit", v, sizeof(v));
+	assert_string_equal(v, "on");
+	test_db_scalar(pool, "SHOW full_page_writes", v, sizeof(v));
+	assert_string_equal(v, "on");
 	test_db_scalar(pool, "SHOW listen_addresses", v, sizeof(v));
 	assert_string_equal(v, "");
 	struct mon_error err = {0};

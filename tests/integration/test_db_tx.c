@@ -1,10 +1,15 @@
 /*
  * db_tx_run against a real server: commit, rollback on error leaves
  * nothing, the caller's deadline becomes a statement_timeout
- * (MON_EDEADLINE), serialization failures are retried, and a failed
- * statement the function ignored does not turn into a silent success.
+ * (MON_EDEADLINE), serialization failures are retried, a failed
+ * statement the function ignored does not turn into a silent success, and a
+ * connection lost during COMMIT is resolved with pg_xact_status (committed,
+ * aborted, or reported as an unknown outcome, never as a plain retryable
+ * failure).
  */
 #include "test_db_common.h"
+
+#include "db/db_internal.h"
 
 #include <pthread.h>
 
@@ -153,6 +158,112 @@ static void test_db_tx_serialization_failure_retried(void **state)
 	test_db_exec(pool, "DELETE FROM item");
 }
 
+/*
+ * A deferred constraint trigger fires inside COMMIT; this one terminates its
+ * own backend there, so the connection breaks during COMMIT and the
+ * transaction aborts.
+ */
+static const char kill_at_commit_sql[] =
+        "CREATE TABLE doomed (id text PRIMARY KEY);"
+        "CREATE FUNCTION kill_self() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        "PERFORM pg_terminate_backend(pg_backend_pid()); PERFORM pg_sleep(10); RETURN NULL; END $$;"
+        "CREATE CONSTRAINT TRIGGER doomed_kill AFTER INSERT ON doomed DEFERRABLE INITIALLY DEFERRED "
+        "FOR EACH ROW EXECUTE FUNCTION kill_self()";
+
+static int insert_doomed(struct db_conn *c, void *arg, struct mon_error *err)
+{
+	const char *id = arg;
+	return db_exec(c, "INSERT INTO doomed (id) VALUES ($1)", 1, &id, NULL, err);
+}
+
+static void test_db_tx_commit_lost_and_aborted_is_retryable(void **state)
+{
+	test_db_exec(pool, "DROP TABLE IF EXISTS doomed");
+	test_db_exec(pool, "DROP FUNCTION IF EXISTS kill_self");
+	struct db_conn *c = NULL;
+	struct mon_error err = {0};
+	assert_int_equal(db_pool_acquire(pool, 5000, &c, &err), 0);
+	assert_int_equal(db_exec_command(c, kill_at_commit_sql, "setup", &err), 0);
+	db_pool_release(pool, c);
+
+	assert_int_equal(db_tx_run(pool, 5000, insert_doomed, "d1", &err), MON_EUNAVAIL);
+	assert_null(strstr(err.msg, "outcome unknown"));
+	assert_int_equal(test_db_count(pool, "SELECT count(*) FROM doomed"), 0);
+	/* without a deadline too */
+	mon_error_clear(&err);
+	assert_int_equal(db_tx_run(pool, 0, insert_doomed, "d2", &err), MON_EUNAVAIL);
+	assert_int_equal(test_db_count(pool, "SELECT count(*) FROM doomed"), 0);
+	test_db_exec(pool, "DROP TABLE doomed");
+}
+
+struct xid_out {
+	char xid[32];
+};
+
+static int insert_and_read_xid(struct db_conn *c, void *arg, struct mon_error *err)
+{
+	struct xid_out *out = arg;
+	struct db_result *res = NULL;
+	int rc = db_exec(c, "INSERT INTO item (id) VALUES ('resolved') RETURNING pg_current_xact_id()::text", 0, NULL,
+	                 &res, err);
+	if (rc == 0)
+		snprintf(out->xid, sizeof(out->xid), "%s", db_result_value(res, 0, 0));
+	db_result_free(res);
+	return rc;
+}
+
+static const struct mon_error lost_cause = {.code = MON_EUNAVAIL, .msg = "database unavailable"};
+
+/* The case a test cannot provoke through COMMIT: the commit happened, its answer was lost. */
+static void test_db_tx_resolve_committed_is_success(void **state)
+{
+	struct xid_out out = {{0}};
+	struct mon_error err = {0};
+	assert_int_equal(db_tx_run(pool, 5000, insert_and_read_xid, &out, &err), 0);
+	mon_error_set(&err, MON_EUNAVAIL, "left over");
+	assert_int_equal(db_tx_resolve(pool, db_now_ms_for_tests() + 5000, out.xid, &lost_cause, &err), 0);
+	assert_int_equal(err.code, 0);
+	test_db_exec(pool, "DELETE FROM item");
+}
+
+static void test_db_tx_resolve_aborted_is_the_cause(void **state)
+{
+	PGconn *pg = PQconnectdb(tdb.conninfo);
+	assert_int_equal(PQstatus(pg), CONNECTION_OK);
+	PGresult *r = PQexec(pg, "BEGIN; INSERT INTO item (id) VALUES ('gone'); SELECT pg_current_xact_id()::text");
+	assert_int_equal(PQresultStatus(r), PGRES_TUPLES_OK);
+	char xid[32];
+	snprintf(xid, sizeof(xid), "%s", PQgetvalue(r, 0, 0));
+	PQclear(r);
+
+	/* still open: in progress, which is not an answer */
+	struct mon_error err = {0};
+	assert_int_equal(db_tx_resolve(pool, db_now_ms_for_tests() + 5000, xid, &lost_cause, &err), MON_EINDOUBT);
+	assert_int_equal(strncmp(err.msg, "outcome unknown: ", 17), 0);
+
+	r = PQexec(pg, "ROLLBACK");
+	PQclear(r);
+	PQfinish(pg);
+	mon_error_clear(&err);
+	assert_int_equal(db_tx_resolve(pool, db_now_ms_for_tests() + 5000, xid, &lost_cause, &err), MON_EUNAVAIL);
+	assert_string_equal(err.msg, "database unavailable");
+}
+
+static void test_db_tx_resolve_unreachable_is_in_doubt(void **state)
+{
+	struct db_config cfg = {.conninfo = "host=/nonexistent-socket-dir user=postgres dbname=postgres",
+	                        .pool_size = 1,
+	                        .connect_timeout_s = 2};
+	struct db_pool *dead = NULL;
+	struct mon_error err = {0};
+	assert_int_equal(db_pool_create(&cfg, &dead, &err), 0);
+	assert_int_equal(db_tx_resolve(dead, db_now_ms_for_tests() + 2000, "1000", &lost_cause, &err), MON_EINDOUBT);
+	assert_int_equal(strncmp(err.msg, "outcome unknown: ", 17), 0);
+	/* an expired deadline does not ask at all */
+	assert_int_equal(db_tx_resolve(pool, db_now_ms_for_tests() - 1, "1000", &lost_cause, &err), MON_EINDOUBT);
+	db_pool_destroy(dead);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -162,6 +273,10 @@ int main(void)
 	        cmocka_unit_test(test_db_tx_statement_timeout_is_deadline),
 	        cmocka_unit_test(test_db_tx_ignored_failure_is_not_success),
 	        cmocka_unit_test(test_db_tx_serialization_failure_retried),
+	        cmocka_unit_test(test_db_tx_commit_lost_and_aborted_is_retryable),
+	        cmocka_unit_test(test_db_tx_resolve_committed_is_success),
+	        cmocka_unit_test(test_db_tx_resolve_aborted_is_the_cause),
+	        cmocka_unit_test(test_db_tx_resolve_unreachable_is_in_doubt),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }

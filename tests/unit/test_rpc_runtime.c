@@ -30,6 +30,8 @@ static void test_rpc_status_maps_every_code_both_ways(void **state)
 	assert_int_equal(rpc_status_from_mon(MON_EINTERNAL), 13);
 	assert_int_equal(rpc_status_from_mon(-999), 13);
 	assert_int_equal(rpc_status_from_mon(MON_ENOMEM), 8);
+	/* UNKNOWN is kept for a change whose outcome is in doubt. */
+	assert_int_equal(rpc_status_from_mon(MON_EINDOUBT), 2);
 	assert_string_equal(rpc_status_name(3), "INVALID_ARGUMENT");
 	assert_string_equal(rpc_status_name(16), "UNAUTHENTICATED");
 	assert_string_equal(rpc_status_name(17), "UNKNOWN");
