@@ -185,6 +185,16 @@ const char *rpc_ctx_method(const struct rpc_ctx *ctx)
 	return ctx->method;
 }
 
+const ProtobufCMessage *rpc_ctx_request(const struct rpc_ctx *ctx)
+{
+	return ctx->request;
+}
+
+ProtobufCMessage *rpc_ctx_response(struct rpc_ctx *ctx)
+{
+	return ctx->response;
+}
+
 void *rpc_ctx_user(const struct rpc_ctx *ctx)
 {
 	return ctx->user;
@@ -983,6 +993,7 @@ static void run_handler(struct rpc_call *c, const ProtobufCMessage *req)
 	const struct rpc_method *m = bm->method;
 	struct rpc_ctx *ctx = &c->ctx;
 	mon_error_clear(&ctx->err);
+	ctx->request = req;
 
 	if (m->kind == RPC_UNARY) {
 		int rc;
@@ -997,6 +1008,7 @@ static void run_handler(struct rpc_call *c, const ProtobufCMessage *req)
 				rc = rpc_fail(ctx, MON_ENOMEM, "request too large: per-call memory limit reached");
 			} else {
 				m->output->message_init(resp);
+				ctx->response = resp;
 				rc = m->trampoline(ctx, bm->fn, req, resp);
 				if (rc == 0 && (bb = pack_message(c->server, resp, &rc)) == NULL)
 					rpc_fail(ctx, rc, "response exceeds max-send-message-bytes (%zu)",

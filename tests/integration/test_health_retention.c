@@ -111,7 +111,7 @@ static void test_health_retention_refuses_bad_ages(void **state)
 	struct health_retention *job = NULL;
 	assert_int_equal(health_retention_run(pool, 0, NULL, &err), MON_EINVAL);
 	assert_int_equal(health_retention_run(pool, -3, NULL, &err), MON_EINVAL);
-	assert_int_equal(health_retention_start(pool, 0, 60, &job, &err), MON_EINVAL);
+	assert_int_equal(health_retention_start(pool, 0, 0, 60, &job, &err), MON_EINVAL);
 	assert_null(job);
 }
 
@@ -121,7 +121,7 @@ static void test_health_retention_job_starts_and_stops(void **state)
 	struct mon_error err = {0};
 	struct health_retention *job = NULL;
 	fill();
-	assert_int_equal(health_retention_start(pool, 30, 1, &job, &err), 0);
+	assert_int_equal(health_retention_start(pool, 30, 0, 1, &job, &err), 0);
 	/*
 	 * The first run comes a few seconds after start; a loaded machine may
 	 * take much longer, so the wait is generous. The job is stopped before
