@@ -93,8 +93,8 @@ int svc_change_key(struct rpc_ctx *ctx, struct svc_idem *out, bool *has_key)
 {
 	*has_key = false;
 	const ProtobufCMessage *req = rpc_ctx_request(ctx);
-	const ProtobufCFieldDescriptor *field = req ? svc_idem_key_field(req->descriptor) : NULL;
-	const char *text = svc_idem_key(req, field);
+	const ProtobufCFieldDescriptor *field = req ? rpc_idem_key_field(req->descriptor) : NULL;
+	const char *text = rpc_idem_key(req, field);
 	if (text[0] == '\0' || rpc_ctx_response(ctx) == NULL)
 		return 0;
 	struct mon_error err = {0};

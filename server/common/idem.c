@@ -23,29 +23,9 @@ static int nomem(struct mon_error *err)
 	return mon_error_set(err, MON_ENOMEM, "response larger than the call's memory cap");
 }
 
-const ProtobufCFieldDescriptor *svc_idem_key_field(const ProtobufCMessageDescriptor *desc)
-{
-	if (desc == NULL)
-		return NULL;
-	const ProtobufCFieldDescriptor *f = protobuf_c_message_descriptor_get_field_by_name(desc, "idempotency_key");
-	if (f == NULL)
-		f = protobuf_c_message_descriptor_get_field_by_name(desc, "request_id");
-	if (f == NULL || f->type != PROTOBUF_C_TYPE_STRING || f->label == PROTOBUF_C_LABEL_REPEATED)
-		return NULL;
-	return f;
-}
-
 static const char **key_slot(ProtobufCMessage *msg, const ProtobufCFieldDescriptor *field)
 {
 	return (const char **)(void *)((char *)msg + field->offset);
-}
-
-const char *svc_idem_key(const ProtobufCMessage *msg, const ProtobufCFieldDescriptor *field)
-{
-	if (msg == NULL || field == NULL)
-		return "";
-	const char *key = *(const char *const *)(const void *)((const char *)msg + field->offset);
-	return key ? key : "";
 }
 
 int svc_idem_check_key(const char *field, const char *key, struct mon_error *err)

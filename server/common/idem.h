@@ -1,8 +1,9 @@
 /*
- * Idempotency keys (AIP-155) of state-changing calls: which field of a
- * request is its key (found through the message descriptor, so no RPC
- * names its own), the key's validation, the digest of a request without
- * its key, and the pruning of stored outcomes. svc_run_change
+ * Idempotency keys (AIP-155) of state-changing calls on the server: the
+ * key's validation, the digest of a request without its key, the claim and
+ * the stored outcome of a key, and their pruning. Which field is the key
+ * is found through the message descriptor (rpc_idem_key_field in
+ * rpc/idem.h, shared with the client library), so no RPC names its own. svc_run_change
  * (common/call.h) uses these to claim a key in the transaction of the
  * change and to answer a retry with the first outcome.
  */
@@ -15,6 +16,7 @@
 #include <protobuf-c/protobuf-c.h>
 
 #include "db/db.h"
+#include "rpc/idem.h"
 #include "util/arena.h"
 #include "util/error.h"
 
@@ -23,18 +25,6 @@
 #define SVC_IDEM_RETENTION_HOURS_DEFAULT 24 /* idempotency-retention-hours */
 #define SVC_IDEM_RETENTION_HOURS_MAX 8760   /* a year */
 #define SVC_IDEM_PRUNE_BATCH 5000           /* rows deleted per statement */
-
-/*
- * The idempotency key field of a request message type: a string field
- * named "idempotency_key" (the name used where the message already has a
- * request_id of another meaning), else one named "request_id"; NULL when
- * the type has neither. A read whose request has a request_id filter
- * (SearchAuditEventsRequest) never asks: only svc_run_change does.
- */
-const ProtobufCFieldDescriptor *svc_idem_key_field(const ProtobufCMessageDescriptor *desc);
-
-/* The key msg carries in field (from svc_idem_key_field); "" when unset. */
-const char *svc_idem_key(const ProtobufCMessage *msg, const ProtobufCFieldDescriptor *field);
 
 /*
  * A key: at most SVC_IDEM_KEY_MAX_BYTES bytes of well-formed UTF-8 without

@@ -285,18 +285,18 @@ static void test_common_struct_json_round_trip(void **state)
 static void test_common_idem_key_field(void **state)
 {
 	(void)state;
-	const ProtobufCFieldDescriptor *f = svc_idem_key_field(&monitoring__v1__acknowledge_alert_request__descriptor);
+	const ProtobufCFieldDescriptor *f = rpc_idem_key_field(&monitoring__v1__acknowledge_alert_request__descriptor);
 	assert_non_null(f);
 	assert_string_equal(f->name, "request_id");
 	/* Where request_id already means the request id of another call, the key is idempotency_key. */
-	f = svc_idem_key_field(&monitoring__v1__report_error_request__descriptor);
+	f = rpc_idem_key_field(&monitoring__v1__report_error_request__descriptor);
 	assert_non_null(f);
 	assert_string_equal(f->name, "idempotency_key");
-	f = svc_idem_key_field(&monitoring__v1__record_audit_event_request__descriptor);
+	f = rpc_idem_key_field(&monitoring__v1__record_audit_event_request__descriptor);
 	assert_non_null(f);
 	assert_string_equal(f->name, "idempotency_key");
-	assert_null(svc_idem_key_field(&monitoring__v1__get_alert_request__descriptor));
-	assert_null(svc_idem_key_field(NULL));
+	assert_null(rpc_idem_key_field(&monitoring__v1__get_alert_request__descriptor));
+	assert_null(rpc_idem_key_field(NULL));
 }
 
 /* A method that only reads, by its name; every other method changes state. */
@@ -320,7 +320,7 @@ static void test_common_idem_every_change_has_a_key(void **state)
 			continue;
 		for (size_t m = 0; m < d->method_count; m++) {
 			const struct rpc_method *rm = &d->methods[m];
-			const ProtobufCFieldDescriptor *f = svc_idem_key_field(rm->input);
+			const ProtobufCFieldDescriptor *f = rpc_idem_key_field(rm->input);
 			if (is_read(rm->name)) {
 				/* SearchAuditEvents' request_id is a filter: reads never look for a key. */
 				continue;
@@ -360,7 +360,7 @@ static void test_common_idem_digest_ignores_only_the_key(void **state)
 	struct arena *a = arena_create(4096);
 	assert_non_null(a);
 	struct mon_error err = {0};
-	const ProtobufCFieldDescriptor *f = svc_idem_key_field(&monitoring__v1__acknowledge_alert_request__descriptor);
+	const ProtobufCFieldDescriptor *f = rpc_idem_key_field(&monitoring__v1__acknowledge_alert_request__descriptor);
 	Monitoring__V1__AcknowledgeAlertRequest r1 = MONITORING__V1__ACKNOWLEDGE_ALERT_REQUEST__INIT;
 	r1.alert_id = "alt-1";
 	r1.note = "on it";
@@ -376,9 +376,9 @@ static void test_common_idem_digest_ignores_only_the_key(void **state)
 	assert_memory_equal(d1, d2, sizeof(d1));
 	assert_memory_not_equal(d1, d3, sizeof(d1));
 	assert_string_equal(r1.request_id, "key-1"); /* the request is not changed */
-	assert_string_equal(svc_idem_key(&r1.base, f), "key-1");
+	assert_string_equal(rpc_idem_key(&r1.base, f), "key-1");
 	Monitoring__V1__AcknowledgeAlertRequest empty = MONITORING__V1__ACKNOWLEDGE_ALERT_REQUEST__INIT;
-	assert_string_equal(svc_idem_key(&empty.base, f), "");
+	assert_string_equal(rpc_idem_key(&empty.base, f), "");
 	arena_destroy(a);
 }
 
