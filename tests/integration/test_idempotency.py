@@ -16,7 +16,8 @@ bootstrap`):
 - a pruned key runs again;
 - a key over 128 bytes is refused naming the field;
 - RecordMetrics, whose write has its own transaction, answers a retry with
-  the first counts."""
+  the first counts;
+- monctl --idempotency-key: the same command run twice acknowledges once."""
 
 import itertools
 import os
@@ -272,6 +273,22 @@ class Idempotency(unittest.TestCase):
         # Without the key the same batch is counted as duplicates.
         plain = metrics_pb2.RecordMetricsRequest(points=points)
         self.assertEqual(self.metrics.RecordMetrics(plain, metadata=self.md, timeout=20).duplicate_count, 3)
+
+    def test_monctl_retries_a_command_with_its_key(self):
+        aid = self.make_alert()
+        monctl = os.path.join(harness.BUILD_DIR, "bin", "monctl")
+        env = dict(os.environ, MONITORD_TARGET=self.srv.address, MONITORD_API_KEY=self.srv.admin_key())
+        cmd = [monctl, "--idempotency-key", key(), "alerts", "ack", aid, "--note", "from monctl"]
+        first = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
+        again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
+        self.assertEqual((first.returncode, again.returncode), (0, 0), first.stderr + again.stderr)
+        self.assertEqual(again.stdout, first.stdout)
+        self.assertEqual(self.audit_count("alert", aid), 1)
+        # A read takes no key.
+        r = subprocess.run([monctl, "--idempotency-key", key(), "alerts", "list"], env=env, capture_output=True,
+                           text=True, timeout=60)
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("--idempotency-key", r.stderr)
 
 
 if __name__ == "__main__":
