@@ -17,7 +17,9 @@
 /*
  * Runs fn in one transaction on pool, bounded by the call's remaining
  * deadline; on failure fails the call (rpc_fail) with the error and
- * returns its code.
+ * returns its code. For reads of more than one statement: a handler that
+ * changes state uses svc_run_change, or its request's idempotency key
+ * would be ignored.
  */
 int svc_run_tx(struct rpc_ctx *ctx, struct db_pool *pool, db_tx_fn fn, void *arg) MON_MUST_CHECK;
 
