@@ -110,6 +110,33 @@ int svc_change_key(struct rpc_ctx *ctx, struct svc_idem *out, bool *has_key)
 	return 0;
 }
 
+struct early {
+	struct rpc_ctx *ctx;
+	const struct svc_idem *key;
+	bool is_found;
+};
+
+static int early_tx(struct db_conn *conn, void *arg, struct mon_error *err)
+{
+	struct early *e = arg;
+	return svc_idem_lookup_tx(conn, e->key, rpc_ctx_arena(e->ctx), rpc_ctx_response(e->ctx), &e->is_found, err);
+}
+
+int svc_replay_early(struct rpc_ctx *ctx, struct db_pool *pool, bool *is_replay)
+{
+	struct svc_idem key;
+	bool has_key = false;
+	*is_replay = false;
+	int rc = svc_change_key(ctx, &key, &has_key);
+	if (rc != 0 || !has_key)
+		return rc;
+	struct early e = {.ctx = ctx, .key = &key};
+	if ((rc = svc_run_read(ctx, pool, early_tx, &e)) != 0)
+		return rc;
+	*is_replay = e.is_found;
+	return 0;
+}
+
 int svc_run_read(struct rpc_ctx *ctx, struct db_pool *pool, db_tx_fn fn, void *arg)
 {
 	return run_bounded(ctx, pool, db_read_run, fn, arg);

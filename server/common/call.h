@@ -67,6 +67,17 @@ int svc_run_change_redacted(struct rpc_ctx *ctx, struct db_pool *pool, db_tx_fn 
 int svc_change_key(struct rpc_ctx *ctx, struct svc_idem *out, bool *has_key) MON_MUST_CHECK;
 
 /*
+ * For a handler with slow work before its change that a replay should not
+ * repeat (RunHealthCheck's probe): when the request's key already has a
+ * committed outcome, fills the call's response with it and sets
+ * *is_replay; the handler then returns 0 at once. Otherwise (no key, or
+ * none stored yet) *is_replay is false and the handler goes on to
+ * svc_run_change, which claims the key as usual. A key reused with a
+ * different request fails the call.
+ */
+int svc_replay_early(struct rpc_ctx *ctx, struct db_pool *pool, bool *is_replay) MON_MUST_CHECK;
+
+/*
  * Like svc_run_tx for a read of one statement: fn runs it in autocommit
  * (db_read_run), one round trip, bounded by the call's remaining deadline.
  */

@@ -78,37 +78,23 @@ static int unpack_stored(struct arena *a, const char *hex, ProtobufCMessage *res
 	return 0;
 }
 
-int svc_idem_claim_tx(struct db_conn *conn, const struct svc_idem *k, struct arena *a, ProtobufCMessage *resp,
-                      bool *is_replay, struct mon_error *err)
+int svc_idem_lookup_tx(struct db_conn *conn, const struct svc_idem *k, struct arena *a, ProtobufCMessage *resp,
+                       bool *is_found, struct mon_error *err)
 {
-	static const char claim_sql[] =
-	        "INSERT INTO tb_idempotency_key (caller_id, method, idempotency_key, request_digest)"
-	        " VALUES ($1, $2, $3, decode($4, 'hex')) ON CONFLICT DO NOTHING RETURNING 1";
 	static const char read_sql[] =
 	        "SELECT request_digest = decode($4, 'hex'), encode(response, 'hex') FROM tb_idempotency_key"
 	        " WHERE caller_id = $1 AND method = $2 AND idempotency_key = $3";
 	struct db_result *res = NULL;
-	*is_replay = false;
+	*is_found = false;
 	char *digest_hex = hex_of(a, k->digest, SVC_IDEM_DIGEST_BYTES);
 	if (digest_hex == NULL)
 		return nomem(err);
 	const char *params[] = {k->caller_id, k->method, k->key, digest_hex};
-	/* A concurrent duplicate's uncommitted row makes this wait until that transaction ends. */
-	int rc = db_exec(conn, claim_sql, 4, params, &res, err);
+	int rc = db_exec(conn, read_sql, 4, params, &res, err);
 	if (rc != 0)
 		return rc;
-	bool is_claimed = db_result_rows(res) == 1;
-	db_result_free(res);
-	res = NULL;
-	if (is_claimed)
-		return 0;
-	if ((rc = db_exec(conn, read_sql, 4, params, &res, err)) != 0)
-		return rc;
-	if (db_result_rows(res) != 1) {
-		/* Pruned between the two statements: the retry claims it afresh. */
-		rc = mon_error_set(err, MON_EUNAVAIL, "%s: the key's stored outcome was being pruned; retry", k->field);
+	if (db_result_rows(res) != 1)
 		goto out;
-	}
 	if (strcmp(db_result_value(res, 0, 0), "t") != 0) {
 		rc = mon_error_set(err, MON_EINVAL,
 		                   "%s: this key was already used by this caller for a different %s request; use a "
@@ -121,10 +107,38 @@ int svc_idem_claim_tx(struct db_conn *conn, const struct svc_idem *k, struct are
 		goto out;
 	}
 	if ((rc = unpack_stored(a, db_result_value(res, 0, 1), resp, err)) == 0)
-		*is_replay = true;
+		*is_found = true;
 out:
 	db_result_free(res);
 	return rc;
+}
+
+int svc_idem_claim_tx(struct db_conn *conn, const struct svc_idem *k, struct arena *a, ProtobufCMessage *resp,
+                      bool *is_replay, struct mon_error *err)
+{
+	static const char claim_sql[] =
+	        "INSERT INTO tb_idempotency_key (caller_id, method, idempotency_key, request_digest)"
+	        " VALUES ($1, $2, $3, decode($4, 'hex')) ON CONFLICT DO NOTHING RETURNING 1";
+	struct db_result *res = NULL;
+	*is_replay = false;
+	char *digest_hex = hex_of(a, k->digest, SVC_IDEM_DIGEST_BYTES);
+	if (digest_hex == NULL)
+		return nomem(err);
+	const char *params[] = {k->caller_id, k->method, k->key, digest_hex};
+	/* A concurrent duplicate's uncommitted row makes this wait until that transaction ends. */
+	int rc = db_exec(conn, claim_sql, 4, params, &res, err);
+	if (rc != 0)
+		return rc;
+	bool is_claimed = db_result_rows(res) == 1;
+	db_result_free(res);
+	if (is_claimed)
+		return 0;
+	if ((rc = svc_idem_lookup_tx(conn, k, a, resp, is_replay, err)) != 0)
+		return rc;
+	if (!*is_replay) /* pruned between the two statements: the retry claims it afresh */
+		return mon_error_set(err, MON_EUNAVAIL, "%s: the key's stored outcome was being pruned; retry",
+		                     k->field);
+	return 0;
 }
 
 int svc_idem_store_tx(struct db_conn *conn, const struct svc_idem *k, struct arena *a, const ProtobufCMessage *resp,

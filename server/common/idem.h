@@ -62,6 +62,15 @@ struct svc_idem {
 int svc_idem_claim_tx(struct db_conn *conn, const struct svc_idem *k, struct arena *a, ProtobufCMessage *resp,
                       bool *is_replay, struct mon_error *err) MON_MUST_CHECK;
 
+/*
+ * Reads k's committed outcome, if any, in one statement (a read: it takes
+ * no lock and does not wait for a duplicate in flight). Found with the same
+ * digest: unpacks it into resp and sets *is_found. A different digest:
+ * MON_EINVAL naming k->field. No row: *is_found false.
+ */
+int svc_idem_lookup_tx(struct db_conn *conn, const struct svc_idem *k, struct arena *a, ProtobufCMessage *resp,
+                       bool *is_found, struct mon_error *err) MON_MUST_CHECK;
+
 /* Stores resp serialised in k's row claimed in this transaction (before COMMIT). */
 int svc_idem_store_tx(struct db_conn *conn, const struct svc_idem *k, struct arena *a, const ProtobufCMessage *resp,
                       struct mon_error *err) MON_MUST_CHECK;

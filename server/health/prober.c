@@ -1070,11 +1070,16 @@ int prober_run_check(struct prober *p, struct rpc_ctx *ctx, const Monitoring__V1
 		return rpc_fail(ctx, MON_ENOTFOUND, "service_id: no such service");
 	if (p == NULL)
 		return rpc_fail(ctx, MON_EUNAVAIL, "the health prober is not running");
+	/* A retry of a recorded check answers it without probing again. */
+	bool is_replay = false;
+	int rc = svc_replay_early(ctx, p->pool, &is_replay);
+	if (rc != 0 || is_replay)
+		return rc;
 
 	int64_t remaining = rpc_ctx_remaining_ms(ctx);
 	struct run_target t = {0};
-	int rc = read_target(p->pool, remaining < PROBE_DB_TIMEOUT_MS ? remaining : PROBE_DB_TIMEOUT_MS,
-	                     req->service_id, &t, &err);
+	rc = read_target(p->pool, remaining < PROBE_DB_TIMEOUT_MS ? remaining : PROBE_DB_TIMEOUT_MS, req->service_id,
+	                 &t, &err);
 	if (rc != 0)
 		return rpc_fail(ctx, rc, "%s", err.msg[0] ? err.msg : mon_error_name(rc));
 	if (!t.has_url)
@@ -1099,7 +1104,7 @@ int prober_run_check(struct prober *p, struct rpc_ctx *ctx, const Monitoring__V1
 	struct health_check_result r;
 	outcome_to_result(&o, req->service_id, details, sizeof(details), &r);
 	struct run_record rr = {.a = {.result = &r, .ctx = ctx}, .o = &o, .service_id = req->service_id, .arena = ar};
-	/* A retry with the same idempotency key probes again but records nothing: the first outcome answers. */
+	/* A duplicate in flight probed too, but only the first to commit records: the other answers its outcome. */
 	(void)resp; /* filled by run_record_reply or by the replay of an idempotency key */
 	return svc_run_change(ctx, p->pool, run_record_tx, run_record_reply, &rr);
 }

@@ -17,8 +17,10 @@ bootstrap`):
 - a key over 128 bytes is refused naming the field;
 - RecordMetrics, whose write has its own transaction, answers a retry with
   the first counts;
+- RunHealthCheck answers a retry without probing or recording again;
 - monctl --idempotency-key: the same command run twice acknowledges once."""
 
+import http.server
 import itertools
 import os
 import subprocess
@@ -273,6 +275,48 @@ class Idempotency(unittest.TestCase):
         # Without the key the same batch is counted as duplicates.
         plain = metrics_pb2.RecordMetricsRequest(points=points)
         self.assertEqual(self.metrics.RecordMetrics(plain, metadata=self.md, timeout=20).duplicate_count, 3)
+
+    def test_run_health_check_retry_neither_probes_nor_records_again(self):
+        hits = []
+
+        class Target(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                hits.append(self.path)
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        target = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Target)
+        target.daemon_threads = True
+        threading.Thread(target=target.serve_forever, daemon=True).start()
+        try:
+            sid = self.uid("svc-run")
+            self.sql("INSERT INTO tb_service_health (id, name, service_type, health_check_url, check_interval,"
+                     " timeout, retry_count) VALUES (%s, %s, 'api', %s, 3600, 2, 0)"
+                     % (q(sid), q(sid), q("http://127.0.0.1:%d/up" % target.server_address[1])))
+            checks = "SELECT count(*) FROM tb_health_check_log WHERE service_id = %s" % q(sid)
+            # The prober probes a new service once at once; wait for it so the counts are known.
+            deadline = time.time() + 60
+            while self.count(checks) < 1 and time.time() < deadline:
+                time.sleep(0.1)
+            self.assertEqual(self.count(checks), 1)
+            before = len(hits)
+            req = mhealth_pb2.RunHealthCheckRequest(service_id=sid, request_id=key())
+            first = self.health.RunHealthCheck(req, metadata=self.md, timeout=30)
+            again = self.health.RunHealthCheck(req, metadata=self.md, timeout=30)
+            self.assertEqual(first.check.status, A.SERVICE_STATUS_HEALTHY)
+            self.assertEqual(again, first)
+            self.assertEqual(self.count(checks), 2)
+            self.assertEqual(len(hits) - before, 1)
+            self.assertEqual(self.audit_count("health-check", str(first.check.id)), 1)
+            self.assertEqual(self.count("SELECT count(*) FROM tb_audit_event WHERE resource_type = 'health-check'"
+                                        " AND resource_name = %s" % q(sid)), 1)
+        finally:
+            target.shutdown()
+            target.server_close()
 
     def test_monctl_retries_a_command_with_its_key(self):
         aid = self.make_alert()
