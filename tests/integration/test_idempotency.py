@@ -8,6 +8,7 @@ bootstrap`):
 - a retried create whose id the server generates (an alert rule, a
   monitored service, an API key) makes one row and answers the same id;
   the API key's token is not kept, so its replay answers without it;
+- a retried delete answers the first success, not NOT_FOUND;
 - concurrent duplicates (threads) make one change;
 - the same key with a different request is INVALID_ARGUMENT naming
   request_id, and changes nothing;
@@ -187,6 +188,20 @@ class Idempotency(unittest.TestCase):
         stored = self.sql("SELECT encode(response, 'hex') FROM tb_idempotency_key WHERE idempotency_key = %s" % q(k))
         self.assertEqual(len(stored), 1)
         self.assertNotIn(first.token.encode().hex(), stored[0][0])
+
+    def test_retried_delete_answers_the_first_success(self):
+        level = alerts_pb2.EscalationLevel(delay_minutes=10, channels=[A.NOTIFICATION_CHANNEL_EMAIL],
+                                           recipients=alerts_pb2.NotificationRecipients(emails=["a@example.com"]))
+        policy = self.alerts.CreateEscalationPolicy(alerts_pb2.CreateEscalationPolicyRequest(
+            policy=alerts_pb2.EscalationPolicy(name=self.uid("idem policy"), levels=[level]), request_id=key()),
+            metadata=self.md, timeout=20).policy
+        req = alerts_pb2.DeleteEscalationPolicyRequest(policy_id=policy.id, request_id=key())
+        self.alerts.DeleteEscalationPolicy(req, metadata=self.md, timeout=20)
+        self.alerts.DeleteEscalationPolicy(req, metadata=self.md, timeout=20)
+        self.assert_refused(SC.NOT_FOUND, self.alerts.DeleteEscalationPolicy,
+                            alerts_pb2.DeleteEscalationPolicyRequest(policy_id=policy.id), policy.id)
+        self.assertEqual(self.count("SELECT count(*) FROM tb_audit_event WHERE resource_id = %s AND action_type ="
+                                    " 'delete'" % q(policy.id)), 1)
 
     def test_concurrent_duplicates_make_one_change(self):
         name = self.uid("idem concurrent")
