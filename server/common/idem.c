@@ -20,7 +20,7 @@
 
 static int nomem(struct mon_error *err)
 {
-	return mon_error_set(err, MON_ENOMEM, "response larger than the call's memory cap");
+	return mon_error_set(err, MON_ENOMEM, "idempotency key: the call's memory cap was reached");
 }
 
 static const char **key_slot(ProtobufCMessage *msg, const ProtobufCFieldDescriptor *field)

@@ -3,9 +3,9 @@
  * key's validation, the digest of a request without its key, the claim and
  * the stored outcome of a key, and their pruning. Which field is the key
  * is found through the message descriptor (rpc_idem_key_field in
- * rpc/idem.h, shared with the client library), so no RPC names its own. svc_run_change
- * (common/call.h) uses these to claim a key in the transaction of the
- * change and to answer a retry with the first outcome.
+ * rpc/idem.h, shared with the client library), so no RPC names its own.
+ * svc_run_change (common/call.h) uses these to claim a key in the
+ * transaction of the change and to answer a retry with the first outcome.
  */
 #ifndef MON_SERVER_COMMON_IDEM_H
 #define MON_SERVER_COMMON_IDEM_H
@@ -20,11 +20,10 @@
 #include "util/arena.h"
 #include "util/error.h"
 
-#define SVC_IDEM_KEY_MAX_BYTES 128          /* a UUID is 36 */
-#define SVC_IDEM_DIGEST_BYTES 32            /* BLAKE2b-256 */
-#define SVC_IDEM_RETENTION_HOURS_DEFAULT 24 /* idempotency-retention-hours */
-#define SVC_IDEM_RETENTION_HOURS_MAX 8760   /* a year */
-#define SVC_IDEM_PRUNE_BATCH 5000           /* rows deleted per statement */
+#define SVC_IDEM_KEY_MAX_BYTES 128        /* a UUID is 36 */
+#define SVC_IDEM_DIGEST_BYTES 32          /* BLAKE2b-256 */
+#define SVC_IDEM_RETENTION_HOURS_MAX 8760 /* a year */
+#define SVC_IDEM_PRUNE_BATCH 5000         /* rows deleted per statement */
 
 /*
  * A key: at most SVC_IDEM_KEY_MAX_BYTES bytes of well-formed UTF-8 without
