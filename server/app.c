@@ -302,7 +302,10 @@ static int start_rpc(struct app *app, const struct app_tls *tls, struct mon_erro
 	return 0;
 }
 
-/* The background jobs: the prober (which RunHealthCheck also uses), health retention, metrics maintenance. */
+/*
+ * The background jobs: the prober (which RunHealthCheck also uses), health
+ * retention (which also prunes idempotency keys), metrics maintenance.
+ */
 static int start_jobs(struct app *app, struct mon_error *err)
 {
 	struct prober_config pc = {
@@ -328,8 +331,8 @@ static int start_jobs(struct app *app, struct mon_error *err)
 		app->health_svc.probe_policy = prober_policy(app->prober);
 	}
 	if (rc == 0)
-		rc = health_retention_start(app->pool, app->cfg.health_check_retention_days, 3600,
-		                            &app->health_retention, err);
+		rc = health_retention_start(app->pool, app->cfg.health_check_retention_days,
+		                            app->cfg.idempotency_retention_hours, 3600, &app->health_retention, err);
 	if (rc == 0)
 		rc = metrics_maintenance_start(&mc, &app->metrics_maintenance, err);
 	return rc;

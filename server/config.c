@@ -150,6 +150,9 @@ static const struct setting settings[] = {
          "and alerts due to escalate (rules are also evaluated at once when a matching point is recorded)."},
         {"alert-retention-days", KIND_INT, OFF(alert_retention_days), 1, 3650, "90", NULL, "DAYS",
          "Resolved alerts, their deliveries and alert change events older than this are removed."},
+        {"idempotency-retention-hours", KIND_INT, OFF(idempotency_retention_hours), 1, 8760, "24", NULL, "HOURS",
+         "The outcome of a call made with an idempotency key (request_id) is kept this long; a retry with "
+         "the key after that runs again."},
         {"notify-max-attempts", KIND_INT, OFF(notify_max_attempts), 1, 100, "8", NULL, "N",
          "Attempts of one notification delivery before it is dead-lettered (status failed)."},
         {"notify-timeout-ms", KIND_INT, OFF(notify_timeout_ms), 100, 600000, "10000", NULL, "MS",

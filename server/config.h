@@ -17,7 +17,7 @@
 #include "util/log.h"
 
 /* Number of settings (the table in config.c has one row per setting). */
-#define MON_CONFIG_SETTING_COUNT 44
+#define MON_CONFIG_SETTING_COUNT 45
 
 /* At most this many warnings are kept (unknown MONITORD_* variables). */
 #define MON_CONFIG_WARNING_MAX 8
@@ -93,6 +93,7 @@ struct mon_config {
 	int metrics_replay_window_s;        /* metrics-replay-window-s: default 600 */
 	int alert_tick_ms;                  /* alert-tick-ms: default 1000 */
 	int alert_retention_days;           /* alert-retention-days: default 90 */
+	int idempotency_retention_hours;    /* idempotency-retention-hours: default 24 */
 	int notify_max_attempts;            /* notify-max-attempts: default 8 */
 	int notify_timeout_ms;              /* notify-timeout-ms: default 10000 */
 	char *secrets_key_file;             /* secrets-key-file: NULL = none */

@@ -27,6 +27,7 @@
 #include "monitoring/v1/alerts.pb-c.h"
 #include "monitoring/v1/metrics.pb-c.h"
 #include "mon_services.h"
+#include "rpc/idem.h"
 #include "rpc/method.h"
 
 #define EXIT_RPC 1
@@ -48,6 +49,7 @@ struct cli {
 	mon_client_options client_opts;
 	int64_t timeout_ms; /* 0: the library's default (unary) or none (streams) */
 	const char *request_id;
+	const char *idempotency_key; /* --idempotency-key: set in the request's key field */
 	unsigned print_flags;
 };
 
@@ -126,6 +128,10 @@ static void usage(FILE *out)
 	      "                       (default 30000), for the whole stream for watch\n"
 	      "                       (default none)\n"
 	      "  --request-id ID      sent as x-request-id, to find the call in server logs\n"
+	      "  --idempotency-key K  the idempotency key of a state-changing call (its\n"
+	      "                       request_id field): run the command again with the\n"
+	      "                       same K to retry it safely; without it the library\n"
+	      "                       sets a fresh key and keeps it on its own retries\n"
 	      "  --emit-defaults      also print fields that hold their default value\n"
 	      "  -h, --help           this text\n"
 	      "\n"
@@ -311,6 +317,39 @@ static int client_open(const struct cli *cli, mon_client **out)
 	return 0;
 }
 
+/*
+ * A unary call of md with req; with --idempotency-key, on a shallow copy of
+ * req whose key field holds it (a usage error when md changes nothing, so
+ * has no key field). Returns 0, or the exit status with the error printed.
+ */
+static int unary_call(const struct cli *cli, mon_client *client, const struct rpc_method *md,
+                      const ProtobufCMessage *req, ProtobufCMessage **resp)
+{
+	ProtobufCMessage *keyed = NULL;
+	if (cli->idempotency_key != NULL) {
+		const ProtobufCFieldDescriptor *f = rpc_idem_key_field(md->input);
+		if (f == NULL) {
+			fprintf(stderr, "monctl: --idempotency-key: %s changes nothing and takes no key\n", md->path);
+			return EXIT_USAGE;
+		}
+		keyed = malloc(md->input->sizeof_message);
+		if (keyed == NULL) {
+			fprintf(stderr, "monctl: out of memory\n");
+			return EXIT_FAILURE;
+		}
+		memcpy(keyed, req, md->input->sizeof_message);
+		*(const char **)(void *)((char *)keyed + f->offset) = cli->idempotency_key;
+		req = keyed;
+	}
+	mon_call_options co = {.timeout_ms = cli->timeout_ms, .request_id = cli->request_id};
+	mon_status st;
+	int rc = 0;
+	if (mon_call_unary(client, md->path, req, md->output, resp, &co, &st) != 0)
+		rc = rpc_error(&st);
+	free(keyed);
+	return rc;
+}
+
 static int cmd_call(const struct cli *cli, int argc, char **argv)
 {
 	int rc = 0;
@@ -336,12 +375,8 @@ static int cmd_call(const struct cli *cli, int argc, char **argv)
 		goto out;
 	if ((rc = client_open(cli, &client)) != 0)
 		goto out;
-	mon_call_options co = {.timeout_ms = cli->timeout_ms, .request_id = cli->request_id};
-	mon_status st;
-	if (mon_call_unary(client, md->path, req, md->output, &resp, &co, &st) != 0) {
-		rc = rpc_error(&st);
+	if ((rc = unary_call(cli, client, md, req, &resp)) != 0)
 		goto out;
-	}
 	rc = print_message(resp, cli->print_flags, 0);
 out:
 	mon_message_free(resp);
@@ -765,12 +800,8 @@ static int alerts_call(const struct cli *cli, const char *method, const Protobuf
 		return EXIT_USAGE;
 	if ((rc = client_open(cli, &client)) != 0)
 		goto out;
-	mon_call_options co = {.timeout_ms = cli->timeout_ms, .request_id = cli->request_id};
-	mon_status st;
-	if (mon_call_unary(client, md->path, req, md->output, &resp, &co, &st) != 0) {
-		rc = rpc_error(&st);
+	if ((rc = unary_call(cli, client, md, req, &resp)) != 0)
 		goto out;
-	}
 	rc = print_message(resp, cli->print_flags, 0);
 out:
 	mon_message_free(resp);
@@ -1015,6 +1046,7 @@ int main(int argc, char **argv)
 		OPT_AUTHORITY,
 		OPT_TIMEOUT,
 		OPT_REQUEST_ID,
+		OPT_IDEMPOTENCY_KEY,
 		OPT_EMIT_DEFAULTS
 	};
 	static const struct option long_opts[] = {
@@ -1026,6 +1058,7 @@ int main(int argc, char **argv)
 	        {"authority", required_argument, NULL, OPT_AUTHORITY},
 	        {"timeout", required_argument, NULL, OPT_TIMEOUT},
 	        {"request-id", required_argument, NULL, OPT_REQUEST_ID},
+	        {"idempotency-key", required_argument, NULL, OPT_IDEMPOTENCY_KEY},
 	        {"emit-defaults", no_argument, NULL, OPT_EMIT_DEFAULTS},
 	        {"help", no_argument, NULL, 'h'},
 	        {NULL, 0, NULL, 0},
@@ -1050,6 +1083,11 @@ int main(int argc, char **argv)
 				return usage_error("--timeout: expected a positive number of milliseconds");
 			break;
 		case OPT_REQUEST_ID: cli.request_id = optarg; break;
+		case OPT_IDEMPOTENCY_KEY:
+			if (optarg[0] == '\0')
+				return usage_error("--idempotency-key: must not be empty");
+			cli.idempotency_key = optarg;
+			break;
 		case OPT_EMIT_DEFAULTS: cli.print_flags |= JSON_PRINT_DEFAULTS; break;
 		case 'h': usage(stdout); return 0;
 		default: return usage_error("unknown option");

@@ -2,8 +2,10 @@
  * libmonitoring's client object (<monitoring/client.h>) over the RPC
  * runtime's client side (src/rpc/client.h): reads the TLS files, holds the
  * credentials sent with every call and the default deadline, and turns the
- * runtime's statuses into the public ones. A mon_client owns its channel
- * and its copies of the options.
+ * runtime's statuses into the public ones. A state-changing call gets an
+ * idempotency key when its caller set none, and is retried with that key
+ * when the server was unavailable or could not tell the outcome. A
+ * mon_client owns its channel and its copies of the options.
  */
 #include "monitoring/client.h"
 
@@ -13,15 +15,26 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "rpc/client.h"
+#include "rpc/idem.h"
 #include "rpc/status.h"
+#include "util/clock.h"
 #include "util/error.h"
 
 #define DEFAULT_TIMEOUT_MS 30000
 #define MAX_PEM_BYTES ((size_t)1 << 20)
 #define MAX_API_KEY_BYTES 4096
 #define MAX_REQUEST_ID_BYTES 256
+/*
+ * Retries of a call with an idempotency key: at most this many attempts in
+ * all, with a backoff doubling from RETRY_INITIAL_MS to RETRY_MAX_MS, all
+ * within the call's own deadline.
+ */
+#define RETRY_MAX_ATTEMPTS 4
+#define RETRY_INITIAL_MS 100
+#define RETRY_MAX_MS 2000
 
 /* gRPC status codes used for failures seen in the library itself. */
 #define STATUS_INVALID_ARGUMENT 3
@@ -256,6 +269,24 @@ static int call_options(const mon_client *client, const mon_call_options *opts, 
 	return MON_OK;
 }
 
+/* Sleeps ms milliseconds (a retry's backoff), resuming after signals. */
+static void sleep_ms(int64_t ms)
+{
+	struct timespec ts = {.tv_sec = (time_t)(ms / 1000), .tv_nsec = (long)(ms % 1000) * 1000000};
+	while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+		;
+}
+
+/* A backoff between half and all of base_ms (equal jitter), from the key's random bytes and the attempt. */
+static int64_t jittered(int64_t base_ms, const char *key, int attempt)
+{
+	uint64_t h = 1469598103934665603ull; /* FNV-1a over the key and the attempt */
+	for (const char *p = key; *p; p++)
+		h = (h ^ (unsigned char)*p) * 1099511628211ull;
+	h = (h ^ (uint64_t)attempt) * 1099511628211ull;
+	return base_ms / 2 + (int64_t)(h % (uint64_t)(base_ms / 2 + 1));
+}
+
 MON_API int mon_call_unary(mon_client *client, const char *path, const ProtobufCMessage *req,
                            const ProtobufCMessageDescriptor *resp_desc, ProtobufCMessage **resp,
                            const mon_call_options *opts, mon_status *status)
@@ -264,6 +295,8 @@ MON_API int mon_call_unary(mon_client *client, const char *path, const ProtobufC
 	struct rpc_call_options ropts;
 	struct rpc_status st;
 	ProtobufCMessage *msg = NULL;
+	ProtobufCMessage *keyed = NULL; /* a shallow copy of req carrying the key the library chose */
+	char key[RPC_IDEM_UUID_LEN];
 
 	if (resp != NULL)
 		*resp = NULL;
@@ -275,7 +308,42 @@ MON_API int mon_call_unary(mon_client *client, const char *path, const ProtobufC
 	int rc = call_options(client, opts, false, md, &ropts, status);
 	if (rc != MON_OK)
 		return rc;
-	rc = rpc_unary_call(client->channel, path, req, resp_desc, &msg, &ropts, &st);
+	/*
+	 * A state-changing call (its request has an idempotency key field) gets
+	 * a fresh key when the caller set none, and keeps it on every retry, so
+	 * a retry of a call that did happen answers its first outcome.
+	 */
+	const ProtobufCFieldDescriptor *key_field = rpc_idem_key_field(req->descriptor);
+	const char *key_text = rpc_idem_key(req, key_field);
+	if (key_field != NULL && key_text[0] == '\0' && rpc_idem_new_key(key) == 0) {
+		keyed = malloc(req->descriptor->sizeof_message);
+		if (keyed == NULL) {
+			status_set(status, STATUS_RESOURCE_EXHAUSTED, "out of memory");
+			return MON_ENOMEM;
+		}
+		memcpy(keyed, req, req->descriptor->sizeof_message);
+		*(const char **)(void *)((char *)keyed + key_field->offset) = key;
+		req = keyed;
+		key_text = key;
+	}
+	bool has_key = key_text[0] != '\0';
+	int64_t deadline_ms = ropts.timeout_ms > 0 ? mon_now_ms() + ropts.timeout_ms : INT64_MAX;
+	int64_t backoff_ms = RETRY_INITIAL_MS;
+	for (int attempt = 1;; attempt++) {
+		rc = rpc_unary_call(client->channel, path, req, resp_desc, &msg, &ropts, &st);
+		if (rc == MON_OK || !has_key || attempt >= RETRY_MAX_ATTEMPTS ||
+		    !rpc_idem_is_retryable(st.code, st.message))
+			break;
+		int64_t wait_ms = jittered(backoff_ms, key_text, attempt);
+		int64_t now_ms = mon_now_ms();
+		if (deadline_ms != INT64_MAX && now_ms + wait_ms >= deadline_ms)
+			break; /* no time left for another attempt: the last failure answers */
+		sleep_ms(wait_ms);
+		if (deadline_ms != INT64_MAX)
+			ropts.timeout_ms = deadline_ms - mon_now_ms() > 1 ? deadline_ms - mon_now_ms() : 1;
+		backoff_ms = backoff_ms * 2 < RETRY_MAX_MS ? backoff_ms * 2 : RETRY_MAX_MS;
+	}
+	free(keyed);
 	status_from_rpc(status, &st);
 	if (resp != NULL)
 		*resp = msg;

@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "monitoring/v1/metrics.mon-client.h"
+#include "rpc/idem.h"
 #include "util/clock.h"
 #include "util/error.h"
 
@@ -296,7 +297,16 @@ static int batch_build(mon_metrics_writer *w, struct batch *b)
 	b->req = (Monitoring__V1__RecordMetricsRequest *)protobuf_c_message_unpack(
 	        &monitoring__v1__record_metrics_request__descriptor, NULL, off, buf);
 	free(buf);
-	return b->req != NULL ? MON_OK : MON_ENOMEM;
+	if (b->req == NULL)
+		return MON_ENOMEM;
+	/*
+	 * One idempotency key per batch, kept on every retry: a retry of a batch
+	 * that was stored answers the first counts (freed with the request).
+	 */
+	char key[RPC_IDEM_UUID_LEN];
+	if (rpc_idem_new_key(key) == 0 && (b->req->request_id = strdup(key)) == NULL)
+		return MON_ENOMEM;
+	return MON_OK;
 }
 
 static bool is_retryable(int code)

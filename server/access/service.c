@@ -511,6 +511,18 @@ static int check_caller_fields(const Monitoring__V1__Caller *m, bool has_email, 
 }
 
 /* CreateCaller (admin, declared): a new caller; its event is "create" on resource "caller". */
+/* create_caller's response from its op (svc_reply_fn). */
+static int create_caller_reply(void *arg, ProtobufCMessage *msg, struct mon_error *err)
+{
+	const struct create_caller_op *op = arg;
+	const struct call *c = op->call;
+	Monitoring__V1__CreateCallerResponse *resp = (Monitoring__V1__CreateCallerResponse *)(void *)msg;
+	resp->caller = caller_msg(c->arena, &op->row);
+	if (resp->caller == NULL)
+		return svc_fail_nomem(err);
+	return 0;
+}
+
 static int create_caller(struct rpc_ctx *ctx, const Monitoring__V1__CreateCallerRequest *req,
                          Monitoring__V1__CreateCallerResponse *resp)
 {
@@ -531,13 +543,8 @@ static int create_caller(struct rpc_ctx *ctx, const Monitoring__V1__CreateCaller
 	snprintf(op.in.team, sizeof(op.in.team), "%s", m->team);
 	op.in.role = (enum rpc_role)m->role;
 	snprintf(op.in.cert_subject, sizeof(op.in.cert_subject), "%s", m->cert_subject);
-	rc = run_tx(&c, create_caller_tx, &op);
-	if (rc != 0)
-		return rc;
-	resp->caller = caller_msg(c.arena, &op.row);
-	if (resp->caller == NULL)
-		return rpc_fail(ctx, MON_ENOMEM, "response larger than the call's memory cap");
-	return 0;
+	(void)resp; /* filled by create_caller_reply or by the replay of an idempotency key */
+	return svc_run_change(ctx, c.svc->pool, create_caller_tx, create_caller_reply, &op);
 }
 
 /* ---- GetCaller ---- */
@@ -792,6 +799,18 @@ static int read_mask(const Google__Protobuf__FieldMask *mask, const char *const 
  * UpdateCaller (admin, declared): the mask's fields; an administrator may
  * not lower its own role, and a disabled caller cannot be changed.
  */
+/* update_caller's response from its op (svc_reply_fn). */
+static int update_caller_reply(void *arg, ProtobufCMessage *msg, struct mon_error *err)
+{
+	const struct update_caller_op *op = arg;
+	const struct call *c = op->call;
+	Monitoring__V1__UpdateCallerResponse *resp = (Monitoring__V1__UpdateCallerResponse *)(void *)msg;
+	resp->caller = caller_msg(c->arena, &op->after);
+	if (resp->caller == NULL)
+		return svc_fail_nomem(err);
+	return 0;
+}
+
 static int update_caller(struct rpc_ctx *ctx, const Monitoring__V1__UpdateCallerRequest *req,
                          Monitoring__V1__UpdateCallerResponse *resp)
 {
@@ -816,13 +835,8 @@ static int update_caller(struct rpc_ctx *ctx, const Monitoring__V1__UpdateCaller
 	                              .has_team = has[1],
 	                              .has_role = has[2],
 	                              .has_cert = has[3]};
-	rc = run_tx(&c, update_caller_tx, &op);
-	if (rc != 0)
-		return rc;
-	resp->caller = caller_msg(c.arena, &op.after);
-	if (resp->caller == NULL)
-		return rpc_fail(ctx, MON_ENOMEM, "response larger than the call's memory cap");
-	return 0;
+	(void)resp; /* filled by update_caller_reply or by the replay of an idempotency key */
+	return svc_run_change(ctx, c.svc->pool, update_caller_tx, update_caller_reply, &op);
 }
 
 /* ---- DisableCaller ---- */
@@ -871,6 +885,18 @@ out:
 }
 
 /* DisableCaller (admin, declared): never oneself; the event is "execute" on the caller. */
+/* disable_caller's response from its op (svc_reply_fn). */
+static int disable_caller_reply(void *arg, ProtobufCMessage *msg, struct mon_error *err)
+{
+	const struct disable_caller_op *op = arg;
+	const struct call *c = op->call;
+	Monitoring__V1__DisableCallerResponse *resp = (Monitoring__V1__DisableCallerResponse *)(void *)msg;
+	resp->caller = caller_msg(c->arena, &op->after);
+	if (resp->caller == NULL)
+		return svc_fail_nomem(err);
+	return 0;
+}
+
 static int disable_caller(struct rpc_ctx *ctx, const Monitoring__V1__DisableCallerRequest *req,
                           Monitoring__V1__DisableCallerResponse *resp)
 {
@@ -882,13 +908,8 @@ static int disable_caller(struct rpc_ctx *ctx, const Monitoring__V1__DisableCall
 	if (is_self(&c, req->caller_id))
 		return rpc_fail(ctx, MON_EPRECOND, "caller_id: an administrator cannot disable itself");
 	struct disable_caller_op op = {.call = &c, .caller_id = req->caller_id};
-	int rc = run_tx(&c, disable_caller_tx, &op);
-	if (rc != 0)
-		return rc;
-	resp->caller = caller_msg(c.arena, &op.after);
-	if (resp->caller == NULL)
-		return rpc_fail(ctx, MON_ENOMEM, "response larger than the call's memory cap");
-	return 0;
+	(void)resp; /* filled by disable_caller_reply or by the replay of an idempotency key */
+	return svc_run_change(ctx, c.svc->pool, disable_caller_tx, disable_caller_reply, &op);
 }
 
 /* ---- CreateApiKey ---- */
@@ -932,6 +953,27 @@ out:
  * CreateApiKey (viewer, declared): for oneself, or for anyone when admin.
  * The token is copied into the response and wiped here; nothing else sees it.
  */
+/* create_api_key's response from its op (svc_reply_fn). */
+static int create_api_key_reply(void *arg, ProtobufCMessage *msg, struct mon_error *err)
+{
+	const struct create_key_op *op = arg;
+	Monitoring__V1__CreateApiKeyResponse *resp = (Monitoring__V1__CreateApiKeyResponse *)(void *)msg;
+	resp->api_key = key_msg(op->call->arena, &op->key);
+	resp->token = arena_strdup(op->call->arena, op->token);
+	if (resp->api_key == NULL || resp->token == NULL)
+		return svc_fail_nomem(err);
+	return 0;
+}
+
+/*
+ * The token is shown once and only its hash is kept: the stored outcome of
+ * an idempotency key holds the key without it (svc_redact_fn).
+ */
+static void create_api_key_redact(ProtobufCMessage *copy)
+{
+	((Monitoring__V1__CreateApiKeyResponse *)(void *)copy)->token = (char *)"";
+}
+
 static int create_api_key(struct rpc_ctx *ctx, const Monitoring__V1__CreateApiKeyRequest *req,
                           Monitoring__V1__CreateApiKeyResponse *resp)
 {
@@ -960,13 +1002,8 @@ static int create_api_key(struct rpc_ctx *ctx, const Monitoring__V1__CreateApiKe
 	if (!c.is_admin && !is_self(&c, target))
 		return rpc_fail(ctx, MON_EPERM, "caller_id: only an admin may create keys for another caller");
 	op.caller_id = target;
-	rc = run_tx(&c, create_key_tx, &op);
-	if (rc == 0) {
-		resp->api_key = key_msg(c.arena, &op.key);
-		resp->token = arena_strdup(c.arena, op.token);
-		if (resp->api_key == NULL || resp->token == NULL)
-			rc = rpc_fail(ctx, MON_ENOMEM, "response larger than the call's memory cap");
-	}
+	(void)resp; /* filled by create_api_key_reply or by the replay of an idempotency key */
+	rc = svc_run_change_redacted(ctx, c.svc->pool, create_key_tx, create_api_key_reply, create_api_key_redact, &op);
 	sodium_memzero(op.token, sizeof(op.token));
 	return rc;
 }
@@ -1133,6 +1170,18 @@ out:
 }
 
 /* RevokeApiKey (viewer, declared): one's own key, or any for an admin; the event is "execute". */
+/* revoke_api_key's response from its op (svc_reply_fn). */
+static int revoke_api_key_reply(void *arg, ProtobufCMessage *msg, struct mon_error *err)
+{
+	const struct revoke_key_op *op = arg;
+	const struct call *c = op->call;
+	Monitoring__V1__RevokeApiKeyResponse *resp = (Monitoring__V1__RevokeApiKeyResponse *)(void *)msg;
+	resp->api_key = key_msg(c->arena, &op->after);
+	if (resp->api_key == NULL)
+		return svc_fail_nomem(err);
+	return 0;
+}
+
 static int revoke_api_key(struct rpc_ctx *ctx, const Monitoring__V1__RevokeApiKeyRequest *req,
                           Monitoring__V1__RevokeApiKeyResponse *resp)
 {
@@ -1142,13 +1191,8 @@ static int revoke_api_key(struct rpc_ctx *ctx, const Monitoring__V1__RevokeApiKe
 	if (check_key_id("key_id", req->key_id, &err) != 0)
 		return rpc_fail(ctx, MON_EINVAL, "%s", err.msg);
 	struct revoke_key_op op = {.call = &c, .key_id = req->key_id};
-	int rc = run_tx(&c, revoke_key_tx, &op);
-	if (rc != 0)
-		return rc;
-	resp->api_key = key_msg(c.arena, &op.after);
-	if (resp->api_key == NULL)
-		return rpc_fail(ctx, MON_ENOMEM, "response larger than the call's memory cap");
-	return 0;
+	(void)resp; /* filled by revoke_api_key_reply or by the replay of an idempotency key */
+	return svc_run_change(ctx, c.svc->pool, revoke_key_tx, revoke_api_key_reply, &op);
 }
 
 /* ---- UpdateApiKey ---- */
@@ -1206,6 +1250,18 @@ out:
 }
 
 /* UpdateApiKey (viewer, declared): description and expiry of one's own key, or any for an admin. */
+/* update_api_key's response from its op (svc_reply_fn). */
+static int update_api_key_reply(void *arg, ProtobufCMessage *msg, struct mon_error *err)
+{
+	const struct update_key_op *op = arg;
+	const struct call *c = op->call;
+	Monitoring__V1__UpdateApiKeyResponse *resp = (Monitoring__V1__UpdateApiKeyResponse *)(void *)msg;
+	resp->api_key = key_msg(c->arena, &op->after);
+	if (resp->api_key == NULL)
+		return svc_fail_nomem(err);
+	return 0;
+}
+
 static int update_api_key(struct rpc_ctx *ctx, const Monitoring__V1__UpdateApiKeyRequest *req,
                           Monitoring__V1__UpdateApiKeyResponse *resp)
 {
@@ -1233,13 +1289,8 @@ static int update_api_key(struct rpc_ctx *ctx, const Monitoring__V1__UpdateApiKe
 		return rpc_fail(ctx, rc, "%s", err.msg);
 	op.has_description = has[0];
 	op.has_expires_at = has[1];
-	rc = run_tx(&c, update_key_tx, &op);
-	if (rc != 0)
-		return rc;
-	resp->api_key = key_msg(c.arena, &op.after);
-	if (resp->api_key == NULL)
-		return rpc_fail(ctx, MON_ENOMEM, "response larger than the call's memory cap");
-	return 0;
+	(void)resp; /* filled by update_api_key_reply or by the replay of an idempotency key */
+	return svc_run_change(ctx, c.svc->pool, update_key_tx, update_api_key_reply, &op);
 }
 
 /* ---- binding ---- */

@@ -727,6 +727,29 @@ static int change_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 	return alerts_record_change_tx(conn, a, op->id, kind, before->status, op->call->actor, NULL, &op->out, err);
 }
 
+/* The response of AcknowledgeAlert and ResolveAlert: the alert after the change (svc_reply_fn). */
+static int reply_alert(void *arg, ProtobufCMessage *resp, struct mon_error *err)
+{
+	(void)err;
+	const struct change_op *op = arg;
+	if (resp->descriptor == &monitoring__v1__acknowledge_alert_response__descriptor)
+		((Monitoring__V1__AcknowledgeAlertResponse *)(void *)resp)->alert = op->out;
+	else
+		((Monitoring__V1__ResolveAlertResponse *)(void *)resp)->alert = op->out;
+	return 0;
+}
+
+static int reply_escalated(void *arg, ProtobufCMessage *resp, struct mon_error *err)
+{
+	(void)err;
+	const struct change_op *op = arg;
+	Monitoring__V1__EscalateAlertResponse *r = (Monitoring__V1__EscalateAlertResponse *)(void *)resp;
+	r->alert = op->out;
+	r->queued = op->queued;
+	r->n_queued = op->queued_n;
+	return 0;
+}
+
 static int run_change(struct rpc_ctx *ctx, enum change_kind kind, const char *id, const char *note,
                       struct change_op *op, struct call *c)
 {
@@ -738,7 +761,7 @@ static int run_change(struct rpc_ctx *ctx, enum change_kind kind, const char *id
 	if (svc_check_text("note", note, 0, ALERTS_NOTE_MAX_CHARS, 0, 0, &err) != 0)
 		return rpc_fail(ctx, err.code, "%s", err.msg);
 	*op = (struct change_op){.call = c, .kind = kind, .id = id, .note = note ? note : ""};
-	return run_tx(c, change_tx, op);
+	return svc_run_change(ctx, c->pool, change_tx, kind == CHANGE_ESCALATE ? reply_escalated : reply_alert, op);
 }
 
 static int acknowledge_alert(struct rpc_ctx *ctx, const Monitoring__V1__AcknowledgeAlertRequest *req,
@@ -746,10 +769,8 @@ static int acknowledge_alert(struct rpc_ctx *ctx, const Monitoring__V1__Acknowle
 {
 	struct call c;
 	struct change_op op;
-	int rc = run_change(ctx, CHANGE_ACK, req->alert_id, req->note, &op, &c);
-	if (rc == 0)
-		resp->alert = op.out;
-	return rc;
+	(void)resp; /* filled by reply_alert, or by the replay of an idempotency key */
+	return run_change(ctx, CHANGE_ACK, req->alert_id, req->note, &op, &c);
 }
 
 static int resolve_alert(struct rpc_ctx *ctx, const Monitoring__V1__ResolveAlertRequest *req,
@@ -757,10 +778,8 @@ static int resolve_alert(struct rpc_ctx *ctx, const Monitoring__V1__ResolveAlert
 {
 	struct call c;
 	struct change_op op;
-	int rc = run_change(ctx, CHANGE_RESOLVE, req->alert_id, req->note, &op, &c);
-	if (rc == 0)
-		resp->alert = op.out;
-	return rc;
+	(void)resp; /* filled by reply_alert, or by the replay of an idempotency key */
+	return run_change(ctx, CHANGE_RESOLVE, req->alert_id, req->note, &op, &c);
 }
 
 static int escalate_alert(struct rpc_ctx *ctx, const Monitoring__V1__EscalateAlertRequest *req,
@@ -768,13 +787,8 @@ static int escalate_alert(struct rpc_ctx *ctx, const Monitoring__V1__EscalateAle
 {
 	struct call c;
 	struct change_op op;
-	int rc = run_change(ctx, CHANGE_ESCALATE, req->alert_id, req->note, &op, &c);
-	if (rc == 0) {
-		resp->alert = op.out;
-		resp->queued = op.queued;
-		resp->n_queued = op.queued_n;
-	}
-	return rc;
+	(void)resp; /* filled by reply_escalated, or by the replay of an idempotency key */
+	return run_change(ctx, CHANGE_ESCALATE, req->alert_id, req->note, &op, &c);
 }
 
 /* ---- ListAlertNotifications ---- */

@@ -429,6 +429,16 @@ static Google__Protobuf__BoolValue *bool_default(struct arena *a, Google__Protob
 	return d;
 }
 
+/* create_alert_rule's response from its op (svc_reply_fn). */
+static int create_alert_rule_reply(void *arg, ProtobufCMessage *msg, struct mon_error *err)
+{
+	(void)err;
+	const struct rule_op *op = arg;
+	Monitoring__V1__CreateAlertRuleResponse *resp = (Monitoring__V1__CreateAlertRuleResponse *)(void *)msg;
+	resp->rule = op->out;
+	return 0;
+}
+
 static int create_alert_rule(struct rpc_ctx *ctx, const Monitoring__V1__CreateAlertRuleRequest *req,
                              Monitoring__V1__CreateAlertRuleResponse *resp)
 {
@@ -463,11 +473,8 @@ static int create_alert_rule(struct rpc_ctx *ctx, const Monitoring__V1__CreateAl
 	if (alerts_rule_check("rule.", r, &err) != 0)
 		return rpc_fail(ctx, err.code, "%s", err.msg);
 	struct rule_op op = {.call = &c, .rule = r};
-	int rc = run_tx(&c, create_rule_tx, &op);
-	if (rc != 0)
-		return rc;
-	resp->rule = op.out;
-	return 0;
+	(void)resp; /* filled by create_alert_rule_reply or by the replay of an idempotency key */
+	return svc_run_change(ctx, c.pool, create_rule_tx, create_alert_rule_reply, &op);
 }
 
 /* ---- GetAlertRule ---- */
@@ -780,6 +787,16 @@ out:
 	return rc;
 }
 
+/* update_alert_rule's response from its op (svc_reply_fn). */
+static int update_alert_rule_reply(void *arg, ProtobufCMessage *msg, struct mon_error *err)
+{
+	(void)err;
+	const struct rule_op *op = arg;
+	Monitoring__V1__UpdateAlertRuleResponse *resp = (Monitoring__V1__UpdateAlertRuleResponse *)(void *)msg;
+	resp->rule = op->out;
+	return 0;
+}
+
 static int update_alert_rule(struct rpc_ctx *ctx, const Monitoring__V1__UpdateAlertRuleRequest *req,
                              Monitoring__V1__UpdateAlertRuleResponse *resp)
 {
@@ -802,11 +819,8 @@ static int update_alert_rule(struct rpc_ctx *ctx, const Monitoring__V1__UpdateAl
 		rc = read_mask(req->update_mask, &spec, op.has, &err);
 	if (rc != 0)
 		return rpc_fail(ctx, rc, "%s", err.msg);
-	rc = run_tx(&c, update_rule_tx, &op);
-	if (rc != 0)
-		return rc;
-	resp->rule = op.out;
-	return 0;
+	(void)resp; /* filled by update_alert_rule_reply or by the replay of an idempotency key */
+	return svc_run_change(ctx, c.pool, update_rule_tx, update_alert_rule_reply, &op);
 }
 
 /* ---- DeleteAlertRule ---- */
@@ -862,6 +876,16 @@ out:
 	return rc;
 }
 
+/* delete_alert_rule's response from its op (svc_reply_fn). */
+static int delete_alert_rule_reply(void *arg, ProtobufCMessage *msg, struct mon_error *err)
+{
+	(void)err;
+	const struct rule_op *op = arg;
+	Monitoring__V1__DeleteAlertRuleResponse *resp = (Monitoring__V1__DeleteAlertRuleResponse *)(void *)msg;
+	resp->deleted_alert_count = op->count;
+	return 0;
+}
+
 static int delete_alert_rule(struct rpc_ctx *ctx, const Monitoring__V1__DeleteAlertRuleRequest *req,
                              Monitoring__V1__DeleteAlertRuleResponse *resp)
 {
@@ -873,11 +897,8 @@ static int delete_alert_rule(struct rpc_ctx *ctx, const Monitoring__V1__DeleteAl
 	Monitoring__V1__AlertRule key = MONITORING__V1__ALERT_RULE__INIT;
 	key.id = req->rule_id;
 	struct rule_op op = {.call = &c, .rule = &key, .is_force = req->force};
-	int rc = run_tx(&c, delete_rule_tx, &op);
-	if (rc != 0)
-		return rc;
-	resp->deleted_alert_count = op.count;
-	return 0;
+	(void)resp; /* filled by delete_alert_rule_reply or by the replay of an idempotency key */
+	return svc_run_change(ctx, c.pool, delete_rule_tx, delete_alert_rule_reply, &op);
 }
 
 /* ---- SetAlertRuleStatus ---- */
@@ -940,6 +961,17 @@ out:
 	return rc;
 }
 
+/* set_alert_rule_status's response from its op (svc_reply_fn). */
+static int set_alert_rule_status_reply(void *arg, ProtobufCMessage *msg, struct mon_error *err)
+{
+	(void)err;
+	const struct rule_op *op = arg;
+	Monitoring__V1__SetAlertRuleStatusResponse *resp = (Monitoring__V1__SetAlertRuleStatusResponse *)(void *)msg;
+	resp->rule = op->out;
+	resp->resolved_alert_count = (int32_t)op->count;
+	return 0;
+}
+
 static int set_alert_rule_status(struct rpc_ctx *ctx, const Monitoring__V1__SetAlertRuleStatusRequest *req,
                                  Monitoring__V1__SetAlertRuleStatusResponse *resp)
 {
@@ -956,12 +988,8 @@ static int set_alert_rule_status(struct rpc_ctx *ctx, const Monitoring__V1__SetA
 	Monitoring__V1__AlertRule key = MONITORING__V1__ALERT_RULE__INIT;
 	key.id = req->rule_id;
 	struct rule_op op = {.call = &c, .rule = &key, .status = req->status, .note = text_or_empty(req->note)};
-	int rc = run_tx(&c, set_status_tx, &op);
-	if (rc != 0)
-		return rc;
-	resp->rule = op.out;
-	resp->resolved_alert_count = (int32_t)op.count;
-	return 0;
+	(void)resp; /* filled by set_alert_rule_status_reply or by the replay of an idempotency key */
+	return svc_run_change(ctx, c.pool, set_status_tx, set_alert_rule_status_reply, &op);
 }
 
 /* ======================================================================
@@ -1150,6 +1178,17 @@ out:
 	return rc;
 }
 
+/* create_escalation_policy's response from its op (svc_reply_fn). */
+static int create_escalation_policy_reply(void *arg, ProtobufCMessage *msg, struct mon_error *err)
+{
+	(void)err;
+	const struct policy_op *op = arg;
+	Monitoring__V1__CreateEscalationPolicyResponse *resp =
+	        (Monitoring__V1__CreateEscalationPolicyResponse *)(void *)msg;
+	resp->policy = op->out;
+	return 0;
+}
+
 static int create_escalation_policy(struct rpc_ctx *ctx, const Monitoring__V1__CreateEscalationPolicyRequest *req,
                                     Monitoring__V1__CreateEscalationPolicyResponse *resp)
 {
@@ -1174,11 +1213,8 @@ static int create_escalation_policy(struct rpc_ctx *ctx, const Monitoring__V1__C
 	if (rc != 0)
 		return rpc_fail(ctx, rc, "%s", err.msg);
 	struct policy_op op = {.call = &c, .policy = p};
-	rc = run_tx(&c, create_policy_tx, &op);
-	if (rc != 0)
-		return rc;
-	resp->policy = op.out;
-	return 0;
+	(void)resp; /* filled by create_escalation_policy_reply or by the replay of an idempotency key */
+	return svc_run_change(ctx, c.pool, create_policy_tx, create_escalation_policy_reply, &op);
 }
 
 static int get_policy_tx(struct db_conn *conn, void *arg, struct mon_error *err)
@@ -1312,6 +1348,17 @@ out:
 	return rc;
 }
 
+/* update_escalation_policy's response from its op (svc_reply_fn). */
+static int update_escalation_policy_reply(void *arg, ProtobufCMessage *msg, struct mon_error *err)
+{
+	(void)err;
+	const struct policy_op *op = arg;
+	Monitoring__V1__UpdateEscalationPolicyResponse *resp =
+	        (Monitoring__V1__UpdateEscalationPolicyResponse *)(void *)msg;
+	resp->policy = op->out;
+	return 0;
+}
+
 static int update_escalation_policy(struct rpc_ctx *ctx, const Monitoring__V1__UpdateEscalationPolicyRequest *req,
                                     Monitoring__V1__UpdateEscalationPolicyResponse *resp)
 {
@@ -1330,11 +1377,8 @@ static int update_escalation_policy(struct rpc_ctx *ctx, const Monitoring__V1__U
 		rc = read_mask(req->update_mask, &spec, op.has, &err);
 	if (rc != 0)
 		return rpc_fail(ctx, rc, "%s", err.msg);
-	rc = run_tx(&c, update_policy_tx, &op);
-	if (rc != 0)
-		return rc;
-	resp->policy = op.out;
-	return 0;
+	(void)resp; /* filled by update_escalation_policy_reply or by the replay of an idempotency key */
+	return svc_run_change(ctx, c.pool, update_policy_tx, update_escalation_policy_reply, &op);
 }
 
 static int delete_policy_tx(struct db_conn *conn, void *arg, struct mon_error *err)
@@ -1385,7 +1429,7 @@ static int delete_escalation_policy(struct rpc_ctx *ctx, const Monitoring__V1__D
 	Monitoring__V1__EscalationPolicy key = MONITORING__V1__ESCALATION_POLICY__INIT;
 	key.id = req->policy_id;
 	struct policy_op op = {.call = &c, .policy = &key};
-	return run_tx(&c, delete_policy_tx, &op);
+	return svc_run_change(ctx, c.pool, delete_policy_tx, NULL, &op);
 }
 
 /* ======================================================================
@@ -1665,6 +1709,17 @@ static int check_silence(struct arena *a, const Monitoring__V1__Silence *s, stru
 	return 0;
 }
 
+/* create_silence's response from its op (svc_reply_fn). */
+static int create_silence_reply(void *arg, ProtobufCMessage *msg, struct mon_error *err)
+{
+	(void)err;
+	const struct silence_op *op = arg;
+	Monitoring__V1__CreateSilenceResponse *resp = (Monitoring__V1__CreateSilenceResponse *)(void *)msg;
+	resp->silence = op->out;
+	resp->suppressed_alert_count = (int32_t)op->count;
+	return 0;
+}
+
 static int create_silence(struct rpc_ctx *ctx, const Monitoring__V1__CreateSilenceRequest *req,
                           Monitoring__V1__CreateSilenceResponse *resp)
 {
@@ -1682,12 +1737,8 @@ static int create_silence(struct rpc_ctx *ctx, const Monitoring__V1__CreateSilen
 	struct silence_op op = {.call = &c, .silence = s};
 	if (check_silence(c.arena, s, &op, &err) != 0)
 		return rpc_fail(ctx, err.code, "%s", err.msg);
-	int rc = run_tx(&c, create_silence_tx, &op);
-	if (rc != 0)
-		return rc;
-	resp->silence = op.out;
-	resp->suppressed_alert_count = (int32_t)op.count;
-	return 0;
+	(void)resp; /* filled by create_silence_reply or by the replay of an idempotency key */
+	return svc_run_change(ctx, c.pool, create_silence_tx, create_silence_reply, &op);
 }
 
 static int get_silence_tx(struct db_conn *conn, void *arg, struct mon_error *err)
@@ -1879,6 +1930,16 @@ out:
 	return rc;
 }
 
+/* delete_silence's response from its op (svc_reply_fn). */
+static int delete_silence_reply(void *arg, ProtobufCMessage *msg, struct mon_error *err)
+{
+	(void)err;
+	const struct silence_op *op = arg;
+	Monitoring__V1__DeleteSilenceResponse *resp = (Monitoring__V1__DeleteSilenceResponse *)(void *)msg;
+	resp->silence = op->out;
+	return 0;
+}
+
 static int delete_silence(struct rpc_ctx *ctx, const Monitoring__V1__DeleteSilenceRequest *req,
                           Monitoring__V1__DeleteSilenceResponse *resp)
 {
@@ -1890,11 +1951,8 @@ static int delete_silence(struct rpc_ctx *ctx, const Monitoring__V1__DeleteSilen
 	Monitoring__V1__Silence key = MONITORING__V1__SILENCE__INIT;
 	key.id = req->silence_id;
 	struct silence_op op = {.call = &c, .silence = &key};
-	int rc = run_tx(&c, delete_silence_tx, &op);
-	if (rc != 0)
-		return rc;
-	resp->silence = op.out;
-	return 0;
+	(void)resp; /* filled by delete_silence_reply or by the replay of an idempotency key */
+	return svc_run_change(ctx, c.pool, delete_silence_tx, delete_silence_reply, &op);
 }
 
 /* ---- the handler table ---- */

@@ -32,6 +32,7 @@
 
 #include "grpc/health/v1/health.pb-c.h"
 #include "health/netpolicy.h"
+#include "common/call.h"
 #include "health/store.h"
 #include "rpc/client.h"
 #include "util/clock.h"
@@ -1256,6 +1257,55 @@ static Google__Protobuf__Struct *details_struct(struct arena *a, const struct pr
 	return st;
 }
 
+/* RunHealthCheck's record of its probe, and its response (svc_run_change). */
+struct run_record {
+	struct record_arg a;
+	const struct probe_outcome *o;
+	const char *service_id;
+	struct arena *arena;
+};
+
+static int run_record_tx(struct db_conn *conn, void *arg, struct mon_error *err)
+{
+	struct run_record *rr = arg;
+	return record_tx(conn, &rr->a, err);
+}
+
+static int run_record_reply(void *arg, ProtobufCMessage *msg, struct mon_error *err)
+{
+	const struct run_record *rr = arg;
+	const struct probe_outcome *o = rr->o;
+	struct arena *ar = rr->arena;
+	Monitoring__V1__RunHealthCheckResponse *resp = (Monitoring__V1__RunHealthCheckResponse *)(void *)msg;
+	Monitoring__V1__HealthCheck *c = arena_calloc(ar, 1, sizeof(*c));
+	if (c == NULL)
+		return svc_fail_nomem(err);
+	monitoring__v1__health_check__init(c);
+	c->id = rr->a.outcome.log_id;
+	c->service_id = (char *)rr->service_id;
+	c->status = o->status;
+	if (o->response_time_ms >= 0) {
+		c->response_time = arena_calloc(ar, 1, sizeof(*c->response_time));
+		if (c->response_time == NULL)
+			return svc_fail_nomem(err);
+		google__protobuf__int32_value__init(c->response_time);
+		c->response_time->value = o->response_time_ms;
+	}
+	c->error_message = arena_strdup(ar, o->error);
+	c->details = details_struct(ar, o);
+	if (rr->a.checked_at_ms > 0) {
+		char ms[24];
+		snprintf(ms, sizeof(ms), "%" PRId64, rr->a.checked_at_ms);
+		c->checked_at = timestamp_ms(ar, ms);
+	}
+	if (c->error_message == NULL || c->details == NULL)
+		return svc_fail_nomem(err);
+	resp->check = c;
+	resp->service = rr->a.service;
+	resp->attempt_count = o->attempt_count;
+	return 0;
+}
+
 /* A RunHealthCheck handed to the run threads; lives in the call's arena until rpc_reply_finish. */
 struct run_job {
 	struct rpc_ctx *ctx;
@@ -1312,6 +1362,11 @@ int prober_run_check(struct prober *p, struct rpc_ctx *ctx, const Monitoring__V1
 		return rpc_fail(ctx, MON_ENOTFOUND, "service_id: no such service");
 	if (p == NULL)
 		return rpc_fail(ctx, MON_EUNAVAIL, "the health prober is not running");
+	/* A retry of a recorded check answers it without probing again (and without taking a slot). */
+	bool is_replay = false;
+	int rc = svc_replay_early(ctx, p->pool, &is_replay);
+	if (rc != 0 || is_replay)
+		return rc;
 	if (!run_admit(p)) {
 		if (atomic_load(&p->is_stopping))
 			return rpc_fail(ctx, MON_EUNAVAIL, "the health prober is stopping");
@@ -1326,8 +1381,8 @@ int prober_run_check(struct prober *p, struct rpc_ctx *ctx, const Monitoring__V1
 
 	int64_t remaining = rpc_ctx_remaining_ms(ctx);
 	struct run_target t = {0};
-	int rc = read_target(p->pool, remaining < PROBE_DB_TIMEOUT_MS ? remaining : PROBE_DB_TIMEOUT_MS,
-	                     req->service_id, &t, &err);
+	rc = read_target(p->pool, remaining < PROBE_DB_TIMEOUT_MS ? remaining : PROBE_DB_TIMEOUT_MS, req->service_id,
+	                 &t, &err);
 	if (rc != 0) {
 		rc = rpc_fail(ctx, rc, "%s", err.msg[0] ? err.msg : mon_error_name(rc));
 		goto fail;
@@ -1369,8 +1424,6 @@ static int run_check_probe(struct prober *p, struct run_job *j)
 	const struct run_target t = j->t;
 	int64_t deadline = j->deadline;
 	struct arena *ar = rpc_ctx_arena(ctx);
-	struct mon_error err = {0};
-	int rc;
 
 	struct run_stop stop = {.ctx = ctx, .p = p};
 	struct probe_outcome o;
@@ -1382,38 +1435,10 @@ static int run_check_probe(struct prober *p, struct run_job *j)
 	char details[256];
 	struct health_check_result r;
 	outcome_to_result(&o, req->service_id, details, sizeof(details), &r);
-	struct record_arg a = {.result = &r, .ctx = ctx};
-	rc = db_tx_run(p->pool, rpc_ctx_remaining_ms(ctx), record_tx, &a, &err);
-	if (rc != 0)
-		return rpc_fail(ctx, rc, "%s", err.msg[0] ? err.msg : mon_error_name(rc));
-
-	Monitoring__V1__HealthCheck *c = arena_calloc(ar, 1, sizeof(*c));
-	if (c == NULL)
-		return rpc_fail(ctx, MON_ENOMEM, "out of memory");
-	monitoring__v1__health_check__init(c);
-	c->id = a.outcome.log_id;
-	c->service_id = req->service_id;
-	c->status = o.status;
-	if (o.response_time_ms >= 0) {
-		c->response_time = arena_calloc(ar, 1, sizeof(*c->response_time));
-		if (c->response_time == NULL)
-			return rpc_fail(ctx, MON_ENOMEM, "out of memory");
-		google__protobuf__int32_value__init(c->response_time);
-		c->response_time->value = o.response_time_ms;
-	}
-	c->error_message = arena_strdup(ar, o.error);
-	c->details = details_struct(ar, &o);
-	if (a.checked_at_ms > 0) {
-		char ms[24];
-		snprintf(ms, sizeof(ms), "%" PRId64, a.checked_at_ms);
-		c->checked_at = timestamp_ms(ar, ms);
-	}
-	if (c->error_message == NULL || c->details == NULL)
-		return rpc_fail(ctx, MON_ENOMEM, "out of memory");
-	resp->check = c;
-	resp->service = a.service;
-	resp->attempt_count = o.attempt_count;
-	return 0;
+	struct run_record rr = {.a = {.result = &r, .ctx = ctx}, .o = &o, .service_id = req->service_id, .arena = ar};
+	/* A duplicate in flight probed too, but only the first to commit records: the other answers its outcome. */
+	(void)resp; /* filled by run_record_reply or by the replay of an idempotency key */
+	return svc_run_change(ctx, p->pool, run_record_tx, run_record_reply, &rr);
 }
 
 static void *runner_main(void *arg)

@@ -14,6 +14,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "common/idem.h"
 #include "util/log.h"
 
 #define ACQUIRE_TIMEOUT_MS 10000
@@ -93,6 +94,7 @@ out:
 struct health_retention {
 	struct db_pool *pool;
 	int64_t max_age_days;
+	int64_t idempotency_hours; /* 0: keys are not pruned here */
 	int64_t interval_s;
 	pthread_t thread;
 	pthread_mutex_t lock;
@@ -124,6 +126,13 @@ static void *retention_main(void *arg)
 			log_info("msg=\"health check retention\" checks_deleted=%" PRId64 " events_deleted=%" PRId64
 			         " max_age_days=%" PRId64,
 			         stats.checks_deleted, stats.events_deleted, job->max_age_days);
+		int64_t keys_deleted = 0;
+		if (job->idempotency_hours > 0 &&
+		    svc_idem_prune(job->pool, job->idempotency_hours, &keys_deleted, &err) != 0)
+			log_warn("msg=\"idempotency key retention failed\" error=\"%s\"", err.msg);
+		else if (keys_deleted > 0)
+			log_info("msg=\"idempotency key retention\" keys_deleted=%" PRId64 " max_age_hours=%" PRId64,
+			         keys_deleted, job->idempotency_hours);
 		pthread_mutex_lock(&job->lock);
 		wait_s = job->interval_s;
 	}
@@ -131,7 +140,7 @@ static void *retention_main(void *arg)
 	return NULL;
 }
 
-int health_retention_start(struct db_pool *pool, int64_t max_age_days, int64_t interval_s,
+int health_retention_start(struct db_pool *pool, int64_t max_age_days, int64_t idempotency_hours, int64_t interval_s,
                            struct health_retention **out, struct mon_error *err)
 {
 	*out = NULL;
@@ -139,11 +148,15 @@ int health_retention_start(struct db_pool *pool, int64_t max_age_days, int64_t i
 		return mon_error_set(err, MON_EINVAL, "health check retention: must be 1 to %d days", MAX_AGE_DAYS_MAX);
 	if (interval_s < 0)
 		return mon_error_set(err, MON_EINVAL, "health retention interval: must not be negative");
+	if (idempotency_hours < 0 || idempotency_hours > SVC_IDEM_RETENTION_HOURS_MAX)
+		return mon_error_set(err, MON_EINVAL, "idempotency-retention-hours: must be 1 to %d",
+		                     SVC_IDEM_RETENTION_HOURS_MAX);
 	struct health_retention *job = calloc(1, sizeof(*job));
 	if (job == NULL)
 		return mon_error_set(err, MON_ENOMEM, "out of memory");
 	job->pool = pool;
 	job->max_age_days = max_age_days;
+	job->idempotency_hours = idempotency_hours;
 	job->interval_s = interval_s == 0 ? 3600 : interval_s;
 	pthread_mutex_init(&job->lock, NULL);
 	pthread_cond_init(&job->cond, NULL);

@@ -582,6 +582,16 @@ static int check_service_fields(struct arena *a, const struct netpolicy *policy,
 }
 
 /* CreateService (editor, declared): id generated when empty; defaults for 0 intervals and absent retry_count. */
+/* create_service's response from its op (svc_reply_fn). */
+static int create_service_reply(void *arg, ProtobufCMessage *msg, struct mon_error *err)
+{
+	(void)err;
+	const struct create_op *op = arg;
+	Monitoring__V1__CreateServiceResponse *resp = (Monitoring__V1__CreateServiceResponse *)(void *)msg;
+	resp->service = op->out;
+	return 0;
+}
+
 static int create_service(struct rpc_ctx *ctx, const Monitoring__V1__CreateServiceRequest *req,
                           Monitoring__V1__CreateServiceResponse *resp)
 {
@@ -618,11 +628,8 @@ static int create_service(struct rpc_ctx *ctx, const Monitoring__V1__CreateServi
 	}
 	if (rc != 0)
 		return rpc_fail(ctx, rc, "%s", err.msg);
-	rc = run_tx(&c, create_tx, &op);
-	if (rc != 0)
-		return rc;
-	resp->service = op.out;
-	return 0;
+	(void)resp; /* filled by create_service_reply or by the replay of an idempotency key */
+	return svc_run_change(ctx, c.pool, create_tx, create_service_reply, &op);
 }
 
 /* ---- GetService ---- */
@@ -938,6 +945,16 @@ out:
 }
 
 /* UpdateService (editor, declared): the fields in update_mask; timing is checked on the merged values. */
+/* update_service's response from its op (svc_reply_fn). */
+static int update_service_reply(void *arg, ProtobufCMessage *msg, struct mon_error *err)
+{
+	(void)err;
+	const struct update_op *op = arg;
+	Monitoring__V1__UpdateServiceResponse *resp = (Monitoring__V1__UpdateServiceResponse *)(void *)msg;
+	resp->service = op->out;
+	return 0;
+}
+
 static int update_service(struct rpc_ctx *ctx, const Monitoring__V1__UpdateServiceRequest *req,
                           Monitoring__V1__UpdateServiceResponse *resp)
 {
@@ -952,11 +969,8 @@ static int update_service(struct rpc_ctx *ctx, const Monitoring__V1__UpdateServi
 		rc = read_mask(req->update_mask, op.has, &err);
 	if (rc != 0)
 		return rpc_fail(ctx, rc, "%s", err.msg);
-	rc = run_tx(&c, update_tx, &op);
-	if (rc != 0)
-		return rc;
-	resp->service = op.out;
-	return 0;
+	(void)resp; /* filled by update_service_reply or by the replay of an idempotency key */
+	return svc_run_change(ctx, c.pool, update_tx, update_service_reply, &op);
 }
 
 /* ---- DeleteService ---- */
@@ -1004,6 +1018,16 @@ out:
 }
 
 /* DeleteService (editor, declared): the service, its check log and rollups (foreign keys cascade). */
+/* delete_service's response from its op (svc_reply_fn). */
+static int delete_service_reply(void *arg, ProtobufCMessage *msg, struct mon_error *err)
+{
+	(void)err;
+	const struct delete_op *op = arg;
+	Monitoring__V1__DeleteServiceResponse *resp = (Monitoring__V1__DeleteServiceResponse *)(void *)msg;
+	resp->deleted_check_count = op->check_count;
+	return 0;
+}
+
 static int delete_service(struct rpc_ctx *ctx, const Monitoring__V1__DeleteServiceRequest *req,
                           Monitoring__V1__DeleteServiceResponse *resp)
 {
@@ -1013,11 +1037,8 @@ static int delete_service(struct rpc_ctx *ctx, const Monitoring__V1__DeleteServi
 	if (health_check_id("service_id", req->service_id, &err) != 0)
 		return rpc_fail(ctx, MON_EINVAL, "%s", err.msg);
 	struct delete_op op = {.call = &c, .id = req->service_id};
-	int rc = run_tx(&c, delete_tx, &op);
-	if (rc != 0)
-		return rc;
-	resp->deleted_check_count = op.check_count;
-	return 0;
+	(void)resp; /* filled by delete_service_reply or by the replay of an idempotency key */
+	return svc_run_change(ctx, c.pool, delete_tx, delete_service_reply, &op);
 }
 
 /* ---- ReportHealthCheck ---- */
@@ -1051,6 +1072,19 @@ static int report_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 }
 
 /* ReportHealthCheck (editor, declared): one check through the health store. */
+/* report_health_check's response from its op (svc_reply_fn). */
+static int report_health_check_reply(void *arg, ProtobufCMessage *msg, struct mon_error *err)
+{
+	(void)err;
+	const struct report_op *op = arg;
+	Monitoring__V1__ReportHealthCheckResponse *resp = (Monitoring__V1__ReportHealthCheckResponse *)(void *)msg;
+	resp->check = op->check;
+	resp->service = op->service;
+	resp->is_status_changed = op->outcome.status != op->outcome.previous_status;
+	resp->previous_status = (Monitoring__V1__ServiceStatus)op->outcome.previous_status;
+	return 0;
+}
+
 static int report_health_check(struct rpc_ctx *ctx, const Monitoring__V1__ReportHealthCheckRequest *req,
                                Monitoring__V1__ReportHealthCheckResponse *resp)
 {
@@ -1093,14 +1127,8 @@ static int report_health_check(struct rpc_ctx *ctx, const Monitoring__V1__Report
 	}
 	if (rc != 0)
 		return rpc_fail(ctx, rc, "%s", err.msg);
-	rc = run_tx(&c, report_tx, &op);
-	if (rc != 0)
-		return rc;
-	resp->check = op.check;
-	resp->service = op.service;
-	resp->is_status_changed = op.outcome.status != op.outcome.previous_status;
-	resp->previous_status = (Monitoring__V1__ServiceStatus)op.outcome.previous_status;
-	return 0;
+	(void)resp; /* filled by report_health_check_reply or by the replay of an idempotency key */
+	return svc_run_change(ctx, c.pool, report_tx, report_health_check_reply, &op);
 }
 
 /* ---- ListHealthChecks ---- */

@@ -465,6 +465,7 @@ struct write_op {
 	struct row **sorted; /* rows in key order */
 	size_t count;
 	const char *params[5];
+	const struct metrics_write_key *key; /* NULL: no idempotency key */
 	struct metrics_write_result result;
 };
 
@@ -602,6 +603,13 @@ static int write_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 	struct write_op *op = arg;
 	struct db_result *res = NULL;
 	bool is_direct = false;
+	op->result = (struct metrics_write_result){0};
+	if (op->key != NULL) {
+		/* First, so that a concurrent duplicate waits here, before the ingest lock. */
+		int rc = op->key->claim_tx(conn, op->key->arg, &op->result.is_replay, err);
+		if (rc != 0 || op->result.is_replay)
+			return rc;
+	}
 	int rc = copy_direct(conn, op, &is_direct, err);
 	if (rc != 0)
 		return rc;
@@ -658,6 +666,8 @@ publish:;
 	op->result.sequence = strtoll(db_result_value(res, 0, 0), NULL, 10);
 out:
 	db_result_free(res);
+	if (rc == 0 && op->key != NULL)
+		rc = op->key->store_tx(conn, op->key->arg, &op->result, err);
 	return rc;
 }
 
@@ -716,9 +726,10 @@ static int row_key_cmp(const void *pa, const void *pb)
 }
 
 int metrics_write(struct db_pool *pool, struct arena *a, int64_t timeout_ms, Monitoring__V1__MetricPoint *const *points,
-                  size_t count, struct metrics_write_result *out, struct mon_error *err)
+                  size_t count, const struct metrics_write_key *key, struct metrics_write_result *out,
+                  struct mon_error *err)
 {
-	struct write_op op = {.arena = a, .count = count};
+	struct write_op op = {.arena = a, .count = count, .key = key};
 	op.rows = arena_calloc(a, count, sizeof(*op.rows));
 	op.sorted = arena_calloc(a, count, sizeof(*op.sorted));
 	if (op.rows == NULL || op.sorted == NULL)

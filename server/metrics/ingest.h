@@ -62,16 +62,31 @@ struct metrics_write_result {
 	int32_t updated;
 	int32_t duplicates;
 	int64_t sequence; /* 0 when nothing changed (every point a duplicate): nothing is published */
+	bool is_replay;   /* an idempotency key's stored outcome answers: nothing was written */
+};
+
+/*
+ * An idempotency key's part in a write (RecordMetrics): claimed first in
+ * the write's transaction, its outcome stored last, before COMMIT.
+ */
+struct metrics_write_key {
+	/* Claims the key; *is_replay: a committed outcome answers and nothing is written. */
+	int (*claim_tx)(struct db_conn *conn, void *arg, bool *is_replay, struct mon_error *err);
+	/* Stores the outcome of the write (result). */
+	int (*store_tx)(struct db_conn *conn, void *arg, const struct metrics_write_result *result,
+	                struct mon_error *err);
+	void *arg;
 };
 
 /*
  * Writes points (already valid, count >= 1, no two with the same key) in
  * one transaction within timeout_ms, with scratch memory from a; the result is known only once the
- * transaction committed. MON_EUNAVAIL / MON_EDEADLINE / MON_EINVAL from
+ * transaction committed. key (may be NULL): the call's idempotency key. MON_EUNAVAIL / MON_EDEADLINE / MON_EINVAL from
  * the database.
  */
 int metrics_write(struct db_pool *pool, struct arena *a, int64_t timeout_ms, Monitoring__V1__MetricPoint *const *points,
-                  size_t count, struct metrics_write_result *out, struct mon_error *err) MON_MUST_CHECK;
+                  size_t count, const struct metrics_write_key *key, struct metrics_write_result *out,
+                  struct mon_error *err) MON_MUST_CHECK;
 
 /*
  * What every pooled connection of monitord runs once (db_config.session_sql):

@@ -111,6 +111,36 @@ static void notify_engine(struct alerts_engine *engine, struct arena *a, Monitor
 	alerts_engine_on_metrics(engine, names, n);
 }
 
+/* A write's counts in RecordMetrics' response. */
+static void record_counts(Monitoring__V1__RecordMetricsResponse *resp, const struct metrics_write_result *wr)
+{
+	resp->inserted_count = wr->inserted;
+	resp->updated_count = wr->updated;
+	resp->duplicate_count = wr->duplicates;
+	resp->sequence = wr->sequence;
+}
+
+/* RecordMetrics' idempotency key, claimed and stored in the write's own transaction (metrics_write_key). */
+struct record_key {
+	struct svc_idem key;
+	struct arena *arena;
+	Monitoring__V1__RecordMetricsResponse *resp; /* the point errors already in it */
+};
+
+static int record_key_claim_tx(struct db_conn *conn, void *arg, bool *is_replay, struct mon_error *err)
+{
+	struct record_key *rk = arg;
+	return svc_idem_claim_tx(conn, &rk->key, rk->arena, &rk->resp->base, is_replay, err);
+}
+
+static int record_key_store_tx(struct db_conn *conn, void *arg, const struct metrics_write_result *result,
+                               struct mon_error *err)
+{
+	struct record_key *rk = arg;
+	record_counts(rk->resp, result);
+	return svc_idem_store_tx(conn, &rk->key, rk->arena, &rk->resp->base, err);
+}
+
 static int record_metrics(struct rpc_ctx *ctx, const Monitoring__V1__RecordMetricsRequest *req,
                           Monitoring__V1__RecordMetricsResponse *resp)
 {
@@ -185,17 +215,24 @@ static int record_metrics(struct rpc_ctx *ctx, const Monitoring__V1__RecordMetri
 			if (!is_bad[i])
 				valid[k++] = req->points[i];
 	}
+	struct record_key rk = {.arena = a, .resp = resp};
+	bool has_key = false;
+	int rc = svc_change_key(ctx, &rk.key, &has_key);
+	if (rc != 0)
+		return rc;
+	const struct metrics_write_key wk = {
+	        .claim_tx = record_key_claim_tx, .store_tx = record_key_store_tx, .arg = &rk};
 	struct metrics_write_result wr = {0};
 	struct mon_error err = {0};
-	int rc = metrics_write(svc->pool, a, rpc_ctx_remaining_ms(ctx), valid, count - rejected, &wr, &err);
+	rc = metrics_write(svc->pool, a, rpc_ctx_remaining_ms(ctx), valid, count - rejected, has_key ? &wk : NULL, &wr,
+	                   &err);
 	if (rc != 0)
 		return rpc_fail(ctx, rc, "%s", err.msg);
+	if (wr.is_replay)
+		return 0; /* resp is the first call's response */
 	if (wr.sequence > 0)
 		notify_engine(svc->alerts_engine, a, valid, count - rejected);
-	resp->inserted_count = wr.inserted;
-	resp->updated_count = wr.updated;
-	resp->duplicate_count = wr.duplicates;
-	resp->sequence = wr.sequence;
+	record_counts(resp, &wr);
 	return 0;
 }
 

@@ -51,6 +51,8 @@ struct rpc_ctx {
 	size_t trailer_count;
 	struct rpc_identity identity;
 	bool has_identity;
+	const ProtobufCMessage *request; /* the decoded request, while the handler runs */
+	ProtobufCMessage *response;      /* unary: the response the handler fills */
 };
 
 /* Per-caller state for the rate limit and the stream cap. */

@@ -49,6 +49,15 @@ const char *rpc_ctx_request_id(const struct rpc_ctx *ctx);
 /* The full method path, "/monitoring.v1.AlertsService/ListAlerts". */
 const char *rpc_ctx_method(const struct rpc_ctx *ctx);
 
+/*
+ * The call's decoded request (in the call's arena), and for a unary method
+ * the response message the handler fills (NULL for streams). Both are the
+ * handler's own arguments; these let a shared helper (an idempotency key's
+ * lookup and replay) reach them through their descriptors.
+ */
+const ProtobufCMessage *rpc_ctx_request(const struct rpc_ctx *ctx);
+ProtobufCMessage *rpc_ctx_response(struct rpc_ctx *ctx);
+
 /* Roles, in increasing power; a method declares the least it needs. */
 enum rpc_role { RPC_ROLE_NONE = 0, RPC_ROLE_VIEWER = 1, RPC_ROLE_EDITOR = 2, RPC_ROLE_ADMIN = 3 };
 

@@ -185,6 +185,16 @@ const char *rpc_ctx_method(const struct rpc_ctx *ctx)
 	return ctx->method;
 }
 
+const ProtobufCMessage *rpc_ctx_request(const struct rpc_ctx *ctx)
+{
+	return ctx->request;
+}
+
+ProtobufCMessage *rpc_ctx_response(struct rpc_ctx *ctx)
+{
+	return ctx->response;
+}
+
 void *rpc_ctx_user(const struct rpc_ctx *ctx)
 {
 	return ctx->user;
@@ -1016,6 +1026,7 @@ static void run_handler(struct rpc_call *c, const ProtobufCMessage *req)
 	const struct rpc_method *m = bm->method;
 	struct rpc_ctx *ctx = &c->ctx;
 	mon_error_clear(&ctx->err);
+	ctx->request = req;
 
 	if (m->kind == RPC_UNARY) {
 		int rc;
@@ -1031,6 +1042,7 @@ static void run_handler(struct rpc_call *c, const ProtobufCMessage *req)
 			} else {
 				m->output->message_init(resp);
 				c->unary_resp = resp;
+				ctx->response = resp;
 				rc = m->trampoline(ctx, bm->fn, req, resp);
 				/* Another thread owns the call now (rpc_reply_later): touch nothing. */
 				if (rc == RPC_REPLY_LATER)

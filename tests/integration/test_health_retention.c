@@ -3,10 +3,12 @@
  * throwaway cluster: old checks, change events and uptime rollups go, recent
  * ones stay, batches of more than one statement finish, a run is skipped
  * while another replica holds the lock, bad ages are refused, and the
- * background job starts and stops.
+ * background job starts and stops. The job also prunes the stored outcomes
+ * of idempotency keys (svc_idem_prune, server/common/idem.c).
  */
 #include "test_db_common.h"
 
+#include "common/idem.h"
 #include "health/retention.h"
 
 static struct test_db tdb;
@@ -111,8 +113,33 @@ static void test_health_retention_refuses_bad_ages(void **state)
 	struct health_retention *job = NULL;
 	assert_int_equal(health_retention_run(pool, 0, NULL, &err), MON_EINVAL);
 	assert_int_equal(health_retention_run(pool, -3, NULL, &err), MON_EINVAL);
-	assert_int_equal(health_retention_start(pool, 0, 60, &job, &err), MON_EINVAL);
+	assert_int_equal(health_retention_start(pool, 0, 0, 60, &job, &err), MON_EINVAL);
 	assert_null(job);
+}
+
+/* Two stored outcomes of idempotency keys: one 25 hours old, one new. */
+static void fill_keys(void)
+{
+	test_db_exec(pool, "DELETE FROM tb_idempotency_key");
+	test_db_exec(pool,
+	             "INSERT INTO tb_idempotency_key (caller_id, method, idempotency_key, request_digest, response,"
+	             " created_at) VALUES ('admin', '/m', 'old', '\\x00', '\\x', now() - interval '25 hours'),"
+	             " ('admin', '/m', 'new', '\\x00', '\\x', now())");
+}
+
+static void test_health_retention_prunes_idempotency_keys(void **state)
+{
+	(void)state;
+	struct mon_error err = {0};
+	int64_t deleted = -1;
+	fill_keys();
+	assert_int_equal(svc_idem_prune(pool, 24, &deleted, &err), 0);
+	assert_int_equal(deleted, 1);
+	assert_int_equal(test_db_count(pool, "SELECT count(*) FROM tb_idempotency_key WHERE idempotency_key = 'new'"),
+	                 1);
+	assert_int_equal(test_db_count(pool, "SELECT count(*) FROM tb_idempotency_key"), 1);
+	assert_int_equal(svc_idem_prune(pool, 0, NULL, &err), MON_EINVAL);
+	assert_non_null(strstr(err.msg, "idempotency-retention-hours"));
 }
 
 static void test_health_retention_job_starts_and_stops(void **state)
@@ -121,19 +148,22 @@ static void test_health_retention_job_starts_and_stops(void **state)
 	struct mon_error err = {0};
 	struct health_retention *job = NULL;
 	fill();
-	assert_int_equal(health_retention_start(pool, 30, 1, &job, &err), 0);
+	fill_keys();
+	assert_int_equal(health_retention_start(pool, 30, 24, 1, &job, &err), 0);
 	/*
 	 * The first run comes a few seconds after start; a loaded machine may
 	 * take much longer, so the wait is generous. The job is stopped before
 	 * the assertion, so that a failure does not leave its thread running.
 	 */
-	long left = -1;
-	for (int i = 0; i < 900 && left != 60; i++) {
+	long left = -1, keys = -1;
+	for (int i = 0; i < 900 && (left != 60 || keys != 1); i++) {
 		test_sleep_ms(100);
 		left = test_db_count(pool, "SELECT count(*) FROM tb_health_check_log");
+		keys = test_db_count(pool, "SELECT count(*) FROM tb_idempotency_key");
 	}
 	health_retention_stop(job);
 	assert_int_equal(left, 60);
+	assert_int_equal(keys, 1);
 	health_retention_stop(NULL);
 }
 
@@ -143,6 +173,7 @@ int main(void)
 	        cmocka_unit_test(test_health_retention_removes_old_rows_only),
 	        cmocka_unit_test(test_health_retention_one_replica_at_a_time),
 	        cmocka_unit_test(test_health_retention_refuses_bad_ages),
+	        cmocka_unit_test(test_health_retention_prunes_idempotency_keys),
 	        cmocka_unit_test(test_health_retention_job_starts_and_stops),
 	};
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);

@@ -1,6 +1,7 @@
 # Tests of the client side: the RPC runtime's client (test_client_rpc) and
 # libmonitoring's public API (test_client_lib), both against a python3-grpcio
-# health server; the JSON transcoder of monctl (test_client_json); monctl's
+# health server; the library's idempotency keys and retries against a fake
+# AlertsService (test_client_retry); the JSON transcoder of monctl (test_client_json); monctl's
 # command line against the same server (test_client_monctl); and the
 # symbols libmonitoring.so exports (test_client_exports).
 if(TARGET monitoring_static)
@@ -16,6 +17,12 @@ if(TARGET monitoring_static)
     mon_add_unit_test(NAME test_client_lib SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_client_lib.c
       LIBS monitoring Threads::Threads)
     target_compile_definitions(test_client_lib PRIVATE MON_TEST_HEALTH_SERVER="${mon_client_test_server}")
+
+    # Idempotency keys and retries against a fake AlertsService.
+    mon_add_unit_test(NAME test_client_retry SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_client_retry.c
+      LIBS monitoring Threads::Threads)
+    target_compile_definitions(test_client_retry PRIVATE
+      MON_TEST_HEALTH_SERVER="${CMAKE_CURRENT_LIST_DIR}/test_client_retry_server.py")
 
     if(TARGET monctl)
       add_test(NAME test_client_monctl

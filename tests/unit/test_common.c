@@ -1,7 +1,8 @@
 /*
  * What every service uses (server/common/): the UTF-8 checker and the text
  * field check on it, integers of database text, timestamps, page sizes,
- * page tokens and key cursors. No server needed.
+ * page tokens and key cursors, idempotency keys (which field, validation,
+ * the digest of a request without its key). No server needed.
  */
 #include <math.h>
 #include <setjmp.h>
@@ -12,10 +13,15 @@
 
 #include <cmocka.h>
 
+#include "common/idem.h"
 #include "common/json.h"
 #include "common/page.h"
 #include "common/parse.h"
 #include "common/text.h"
+#include "mon_services.h"
+#include "monitoring/v1/alerts.pb-c.h"
+#include "monitoring/v1/audit.pb-c.h"
+#include "monitoring/v1/errors.pb-c.h"
 
 static size_t decode(const char *s, size_t len, uint32_t *cp)
 {
@@ -274,6 +280,108 @@ static void test_common_struct_json_round_trip(void **state)
 	arena_destroy(a);
 }
 
+/* ---- idempotency keys ---- */
+
+static void test_common_idem_key_field(void **state)
+{
+	(void)state;
+	const ProtobufCFieldDescriptor *f = rpc_idem_key_field(&monitoring__v1__acknowledge_alert_request__descriptor);
+	assert_non_null(f);
+	assert_string_equal(f->name, "request_id");
+	/* Where request_id already means the request id of another call, the key is idempotency_key. */
+	f = rpc_idem_key_field(&monitoring__v1__report_error_request__descriptor);
+	assert_non_null(f);
+	assert_string_equal(f->name, "idempotency_key");
+	f = rpc_idem_key_field(&monitoring__v1__record_audit_event_request__descriptor);
+	assert_non_null(f);
+	assert_string_equal(f->name, "idempotency_key");
+	assert_null(rpc_idem_key_field(&monitoring__v1__get_alert_request__descriptor));
+	assert_null(rpc_idem_key_field(NULL));
+}
+
+/* A method that only reads, by its name; every other method changes state. */
+static bool is_read(const char *name)
+{
+	static const char *const prefixes[] = {"Get",    "List",   "Search",  "Query",   "Watch",
+	                                       "Export", "Verify", "Preview", "Evaluate"};
+	for (size_t i = 0; i < sizeof(prefixes) / sizeof(prefixes[0]); i++)
+		if (strncmp(name, prefixes[i], strlen(prefixes[i])) == 0)
+			return true;
+	return false;
+}
+
+static void test_common_idem_every_change_has_a_key(void **state)
+{
+	(void)state;
+	size_t changes = 0;
+	for (size_t s = 0; s < mon_all_services_count; s++) {
+		const struct rpc_service_desc *d = mon_all_services[s];
+		if (strncmp(d->name, "monitoring.v1.", 14) != 0)
+			continue;
+		for (size_t m = 0; m < d->method_count; m++) {
+			const struct rpc_method *rm = &d->methods[m];
+			const ProtobufCFieldDescriptor *f = rpc_idem_key_field(rm->input);
+			if (is_read(rm->name)) {
+				/* SearchAuditEvents' request_id is a filter: reads never look for a key. */
+				continue;
+			}
+			if (f == NULL)
+				fail_msg("%s/%s changes state and its request has no idempotency key", d->name,
+				         rm->name);
+			assert_int_equal(rm->kind, RPC_UNARY);
+			changes++;
+		}
+	}
+	assert_true(changes >= 57); /* as many as the seven services had when keys were added */
+}
+
+static void test_common_idem_check_key(void **state)
+{
+	(void)state;
+	struct mon_error err = {0};
+	char key[SVC_IDEM_KEY_MAX_BYTES + 2];
+	memset(key, 'k', sizeof(key));
+	key[SVC_IDEM_KEY_MAX_BYTES] = '\0';
+	assert_int_equal(svc_idem_check_key("request_id", key, &err), 0);
+	assert_int_equal(svc_idem_check_key("request_id", "3b241101-e2bb-4255-8caf-4136c566a962", &err), 0);
+	key[SVC_IDEM_KEY_MAX_BYTES] = 'k';
+	key[SVC_IDEM_KEY_MAX_BYTES + 1] = '\0';
+	assert_int_equal(svc_idem_check_key("request_id", key, &err), MON_EINVAL);
+	assert_non_null(strstr(err.msg, "request_id: at most 128 bytes"));
+	assert_int_equal(svc_idem_check_key("idempotency_key", "bad \xff", &err), MON_EINVAL);
+	assert_non_null(strstr(err.msg, "idempotency_key: must be valid UTF-8"));
+	assert_int_equal(svc_idem_check_key("request_id", "tab\there", &err), MON_EINVAL);
+	assert_non_null(strstr(err.msg, "request_id:"));
+}
+
+static void test_common_idem_digest_ignores_only_the_key(void **state)
+{
+	(void)state;
+	struct arena *a = arena_create(4096);
+	assert_non_null(a);
+	struct mon_error err = {0};
+	const ProtobufCFieldDescriptor *f = rpc_idem_key_field(&monitoring__v1__acknowledge_alert_request__descriptor);
+	Monitoring__V1__AcknowledgeAlertRequest r1 = MONITORING__V1__ACKNOWLEDGE_ALERT_REQUEST__INIT;
+	r1.alert_id = "alt-1";
+	r1.note = "on it";
+	r1.request_id = "key-1";
+	Monitoring__V1__AcknowledgeAlertRequest r2 = r1;
+	r2.request_id = "key-2";
+	Monitoring__V1__AcknowledgeAlertRequest r3 = r1;
+	r3.note = "on it!";
+	unsigned char d1[SVC_IDEM_DIGEST_BYTES], d2[SVC_IDEM_DIGEST_BYTES], d3[SVC_IDEM_DIGEST_BYTES];
+	assert_int_equal(svc_idem_digest(&r1.base, f, a, d1, &err), 0);
+	assert_int_equal(svc_idem_digest(&r2.base, f, a, d2, &err), 0);
+	assert_int_equal(svc_idem_digest(&r3.base, f, a, d3, &err), 0);
+	assert_memory_equal(d1, d2, sizeof(d1));
+	assert_memory_not_equal(d1, d3, sizeof(d1));
+	assert_string_equal(r1.request_id, "key-1"); /* the request is not changed */
+	assert_string_equal(rpc_idem_key(&r1.base, f), "key-1");
+	Monitoring__V1__AcknowledgeAlertRequest empty = MONITORING__V1__ACKNOWLEDGE_ALERT_REQUEST__INIT;
+	assert_string_equal(rpc_idem_key(&empty.base, f), "");
+	arena_destroy(a);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -290,6 +398,10 @@ int main(void)
 	        cmocka_unit_test(test_common_page_size),
 	        cmocka_unit_test(test_common_page_token_in_arena),
 	        cmocka_unit_test(test_common_struct_json_round_trip),
+	        cmocka_unit_test(test_common_idem_key_field),
+	        cmocka_unit_test(test_common_idem_every_change_has_a_key),
+	        cmocka_unit_test(test_common_idem_check_key),
+	        cmocka_unit_test(test_common_idem_digest_ignores_only_the_key),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

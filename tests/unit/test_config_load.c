@@ -546,6 +546,7 @@ static const char *const setting_names[] = {
         "metrics-replay-window-s",
         "alert-tick-ms",
         "alert-retention-days",
+        "idempotency-retention-hours",
         "notify-max-attempts",
         "notify-timeout-ms",
         "secrets-key-file",

@@ -91,6 +91,16 @@ MON_API void mon_client_close(mon_client *client);
  * with resp_desc, in *resp (free with mon_message_free; resp may be NULL to
  * discard it). opts may be NULL. Returns 0 or a negative code, *resp then
  * NULL; status (may be NULL) gets the gRPC status either way.
+ *
+ * Retries (docs/client.md): a state-changing call's request has an
+ * idempotency key field (request_id, or idempotency_key where request_id
+ * means something else). When the caller left it empty, the library sets a
+ * fresh random UUID on a copy of req (req itself is not changed). A call
+ * with a key that fails with UNAVAILABLE, or with UNKNOWN and a message
+ * starting "outcome unknown", is sent again with the same key: at most 4
+ * attempts, 100 ms to 2 s apart (doubling, jittered), all within the
+ * call's deadline. The server answers a retry of a call that happened with
+ * its first outcome. Reads and calls without a key are never retried.
  */
 MON_API int mon_call_unary(mon_client *client, const char *path, const ProtobufCMessage *req,
                            const ProtobufCMessageDescriptor *resp_desc, ProtobufCMessage **resp,
