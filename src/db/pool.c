@@ -19,6 +19,8 @@
 
 /* A transaction idle this long is ended by the server (idle_in_transaction_session_timeout). */
 #define DB_IDLE_IN_TX_TIMEOUT_MS 10000
+/* How long a caller with no deadline (DB_NO_DEADLINE) waits for a connection. */
+#define DB_ACQUIRE_DEFAULT_MS 30000
 
 struct db_pool {
 	char *conninfo;
@@ -220,8 +222,11 @@ int db_pool_acquire(struct db_pool *pool, int64_t timeout_ms, struct db_conn **o
 	int rc = 0;
 	struct db_conn *c = NULL;
 	*out = NULL;
-	if (timeout_ms < 0)
-		timeout_ms = 0;
+	/* a deadline that has passed takes no connection: the caller is told at once */
+	if (timeout_ms <= 0)
+		return mon_error_set(err, MON_EDEADLINE, "deadline exceeded before a database connection was taken");
+	if (timeout_ms == DB_NO_DEADLINE)
+		timeout_ms = DB_ACQUIRE_DEFAULT_MS;
 	int64_t deadline = mon_now_ms() + timeout_ms;
 
 	pthread_mutex_lock(&pool->mu);
@@ -263,10 +268,16 @@ int db_pool_acquire(struct db_pool *pool, int64_t timeout_ms, struct db_conn **o
 	}
 	if (c->pg == NULL) {
 		int64_t connect_deadline = mon_now_ms() + (int64_t)pool->connect_timeout_s * 1000;
-		if (timeout_ms > 0 && deadline < connect_deadline)
+		if (deadline < connect_deadline)
 			connect_deadline = deadline;
-		if (connect_deadline <= mon_now_ms())
-			connect_deadline = mon_now_ms() + 1000; /* a free slot with no time left: one short try */
+		if (connect_deadline <= mon_now_ms()) {
+			/* a free slot but no time left to connect it */
+			db_pool_release(pool, c);
+			c = NULL;
+			rc = mon_error_set(err, MON_EDEADLINE,
+			                   "deadline exceeded before a database connection was opened");
+			goto out;
+		}
 		static const char *const keys[] = {"application_name", "connect_timeout", "keepalives",
 		                                   "keepalives_idle", NULL};
 		const char *values[] = {pool->application_name, pool->connect_timeout, "1", "30", NULL};

@@ -1013,8 +1013,18 @@ static void run_handler(struct rpc_call *c, const ProtobufCMessage *req)
 		return;
 	}
 
-	/* Streaming: the stream stays open until finished or cancelled. */
-	int rc = m->trampoline(ctx, bm->fn, req, call_stream(c));
+	/*
+	 * Streaming: the stream stays open until finished or cancelled. One
+	 * that arrived past its deadline is answered as a unary call is, before
+	 * its handler reads anything.
+	 */
+	int rc = 0;
+	if (rpc_ctx_is_cancelled(ctx))
+		rc = atomic_load(&c->cancelled)
+		             ? MON_ECANCELLED
+		             : rpc_fail(ctx, MON_EDEADLINE, "deadline exceeded before the call started");
+	else
+		rc = m->trampoline(ctx, bm->fn, req, call_stream(c));
 	if (rc < 0) {
 		if (ctx->err.msg[0] == '\0')
 			snprintf(ctx->err.msg, sizeof(ctx->err.msg), "%s failed", m->name);

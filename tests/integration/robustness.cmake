@@ -1,0 +1,3 @@
+# Robustness end to end: expired deadlines on every RPC.
+mon_add_integration_test(NAME itest_deadlines TIMEOUT 300
+  COMMAND /usr/bin/python3 ${CMAKE_CURRENT_SOURCE_DIR}/integration/test_deadlines.py)
