@@ -41,6 +41,8 @@ struct db_config {
 	int statement_timeout_ms;     /* session default for statements run without a caller deadline; 0: none */
 	const char *session_sql;      /* run on every new connection before its first use (e.g. temporary
 	                                 tables); must not depend on the migrations; NULL: none */
+	bool is_gated_by_migrations;  /* db_pool_acquire answers MON_EUNAVAIL until db_migrate has succeeded on
+	                                 this pool, so nothing else touches a schema still being built */
 };
 
 /*
@@ -56,7 +58,8 @@ void db_pool_destroy(struct db_pool *pool);
 /*
  * Takes a connection, waiting up to timeout_ms for one to be free
  * (MON_ELIMIT naming the pool size when none frees up in time; MON_EUNAVAIL
- * when the database cannot be reached). timeout_ms <= 0 fails at once with
+ * when the database cannot be reached, or, on a pool gated by migrations,
+ * until they are applied). timeout_ms <= 0 fails at once with
  * MON_EDEADLINE; DB_NO_DEADLINE waits up to 30 s. A connection opened for
  * the caller is opened within the same time. Give it back with
  * db_pool_release.

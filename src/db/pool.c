@@ -9,6 +9,7 @@
 
 #include <errno.h>
 #include <poll.h>
+#include <stdatomic.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,6 +29,8 @@ struct db_pool {
 	char connect_timeout[16];
 	int statement_timeout_ms;
 	char *session_sql;
+	bool is_gated_by_migrations;
+	_Atomic bool is_migrated;
 	int size;
 	int connect_timeout_s;
 	pthread_mutex_t mu;
@@ -124,6 +127,8 @@ int db_pool_create(const struct db_config *cfg, struct db_pool **out, struct mon
 	pool->conninfo = strdup(cfg->conninfo);
 	pool->application_name = strdup(cfg->application_name ? cfg->application_name : "monitord");
 	pool->session_sql = cfg->session_sql ? strdup(cfg->session_sql) : NULL;
+	pool->is_gated_by_migrations = cfg->is_gated_by_migrations;
+	atomic_init(&pool->is_migrated, false);
 	pool->conns = calloc((size_t)pool->size, sizeof(*pool->conns));
 	if (pool->conninfo == NULL || pool->application_name == NULL || pool->conns == NULL ||
 	    (cfg->session_sql != NULL && pool->session_sql == NULL)) {
@@ -217,7 +222,20 @@ static struct timespec deadline_timespec(int64_t deadline_mono_ms)
 	return ts;
 }
 
+void db_pool_set_migrated(struct db_pool *pool)
+{
+	atomic_store(&pool->is_migrated, true);
+}
+
 int db_pool_acquire(struct db_pool *pool, int64_t timeout_ms, struct db_conn **out, struct mon_error *err)
+{
+	*out = NULL;
+	if (pool->is_gated_by_migrations && !atomic_load(&pool->is_migrated))
+		return mon_error_set(err, MON_EUNAVAIL, "database schema not migrated yet");
+	return db_pool_acquire_ungated(pool, timeout_ms, out, err);
+}
+
+int db_pool_acquire_ungated(struct db_pool *pool, int64_t timeout_ms, struct db_conn **out, struct mon_error *err)
 {
 	int rc = 0;
 	struct db_conn *c = NULL;
