@@ -182,6 +182,7 @@ int log_start(void)
 		lb.len = 0;
 		lb.dropped = 0;
 		lb.stop = false;
+		lb.is_urgent = false;
 		lb.is_done = false;
 		atomic_store(&stop_deadline_ms, 0);
 		if (lb.buf == NULL || lb.spare == NULL || pthread_create(&lb.thread, NULL, writer_main, NULL) != 0) {
