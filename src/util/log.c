@@ -240,14 +240,6 @@ void log_stop(void)
 	pthread_mutex_unlock(&lb.lock);
 }
 
-uint64_t log_dropped_count(void)
-{
-	pthread_mutex_lock(&lb.lock);
-	uint64_t n = lb.dropped;
-	pthread_mutex_unlock(&lb.lock);
-	return n;
-}
-
 /*
  * Hands one formatted line to the buffer, never waiting for stderr while
  * the writer runs: a line that does not fit is dropped and counted.

@@ -8,7 +8,6 @@
 #define MON_UTIL_LOG_H
 
 #include <stdarg.h>
-#include <stdint.h>
 
 #include "util/error.h"
 
@@ -40,9 +39,6 @@ void log_vwrite(enum log_level level, const char *fmt, va_list ap);
  */
 int log_start(void);
 void log_stop(void);
-
-/* Lines dropped since the writer last caught up (buffered mode). */
-uint64_t log_dropped_count(void);
 
 #define log_debug(...) log_write(LOG_DEBUG, __VA_ARGS__)
 #define log_info(...) log_write(LOG_INFO, __VA_ARGS__)

@@ -78,7 +78,7 @@ static void test_util_log_full_pipe_drops_and_counts(void **state)
 		else
 			log_info("msg=\"filler\" seq=%d pad=\"%0100d\"", i, 0);
 	}
-	assert_true(log_dropped_count() > 0);
+	/* (no assertion while stderr is the unread pipe: cmocka would block writing its message there) */
 
 	/* now read it: what was kept comes out, then how much was not */
 	struct drain d = {.fd = rfd};
