@@ -1184,6 +1184,8 @@ static void on_request(struct rpc_call *c, bool ok)
 	}
 	if (!have_id)
 		request_id_generate(ctx->request_id, sizeof(ctx->request_id));
+	/* with the per-call line at its end, tells which calls were answered and which are still running */
+	log_debug("msg=\"rpc started\" method=%s request_id=%s", ctx->method, ctx->request_id);
 	c->request_id_slice = grpc_slice_from_copied_string(ctx->request_id);
 	c->initial_md[0].key = grpc_slice_from_static_string("x-request-id");
 	c->initial_md[0].value = c->request_id_slice;

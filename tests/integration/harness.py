@@ -152,8 +152,10 @@ class Monitord:
         self.port_file = os.path.join(self.tmp, "port")
         self.log_path = os.path.join(self.tmp, "monitord.log")
         self.log = open(self.log_path, "w")
-        args = [MONITORD, "--listen", "127.0.0.1:0", "--port-file", self.port_file, "--database", database,
-                "--log-level", "info"] + list(extra_args)
+        args = [MONITORD, "--listen", "127.0.0.1:0", "--port-file", self.port_file, "--database", database]
+        if "--log-level" not in extra_args:
+            args += ["--log-level", "info"]
+        args += list(extra_args)
         full_env = dict(os.environ)
         full_env.update(env or {})
         self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, env=full_env)

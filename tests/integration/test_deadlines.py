@@ -35,6 +35,7 @@ CLIENT_CODES = {grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.OK, grpc.Stat
                 grpc.StatusCode.NOT_FOUND, grpc.StatusCode.UNIMPLEMENTED, grpc.StatusCode.FAILED_PRECONDITION,
                 grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.ALREADY_EXISTS, grpc.StatusCode.OUT_OF_RANGE}
 RPC_LINE = re.compile(r'msg=rpc method=(\S+) code=(\S+) .*request_id=(\S+)')
+STARTED_LINE = re.compile(r'msg="rpc started" method=(\S+) request_id=(\S+)')
 
 
 def load_api():
@@ -72,7 +73,8 @@ class Deadlines(unittest.TestCase):
     def setUpClass(cls):
         load_api()
         cls.db = harness.fresh_database("itest_deadline")
-        cls.srv = harness.Monitord(cls.db, extra_args=["--db-pool-size", str(POOL_SIZE)])
+        # debug: each call also logs when it arrives, so the test knows which reached the server
+        cls.srv = harness.Monitord(cls.db, extra_args=["--db-pool-size", str(POOL_SIZE), "--log-level", "debug"])
         cls.srv.wait_serving()
         cls.auth = cls.srv.auth()
 
@@ -84,12 +86,16 @@ class Deadlines(unittest.TestCase):
             raise AssertionError("monitord did not exit cleanly (%d):\n%s" % (code, log[-6000:]))
 
     def lines_by_request_id(self):
-        out = {}
+        """{request id: (method, code, line)} of the calls answered, and the ids of the calls that arrived."""
+        out, started = {}, set()
         for line in self.srv.read_log().splitlines():
             m = RPC_LINE.search(line)
             if m:
                 out[m.group(3)] = (m.group(1), m.group(2), line)
-        return out
+            m = STARTED_LINE.search(line)
+            if m:
+                started.add(m.group(2))
+        return out, started
 
     def call_expired(self, path, server_streaming, client_streaming, request_id):
         """Calls path with a 1 ms deadline; returns the client's status code."""
@@ -148,12 +154,22 @@ class Deadlines(unittest.TestCase):
                     code = self.call_expired(path, ss, cs, rid)
                     self.assertIn(code, CLIENT_CODES, path)
 
-            # The server answered every method while the pool was still full.
+            # A marker sent after them all: once the server logged its
+            # arrival, every call before it that reached the server has too.
+            harness.raw_unary(self.srv.channel, "/grpc.health.v1.Health/Check")(
+                b"", timeout=30, metadata=(("x-request-id", "deadline-marker"),))
+
+            # The server answered every call that reached it, and every
+            # method at least once, while the pool was still full.
             deadline = time.time() + 60
             while True:
-                seen = self.lines_by_request_id()
-                answered = set(sent[r] for r in sent if r in seen)
-                missing = sorted(set(path for path, _, _ in methods) - answered)
+                seen, started = self.lines_by_request_id()
+                if "deadline-marker" not in started:
+                    missing = ["the marker"]
+                else:
+                    answered = set(sent[r] for r in sent if r in seen)
+                    missing = sorted(set(path for path, _, _ in methods) - answered)
+                    missing += sorted(sent[r] + " (" + r + ")" for r in started if r in sent and r not in seen)
                 if not missing:
                     break
                 self.assertLess(time.time(), deadline, "never answered with the pool busy: %s\n%s" %
