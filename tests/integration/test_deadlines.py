@@ -65,6 +65,13 @@ def plausible(full_method):
             setattr(msg, f.name, "deadline-probe")
         elif f.name == "page_size":
             setattr(msg, f.name, 10)
+    if full_method == "/monitoring.v1.MetricsService/RecordMetrics":
+        # a point that is stored: the write is what must respect the deadline
+        from monitoring.v1 import metrics_pb2
+        p = metrics_pb2.MetricPoint(metric_name="deadline.probe", endpoint="/probe", method="GET", request_count=1)
+        p.time.GetCurrentTime()
+        p.p50.value = 1.0
+        msg.points.append(p)
     return msg.SerializeToString()
 
 
