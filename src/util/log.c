@@ -43,6 +43,7 @@ static struct {
 	uint64_t dropped;
 	bool is_running;
 	bool is_urgent;
+	bool is_writing; /* the writer is writing a batch (without the lock) */
 	bool is_done;
 	bool is_abandoned; /* stderr took nothing by log_stop's deadline: later lines are dropped */
 	bool stop;
@@ -144,6 +145,7 @@ static void *writer_main(void *arg)
 		lb.len = 0;
 		lb.dropped = 0;
 		lb.is_urgent = false;
+		lb.is_writing = true;
 		pthread_mutex_unlock(&lb.lock);
 
 		/* the lines dropped came after this batch and before the next one */
@@ -161,6 +163,7 @@ static void *writer_main(void *arg)
 			}
 		}
 		pthread_mutex_lock(&lb.lock);
+		lb.is_writing = false;
 		if (!is_written && is_stopping) {
 			lb.is_abandoned = true; /* stderr takes nothing: later lines would block, so they are dropped */
 			break;
@@ -241,9 +244,23 @@ void log_stop(void)
 }
 
 /*
+ * Writes line now if stderr can take it without waiting (a pipe with room:
+ * a write of at most PIPE_BUF bytes then neither blocks nor splits), so an
+ * error is out before a crash that might follow it. False when it cannot.
+ */
+static bool write_now(const char *line, size_t len)
+{
+	struct pollfd pfd = {.fd = STDERR_FILENO, .events = POLLOUT};
+	if (poll(&pfd, 1, 0) != 1 || (pfd.revents & (POLLERR | POLLNVAL | POLLHUP)) != 0)
+		return false;
+	return write(STDERR_FILENO, line, len) == (ssize_t)len;
+}
+
+/*
  * Hands one formatted line to the buffer, never waiting for stderr while
  * the writer runs: a line that does not fit is dropped and counted.
- * Warnings and errors wake the writer at once.
+ * Warnings and errors wake the writer at once; an error is written at once
+ * when nothing is queued before it and stderr has room.
  */
 static void emit(enum log_level level, const char *line, size_t len)
 {
@@ -252,6 +269,11 @@ static void emit(enum log_level level, const char *line, size_t len)
 		if (!lb.is_abandoned)
 			write_all(line, len); /* no writer (yet, or any more): straight to stderr */
 		pthread_mutex_unlock(&lb.lock);
+		return;
+	}
+	if (level >= LOG_ERROR && !lb.is_writing && lb.len == 0 && lb.dropped == 0 && len <= LOG_CHUNK &&
+	    write_now(line, len)) {
+		pthread_mutex_unlock(&lb.lock); /* out at once, in order: nothing is buffered or being written */
 		return;
 	}
 	if (lb.dropped > 0 || lb.len + len > LOG_BUF_CAP) {

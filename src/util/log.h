@@ -29,7 +29,9 @@ void log_vwrite(enum log_level level, const char *fmt, va_list ap);
 /*
  * Buffered mode: every line goes to a bounded in-memory buffer (1 MiB) that
  * a writer thread writes out every 50 ms, whenever it holds 64 KiB, and at
- * once after a warning or error. A caller never waits for stderr: when the
+ * once after a warning or error (an error is written directly when nothing
+ * is queued before it and stderr has room, so it is out before a crash that
+ * might follow). A caller never waits for stderr: when the
  * buffer is full (stderr not read, or slower than the logging), the line is
  * dropped and counted, and once the writer catches up it writes one warning
  * saying how many were dropped (`dropped=N`), in its place in the order.

@@ -1,14 +1,16 @@
 /*
  * The logger with stderr a pipe: a caller never blocks on a pipe nobody
  * reads, lines that do not fit are dropped and counted, the count is
- * written once the pipe is read again, in order, and log_stop returns
- * even when stderr never takes anything.
+ * written once the pipe is read again, in order, an error is out at once
+ * when nothing is queued, and log_stop returns even when stderr never
+ * takes anything.
  */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -128,6 +130,24 @@ static void test_util_log_full_pipe_drops_and_counts(void **state)
 	assert_int_equal((unsigned long long)kept + dropped, LINES);
 }
 
+static void test_util_log_error_written_at_once(void **state)
+{
+	(void)state;
+	int rfd = stderr_to_pipe();
+	assert_int_equal(log_start(), 0);
+	log_error("msg=\"about to crash\"");
+	/* already in the pipe when log_error returns: a crash right after it cannot lose it */
+	assert_int_equal(fcntl(rfd, F_SETFL, O_NONBLOCK), 0);
+	char buf[512];
+	ssize_t n = read(rfd, buf, sizeof(buf) - 1);
+	log_stop();
+	stderr_restore();
+	close(rfd);
+	assert_true(n > 0);
+	buf[n] = '\0';
+	assert_non_null(strstr(buf, "level=error msg=\"about to crash\""));
+}
+
 static void test_util_log_stop_with_unread_pipe_returns(void **state)
 {
 	(void)state;
@@ -145,6 +165,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	        cmocka_unit_test(test_util_log_full_pipe_drops_and_counts),
+	        cmocka_unit_test(test_util_log_error_written_at_once),
 	        cmocka_unit_test(test_util_log_stop_with_unread_pipe_returns), /* last: it may leave the logger off */
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
