@@ -223,6 +223,7 @@ static int start_database(struct app *app)
 	        .application_name = "monitord",
 	        .session_sql = metrics_session_sql,
 	        .statement_timeout_ms = app->cfg.db_statement_timeout_ms,
+	        .is_gated_by_migrations = true, /* the parts started below wait for the monitor's migration */
 	};
 	if (db_pool_create(&dbc, &app->pool, &err) != 0) {
 		log_error("msg=\"database: %s\"", err.msg);

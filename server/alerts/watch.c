@@ -344,11 +344,11 @@ static bool kind_matches(const void *filter, const void *data)
 }
 
 /* stream_kind.snapshot: the matching unresolved alerts and the change log's mark, in one snapshot. */
-static int kind_snapshot(struct db_pool *pool, const void *filter, struct arena *a, struct stream_event **out,
-                         size_t *n_out, int64_t *mark, struct mon_error *err)
+static int kind_snapshot(struct db_pool *pool, int64_t timeout_ms, const void *filter, struct arena *a,
+                         struct stream_event **out, size_t *n_out, int64_t *mark, struct mon_error *err)
 {
 	struct snapshot_read r = {.sub = filter, .a = a};
-	int rc = db_tx_run(pool, WATCH_SNAPSHOT_MS, snapshot_tx, &r, err);
+	int rc = db_tx_run(pool, timeout_ms < WATCH_SNAPSHOT_MS ? timeout_ms : WATCH_SNAPSHOT_MS, snapshot_tx, &r, err);
 	if (rc != 0)
 		goto out;
 	int n = db_result_rows(r.alerts);

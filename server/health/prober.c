@@ -1180,24 +1180,28 @@ struct run_target {
 	bool has_url;
 };
 
-static int read_target(struct db_pool *pool, int64_t timeout_ms, const char *id, struct run_target *t,
-                       struct mon_error *err)
+struct target_read {
+	const char *id;
+	struct run_target *t;
+};
+
+/* fn of db_read_run: the one statement reading the target. */
+static int target_read_fn(struct db_conn *conn, void *arg, struct mon_error *err)
 {
-	struct db_conn *conn = NULL;
+	struct target_read *r = arg;
 	struct db_result *res = NULL;
-	const char *params[1] = {id};
-	int rc = db_pool_acquire(pool, timeout_ms, &conn, err);
-	if (rc != 0)
-		goto out;
-	rc = db_exec(conn,
-	             "SELECT coalesce(health_check_url, ''), timeout, retry_count FROM tb_service_health WHERE id = $1",
-	             1, params, &res, err);
+	const char *params[1] = {r->id};
+	int rc = db_exec(
+	        conn,
+	        "SELECT coalesce(health_check_url, ''), timeout, retry_count FROM tb_service_health WHERE id = $1", 1,
+	        params, &res, err);
 	if (rc != 0)
 		goto out;
 	if (db_result_rows(res) == 0) {
-		rc = mon_error_set(err, MON_ENOTFOUND, "service_id: no service \"%s\"", id);
+		rc = mon_error_set(err, MON_ENOTFOUND, "service_id: no service \"%s\"", r->id);
 		goto out;
 	}
+	struct run_target *t = r->t;
 	int url_n = snprintf(t->url, sizeof(t->url), "%s", db_result_value(res, 0, 0));
 	if (url_n < 0 || (size_t)url_n >= sizeof(t->url)) { /* never probe a cut URL */
 		rc = mon_error_set(err, MON_EPRECOND, "health_check_url: longer than %zu bytes", sizeof(t->url) - 1);
@@ -1208,9 +1212,15 @@ static int read_target(struct db_pool *pool, int64_t timeout_ms, const char *id,
 	t->retry_count = parse_int(db_result_value(res, 0, 2), 0);
 out:
 	db_result_free(res);
-	if (conn)
-		db_pool_release(pool, conn);
 	return rc;
+}
+
+/* Reads the target as one autocommit read bounded by timeout_ms (the call's deadline, see db_read_run). */
+static int read_target(struct db_pool *pool, int64_t timeout_ms, const char *id, struct run_target *t,
+                       struct mon_error *err)
+{
+	struct target_read r = {.id = id, .t = t};
+	return db_read_run(pool, timeout_ms, target_read_fn, &r, err);
 }
 
 struct run_stop {
@@ -1362,6 +1372,8 @@ int prober_run_check(struct prober *p, struct rpc_ctx *ctx, const Monitoring__V1
 		return rpc_fail(ctx, MON_ENOTFOUND, "service_id: no such service");
 	if (p == NULL)
 		return rpc_fail(ctx, MON_EUNAVAIL, "the health prober is not running");
+	if (rpc_ctx_remaining_ms(ctx) <= 0)
+		return rpc_fail(ctx, MON_EDEADLINE, "deadline exceeded before the health check started");
 	/* A retry of a recorded check answers it without probing again (and without taking a slot). */
 	bool is_replay = false;
 	int rc = svc_replay_early(ctx, p->pool, &is_replay);
@@ -1380,6 +1392,10 @@ int prober_run_check(struct prober *p, struct rpc_ctx *ctx, const Monitoring__V1
 	}
 
 	int64_t remaining = rpc_ctx_remaining_ms(ctx);
+	if (remaining <= 0) {
+		rc = rpc_fail(ctx, MON_EDEADLINE, "deadline exceeded before the health check started");
+		goto fail;
+	}
 	struct run_target t = {0};
 	rc = read_target(p->pool, remaining < PROBE_DB_TIMEOUT_MS ? remaining : PROBE_DB_TIMEOUT_MS, req->service_id,
 	                 &t, &err);

@@ -26,10 +26,10 @@
 #include "util/arena.h"
 #include "util/log.h"
 
-#define WATCH_IDS_MAX 1000    /* service_ids per request */
-#define WATCH_SUBS_MAX 20000  /* subscribers per process */
-#define WATCH_BATCH_ROWS 1000 /* events read per query */
-#define WATCH_ACQUIRE_MS 2000 /* waiting for a pooled connection */
+#define WATCH_IDS_MAX 1000      /* service_ids per request */
+#define WATCH_SUBS_MAX 20000    /* subscribers per process */
+#define WATCH_BATCH_ROWS 1000   /* events read per query */
+#define WATCH_SNAPSHOT_MS 30000 /* the snapshot statement's bound */
 
 typedef Monitoring__V1__WatchServiceHealthResponse watch_msg;
 
@@ -288,19 +288,26 @@ static watch_msg *snapshot_item(struct arena *a, const struct db_result *res, in
 	return m;
 }
 
-/* stream_kind.snapshot: the matching services and the log's mark, from one statement. */
-static int kind_snapshot(struct db_pool *pool, const void *filter, struct arena *a, struct stream_event **out,
-                         size_t *n_out, int64_t *mark, struct mon_error *err)
+/* fn of db_read_run: the snapshot statement; its result goes to *arg. */
+static int snapshot_read(struct db_conn *conn, void *arg, struct mon_error *err)
 {
-	struct db_conn *conn = NULL;
+	struct db_result **res = arg;
+	db_result_free(*res); /* a retried read starts afresh */
+	*res = NULL;
+	return db_exec_stmt(conn, &snapshot_stmt, NULL, res, err);
+}
+
+/* stream_kind.snapshot: the matching services and the log's mark, from one statement. */
+static int kind_snapshot(struct db_pool *pool, int64_t timeout_ms, const void *filter, struct arena *a,
+                         struct stream_event **out, size_t *n_out, int64_t *mark, struct mon_error *err)
+{
 	struct db_result *res = NULL;
-	int rc = db_pool_acquire(pool, WATCH_ACQUIRE_MS, &conn, err);
-	if (rc != 0)
+	int rc = db_read_run(pool, timeout_ms < WATCH_SNAPSHOT_MS ? timeout_ms : WATCH_SNAPSHOT_MS, snapshot_read, &res,
+	                     err);
+	if (rc != 0) {
+		db_result_free(res);
 		return rc;
-	rc = db_exec_stmt(conn, &snapshot_stmt, NULL, &res, err);
-	db_pool_release(pool, conn);
-	if (rc != 0)
-		return rc;
+	}
 	int n = db_result_rows(res);
 	struct stream_event *items = arena_calloc(a, n > 0 ? (size_t)n : 1, sizeof(*items));
 	if (items == NULL) {

@@ -1223,13 +1223,13 @@ static int kind_read(struct db_conn *conn, int64_t after, struct arena *a, struc
  * of unknown size, since what was lost cannot be counted, and restarts at
  * the oldest retained commit.
  */
-static int kind_start(struct db_pool *pool, void *state, struct rpc_stream *s, int64_t resume_after,
+static int kind_start(struct db_pool *pool, int64_t timeout_ms, void *state, struct rpc_stream *s, int64_t resume_after,
                       int64_t *cursor_out, struct mon_error *err)
 {
 	struct watch_sub *sub = state;
 	sub->stream = s;
 	struct log_bounds b = {0};
-	int rc = db_tx_run(pool, WATCH_BOUNDS_MS, bounds_tx, &b, err);
+	int rc = db_tx_run(pool, timeout_ms < WATCH_BOUNDS_MS ? timeout_ms : WATCH_BOUNDS_MS, bounds_tx, &b, err);
 	if (rc != 0)
 		return rc;
 	int64_t cursor = resume_after;

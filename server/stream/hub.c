@@ -431,8 +431,21 @@ static void end_for_shutdown(struct stream_sub *sub)
 /* Ends sub's stream with err (a catch-up read failed) and lets it go. */
 static void fail_sub(struct stream_sub *sub, const struct mon_error *err)
 {
+	if (rpc_ctx_remaining_ms(rpc_stream_ctx(sub->stream)) <= 0) {
+		/* whatever stopped the step (e.g. no connection free), the caller's deadline ended it */
+		rpc_stream_finish(sub->stream, MON_EDEADLINE, "deadline exceeded before the stream caught up");
+		sub_unref(sub);
+		return;
+	}
 	rpc_stream_finish(sub->stream, err->code ? err->code : MON_EINTERNAL, err->msg);
 	sub_unref(sub);
+}
+
+/* cap_ms, or less when the stream's deadline is nearer (<= 0 once it has passed). */
+static int64_t sub_timeout_ms(const struct stream_sub *sub, int64_t cap_ms)
+{
+	int64_t left = rpc_ctx_remaining_ms(rpc_stream_ctx(sub->stream));
+	return left < cap_ms ? left : cap_ms;
 }
 
 /* ---- catch-up ---- */
@@ -456,7 +469,8 @@ static int catchup_page(struct stream_hub *hub, int64_t after, struct page **out
 }
 
 /* The kind's cursor check with a pooled connection (catch-up thread only). */
-static int cursor_check(struct stream_hub *hub, int64_t cursor, bool *is_expired, struct mon_error *err)
+static int cursor_check(struct stream_hub *hub, int64_t timeout_ms, int64_t cursor, bool *is_expired,
+                        struct mon_error *err)
 {
 	int64_t now = mon_now_ms();
 	if (hub->checked_ms > 0 && cursor == hub->checked_cursor && now - hub->checked_ms < CHECK_REUSE_MS) {
@@ -464,7 +478,7 @@ static int cursor_check(struct stream_hub *hub, int64_t cursor, bool *is_expired
 		return 0;
 	}
 	struct db_conn *conn = NULL;
-	int rc = db_pool_acquire(hub->pool, HUB_ACQUIRE_MS, &conn, err);
+	int rc = db_pool_acquire(hub->pool, timeout_ms, &conn, err);
 	if (rc != 0)
 		return rc;
 	rc = hub->kind->cursor_is_expired(conn, cursor, is_expired, err);
@@ -486,8 +500,8 @@ static int catchup_start(struct stream_sub *sub, struct mon_error *err)
 	struct stream_hub *hub = sub->hub;
 	const struct stream_kind *kind = hub->kind;
 	if (kind->batching != NULL) {
-		int rc = kind->batching->start(hub->pool, sub->filter, sub->stream, sub->resume_after, &sub->cursor,
-		                               err);
+		int rc = kind->batching->start(hub->pool, sub_timeout_ms(sub, DB_NO_DEADLINE), sub->filter, sub->stream,
+		                               sub->resume_after, &sub->cursor, err);
 		if (rc != 0)
 			return rc;
 		sub->has_cursor = true;
@@ -497,7 +511,7 @@ static int catchup_start(struct stream_sub *sub, struct mon_error *err)
 	bool is_expired = sub->is_forced_expired;
 	sub->is_forced_expired = false;
 	if (sub->resume_after > 0 && !is_expired) {
-		int rc = cursor_check(hub, sub->resume_after, &is_expired, err);
+		int rc = cursor_check(hub, sub_timeout_ms(sub, HUB_ACQUIRE_MS), sub->resume_after, &is_expired, err);
 		if (rc != 0)
 			return rc;
 		if (!is_expired) {
@@ -513,7 +527,7 @@ static int catchup_start(struct stream_sub *sub, struct mon_error *err)
 	struct stream_event *items = NULL;
 	size_t n = 0;
 	int64_t mark = 0;
-	int rc = kind->snapshot(hub->pool, sub->filter, a, &items, &n, &mark, err);
+	int rc = kind->snapshot(hub->pool, sub_timeout_ms(sub, DB_NO_DEADLINE), sub->filter, a, &items, &n, &mark, err);
 	if (rc != 0) {
 		arena_destroy(a);
 		return rc;
@@ -652,7 +666,7 @@ static void catchup_past_empty(struct stream_hub *hub, struct stream_sub *sub)
 {
 	struct mon_error err = {0};
 	bool is_expired = false;
-	if (cursor_check(hub, sub->cursor, &is_expired, &err) != 0) {
+	if (cursor_check(hub, sub_timeout_ms(sub, HUB_ACQUIRE_MS), sub->cursor, &is_expired, &err) != 0) {
 		fail_sub(sub, &err);
 		return;
 	}
@@ -684,6 +698,13 @@ static void catchup_step(struct stream_hub *hub, struct stream_sub *sub, bool is
 	}
 	if (sub->state == SUB_ENDING) {
 		catchup_end(sub);
+		return;
+	}
+	if ((sub->state == SUB_START || sub->state == SUB_BACKLOG) &&
+	    rpc_ctx_remaining_ms(rpc_stream_ctx(sub->stream)) <= 0) {
+		/* the caller's deadline passed while the stream waited: no read for it */
+		mon_error_set(&err, MON_EDEADLINE, "deadline exceeded before the stream caught up");
+		fail_sub(sub, &err);
 		return;
 	}
 	if (sub->state == SUB_START && catchup_start(sub, &err) != 0) {

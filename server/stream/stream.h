@@ -78,10 +78,12 @@ struct stream_kind {
 	/*
 	 * The current state matching filter, from one snapshot of the
 	 * database, and the log's high-water mark in that same snapshot: every
-	 * event up to *mark is reflected in the items, none after it.
+	 * event up to *mark is reflected in the items, none after it. Bounded
+	 * by timeout_ms, the stream's remaining deadline (DB_NO_DEADLINE: none;
+	 * the kind caps it with its own bound).
 	 */
-	int (*snapshot)(struct db_pool *pool, const void *filter, struct arena *a, struct stream_event **out,
-	                size_t *n_out, int64_t *mark, struct mon_error *err);
+	int (*snapshot)(struct db_pool *pool, int64_t timeout_ms, const void *filter, struct arena *a,
+	                struct stream_event **out, size_t *n_out, int64_t *mark, struct mon_error *err);
 
 	/*
 	 * The stream's response message: it must have an int64 `sequence` and
@@ -108,10 +110,11 @@ struct stream_batching {
 	/*
 	 * The start of a stream: *cursor gets the sequence to read after
 	 * (resume_after checked against the log, or the current end for 0);
-	 * may send a first message (the queue is empty).
+	 * may send a first message (the queue is empty). Bounded by timeout_ms
+	 * as snapshot is.
 	 */
-	int (*start)(struct db_pool *pool, void *state, struct rpc_stream *s, int64_t resume_after, int64_t *cursor,
-	             struct mon_error *err);
+	int (*start)(struct db_pool *pool, int64_t timeout_ms, void *state, struct rpc_stream *s, int64_t resume_after,
+	             int64_t *cursor, struct mon_error *err);
 
 	/*
 	 * A page follows whose first event is first_seq (after the position

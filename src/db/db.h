@@ -25,6 +25,14 @@ struct db_result;
 struct db_bus;
 struct db_embedded;
 
+/*
+ * The timeout_ms of a caller that has no deadline (the RPC layer's
+ * remaining time of a call without one is the same value). Any other
+ * timeout_ms is a deadline, and one that is <= 0 has passed: the call fails
+ * with MON_EDEADLINE at once, before it takes a connection.
+ */
+#define DB_NO_DEADLINE INT64_MAX
+
 struct db_config {
 	const char *conninfo;         /* libpq conninfo string or postgresql:// URL */
 	int pool_size;                /* connections, default 8 */
@@ -33,6 +41,8 @@ struct db_config {
 	int statement_timeout_ms;     /* session default for statements run without a caller deadline; 0: none */
 	const char *session_sql;      /* run on every new connection before its first use (e.g. temporary
 	                                 tables); must not depend on the migrations; NULL: none */
+	bool is_gated_by_migrations;  /* db_pool_acquire answers MON_EUNAVAIL until db_migrate has succeeded on
+	                                 this pool, so nothing else touches a schema still being built */
 };
 
 /*
@@ -48,7 +58,11 @@ void db_pool_destroy(struct db_pool *pool);
 /*
  * Takes a connection, waiting up to timeout_ms for one to be free
  * (MON_ELIMIT naming the pool size when none frees up in time; MON_EUNAVAIL
- * when the database cannot be reached). Give it back with db_pool_release.
+ * when the database cannot be reached, or, on a pool gated by migrations,
+ * until they are applied). timeout_ms <= 0 fails at once with
+ * MON_EDEADLINE; DB_NO_DEADLINE waits up to 30 s. A connection opened for
+ * the caller is opened within the same time. Give it back with
+ * db_pool_release.
  */
 int db_pool_acquire(struct db_pool *pool, int64_t timeout_ms, struct db_conn **out,
                     struct mon_error *err) MON_MUST_CHECK;
@@ -99,7 +113,10 @@ void db_result_free(struct db_result *res);
 /*
  * Runs fn inside BEGIN ... COMMIT on a pooled connection, with
  * statement_timeout set from timeout_ms (the caller's remaining deadline;
- * <= 0 or INT64_MAX means the server default). Rolls back when fn returns
+ * DB_NO_DEADLINE: the server default). timeout_ms <= 0 is a deadline that
+ * has passed: MON_EDEADLINE at once, fn is not run and no connection is
+ * taken; a deadline that passes while waiting for a connection is
+ * MON_EDEADLINE too. Rolls back when fn returns
  * non-zero or COMMIT fails; retries serialization failures and deadlocks up
  * to 3 times (fn must be safe to re-run). Returns fn's code or a db code.
  * When the connection breaks during COMMIT, the outcome is asked on another
@@ -115,8 +132,8 @@ int db_tx_run(struct db_pool *pool, int64_t timeout_ms, db_tx_fn fn, void *arg, 
  * (db_exec or db_exec_stmt), and a read-only one: a second statement fails
  * with MON_EINTERNAL, since two would not read one snapshot (use db_tx_run
  * with REPEATABLE READ for that), and so does db_exec_command. The
- * statement is bounded by timeout_ms like db_tx_run's (<= 0 or INT64_MAX:
- * the server default), sent with it in the same round trip; it is
+ * statement is bounded by timeout_ms like db_tx_run's (DB_NO_DEADLINE: the
+ * server default; <= 0: MON_EDEADLINE at once, fn not run), sent with it in the same round trip; it is
  * cancelled with MON_EDEADLINE when the time is up. Serialization failures
  * are retried as db_tx_run does. Returns fn's code or a db code.
  */

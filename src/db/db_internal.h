@@ -55,6 +55,12 @@ struct db_conn {
 PGconn *db_connect(const char *conninfo, const char *const *extra_keys, const char *const *extra_values,
                    int64_t deadline_ms, struct mon_error *err);
 
+/* db_pool_acquire past the migrations gate: for db_migrate itself. */
+int db_pool_acquire_ungated(struct db_pool *pool, int64_t timeout_ms, struct db_conn **out, struct mon_error *err);
+
+/* Opens the migrations gate of a pool created with is_gated_by_migrations (db_migrate, on success). */
+void db_pool_set_migrated(struct db_pool *pool);
+
 /*
  * Maps a SQLSTATE (NULL when the server sent none) and whether the
  * connection is gone to a MON_E* code. Pure; see db.h for the table.

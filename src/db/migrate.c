@@ -6,18 +6,27 @@
  * up, and re-reads schema_migrations under it, so each migration is applied
  * exactly once. Transaction-scoped locks also work behind PgBouncer in
  * transaction mode, where a session lock would not.
+ *
+ * Every process starting on a fresh database (servers, admin commands)
+ * migrates first, and a server's pool stays closed to everything else
+ * until its migration succeeded (is_gated_by_migrations), so no query of
+ * ours runs against a schema still being built. A migration can still lose
+ * a deadlock to a session outside this protocol (an older replica serving
+ * during a rolling upgrade); that transaction is retried, a few times.
  */
 #include "db/db_internal.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "util/log.h"
 
 /* "monitord" in ASCII, the key of the advisory lock serialising migrations. */
 #define MIGRATE_LOCK_SQL "SELECT pg_advisory_xact_lock(7885647942453326948)"
 #define MIGRATE_ACQUIRE_MS 30000
+#define MIGRATE_RETRIES 5 /* of a transaction that lost a deadlock or a serialization conflict */
 
 static const char create_table_sql[] = "CREATE TABLE IF NOT EXISTS schema_migrations ("
                                        " version integer PRIMARY KEY,"
@@ -125,19 +134,50 @@ out:
 	return rc;
 }
 
+/* Backs off before retry attempt (1-based), spreading processes that collided. */
+static void backoff(int attempt)
+{
+	int64_t ms = ((int64_t)20 << attempt) + mon_now_ms() % 16;
+	struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000};
+	while (nanosleep(&ts, &ts) != 0) {
+	}
+}
+
+/* apply_one, retrying a transaction that lost a deadlock or a serialization conflict. */
+static int apply_retrying(struct db_conn *conn, const struct db_migration *m, bool *applied, struct mon_error *err)
+{
+	int rc = 0;
+	for (int attempt = 0;; attempt++) {
+		rc = apply_one(conn, m, applied, err);
+		if (rc != MON_EABORTED || attempt >= MIGRATE_RETRIES || conn->is_broken)
+			return rc;
+		log_warn("msg=\"retrying migration after a conflict\" version=%d attempt=%d", m->version, attempt + 1);
+		backoff(attempt + 1);
+		if (err != NULL)
+			mon_error_clear(err);
+	}
+}
+
 int db_migrate(struct db_pool *pool, struct mon_error *err)
 {
 	struct db_conn *conn = NULL;
-	int rc = db_pool_acquire(pool, MIGRATE_ACQUIRE_MS, &conn, err);
+	int rc = db_pool_acquire_ungated(pool, MIGRATE_ACQUIRE_MS, &conn, err);
 	if (rc != 0)
 		goto out;
-	rc = verify_applied(conn, err);
+	for (int attempt = 0;; attempt++) {
+		rc = verify_applied(conn, err);
+		if (rc != MON_EABORTED || attempt >= MIGRATE_RETRIES || conn->is_broken)
+			break;
+		backoff(attempt + 1);
+		if (err != NULL)
+			mon_error_clear(err);
+	}
 	if (rc != 0)
 		goto out;
 	int applied_n = 0;
 	for (size_t i = 0; i < db_migrations_count; i++) {
 		bool applied = false;
-		rc = apply_one(conn, &db_migrations[i], &applied, err);
+		rc = apply_retrying(conn, &db_migrations[i], &applied, err);
 		if (rc != 0)
 			goto out;
 		if (applied) {
@@ -147,6 +187,7 @@ int db_migrate(struct db_pool *pool, struct mon_error *err)
 		}
 	}
 	log_info("msg=\"schema up to date\" applied=%d known=%zu", applied_n, db_migrations_count);
+	db_pool_set_migrated(pool);
 out:
 	db_pool_release(pool, conn);
 	return rc;

@@ -9,6 +9,7 @@
 
 #include <errno.h>
 #include <poll.h>
+#include <stdatomic.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,6 +20,8 @@
 
 /* A transaction idle this long is ended by the server (idle_in_transaction_session_timeout). */
 #define DB_IDLE_IN_TX_TIMEOUT_MS 10000
+/* How long a caller with no deadline (DB_NO_DEADLINE) waits for a connection. */
+#define DB_ACQUIRE_DEFAULT_MS 30000
 
 struct db_pool {
 	char *conninfo;
@@ -26,6 +29,8 @@ struct db_pool {
 	char connect_timeout[16];
 	int statement_timeout_ms;
 	char *session_sql;
+	bool is_gated_by_migrations;
+	_Atomic bool is_migrated;
 	int size;
 	int connect_timeout_s;
 	pthread_mutex_t mu;
@@ -135,6 +140,8 @@ int db_pool_create(const struct db_config *cfg, struct db_pool **out, struct mon
 	pool->conninfo = strdup(cfg->conninfo);
 	pool->application_name = strdup(cfg->application_name ? cfg->application_name : "monitord");
 	pool->session_sql = cfg->session_sql ? strdup(cfg->session_sql) : NULL;
+	pool->is_gated_by_migrations = cfg->is_gated_by_migrations;
+	atomic_init(&pool->is_migrated, false);
 	pool->conns = calloc((size_t)pool->size, sizeof(*pool->conns));
 	if (pool->conninfo == NULL || pool->application_name == NULL || pool->conns == NULL ||
 	    (cfg->session_sql != NULL && pool->session_sql == NULL)) {
@@ -228,13 +235,29 @@ static struct timespec deadline_timespec(int64_t deadline_mono_ms)
 	return ts;
 }
 
+void db_pool_set_migrated(struct db_pool *pool)
+{
+	atomic_store(&pool->is_migrated, true);
+}
+
 int db_pool_acquire(struct db_pool *pool, int64_t timeout_ms, struct db_conn **out, struct mon_error *err)
+{
+	*out = NULL;
+	if (pool->is_gated_by_migrations && !atomic_load(&pool->is_migrated))
+		return mon_error_set(err, MON_EUNAVAIL, "database schema not migrated yet");
+	return db_pool_acquire_ungated(pool, timeout_ms, out, err);
+}
+
+int db_pool_acquire_ungated(struct db_pool *pool, int64_t timeout_ms, struct db_conn **out, struct mon_error *err)
 {
 	int rc = 0;
 	struct db_conn *c = NULL;
 	*out = NULL;
-	if (timeout_ms < 0)
-		timeout_ms = 0;
+	/* a deadline that has passed takes no connection: the caller is told at once */
+	if (timeout_ms <= 0)
+		return mon_error_set(err, MON_EDEADLINE, "deadline exceeded before a database connection was taken");
+	if (timeout_ms == DB_NO_DEADLINE)
+		timeout_ms = DB_ACQUIRE_DEFAULT_MS;
 	int64_t deadline = mon_now_ms() + timeout_ms;
 
 	pthread_mutex_lock(&pool->mu);
@@ -276,10 +299,16 @@ int db_pool_acquire(struct db_pool *pool, int64_t timeout_ms, struct db_conn **o
 	}
 	if (c->pg == NULL) {
 		int64_t connect_deadline = mon_now_ms() + (int64_t)pool->connect_timeout_s * 1000;
-		if (timeout_ms > 0 && deadline < connect_deadline)
+		if (deadline < connect_deadline)
 			connect_deadline = deadline;
-		if (connect_deadline <= mon_now_ms())
-			connect_deadline = mon_now_ms() + 1000; /* a free slot with no time left: one short try */
+		if (connect_deadline <= mon_now_ms()) {
+			/* a free slot but no time left to connect it */
+			db_pool_release(pool, c);
+			c = NULL;
+			rc = mon_error_set(err, MON_EDEADLINE,
+			                   "deadline exceeded before a database connection was opened");
+			goto out;
+		}
 		static const char *const keys[] = {"application_name", "connect_timeout", "keepalives",
 		                                   "keepalives_idle", NULL};
 		const char *values[] = {pool->application_name, pool->connect_timeout, "1", "30", NULL};

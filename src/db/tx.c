@@ -24,8 +24,6 @@
 #include "util/log.h"
 
 #define TX_RETRIES 3
-/* How long to wait for a pooled connection when the caller has no deadline. */
-#define TX_ACQUIRE_DEFAULT_MS 30000
 
 static void sleep_ms(int64_t ms)
 {
@@ -251,12 +249,17 @@ static int tx_attempt(struct db_pool *pool, bool is_read, bool is_bounded, int64
 	struct commit_state cs = {0};
 	int rc = 0;
 	*is_retryable = false;
-	int64_t left = is_bounded ? deadline - mon_now_ms() : TX_ACQUIRE_DEFAULT_MS;
+	int64_t left = is_bounded ? deadline - mon_now_ms() : DB_NO_DEADLINE;
 	if (left <= 0) {
 		rc = mon_error_set(err, MON_EDEADLINE, "deadline exceeded before the transaction started");
 		goto out;
 	}
 	rc = db_pool_acquire(pool, left, &conn, err);
+	if (rc == MON_ELIMIT && is_bounded && mon_now_ms() >= deadline) {
+		/* the wait for a connection ended with the caller's deadline */
+		rc = mon_error_set(err, MON_EDEADLINE, "deadline exceeded waiting for a database connection");
+		goto out;
+	}
 	if (rc != 0)
 		goto out;
 	if (is_read) {
@@ -306,7 +309,10 @@ out:
 static int run_attempts(struct db_pool *pool, bool is_read, int64_t timeout_ms, db_tx_fn fn, void *arg,
                         struct mon_error *err)
 {
-	bool is_bounded = timeout_ms > 0 && timeout_ms != INT64_MAX;
+	/* <= 0 is a deadline that has passed, not "none": fn does not run */
+	if (timeout_ms <= 0)
+		return mon_error_set(err, MON_EDEADLINE, "deadline exceeded before the transaction started");
+	bool is_bounded = timeout_ms != DB_NO_DEADLINE;
 	int64_t deadline = is_bounded ? mon_now_ms() + timeout_ms : INT64_MAX;
 	int rc = 0;
 	for (int attempt = 0;; attempt++) {

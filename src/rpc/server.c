@@ -1053,8 +1053,18 @@ static void run_handler(struct rpc_call *c, const ProtobufCMessage *req)
 		return;
 	}
 
-	/* Streaming: the stream stays open until finished or cancelled. */
-	int rc = m->trampoline(ctx, bm->fn, req, call_stream(c));
+	/*
+	 * Streaming: the stream stays open until finished or cancelled. One
+	 * that arrived past its deadline is answered as a unary call is, before
+	 * its handler reads anything.
+	 */
+	int rc = 0;
+	if (rpc_ctx_is_cancelled(ctx))
+		rc = atomic_load(&c->cancelled)
+		             ? MON_ECANCELLED
+		             : rpc_fail(ctx, MON_EDEADLINE, "deadline exceeded before the call started");
+	else
+		rc = m->trampoline(ctx, bm->fn, req, call_stream(c));
 	if (rc < 0) {
 		if (ctx->err.msg[0] == '\0')
 			snprintf(ctx->err.msg, sizeof(ctx->err.msg), "%s failed", m->name);
@@ -1214,6 +1224,8 @@ static void on_request(struct rpc_call *c, bool ok)
 	}
 	if (!have_id)
 		request_id_generate(ctx->request_id, sizeof(ctx->request_id));
+	/* with the per-call line at its end, tells which calls were answered and which are still running */
+	log_debug("msg=\"rpc started\" method=%s request_id=%s", ctx->method, ctx->request_id);
 	c->request_id_slice = grpc_slice_from_copied_string(ctx->request_id);
 	c->initial_md[0].key = grpc_slice_from_static_string("x-request-id");
 	c->initial_md[0].value = c->request_id_slice;

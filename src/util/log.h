@@ -2,7 +2,7 @@
  * Logging: one line per event on stderr, logfmt-style key=value pairs after a
  * timestamp and level, so lines can be grepped and parsed. Messages follow
  * PostgreSQL's style: lowercase, no trailing period, quoted values.
- * Thread-safe: each line is written with a single write().
+ * Thread-safe: a line is written whole, never mixed with another.
  */
 #ifndef MON_UTIL_LOG_H
 #define MON_UTIL_LOG_H
@@ -27,12 +27,17 @@ void log_write(enum log_level level, const char *fmt, ...) MON_PRINTF(2, 3);
 void log_vwrite(enum log_level level, const char *fmt, va_list ap);
 
 /*
- * Buffered mode: lines at info and debug level go to an in-memory buffer
- * that a background thread writes out every 50 ms or whenever it holds
- * 64 KiB, so a busy server does not make one write() per call. Warnings
- * and errors flush the buffer and are written at once, in order. A full
- * buffer (1 MiB) makes writers wait: nothing is dropped. log_stop flushes
- * and stops the thread; without log_start every line is written at once.
+ * Buffered mode: every line goes to a bounded in-memory buffer (1 MiB) that
+ * a writer thread writes out every 50 ms, whenever it holds 64 KiB, and at
+ * once after a warning or error (an error is written directly when nothing
+ * is queued before it and stderr has room, so it is out before a crash that
+ * might follow). A caller never waits for stderr: when the
+ * buffer is full (stderr not read, or slower than the logging), the line is
+ * dropped and counted, and once the writer catches up it writes one warning
+ * saying how many were dropped (`dropped=N`), in its place in the order.
+ * log_stop writes out what is buffered, waiting at most about 2 s for
+ * stderr to take it, and stops the thread; without log_start (and after
+ * log_stop) every line is written at once.
  */
 int log_start(void);
 void log_stop(void);

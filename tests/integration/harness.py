@@ -83,6 +83,46 @@ def fresh_database(prefix):
     return " ".join(parts + ["dbname=" + name])
 
 
+def psql_value(conninfo, sql):
+    """The single value sql returns."""
+    r = subprocess.run(["psql", "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", conninfo, "-c", sql], check=True,
+                       capture_output=True, text=True)
+    return r.stdout.strip()
+
+
+class LockHolder:
+    """An open transaction holding an ACCESS EXCLUSIVE lock on table, so
+    monitord's statements on it wait (holding their pooled connections)
+    until release()."""
+
+    def __init__(self, conninfo, table):
+        self.conninfo = conninfo
+        self.proc = subprocess.Popen(["psql", "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", conninfo],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.proc.stdin.write("BEGIN;\nLOCK TABLE %s IN ACCESS EXCLUSIVE MODE;\nSELECT 'locked';\n" % table)
+        self.proc.stdin.flush()
+        if self.proc.stdout.readline().strip() != "locked":
+            raise RuntimeError("could not lock %s" % table)
+
+    def waiter_count(self):
+        """monitord sessions waiting for a lock."""
+        return int(psql_value(self.conninfo, "SELECT count(*) FROM pg_stat_activity WHERE datname = "
+                              "current_database() AND wait_event_type = 'Lock' AND application_name = 'monitord'"))
+
+    def wait_waiters(self, n, timeout=60):
+        deadline = time.time() + timeout
+        while self.waiter_count() < n:
+            if time.time() > deadline:
+                raise AssertionError("%d monitord sessions never waited for the lock" % n)
+            time.sleep(0.05)
+
+    def release(self):
+        if self.proc.poll() is None:
+            self.proc.stdin.write("ROLLBACK;\n")
+            self.proc.stdin.close()
+            self.proc.wait(timeout=30)
+
+
 class PrivateCluster:
     """A PostgreSQL cluster of the test's own, for outage tests. durable: the
     cluster keeps fsync and synchronous_commit on (PGTMP_DURABLE=1), for
@@ -115,8 +155,10 @@ class Monitord:
         self.port_file = os.path.join(self.tmp, "port")
         self.log_path = os.path.join(self.tmp, "monitord.log")
         self.log = open(self.log_path, "w")
-        args = [MONITORD, "--listen", "127.0.0.1:0", "--port-file", self.port_file, "--database", database,
-                "--log-level", "info"] + list(extra_args)
+        args = [MONITORD, "--listen", "127.0.0.1:0", "--port-file", self.port_file, "--database", database]
+        if "--log-level" not in extra_args:
+            args += ["--log-level", "info"]
+        args += list(extra_args)
         full_env = dict(os.environ)
         full_env.update(env or {})
         self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, env=full_env)

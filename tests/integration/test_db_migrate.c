@@ -1,6 +1,7 @@
 /*
  * Migrations against a real server: applied once and idempotent, safe when
- * two replicas start together, refused when an applied file changed, and
+ * two replicas start together, a gated pool closed to everything else
+ * until migrated, refused when an applied file changed, and
  * the resulting schema holds every table, enum and partition of the data
  * model.
  */
@@ -157,6 +158,34 @@ static void test_db_migrate_concurrent_replicas(void **state)
 	test_db_drop(&fresh);
 }
 
+static int noop_tx(struct db_conn *conn, void *arg, struct mon_error *err)
+{
+	(void)conn;
+	(void)arg;
+	(void)err;
+	return 0;
+}
+
+static void test_db_migrate_gates_the_pool(void **state)
+{
+	struct test_db fresh;
+	test_db_create(&fresh, "migrate_gate");
+	struct db_config cfg = {.conninfo = fresh.conninfo, .pool_size = 2, .is_gated_by_migrations = true};
+	struct db_pool *pool = NULL;
+	struct mon_error err = {0};
+	assert_int_equal(db_pool_create(&cfg, &pool, &err), 0);
+	/* nothing but the migration reaches a schema still being built */
+	struct db_conn *conn = NULL;
+	assert_int_equal(db_pool_acquire(pool, 5000, &conn, &err), MON_EUNAVAIL);
+	assert_null(conn);
+	assert_int_equal(db_tx_run(pool, 5000, noop_tx, NULL, &err), MON_EUNAVAIL);
+	assert_int_equal(db_migrate(pool, &err), 0);
+	assert_int_equal(db_tx_run(pool, 5000, noop_tx, NULL, &err), 0);
+	assert_int_equal(test_db_count(pool, "SELECT count(*) FROM schema_migrations"), (long)db_migrations_count);
+	db_pool_destroy(pool);
+	test_db_drop(&fresh);
+}
+
 static void test_db_migrate_refuses_changed_checksum(void **state)
 {
 	struct test_db fresh;
@@ -177,6 +206,7 @@ int main(void)
 	        cmocka_unit_test(test_db_migrate_applies_once),
 	        cmocka_unit_test(test_db_migrate_seed_schema_exists),
 	        cmocka_unit_test(test_db_migrate_concurrent_replicas),
+	        cmocka_unit_test(test_db_migrate_gates_the_pool),
 	        cmocka_unit_test(test_db_migrate_refuses_changed_checksum),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);

@@ -84,9 +84,9 @@ static void test_db_read_autocommit_one_round_trip(void **state)
 	/* warm up: the statements are prepared on first use */
 	struct item_read r = {.id = "a"};
 	assert_int_equal(db_read_run(pool, 5000, read_item, &r, &err), 0);
-	assert_int_equal(db_read_run(pool, 0, read_item, &r, &err), 0);
+	assert_int_equal(db_read_run(pool, DB_NO_DEADLINE, read_item, &r, &err), 0);
 
-	int64_t timeouts[] = {0, 5000};
+	int64_t timeouts[] = {DB_NO_DEADLINE, 5000};
 	for (size_t i = 0; i < 2; i++) {
 		FILE *trace = tmpfile();
 		assert_non_null(trace);
@@ -98,7 +98,7 @@ static void test_db_read_autocommit_one_round_trip(void **state)
 		assert_int_equal(sent_count(trace, "Sync"), 1);
 		assert_int_equal(sent_count(trace, "Parse"), 0);
 		assert_int_equal(sent_count(trace, "Query"), 0);
-		assert_int_equal(sent_count(trace, "Execute"), timeouts[i] > 0 ? 2 : 1);
+		assert_int_equal(sent_count(trace, "Execute"), timeouts[i] != DB_NO_DEADLINE ? 2 : 1);
 		fclose(trace);
 	}
 	/* a missing row is the caller's to judge */
@@ -121,9 +121,9 @@ static void test_db_read_deadline_is_statement_timeout(void **state)
 		assert_string_equal(unit, "ms");
 	assert_true(ms > 4000 && ms <= 5000);
 	/* no deadline: the session's default, which the bounded read left alone */
-	assert_int_equal(db_read_run(pool, 0, read_item, &r, &err), 0);
+	assert_int_equal(db_read_run(pool, DB_NO_DEADLINE, read_item, &r, &err), 0);
 	assert_string_equal(r.timeout, "0");
-	assert_int_equal(db_read_run(pool, INT64_MAX, read_item, &r, &err), 0);
+	assert_int_equal(db_read_run(pool, DB_NO_DEADLINE, read_item, &r, &err), 0);
 	assert_string_equal(r.timeout, "0");
 }
 
@@ -144,7 +144,7 @@ static void test_db_read_deadline_cancels(void **state)
 	test_db_scalar(pool, "SHOW statement_timeout", v, sizeof(v));
 	assert_string_equal(v, "0");
 	struct item_read r = {.id = "a"};
-	assert_int_equal(db_read_run(pool, 0, read_item, &r, &err), 0);
+	assert_int_equal(db_read_run(pool, DB_NO_DEADLINE, read_item, &r, &err), 0);
 	assert_int_equal(r.n, 1);
 }
 
@@ -162,7 +162,7 @@ static void test_db_read_errors_keep_codes(void **state)
 {
 	struct mon_error err = {0};
 	assert_int_equal(db_read_run(pool, 5000, bad_input, NULL, &err), MON_EINVAL);
-	assert_int_equal(db_read_run(pool, 0, bad_input, NULL, &err), MON_EINVAL);
+	assert_int_equal(db_read_run(pool, DB_NO_DEADLINE, bad_input, NULL, &err), MON_EINVAL);
 	char v[32];
 	test_db_scalar(pool, "SHOW statement_timeout", v, sizeof(v));
 	assert_string_equal(v, "0");
@@ -188,8 +188,8 @@ static void test_db_read_refuses_second_statement(void **state)
 {
 	struct mon_error err = {0};
 	assert_int_equal(db_read_run(pool, 5000, two_statements, NULL, &err), MON_EINTERNAL);
-	assert_int_equal(db_read_run(pool, 0, two_statements, NULL, &err), MON_EINTERNAL);
-	assert_int_equal(db_read_run(pool, 0, a_command, NULL, &err), MON_EINTERNAL);
+	assert_int_equal(db_read_run(pool, DB_NO_DEADLINE, two_statements, NULL, &err), MON_EINTERNAL);
+	assert_int_equal(db_read_run(pool, DB_NO_DEADLINE, a_command, NULL, &err), MON_EINTERNAL);
 	char v[32];
 	test_db_scalar(pool, "SHOW statement_timeout", v, sizeof(v));
 	assert_string_equal(v, "0");

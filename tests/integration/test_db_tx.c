@@ -1,11 +1,12 @@
 /*
  * db_tx_run against a real server: commit, rollback on error leaves
  * nothing, the caller's deadline becomes a statement_timeout
- * (MON_EDEADLINE), serialization failures are retried, a failed
- * statement the function ignored does not turn into a silent success, and a
- * connection lost during COMMIT is resolved with pg_xact_status (committed,
- * aborted, or reported as an unknown outcome, never as a plain retryable
- * failure).
+ * (MON_EDEADLINE), a deadline already passed (timeout 0 or negative) is
+ * MON_EDEADLINE at once without running the function or taking a
+ * connection, serialization failures are retried, a failed statement the
+ * function ignored does not turn into a silent success, and a connection
+ * lost during COMMIT is resolved with pg_xact_status (committed, aborted,
+ * or reported as an unknown outcome, never as a plain retryable failure).
  */
 #include "test_db_common.h"
 
@@ -70,7 +71,7 @@ static int fail_after_insert(struct db_conn *c, void *arg, struct mon_error *err
 static void test_db_tx_function_error_rolls_back(void **state)
 {
 	struct mon_error err = {0};
-	assert_int_equal(db_tx_run(pool, 0, fail_after_insert, NULL, &err), MON_EPRECOND);
+	assert_int_equal(db_tx_run(pool, DB_NO_DEADLINE, fail_after_insert, NULL, &err), MON_EPRECOND);
 	assert_string_equal(err.msg, "illegal transition");
 	assert_int_equal(test_db_count(pool, "SELECT count(*) FROM item"), 0);
 }
@@ -133,6 +134,49 @@ struct inc_thread {
 	int rc;
 };
 
+static int count_runs(struct db_conn *c, void *arg, struct mon_error *err)
+{
+	(void)c;
+	(void)err;
+	(*(int *)arg)++;
+	return 0;
+}
+
+static void test_db_tx_expired_deadline_fails_at_once(void **state)
+{
+	/*
+	 * Every connection is held, so a call that waited for one (as a
+	 * timeout of 0 once meant "no deadline") would end in MON_ELIMIT after
+	 * the default wait instead of MON_EDEADLINE at once.
+	 */
+	struct db_conn *held[4] = {0};
+	struct mon_error err = {0};
+	for (int i = 0; i < 4; i++)
+		assert_int_equal(db_pool_acquire(pool, 5000, &held[i], &err), 0);
+	const int64_t expired[] = {0, -1, -30000, INT64_MIN};
+	int runs = 0;
+	for (size_t i = 0; i < sizeof(expired) / sizeof(expired[0]); i++) {
+		mon_error_clear(&err);
+		assert_int_equal(db_tx_run(pool, expired[i], count_runs, &runs, &err), MON_EDEADLINE);
+		assert_int_equal(err.code, MON_EDEADLINE);
+		mon_error_clear(&err);
+		assert_int_equal(db_read_run(pool, expired[i], count_runs, &runs, &err), MON_EDEADLINE);
+		struct db_conn *c = NULL;
+		assert_int_equal(db_pool_acquire(pool, expired[i], &c, &err), MON_EDEADLINE);
+		assert_null(c);
+	}
+	assert_int_equal(runs, 0);
+	/* a short deadline that passes while waiting for a connection is a deadline too, not "pool busy" */
+	assert_int_equal(db_tx_run(pool, 20, count_runs, &runs, &err), MON_EDEADLINE);
+	assert_int_equal(runs, 0);
+	for (int i = 0; i < 4; i++)
+		db_pool_release(pool, held[i]);
+	/* and the connections are all usable again */
+	assert_int_equal(db_tx_run(pool, DB_NO_DEADLINE, count_runs, &runs, &err), 0);
+	assert_int_equal(db_read_run(pool, 5000, count_runs, &runs, &err), 0);
+	assert_int_equal(runs, 2);
+}
+
 static void *inc_main(void *arg)
 {
 	struct inc_thread *t = arg;
@@ -191,7 +235,7 @@ static void test_db_tx_commit_lost_and_aborted_is_retryable(void **state)
 	assert_int_equal(test_db_count(pool, "SELECT count(*) FROM doomed"), 0);
 	/* without a deadline too */
 	mon_error_clear(&err);
-	assert_int_equal(db_tx_run(pool, 0, insert_doomed, "d2", &err), MON_EUNAVAIL);
+	assert_int_equal(db_tx_run(pool, DB_NO_DEADLINE, insert_doomed, "d2", &err), MON_EUNAVAIL);
 	assert_int_equal(test_db_count(pool, "SELECT count(*) FROM doomed"), 0);
 	test_db_exec(pool, "DROP TABLE doomed");
 }
@@ -271,6 +315,7 @@ int main(void)
 	        cmocka_unit_test(test_db_tx_rollback_leaves_nothing),
 	        cmocka_unit_test(test_db_tx_function_error_rolls_back),
 	        cmocka_unit_test(test_db_tx_statement_timeout_is_deadline),
+	        cmocka_unit_test(test_db_tx_expired_deadline_fails_at_once),
 	        cmocka_unit_test(test_db_tx_ignored_failure_is_not_success),
 	        cmocka_unit_test(test_db_tx_serialization_failure_retried),
 	        cmocka_unit_test(test_db_tx_commit_lost_and_aborted_is_retryable),

@@ -89,7 +89,7 @@ static void test_db_unavailable_while_down_then_recovers(void **state)
 	}
 	assert_int_equal(db_tx_run(pool, 1000, noop_tx, NULL, &err), MON_EUNAVAIL);
 	assert_int_equal(db_read_run(pool, 1000, noop_tx, NULL, &err), MON_EUNAVAIL);
-	assert_int_equal(db_read_run(pool, 0, noop_tx, NULL, &err), MON_EUNAVAIL);
+	assert_int_equal(db_read_run(pool, DB_NO_DEADLINE, noop_tx, NULL, &err), MON_EUNAVAIL);
 	for (int i = 0; i < 300 && db_bus_is_connected(bus); i++)
 		test_sleep_ms(10);
 	assert_false(db_bus_is_connected(bus));

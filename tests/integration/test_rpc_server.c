@@ -451,8 +451,8 @@ static void test_db_session_statement_timeout_without_deadline(void **state)
 	struct db_config dc = {.conninfo = getenv("MON_TEST_DATABASE"), .pool_size = 1, .statement_timeout_ms = 200};
 	struct mon_error err = {0};
 	assert_int_equal(db_pool_create(&dc, &p, &err), 0);
-	assert_int_equal(db_tx_run(p, INT64_MAX, sleep_sql, "3000", &err), MON_EDEADLINE);
-	assert_int_equal(db_tx_run(p, INT64_MAX, sleep_sql, "1", &err), 0);
+	assert_int_equal(db_tx_run(p, DB_NO_DEADLINE, sleep_sql, "3000", &err), MON_EDEADLINE);
+	assert_int_equal(db_tx_run(p, DB_NO_DEADLINE, sleep_sql, "1", &err), 0);
 	db_pool_destroy(p);
 }
 
