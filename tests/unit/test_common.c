@@ -19,7 +19,7 @@
 
 static size_t decode(const char *s, size_t len, uint32_t *cp)
 {
-	return svc_utf8_decode((const unsigned char *)s, len, cp);
+	return utf8_decode((const unsigned char *)s, len, cp);
 }
 
 static void test_common_utf8_valid_1_to_4_bytes(void **state)
@@ -45,7 +45,7 @@ static void test_common_utf8_valid_1_to_4_bytes(void **state)
 	assert_int_equal(cp, 0x10ffff);
 	size_t chars = 0;
 	const char *mixed = "a\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80";
-	assert_int_equal(svc_utf8_scan(mixed, strlen(mixed), 0, &chars), SVC_UTF8_OK);
+	assert_int_equal(utf8_scan(mixed, strlen(mixed), 0, &chars, NULL), UTF8_OK);
 	assert_int_equal(chars, 4);
 }
 
@@ -70,7 +70,7 @@ static void test_common_utf8_refuses_surrogates(void **state)
 	assert_int_equal(decode("\xed\xbf\xbf", 3, NULL), 0); /* U+DFFF */
 	/* A pair encoded as two 3-byte sequences (CESU-8) is not UTF-8 either. */
 	const char *cesu = "\xed\xa0\xbd\xed\xb8\x80";
-	assert_int_equal(svc_utf8_scan(cesu, strlen(cesu), 0, NULL), SVC_UTF8_INVALID);
+	assert_int_equal(utf8_scan(cesu, strlen(cesu), 0, NULL, NULL), UTF8_INVALID);
 }
 
 static void test_common_utf8_refuses_above_10ffff(void **state)
@@ -87,7 +87,7 @@ static void test_common_utf8_refuses_nul_and_stray_bytes(void **state)
 {
 	(void)state;
 	assert_int_equal(decode("", 1, NULL), 0); /* the NUL byte itself */
-	assert_int_equal(svc_utf8_scan("a\0b", 3, 0, NULL), SVC_UTF8_INVALID);
+	assert_int_equal(utf8_scan("a\0b", 3, 0, NULL, NULL), UTF8_INVALID);
 	assert_int_equal(decode("\x80", 1, NULL), 0); /* a continuation byte alone */
 	assert_int_equal(decode("\xbf", 1, NULL), 0);
 	assert_int_equal(decode("\xc3\x41", 2, NULL), 0); /* a lead byte then ASCII */
@@ -101,7 +101,7 @@ static void test_common_utf8_refuses_truncated(void **state)
 	assert_int_equal(decode("\xf0\x9f\x98", 3, NULL), 0);
 	/* len cuts a sequence that the bytes after it would complete. */
 	assert_int_equal(decode("\xe2\x82\xac", 2, NULL), 0);
-	assert_int_equal(svc_utf8_scan("ok\xe2\x82", 4, 0, NULL), SVC_UTF8_INVALID);
+	assert_int_equal(utf8_scan("ok\xe2\x82", 4, 0, NULL, NULL), UTF8_INVALID);
 	/* In a C string the terminator stops a cut sequence. */
 	assert_int_equal(decode("\xf0\x9f", 4, NULL), 0);
 }
@@ -109,14 +109,14 @@ static void test_common_utf8_refuses_truncated(void **state)
 static void test_common_utf8_controls_by_flag(void **state)
 {
 	(void)state;
-	assert_int_equal(svc_utf8_scan("a\tb", 3, 0, NULL), SVC_UTF8_OK);
-	assert_int_equal(svc_utf8_scan("a\tb", 3, SVC_TEXT_NO_C0, NULL), SVC_UTF8_CONTROL);
-	assert_int_equal(svc_utf8_scan("del\x7f", 4, SVC_TEXT_NO_C0, NULL), SVC_UTF8_CONTROL);
-	assert_int_equal(svc_utf8_scan("c1\xc2\x85", 4, SVC_TEXT_NO_C0, NULL), SVC_UTF8_OK); /* U+0085 */
-	assert_int_equal(svc_utf8_scan("c1\xc2\x85", 4, SVC_TEXT_NO_CONTROLS, NULL), SVC_UTF8_CONTROL);
+	assert_int_equal(utf8_scan("a\tb", 3, 0, NULL, NULL), UTF8_OK);
+	assert_int_equal(utf8_scan("a\tb", 3, SVC_TEXT_NO_C0, NULL, NULL), UTF8_CONTROL);
+	assert_int_equal(utf8_scan("del\x7f", 4, SVC_TEXT_NO_C0, NULL, NULL), UTF8_CONTROL);
+	assert_int_equal(utf8_scan("c1\xc2\x85", 4, SVC_TEXT_NO_C0, NULL, NULL), UTF8_OK); /* U+0085 */
+	assert_int_equal(utf8_scan("c1\xc2\x85", 4, SVC_TEXT_NO_CONTROLS, NULL, NULL), UTF8_CONTROL);
 	/* The first problem wins: invalid before control, control before invalid. */
-	assert_int_equal(svc_utf8_scan("\xff\t", 2, SVC_TEXT_NO_C0, NULL), SVC_UTF8_INVALID);
-	assert_int_equal(svc_utf8_scan("\t\xff", 2, SVC_TEXT_NO_C0, NULL), SVC_UTF8_CONTROL);
+	assert_int_equal(utf8_scan("\xff\t", 2, SVC_TEXT_NO_C0, NULL, NULL), UTF8_INVALID);
+	assert_int_equal(utf8_scan("\t\xff", 2, SVC_TEXT_NO_C0, NULL, NULL), UTF8_CONTROL);
 }
 
 static void test_common_check_text_messages(void **state)
