@@ -188,6 +188,16 @@ static int check_string(struct walk *w, size_t depth, const uint8_t *p, size_t l
 	return report(w, depth, p[bad_at] == 0 ? "must not contain NUL" : "must be valid UTF-8", bad_at);
 }
 
+/* A message with neither text nor messages inside (Timestamp, DoubleValue ...) has nothing to check. */
+static bool is_plain(const ProtobufCMessageDescriptor *d)
+{
+	for (unsigned i = 0; i < d->n_fields; i++) {
+		if (d->fields[i].type == PROTOBUF_C_TYPE_STRING || d->fields[i].type == PROTOBUF_C_TYPE_MESSAGE)
+			return false;
+	}
+	return true;
+}
+
 static int walk_message(struct walk *w, size_t depth, const ProtobufCMessageDescriptor *desc, const uint8_t *start,
                         const uint8_t *end)
 {
@@ -211,7 +221,7 @@ static int walk_message(struct walk *w, size_t depth, const ProtobufCMessageDesc
 		int rc = 0;
 		if (fd->type == PROTOBUF_C_TYPE_STRING) {
 			rc = check_string(w, depth, f.data, f.len);
-		} else if (fd->type == PROTOBUF_C_TYPE_MESSAGE) {
+		} else if (fd->type == PROTOBUF_C_TYPE_MESSAGE && !is_plain(fd->descriptor)) {
 			if (depth + 1 > RPC_VALIDATE_MAX_DEPTH) {
 				if (w->err == NULL)
 					return MON_EINVAL;

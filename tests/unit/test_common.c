@@ -119,6 +119,42 @@ static void test_common_utf8_controls_by_flag(void **state)
 	assert_int_equal(utf8_scan("\t\xff", 2, SVC_TEXT_NO_C0, NULL, NULL), UTF8_CONTROL);
 }
 
+/* Every position of a long string, so the eight-bytes-at-a-time path is checked at each lane. */
+static void test_common_utf8_finds_each_position(void **state)
+{
+	(void)state;
+	char buf[40];
+	for (size_t len = 1; len <= sizeof(buf); len++) {
+		memset(buf, 'x', len);
+		size_t chars = 0, bad_at = 99;
+		assert_int_equal(utf8_scan(buf, len, UTF8_NO_CONTROLS, &chars, &bad_at), UTF8_OK);
+		assert_int_equal(chars, len);
+		for (size_t at = 0; at < len; at++) {
+			static const char bad[] = {'\0', '\x80', '\xff', '\x7f', '\x1f', '\n'};
+			for (size_t k = 0; k < sizeof(bad); k++) {
+				memset(buf, '~', len);
+				buf[at] = bad[k];
+				bad_at = 99;
+				enum utf8_result want = k < 3 ? UTF8_INVALID : UTF8_CONTROL;
+				assert_int_equal(utf8_scan(buf, len, UTF8_NO_C0, NULL, &bad_at), want);
+				assert_int_equal(bad_at, at);
+				if (k >= 3) {
+					assert_int_equal(utf8_scan(buf, len, 0, &chars, NULL), UTF8_OK);
+					assert_int_equal(chars, len);
+				}
+			}
+		}
+		/* A 2-byte character at the end of a run: counted once. */
+		memset(buf, ' ', len);
+		if (len >= 2) {
+			buf[len - 2] = '\xc3';
+			buf[len - 1] = '\xa9';
+			assert_int_equal(utf8_scan(buf, len, UTF8_NO_CONTROLS, &chars, NULL), UTF8_OK);
+			assert_int_equal(chars, len - 1);
+		}
+	}
+}
+
 static void test_common_check_text_messages(void **state)
 {
 	(void)state;
@@ -284,6 +320,7 @@ int main(void)
 	        cmocka_unit_test(test_common_utf8_refuses_nul_and_stray_bytes),
 	        cmocka_unit_test(test_common_utf8_refuses_truncated),
 	        cmocka_unit_test(test_common_utf8_controls_by_flag),
+	        cmocka_unit_test(test_common_utf8_finds_each_position),
 	        cmocka_unit_test(test_common_check_text_messages),
 	        cmocka_unit_test(test_common_parse_i64),
 	        cmocka_unit_test(test_common_times),
