@@ -221,8 +221,8 @@ static int struct_text(struct arena *a, const char *field, const Google__Protobu
 		                     inner.msg[0] ? inner.msg : "out of memory");
 	char *text = json_dumps(obj, JSON_COMPACT | JSON_SORT_KEYS);
 	json_decref(obj);
-	if (text == NULL)
-		return mon_error_set(err, MON_EINVAL, "%s: keys and strings must be valid UTF-8", field);
+	if (text == NULL) /* not bad text: the RPC runtime refused that before the handler ran */
+		return mon_error_set(err, MON_ENOMEM, "out of memory");
 	int rc = 0;
 	if (strlen(text) > HEALTH_JSON_MAX)
 		rc = mon_error_set(err, MON_EINVAL, "%s: at most %d bytes as JSON", field, HEALTH_JSON_MAX);
