@@ -18,6 +18,9 @@
 #include "rpc/wire.h"
 #include "util/utf8.h"
 
+#define MON_STR_(x) #x
+#define MON_STR(x) MON_STR_(x)
+
 struct frame {
 	const ProtobufCMessageDescriptor *desc; /* the message walked at this depth */
 	const uint8_t *start;                   /* its bytes */
@@ -31,17 +34,22 @@ struct walk {
 	struct mon_error *err;
 };
 
-/* A bounded string builder for the message. */
+/* A bounded string builder for the message; what does not fit whole is left out, so no character is cut. */
 struct out {
 	char *buf;
 	size_t cap;
 	size_t len;
+	bool is_full;
 };
 
 static void out_add(struct out *o, const char *s, size_t n)
 {
-	for (size_t i = 0; i < n && o->len + 1 < o->cap; i++)
-		o->buf[o->len++] = s[i];
+	if (o->is_full || o->len + n >= o->cap) {
+		o->is_full = true;
+		return;
+	}
+	memcpy(o->buf + o->len, s, n);
+	o->len += n;
 	o->buf[o->len] = '\0';
 }
 
@@ -166,16 +174,24 @@ static void out_path(struct out *o, const struct frame *frames, size_t depth, bo
 		out_str(o, frames[depth].field->name);
 }
 
-static int report(struct walk *w, size_t depth, const char *problem, size_t byte)
+/*
+ * MON_EINVAL with "<path of the field at depth>: <problem>" in the error.
+ * A path too long for the message ends in "..." and the problem is kept.
+ */
+static int report(struct walk *w, size_t depth, const char *problem, size_t byte, bool has_byte)
 {
 	if (w->err == NULL)
 		return MON_EINVAL;
-	struct out o = {w->err->msg, sizeof(w->err->msg), 0};
+	char path[sizeof(w->err->msg) - 128];
+	struct out o = {path, sizeof(path), 0, false};
+	path[0] = '\0';
 	bool is_key = false;
 	out_path(&o, w->frames, depth, &is_key);
-	char tmp[96];
-	snprintf(tmp, sizeof(tmp), ": %s%s (byte %zu)", is_key ? "key " : "", problem, byte);
-	out_str(&o, tmp);
+	char where[32] = "";
+	if (has_byte)
+		snprintf(where, sizeof(where), " (byte %zu)", byte);
+	snprintf(w->err->msg, sizeof(w->err->msg), "%s%s: %s%s%s", path, o.is_full ? "..." : "", is_key ? "key " : "",
+	         problem, where);
 	w->err->code = MON_EINVAL;
 	return MON_EINVAL;
 }
@@ -185,7 +201,7 @@ static int check_string(struct walk *w, size_t depth, const uint8_t *p, size_t l
 	size_t bad_at = 0;
 	if (utf8_scan((const char *)p, len, 0, NULL, &bad_at) == UTF8_OK)
 		return 0;
-	return report(w, depth, p[bad_at] == 0 ? "must not contain NUL" : "must be valid UTF-8", bad_at);
+	return report(w, depth, p[bad_at] == 0 ? "must not contain NUL" : "must be valid UTF-8", bad_at, true);
 }
 
 /* A message with neither text nor messages inside (Timestamp, DoubleValue ...) has nothing to check. */
@@ -222,19 +238,10 @@ static int walk_message(struct walk *w, size_t depth, const ProtobufCMessageDesc
 		if (fd->type == PROTOBUF_C_TYPE_STRING) {
 			rc = check_string(w, depth, f.data, f.len);
 		} else if (fd->type == PROTOBUF_C_TYPE_MESSAGE && !is_plain(fd->descriptor)) {
-			if (depth + 1 > RPC_VALIDATE_MAX_DEPTH) {
-				if (w->err == NULL)
-					return MON_EINVAL;
-				struct out o = {w->err->msg, sizeof(w->err->msg), 0};
-				bool is_key = false;
-				out_path(&o, w->frames, depth, &is_key);
-				char tmp[80];
-				snprintf(tmp, sizeof(tmp), ": messages nested deeper than %d levels",
-				         RPC_VALIDATE_MAX_DEPTH);
-				out_str(&o, tmp);
-				w->err->code = MON_EINVAL;
-				return MON_EINVAL;
-			}
+			if (depth + 1 > RPC_VALIDATE_MAX_DEPTH)
+				return report(w, depth,
+				              "messages nested deeper than " MON_STR(RPC_VALIDATE_MAX_DEPTH) " levels",
+				              0, false);
 			rc = walk_message(w, depth + 1, fd->descriptor, f.data, f.data + f.len);
 		}
 		if (rc < 0)

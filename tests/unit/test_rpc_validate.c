@@ -19,6 +19,7 @@
 #include "monitoring/v1/health.pb-c.h"
 #include "monitoring/v1/metrics.pb-c.h"
 #include "rpc/validate.h"
+#include "util/utf8.h"
 
 /* The placeholder each test puts where the bad bytes go; packed, it is replaced in place. */
 #define MARK "@@@@"
@@ -208,6 +209,50 @@ static void test_rpc_validate_depth_bound(void **state)
 	free(ptrs);
 }
 
+/* A path longer than the message keeps the problem, and no character is cut in two. */
+static void test_rpc_validate_long_path(void **state)
+{
+	(void)state;
+	enum { LEVELS = 20 };
+	static Google__Protobuf__Struct structs[LEVELS];
+	static Google__Protobuf__Struct__FieldsEntry entries[LEVELS];
+	static Google__Protobuf__Struct__FieldsEntry *entry_ptrs[LEVELS];
+	static Google__Protobuf__Value values[LEVELS];
+	/* 15 characters, 30 bytes: a cut at any byte but an even one would split a character. */
+	static char key[] =
+	        "\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9"
+	        "\xc3\xa9\xc3\xa9";
+	for (int i = 0; i < LEVELS; i++) {
+		google__protobuf__struct__init(&structs[i]);
+		google__protobuf__struct__fields_entry__init(&entries[i]);
+		google__protobuf__value__init(&values[i]);
+		entries[i].key = key;
+		entries[i].value = &values[i];
+		entry_ptrs[i] = &entries[i];
+		structs[i].n_fields = 1;
+		structs[i].fields = &entry_ptrs[i];
+		if (i + 1 < LEVELS) {
+			values[i].kind_case = GOOGLE__PROTOBUF__VALUE__KIND_STRUCT_VALUE;
+			values[i].struct_value = &structs[i + 1];
+		} else {
+			values[i].kind_case = GOOGLE__PROTOBUF__VALUE__KIND_STRING_VALUE;
+			values[i].string_value = MARK;
+		}
+	}
+	Monitoring__V1__ReportHealthCheckRequest req = MONITORING__V1__REPORT_HEALTH_CHECK_REQUEST__INIT;
+	req.service_metrics = &structs[0];
+	struct packed p;
+	struct mon_error err;
+	pack_with(&req.base, bad_texts[1], &p);
+	assert_int_equal(check(req.base.descriptor, &p, &err), MON_EINVAL);
+	size_t n = strlen(err.msg);
+	const char *tail = "...: must be valid UTF-8 (byte 1)";
+	assert_true(n > strlen(tail));
+	assert_string_equal(err.msg + n - strlen(tail), tail);
+	assert_int_equal(strncmp(err.msg, "service_metrics[\"", 17), 0);
+	assert_int_equal(utf8_scan(err.msg, n, 0, NULL, NULL), UTF8_OK);
+}
+
 /* Malformed input is the decoder's to refuse; the walk stops without reading past it. */
 static void test_rpc_validate_leaves_malformed_to_decoder(void **state)
 {
@@ -236,6 +281,7 @@ int main(void)
 	        cmocka_unit_test(test_rpc_validate_struct_paths),
 	        cmocka_unit_test(test_rpc_validate_wrappers_and_bytes),
 	        cmocka_unit_test(test_rpc_validate_depth_bound),
+	        cmocka_unit_test(test_rpc_validate_long_path),
 	        cmocka_unit_test(test_rpc_validate_leaves_malformed_to_decoder),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
