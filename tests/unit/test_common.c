@@ -265,6 +265,19 @@ static void test_common_page_token_in_arena(void **state)
 		assert_int_equal(svc_key_cursor_read(a, bad[i], 0, &key, &id, &err), MON_EINVAL);
 		assert_string_equal(err.msg, "page_token: malformed");
 	}
+
+	/* The longest cursor a token holds reads back (found by fuzzing: tokens of 2048+ characters were refused). */
+	char long_cursor[2048 - 20];
+	memset(long_cursor, 'c', sizeof(long_cursor) - 1);
+	long_cursor[sizeof(long_cursor) - 1] = '\0';
+	assert_int_equal(svc_page_token_make_in(a, "q", long_cursor, 2800, &token, &err), 0);
+	assert_true(strlen(token) > 2048);
+	assert_int_equal(svc_page_token_read_in(a, token, "q", 2800, &cursor, &err), 0);
+	assert_string_equal(cursor, long_cursor);
+	char too_long[2048 - 18];
+	memset(too_long, 'c', sizeof(too_long) - 1);
+	too_long[sizeof(too_long) - 1] = '\0';
+	assert_int_equal(svc_page_token_make_in(a, "q", too_long, 2800, &token, &err), MON_EINTERNAL);
 	arena_destroy(a);
 }
 
