@@ -98,6 +98,9 @@ void json_field_name(const char *proto_name, char *buf, size_t size)
 	buf[o] = '\0';
 }
 
+/* The longest FieldMask path written; any path written reads back. */
+#define FIELD_MASK_PATH_MAX 500
+
 /* "fooBar" -> "foo_bar", for FieldMask paths. Returns -1 when it does not fit. */
 static int snake_from_camel(const char *camel, size_t len, char *buf, size_t size)
 {
@@ -834,7 +837,7 @@ static int wkt_from_json(ProtobufCMessage *msg, const json_t *j, struct path *p,
 		while (*s != '\0') {
 			const char *comma = strchr(s, ',');
 			size_t len = comma != NULL ? (size_t)(comma - s) : strlen(s);
-			char snake[512];
+			char snake[2 * FIELD_MASK_PATH_MAX + 1]; /* each character of a printed path at most doubles */
 			if (len == 0 || snake_from_camel(s, len, snake, sizeof(snake)) != 0 ||
 			    json_array_append_new(paths, json_string(snake)) != 0) {
 				json_decref(paths);
@@ -1211,8 +1214,13 @@ static int wkt_to_json(const ProtobufCMessage *msg, unsigned flags, json_t **out
 		size_t n = *(const size_t *)cmember(msg, f->quantifier_offset);
 		char *const *paths = *(char **const *)cmember(msg, f->offset);
 		size_t cap = 1;
-		for (size_t i = 0; i < n; i++)
-			cap += strlen(paths[i]) + 1;
+		for (size_t i = 0; i < n; i++) {
+			/* The JSON form joins paths with ','; one it cannot carry would read back as another mask. */
+			size_t len = strlen(paths[i]);
+			if (len == 0 || len > FIELD_MASK_PATH_MAX || strchr(paths[i], ',') != NULL)
+				return fail(p, err, "field mask path \"%.40s\" cannot be written in JSON", paths[i]);
+			cap += len + 1;
+		}
 		char *joined = malloc(cap);
 		if (joined == NULL)
 			return fail_nomem(err);

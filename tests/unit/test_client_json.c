@@ -193,6 +193,22 @@ static void test_client_json_field_mask(void **state)
 	                  "{\"updateMask\":\"displayName,labels.teamName\"}");
 	assert_string_equal(error_of("{\"updateMask\":\"a,,b\"}", &monctl__test__everything__descriptor),
 	                    "updateMask: invalid field mask path \"\"");
+
+	/* A mask the JSON form cannot carry is not printed as another one (found by fuzzing). */
+	static const char *const unprintable[] = {"", "a,b"};
+	for (size_t i = 0; i < sizeof(unprintable) / sizeof(unprintable[0]); i++) {
+		Google__Protobuf__FieldMask mask = GOOGLE__PROTOBUF__FIELD_MASK__INIT;
+		char *paths[2] = {"name", (char *)unprintable[i]};
+		mask.n_paths = 2;
+		mask.paths = paths;
+		Everything msg = MONCTL__TEST__EVERYTHING__INIT;
+		msg.update_mask = &mask;
+		json_t *j = NULL;
+		struct mon_error err = {0};
+		assert_int_equal(json_from_message(&msg.base, 0, &j, &err), MON_EINVAL);
+		assert_null(j);
+		assert_non_null(strstr(err.msg, "cannot be written in JSON"));
+	}
 }
 
 static void test_client_json_wrappers(void **state)
