@@ -122,6 +122,13 @@ static int snake_from_camel(const char *camel, size_t len, char *buf, size_t siz
 	return 0;
 }
 
+/* Whether text, read as a FieldMask path of JSON, is path. */
+static bool mask_path_reads_back(const char *text, const char *path)
+{
+	char back[2 * FIELD_MASK_PATH_MAX + 1]; /* each character of a written path at most doubles */
+	return snake_from_camel(text, strlen(text), back, sizeof(back)) == 0 && strcmp(back, path) == 0;
+}
+
 static int wkt_is(const ProtobufCMessageDescriptor *d, const char *short_name)
 {
 	return strncmp(d->name, "google.protobuf.", 16) == 0 && strcmp(d->name + 16, short_name) == 0;
@@ -1214,21 +1221,37 @@ static int wkt_to_json(const ProtobufCMessage *msg, unsigned flags, json_t **out
 		size_t n = *(const size_t *)cmember(msg, f->quantifier_offset);
 		char *const *paths = *(char **const *)cmember(msg, f->offset);
 		size_t cap = 1;
-		for (size_t i = 0; i < n; i++) {
-			/* The JSON form joins paths with ','; one it cannot carry would read back as another mask. */
-			size_t len = strlen(paths[i]);
-			if (len == 0 || len > FIELD_MASK_PATH_MAX || strchr(paths[i], ',') != NULL)
-				return fail(p, err, "field mask path \"%.40s\" cannot be written in JSON", paths[i]);
-			cap += len + 1;
-		}
+		for (size_t i = 0; i < n; i++)
+			cap += strlen(paths[i]) + 1;
 		char *joined = malloc(cap);
 		if (joined == NULL)
 			return fail_nomem(err);
 		size_t o = 0;
 		for (size_t i = 0; i < n; i++) {
+			/*
+			 * The JSON form joins lowerCamelCase paths with ','. A path whose
+			 * camelCase does not read back as itself ("uptime_24h", "x_") is
+			 * written as in the .proto, which reads back unless it has
+			 * capitals; one that fits neither ("", "a,b", "Ab") is refused
+			 * rather than written as another mask.
+			 */
+			const char *path = paths[i];
+			size_t len = strlen(path);
+			if (len == 0 || len > FIELD_MASK_PATH_MAX || strchr(path, ',') != NULL) {
+				free(joined);
+				return fail(p, err, "field mask path \"%.40s\" cannot be written in JSON", path);
+			}
 			if (i > 0)
 				joined[o++] = ',';
-			json_field_name(paths[i], joined + o, cap - o);
+			json_field_name(path, joined + o, cap - o);
+			if (!mask_path_reads_back(joined + o, path)) {
+				memcpy(joined + o, path, len + 1);
+				if (!mask_path_reads_back(path, path)) {
+					free(joined);
+					return fail(p, err, "field mask path \"%.40s\" cannot be written in JSON",
+					            path);
+				}
+			}
 			o += strlen(joined + o);
 		}
 		joined[o] = '\0';
