@@ -26,6 +26,8 @@ APT_PACKAGES=(
 	libsodium-dev libssl-dev libjansson-dev libcurl4-openssl-dev
 	# tests and independent clients
 	libcmocka-dev python3-grpcio python3-grpc-tools nghttp2-client openssl clang-format git
+	# libFuzzer harnesses (scripts/fuzz.sh): clang and its sanitizer and fuzzer runtimes
+	clang libclang-rt-14-dev
 	# HTTPS trust for npm (not pulled in with --no-install-recommends)
 	ca-certificates
 )

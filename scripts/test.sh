@@ -3,12 +3,15 @@
 # (scripts/deps.sh), configures build-test/ with warnings as errors,
 # AddressSanitizer + UndefinedBehaviorSanitizer and the tests, builds with
 # every core, and runs ctest (the suite starts its own throwaway PostgreSQL
-# through a ctest fixture). Exits non-zero when anything fails, and ends
-# with a plain "N passed, N failed" line read from ctest's summary.
+# through a ctest fixture). Then runs every libFuzzer harness for a few
+# seconds (scripts/fuzz.sh, clang, ASan+UBSan); each counts as one test.
+# Exits non-zero when anything fails, and ends with a plain "N passed, N
+# failed" line read from ctest's summary and the fuzz runs.
 #
 # Environment:
+#   MON_FUZZ_SECONDS=N     seconds per fuzz harness (default 5; 0 skips fuzzing)
 #   MON_SANITIZE=0         build without the sanitizers (faster)
-#   MON_TEST_FILTER=REGEX  run only the tests whose names match (ctest -R)
+#   MON_TEST_FILTER=REGEX  run only the tests whose names match (ctest -R), no fuzzing
 #   MON_TEST_JOBS=N        tests run at once (default: the number of cores)
 #   MON_BUILD_DIR          build tree (default build-test)
 set -euo pipefail
@@ -55,6 +58,24 @@ ctest "${ctest_args[@]}" 2>&1 | tee "$log"
 ctest_rc=${PIPESTATUS[0]}
 set -e
 
+# A few seconds of libFuzzer per harness; a crash fails the run (scripts/fuzz.sh).
+fuzz_total=0
+fuzz_failed=0
+if [ "${MON_FUZZ_SECONDS:-5}" != 0 ] && [ -z "${MON_TEST_FILTER:-}" ]; then
+	fuzz_log=$build_dir/fuzz.log
+	set +e
+	MON_FUZZ_SECONDS=${MON_FUZZ_SECONDS:-5} scripts/fuzz.sh 2>&1 | tee "$fuzz_log"
+	set -e
+	fuzz_line=$(grep -E '^fuzz: [0-9]+ harnesses, [0-9]+ failed$' "$fuzz_log" | tail -n 1 || true)
+	if [ -n "$fuzz_line" ]; then
+		fuzz_total=$(sed -E 's/^fuzz: ([0-9]+) harnesses, ([0-9]+) failed$/\1/' <<<"$fuzz_line")
+		fuzz_failed=$(sed -E 's/^fuzz: ([0-9]+) harnesses, ([0-9]+) failed$/\2/' <<<"$fuzz_line")
+	else
+		fuzz_total=1
+		fuzz_failed=1
+	fi
+fi
+
 # "90% tests passed, 1 tests failed out of 10", and the skipped ones listed
 # under "The following tests did not run:".
 summary=$(grep -E '^[0-9]+% tests passed, [0-9]+ tests? failed out of [0-9]+' "$log" | tail -n 1 || true)
@@ -68,7 +89,8 @@ total=$(sed -E 's/^[0-9]+% tests passed, ([0-9]+) tests? failed out of ([0-9]+).
 # ctest's total counts skipped tests (as passed) but not disabled ones.
 skipped=$(grep -cE '^[[:space:]]*[0-9]+ - .* \(Skipped\)$' "$log" || true)
 disabled=$(grep -cE '^[[:space:]]*[0-9]+ - .* \(Disabled\)$' "$log" || true)
-passed=$((total - failed - skipped))
+passed=$((total - failed - skipped + fuzz_total - fuzz_failed))
+failed=$((failed + fuzz_failed))
 skipped=$((skipped + disabled))
 
 if [ "$skipped" -gt 0 ]; then

@@ -395,8 +395,8 @@ int mon_listen_addr_parse(const char *text, struct mon_listen_addr *out, struct 
 int mon_listen_addr_format(const struct mon_listen_addr *addr, int port, char *buf, size_t buf_len)
 {
 	int n;
-	if (addr->is_unix)
-		n = snprintf(buf, buf_len, "unix:%s", addr->path);
+	if (addr->is_unix) /* a path that starts with "//" needs the unix:// form to read back */
+		n = snprintf(buf, buf_len, "unix:%s%s", strncmp(addr->path, "//", 2) == 0 ? "//" : "", addr->path);
 	else if (addr->is_ipv6)
 		n = snprintf(buf, buf_len, "[%s]:%d", addr->host, port);
 	else

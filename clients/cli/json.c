@@ -98,6 +98,9 @@ void json_field_name(const char *proto_name, char *buf, size_t size)
 	buf[o] = '\0';
 }
 
+/* The longest FieldMask path written; any path written reads back. */
+#define FIELD_MASK_PATH_MAX 500
+
 /* "fooBar" -> "foo_bar", for FieldMask paths. Returns -1 when it does not fit. */
 static int snake_from_camel(const char *camel, size_t len, char *buf, size_t size)
 {
@@ -117,6 +120,13 @@ static int snake_from_camel(const char *camel, size_t len, char *buf, size_t siz
 	}
 	buf[o] = '\0';
 	return 0;
+}
+
+/* Whether text, read as a FieldMask path of JSON, is path. */
+static bool mask_path_reads_back(const char *text, const char *path)
+{
+	char back[2 * FIELD_MASK_PATH_MAX + 1]; /* each character of a written path at most doubles */
+	return snake_from_camel(text, strlen(text), back, sizeof(back)) == 0 && strcmp(back, path) == 0;
 }
 
 static int wkt_is(const ProtobufCMessageDescriptor *d, const char *short_name)
@@ -834,7 +844,7 @@ static int wkt_from_json(ProtobufCMessage *msg, const json_t *j, struct path *p,
 		while (*s != '\0') {
 			const char *comma = strchr(s, ',');
 			size_t len = comma != NULL ? (size_t)(comma - s) : strlen(s);
-			char snake[512];
+			char snake[2 * FIELD_MASK_PATH_MAX + 1]; /* each character of a printed path at most doubles */
 			if (len == 0 || snake_from_camel(s, len, snake, sizeof(snake)) != 0 ||
 			    json_array_append_new(paths, json_string(snake)) != 0) {
 				json_decref(paths);
@@ -1218,9 +1228,30 @@ static int wkt_to_json(const ProtobufCMessage *msg, unsigned flags, json_t **out
 			return fail_nomem(err);
 		size_t o = 0;
 		for (size_t i = 0; i < n; i++) {
+			/*
+			 * The JSON form joins lowerCamelCase paths with ','. A path whose
+			 * camelCase does not read back as itself ("uptime_24h", "x_") is
+			 * written as in the .proto, which reads back unless it has
+			 * capitals; one that fits neither ("", "a,b", "Ab") is refused
+			 * rather than written as another mask.
+			 */
+			const char *path = paths[i];
+			size_t len = strlen(path);
+			if (len == 0 || len > FIELD_MASK_PATH_MAX || strchr(path, ',') != NULL) {
+				free(joined);
+				return fail(p, err, "field mask path \"%.40s\" cannot be written in JSON", path);
+			}
 			if (i > 0)
 				joined[o++] = ',';
-			json_field_name(paths[i], joined + o, cap - o);
+			json_field_name(path, joined + o, cap - o);
+			if (!mask_path_reads_back(joined + o, path)) {
+				memcpy(joined + o, path, len + 1);
+				if (!mask_path_reads_back(path, path)) {
+					free(joined);
+					return fail(p, err, "field mask path \"%.40s\" cannot be written in JSON",
+					            path);
+				}
+			}
 			o += strlen(joined + o);
 		}
 		joined[o] = '\0';

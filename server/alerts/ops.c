@@ -180,8 +180,9 @@ static int strings_json(struct arena *a, const char *field, char *const *values,
 			return mon_error_set(err, MON_EINVAL, "%s[%zu]: must not be empty", field, i);
 		}
 		if (json_array_append_new(arr, json_string(values[i])) != 0) {
+			/* not bad text: the RPC runtime refused that before the handler ran */
 			json_decref(arr);
-			return mon_error_set(err, MON_EINVAL, "%s[%zu]: must be valid UTF-8", field, i);
+			return svc_fail_nomem(err);
 		}
 	}
 	char *text = arr ? json_dumps(arr, JSON_COMPACT) : NULL;

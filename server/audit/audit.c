@@ -75,7 +75,7 @@ void audit_clip_text(const char *in, size_t max_chars, char *out, size_t out_len
 	const unsigned char *p = (const unsigned char *)(in ? in : "");
 	const unsigned char *end = p + strlen((const char *)p);
 	while (p < end && chars < max_chars) {
-		size_t n = svc_utf8_decode(p, (size_t)(end - p), NULL);
+		size_t n = utf8_decode(p, (size_t)(end - p), NULL);
 		if (n == 0) {
 			if (o + 1 >= out_len)
 				break;

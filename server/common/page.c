@@ -48,7 +48,8 @@ int svc_page_token_read(const char *token, const char *filters, char *cursor_out
 	unsigned char plain[2048];
 	size_t n = 0;
 	char digest[17];
-	if (strlen(token) >= sizeof(plain) ||
+	/* Any token svc_page_token_make writes (up to 2047 bytes of plain text, in base64) reads back. */
+	if (strlen(token) > sodium_base64_ENCODED_LEN(sizeof(plain) - 1, sodium_base64_VARIANT_URLSAFE_NO_PADDING) ||
 	    sodium_base642bin(plain, sizeof(plain) - 1, token, strlen(token), NULL, &n, NULL,
 	                      sodium_base64_VARIANT_URLSAFE_NO_PADDING) != 0)
 		return mon_error_set(err, MON_EINVAL, "page_token: malformed");

@@ -401,19 +401,20 @@ static const char *serving_status_name(int s)
 
 /*
  * Splits grpc://host:port[/service] into target and service (copies the
- * caller frees). Returns 0 or MON_EINVAL.
+ * caller frees); a query or fragment belongs to neither. Returns 0 or
+ * MON_EINVAL.
  */
 static int grpc_url_split(const char *url, char **target_out, char **service_out)
 {
 	*target_out = NULL;
 	*service_out = NULL;
 	const char *rest = url + strlen("grpc://");
-	const char *slash = strchr(rest, '/');
-	size_t target_n = slash ? (size_t)(slash - rest) : strlen(rest);
+	size_t target_n = strcspn(rest, "/?#"); /* the authority, as health_check_url reads it */
 	if (target_n == 0 || memchr(rest, '@', target_n) != NULL)
 		return MON_EINVAL;
+	const char *service = rest[target_n] == '/' ? rest + target_n + 1 : "";
 	*target_out = strndup(rest, target_n);
-	*service_out = strdup(slash ? slash + 1 : "");
+	*service_out = strndup(service, strcspn(service, "?#"));
 	if (*target_out == NULL || *service_out == NULL) {
 		free(*target_out);
 		free(*service_out);

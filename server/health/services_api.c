@@ -14,6 +14,7 @@
  */
 #include "health/service.h"
 
+#include <arpa/inet.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
@@ -104,10 +105,16 @@ int health_check_url(const char *field, const char *url, struct mon_error *err)
 		const char *close = memchr(rest, ']', auth_n);
 		if (close == NULL || close == rest + 1)
 			return mon_error_set(err, MON_EINVAL, "%s: malformed IPv6 host", field);
-		for (const char *p = rest + 1; p < close; p++)
-			if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f') || (*p >= 'A' && *p <= 'F') ||
-			      *p == ':' || *p == '.'))
-				return mon_error_set(err, MON_EINVAL, "%s: malformed IPv6 host", field);
+		/* An IPv6 address, as inet_pton reads it (so "[:21]" is not one); no zone. */
+		char addr[INET6_ADDRSTRLEN];
+		struct in6_addr a6;
+		size_t addr_n = (size_t)(close - rest) - 1;
+		if (addr_n >= sizeof(addr))
+			return mon_error_set(err, MON_EINVAL, "%s: malformed IPv6 host", field);
+		memcpy(addr, rest + 1, addr_n);
+		addr[addr_n] = '\0';
+		if (inet_pton(AF_INET6, addr, &a6) != 1)
+			return mon_error_set(err, MON_EINVAL, "%s: malformed IPv6 host", field);
 		host_n = (size_t)(close - rest) + 1;
 		if (host_n < auth_n) {
 			if (rest[host_n] != ':')
@@ -221,8 +228,8 @@ static int struct_text(struct arena *a, const char *field, const Google__Protobu
 		                     inner.msg[0] ? inner.msg : "out of memory");
 	char *text = json_dumps(obj, JSON_COMPACT | JSON_SORT_KEYS);
 	json_decref(obj);
-	if (text == NULL)
-		return mon_error_set(err, MON_EINVAL, "%s: keys and strings must be valid UTF-8", field);
+	if (text == NULL) /* not bad text: the RPC runtime refused that before the handler ran */
+		return mon_error_set(err, MON_ENOMEM, "out of memory");
 	int rc = 0;
 	if (strlen(text) > HEALTH_JSON_MAX)
 		rc = mon_error_set(err, MON_EINVAL, "%s: at most %d bytes as JSON", field, HEALTH_JSON_MAX);

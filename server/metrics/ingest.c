@@ -160,7 +160,7 @@ int metrics_check_point(const Monitoring__V1__MetricPoint *p, int32_t index, int
 
 	if (p->endpoint != NULL && p->endpoint[0] != '\0') {
 		size_t chars = 0;
-		if (svc_utf8_scan(p->endpoint, strlen(p->endpoint), SVC_TEXT_NO_C0, &chars) != SVC_UTF8_OK)
+		if (utf8_scan(p->endpoint, strlen(p->endpoint), SVC_TEXT_NO_C0, &chars, NULL) != UTF8_OK)
 			add_error(errs, cap, n, index, "endpoint", "must be UTF-8 text without control characters");
 		else if (chars > METRICS_ENDPOINT_MAX)
 			add_error(errs, cap, n, index, "endpoint", "longer than %d characters", METRICS_ENDPOINT_MAX);
@@ -223,14 +223,13 @@ int metrics_check_point(const Monitoring__V1__MetricPoint *p, int32_t index, int
 			add_error(errs, cap, n, index, "tags", "a key is empty");
 			break;
 		}
-		if (strlen(k) > METRICS_TAG_KEY_MAX ||
-		    svc_utf8_scan(k, strlen(k), SVC_TEXT_NO_C0, NULL) != SVC_UTF8_OK) {
+		if (strlen(k) > METRICS_TAG_KEY_MAX || utf8_scan(k, strlen(k), SVC_TEXT_NO_C0, NULL, NULL) != UTF8_OK) {
 			add_error(errs, cap, n, index, "tags", "key \"%.40s\": must be UTF-8 text of at most %d bytes",
 			          k, METRICS_TAG_KEY_MAX);
 			break;
 		}
 		if (strlen(v) > METRICS_TAG_VALUE_MAX ||
-		    svc_utf8_scan(v, strlen(v), SVC_TEXT_NO_C0, NULL) != SVC_UTF8_OK) {
+		    utf8_scan(v, strlen(v), SVC_TEXT_NO_C0, NULL, NULL) != UTF8_OK) {
 			add_error(errs, cap, n, index, "tags",
 			          "value of \"%.40s\": must be UTF-8 text of at most %d bytes", k,
 			          METRICS_TAG_VALUE_MAX);

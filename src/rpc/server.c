@@ -28,6 +28,7 @@
 #include <grpc/support/time.h>
 
 #include "rpc/status.h"
+#include "rpc/validate.h"
 #include "util/log.h"
 
 /* Generic requests (unknown methods) and registered ones per method, per queue. */
@@ -1090,17 +1091,25 @@ static void dispatch_message(struct rpc_call *c)
 
 	grpc_byte_buffer_reader reader;
 	ProtobufCMessage *req = NULL;
+	bool is_refused = false;
 	if (grpc_byte_buffer_reader_init(&reader, bb)) {
 		grpc_slice all = grpc_byte_buffer_reader_readall(&reader);
 		grpc_byte_buffer_reader_destroy(&reader);
-		ProtobufCAllocator alloc = arena_protobuf_allocator(ctx->arena);
-		req = protobuf_c_message_unpack(m->input, &alloc, GRPC_SLICE_LENGTH(all), GRPC_SLICE_START_PTR(all));
+		/* Every string field is checked before decoding hides a NUL in it (see validate.h). */
+		is_refused = rpc_validate_request(m->input, GRPC_SLICE_START_PTR(all), GRPC_SLICE_LENGTH(all),
+		                                  &ctx->err) < 0;
+		if (!is_refused) {
+			ProtobufCAllocator alloc = arena_protobuf_allocator(ctx->arena);
+			req = protobuf_c_message_unpack(m->input, &alloc, GRPC_SLICE_LENGTH(all),
+			                                GRPC_SLICE_START_PTR(all));
+		}
 		grpc_slice_unref(all);
 	}
 	grpc_byte_buffer_destroy(bb);
 
 	if (req == NULL) {
-		rpc_fail(ctx, MON_EINVAL, "request could not be decoded as %s", m->input->name);
+		if (!is_refused)
+			rpc_fail(ctx, MON_EINVAL, "request could not be decoded as %s", m->input->name);
 		pthread_mutex_lock(&c->lock);
 		send_status_locked(c, MON_EINVAL, ctx->err.msg, NULL);
 		pthread_cond_broadcast(&c->drained);

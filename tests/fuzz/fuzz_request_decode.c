@@ -1,14 +1,19 @@
 /*
- * Fuzz target: request bytes as every method of every service would decode
- * them (protobuf-c into a capped call arena, the server's exact path), then
- * re-encoded. Untrusted bytes must never crash or overrun the arena cap.
+ * Fuzz target: request bytes as every method of every service would take
+ * them (the string check of src/rpc/validate.c, then protobuf-c into a
+ * capped call arena: the server's exact path), then re-encoded. Untrusted
+ * bytes must never crash or overrun the arena cap, and a request the check
+ * passes holds only well-formed UTF-8 in its string fields.
  */
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "mon_services.h"
 #include "rpc/method.h"
+#include "rpc/validate.h"
 #include "util/arena.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -29,11 +34,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		else
 			pick -= mon_all_services[i]->method_count;
 	}
+	struct mon_error err;
+	bool is_refused = rpc_validate_request(m->input, data + 1, size - 1, &err) != 0;
+	if (is_refused && (err.code != MON_EINVAL || strstr(err.msg, ": ") == NULL))
+		abort(); /* a refusal always names a field */
 	struct arena *a = arena_create(1024 * 1024);
 	if (a == NULL)
 		return 0;
 	ProtobufCAllocator alloc = arena_protobuf_allocator(a);
-	ProtobufCMessage *msg = protobuf_c_message_unpack(m->input, &alloc, size - 1, data + 1);
+	ProtobufCMessage *msg = is_refused ? NULL : protobuf_c_message_unpack(m->input, &alloc, size - 1, data + 1);
 	if (msg != NULL) {
 		size_t len = protobuf_c_message_get_packed_size(msg);
 		uint8_t *out = arena_alloc(a, len ? len : 1);

@@ -193,6 +193,41 @@ static void test_client_json_field_mask(void **state)
 	                  "{\"updateMask\":\"displayName,labels.teamName\"}");
 	assert_string_equal(error_of("{\"updateMask\":\"a,,b\"}", &monctl__test__everything__descriptor),
 	                    "updateMask: invalid field mask path \"\"");
+
+	/* A mask the JSON form cannot carry is not printed as another one (found by fuzzing). */
+	static const char *const unprintable[] = {"", "a,b", "Ab", "_Ab"};
+	for (size_t i = 0; i < sizeof(unprintable) / sizeof(unprintable[0]); i++) {
+		Google__Protobuf__FieldMask mask = GOOGLE__PROTOBUF__FIELD_MASK__INIT;
+		char *paths[2] = {"name", (char *)unprintable[i]};
+		mask.n_paths = 2;
+		mask.paths = paths;
+		Everything msg = MONCTL__TEST__EVERYTHING__INIT;
+		msg.update_mask = &mask;
+		json_t *j = NULL;
+		struct mon_error err = {0};
+		assert_int_equal(json_from_message(&msg.base, 0, &j, &err), MON_EINVAL);
+		assert_null(j);
+		assert_non_null(strstr(err.msg, "cannot be written in JSON"));
+	}
+	/* A path whose camelCase would read back as another is written as in the .proto. */
+	Google__Protobuf__FieldMask mask = GOOGLE__PROTOBUF__FIELD_MASK__INIT;
+	char *paths[3] = {"display_name", "uptime_24h", "x_"};
+	mask.n_paths = 3;
+	mask.paths = paths;
+	Everything msg = MONCTL__TEST__EVERYTHING__INIT;
+	msg.update_mask = &mask;
+	json_t *j = NULL;
+	struct mon_error err = {0};
+	assert_int_equal(json_from_message(&msg.base, 0, &j, &err), MON_OK);
+	assert_string_equal(json_string_value(json_object_get(j, "updateMask")), "displayName,uptime_24h,x_");
+	ProtobufCMessage *back = NULL;
+	assert_int_equal(json_to_message(j, &monctl__test__everything__descriptor, &back, &err), MON_OK);
+	const Everything *b = (const Everything *)back;
+	assert_int_equal(b->update_mask->n_paths, 3);
+	for (size_t i = 0; i < 3; i++)
+		assert_string_equal(b->update_mask->paths[i], paths[i]);
+	protobuf_c_message_free_unpacked(back, NULL);
+	json_decref(j);
 }
 
 static void test_client_json_wrappers(void **state)

@@ -25,7 +25,7 @@
 
 static size_t decode(const char *s, size_t len, uint32_t *cp)
 {
-	return svc_utf8_decode((const unsigned char *)s, len, cp);
+	return utf8_decode((const unsigned char *)s, len, cp);
 }
 
 static void test_common_utf8_valid_1_to_4_bytes(void **state)
@@ -51,7 +51,7 @@ static void test_common_utf8_valid_1_to_4_bytes(void **state)
 	assert_int_equal(cp, 0x10ffff);
 	size_t chars = 0;
 	const char *mixed = "a\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80";
-	assert_int_equal(svc_utf8_scan(mixed, strlen(mixed), 0, &chars), SVC_UTF8_OK);
+	assert_int_equal(utf8_scan(mixed, strlen(mixed), 0, &chars, NULL), UTF8_OK);
 	assert_int_equal(chars, 4);
 }
 
@@ -76,7 +76,7 @@ static void test_common_utf8_refuses_surrogates(void **state)
 	assert_int_equal(decode("\xed\xbf\xbf", 3, NULL), 0); /* U+DFFF */
 	/* A pair encoded as two 3-byte sequences (CESU-8) is not UTF-8 either. */
 	const char *cesu = "\xed\xa0\xbd\xed\xb8\x80";
-	assert_int_equal(svc_utf8_scan(cesu, strlen(cesu), 0, NULL), SVC_UTF8_INVALID);
+	assert_int_equal(utf8_scan(cesu, strlen(cesu), 0, NULL, NULL), UTF8_INVALID);
 }
 
 static void test_common_utf8_refuses_above_10ffff(void **state)
@@ -93,7 +93,7 @@ static void test_common_utf8_refuses_nul_and_stray_bytes(void **state)
 {
 	(void)state;
 	assert_int_equal(decode("", 1, NULL), 0); /* the NUL byte itself */
-	assert_int_equal(svc_utf8_scan("a\0b", 3, 0, NULL), SVC_UTF8_INVALID);
+	assert_int_equal(utf8_scan("a\0b", 3, 0, NULL, NULL), UTF8_INVALID);
 	assert_int_equal(decode("\x80", 1, NULL), 0); /* a continuation byte alone */
 	assert_int_equal(decode("\xbf", 1, NULL), 0);
 	assert_int_equal(decode("\xc3\x41", 2, NULL), 0); /* a lead byte then ASCII */
@@ -107,7 +107,7 @@ static void test_common_utf8_refuses_truncated(void **state)
 	assert_int_equal(decode("\xf0\x9f\x98", 3, NULL), 0);
 	/* len cuts a sequence that the bytes after it would complete. */
 	assert_int_equal(decode("\xe2\x82\xac", 2, NULL), 0);
-	assert_int_equal(svc_utf8_scan("ok\xe2\x82", 4, 0, NULL), SVC_UTF8_INVALID);
+	assert_int_equal(utf8_scan("ok\xe2\x82", 4, 0, NULL, NULL), UTF8_INVALID);
 	/* In a C string the terminator stops a cut sequence. */
 	assert_int_equal(decode("\xf0\x9f", 4, NULL), 0);
 }
@@ -115,14 +115,50 @@ static void test_common_utf8_refuses_truncated(void **state)
 static void test_common_utf8_controls_by_flag(void **state)
 {
 	(void)state;
-	assert_int_equal(svc_utf8_scan("a\tb", 3, 0, NULL), SVC_UTF8_OK);
-	assert_int_equal(svc_utf8_scan("a\tb", 3, SVC_TEXT_NO_C0, NULL), SVC_UTF8_CONTROL);
-	assert_int_equal(svc_utf8_scan("del\x7f", 4, SVC_TEXT_NO_C0, NULL), SVC_UTF8_CONTROL);
-	assert_int_equal(svc_utf8_scan("c1\xc2\x85", 4, SVC_TEXT_NO_C0, NULL), SVC_UTF8_OK); /* U+0085 */
-	assert_int_equal(svc_utf8_scan("c1\xc2\x85", 4, SVC_TEXT_NO_CONTROLS, NULL), SVC_UTF8_CONTROL);
+	assert_int_equal(utf8_scan("a\tb", 3, 0, NULL, NULL), UTF8_OK);
+	assert_int_equal(utf8_scan("a\tb", 3, SVC_TEXT_NO_C0, NULL, NULL), UTF8_CONTROL);
+	assert_int_equal(utf8_scan("del\x7f", 4, SVC_TEXT_NO_C0, NULL, NULL), UTF8_CONTROL);
+	assert_int_equal(utf8_scan("c1\xc2\x85", 4, SVC_TEXT_NO_C0, NULL, NULL), UTF8_OK); /* U+0085 */
+	assert_int_equal(utf8_scan("c1\xc2\x85", 4, SVC_TEXT_NO_CONTROLS, NULL, NULL), UTF8_CONTROL);
 	/* The first problem wins: invalid before control, control before invalid. */
-	assert_int_equal(svc_utf8_scan("\xff\t", 2, SVC_TEXT_NO_C0, NULL), SVC_UTF8_INVALID);
-	assert_int_equal(svc_utf8_scan("\t\xff", 2, SVC_TEXT_NO_C0, NULL), SVC_UTF8_CONTROL);
+	assert_int_equal(utf8_scan("\xff\t", 2, SVC_TEXT_NO_C0, NULL, NULL), UTF8_INVALID);
+	assert_int_equal(utf8_scan("\t\xff", 2, SVC_TEXT_NO_C0, NULL, NULL), UTF8_CONTROL);
+}
+
+/* Every position of a long string, so the eight-bytes-at-a-time path is checked at each lane. */
+static void test_common_utf8_finds_each_position(void **state)
+{
+	(void)state;
+	char buf[40];
+	for (size_t len = 1; len <= sizeof(buf); len++) {
+		memset(buf, 'x', len);
+		size_t chars = 0, bad_at = 99;
+		assert_int_equal(utf8_scan(buf, len, UTF8_NO_CONTROLS, &chars, &bad_at), UTF8_OK);
+		assert_int_equal(chars, len);
+		for (size_t at = 0; at < len; at++) {
+			static const char bad[] = {'\0', '\x80', '\xff', '\x7f', '\x1f', '\n'};
+			for (size_t k = 0; k < sizeof(bad); k++) {
+				memset(buf, '~', len);
+				buf[at] = bad[k];
+				bad_at = 99;
+				enum utf8_result want = k < 3 ? UTF8_INVALID : UTF8_CONTROL;
+				assert_int_equal(utf8_scan(buf, len, UTF8_NO_C0, NULL, &bad_at), want);
+				assert_int_equal(bad_at, at);
+				if (k >= 3) {
+					assert_int_equal(utf8_scan(buf, len, 0, &chars, NULL), UTF8_OK);
+					assert_int_equal(chars, len);
+				}
+			}
+		}
+		/* A 2-byte character at the end of a run: counted once. */
+		memset(buf, ' ', len);
+		if (len >= 2) {
+			buf[len - 2] = '\xc3';
+			buf[len - 1] = '\xa9';
+			assert_int_equal(utf8_scan(buf, len, UTF8_NO_CONTROLS, &chars, NULL), UTF8_OK);
+			assert_int_equal(chars, len - 1);
+		}
+	}
 }
 
 static void test_common_check_text_messages(void **state)
@@ -235,6 +271,19 @@ static void test_common_page_token_in_arena(void **state)
 		assert_int_equal(svc_key_cursor_read(a, bad[i], 0, &key, &id, &err), MON_EINVAL);
 		assert_string_equal(err.msg, "page_token: malformed");
 	}
+
+	/* The longest cursor a token holds reads back (found by fuzzing: tokens of 2048+ characters were refused). */
+	char long_cursor[2048 - 20];
+	memset(long_cursor, 'c', sizeof(long_cursor) - 1);
+	long_cursor[sizeof(long_cursor) - 1] = '\0';
+	assert_int_equal(svc_page_token_make_in(a, "q", long_cursor, 2800, &token, &err), 0);
+	assert_true(strlen(token) > 2048);
+	assert_int_equal(svc_page_token_read_in(a, token, "q", 2800, &cursor, &err), 0);
+	assert_string_equal(cursor, long_cursor);
+	char too_long[2048 - 18];
+	memset(too_long, 'c', sizeof(too_long) - 1);
+	too_long[sizeof(too_long) - 1] = '\0';
+	assert_int_equal(svc_page_token_make_in(a, "q", too_long, 2800, &token, &err), MON_EINTERNAL);
 	arena_destroy(a);
 }
 
@@ -392,6 +441,7 @@ int main(void)
 	        cmocka_unit_test(test_common_utf8_refuses_nul_and_stray_bytes),
 	        cmocka_unit_test(test_common_utf8_refuses_truncated),
 	        cmocka_unit_test(test_common_utf8_controls_by_flag),
+	        cmocka_unit_test(test_common_utf8_finds_each_position),
 	        cmocka_unit_test(test_common_check_text_messages),
 	        cmocka_unit_test(test_common_parse_i64),
 	        cmocka_unit_test(test_common_times),

@@ -163,6 +163,12 @@ static void test_config_listen_format(void **state)
 	a = parse_ok("unix:/tmp/s");
 	assert_int_equal(mon_listen_addr_format(&a, 0, buf, sizeof(buf)), 0);
 	assert_string_equal(buf, "unix:/tmp/s");
+	/* A path that starts with "//" (found by fuzzing): formatted, it must parse back to itself. */
+	a = parse_ok("unix:////run/s");
+	assert_string_equal(a.path, "//run/s");
+	assert_int_equal(mon_listen_addr_format(&a, 0, buf, sizeof(buf)), 0);
+	struct mon_listen_addr again = parse_ok(buf);
+	assert_string_equal(again.path, "//run/s");
 	a = parse_ok("localhost:1");
 	assert_int_equal(mon_listen_addr_format(&a, 65535, buf, 15), MON_ENOMEM);
 	assert_int_equal(mon_listen_addr_format(&a, 65535, buf, 16), 0);

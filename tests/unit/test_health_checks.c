@@ -70,6 +70,7 @@ static void test_health_url(void **state)
 	        "grpc://orders.svc.cluster.local:443/orders.v1.Orders",
 	        "http://[::1]:8080/healthz",
 	        "http://[fe80::1]",
+	        "http://[::ffff:10.0.0.1]:80",
 	        "http://localhost:1/",
 	        "https://example.com#frag",
 	};
@@ -96,6 +97,9 @@ static void test_health_url(void **state)
 	        "http://[]:80",
 	        "http://[::g]",
 	        "http://[::1]x",
+	        "https://[:21]:8443/", /* hex and colons, but no IPv6 address (found by fuzzing) */
+	        "http://[1:2:3:4:5:6:7:8:9]",
+	        "http://[::1.2.3]",
 	        "http://caf\xc3\xa9.com",
 	        "http://example.com/\x01",
 	};
