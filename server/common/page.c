@@ -2,6 +2,7 @@
 #include "common/page.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <sodium.h>
@@ -26,44 +27,60 @@ static void filters_digest(const char *filters, char out[17])
 
 int svc_page_token_make(const char *filters, const char *cursor, char *out, size_t out_len, struct mon_error *err)
 {
-	char plain[2048];
 	char digest[17];
 	if (out_len > 0)
 		out[0] = '\0';
 	if (strchr(cursor, '|') != NULL)
 		return mon_error_set(err, MON_EINTERNAL, "page cursor contains '|'");
 	filters_digest(filters, digest);
-	int n = snprintf(plain, sizeof(plain), "1|%s|%s", digest, cursor);
-	if (n < 0 || (size_t)n >= sizeof(plain) ||
-	    sodium_base64_ENCODED_LEN((size_t)n, sodium_base64_VARIANT_URLSAFE_NO_PADDING) > out_len)
+	size_t plain_len = strlen(cursor) + 19; /* "1|" digest "|" cursor */
+	if (sodium_base64_ENCODED_LEN(plain_len, sodium_base64_VARIANT_URLSAFE_NO_PADDING) > out_len)
 		return mon_error_set(err, MON_EINTERNAL, "page token too long");
-	sodium_bin2base64(out, out_len, (const unsigned char *)plain, (size_t)n,
+	char *plain = malloc(plain_len + 1);
+	if (plain == NULL)
+		return mon_error_set(err, MON_ENOMEM, "out of memory making a page token");
+	snprintf(plain, plain_len + 1, "1|%s|%s", digest, cursor);
+	sodium_bin2base64(out, out_len, (const unsigned char *)plain, plain_len,
 	                  sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+	free(plain);
 	return 0;
 }
 
 int svc_page_token_read(const char *token, const char *filters, char *cursor_out, size_t cursor_len,
                         struct mon_error *err)
 {
-	unsigned char plain[2048];
-	size_t n = 0;
+	size_t token_len = strlen(token), n = 0;
 	char digest[17];
-	/* Any token svc_page_token_make writes (up to 2047 bytes of plain text, in base64) reads back. */
-	if (strlen(token) > sodium_base64_ENCODED_LEN(sizeof(plain) - 1, sodium_base64_VARIANT_URLSAFE_NO_PADDING) ||
-	    sodium_base642bin(plain, sizeof(plain) - 1, token, strlen(token), NULL, &n, NULL,
-	                      sodium_base64_VARIANT_URLSAFE_NO_PADDING) != 0)
-		return mon_error_set(err, MON_EINVAL, "page_token: malformed");
+	/* base64 decodes to at most 3 bytes per 4 characters */
+	size_t cap = token_len / 4 * 3 + 3;
+	unsigned char *plain = malloc(cap + 1);
+	if (plain == NULL)
+		return mon_error_set(err, MON_ENOMEM, "out of memory reading a page token");
+	int rc = 0;
+	if (sodium_base642bin(plain, cap, token, token_len, NULL, &n, NULL, sodium_base64_VARIANT_URLSAFE_NO_PADDING) !=
+	    0) {
+		rc = mon_error_set(err, MON_EINVAL, "page_token: malformed");
+		goto out;
+	}
 	plain[n] = '\0';
 	const char *text = (const char *)plain;
-	if (n < 20 || memchr(plain, '\0', n) != NULL || strncmp(text, "1|", 2) != 0 || text[18] != '|')
-		return mon_error_set(err, MON_EINVAL, "page_token: malformed");
+	if (n < 20 || memchr(plain, '\0', n) != NULL || strncmp(text, "1|", 2) != 0 || text[18] != '|') {
+		rc = mon_error_set(err, MON_EINVAL, "page_token: malformed");
+		goto out;
+	}
 	filters_digest(filters, digest);
-	if (memcmp(text + 2, digest, 16) != 0)
-		return mon_error_set(err, MON_EINVAL, "page_token: does not match the request");
-	if (strlen(text + 19) >= cursor_len)
-		return mon_error_set(err, MON_EINVAL, "page_token: malformed");
+	if (memcmp(text + 2, digest, 16) != 0) {
+		rc = mon_error_set(err, MON_EINVAL, "page_token: does not match the request");
+		goto out;
+	}
+	if (strlen(text + 19) >= cursor_len) {
+		rc = mon_error_set(err, MON_EINVAL, "page_token: malformed");
+		goto out;
+	}
 	snprintf(cursor_out, cursor_len, "%s", text + 19);
-	return 0;
+out:
+	free(plain);
+	return rc;
 }
 
 int svc_page_token_make_in(struct arena *a, const char *filters, const char *cursor, size_t token_max, char **out,

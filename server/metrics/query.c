@@ -31,7 +31,8 @@
 #include "metrics/service.h"
 #include "util/clock.h"
 
-#define PAGE_TOKEN_MAX 2800
+#define PAGE_TOKEN_MAX                                                                                                 \
+	4096 /* a cursor holds a metric name and an endpoint of up to 500 four-byte characters, in base64 */
 #define MINUTE_MS INT64_C(60000)
 #define HOUR_MS INT64_C(3600000)
 #define DAY_MS INT64_C(86400000)

@@ -245,6 +245,22 @@ class MetricsQuery(unittest.TestCase):
                               num(w[7]), num(w[8]), num(w[9]), num(w[10]), int(w[11]), int(w[12]), num(w[13]),
                               num(w[14]), types[w[15]], w[16]))
 
+    def test_points_paged_with_the_longest_names(self):
+        # A cursor holds the metric name and the endpoint: at their limits (100 characters, 500 of four bytes
+        # each) the page token is over 3,000 characters, and it must still read back.
+        name = "n" * 100
+        endpoint = "\U0001F600" * 500
+        t = self.t0 - 30 * DAY
+        psql(self.db, "INSERT INTO tb_performance_metric (time, metric_name, endpoint, p50, request_count)"
+             " SELECT %s + s * interval '1 second', '%s', '%s', 1, 1 FROM generate_series(0, 4) AS s"
+             % (at(t), name, endpoint))
+        req = metrics_pb2.ListMetricPointsRequest(time_range=time_range(t, t + 10), page_size=2,
+                                                  filter=G.MetricFilter(metric_names=[name]))
+        got, pages = self.pages("ListMetricPoints", req, "points")
+        self.assertEqual(pages, 3)
+        self.assertEqual([(p.metric_name, p.endpoint) for p in got], [(name, endpoint)] * 5)
+        self.assertEqual(len({p.time.ToMicroseconds() for p in got}), 5)
+
     def test_points_filters(self):
         start, end = self.t0 - 12 * HOUR, self.t0 + 1
         cases = [
