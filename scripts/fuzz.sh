@@ -36,7 +36,7 @@ fi
 # Warnings are the gcc build's to enforce (-Werror there); clang's -Wformat=2 differs.
 echo "fuzz.sh: configuring $build_dir/ (clang, libFuzzer, ASan+UBSan)" >&2
 cmake -S . -B "$build_dir" -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ \
-	-DCMAKE_BUILD_TYPE=RelWithDebInfo -DMON_WERROR=OFF -DMON_FUZZ=ON -DMON_BUILD_TESTS=OFF >/dev/null
+	-DCMAKE_BUILD_TYPE=RelWithDebInfo -DMON_WERROR=ON -DMON_FUZZ=ON -DMON_BUILD_TESTS=OFF >/dev/null
 targets=()
 for h in "${harnesses[@]}"; do
 	targets+=("${h}_libfuzzer")

@@ -334,7 +334,7 @@ static void remove_stale_lock_files(const struct db_embedded *emb)
 	char path[PATH_MAX];
 	if (path_join(path, sizeof(path), emb->data_dir, "postmaster.pid", NULL) == 0 && unlink(path) == 0)
 		log_warn("msg=\"removed a stale postmaster.pid\" dir=\"%s\"", emb->data_dir);
-	if (path_join(path, sizeof(path), emb->data_dir, EMB_SOCKET_NAME + 1, NULL) == 0) {
+	if (path_join(path, sizeof(path), emb->data_dir, &EMB_SOCKET_NAME[1], NULL) == 0) {
 		char lock[PATH_MAX + 8];
 		snprintf(lock, sizeof(lock), "%s.lock", path);
 		unlink(lock);

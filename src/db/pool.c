@@ -395,8 +395,7 @@ int db_pool_check_durability(struct db_pool *pool, int64_t timeout_ms, struct mo
 {
 	static const char *const why[] = {
 	        "fsync is off: a crash of the operating system can lose or corrupt acknowledged writes",
-	        "synchronous_commit is off: a crash of PostgreSQL loses the writes acknowledged in the last moments "
-	        "before it",
+	        "synchronous_commit is off: a crash of PostgreSQL loses the writes acknowledged just before it",
 	        "full_page_writes is off: a crash of the operating system can leave torn pages"};
 	struct db_conn *c = NULL;
 	struct db_result *res = NULL;

@@ -41,7 +41,7 @@ char *arena_strndup(struct arena *a, const char *s, size_t len);
 
 /* Formats into a string owned by the arena; NULL past the cap. */
 char *arena_printf(struct arena *a, const char *fmt, ...) MON_PRINTF(2, 3);
-char *arena_vprintf(struct arena *a, const char *fmt, va_list ap);
+char *arena_vprintf(struct arena *a, const char *fmt, va_list ap) MON_PRINTF(2, 0);
 
 /*
  * A string grown in an arena, for SQL fragments, array literals and

@@ -24,7 +24,7 @@ int log_level_parse(const char *name);
  * itself be key=value pairs, for example `msg="could not connect" host=%s`.
  */
 void log_write(enum log_level level, const char *fmt, ...) MON_PRINTF(2, 3);
-void log_vwrite(enum log_level level, const char *fmt, va_list ap);
+void log_vwrite(enum log_level level, const char *fmt, va_list ap) MON_PRINTF(2, 0);
 
 /*
  * Buffered mode: every line goes to a bounded in-memory buffer (1 MiB) that
