@@ -240,6 +240,16 @@ class Monitord:
         self.log.close()
         return self.proc.returncode
 
+    def stop_clean(self):
+        """For tearDownClass: stops the server if it still runs and asserts a clean exit (code 0, no
+        sanitizer report in its log)."""
+        if self.proc.poll() is not None:
+            return
+        code = self.stop()
+        log = self.read_log()
+        assert code == 0, "monitord exit code %d:\n%s" % (code, log[-6000:])
+        assert "ERROR: AddressSanitizer" not in log and "runtime error:" not in log, log[-6000:]
+
     def assert_clean_exit(self, test):
         code = self.stop()
         log = self.read_log()
