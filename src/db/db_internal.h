@@ -82,6 +82,13 @@ const char *db_code_message(int code);
 int db_result_error(struct db_conn *conn, const PGresult *res, const char *what, struct mon_error *err);
 
 /*
+ * Ends a pipeline whose statements' results were read: with read_sync (the
+ * Sync was sent), reads the Sync's own result first; leaves pipeline mode.
+ * Anything unexpected marks conn broken.
+ */
+void db_pipeline_leave(struct db_conn *conn, bool read_sync);
+
+/*
  * Copies the first line of a server or libpq message into out for a log
  * line: double quotes become single quotes so logfmt values stay intact.
  * Returns out.

@@ -71,6 +71,19 @@ static int send_stmt(PGconn *pg, const struct stmt_ref *s)
 
 static int prepare_once(struct db_conn *conn, const struct db_stmt *stmt, struct mon_error *err);
 
+void db_pipeline_leave(struct db_conn *conn, bool read_sync)
+{
+	PGconn *pg = conn->pg;
+	if (read_sync && PQstatus(pg) == CONNECTION_OK) {
+		PGresult *sync = PQgetResult(pg);
+		if (PQresultStatus(sync) != PGRES_PIPELINE_SYNC)
+			conn->is_broken = true;
+		PQclear(sync);
+	}
+	if (PQexitPipelineMode(pg) != 1)
+		conn->is_broken = true;
+}
+
 /* Sets statement_timeout for the rest of the implicit transaction (set_config's is_local). */
 static const struct db_stmt read_timeout_stmt = {
         .name = "db_read_timeout",
@@ -122,13 +135,8 @@ static PGresult *exec_bounded(struct db_conn *conn, const struct stmt_ref *s, in
 					PQclear(r);
 			}
 		}
-		PGresult *sync = PQgetResult(pg);
-		if (PQresultStatus(sync) != PGRES_PIPELINE_SYNC)
-			conn->is_broken = true;
-		PQclear(sync);
 	}
-	if (PQexitPipelineMode(pg) != 1)
-		conn->is_broken = true;
+	db_pipeline_leave(conn, is_sent);
 	if (!is_sent || set_failed != NULL) {
 		*rc = db_result_error(conn, set_failed, "read timeout", err);
 		PQclear(set_failed);

@@ -78,14 +78,7 @@ static int commit(struct db_conn *conn, struct commit_state *cs, struct mon_erro
 				PQclear(r);
 		}
 	}
-	if (is_sent && PQstatus(pg) == CONNECTION_OK) {
-		PGresult *sync = PQgetResult(pg);
-		if (PQresultStatus(sync) != PGRES_PIPELINE_SYNC)
-			conn->is_broken = true;
-		PQclear(sync);
-	}
-	if (PQexitPipelineMode(pg) != 1)
-		conn->is_broken = true;
+	db_pipeline_leave(conn, is_sent);
 
 	if (PQresultStatus(id_res) == PGRES_TUPLES_OK && PQntuples(id_res) == 1) {
 		cs->is_xid_known = true;
