@@ -52,7 +52,7 @@ struct rpc_ctx {
 	struct rpc_identity identity;
 	bool has_identity;
 	const ProtobufCMessage *request; /* the decoded request, while the handler runs */
-	ProtobufCMessage *response;      /* unary: the response the handler fills */
+	ProtobufCMessage *response;      /* unary: the response the handler fills, sent by rpc_reply_finish too */
 };
 
 /* Per-caller state for the rate limit and the stream cap. */
@@ -133,7 +133,6 @@ struct rpc_call {
 
 	struct rpc_ctx ctx;
 	struct timespec started;
-	ProtobufCMessage *unary_resp; /* a unary call's response, for rpc_reply_finish */
 
 	struct rpc_call *work_next;             /* worker queue link */
 	struct rpc_call *live_prev, *live_next; /* open streams, for shutdown */

@@ -1017,7 +1017,7 @@ void rpc_reply_later(struct rpc_ctx *ctx)
 void rpc_reply_finish(struct rpc_ctx *ctx, int code)
 {
 	struct rpc_call *c = ctx->call;
-	unary_reply(c, code < 0 ? code : 0, c->unary_resp);
+	unary_reply(c, code < 0 ? code : 0, ctx->response);
 	call_release(c);
 }
 
@@ -1042,7 +1042,6 @@ static void run_handler(struct rpc_call *c, const ProtobufCMessage *req)
 				rc = rpc_fail(ctx, MON_ENOMEM, "request too large: per-call memory limit reached");
 			} else {
 				m->output->message_init(resp);
-				c->unary_resp = resp;
 				ctx->response = resp;
 				rc = m->trampoline(ctx, bm->fn, req, resp);
 				/* Another thread owns the call now (rpc_reply_later): touch nothing. */
