@@ -26,6 +26,22 @@ static bool host_bits_clear(const uint8_t addr[16], int prefix_len)
 	return true;
 }
 
+/*
+ * Reads an IPv4 or IPv6 address in text form into addr as 16-byte IPv6
+ * (IPv4 in its mapped form); returns AF_INET, AF_INET6, or 0 when text is
+ * neither.
+ */
+static int addr_parse(const char *text, uint8_t addr[16])
+{
+	struct in_addr v4;
+	if (inet_pton(AF_INET, text, &v4) == 1) {
+		memcpy(addr, v4_mapped_prefix, sizeof(v4_mapped_prefix));
+		memcpy(addr + 12, &v4, 4);
+		return AF_INET;
+	}
+	return inet_pton(AF_INET6, text, addr) == 1 ? AF_INET6 : 0;
+}
+
 static bool net_contains(const struct netpolicy_net *n, const uint8_t addr[16])
 {
 	int full = n->prefix_len / 8, rest = n->prefix_len % 8;
@@ -55,24 +71,21 @@ static int parse_item(const char *setting, const char *item, struct netpolicy_ne
 		if (errno != 0 || end == slash + 1 || *end != '\0' || prefix < 0)
 			return mon_error_set(err, MON_EINVAL, "%s: \"%s\" has a bad prefix length", setting, item);
 	}
-	struct in_addr v4;
-	struct in6_addr v6;
 	memset(out, 0, sizeof(*out));
-	if (inet_pton(AF_INET, text, &v4) == 1) {
+	switch (addr_parse(text, out->addr)) {
+	case AF_INET:
 		if (prefix > 32)
 			return mon_error_set(err, MON_EINVAL, "%s: \"%s\": an IPv4 prefix is at most 32", setting,
 			                     item);
-		memcpy(out->addr, v4_mapped_prefix, sizeof(v4_mapped_prefix));
-		memcpy(out->addr + 12, &v4, 4);
 		out->prefix_len = 96 + (int)(prefix < 0 ? 32 : prefix);
-	} else if (inet_pton(AF_INET6, text, &v6) == 1) {
+		break;
+	case AF_INET6:
 		if (prefix > 128)
 			return mon_error_set(err, MON_EINVAL, "%s: \"%s\": an IPv6 prefix is at most 128", setting,
 			                     item);
-		memcpy(out->addr, &v6, 16);
 		out->prefix_len = (int)(prefix < 0 ? 128 : prefix);
-	} else {
-		return mon_error_set(err, MON_EINVAL, "%s: \"%s\" is not an IPv4 or IPv6 network", setting, item);
+		break;
+	default: return mon_error_set(err, MON_EINVAL, "%s: \"%s\" is not an IPv4 or IPv6 network", setting, item);
 	}
 	if (!host_bits_clear(out->addr, out->prefix_len))
 		return mon_error_set(err, MON_EINVAL, "%s: \"%s\" has bits set past its prefix length", setting, item);
@@ -176,13 +189,8 @@ bool netpolicy_allows_host_literal(const struct netpolicy *p, const char *host, 
 	if (zone != NULL)
 		*zone = '\0';
 	uint8_t addr[16];
-	struct in_addr v4;
-	if (inet_pton(AF_INET, text, &v4) == 1) {
-		memcpy(addr, v4_mapped_prefix, sizeof(v4_mapped_prefix));
-		memcpy(addr + 12, &v4, 4);
-	} else if (inet_pton(AF_INET6, text, addr) != 1) {
+	if (addr_parse(text, addr) == 0)
 		return true;
-	}
 	*is_literal = true;
 	return netpolicy_allows_v6(p, addr);
 }
