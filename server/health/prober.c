@@ -399,12 +399,7 @@ static const char *serving_status_name(int s)
 	}
 }
 
-/*
- * Splits grpc://host:port[/service] into target and service (copies the
- * caller frees); a query or fragment belongs to neither. Returns 0 or
- * MON_EINVAL.
- */
-static int grpc_url_split(const char *url, char **target_out, char **service_out)
+int prober_grpc_url_split(const char *url, char **target_out, char **service_out)
 {
 	*target_out = NULL;
 	*service_out = NULL;
@@ -591,7 +586,7 @@ static void probe_run(const char *url, int timeout_s, int retry_count, int64_t d
 		o->kind = "grpc";
 		struct mon_error err = {0};
 		struct rpc_channel_config cc = {0};
-		if (grpc_url_split(url, &target, &service) != 0) {
+		if (prober_grpc_url_split(url, &target, &service) != 0) {
 			snprintf(o->error, sizeof(o->error),
 			         "cannot probe this URL: expected grpc://host:port[/service]");
 			goto out;

@@ -90,4 +90,13 @@ const struct netpolicy *prober_policy(const struct prober *p);
 int prober_run_check(struct prober *p, struct rpc_ctx *ctx, const Monitoring__V1__RunHealthCheckRequest *req,
                      Monitoring__V1__RunHealthCheckResponse *resp);
 
+/*
+ * Splits grpc://host:port[/service] into target (host:port) and service
+ * (the path after the first '/'), copies the caller frees; a query or
+ * fragment belongs to neither. Returns 0, MON_EINVAL (no host, or
+ * credentials in the authority) or MON_ENOMEM. The probe of a grpc:// URL
+ * dials exactly these, so health_check_url must accept only what splits.
+ */
+int prober_grpc_url_split(const char *url, char **target_out, char **service_out) MON_MUST_CHECK;
+
 #endif

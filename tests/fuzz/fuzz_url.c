@@ -8,11 +8,14 @@
  * - an accepted http(s) URL parses with libcurl's URL parser;
  * - an accepted grpc:// URL splits into the host[:port] the check saw and
  *   the service after the first '/', without query or fragment.
- * The prober's own parsing is compiled in from its source, so its static
- * helpers are the ones tested.
  */
-#include "health/prober.c"
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
 
+#include <curl/curl.h>
+
+#include "health/prober.h"
 #include "health/service.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -29,7 +32,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		return 0;
 	if (strncmp(url, "grpc://", 7) == 0) {
 		char *target = NULL, *service = NULL;
-		if (grpc_url_split(url, &target, &service) != 0)
+		if (prober_grpc_url_split(url, &target, &service) != 0)
 			abort(); /* accepted, but the prober cannot use it */
 		const char *rest = url + 7;
 		size_t authority_n = strcspn(rest, "/?#");

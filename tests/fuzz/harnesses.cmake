@@ -44,5 +44,5 @@ mon_fuzz_harness(NAME fuzz_monctl_json SOURCES ${CMAKE_SOURCE_DIR}/clients/cli/j
 # health_check_url as HealthService checks it and the prober uses it (server/health/).
 mon_fuzz_harness(NAME fuzz_url
   SOURCES ${S}/health/services_api.c ${S}/health/store.c ${S}/common/json.c ${S}/common/call.c ${S}/common/idem.c ${S}/common/page.c
-    ${S}/common/parse.c ${S}/common/text.c ${S}/audit/audit.c ${S}/health/netpolicy.c
+    ${S}/common/parse.c ${S}/common/text.c ${S}/audit/audit.c ${S}/health/netpolicy.c ${S}/health/prober.c
   LIBS mon_rpc mon_rpc_client mon_db mon_proto mon_util PkgConfig::JANSSON PkgConfig::SODIUM PkgConfig::CURL)
