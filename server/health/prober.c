@@ -1316,7 +1316,6 @@ static int run_record_reply(void *arg, ProtobufCMessage *msg, struct mon_error *
 struct run_job {
 	struct rpc_ctx *ctx;
 	const Monitoring__V1__RunHealthCheckRequest *req;
-	Monitoring__V1__RunHealthCheckResponse *resp;
 	struct run_target t;
 	int64_t deadline; /* monotonic ms for the attempts; 0: none */
 };
@@ -1417,7 +1416,7 @@ int prober_run_check(struct prober *p, struct rpc_ctx *ctx, const Monitoring__V1
 		rc = rpc_fail(ctx, MON_ENOMEM, "out of memory");
 		goto fail;
 	}
-	*j = (struct run_job){.ctx = ctx, .req = req, .resp = resp, .t = t};
+	*j = (struct run_job){.ctx = ctx, .req = req, .t = t};
 	j->deadline = remaining == INT64_MAX ? 0 : mon_now_ms() + remaining - RUN_RECORD_MARGIN_MS;
 	rpc_reply_later(ctx);
 	run_enqueue(p, j);
@@ -1432,7 +1431,6 @@ static int run_check_probe(struct prober *p, struct run_job *j)
 {
 	struct rpc_ctx *ctx = j->ctx;
 	const Monitoring__V1__RunHealthCheckRequest *req = j->req;
-	Monitoring__V1__RunHealthCheckResponse *resp = j->resp;
 	const struct run_target t = j->t;
 	int64_t deadline = j->deadline;
 	struct arena *ar = rpc_ctx_arena(ctx);
@@ -1448,8 +1446,10 @@ static int run_check_probe(struct prober *p, struct run_job *j)
 	struct health_check_result r;
 	outcome_to_result(&o, req->service_id, details, sizeof(details), &r);
 	struct run_record rr = {.a = {.result = &r, .ctx = ctx}, .o = &o, .service_id = req->service_id, .arena = ar};
-	/* A duplicate in flight probed too, but only the first to commit records: the other answers its outcome. */
-	(void)resp; /* filled by run_record_reply or by the replay of an idempotency key */
+	/*
+	 * A duplicate in flight probed too, but only the first to commit records: the other answers its outcome.
+	 * The response (rpc_ctx_response) is filled by run_record_reply or by the replay of an idempotency key.
+	 */
 	return svc_run_change(ctx, p->pool, run_record_tx, run_record_reply, &rr);
 }
 
