@@ -1,8 +1,9 @@
 /*
  * A minimal protobuf wire-format reader for the few places that walk
- * serialized messages without generated code (the reflection index over the
- * embedded descriptor set). Bounds-checked: it never reads past end, and
- * rejects malformed input instead of guessing.
+ * serialized messages without generated code: the reflection index over the
+ * embedded descriptor set, and the string check of every request
+ * (validate.c), which runs on untrusted bytes. Bounds-checked: it never
+ * reads past end, and rejects malformed input instead of guessing.
  */
 #ifndef MON_RPC_WIRE_H
 #define MON_RPC_WIRE_H

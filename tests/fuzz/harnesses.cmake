@@ -28,7 +28,7 @@ set(S ${CMAKE_SOURCE_DIR}/server)
 
 # Request bytes as the RPC runtime checks and decodes them (src/rpc/validate.c, protobuf-c).
 mon_fuzz_harness(NAME fuzz_request_decode LIBS mon_rpc mon_proto mon_util)
-# The protobuf wire reader of the reflection index (src/rpc/wire.c).
+# The protobuf wire reader of the reflection index and the request string check (src/rpc/wire.c).
 mon_fuzz_harness(NAME fuzz_wire LIBS mon_rpc mon_proto mon_util)
 # Page tokens and key cursors (server/common/page.c).
 mon_fuzz_harness(NAME fuzz_page_token
