@@ -136,15 +136,16 @@ class Deadlines(unittest.TestCase):
         blocked_codes = []
         list_alerts = harness.raw_unary(self.srv.channel, "/monitoring.v1.AlertsService/ListAlerts")
 
-        def blocked_call():
+        def list_alerts_into(codes, timeout):
+            """A thread's body: one ListAlerts, its status code appended to codes."""
             try:
-                list_alerts(plausible("/monitoring.v1.AlertsService/ListAlerts"), timeout=120,
-                                metadata=self.auth)
-                blocked_codes.append(grpc.StatusCode.OK)
+                list_alerts(plausible("/monitoring.v1.AlertsService/ListAlerts"), timeout=timeout,
+                            metadata=self.auth)
+                codes.append(grpc.StatusCode.OK)
             except grpc.RpcError as e:
-                blocked_codes.append(e.code())
+                codes.append(e.code())
 
-        threads = [threading.Thread(target=blocked_call) for _ in range(POOL_SIZE)]
+        threads = [threading.Thread(target=list_alerts_into, args=(blocked_codes, 120)) for _ in range(POOL_SIZE)]
         try:
             for t in threads:
                 t.start()
@@ -208,16 +209,7 @@ class Deadlines(unittest.TestCase):
         self.assertEqual(self.srv.health().Check(health_pb2.HealthCheckRequest(), timeout=5).status,
                          health_pb2.HealthCheckResponse.SERVING)
         codes = []
-
-        def normal_call():
-            try:
-                list_alerts(plausible("/monitoring.v1.AlertsService/ListAlerts"), timeout=30,
-                                metadata=self.auth)
-                codes.append(grpc.StatusCode.OK)
-            except grpc.RpcError as e:
-                codes.append(e.code())
-
-        many = [threading.Thread(target=normal_call) for _ in range(POOL_SIZE * 8)]
+        many = [threading.Thread(target=list_alerts_into, args=(codes, 30)) for _ in range(POOL_SIZE * 8)]
         for t in many:
             t.start()
         for t in many:
