@@ -263,14 +263,19 @@ class ProberTest(unittest.TestCase):
             for url in ("http://169.254.169.254/latest/meta-data/", "http://[::ffff:169.254.169.254]/",
                         "http://[fe80::1]:8080/"):
                 with self.subTest(url=url):
-                    with self.assertRaises(grpc.RpcError) as cm:
-                        stub.CreateService(mon_health_pb2.CreateServiceRequest(service=mon_health_pb2.MonitoredService(
-                            name="metadata", service_type="api", health_check_url=url)), metadata=srv.auth(),
-                            timeout=30)
-                    self.assertEqual(cm.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
-                    self.assertIn("service.health_check_url", cm.exception.details())
+                    self.assert_url_denied(srv, url)
         finally:
             srv.assert_clean_exit(self)
+
+    def assert_url_denied(self, srv, url):
+        """CreateService refuses url up front: its address is one the probe network policy denies."""
+        stub = mon_health_pb2_grpc.HealthServiceStub(srv.channel)
+        with self.assertRaises(grpc.RpcError) as cm:
+            stub.CreateService(mon_health_pb2.CreateServiceRequest(service=mon_health_pb2.MonitoredService(
+                name="denied", service_type="api", health_check_url=url)), metadata=srv.auth(), timeout=30)
+        self.assertEqual(cm.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
+        self.assertIn("service.health_check_url", cm.exception.details())
+        self.assertIn("probe network policy", cm.exception.details())
 
     def test_redirects_to_another_host(self):
         db = harness.fresh_database("prober_redirect")
@@ -321,13 +326,7 @@ class ProberTest(unittest.TestCase):
             # A denied address written as such is refused up front; a host name is judged when probed.
             for url in (self.url("/up"), "http://[::1]:%d/" % self.http_port, "grpc://127.0.0.9:50051"):
                 with self.subTest(url=url):
-                    with self.assertRaises(grpc.RpcError) as cm:
-                        stub.CreateService(mon_health_pb2.CreateServiceRequest(service=mon_health_pb2.MonitoredService(
-                            name="literal", service_type="api", health_check_url=url)), metadata=srv.auth(),
-                            timeout=30)
-                    self.assertEqual(cm.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
-                    self.assertIn("service.health_check_url", cm.exception.details())
-                    self.assertIn("probe network policy", cm.exception.details())
+                    self.assert_url_denied(srv, url)
             created = stub.CreateService(mon_health_pb2.CreateServiceRequest(service=mon_health_pb2.MonitoredService(
                 name="by-name", service_type="api", check_interval=3600,
                 health_check_url="http://localhost:%d/up" % self.http_port)), metadata=srv.auth(), timeout=30)
