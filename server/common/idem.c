@@ -14,6 +14,7 @@
 
 #include <sodium.h>
 
+#include "common/parse.h"
 #include "common/text.h"
 
 #define PRUNE_ACQUIRE_TIMEOUT_MS 10000
@@ -64,12 +65,10 @@ static char *hex_of(struct arena *a, const unsigned char *bytes, size_t n)
 /* Unpacks the hex text of a stored response into resp (a shallow copy of a message unpacked into a). */
 static int unpack_stored(struct arena *a, const char *hex, ProtobufCMessage *resp, struct mon_error *err)
 {
-	size_t hex_len = strlen(hex), len = 0;
-	uint8_t *bytes = arena_alloc(a, hex_len / 2 + 1);
-	if (bytes == NULL)
+	size_t len = 0;
+	uint8_t *bytes = svc_hex_decode(a, hex, &len);
+	if (bytes == NULL) /* the text is encode(response, 'hex'): only the arena's cap fails it */
 		return nomem(err);
-	if (sodium_hex2bin(bytes, hex_len / 2 + 1, hex, hex_len, NULL, &len, NULL) != 0)
-		return mon_error_set(err, MON_EINTERNAL, "stored outcome of the idempotency key is corrupt");
 	ProtobufCAllocator alloc = arena_protobuf_allocator(a);
 	ProtobufCMessage *m = protobuf_c_message_unpack(resp->descriptor, &alloc, len, bytes);
 	if (m == NULL)
