@@ -322,8 +322,7 @@ int client_call_unary(mon_client *client, const char *path, const ProtobufCMessa
 			status_set(status, STATUS_RESOURCE_EXHAUSTED, "out of memory");
 			return MON_ENOMEM;
 		}
-		memcpy(keyed, req, req->descriptor->sizeof_message);
-		*(const char **)(void *)((char *)keyed + key_field->offset) = key;
+		rpc_idem_copy_with_key(keyed, req, key_field, key);
 		req = keyed;
 		key_text = key;
 	}

@@ -24,11 +24,6 @@ static int nomem(struct mon_error *err)
 	return mon_error_set(err, MON_ENOMEM, "idempotency key: the call's memory cap was reached");
 }
 
-static const char **key_slot(ProtobufCMessage *msg, const ProtobufCFieldDescriptor *field)
-{
-	return (const char **)(void *)((char *)msg + field->offset);
-}
-
 int svc_idem_check_key(const char *field, const char *key, struct mon_error *err)
 {
 	return svc_check_text(field, key, 0, SVC_IDEM_KEY_MAX_BYTES, SVC_IDEM_KEY_MAX_BYTES, SVC_TEXT_NO_CONTROLS, err);
@@ -37,13 +32,13 @@ int svc_idem_check_key(const char *field, const char *key, struct mon_error *err
 int svc_idem_digest(const ProtobufCMessage *msg, const ProtobufCFieldDescriptor *field, struct arena *a,
                     unsigned char digest[SVC_IDEM_DIGEST_BYTES], struct mon_error *err)
 {
-	size_t size = msg->descriptor->sizeof_message;
-	ProtobufCMessage *copy = arena_alloc(a, size);
+	ProtobufCMessage *copy = arena_alloc(a, msg->descriptor->sizeof_message);
 	if (copy == NULL)
 		return nomem(err);
-	memcpy(copy, msg, size);
 	if (field != NULL)
-		*key_slot(copy, field) = "";
+		rpc_idem_copy_with_key(copy, msg, field, "");
+	else
+		memcpy(copy, msg, msg->descriptor->sizeof_message);
 	size_t len = protobuf_c_message_get_packed_size(copy);
 	uint8_t *buf = arena_alloc(a, len ? len : 1);
 	if (buf == NULL)
