@@ -159,10 +159,10 @@ int svc_idem_store_tx(struct db_conn *conn, const struct svc_idem *k, struct are
 
 int svc_idem_prune(struct db_pool *pool, int64_t retention_hours, int64_t *deleted, struct mon_error *err)
 {
-	_Static_assert(SVC_IDEM_PRUNE_BATCH == 5000, "the SQL below names SVC_IDEM_PRUNE_BATCH");
-	static const char prune_sql[] = "DELETE FROM tb_idempotency_key WHERE (caller_id, method, idempotency_key) IN"
-	                                " (SELECT caller_id, method, idempotency_key FROM tb_idempotency_key"
-	                                " WHERE created_at < now() - $1::integer * interval '1 hour' LIMIT 5000)";
+	static const char prune_sql[] =
+	        "DELETE FROM tb_idempotency_key WHERE (caller_id, method, idempotency_key) IN"
+	        " (SELECT caller_id, method, idempotency_key FROM tb_idempotency_key"
+	        " WHERE created_at < now() - $1::integer * interval '1 hour' LIMIT $2::integer)";
 	int64_t local = 0;
 	if (deleted == NULL)
 		deleted = &local;
@@ -170,16 +170,17 @@ int svc_idem_prune(struct db_pool *pool, int64_t retention_hours, int64_t *delet
 	if (retention_hours < 1 || retention_hours > SVC_IDEM_RETENTION_HOURS_MAX)
 		return mon_error_set(err, MON_EINVAL, "idempotency-retention-hours: must be 1 to %d",
 		                     SVC_IDEM_RETENTION_HOURS_MAX);
-	char hours[24];
+	char hours[24], batch[16];
 	snprintf(hours, sizeof(hours), "%" PRId64, retention_hours);
-	const char *params[] = {hours};
+	snprintf(batch, sizeof(batch), "%d", SVC_IDEM_PRUNE_BATCH);
+	const char *params[] = {hours, batch};
 	struct db_conn *conn = NULL;
 	int rc = db_pool_acquire(pool, PRUNE_ACQUIRE_TIMEOUT_MS, &conn, err);
 	if (rc != 0)
 		return rc;
 	for (;;) {
 		struct db_result *res = NULL;
-		if ((rc = db_exec(conn, prune_sql, 1, params, &res, err)) != 0)
+		if ((rc = db_exec(conn, prune_sql, 2, params, &res, err)) != 0)
 			break;
 		int64_t n = db_result_affected(res);
 		db_result_free(res);
