@@ -337,8 +337,7 @@ static int unary_call(const struct cli *cli, mon_client *client, const struct rp
 			fprintf(stderr, "monctl: out of memory\n");
 			return EXIT_FAILURE;
 		}
-		memcpy(keyed, req, md->input->sizeof_message);
-		*(const char **)(void *)((char *)keyed + f->offset) = cli->idempotency_key;
+		rpc_idem_copy_with_key(keyed, req, f, cli->idempotency_key);
 		req = keyed;
 	}
 	mon_call_options co = {.timeout_ms = cli->timeout_ms, .request_id = cli->request_id};

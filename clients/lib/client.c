@@ -17,6 +17,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "client_call.h"
 #include "rpc/client.h"
 #include "rpc/idem.h"
 #include "rpc/status.h"
@@ -287,9 +288,9 @@ static int64_t jittered(int64_t base_ms, const char *key, int attempt)
 	return base_ms / 2 + (int64_t)(h % (uint64_t)(base_ms / 2 + 1));
 }
 
-MON_API int mon_call_unary(mon_client *client, const char *path, const ProtobufCMessage *req,
-                           const ProtobufCMessageDescriptor *resp_desc, ProtobufCMessage **resp,
-                           const mon_call_options *opts, mon_status *status)
+int client_call_unary(mon_client *client, const char *path, const ProtobufCMessage *req,
+                      const ProtobufCMessageDescriptor *resp_desc, ProtobufCMessage **resp,
+                      const mon_call_options *opts, bool is_retried, mon_status *status)
 {
 	const char *md[4];
 	struct rpc_call_options ropts;
@@ -321,8 +322,7 @@ MON_API int mon_call_unary(mon_client *client, const char *path, const ProtobufC
 			status_set(status, STATUS_RESOURCE_EXHAUSTED, "out of memory");
 			return MON_ENOMEM;
 		}
-		memcpy(keyed, req, req->descriptor->sizeof_message);
-		*(const char **)(void *)((char *)keyed + key_field->offset) = key;
+		rpc_idem_copy_with_key(keyed, req, key_field, key);
 		req = keyed;
 		key_text = key;
 	}
@@ -331,7 +331,7 @@ MON_API int mon_call_unary(mon_client *client, const char *path, const ProtobufC
 	int64_t backoff_ms = RETRY_INITIAL_MS;
 	for (int attempt = 1;; attempt++) {
 		rc = rpc_unary_call(client->channel, path, req, resp_desc, &msg, &ropts, &st);
-		if (rc == MON_OK || !has_key || attempt >= RETRY_MAX_ATTEMPTS ||
+		if (rc == MON_OK || !has_key || !is_retried || attempt >= RETRY_MAX_ATTEMPTS ||
 		    !rpc_idem_is_retryable(st.code, st.message))
 			break;
 		int64_t wait_ms = jittered(backoff_ms, key_text, attempt);
@@ -350,6 +350,13 @@ MON_API int mon_call_unary(mon_client *client, const char *path, const ProtobufC
 	else
 		mon_message_free(msg);
 	return rc;
+}
+
+MON_API int mon_call_unary(mon_client *client, const char *path, const ProtobufCMessage *req,
+                           const ProtobufCMessageDescriptor *resp_desc, ProtobufCMessage **resp,
+                           const mon_call_options *opts, mon_status *status)
+{
+	return client_call_unary(client, path, req, resp_desc, resp, opts, true, status);
 }
 
 MON_API int mon_stream_open(mon_client *client, const char *path, const ProtobufCMessage *req,

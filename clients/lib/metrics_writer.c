@@ -2,7 +2,8 @@
  * The batching metrics writer (<monitoring/metrics_writer.h>). It owns a
  * bounded FIFO of points, each kept as its serialised bytes, and one
  * background thread that takes batches off its head and records them with
- * the generated RecordMetrics stub. A batch is the concatenation of its
+ * RecordMetrics, retrying on its own (the library's retries of a keyed
+ * call are not stacked under its own). A batch is the concatenation of its
  * points framed as field 1 of RecordMetricsRequest, so that the request is
  * decoded once from that buffer instead of copying every point message.
  *
@@ -23,6 +24,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "client_call.h"
 #include "monitoring/v1/metrics.mon-client.h"
 #include "rpc/idem.h"
 #include "util/clock.h"
@@ -309,6 +311,18 @@ static int batch_build(mon_metrics_writer *w, struct batch *b)
 	return MON_OK;
 }
 
+/* One RecordMetrics attempt: batch_send retries it, with the writer's options and counters. */
+static int record_metrics_once(mon_client *client, const Monitoring__V1__RecordMetricsRequest *req,
+                               Monitoring__V1__RecordMetricsResponse **resp, const mon_call_options *opts,
+                               mon_status *status)
+{
+	ProtobufCMessage *msg = NULL;
+	int rc = client_call_unary(client, "/monitoring.v1.MetricsService/RecordMetrics", &req->base,
+	                           &monitoring__v1__record_metrics_response__descriptor, &msg, opts, false, status);
+	*resp = (Monitoring__V1__RecordMetricsResponse *)(void *)msg;
+	return rc;
+}
+
 static bool is_retryable(int code)
 {
 	return code == ST_UNAVAILABLE || code == ST_DEADLINE_EXCEEDED || code == ST_RESOURCE_EXHAUSTED;
@@ -462,7 +476,7 @@ static void batch_send(mon_metrics_writer *w, struct batch *b)
 	for (int attempt = 0;; attempt++) {
 		Monitoring__V1__RecordMetricsResponse *resp = NULL;
 		mon_call_options co = {.timeout_ms = w->opts.call_timeout_ms, .request_id = b->request_id};
-		int rc = mon_metrics_service_record_metrics(w->client, b->req, &resp, &co, &st);
+		int rc = record_metrics_once(w->client, b->req, &resp, &co, &st);
 		if (rc == 0) {
 			pthread_mutex_lock(&w->mu);
 			w->stats.batches_sent++;

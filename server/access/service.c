@@ -510,7 +510,6 @@ static int check_caller_fields(const Monitoring__V1__Caller *m, bool has_email, 
 	return rc;
 }
 
-/* CreateCaller (admin, declared): a new caller; its event is "create" on resource "caller". */
 /* create_caller's response from its op (svc_reply_fn). */
 static int create_caller_reply(void *arg, ProtobufCMessage *msg, struct mon_error *err)
 {
@@ -523,6 +522,7 @@ static int create_caller_reply(void *arg, ProtobufCMessage *msg, struct mon_erro
 	return 0;
 }
 
+/* CreateCaller (admin, declared): a new caller; its event is "create" on resource "caller". */
 static int create_caller(struct rpc_ctx *ctx, const Monitoring__V1__CreateCallerRequest *req,
                          Monitoring__V1__CreateCallerResponse *resp)
 {
@@ -795,10 +795,6 @@ static int read_mask(const Google__Protobuf__FieldMask *mask, const char *const 
 	return 0;
 }
 
-/*
- * UpdateCaller (admin, declared): the mask's fields; an administrator may
- * not lower its own role, and a disabled caller cannot be changed.
- */
 /* update_caller's response from its op (svc_reply_fn). */
 static int update_caller_reply(void *arg, ProtobufCMessage *msg, struct mon_error *err)
 {
@@ -811,6 +807,10 @@ static int update_caller_reply(void *arg, ProtobufCMessage *msg, struct mon_erro
 	return 0;
 }
 
+/*
+ * UpdateCaller (admin, declared): the mask's fields; an administrator may
+ * not lower its own role, and a disabled caller cannot be changed.
+ */
 static int update_caller(struct rpc_ctx *ctx, const Monitoring__V1__UpdateCallerRequest *req,
                          Monitoring__V1__UpdateCallerResponse *resp)
 {
@@ -884,7 +884,6 @@ out:
 	return rc;
 }
 
-/* DisableCaller (admin, declared): never oneself; the event is "execute" on the caller. */
 /* disable_caller's response from its op (svc_reply_fn). */
 static int disable_caller_reply(void *arg, ProtobufCMessage *msg, struct mon_error *err)
 {
@@ -897,6 +896,7 @@ static int disable_caller_reply(void *arg, ProtobufCMessage *msg, struct mon_err
 	return 0;
 }
 
+/* DisableCaller (admin, declared): never oneself; the event is "execute" on the caller. */
 static int disable_caller(struct rpc_ctx *ctx, const Monitoring__V1__DisableCallerRequest *req,
                           Monitoring__V1__DisableCallerResponse *resp)
 {
@@ -949,10 +949,6 @@ out:
 	return rc;
 }
 
-/*
- * CreateApiKey (viewer, declared): for oneself, or for anyone when admin.
- * The token is copied into the response and wiped here; nothing else sees it.
- */
 /* create_api_key's response from its op (svc_reply_fn). */
 static int create_api_key_reply(void *arg, ProtobufCMessage *msg, struct mon_error *err)
 {
@@ -974,6 +970,10 @@ static void create_api_key_redact(ProtobufCMessage *copy)
 	((Monitoring__V1__CreateApiKeyResponse *)(void *)copy)->token = (char *)"";
 }
 
+/*
+ * CreateApiKey (viewer, declared): for oneself, or for anyone when admin.
+ * The token is copied into the response and wiped here; nothing else sees it.
+ */
 static int create_api_key(struct rpc_ctx *ctx, const Monitoring__V1__CreateApiKeyRequest *req,
                           Monitoring__V1__CreateApiKeyResponse *resp)
 {
@@ -1169,7 +1169,6 @@ out:
 	return rc;
 }
 
-/* RevokeApiKey (viewer, declared): one's own key, or any for an admin; the event is "execute". */
 /* revoke_api_key's response from its op (svc_reply_fn). */
 static int revoke_api_key_reply(void *arg, ProtobufCMessage *msg, struct mon_error *err)
 {
@@ -1182,6 +1181,7 @@ static int revoke_api_key_reply(void *arg, ProtobufCMessage *msg, struct mon_err
 	return 0;
 }
 
+/* RevokeApiKey (viewer, declared): one's own key, or any for an admin; the event is "execute". */
 static int revoke_api_key(struct rpc_ctx *ctx, const Monitoring__V1__RevokeApiKeyRequest *req,
                           Monitoring__V1__RevokeApiKeyResponse *resp)
 {
@@ -1249,7 +1249,6 @@ out:
 	return rc;
 }
 
-/* UpdateApiKey (viewer, declared): description and expiry of one's own key, or any for an admin. */
 /* update_api_key's response from its op (svc_reply_fn). */
 static int update_api_key_reply(void *arg, ProtobufCMessage *msg, struct mon_error *err)
 {
@@ -1262,6 +1261,7 @@ static int update_api_key_reply(void *arg, ProtobufCMessage *msg, struct mon_err
 	return 0;
 }
 
+/* UpdateApiKey (viewer, declared): description and expiry of one's own key, or any for an admin. */
 static int update_api_key(struct rpc_ctx *ctx, const Monitoring__V1__UpdateApiKeyRequest *req,
                           Monitoring__V1__UpdateApiKeyResponse *resp)
 {

@@ -14,6 +14,7 @@
 
 #include <sodium.h>
 
+#include "common/parse.h"
 #include "common/text.h"
 
 #define PRUNE_ACQUIRE_TIMEOUT_MS 10000
@@ -21,11 +22,6 @@
 static int nomem(struct mon_error *err)
 {
 	return mon_error_set(err, MON_ENOMEM, "idempotency key: the call's memory cap was reached");
-}
-
-static const char **key_slot(ProtobufCMessage *msg, const ProtobufCFieldDescriptor *field)
-{
-	return (const char **)(void *)((char *)msg + field->offset);
 }
 
 int svc_idem_check_key(const char *field, const char *key, struct mon_error *err)
@@ -36,13 +32,13 @@ int svc_idem_check_key(const char *field, const char *key, struct mon_error *err
 int svc_idem_digest(const ProtobufCMessage *msg, const ProtobufCFieldDescriptor *field, struct arena *a,
                     unsigned char digest[SVC_IDEM_DIGEST_BYTES], struct mon_error *err)
 {
-	size_t size = msg->descriptor->sizeof_message;
-	ProtobufCMessage *copy = arena_alloc(a, size);
+	ProtobufCMessage *copy = arena_alloc(a, msg->descriptor->sizeof_message);
 	if (copy == NULL)
 		return nomem(err);
-	memcpy(copy, msg, size);
 	if (field != NULL)
-		*key_slot(copy, field) = "";
+		rpc_idem_copy_with_key(copy, msg, field, "");
+	else
+		memcpy(copy, msg, msg->descriptor->sizeof_message);
 	size_t len = protobuf_c_message_get_packed_size(copy);
 	uint8_t *buf = arena_alloc(a, len ? len : 1);
 	if (buf == NULL)
@@ -64,12 +60,10 @@ static char *hex_of(struct arena *a, const unsigned char *bytes, size_t n)
 /* Unpacks the hex text of a stored response into resp (a shallow copy of a message unpacked into a). */
 static int unpack_stored(struct arena *a, const char *hex, ProtobufCMessage *resp, struct mon_error *err)
 {
-	size_t hex_len = strlen(hex), len = 0;
-	uint8_t *bytes = arena_alloc(a, hex_len / 2 + 1);
-	if (bytes == NULL)
+	size_t len = 0;
+	uint8_t *bytes = svc_hex_decode(a, hex, &len);
+	if (bytes == NULL) /* the text is encode(response, 'hex'): only the arena's cap fails it */
 		return nomem(err);
-	if (sodium_hex2bin(bytes, hex_len / 2 + 1, hex, hex_len, NULL, &len, NULL) != 0)
-		return mon_error_set(err, MON_EINTERNAL, "stored outcome of the idempotency key is corrupt");
 	ProtobufCAllocator alloc = arena_protobuf_allocator(a);
 	ProtobufCMessage *m = protobuf_c_message_unpack(resp->descriptor, &alloc, len, bytes);
 	if (m == NULL)
@@ -165,10 +159,10 @@ int svc_idem_store_tx(struct db_conn *conn, const struct svc_idem *k, struct are
 
 int svc_idem_prune(struct db_pool *pool, int64_t retention_hours, int64_t *deleted, struct mon_error *err)
 {
-	_Static_assert(SVC_IDEM_PRUNE_BATCH == 5000, "the SQL below names SVC_IDEM_PRUNE_BATCH");
-	static const char prune_sql[] = "DELETE FROM tb_idempotency_key WHERE (caller_id, method, idempotency_key) IN"
-	                                " (SELECT caller_id, method, idempotency_key FROM tb_idempotency_key"
-	                                " WHERE created_at < now() - $1::integer * interval '1 hour' LIMIT 5000)";
+	static const char prune_sql[] =
+	        "DELETE FROM tb_idempotency_key WHERE (caller_id, method, idempotency_key) IN"
+	        " (SELECT caller_id, method, idempotency_key FROM tb_idempotency_key"
+	        " WHERE created_at < now() - $1::integer * interval '1 hour' LIMIT $2::integer)";
 	int64_t local = 0;
 	if (deleted == NULL)
 		deleted = &local;
@@ -176,16 +170,17 @@ int svc_idem_prune(struct db_pool *pool, int64_t retention_hours, int64_t *delet
 	if (retention_hours < 1 || retention_hours > SVC_IDEM_RETENTION_HOURS_MAX)
 		return mon_error_set(err, MON_EINVAL, "idempotency-retention-hours: must be 1 to %d",
 		                     SVC_IDEM_RETENTION_HOURS_MAX);
-	char hours[24];
+	char hours[24], batch[16];
 	snprintf(hours, sizeof(hours), "%" PRId64, retention_hours);
-	const char *params[] = {hours};
+	snprintf(batch, sizeof(batch), "%d", SVC_IDEM_PRUNE_BATCH);
+	const char *params[] = {hours, batch};
 	struct db_conn *conn = NULL;
 	int rc = db_pool_acquire(pool, PRUNE_ACQUIRE_TIMEOUT_MS, &conn, err);
 	if (rc != 0)
 		return rc;
 	for (;;) {
 		struct db_result *res = NULL;
-		if ((rc = db_exec(conn, prune_sql, 1, params, &res, err)) != 0)
+		if ((rc = db_exec(conn, prune_sql, 2, params, &res, err)) != 0)
 			break;
 		int64_t n = db_result_affected(res);
 		db_result_free(res);

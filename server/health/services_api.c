@@ -588,7 +588,6 @@ static int check_service_fields(struct arena *a, const struct netpolicy *policy,
 	return rc;
 }
 
-/* CreateService (editor, declared): id generated when empty; defaults for 0 intervals and absent retry_count. */
 /* create_service's response from its op (svc_reply_fn). */
 static int create_service_reply(void *arg, ProtobufCMessage *msg, struct mon_error *err)
 {
@@ -599,6 +598,7 @@ static int create_service_reply(void *arg, ProtobufCMessage *msg, struct mon_err
 	return 0;
 }
 
+/* CreateService (editor, declared): id generated when empty; defaults for 0 intervals and absent retry_count. */
 static int create_service(struct rpc_ctx *ctx, const Monitoring__V1__CreateServiceRequest *req,
                           Monitoring__V1__CreateServiceResponse *resp)
 {
@@ -951,7 +951,6 @@ out:
 	return rc;
 }
 
-/* UpdateService (editor, declared): the fields in update_mask; timing is checked on the merged values. */
 /* update_service's response from its op (svc_reply_fn). */
 static int update_service_reply(void *arg, ProtobufCMessage *msg, struct mon_error *err)
 {
@@ -962,6 +961,7 @@ static int update_service_reply(void *arg, ProtobufCMessage *msg, struct mon_err
 	return 0;
 }
 
+/* UpdateService (editor, declared): the fields in update_mask; timing is checked on the merged values. */
 static int update_service(struct rpc_ctx *ctx, const Monitoring__V1__UpdateServiceRequest *req,
                           Monitoring__V1__UpdateServiceResponse *resp)
 {
@@ -1024,7 +1024,6 @@ out:
 	return rc;
 }
 
-/* DeleteService (editor, declared): the service, its check log and rollups (foreign keys cascade). */
 /* delete_service's response from its op (svc_reply_fn). */
 static int delete_service_reply(void *arg, ProtobufCMessage *msg, struct mon_error *err)
 {
@@ -1035,6 +1034,7 @@ static int delete_service_reply(void *arg, ProtobufCMessage *msg, struct mon_err
 	return 0;
 }
 
+/* DeleteService (editor, declared): the service, its check log and rollups (foreign keys cascade). */
 static int delete_service(struct rpc_ctx *ctx, const Monitoring__V1__DeleteServiceRequest *req,
                           Monitoring__V1__DeleteServiceResponse *resp)
 {
@@ -1078,7 +1078,6 @@ static int report_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 	return rc;
 }
 
-/* ReportHealthCheck (editor, declared): one check through the health store. */
 /* report_health_check's response from its op (svc_reply_fn). */
 static int report_health_check_reply(void *arg, ProtobufCMessage *msg, struct mon_error *err)
 {
@@ -1092,6 +1091,7 @@ static int report_health_check_reply(void *arg, ProtobufCMessage *msg, struct mo
 	return 0;
 }
 
+/* ReportHealthCheck (editor, declared): one check through the health store. */
 static int report_health_check(struct rpc_ctx *ctx, const Monitoring__V1__ReportHealthCheckRequest *req,
                                Monitoring__V1__ReportHealthCheckResponse *resp)
 {

@@ -30,6 +30,13 @@ const char *rpc_idem_key(const ProtobufCMessage *msg, const ProtobufCFieldDescri
 	return key ? key : "";
 }
 
+void rpc_idem_copy_with_key(ProtobufCMessage *copy, const ProtobufCMessage *msg, const ProtobufCFieldDescriptor *field,
+                            const char *key)
+{
+	memcpy(copy, msg, msg->descriptor->sizeof_message);
+	*(const char **)(void *)((char *)copy + field->offset) = key;
+}
+
 int rpc_idem_new_key(char out[RPC_IDEM_UUID_LEN])
 {
 	uint8_t b[16];

@@ -27,6 +27,15 @@ const ProtobufCFieldDescriptor *rpc_idem_key_field(const ProtobufCMessageDescrip
 /* The key msg carries in field (from rpc_idem_key_field); "" when unset or either is NULL. */
 const char *rpc_idem_key(const ProtobufCMessage *msg, const ProtobufCFieldDescriptor *field);
 
+/*
+ * Fills copy (sizeof_message bytes of msg's type) with a shallow copy of
+ * msg whose field (from rpc_idem_key_field, not NULL) holds key: to send
+ * or digest a request with another key without changing the caller's.
+ * key is not copied and must outlive copy.
+ */
+void rpc_idem_copy_with_key(ProtobufCMessage *copy, const ProtobufCMessage *msg, const ProtobufCFieldDescriptor *field,
+                            const char *key);
+
 /* A fresh random UUID (version 4) in out. 0, or -1 when the system has no randomness to give. */
 int rpc_idem_new_key(char out[RPC_IDEM_UUID_LEN]);
 

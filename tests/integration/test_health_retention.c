@@ -138,6 +138,14 @@ static void test_health_retention_prunes_idempotency_keys(void **state)
 	assert_int_equal(test_db_count(pool, "SELECT count(*) FROM tb_idempotency_key WHERE idempotency_key = 'new'"),
 	                 1);
 	assert_int_equal(test_db_count(pool, "SELECT count(*) FROM tb_idempotency_key"), 1);
+	/* More than one batch of SVC_IDEM_PRUNE_BATCH rows: every batch runs. */
+	test_db_exec(pool,
+	             "INSERT INTO tb_idempotency_key (caller_id, method, idempotency_key, request_digest, response,"
+	             " created_at) SELECT 'admin', '/m', 'old-' || i, '\\x00', '\\x', now() - interval '25 hours'"
+	             " FROM generate_series(1, 5001) AS i");
+	assert_int_equal(svc_idem_prune(pool, 24, &deleted, &err), 0);
+	assert_int_equal(deleted, 5001);
+	assert_int_equal(test_db_count(pool, "SELECT count(*) FROM tb_idempotency_key"), 1);
 	assert_int_equal(svc_idem_prune(pool, 0, NULL, &err), MON_EINVAL);
 	assert_non_null(strstr(err.msg, "idempotency-retention-hours"));
 }

@@ -4,7 +4,8 @@
  * python3-grpcio (test_client_retry_server.py): a state-changing call
  * without a key gets a UUIDv4 and keeps it on its retries, a caller's key
  * is kept, UNAVAILABLE and "outcome unknown" are retried a bounded number
- * of times, another UNKNOWN and reads are not retried.
+ * of times, another UNKNOWN and reads are not retried; the metrics writer,
+ * which retries on its own, is not retried underneath as well.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -16,6 +17,7 @@
 
 #include <cmocka.h>
 
+#include <monitoring/metrics_writer.h>
 #include <monitoring/monitoring.h>
 
 #include "test_client_server.h"
@@ -120,6 +122,55 @@ static void test_client_retry_not_other_failures_nor_reads(void **state)
 	assert_non_null(strstr(st.message, "(attempt 1)"));
 }
 
+struct writer_failure {
+	int code;
+	char message[600];
+};
+
+static void on_writer_error(void *data, const mon_metrics_writer_failure *f)
+{
+	struct writer_failure *out = data;
+	out->code = f->code;
+	snprintf(out->message, sizeof(out->message), "%s", f->message);
+}
+
+static void test_client_retry_not_under_the_metrics_writer(void **state)
+{
+	(void)state;
+	struct writer_failure failure = {0};
+	mon_metrics_writer_options o = {.max_delay_ms = 10,
+	                                .retry_timeout_ms = 400,
+	                                .retry_initial_ms = 20,
+	                                .retry_max_ms = 40,
+	                                .on_error = on_writer_error,
+	                                .on_error_data = &failure};
+	mon_metrics_writer *w = NULL;
+	mon_status st;
+	assert_int_equal(mon_metrics_writer_create(g_client, &o, &w, &st), 0);
+	Google__Protobuf__Timestamp ts = GOOGLE__PROTOBUF__TIMESTAMP__INIT;
+	ts.seconds = 1700000000;
+	Monitoring__V1__MetricPoint p = MONITORING__V1__METRIC_POINT__INIT;
+	p.metric_name = "http_request";
+	p.time = &ts;
+	assert_int_equal(mon_metrics_writer_add(w, &p, &st), 0);
+	assert_int_not_equal(mon_metrics_writer_flush(w, 10000, &st), 0); /* given up */
+	mon_metrics_writer_stats s;
+	mon_metrics_writer_stats_get(w, &s);
+	assert_int_not_equal(mon_metrics_writer_close(w, 10000, &st), 0);
+
+	/* "retries exhausted after N attempts: database unavailable (attempt N)": one server attempt per writer attempt
+	 */
+	assert_int_equal(failure.code, 14);
+	int writer_n = 0, server_n = 0;
+	assert_int_equal(sscanf(failure.message,
+	                        "retries exhausted after %d attempts: database unavailable (attempt %d)", &writer_n,
+	                        &server_n),
+	                 2);
+	assert_true(writer_n > 1);
+	assert_int_equal(server_n, writer_n);
+	assert_int_equal(s.retries, (uint64_t)writer_n - 1);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -127,6 +178,7 @@ int main(void)
 	        cmocka_unit_test(test_client_retry_keeps_the_callers_key),
 	        cmocka_unit_test(test_client_retry_is_bounded),
 	        cmocka_unit_test(test_client_retry_not_other_failures_nor_reads),
+	        cmocka_unit_test(test_client_retry_not_under_the_metrics_writer),
 	};
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

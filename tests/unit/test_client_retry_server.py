@@ -11,6 +11,8 @@ behaviour:
   AcknowledgeAlert "unknown:N"  the same with UNKNOWN "outcome unknown: ..."
   AcknowledgeAlert "other"      UNKNOWN "something else" every time
   GetAlert "flaky"              UNAVAILABLE every time (a read)
+  RecordMetrics                 UNAVAILABLE every time, counted per
+                                request_id
 Every failure's message ends with "(attempt <n>)".
 """
 import os
@@ -38,7 +40,7 @@ def load_stubs():
 def main():
     tmp = load_stubs()
     import grpc
-    from monitoring.v1 import alerts_pb2, alerts_pb2_grpc
+    from monitoring.v1 import alerts_pb2, alerts_pb2_grpc, metrics_pb2_grpc
 
     counts = {}
     lock = threading.Lock()
@@ -67,8 +69,14 @@ def main():
             n = attempt(request.alert_id, "")
             context.abort(grpc.StatusCode.UNAVAILABLE, "database unavailable (attempt %d)" % n)
 
+    class Metrics(metrics_pb2_grpc.MetricsServiceServicer):
+        def RecordMetrics(self, request, context):
+            n = attempt("record", request.request_id)
+            context.abort(grpc.StatusCode.UNAVAILABLE, "database unavailable (attempt %d)" % n)
+
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
     alerts_pb2_grpc.add_AlertsServiceServicer_to_server(Alerts(), server)
+    metrics_pb2_grpc.add_MetricsServiceServicer_to_server(Metrics(), server)
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     shutil.rmtree(tmp, ignore_errors=True)
