@@ -269,6 +269,29 @@ void stream_ids_free(struct stream_ids *set)
 	*set = (struct stream_ids){0};
 }
 
+int stream_read_rows(struct db_conn *conn, const struct db_stmt *stmt, int64_t after, struct arena *a,
+                     stream_row_decode_fn decode, struct stream_event **out, size_t *n_out, struct mon_error *err)
+{
+	char after_text[24];
+	snprintf(after_text, sizeof(after_text), "%" PRId64, after);
+	const char *params[1] = {after_text};
+	struct db_result *res = NULL;
+	int rc = db_exec_stmt(conn, stmt, params, &res, err);
+	if (rc != 0)
+		return rc;
+	int n = db_result_rows(res);
+	struct stream_event *ev = arena_calloc(a, n > 0 ? (size_t)n : 1, sizeof(*ev));
+	for (int i = 0; ev != NULL && i < n; i++)
+		if (decode(res, i, a, &ev[i]) != 0)
+			ev = NULL;
+	db_result_free(res);
+	if (ev == NULL)
+		return mon_error_set(err, MON_ENOMEM, "out of memory decoding a page of the change log");
+	*out = ev;
+	*n_out = (size_t)n;
+	return 0;
+}
+
 /* ---- pages ---- */
 
 static void page_release(struct page *p)
