@@ -491,13 +491,19 @@ static int catchup_page(struct stream_hub *hub, int64_t after, struct page **out
 	return 0;
 }
 
-/* The kind's cursor check with a pooled connection (catch-up thread only). */
-static int cursor_check(struct stream_hub *hub, int64_t timeout_ms, int64_t cursor, bool *is_expired,
+/*
+ * The kind's cursor check with a pooled connection (catch-up thread only).
+ * is_reusable: an answer for the same cursor from the last CHECK_REUSE_MS
+ * will do (a stream's start: thousands reconnecting at once make one
+ * query); a recheck after something may have changed passes false.
+ */
+static int cursor_check(struct stream_hub *hub, int64_t timeout_ms, int64_t cursor, bool is_reusable, bool *is_expired,
                         struct mon_error *err)
 {
 	int64_t now = mon_now_ms();
-	if (hub->checked_ms > 0 && cursor == hub->checked_cursor && now - hub->checked_ms < CHECK_REUSE_MS) {
-		*is_expired = hub->is_checked_expired; /* thousands reconnecting at once: one query */
+	if (is_reusable && hub->checked_ms > 0 && cursor == hub->checked_cursor &&
+	    now - hub->checked_ms < CHECK_REUSE_MS) {
+		*is_expired = hub->is_checked_expired;
 		return 0;
 	}
 	struct db_conn *conn = NULL;
@@ -534,7 +540,8 @@ static int catchup_start(struct stream_sub *sub, struct mon_error *err)
 	bool is_expired = sub->is_forced_expired;
 	sub->is_forced_expired = false;
 	if (sub->resume_after > 0 && !is_expired) {
-		int rc = cursor_check(hub, sub_timeout_ms(sub, HUB_ACQUIRE_MS), sub->resume_after, &is_expired, err);
+		int rc = cursor_check(hub, sub_timeout_ms(sub, HUB_ACQUIRE_MS), sub->resume_after, true, &is_expired,
+		                      err);
 		if (rc != 0)
 			return rc;
 		if (!is_expired) {
@@ -689,7 +696,8 @@ static void catchup_past_empty(struct stream_hub *hub, struct stream_sub *sub)
 {
 	struct mon_error err = {0};
 	bool is_expired = false;
-	if (cursor_check(hub, sub_timeout_ms(sub, HUB_ACQUIRE_MS), sub->cursor, &is_expired, &err) != 0) {
+	/* a fresh answer: retention may have run since sub's start was checked */
+	if (cursor_check(hub, sub_timeout_ms(sub, HUB_ACQUIRE_MS), sub->cursor, false, &is_expired, &err) != 0) {
 		fail_sub(sub, &err);
 		return;
 	}
