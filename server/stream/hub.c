@@ -473,11 +473,19 @@ static int64_t sub_timeout_ms(const struct stream_sub *sub, int64_t cap_ms)
 
 /* ---- catch-up ---- */
 
-/* The cached page after `after` when it may be reused, or a new read (then cached). */
-static int catchup_page(struct stream_hub *hub, int64_t after, struct page **out, struct mon_error *err)
+/*
+ * The cached page after `after` when it may be reused, or a new read (then
+ * cached). A short page may be older than what the hub has since seen, so
+ * is_short_reusable is false for a subscriber the hub sent back to read
+ * the difference: an empty page read before those events committed would
+ * otherwise pass for "nothing there".
+ */
+static int catchup_page(struct stream_hub *hub, int64_t after, bool is_short_reusable, struct page **out,
+                        struct mon_error *err)
 {
 	struct page *c = hub->cache;
-	if (c != NULL && c->after == after && (c->is_full || mon_now_ms() - c->read_ms < PAGE_SHORT_REUSE_MS)) {
+	if (c != NULL && c->after == after &&
+	    (c->is_full || (is_short_reusable && mon_now_ms() - c->read_ms < PAGE_SHORT_REUSE_MS))) {
 		atomic_fetch_add(&c->refs, 1);
 		*out = c;
 		return 0;
@@ -744,7 +752,7 @@ static void catchup_step(struct stream_hub *hub, struct stream_sub *sub, bool is
 	}
 	if (sub->state == SUB_BACKLOG) {
 		struct page *p = NULL;
-		if (catchup_page(hub, sub->cursor, &p, &err) != 0) {
+		if (catchup_page(hub, sub->cursor, sub->bounce_seen <= sub->cursor, &p, &err) != 0) {
 			if (!hub->is_catchup_failing)
 				log_warn("msg=\"%s watch could not read the backlog\" error=\"%s\"", hub->kind->name,
 				         err.msg);
