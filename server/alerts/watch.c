@@ -72,7 +72,6 @@ struct watch_event {
 	const char *rule_id;
 	uint8_t status, previous_status, severity; /* AlertStatus, AlertStatus, SeverityLevel */
 	bool is_update;
-	watch_msg *msg;
 };
 
 static Monitoring__V1__AlertChangeKind kind_from_text(const char *text)
@@ -132,49 +131,30 @@ static Monitoring__V1__AlertChange *change_from_row(struct arena *a, const struc
 	return ch;
 }
 
-/*
- * Decodes the rows of events_stmt into n events and their messages, all in
- * a (strings are copied, so the result may be freed). MON_ENOMEM past the
- * arena's cap.
- */
-static int events_decode(const struct db_result *res, struct arena *a, struct watch_event **out, int *n_out)
+/* stream_row_decode_fn: row i of events_stmt as a change and its message, in a (strings are copied). */
+static int event_decode(const struct db_result *res, int i, struct arena *a, struct stream_event *out)
 {
-	int n = db_result_rows(res);
-	struct watch_event *ev = arena_calloc(a, n > 0 ? (size_t)n : 1, sizeof(*ev));
-	if (ev == NULL)
+	struct watch_event *ev = arena_alloc(a, sizeof(*ev));
+	watch_msg *m = arena_alloc(a, sizeof(*m));
+	if (ev == NULL || m == NULL)
 		return MON_ENOMEM;
-	for (int i = 0; i < n; i++) {
-		ev[i].seq = svc_parse_i64(db_result_value(res, i, 0));
-		ev[i].rule_id = arena_strdup(a, db_result_value(res, i, 2));
-		ev[i].is_update = strcmp(db_result_value(res, i, 3), "updated") == 0;
-		ev[i].status = (uint8_t)alerts_status_from_label(db_result_value(res, i, 4));
-		ev[i].previous_status = db_result_is_null(res, i, 5)
-		                                ? 0
-		                                : (uint8_t)alerts_status_from_label(db_result_value(res, i, 5));
-		ev[i].severity = (uint8_t)alerts_severity_from_label(db_result_value(res, i, 6));
-		watch_msg *m = arena_alloc(a, sizeof(*m));
-		if (ev[i].rule_id == NULL || m == NULL)
-			return MON_ENOMEM;
-		monitoring__v1__watch_alerts_response__init(m);
-		m->change = change_from_row(a, res, i, ev[i].seq, &ev[i]);
-		if (m->change == NULL)
-			return MON_ENOMEM;
-		m->sequence = ev[i].seq;
-		m->event_case = MONITORING__V1__WATCH_ALERTS_RESPONSE__EVENT_CHANGE;
-		ev[i].msg = m;
-	}
-	*out = ev;
-	*n_out = n;
+	ev->seq = svc_parse_i64(db_result_value(res, i, 0));
+	ev->rule_id = arena_strdup(a, db_result_value(res, i, 2));
+	ev->is_update = strcmp(db_result_value(res, i, 3), "updated") == 0;
+	ev->status = (uint8_t)alerts_status_from_label(db_result_value(res, i, 4));
+	ev->previous_status =
+	        db_result_is_null(res, i, 5) ? 0 : (uint8_t)alerts_status_from_label(db_result_value(res, i, 5));
+	ev->severity = (uint8_t)alerts_severity_from_label(db_result_value(res, i, 6));
+	if (ev->rule_id == NULL)
+		return MON_ENOMEM;
+	monitoring__v1__watch_alerts_response__init(m);
+	m->change = change_from_row(a, res, i, ev->seq, ev);
+	if (m->change == NULL)
+		return MON_ENOMEM;
+	m->sequence = ev->seq;
+	m->event_case = MONITORING__V1__WATCH_ALERTS_RESPONSE__EVENT_CHANGE;
+	*out = (struct stream_event){.seq = ev->seq, .data = ev, .msg = &m->base};
 	return 0;
-}
-
-/* Reads up to WATCH_BATCH_ROWS events after seq; the caller frees *out. */
-static int events_query(struct db_conn *conn, int64_t after, struct db_result **out, struct mon_error *err)
-{
-	char after_text[24];
-	snprintf(after_text, sizeof(after_text), "%" PRId64, after);
-	const char *params[1] = {after_text};
-	return db_exec_stmt(conn, &events_stmt, params, out, err);
 }
 
 static bool mask_has(unsigned mask, unsigned value)
@@ -320,22 +300,7 @@ static int kind_read(struct db_conn *conn, int64_t after, struct arena *a, struc
                      int64_t *lo_out, struct mon_error *err)
 {
 	*lo_out = 0; /* not needed: a cursor is checked against retention at the start */
-	struct db_result *res = NULL;
-	int rc = events_query(conn, after, &res, err);
-	if (rc != 0)
-		return rc;
-	struct watch_event *ev = NULL;
-	int n = 0;
-	rc = events_decode(res, a, &ev, &n);
-	db_result_free(res);
-	struct stream_event *se = rc == 0 ? arena_calloc(a, n > 0 ? (size_t)n : 1, sizeof(*se)) : NULL;
-	if (se == NULL)
-		return mon_error_set(err, MON_ENOMEM, "out of memory decoding alert changes");
-	for (int i = 0; i < n; i++)
-		se[i] = (struct stream_event){.seq = ev[i].seq, .data = &ev[i], .msg = &ev[i].msg->base};
-	*out = se;
-	*n_out = (size_t)n;
-	return 0;
+	return stream_read_rows(conn, &events_stmt, after, a, event_decode, out, n_out, err);
 }
 
 static bool kind_matches(const void *filter, const void *data)

@@ -4,6 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <sodium.h>
+
 int64_t svc_parse_i64(const char *text)
 {
 	if (text == NULL)
@@ -50,31 +52,14 @@ Google__Protobuf__DoubleValue *svc_double_from_col(struct arena *a, const struct
 	return v;
 }
 
-static int hex_nibble(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 uint8_t *svc_hex_decode(struct arena *a, const char *hex, size_t *len_out)
 {
-	size_t n = strlen(hex);
+	size_t n = strlen(hex), bin_n = 0;
 	if (n % 2 != 0)
 		return NULL;
 	uint8_t *out = arena_alloc(a, n / 2 + 1);
-	if (out == NULL)
+	if (out == NULL || sodium_hex2bin(out, n / 2 + 1, hex, n, NULL, &bin_n, NULL) != 0)
 		return NULL;
-	for (size_t i = 0; i < n / 2; i++) {
-		int hi = hex_nibble(hex[2 * i]), lo = hex_nibble(hex[2 * i + 1]);
-		if (hi < 0 || lo < 0)
-			return NULL;
-		out[i] = (uint8_t)(hi << 4 | lo);
-	}
-	*len_out = n / 2;
+	*len_out = bin_n;
 	return out;
 }

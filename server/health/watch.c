@@ -114,95 +114,73 @@ struct watch_event {
 	const char *service_id;
 	int status;
 	int previous_status;
-	watch_msg *msg;
 };
 
-/*
- * Decodes the rows of events_stmt into n events and their messages, all in
- * a (strings are copied, so the result may be freed). MON_ENOMEM past the
- * arena's cap.
- */
-static int events_decode(const struct db_result *res, struct arena *a, struct watch_event **out, int *n_out)
+/* stream_row_decode_fn: row i of events_stmt as a change and its message, in a (strings are copied). */
+static int event_decode(const struct db_result *res, int i, struct arena *a, struct stream_event *out)
 {
-	int n = db_result_rows(res);
-	struct watch_event *ev = arena_calloc(a, n > 0 ? (size_t)n : 1, sizeof(*ev));
-	if (ev == NULL)
+	struct watch_event *ev = arena_alloc(a, sizeof(*ev));
+	watch_msg *m = arena_alloc(a, sizeof(*m));
+	Monitoring__V1__ServiceHealthChange *ch = arena_alloc(a, sizeof(*ch));
+	Monitoring__V1__MonitoredService *svc = arena_alloc(a, sizeof(*svc));
+	Monitoring__V1__HealthCheck *chk = arena_alloc(a, sizeof(*chk));
+	if (ev == NULL || m == NULL || ch == NULL || svc == NULL || chk == NULL)
 		return MON_ENOMEM;
-	for (int i = 0; i < n; i++) {
-		watch_msg *m = arena_alloc(a, sizeof(*m));
-		Monitoring__V1__ServiceHealthChange *ch = arena_alloc(a, sizeof(*ch));
-		Monitoring__V1__MonitoredService *svc = arena_alloc(a, sizeof(*svc));
-		Monitoring__V1__HealthCheck *chk = arena_alloc(a, sizeof(*chk));
-		if (m == NULL || ch == NULL || svc == NULL || chk == NULL)
-			return MON_ENOMEM;
-		monitoring__v1__watch_service_health_response__init(m);
-		monitoring__v1__service_health_change__init(ch);
-		monitoring__v1__monitored_service__init(svc);
-		monitoring__v1__health_check__init(chk);
+	monitoring__v1__watch_service_health_response__init(m);
+	monitoring__v1__service_health_change__init(ch);
+	monitoring__v1__monitored_service__init(svc);
+	monitoring__v1__health_check__init(chk);
 
-		ev[i].seq = svc_parse_i64(db_result_value(res, i, 0));
-		ev[i].kind = kind_from_text(db_result_value(res, i, 10));
-		ev[i].previous_status = db_result_is_null(res, i, 2) ? 0 : status_from_text(db_result_value(res, i, 2));
-		ev[i].status = db_result_is_null(res, i, 3) ? 0 : status_from_text(db_result_value(res, i, 3));
-		svc->id = text_value(a, res, i, 1);
-		if (svc->id == NULL)
+	ev->seq = svc_parse_i64(db_result_value(res, i, 0));
+	ev->kind = kind_from_text(db_result_value(res, i, 10));
+	ev->previous_status = db_result_is_null(res, i, 2) ? 0 : status_from_text(db_result_value(res, i, 2));
+	ev->status = db_result_is_null(res, i, 3) ? 0 : status_from_text(db_result_value(res, i, 3));
+	svc->id = text_value(a, res, i, 1);
+	if (svc->id == NULL)
+		return MON_ENOMEM;
+	if (ev->kind != MONITORING__V1__SERVICE_CHANGE_KIND__SERVICE_CHANGE_KIND_DELETED) {
+		svc->name = text_value(a, res, i, 8);
+		svc->service_type = text_value(a, res, i, 9);
+		svc->status = ev->status;
+		if (svc->name == NULL || svc->service_type == NULL)
 			return MON_ENOMEM;
-		if (ev[i].kind != MONITORING__V1__SERVICE_CHANGE_KIND__SERVICE_CHANGE_KIND_DELETED) {
-			svc->name = text_value(a, res, i, 8);
-			svc->service_type = text_value(a, res, i, 9);
-			svc->status = ev[i].status;
-			if (svc->name == NULL || svc->service_type == NULL)
-				return MON_ENOMEM;
-		}
-		bool has_check =
-		        ev[i].kind == MONITORING__V1__SERVICE_CHANGE_KIND__SERVICE_CHANGE_KIND_STATUS_CHANGED ||
-		        ev[i].kind == MONITORING__V1__SERVICE_CHANGE_KIND__SERVICE_CHANGE_KIND_CHECKED;
-		if (has_check) {
-			if (!db_result_is_null(res, i, 4)) {
-				svc->last_check = svc_ts_from_us(a, svc_parse_i64(db_result_value(res, i, 4)) * 1000);
-				if (svc->last_check == NULL)
-					return MON_ENOMEM;
-			}
-			chk->id = svc_parse_i64(db_result_value(res, i, 11));
-			chk->service_id = svc->id;
-			chk->status = ev[i].status;
-			chk->error_message = text_value(a, res, i, 7);
-			chk->checked_at = svc->last_check;
-			if (chk->error_message == NULL)
-				return MON_ENOMEM;
-			if (!db_result_is_null(res, i, 6)) {
-				chk->response_time = arena_alloc(a, sizeof(*chk->response_time));
-				if (chk->response_time == NULL)
-					return MON_ENOMEM;
-				google__protobuf__int32_value__init(chk->response_time);
-				chk->response_time->value = (int32_t)svc_parse_i64(db_result_value(res, i, 6));
-			}
-			ch->check = chk;
-		}
-		ch->kind = ev[i].kind;
-		ch->service = svc;
-		ch->previous_status = ev[i].previous_status;
-		ch->changed_at = svc_ts_from_us(a, svc_parse_i64(db_result_value(res, i, 5)) * 1000);
-		if (ch->changed_at == NULL)
-			return MON_ENOMEM;
-		m->sequence = ev[i].seq;
-		m->event_case = MONITORING__V1__WATCH_SERVICE_HEALTH_RESPONSE__EVENT_CHANGE;
-		m->change = ch;
-		ev[i].service_id = svc->id;
-		ev[i].msg = m;
 	}
-	*out = ev;
-	*n_out = n;
+	bool has_check = ev->kind == MONITORING__V1__SERVICE_CHANGE_KIND__SERVICE_CHANGE_KIND_STATUS_CHANGED ||
+	                 ev->kind == MONITORING__V1__SERVICE_CHANGE_KIND__SERVICE_CHANGE_KIND_CHECKED;
+	if (has_check) {
+		if (!db_result_is_null(res, i, 4)) {
+			svc->last_check = svc_ts_from_us(a, svc_parse_i64(db_result_value(res, i, 4)) * 1000);
+			if (svc->last_check == NULL)
+				return MON_ENOMEM;
+		}
+		chk->id = svc_parse_i64(db_result_value(res, i, 11));
+		chk->service_id = svc->id;
+		chk->status = ev->status;
+		chk->error_message = text_value(a, res, i, 7);
+		chk->checked_at = svc->last_check;
+		if (chk->error_message == NULL)
+			return MON_ENOMEM;
+		if (!db_result_is_null(res, i, 6)) {
+			chk->response_time = arena_alloc(a, sizeof(*chk->response_time));
+			if (chk->response_time == NULL)
+				return MON_ENOMEM;
+			google__protobuf__int32_value__init(chk->response_time);
+			chk->response_time->value = (int32_t)svc_parse_i64(db_result_value(res, i, 6));
+		}
+		ch->check = chk;
+	}
+	ch->kind = ev->kind;
+	ch->service = svc;
+	ch->previous_status = ev->previous_status;
+	ch->changed_at = svc_ts_from_us(a, svc_parse_i64(db_result_value(res, i, 5)) * 1000);
+	if (ch->changed_at == NULL)
+		return MON_ENOMEM;
+	m->sequence = ev->seq;
+	m->event_case = MONITORING__V1__WATCH_SERVICE_HEALTH_RESPONSE__EVENT_CHANGE;
+	m->change = ch;
+	ev->service_id = svc->id;
+	*out = (struct stream_event){.seq = ev->seq, .data = ev, .msg = &m->base};
 	return 0;
-}
-
-/* Reads up to WATCH_BATCH_ROWS events after seq; the caller frees *out. */
-static int events_query(struct db_conn *conn, int64_t after, struct db_result **out, struct mon_error *err)
-{
-	char after_text[24];
-	snprintf(after_text, sizeof(after_text), "%" PRId64, after);
-	const char *params[1] = {after_text};
-	return db_exec_stmt(conn, &events_stmt, params, out, err);
 }
 
 static bool sub_matches(const struct watch_filter *sub, const char *service_id, int status, int previous_status)
@@ -227,22 +205,7 @@ static int kind_read(struct db_conn *conn, int64_t after, struct arena *a, struc
                      int64_t *lo_out, struct mon_error *err)
 {
 	*lo_out = 0; /* not needed: a cursor is checked against retention at the start */
-	struct db_result *res = NULL;
-	int rc = events_query(conn, after, &res, err);
-	if (rc != 0)
-		return rc;
-	struct watch_event *ev = NULL;
-	int n = 0;
-	rc = events_decode(res, a, &ev, &n);
-	db_result_free(res);
-	struct stream_event *se = rc == 0 ? arena_calloc(a, n > 0 ? (size_t)n : 1, sizeof(*se)) : NULL;
-	if (se == NULL)
-		return mon_error_set(err, MON_ENOMEM, "out of memory decoding health changes");
-	for (int i = 0; i < n; i++)
-		se[i] = (struct stream_event){.seq = ev[i].seq, .data = &ev[i], .msg = &ev[i].msg->base};
-	*out = se;
-	*n_out = (size_t)n;
-	return 0;
+	return stream_read_rows(conn, &events_stmt, after, a, event_decode, out, n_out, err);
 }
 
 static bool kind_matches(const void *filter, const void *data)

@@ -269,6 +269,29 @@ void stream_ids_free(struct stream_ids *set)
 	*set = (struct stream_ids){0};
 }
 
+int stream_read_rows(struct db_conn *conn, const struct db_stmt *stmt, int64_t after, struct arena *a,
+                     stream_row_decode_fn decode, struct stream_event **out, size_t *n_out, struct mon_error *err)
+{
+	char after_text[24];
+	snprintf(after_text, sizeof(after_text), "%" PRId64, after);
+	const char *params[1] = {after_text};
+	struct db_result *res = NULL;
+	int rc = db_exec_stmt(conn, stmt, params, &res, err);
+	if (rc != 0)
+		return rc;
+	int n = db_result_rows(res);
+	struct stream_event *ev = arena_calloc(a, n > 0 ? (size_t)n : 1, sizeof(*ev));
+	for (int i = 0; ev != NULL && i < n; i++)
+		if (decode(res, i, a, &ev[i]) != 0)
+			ev = NULL;
+	db_result_free(res);
+	if (ev == NULL)
+		return mon_error_set(err, MON_ENOMEM, "out of memory decoding a page of the change log");
+	*out = ev;
+	*n_out = (size_t)n;
+	return 0;
+}
+
 /* ---- pages ---- */
 
 static void page_release(struct page *p)
@@ -450,11 +473,19 @@ static int64_t sub_timeout_ms(const struct stream_sub *sub, int64_t cap_ms)
 
 /* ---- catch-up ---- */
 
-/* The cached page after `after` when it may be reused, or a new read (then cached). */
-static int catchup_page(struct stream_hub *hub, int64_t after, struct page **out, struct mon_error *err)
+/*
+ * The cached page after `after` when it may be reused, or a new read (then
+ * cached). A short page may be older than what the hub has since seen, so
+ * is_short_reusable is false for a subscriber the hub sent back to read
+ * the difference: an empty page read before those events committed would
+ * otherwise pass for "nothing there".
+ */
+static int catchup_page(struct stream_hub *hub, int64_t after, bool is_short_reusable, struct page **out,
+                        struct mon_error *err)
 {
 	struct page *c = hub->cache;
-	if (c != NULL && c->after == after && (c->is_full || mon_now_ms() - c->read_ms < PAGE_SHORT_REUSE_MS)) {
+	if (c != NULL && c->after == after &&
+	    (c->is_full || (is_short_reusable && mon_now_ms() - c->read_ms < PAGE_SHORT_REUSE_MS))) {
 		atomic_fetch_add(&c->refs, 1);
 		*out = c;
 		return 0;
@@ -468,13 +499,19 @@ static int catchup_page(struct stream_hub *hub, int64_t after, struct page **out
 	return 0;
 }
 
-/* The kind's cursor check with a pooled connection (catch-up thread only). */
-static int cursor_check(struct stream_hub *hub, int64_t timeout_ms, int64_t cursor, bool *is_expired,
+/*
+ * The kind's cursor check with a pooled connection (catch-up thread only).
+ * is_reusable: an answer for the same cursor from the last CHECK_REUSE_MS
+ * will do (a stream's start: thousands reconnecting at once make one
+ * query); a recheck after something may have changed passes false.
+ */
+static int cursor_check(struct stream_hub *hub, int64_t timeout_ms, int64_t cursor, bool is_reusable, bool *is_expired,
                         struct mon_error *err)
 {
 	int64_t now = mon_now_ms();
-	if (hub->checked_ms > 0 && cursor == hub->checked_cursor && now - hub->checked_ms < CHECK_REUSE_MS) {
-		*is_expired = hub->is_checked_expired; /* thousands reconnecting at once: one query */
+	if (is_reusable && hub->checked_ms > 0 && cursor == hub->checked_cursor &&
+	    now - hub->checked_ms < CHECK_REUSE_MS) {
+		*is_expired = hub->is_checked_expired;
 		return 0;
 	}
 	struct db_conn *conn = NULL;
@@ -511,7 +548,8 @@ static int catchup_start(struct stream_sub *sub, struct mon_error *err)
 	bool is_expired = sub->is_forced_expired;
 	sub->is_forced_expired = false;
 	if (sub->resume_after > 0 && !is_expired) {
-		int rc = cursor_check(hub, sub_timeout_ms(sub, HUB_ACQUIRE_MS), sub->resume_after, &is_expired, err);
+		int rc = cursor_check(hub, sub_timeout_ms(sub, HUB_ACQUIRE_MS), sub->resume_after, true, &is_expired,
+		                      err);
 		if (rc != 0)
 			return rc;
 		if (!is_expired) {
@@ -666,7 +704,8 @@ static void catchup_past_empty(struct stream_hub *hub, struct stream_sub *sub)
 {
 	struct mon_error err = {0};
 	bool is_expired = false;
-	if (cursor_check(hub, sub_timeout_ms(sub, HUB_ACQUIRE_MS), sub->cursor, &is_expired, &err) != 0) {
+	/* a fresh answer: retention may have run since sub's start was checked */
+	if (cursor_check(hub, sub_timeout_ms(sub, HUB_ACQUIRE_MS), sub->cursor, false, &is_expired, &err) != 0) {
 		fail_sub(sub, &err);
 		return;
 	}
@@ -713,7 +752,7 @@ static void catchup_step(struct stream_hub *hub, struct stream_sub *sub, bool is
 	}
 	if (sub->state == SUB_BACKLOG) {
 		struct page *p = NULL;
-		if (catchup_page(hub, sub->cursor, &p, &err) != 0) {
+		if (catchup_page(hub, sub->cursor, sub->bounce_seen <= sub->cursor, &p, &err) != 0) {
 			if (!hub->is_catchup_failing)
 				log_warn("msg=\"%s watch could not read the backlog\" error=\"%s\"", hub->kind->name,
 				         err.msg);

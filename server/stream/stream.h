@@ -193,6 +193,22 @@ int stream_send_control(const struct stream_kind *kind, struct rpc_stream *s, in
                         const char *message) MON_MUST_CHECK;
 
 /*
+ * Decodes row of res (a page of a change log) into *ev, in a: its seq,
+ * the data matches() reads and the message. MON_ENOMEM past a's cap.
+ */
+typedef int (*stream_row_decode_fn)(const struct db_result *res, int row, struct arena *a, struct stream_event *ev);
+
+/*
+ * A stream_kind.read for a log read by one statement: runs stmt with the
+ * sequence to read after as its only parameter ($1, rows in sequence
+ * order) and decodes each row with decode, into a. *out and *n_out get
+ * the events. MON_ENOMEM past a's cap; db errors as db_exec_stmt.
+ */
+int stream_read_rows(struct db_conn *conn, const struct db_stmt *stmt, int64_t after, struct arena *a,
+                     stream_row_decode_fn decode, struct stream_event **out, size_t *n_out,
+                     struct mon_error *err) MON_MUST_CHECK;
+
+/*
  * A list of ids a Watch request filters on (alert_rule_ids, service_ids),
  * copied and owned. stream_ids_copy validates them with field's name (at
  * most max, none empty) and fails the call (rpc_fail) otherwise.

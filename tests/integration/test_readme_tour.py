@@ -12,7 +12,9 @@ build/bin/, and the test database through MONITORD_DATABASE (which
   Health/Watch, must have printed SERVING when it is stopped);
 - `export NAME=$(...)` sets NAME for the commands after it;
 - a command ending in `&` runs in the background until the tour is over,
-  and must then have printed at least one event with a `sequence`.
+  and must then have printed at least one event with a `sequence`; the
+  next command runs once it has printed its first line (the stream is
+  open, as a reader would wait to see).
 """
 import os
 import re
@@ -24,6 +26,22 @@ import unittest
 from harness import BUILD_DIR, SOURCE_DIR, Monitord, fresh_database, main
 
 README = os.path.join(SOURCE_DIR, "README.md")
+
+
+def output_of(out):
+    """What a background command has printed so far."""
+    out.seek(0)
+    return out.read()
+
+
+def wait_printed(out, pred, timeout=30):
+    """Waits, bounded, until what out holds satisfies pred; returns it."""
+    deadline = time.monotonic() + timeout
+    text = output_of(out)
+    while not pred(text) and time.monotonic() < deadline:
+        time.sleep(0.05)
+        text = output_of(out)
+    return text
 
 
 def tour_blocks(text):
@@ -104,7 +122,7 @@ class ReadmeTourTest(unittest.TestCase):
                     p = subprocess.Popen(["bash", "-c", cmd.rstrip()[:-1]], cwd=SOURCE_DIR, env=env, stdout=out,
                                          stderr=subprocess.STDOUT, start_new_session=True)
                     background.append((cmd, p, out))
-                    time.sleep(1)  # as a reader would: the stream is open before the next command
+                    self.assertTrue(wait_printed(out, bool), "%s printed nothing" % cmd)
                     continue
                 is_endless = "/grpc.health.v1.Health/Watch" in cmd
                 try:
@@ -117,16 +135,16 @@ class ReadmeTourTest(unittest.TestCase):
                     continue
                 self.assertEqual(r.returncode, 0, "%s\nstdout: %s\nstderr: %s" % (cmd, r.stdout, r.stderr))
                 self.assertNotIn("error", r.stderr.lower(), cmd)
-            time.sleep(2)  # the last events reach the streams
+            for cmd, p, out in background:
+                wait_printed(out, lambda text: '"sequence"' in text)
         finally:
             for cmd, p, out in background:
                 os.killpg(p.pid, 15)
                 p.wait(timeout=30)
         for cmd, p, out in background:
-            out.seek(0)
-            printed = out.read()
+            text = output_of(out)
             out.close()
-            self.assertIn('"sequence"', printed, "%s printed no event:\n%s" % (cmd, printed))
+            self.assertIn('"sequence"', text, "%s printed no event:\n%s" % (cmd, text))
 
 
 if __name__ == "__main__":

@@ -174,30 +174,23 @@ class StalledStreamsTest(unittest.TestCase):
             for s in streams + alert_streams:
                 self.assertTrue(s.is_active(), "a stalled stream was ended: %s" % s)
 
-            # Reading now: each gets the whole backlog after sequence 1, in order.
-            def read_backlog(s):
-                got = []
-                for m in s:
-                    if m.WhichOneof("event") == "change":
-                        got.append(m.sequence)
-                        if m.sequence >= expected[-1]:
-                            break
-                return got
-
-            def read_alert_backlog(s):
-                got = []
-                for m in s:
-                    if m.WhichOneof("event") == "change":
-                        got.append(m.sequence)
-                        if m.sequence >= alert_expected[-1]:
-                            break
-                return got
+            # Reading now: each gets the whole backlog after its cursor, in order.
+            def read_until(last):
+                def read(s):
+                    got = []
+                    for m in s:
+                        if m.WhichOneof("event") == "change":
+                            got.append(m.sequence)
+                            if m.sequence >= last:
+                                break
+                    return got
+                return read
 
             with futures.ThreadPoolExecutor(max_workers=4) as pool:
-                for k, got in enumerate(pool.map(read_backlog, streams)):
+                for k, got in enumerate(pool.map(read_until(expected[-1]), streams)):
                     self.assertEqual(len(got), len(expected), "stream %d" % k)
                     self.assertEqual(got, expected, "stream %d: a gap, a repeat or out of order" % k)
-                for k, got in enumerate(pool.map(read_alert_backlog, alert_streams)):
+                for k, got in enumerate(pool.map(read_until(alert_expected[-1]), alert_streams)):
                     self.assertEqual(got, alert_expected, "alerts stream %d: a gap, a repeat or out of order" % k)
         finally:
             for s in streams + alert_streams:

@@ -196,6 +196,23 @@ static void test_common_parse_i64(void **state)
 	assert_int_equal(svc_parse_i64(NULL), 0);
 }
 
+static void test_common_hex_decode(void **state)
+{
+	(void)state;
+	struct arena *a = arena_create(0);
+	size_t len = 99;
+	const uint8_t *b = svc_hex_decode(a, "00ff7Fa0", &len);
+	assert_non_null(b);
+	assert_int_equal(len, 4);
+	assert_memory_equal(b, "\x00\xff\x7f\xa0", 4);
+	assert_non_null(svc_hex_decode(a, "", &len));
+	assert_int_equal(len, 0);
+	assert_null(svc_hex_decode(a, "abc", &len)); /* odd length */
+	assert_null(svc_hex_decode(a, "0g", &len));
+	assert_null(svc_hex_decode(a, "00 1", &len));
+	arena_destroy(a);
+}
+
 static void test_common_times(void **state)
 {
 	(void)state;
@@ -448,6 +465,7 @@ int main(void)
 	        cmocka_unit_test(test_common_utf8_finds_each_position),
 	        cmocka_unit_test(test_common_check_text_messages),
 	        cmocka_unit_test(test_common_parse_i64),
+	        cmocka_unit_test(test_common_hex_decode),
 	        cmocka_unit_test(test_common_times),
 	        cmocka_unit_test(test_common_page_size),
 	        cmocka_unit_test(test_common_page_token_in_arena),
