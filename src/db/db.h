@@ -140,6 +140,14 @@ int db_tx_run(struct db_pool *pool, int64_t timeout_ms, db_tx_fn fn, void *arg, 
 int db_read_run(struct db_pool *pool, int64_t timeout_ms, db_tx_fn fn, void *arg, struct mon_error *err) MON_MUST_CHECK;
 
 /*
+ * Flushes the WAL through every commit record written before it, in one
+ * round trip of one synchronous commit: a transaction committed earlier with
+ * synchronous_commit off is durable once this returns 0. Bounded by
+ * timeout_ms like db_read_run. Returns 0 or a db code.
+ */
+int db_flush_wal(struct db_pool *pool, int64_t timeout_ms, struct mon_error *err) MON_MUST_CHECK;
+
+/*
  * COPY FROM STDIN in text format: db_copy_begin with the COPY statement,
  * db_copy_row per row (NULL values are written as \N; others are escaped),
  * db_copy_end to finish (rows copied in *rows_out, may be NULL). Rows are
