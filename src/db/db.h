@@ -70,6 +70,9 @@ int db_pool_acquire(struct db_pool *pool, int64_t timeout_ms, struct db_conn **o
 /* Returns a connection; a broken one is closed and replaced later. */
 void db_pool_release(struct db_pool *pool, struct db_conn *conn);
 
+/* Whether db_migrate has succeeded on this pool (the gate of is_gated_by_migrations is open). */
+bool db_pool_is_migrated(struct db_pool *pool);
+
 /* Runs a trivial query on a pooled connection: 0 when the database answers. */
 int db_pool_ping(struct db_pool *pool, int64_t timeout_ms, struct mon_error *err) MON_MUST_CHECK;
 
