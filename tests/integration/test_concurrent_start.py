@@ -13,7 +13,6 @@ import unittest
 import grpc
 
 import harness
-from harness import health_pb2
 
 SERVERS = 4
 LIST_KEYS = 3  # plus one bootstrap: eight processes
@@ -48,25 +47,9 @@ class ConcurrentStart(unittest.TestCase):
 
             channels = []
             for proc, log, port_file in servers:
-                deadline = time.time() + 60
-                while not os.path.exists(port_file):
-                    self.assertIsNone(proc.poll(), "a server exited")
-                    self.assertLess(time.time(), deadline, "a server did not start")
-                    time.sleep(0.05)
-                with open(port_file) as f:
-                    channel = grpc.insecure_channel(f.read().strip())
+                channel = grpc.insecure_channel(harness.wait_address(proc, port_file))
                 channels.append(channel)
-                health = harness.health_pb2_grpc.HealthStub(channel)
-                deadline = time.time() + 60
-                while True:
-                    try:
-                        if health.Check(health_pb2.HealthCheckRequest(), timeout=5).status == \
-                                health_pb2.HealthCheckResponse.SERVING:
-                            break
-                    except grpc.RpcError:
-                        pass
-                    self.assertLess(time.time(), deadline, "a server never SERVING")
-                    time.sleep(0.1)
+                harness.wait_serving(channel, timeout=60)
             # Each server knows the admin the bootstrap created (its identity store loaded after migrating).
             for channel in channels:
                 who = harness.raw_unary(channel, "/monitoring.v1.AccessService/GetCallerIdentity")
