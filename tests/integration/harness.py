@@ -175,6 +175,20 @@ def wait_serving(channel, service="", timeout=30):
     raise AssertionError("service %r not SERVING after %ss (last: %s)" % (service, timeout, last))
 
 
+def wait_key_accepted(channel, key, timeout=30):
+    """Waits until the server on channel accepts key (UNAUTHENTICATED until its identity store has it)."""
+    who = raw_unary(channel, "/monitoring.v1.AccessService/GetCallerIdentity")
+    deadline = time.time() + timeout
+    while True:
+        try:
+            who(b"", timeout=5, metadata=(("authorization", "Bearer " + key),))
+            return
+        except grpc.RpcError as e:
+            if e.code() != grpc.StatusCode.UNAUTHENTICATED or time.time() > deadline:
+                raise
+            time.sleep(0.05)
+
+
 class Monitord:
     """A monitord process on an ephemeral loopback port."""
 
@@ -209,16 +223,7 @@ class Monitord:
         admin_key()) once this server accepts it: a new key works once the
         server's identity store has reloaded (NOTIFY, then a read), and a
         replica can be SERVING before its first load."""
-        who = raw_unary(self.channel, "/monitoring.v1.AccessService/GetCallerIdentity")
-        deadline = time.time() + 30
-        while True:
-            try:
-                who(b"", timeout=5, metadata=(("authorization", "Bearer " + key),))
-                break
-            except grpc.RpcError as e:
-                if e.code() != grpc.StatusCode.UNAUTHENTICATED or time.time() > deadline:
-                    raise
-                time.sleep(0.05)
+        wait_key_accepted(self.channel, key)
         self._admin_key = key
 
     def auth(self):
