@@ -131,9 +131,8 @@ static void *monitor_main(void *arg)
 	bool logged_once = false;
 	do {
 		struct mon_error err = {0};
-		if (!atomic_load(&app->migrated)) {
+		if (!db_pool_is_migrated(app->pool)) {
 			if (db_migrate(app->pool, &err) == 0) {
-				atomic_store(&app->migrated, true);
 				/*
 				 * The keys are loaded before the services say SERVING: a
 				 * caller that waited for SERVING must not have its valid
@@ -177,7 +176,6 @@ int app_monitor_start(struct app *app, struct mon_error *err)
 	pthread_mutex_init(&app->monitor_lock, NULL);
 	pthread_cond_init(&app->monitor_cond, NULL);
 	atomic_init(&app->db_ready, false);
-	atomic_init(&app->migrated, false);
 	set_health(app, RPC_HEALTH_NOT_SERVING);
 	if (pthread_create(&app->monitor, NULL, monitor_main, app) != 0)
 		return mon_error_set(err, MON_EINTERNAL, "could not start the database monitor");

@@ -61,7 +61,6 @@ struct app {
 	pthread_cond_t monitor_cond;
 	bool monitor_stop;
 	atomic_bool db_ready; /* migrations applied and the last ping answered */
-	atomic_bool migrated;
 };
 
 /* PEM texts of the server's TLS (all NULL: plaintext), read by the caller. */

@@ -671,46 +671,30 @@ out:
 }
 
 /*
- * The flush: one statement in autocommit that writes a WAL record (a
- * logical decoding message, which needs no table and takes no lock) in a
- * transaction that has an id (transactional = true assigns one). PostgreSQL
- * flushes the WAL at commit only for such a transaction (see
- * RecordTransactionCommit: it must have an id and have written WAL), and then
- * through its own commit record, so through every commit record written
- * before it: the batch's included. Works as any user, at any wal_level.
- */
-static int flush_tx(struct db_conn *conn, void *arg, struct mon_error *err)
-{
-	(void)arg;
-	return db_exec(conn, "SELECT pg_logical_emit_message(true, 'monitord', '')", 0, NULL, NULL, err);
-}
-
-/*
  * The batch's transaction commits asynchronously (synchronous_commit off),
  * so the ingest lock it holds to COMMIT is not held through the WAL flush:
  * concurrent batches then share flushes as plain COPYs do. Before the call
- * is answered, flush_tx commits synchronously and so flushes the WAL through
- * the batch's commit record: an acknowledged batch is durable. It runs after
- * every successful batch, a batch of duplicates only included: the attempt
- * that stored them may have committed and failed before its own flush, and
- * its retry must not be acknowledged while the points are still volatile.
- * If the flush fails, the caller is told so and retries (a batch is
- * idempotent). Until the flush, readers may see the batch (WatchMetrics may
- * deliver it) before it is durable; a PostgreSQL crash in that window loses
- * it, and its writer, never told it was stored, sends it again.
+ * is answered, db_flush_wal commits synchronously and so flushes the WAL
+ * through the batch's commit record: an acknowledged batch is durable. It
+ * runs after every successful batch, a batch of duplicates only included:
+ * the attempt that stored them may have committed and failed before its own
+ * flush, and its retry must not be acknowledged while the points are still
+ * volatile. If the flush fails, the caller is told so and retries (a batch
+ * is idempotent). Until the flush, readers may see the batch (WatchMetrics
+ * may deliver it) before it is durable; a PostgreSQL crash in that window
+ * loses it, and its writer, never told it was stored, sends it again.
  * deadline_ms: monotonic deadline, INT64_MAX for none; a deadline already
  * past fails with MON_EDEADLINE, never runs unbounded.
  */
 static int flush_commit(struct db_pool *pool, int64_t deadline_ms, struct mon_error *err)
 {
-	int64_t timeout_ms = INT64_MAX;
+	int64_t timeout_ms = DB_NO_DEADLINE;
 	if (deadline_ms != INT64_MAX) {
 		timeout_ms = deadline_ms - mon_now_ms();
 		if (timeout_ms <= 0)
 			return mon_error_set(err, MON_EDEADLINE, "deadline exceeded before the batch was flushed");
 	}
-	/* one autocommit statement within the deadline: what db_read_run runs, although it writes */
-	return db_read_run(pool, timeout_ms, flush_tx, NULL, err);
+	return db_flush_wal(pool, timeout_ms, err);
 }
 
 static int row_key_cmp(const void *pa, const void *pb)

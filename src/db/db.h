@@ -70,6 +70,9 @@ int db_pool_acquire(struct db_pool *pool, int64_t timeout_ms, struct db_conn **o
 /* Returns a connection; a broken one is closed and replaced later. */
 void db_pool_release(struct db_pool *pool, struct db_conn *conn);
 
+/* Whether db_migrate has succeeded on this pool (the gate of is_gated_by_migrations is open). */
+bool db_pool_is_migrated(struct db_pool *pool);
+
 /* Runs a trivial query on a pooled connection: 0 when the database answers. */
 int db_pool_ping(struct db_pool *pool, int64_t timeout_ms, struct mon_error *err) MON_MUST_CHECK;
 
@@ -138,6 +141,14 @@ int db_tx_run(struct db_pool *pool, int64_t timeout_ms, db_tx_fn fn, void *arg, 
  * are retried as db_tx_run does. Returns fn's code or a db code.
  */
 int db_read_run(struct db_pool *pool, int64_t timeout_ms, db_tx_fn fn, void *arg, struct mon_error *err) MON_MUST_CHECK;
+
+/*
+ * Flushes the WAL through every commit record written before it, in one
+ * round trip of one synchronous commit: a transaction committed earlier with
+ * synchronous_commit off is durable once this returns 0. Bounded by
+ * timeout_ms like db_read_run. Returns 0 or a db code.
+ */
+int db_flush_wal(struct db_pool *pool, int64_t timeout_ms, struct mon_error *err) MON_MUST_CHECK;
 
 /*
  * COPY FROM STDIN in text format: db_copy_begin with the COPY statement,

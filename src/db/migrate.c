@@ -143,19 +143,24 @@ static void backoff(int attempt)
 	}
 }
 
-/* apply_one, retrying a transaction that lost a deadlock or a serialization conflict. */
-static int apply_retrying(struct db_conn *conn, const struct db_migration *m, bool *applied, struct mon_error *err)
+/*
+ * One pass: verifies what was applied, then applies what was not, each
+ * migration in its own transaction. Safe to run again after a failure: what
+ * one pass applied, the next finds applied and skips.
+ */
+static int migrate_pass(struct db_conn *conn, int *applied_n, struct mon_error *err)
 {
-	int rc = 0;
-	for (int attempt = 0;; attempt++) {
-		rc = apply_one(conn, m, applied, err);
-		if (rc != MON_EABORTED || attempt >= MIGRATE_RETRIES || conn->is_broken)
-			return rc;
-		log_warn("msg=\"retrying migration after a conflict\" version=%d attempt=%d", m->version, attempt + 1);
-		backoff(attempt + 1);
-		if (err != NULL)
-			mon_error_clear(err);
+	int rc = verify_applied(conn, err);
+	for (size_t i = 0; rc == 0 && i < db_migrations_count; i++) {
+		bool applied = false;
+		rc = apply_one(conn, &db_migrations[i], &applied, err);
+		if (rc == 0 && applied) {
+			(*applied_n)++;
+			log_info("msg=\"migration applied\" version=%d name=\"%s\"", db_migrations[i].version,
+			         db_migrations[i].name);
+		}
 	}
+	return rc;
 }
 
 int db_migrate(struct db_pool *pool, struct mon_error *err)
@@ -164,28 +169,19 @@ int db_migrate(struct db_pool *pool, struct mon_error *err)
 	int rc = db_pool_acquire_ungated(pool, MIGRATE_ACQUIRE_MS, &conn, err);
 	if (rc != 0)
 		goto out;
+	int applied_n = 0;
+	/* a pass that lost a deadlock or a serialization conflict runs again */
 	for (int attempt = 0;; attempt++) {
-		rc = verify_applied(conn, err);
+		rc = migrate_pass(conn, &applied_n, err);
 		if (rc != MON_EABORTED || attempt >= MIGRATE_RETRIES || conn->is_broken)
 			break;
+		log_warn("msg=\"retrying migrations after a conflict\" attempt=%d", attempt + 1);
 		backoff(attempt + 1);
 		if (err != NULL)
 			mon_error_clear(err);
 	}
 	if (rc != 0)
 		goto out;
-	int applied_n = 0;
-	for (size_t i = 0; i < db_migrations_count; i++) {
-		bool applied = false;
-		rc = apply_retrying(conn, &db_migrations[i], &applied, err);
-		if (rc != 0)
-			goto out;
-		if (applied) {
-			applied_n++;
-			log_info("msg=\"migration applied\" version=%d name=\"%s\"", db_migrations[i].version,
-			         db_migrations[i].name);
-		}
-	}
 	log_info("msg=\"schema up to date\" applied=%d known=%zu", applied_n, db_migrations_count);
 	db_pool_set_migrated(pool);
 out:

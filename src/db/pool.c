@@ -240,6 +240,11 @@ void db_pool_set_migrated(struct db_pool *pool)
 	atomic_store(&pool->is_migrated, true);
 }
 
+bool db_pool_is_migrated(struct db_pool *pool)
+{
+	return atomic_load(&pool->is_migrated);
+}
+
 int db_pool_acquire(struct db_pool *pool, int64_t timeout_ms, struct db_conn **out, struct mon_error *err)
 {
 	*out = NULL;

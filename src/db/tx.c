@@ -334,3 +334,23 @@ int db_read_run(struct db_pool *pool, int64_t timeout_ms, db_tx_fn fn, void *arg
 {
 	return run_attempts(pool, true, timeout_ms, fn, arg, err);
 }
+
+/* fn of db_flush_wal: a WAL record in a transaction that has an id (transactional = true assigns one). */
+static int flush_wal_fn(struct db_conn *conn, void *arg, struct mon_error *err)
+{
+	(void)arg;
+	return db_exec(conn, "SELECT pg_logical_emit_message(true, 'monitord', '')", 0, NULL, NULL, err);
+}
+
+/*
+ * PostgreSQL flushes the WAL at commit only for a transaction that has an id
+ * and wrote WAL (RecordTransactionCommit), and then through its own commit
+ * record. A logical decoding message is such a write that needs no table,
+ * no lock and no privilege, at any wal_level. It runs as one autocommit
+ * statement, as db_read_run's are, although it writes: that is all the
+ * flush needs, in one round trip.
+ */
+int db_flush_wal(struct db_pool *pool, int64_t timeout_ms, struct mon_error *err)
+{
+	return run_attempts(pool, true, timeout_ms, flush_wal_fn, NULL, err);
+}

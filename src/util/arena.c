@@ -213,16 +213,25 @@ void arena_str_append(struct arena_str *s, const char *text)
 	s->len += n;
 }
 
+/* Formats into the room left when it fits (the usual case), so the text is formatted once. */
 void arena_str_printf(struct arena_str *s, const char *fmt, ...)
 {
+	if (s->is_failed)
+		return;
+	size_t room = s->alloc - s->len;
 	va_list ap;
 	va_start(ap, fmt);
-	int n = vsnprintf(NULL, 0, fmt, ap);
+	int n = vsnprintf(s->data != NULL ? s->data + s->len : NULL, s->data != NULL ? room : 0, fmt, ap);
 	va_end(ap);
 	if (n < 0) {
 		s->is_failed = true;
 		return;
 	}
+	if ((size_t)n < room) {
+		s->len += (size_t)n;
+		return;
+	}
+	/* did not fit: what was written past len is overwritten below */
 	if (!str_reserve(s, (size_t)n))
 		return;
 	va_start(ap, fmt);

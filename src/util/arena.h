@@ -49,7 +49,8 @@ char *arena_vprintf(struct arena *a, const char *fmt, va_list ap) MON_PRINTF(2, 
  * An append that would pass the arena's cap fails and the failure sticks;
  * later appends do nothing and arena_str_get gives NULL, so one check at
  * the end catches it and a half-built text is never used. Growth doubles,
- * so the arena holds at most about twice the final length.
+ * and each outgrown copy stays in the arena: at most about four times the
+ * final length.
  */
 struct arena_str {
 	struct arena *a;

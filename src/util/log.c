@@ -19,6 +19,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "util/clock.h"
+
 static _Atomic int current_level = LOG_INFO;
 
 #define LOG_BUF_CAP (1024 * 1024)
@@ -53,11 +55,18 @@ static struct {
 /* Monotonic ms after which the writer stops writing (set by log_stop); 0: none. */
 static _Atomic int64_t stop_deadline_ms;
 
-static int64_t now_ms(void)
+/* The CLOCK_REALTIME time ms from now, for pthread_cond_timedwait. */
+static struct timespec realtime_after_ms(int64_t ms)
 {
 	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += ms / 1000;
+	ts.tv_nsec += (ms % 1000) * 1000000L;
+	if (ts.tv_nsec >= 1000000000L) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000L;
+	}
+	return ts;
 }
 
 /* Blocking write of everything: before log_start and after log_stop, when there is no writer. */
@@ -81,7 +90,7 @@ static bool write_out(const char *p, size_t n)
 {
 	while (n > 0) {
 		int64_t deadline = atomic_load(&stop_deadline_ms);
-		if (deadline != 0 && now_ms() >= deadline)
+		if (deadline != 0 && mon_now_ms() >= deadline)
 			return false;
 		struct pollfd pfd = {.fd = STDERR_FILENO, .events = POLLOUT};
 		int r = poll(&pfd, 1, LOG_POLL_MS);
@@ -122,13 +131,7 @@ static void *writer_main(void *arg)
 	pthread_mutex_lock(&lb.lock);
 	for (;;) {
 		if (!lb.stop && !lb.is_urgent && lb.len < LOG_FLUSH_AT) {
-			struct timespec ts;
-			clock_gettime(CLOCK_REALTIME, &ts);
-			ts.tv_nsec += LOG_FLUSH_MS * 1000000L;
-			if (ts.tv_nsec >= 1000000000L) {
-				ts.tv_sec++;
-				ts.tv_nsec -= 1000000000L;
-			}
+			struct timespec ts = realtime_after_ms(LOG_FLUSH_MS);
 			pthread_cond_timedwait(&lb.wake, &lb.lock, &ts);
 		}
 		bool is_stopping = lb.stop;
@@ -208,20 +211,12 @@ void log_stop(void)
 		pthread_mutex_unlock(&lb.lock);
 		return;
 	}
-	int64_t deadline = now_ms() + LOG_STOP_WAIT_MS;
+	int64_t deadline = mon_now_ms() + LOG_STOP_WAIT_MS;
 	atomic_store(&stop_deadline_ms, deadline);
 	lb.stop = true;
 	pthread_cond_signal(&lb.wake);
 	/* the writer gives up at the deadline; it notices within LOG_POLL_MS, hence the margin */
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	int64_t wait_ms = LOG_STOP_WAIT_MS + 5 * LOG_POLL_MS;
-	ts.tv_sec += wait_ms / 1000;
-	ts.tv_nsec += (wait_ms % 1000) * 1000000L;
-	if (ts.tv_nsec >= 1000000000L) {
-		ts.tv_sec++;
-		ts.tv_nsec -= 1000000000L;
-	}
+	struct timespec ts = realtime_after_ms(LOG_STOP_WAIT_MS + 5 * LOG_POLL_MS);
 	while (!lb.is_done)
 		if (pthread_cond_timedwait(&lb.done, &lb.lock, &ts) == ETIMEDOUT)
 			break;

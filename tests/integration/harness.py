@@ -146,6 +146,49 @@ class PrivateCluster:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+def wait_address(proc, port_file, read_log=lambda: "", timeout=60):
+    """The address a monitord started with --port-file listens on, once it has written the file."""
+    deadline = time.time() + timeout
+    while not os.path.exists(port_file):
+        if proc.poll() is not None:
+            raise RuntimeError("monitord exited with %d:\n%s" % (proc.returncode, read_log()))
+        if time.time() > deadline:
+            raise RuntimeError("monitord did not start:\n" + read_log())
+        time.sleep(0.05)
+    with open(port_file) as f:
+        return f.read().strip()
+
+
+def wait_serving(channel, service="", timeout=30):
+    """Waits until the health service on channel answers SERVING for service."""
+    health = health_pb2_grpc.HealthStub(channel)
+    deadline = time.time() + timeout
+    last = None
+    while time.time() < deadline:
+        try:
+            last = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=2).status
+            if last == health_pb2.HealthCheckResponse.SERVING:
+                return
+        except grpc.RpcError as e:
+            last = e.code()
+        time.sleep(0.1)
+    raise AssertionError("service %r not SERVING after %ss (last: %s)" % (service, timeout, last))
+
+
+def wait_key_accepted(channel, key, timeout=30):
+    """Waits until the server on channel accepts key (UNAUTHENTICATED until its identity store has it)."""
+    who = raw_unary(channel, "/monitoring.v1.AccessService/GetCallerIdentity")
+    deadline = time.time() + timeout
+    while True:
+        try:
+            who(b"", timeout=5, metadata=(("authorization", "Bearer " + key),))
+            return
+        except grpc.RpcError as e:
+            if e.code() != grpc.StatusCode.UNAUTHENTICATED or time.time() > deadline:
+                raise
+            time.sleep(0.05)
+
+
 class Monitord:
     """A monitord process on an ephemeral loopback port."""
 
@@ -162,15 +205,7 @@ class Monitord:
         full_env = dict(os.environ)
         full_env.update(env or {})
         self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, env=full_env)
-        deadline = time.time() + 60
-        while not os.path.exists(self.port_file):
-            if self.proc.poll() is not None:
-                raise RuntimeError("monitord exited with %d:\n%s" % (self.proc.returncode, self.read_log()))
-            if time.time() > deadline:
-                raise RuntimeError("monitord did not start:\n" + self.read_log())
-            time.sleep(0.05)
-        with open(self.port_file) as f:
-            self.address = f.read().strip()
+        self.address = wait_address(self.proc, self.port_file, self.read_log)
         self.channel = grpc.insecure_channel(self.address)
 
     def admin_key(self):
@@ -188,16 +223,7 @@ class Monitord:
         admin_key()) once this server accepts it: a new key works once the
         server's identity store has reloaded (NOTIFY, then a read), and a
         replica can be SERVING before its first load."""
-        who = raw_unary(self.channel, "/monitoring.v1.AccessService/GetCallerIdentity")
-        deadline = time.time() + 30
-        while True:
-            try:
-                who(b"", timeout=5, metadata=(("authorization", "Bearer " + key),))
-                break
-            except grpc.RpcError as e:
-                if e.code() != grpc.StatusCode.UNAUTHENTICATED or time.time() > deadline:
-                    raise
-                time.sleep(0.05)
+        wait_key_accepted(self.channel, key)
         self._admin_key = key
 
     def auth(self):
@@ -214,17 +240,7 @@ class Monitord:
         return health_pb2_grpc.HealthStub(self.channel)
 
     def wait_serving(self, service="", timeout=30):
-        deadline = time.time() + timeout
-        last = None
-        while time.time() < deadline:
-            try:
-                last = self.health().Check(health_pb2.HealthCheckRequest(service=service), timeout=2).status
-                if last == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.RpcError as e:
-                last = e.code()
-            time.sleep(0.1)
-        raise AssertionError("service %r not SERVING after %ss (last: %s)" % (service, timeout, last))
+        wait_serving(self.channel, service, timeout)
 
     def stop(self, sig=signal.SIGTERM, timeout=60):
         """Stops the server; returns its exit code."""

@@ -7,13 +7,11 @@ import os
 import re
 import subprocess
 import tempfile
-import time
 import unittest
 
 import grpc
 
 import harness
-from harness import health_pb2
 
 SERVERS = 4
 LIST_KEYS = 3  # plus one bootstrap: eight processes
@@ -48,37 +46,12 @@ class ConcurrentStart(unittest.TestCase):
 
             channels = []
             for proc, log, port_file in servers:
-                deadline = time.time() + 60
-                while not os.path.exists(port_file):
-                    self.assertIsNone(proc.poll(), "a server exited")
-                    self.assertLess(time.time(), deadline, "a server did not start")
-                    time.sleep(0.05)
-                with open(port_file) as f:
-                    channel = grpc.insecure_channel(f.read().strip())
+                channel = grpc.insecure_channel(harness.wait_address(proc, port_file))
                 channels.append(channel)
-                health = harness.health_pb2_grpc.HealthStub(channel)
-                deadline = time.time() + 60
-                while True:
-                    try:
-                        if health.Check(health_pb2.HealthCheckRequest(), timeout=5).status == \
-                                health_pb2.HealthCheckResponse.SERVING:
-                            break
-                    except grpc.RpcError:
-                        pass
-                    self.assertLess(time.time(), deadline, "a server never SERVING")
-                    time.sleep(0.1)
+                harness.wait_serving(channel, timeout=60)
             # Each server knows the admin the bootstrap created (its identity store loaded after migrating).
             for channel in channels:
-                who = harness.raw_unary(channel, "/monitoring.v1.AccessService/GetCallerIdentity")
-                deadline = time.time() + 30
-                while True:
-                    try:
-                        who(b"", timeout=5, metadata=(("authorization", "Bearer " + key),))
-                        break
-                    except grpc.RpcError as e:
-                        self.assertEqual(e.code(), grpc.StatusCode.UNAUTHENTICATED)
-                        self.assertLess(time.time(), deadline, "the bootstrap key never worked")
-                        time.sleep(0.05)
+                harness.wait_key_accepted(channel, key)
                 channel.close()
         finally:
             codes = []

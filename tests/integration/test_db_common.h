@@ -110,6 +110,23 @@ static inline long test_db_count(struct db_pool *pool, const char *sql)
 	return strtol(buf, NULL, 10);
 }
 
+/* Messages of kind ("Sync", "Parse", ...) the client sent, in a PQtrace file written with PQTRACE_SUPPRESS_TIMESTAMPS.
+ */
+static inline int test_db_sent_count(FILE *trace, const char *kind)
+{
+	char line[512];
+	int n = 0;
+	rewind(trace);
+	while (fgets(line, sizeof(line), trace) != NULL) {
+		char *p = strchr(line, '\t');
+		if (line[0] != 'F' || p == NULL || (p = strchr(p + 1, '\t')) == NULL)
+			continue;
+		if (strncmp(p + 1, kind, strlen(kind)) == 0)
+			n++;
+	}
+	return n;
+}
+
 static inline int64_t db_now_ms_for_tests(void)
 {
 	struct timespec ts;

@@ -308,6 +308,56 @@ static void test_db_tx_resolve_unreachable_is_in_doubt(void **state)
 	db_pool_destroy(dead);
 }
 
+/* fn that inserts id (NULL: only reads) and traces what the connection sends from then on: the commit. */
+struct traced_tx {
+	const char *id;
+	FILE *trace;
+	PGconn *pg;
+};
+
+static int insert_then_trace(struct db_conn *c, void *arg, struct mon_error *err)
+{
+	struct traced_tx *t = arg;
+	int rc = t->id != NULL ? db_exec(c, "INSERT INTO item (id) VALUES ($1)", 1, &t->id, NULL, err)
+	                       : db_exec(c, "SELECT count(*) FROM item", 0, NULL, NULL, err);
+	t->pg = c->pg;
+	PQtrace(c->pg, t->trace);
+	PQsetTraceFlags(c->pg, PQTRACE_SUPPRESS_TIMESTAMPS);
+	return rc;
+}
+
+/* COMMIT and the transaction id query before it are one round trip: one pipeline, one Sync. */
+static void test_db_tx_commit_is_one_round_trip(void **state)
+{
+	const char *ids[] = {"traced", NULL};
+	for (size_t i = 0; i < 2; i++) {
+		struct traced_tx t = {.id = ids[i], .trace = tmpfile()};
+		struct mon_error err = {0};
+		assert_non_null(t.trace);
+		assert_int_equal(db_tx_run(pool, 5000, insert_then_trace, &t, &err), 0);
+		/* untrace the connection before the file goes: take them all to find it */
+		struct db_conn *held[4] = {0};
+		bool is_untraced = false;
+		for (int k = 0; k < 4; k++) {
+			assert_int_equal(db_pool_acquire(pool, 5000, &held[k], &err), 0);
+			if (held[k]->pg == t.pg) {
+				PQuntrace(t.pg);
+				is_untraced = true;
+			}
+		}
+		for (int k = 0; k < 4; k++)
+			db_pool_release(pool, held[k]);
+		assert_true(is_untraced);
+		assert_int_equal(test_db_sent_count(t.trace, "Sync"), 1);
+		assert_int_equal(test_db_sent_count(t.trace, "Flush"), 1);
+		assert_int_equal(test_db_sent_count(t.trace, "Execute"), 2);
+		assert_int_equal(test_db_sent_count(t.trace, "Query"), 0);
+		fclose(t.trace);
+	}
+	assert_int_equal(test_db_count(pool, "SELECT count(*) FROM item WHERE id = 'traced'"), 1);
+	test_db_exec(pool, "DELETE FROM item");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -318,6 +368,7 @@ int main(void)
 	        cmocka_unit_test(test_db_tx_expired_deadline_fails_at_once),
 	        cmocka_unit_test(test_db_tx_ignored_failure_is_not_success),
 	        cmocka_unit_test(test_db_tx_serialization_failure_retried),
+	        cmocka_unit_test(test_db_tx_commit_is_one_round_trip),
 	        cmocka_unit_test(test_db_tx_commit_lost_and_aborted_is_retryable),
 	        cmocka_unit_test(test_db_tx_resolve_committed_is_success),
 	        cmocka_unit_test(test_db_tx_resolve_aborted_is_the_cause),

@@ -9,7 +9,6 @@ import signal
 import subprocess
 import tempfile
 import threading
-import time
 import unittest
 
 import grpc
@@ -34,21 +33,12 @@ class LogBackpressure(unittest.TestCase):
         drained = []
         reader = threading.Thread(target=lambda: drained.append(proc.stderr.read()))
         try:
-            deadline = time.time() + 60
-            while not os.path.exists(port_file):
-                self.assertIsNone(proc.poll(), "monitord exited")
-                self.assertLess(time.time(), deadline, "monitord did not start")
-                time.sleep(0.05)
-            with open(port_file) as f:
-                address = f.read().strip()
-            channel = grpc.insecure_channel(address)
+            channel = grpc.insecure_channel(harness.wait_address(proc, port_file))
             health = harness.health_pb2_grpc.HealthStub(channel)
             unknown = harness.raw_unary(channel, LONG_METHOD)
 
             serving = health_pb2.HealthCheckResponse.SERVING
-            while health.Check(health_pb2.HealthCheckRequest(), timeout=30).status != serving:
-                self.assertLess(time.time(), deadline, "monitord never SERVING")
-                time.sleep(0.05)
+            harness.wait_serving(channel, timeout=60)
 
             # Nobody reads stderr from here on; every call must still be answered.
             for i in range(CALLS):
