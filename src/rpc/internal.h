@@ -23,8 +23,12 @@ struct rpc_reflection;
 
 enum tag_kind { TAG_REQUEST, TAG_CLOSE, TAG_RECV, TAG_SEND, TAG_STATUS, TAG_INITIAL };
 
-/* What a completion-queue event points to. */
+/*
+ * What a completion-queue event points to. On a callback queue gRPC runs
+ * fn when the batch completes, so fn comes first: the tag is the functor.
+ */
 struct rpc_tag {
+	grpc_completion_queue_functor fn;
 	enum tag_kind kind;
 	struct rpc_call *call;
 };
@@ -130,6 +134,12 @@ struct rpc_call {
 	void *on_close_arg;
 	void (*on_writable)(struct rpc_stream *s, void *arg); /* armed once by rpc_stream_on_writable */
 	void *on_writable_arg;
+	/* Owner callbacks due, run by the callbacks thread (never where a batch completed). */
+	void (*writable_due)(struct rpc_stream *s, void *arg);
+	void *writable_due_arg;
+	bool close_due;
+	bool in_cb_queue;
+	struct rpc_call *cb_next;
 
 	struct rpc_ctx ctx;
 	struct timespec started;
@@ -157,6 +167,16 @@ struct rpc_server {
 	int cq_count;
 	struct cq_thread *cqs;
 	grpc_completion_queue *shutdown_cq;
+	/* Unary and server-streaming calls' callback queues: completions run where they happen. */
+	grpc_completion_queue **cb_cqs;
+	int cb_cq_count;
+	atomic_uint cb_cq_next;
+	struct cb_cq_shutdown {
+		grpc_completion_queue_functor fn; /* first: the queue's shutdown functor */
+		pthread_mutex_t lock;
+		pthread_cond_t cond;
+		int done;
+	} cb_cq_shutdown;
 	bool started;
 	atomic_bool shutting_down;
 
@@ -171,6 +191,14 @@ struct rpc_server {
 	bool work_stop;
 	pthread_t *workers;
 	int worker_count;
+
+	/* the callbacks thread: runs owner callbacks (close, writable) of streams */
+	pthread_mutex_t cb_lock;
+	pthread_cond_t cb_cond;
+	struct rpc_call *cb_head, *cb_tail;
+	bool cb_stop;
+	pthread_t cb_thread;
+	bool has_cb_thread;
 
 	/* open server streams */
 	pthread_mutex_t live_lock;

@@ -7,8 +7,19 @@
  * Life of a call: request_call completes (TAG_REQUEST) -> RECV_CLOSE_ON_SERVER
  * starts alone (TAG_CLOSE) and SEND_INITIAL_METADATA + RECV_MESSAGE start
  * together (TAG_RECV) -> the handler runs -> SEND_MESSAGE(s) (TAG_SEND) and
- * SEND_STATUS_FROM_SERVER (TAG_STATUS). All batch starts on a call happen
- * under its lock; completions arrive on the call's own queue thread.
+ * SEND_STATUS_FROM_SERVER (TAG_STATUS). A call's batches are decided under
+ * its lock and started just after it (call_unlock).
+ *
+ * Where completions run. A call's arrival comes on a queue thread's queue.
+ * The batches of unary and server-streaming calls then complete on callback
+ * queues (CALLBACK_CQS of them, calls spread over them in turn): gRPC runs
+ * the completion where the batch completed, mostly at the end of the
+ * grpc_call_start_batch that started it, so a stream's send completes on
+ * the thread that sent, with no queue thread woken per message. Owner
+ * callbacks (a stream's close and writable callbacks) never run there:
+ * the callbacks thread runs them (owner_callbacks_locked), since the thread
+ * that started a batch may hold locks of its own. Other calls (client and
+ * bidi streams, unknown methods) complete on their queue thread's queue.
  */
 #include "rpc/internal.h"
 
@@ -36,11 +47,20 @@
 #define REQUESTS_PER_METHOD_INLINE 32
 #define REQUESTS_PER_METHOD 2
 #define STREAM_ARENA_FIRST_BLOCK 1024 /* first arena block of a streaming call */
+/*
+ * Callback queues unary and server-streaming calls are spread over. gRPC
+ * (as packaged, with its debug checks) scans a queue's outstanding batches
+ * on every completion, and every open stream keeps one outstanding: many
+ * queues keep that scan short.
+ */
+#define CALLBACK_CQS 64
 
 static void call_release(struct rpc_call *c);
+static void call_unlock(struct rpc_call *c);
 static void request_new_call(struct cq_thread *cqt);
 static void on_recv(struct rpc_call *c, bool ok);
 static void request_registered_call(struct cq_thread *cqt, const struct bound_method *bm);
+static void tag_run(grpc_completion_queue_functor *fn, int ok);
 
 void rpc_server_config_defaults(struct rpc_server_config *cfg)
 {
@@ -172,7 +192,7 @@ const char *rpc_ctx_peer(const struct rpc_ctx *ctx)
 	pthread_mutex_lock(&c->lock);
 	if (c->ctx.peer == NULL && c->call != NULL)
 		c->ctx.peer = grpc_call_get_peer(c->call);
-	pthread_mutex_unlock(&c->lock);
+	call_unlock(c);
 	return ctx->peer ? ctx->peer : "unknown";
 }
 
@@ -443,17 +463,81 @@ static void request_id_generate(char *out, size_t out_len)
 	snprintf(out, out_len, "%016" PRIx64, v);
 }
 
-/* ---- batches (call lock held) ---- */
+/* ---- batches ---- */
 
+/*
+ * Batches are started after the call's lock is let go, never under it: on
+ * a callback queue (server streams) gRPC may run the completion of a batch,
+ * or of another call's, at the end of grpc_call_start_batch on the thread
+ * that started it, and the completion takes the call's lock. A locked
+ * section records its batches here (start_batch_locked, counted as
+ * pending at once) and call_unlock starts them in order. A thread holds at
+ * most one call's lock at a time, so the list is that call's.
+ */
+#define DEFERRED_BATCHES_MAX 8
+
+struct deferred_batch {
+	struct rpc_call *c;
+	grpc_op ops[4];
+	size_t n;
+	struct rpc_tag *tag;
+};
+
+static _Thread_local struct deferred_batch deferred[DEFERRED_BATCHES_MAX];
+static _Thread_local size_t deferred_n;
+
+/* A batch gRPC refused: a bug of ours. Ends the call rather than leave it waiting forever. */
+static void batch_refused(struct rpc_call *c, grpc_call_error e)
+{
+	log_error("msg=\"could not start batch\" method=%s error=%d", c->ctx.method ? c->ctx.method : "?", e);
+	grpc_call_cancel_with_status(c->call, GRPC_STATUS_INTERNAL, "internal error", NULL);
+	pthread_mutex_lock(&c->lock);
+	c->pending--;
+	bool done = c->pending == 0 && c->close_received;
+	call_unlock(c);
+	if (done)
+		call_release(c);
+}
+
+/*
+ * Starts the recorded batches in order. A started batch's completion may
+ * have freed its call by the time grpc_call_start_batch returns: nothing
+ * here touches the call after a successful start.
+ */
+static void batches_flush(void)
+{
+	while (deferred_n > 0) {
+		struct deferred_batch b = deferred[0];
+		deferred_n--;
+		memmove(&deferred[0], &deferred[1], deferred_n * sizeof(deferred[0]));
+		grpc_call_error e = grpc_call_start_batch(b.c->call, b.ops, b.n, b.tag, NULL);
+		if (e != GRPC_CALL_OK)
+			batch_refused(b.c, e);
+	}
+}
+
+/* Lets the call's lock go and starts the batches its section recorded. */
+static void call_unlock(struct rpc_call *c)
+{
+	pthread_mutex_unlock(&c->lock);
+	if (deferred_n > 0)
+		batches_flush();
+}
+
+/* Call lock held: records the batch, started by call_unlock. */
 static void start_batch_locked(struct rpc_call *c, const grpc_op *ops, size_t n, struct rpc_tag *tag)
 {
-	grpc_call_error e = grpc_call_start_batch(c->call, ops, n, tag, NULL);
-	if (e != GRPC_CALL_OK) {
-		log_error("msg=\"could not start batch\" method=%s error=%d", c->ctx.method ? c->ctx.method : "?", e);
-		/* A bug of ours: end the call rather than leave it waiting forever. */
+	if (deferred_n == DEFERRED_BATCHES_MAX || n > sizeof(deferred[0].ops) / sizeof(deferred[0].ops[0])) {
+		/* cannot happen: a section starts at most three batches */
+		log_error("msg=\"too many batches in one section\" method=%s", c->ctx.method ? c->ctx.method : "?");
 		grpc_call_cancel_with_status(c->call, GRPC_STATUS_INTERNAL, "internal error", NULL);
 		return;
 	}
+	struct deferred_batch *b = &deferred[deferred_n++];
+	b->c = c;
+	memcpy(b->ops, ops, n * sizeof(*ops));
+	b->n = n;
+	b->tag = tag;
 	c->pending++;
 }
 
@@ -720,7 +804,7 @@ static int stream_enqueue_slice(struct rpc_call *c, grpc_slice bytes, bool wait)
 		send_next_locked(c);
 		node = NULL;
 	}
-	pthread_mutex_unlock(&c->lock);
+	call_unlock(c);
 	if (node) {
 		grpc_slice_unref(node->bytes);
 		free(node);
@@ -766,7 +850,7 @@ void rpc_stream_finish(struct rpc_stream *s, int code, const char *message)
 		send_next_locked(c);
 	}
 	pthread_cond_broadcast(&c->drained);
-	pthread_mutex_unlock(&c->lock);
+	call_unlock(c);
 }
 
 size_t rpc_stream_queued(struct rpc_stream *s)
@@ -774,7 +858,7 @@ size_t rpc_stream_queued(struct rpc_stream *s)
 	struct rpc_call *c = stream_call(s);
 	pthread_mutex_lock(&c->lock);
 	size_t n = c->q_len;
-	pthread_mutex_unlock(&c->lock);
+	call_unlock(c);
 	return n;
 }
 
@@ -783,7 +867,7 @@ bool rpc_stream_is_closed(struct rpc_stream *s)
 	struct rpc_call *c = stream_call(s);
 	pthread_mutex_lock(&c->lock);
 	bool closed = c->close_received || c->finish_requested || c->status_started;
-	pthread_mutex_unlock(&c->lock);
+	call_unlock(c);
 	return closed;
 }
 
@@ -799,7 +883,7 @@ void rpc_stream_on_close(struct rpc_stream *s, void (*cb)(struct rpc_stream *s, 
 		c->on_close = cb;
 		c->on_close_arg = arg;
 	}
-	pthread_mutex_unlock(&c->lock);
+	call_unlock(c);
 	if (run_now)
 		cb(s, arg);
 }
@@ -835,7 +919,7 @@ void rpc_stream_on_writable(struct rpc_stream *s, void (*cb)(struct rpc_stream *
 	c->on_writable = cb;
 	c->on_writable_arg = arg;
 	bool is_due = take_writable_locked(c, &run, &run_arg);
-	pthread_mutex_unlock(&c->lock);
+	call_unlock(c);
 	if (is_due)
 		run(s, run_arg);
 }
@@ -845,7 +929,7 @@ void rpc_stream_retain(struct rpc_stream *s)
 	struct rpc_call *c = stream_call(s);
 	pthread_mutex_lock(&c->lock);
 	c->refs++;
-	pthread_mutex_unlock(&c->lock);
+	call_unlock(c);
 }
 
 void rpc_stream_release(struct rpc_stream *s)
@@ -915,7 +999,7 @@ static void call_release(struct rpc_call *c)
 {
 	pthread_mutex_lock(&c->lock);
 	int refs = --c->refs;
-	pthread_mutex_unlock(&c->lock);
+	call_unlock(c);
 	if (refs == 0)
 		call_free(c);
 }
@@ -928,12 +1012,11 @@ static struct rpc_call *call_new(struct cq_thread *cqt)
 	c->server = cqt->server;
 	c->cqt = cqt;
 	c->refs = 1;
-	c->t_request = (struct rpc_tag){TAG_REQUEST, c};
-	c->t_close = (struct rpc_tag){TAG_CLOSE, c};
-	c->t_recv = (struct rpc_tag){TAG_RECV, c};
-	c->t_send = (struct rpc_tag){TAG_SEND, c};
-	c->t_status = (struct rpc_tag){TAG_STATUS, c};
-	c->t_initial = (struct rpc_tag){TAG_INITIAL, c};
+	struct rpc_tag *tags[] = {&c->t_request, &c->t_close, &c->t_recv, &c->t_send, &c->t_status, &c->t_initial};
+	enum tag_kind kinds[] = {TAG_REQUEST, TAG_CLOSE, TAG_RECV, TAG_SEND, TAG_STATUS, TAG_INITIAL};
+	for (size_t i = 0; i < sizeof(tags) / sizeof(tags[0]); i++)
+		*tags[i] =
+		        (struct rpc_tag){.fn = {.functor_run = tag_run, .inlineable = 1}, .kind = kinds[i], .call = c};
 	c->request_id_slice = grpc_empty_slice();
 	pthread_mutex_init(&c->lock, NULL);
 	pthread_cond_init(&c->drained, NULL);
@@ -977,9 +1060,13 @@ static void request_registered_call(struct cq_thread *cqt, const struct bound_me
 	}
 	c->reg = bm;
 	bool has_payload = bm->method->kind == RPC_UNARY || bm->method->kind == RPC_SERVER_STREAMING;
+	/* A server stream's or unary call's batches complete on a callback queue, its arrival on cqt's. */
+	grpc_completion_queue *bound = cqt->cq;
+	if ((bm->method->kind == RPC_SERVER_STREAMING || bm->method->kind == RPC_UNARY) && srv->cb_cq_count > 0)
+		bound = srv->cb_cqs[atomic_fetch_add(&srv->cb_cq_next, 1) % (unsigned)srv->cb_cq_count];
 	grpc_call_error e = grpc_server_request_registered_call(srv->server, bm->registered, &c->call, &c->reg_deadline,
 	                                                        &c->request_md, has_payload ? &c->recv_buf : NULL,
-	                                                        cqt->cq, cqt->cq, &c->t_request);
+	                                                        bound, cqt->cq, &c->t_request);
 	if (e != GRPC_CALL_OK) {
 		log_error("msg=\"could not request a call\" method=%s error=%d", bm->method->path, e);
 		call_free(c);
@@ -1003,7 +1090,7 @@ static void unary_reply(struct rpc_call *c, int rc, const ProtobufCMessage *resp
 		snprintf(ctx->err.msg, sizeof(ctx->err.msg), "%s failed", m->name);
 	pthread_mutex_lock(&c->lock);
 	send_status_locked(c, rc < 0 ? rc : 0, rc < 0 ? ctx->err.msg : NULL, bb);
-	pthread_mutex_unlock(&c->lock);
+	call_unlock(c);
 }
 
 void rpc_reply_later(struct rpc_ctx *ctx)
@@ -1011,7 +1098,7 @@ void rpc_reply_later(struct rpc_ctx *ctx)
 	struct rpc_call *c = ctx->call;
 	pthread_mutex_lock(&c->lock);
 	c->refs++;
-	pthread_mutex_unlock(&c->lock);
+	call_unlock(c);
 }
 
 void rpc_reply_finish(struct rpc_ctx *ctx, int code)
@@ -1112,7 +1199,7 @@ static void dispatch_message(struct rpc_call *c)
 		pthread_mutex_lock(&c->lock);
 		send_status_locked(c, MON_EINVAL, ctx->err.msg, NULL);
 		pthread_cond_broadcast(&c->drained);
-		pthread_mutex_unlock(&c->lock);
+		call_unlock(c);
 		goto out;
 	}
 	run_handler(c, req);
@@ -1128,7 +1215,7 @@ static void dispatch_message(struct rpc_call *c)
 			c->recv_deferred = true;
 		else
 			recv_next_locked(c);
-		pthread_mutex_unlock(&c->lock);
+		call_unlock(c);
 	}
 out:
 	if (msg_arena != NULL) {
@@ -1182,15 +1269,30 @@ static bool work_push(struct rpc_server *srv, struct rpc_call *c)
 
 /* ---- completion handling (queue thread) ---- */
 
+static void call_accept(struct rpc_call *c);
+
 static void on_request(struct rpc_call *c, bool ok)
 {
-	struct rpc_server *srv = c->server;
 	if (!ok) {
 		/* Server shutting down: the call never existed. */
 		c->call = NULL;
 		call_free(c);
 		return;
 	}
+	/*
+	 * A reference of our own while we accept it: a batch started here may
+	 * complete, and end the call, before grpc_call_start_batch returns.
+	 * Nothing else knows the call yet, so no lock.
+	 */
+	c->refs++;
+	call_accept(c);
+	call_release(c);
+}
+
+/* Authenticates the call, starts its first batches and hands it to its handler. */
+static void call_accept(struct rpc_call *c)
+{
+	struct rpc_server *srv = c->server;
 	if (c->reg)
 		request_registered_call(c->cqt, c->reg);
 	else
@@ -1296,7 +1398,7 @@ static void on_request(struct rpc_call *c, bool ok)
 		n++;
 		start_batch_locked(c, ops, n, &c->t_recv);
 	}
-	pthread_mutex_unlock(&c->lock);
+	call_unlock(c);
 	if (denied != 0) {
 		if (srv->auth.on_deny && denied != MON_EUNAVAIL) /* not checkable yet is no refusal */
 			srv->auth.on_deny(srv->auth.arg, &areq, ctx->has_identity ? &ctx->identity : NULL, denied,
@@ -1325,7 +1427,7 @@ static void on_recv(struct rpc_call *c, bool ok)
 		} else if (c->close_in_status && !c->status_started) {
 			start_close_locked(c); /* the call failed: learn how, and end it */
 		}
-		pthread_mutex_unlock(&c->lock);
+		call_unlock(c);
 		return;
 	}
 	if (c->bm->flags & RPC_BIND_INLINE) {
@@ -1334,7 +1436,7 @@ static void on_recv(struct rpc_call *c, bool ok)
 	}
 	pthread_mutex_lock(&c->lock);
 	c->refs++;
-	pthread_mutex_unlock(&c->lock);
+	call_unlock(c);
 	if (!work_push(srv, c)) {
 		grpc_byte_buffer_destroy(c->recv_buf);
 		c->recv_buf = NULL;
@@ -1344,14 +1446,85 @@ static void on_recv(struct rpc_call *c, bool ok)
 		snprintf(msg, sizeof(msg), "server busy: %d calls already queued (max-workers-queue)",
 		         srv->cfg.max_workers_queue);
 		send_status_locked(c, MON_ELIMIT, msg, NULL);
-		pthread_mutex_unlock(&c->lock);
+		call_unlock(c);
+	}
+}
+
+/*
+ * Hands the owner's callbacks that are due (the writable one, and the
+ * close one when is_closing) to the callbacks thread. A completion may run
+ * on any thread that started a batch, whatever locks that thread holds, so
+ * owner code never runs there. Call lock held.
+ */
+static void owner_callbacks_locked(struct rpc_call *c, bool is_closing)
+{
+	void (*wcb)(struct rpc_stream *, void *) = NULL;
+	void *wcb_arg = NULL;
+	if (take_writable_locked(c, &wcb, &wcb_arg)) {
+		c->writable_due = wcb;
+		c->writable_due_arg = wcb_arg;
+	}
+	if (is_closing && !c->on_close_ran && c->on_close) {
+		c->on_close_ran = true;
+		c->close_due = true;
+	}
+	if ((c->writable_due == NULL && !c->close_due) || c->in_cb_queue)
+		return;
+	struct rpc_server *srv = c->server;
+	c->in_cb_queue = true;
+	c->refs++;
+	c->cb_next = NULL;
+	pthread_mutex_lock(&srv->cb_lock);
+	if (srv->cb_tail)
+		srv->cb_tail->cb_next = c;
+	else
+		srv->cb_head = c;
+	srv->cb_tail = c;
+	pthread_cond_signal(&srv->cb_cond);
+	pthread_mutex_unlock(&srv->cb_lock);
+}
+
+/* Runs one queued call's due owner callbacks, then drops the queue's reference. */
+static void owner_callbacks_run(struct rpc_call *c)
+{
+	pthread_mutex_lock(&c->lock);
+	void (*wcb)(struct rpc_stream *, void *) = c->writable_due;
+	void *wcb_arg = c->writable_due_arg;
+	bool is_close_due = c->close_due;
+	c->writable_due = NULL;
+	c->writable_due_arg = NULL;
+	c->close_due = false;
+	c->in_cb_queue = false;
+	call_unlock(c);
+	if (wcb)
+		wcb(call_stream(c), wcb_arg);
+	if (is_close_due)
+		c->on_close(call_stream(c), c->on_close_arg);
+	call_release(c);
+}
+
+static void *cb_main(void *arg)
+{
+	struct rpc_server *srv = arg;
+	for (;;) {
+		pthread_mutex_lock(&srv->cb_lock);
+		while (srv->cb_head == NULL && !srv->cb_stop)
+			pthread_cond_wait(&srv->cb_cond, &srv->cb_lock);
+		struct rpc_call *c = srv->cb_head;
+		if (c == NULL) {
+			pthread_mutex_unlock(&srv->cb_lock);
+			return NULL;
+		}
+		srv->cb_head = c->cb_next;
+		if (srv->cb_head == NULL)
+			srv->cb_tail = NULL;
+		pthread_mutex_unlock(&srv->cb_lock);
+		owner_callbacks_run(c);
 	}
 }
 
 static void on_send(struct rpc_call *c, bool ok)
 {
-	void (*wcb)(struct rpc_stream *, void *) = NULL;
-	void *wcb_arg = NULL;
 	pthread_mutex_lock(&c->lock);
 	c->send_in_flight = false;
 	if (c->send_buf) {
@@ -1367,11 +1540,9 @@ static void on_send(struct rpc_call *c, bool ok)
 		if (c->recv_deferred && c->q_head == NULL && !c->send_in_flight)
 			recv_next_locked(c);
 	}
-	bool is_due = take_writable_locked(c, &wcb, &wcb_arg);
+	owner_callbacks_locked(c, false);
 	pthread_cond_broadcast(&c->drained);
-	pthread_mutex_unlock(&c->lock);
-	if (is_due)
-		wcb(call_stream(c), wcb_arg);
+	call_unlock(c);
 }
 
 static void on_status(struct rpc_call *c, bool ok)
@@ -1381,13 +1552,11 @@ static void on_status(struct rpc_call *c, bool ok)
 		grpc_byte_buffer_destroy(c->send_buf);
 		c->send_buf = NULL;
 	}
-	pthread_mutex_unlock(&c->lock);
+	call_unlock(c);
 }
 
 static void on_close(struct rpc_call *c, bool ok)
 {
-	void (*cb)(struct rpc_stream *, void *) = NULL;
-	void *cb_arg = NULL;
 	pthread_mutex_lock(&c->lock);
 	c->close_received = true;
 	if (c->close_cancelled || !ok) {
@@ -1403,28 +1572,15 @@ static void on_close(struct rpc_call *c, bool ok)
 		l->open_streams--;
 		pthread_mutex_unlock(&c->server->limits_lock);
 	}
-	if (!c->on_close_ran && c->on_close) {
-		c->on_close_ran = true;
-		cb = c->on_close;
-		cb_arg = c->on_close_arg;
-	}
-	void (*wcb)(struct rpc_stream *, void *) = NULL;
-	void *wcb_arg = NULL;
-	bool is_due = take_writable_locked(c, &wcb, &wcb_arg);
+	owner_callbacks_locked(c, true);
 	pthread_cond_broadcast(&c->drained);
-	pthread_mutex_unlock(&c->lock);
+	call_unlock(c);
 	live_remove(c);
-	if (is_due)
-		wcb(call_stream(c), wcb_arg);
-	if (cb)
-		cb(call_stream(c), cb_arg);
 }
 
-static void handle_event(grpc_event ev)
+static void handle_tag(struct rpc_tag *tag, bool ok)
 {
-	struct rpc_tag *tag = ev.tag;
 	struct rpc_call *c = tag->call;
-	bool ok = ev.success != 0;
 	if (tag->kind == TAG_REQUEST) {
 		on_request(c, ok);
 		return;
@@ -1445,9 +1601,20 @@ static void handle_event(grpc_event ev)
 	pthread_mutex_lock(&c->lock);
 	c->pending--;
 	bool done = c->pending == 0 && c->close_received;
-	pthread_mutex_unlock(&c->lock);
+	call_unlock(c);
 	if (done)
 		call_release(c);
+}
+
+static void handle_event(grpc_event ev)
+{
+	handle_tag(ev.tag, ev.success != 0);
+}
+
+/* A batch of a call on a callback queue completed: run where gRPC completed it. */
+static void tag_run(grpc_completion_queue_functor *fn, int ok)
+{
+	handle_tag((struct rpc_tag *)(void *)fn, ok != 0);
 }
 
 static void *cq_main(void *arg)
@@ -1463,6 +1630,17 @@ static void *cq_main(void *arg)
 }
 
 /* ---- server lifecycle ---- */
+
+/* A stream callback queue has shut down (every batch on it completed). */
+static void cb_cq_shut(grpc_completion_queue_functor *fn, int ok)
+{
+	(void)ok;
+	struct cb_cq_shutdown *sd = (struct cb_cq_shutdown *)(void *)fn;
+	pthread_mutex_lock(&sd->lock);
+	sd->done++;
+	pthread_cond_broadcast(&sd->cond);
+	pthread_mutex_unlock(&sd->lock);
+}
 
 int rpc_server_create(const struct rpc_server_config *cfg, struct rpc_server **out, struct mon_error *err)
 {
@@ -1490,7 +1668,13 @@ int rpc_server_create(const struct rpc_server_config *cfg, struct rpc_server **o
 	pthread_cond_init(&srv->work_cond, NULL);
 	pthread_mutex_init(&srv->live_lock, NULL);
 	pthread_mutex_init(&srv->limits_lock, NULL);
+	pthread_mutex_init(&srv->cb_lock, NULL);
+	pthread_cond_init(&srv->cb_cond, NULL);
+	pthread_mutex_init(&srv->cb_cq_shutdown.lock, NULL);
+	pthread_cond_init(&srv->cb_cq_shutdown.cond, NULL);
+	srv->cb_cq_shutdown.fn.functor_run = cb_cq_shut;
 	atomic_init(&srv->shutting_down, false);
+	atomic_init(&srv->cb_cq_next, 0);
 
 	gpr_set_log_function(grpc_log_bridge);
 	gpr_set_log_verbosity(GPR_LOG_SEVERITY_ERROR);
@@ -1532,6 +1716,14 @@ int rpc_server_create(const struct rpc_server_config *cfg, struct rpc_server **o
 		srv->cqs[i].cq = grpc_completion_queue_create_for_next(NULL);
 		grpc_server_register_completion_queue(srv->server, srv->cqs[i].cq, NULL);
 	}
+	srv->cb_cq_count = CALLBACK_CQS;
+	srv->cb_cqs = calloc((size_t)srv->cb_cq_count, sizeof(*srv->cb_cqs));
+	if (srv->cb_cqs == NULL) {
+		rpc_server_destroy(srv);
+		return mon_error_set(err, MON_ENOMEM, "out of memory");
+	}
+	for (int i = 0; i < srv->cb_cq_count; i++)
+		srv->cb_cqs[i] = grpc_completion_queue_create_for_callback(&srv->cb_cq_shutdown.fn, NULL);
 	srv->shutdown_cq = grpc_completion_queue_create_for_pluck(NULL);
 	grpc_server_register_completion_queue(srv->server, srv->shutdown_cq, NULL);
 
@@ -1594,6 +1786,9 @@ int rpc_server_start(struct rpc_server *srv, int *bound_port, struct mon_error *
 	grpc_server_start(srv->server);
 	srv->started = true;
 
+	if (pthread_create(&srv->cb_thread, NULL, cb_main, srv) != 0)
+		return mon_error_set(err, MON_EINTERNAL, "could not start the callbacks thread: %s", strerror(errno));
+	srv->has_cb_thread = true;
 	srv->workers = calloc((size_t)srv->cfg.worker_threads, sizeof(pthread_t));
 	if (srv->workers == NULL)
 		return mon_error_set(err, MON_ENOMEM, "out of memory");
@@ -1603,13 +1798,12 @@ int rpc_server_start(struct rpc_server *srv, int *bound_port, struct mon_error *
 		srv->worker_count++;
 	}
 	/*
-	 * Server streams on their own queues, every other call on the last
-	 * one: a queue thread never polls for new input while its queue holds
-	 * completions, and thousands of streams sending (a catch-up, a
-	 * fan-out) keep theirs full for seconds. Unary calls, the standard
-	 * health and reflection services and unknown methods arrive on a queue
-	 * that stream sends never fill, so they are read and answered
-	 * meanwhile.
+	 * Server streams arrive on their own queues, every other call on the
+	 * last one: a queue thread never polls for new input while its queue
+	 * holds completions, and thousands of streams opening at once (a
+	 * reconnect) fill theirs. Unary calls, the standard health and
+	 * reflection services and unknown methods arrive on a queue that
+	 * streams never fill, so they are read and answered meanwhile.
 	 */
 	for (int i = 0; i < srv->cq_count; i++) {
 		bool is_calls_queue = i == srv->cq_count - 1;
@@ -1660,7 +1854,7 @@ static void end_live_streams(struct rpc_server *srv)
 	for (struct rpc_call *c = srv->live_head; c && todo; c = c->live_next) {
 		pthread_mutex_lock(&c->lock);
 		c->refs++;
-		pthread_mutex_unlock(&c->lock);
+		call_unlock(c);
 		todo[k++] = c;
 	}
 	pthread_mutex_unlock(&srv->live_lock);
@@ -1678,7 +1872,7 @@ static void end_live_streams(struct rpc_server *srv)
 			is_stuck = c->send_in_flight && !c->close_received;
 			pthread_cond_broadcast(&c->drained);
 		}
-		pthread_mutex_unlock(&c->lock);
+		call_unlock(c);
 		if (is_stuck)
 			grpc_call_cancel_with_status(c->call, GRPC_STATUS_UNAVAILABLE, msg, NULL);
 		if (!is_finishing)
@@ -1741,6 +1935,26 @@ void rpc_server_destroy(struct rpc_server *srv)
 		}
 		grpc_completion_queue_destroy(srv->cqs[i].cq);
 	}
+	for (int i = 0; srv->cb_cqs && i < srv->cb_cq_count; i++)
+		if (srv->cb_cqs[i])
+			grpc_completion_queue_shutdown(srv->cb_cqs[i]);
+	pthread_mutex_lock(&srv->cb_cq_shutdown.lock);
+	for (int want = 0; srv->cb_cqs && want < srv->cb_cq_count; want++)
+		if (srv->cb_cqs[want] == NULL)
+			srv->cb_cq_shutdown.done++; /* never made */
+	while (srv->cb_cqs && srv->cb_cq_shutdown.done < srv->cb_cq_count)
+		pthread_cond_wait(&srv->cb_cq_shutdown.cond, &srv->cb_cq_shutdown.lock);
+	pthread_mutex_unlock(&srv->cb_cq_shutdown.lock);
+	for (int i = 0; srv->cb_cqs && i < srv->cb_cq_count; i++)
+		if (srv->cb_cqs[i])
+			grpc_completion_queue_destroy(srv->cb_cqs[i]);
+	if (srv->has_cb_thread) {
+		pthread_mutex_lock(&srv->cb_lock);
+		srv->cb_stop = true;
+		pthread_cond_broadcast(&srv->cb_cond);
+		pthread_mutex_unlock(&srv->cb_lock);
+		pthread_join(srv->cb_thread, NULL);
+	}
 	if (srv->shutdown_cq) {
 		grpc_completion_queue_shutdown(srv->shutdown_cq);
 		while (grpc_completion_queue_pluck(srv->shutdown_cq, NULL, gpr_inf_future(GPR_CLOCK_REALTIME), NULL)
@@ -1751,6 +1965,7 @@ void rpc_server_destroy(struct rpc_server *srv)
 	rpc_reflection_free(srv);
 	rpc_health_free(srv);
 	free(srv->cqs);
+	free(srv->cb_cqs);
 	free(srv->workers);
 	free(srv->methods);
 	free(srv->listen_addr);
@@ -1765,6 +1980,10 @@ void rpc_server_destroy(struct rpc_server *srv)
 		}
 	}
 	pthread_mutex_destroy(&srv->limits_lock);
+	pthread_mutex_destroy(&srv->cb_lock);
+	pthread_cond_destroy(&srv->cb_cond);
+	pthread_mutex_destroy(&srv->cb_cq_shutdown.lock);
+	pthread_cond_destroy(&srv->cb_cq_shutdown.cond);
 	free(srv);
 	grpc_shutdown();
 }
