@@ -1227,6 +1227,7 @@ out:
 static void *worker_main(void *arg)
 {
 	struct rpc_server *srv = arg;
+	pthread_setname_np(pthread_self(), "rpc-worker");
 	for (;;) {
 		pthread_mutex_lock(&srv->work_lock);
 		while (srv->work_head == NULL && !srv->work_stop)
@@ -1506,6 +1507,7 @@ static void owner_callbacks_run(struct rpc_call *c)
 static void *cb_main(void *arg)
 {
 	struct rpc_server *srv = arg;
+	pthread_setname_np(pthread_self(), "rpc-callbacks");
 	for (;;) {
 		pthread_mutex_lock(&srv->cb_lock);
 		while (srv->cb_head == NULL && !srv->cb_stop)
@@ -1620,6 +1622,7 @@ static void tag_run(grpc_completion_queue_functor *fn, int ok)
 static void *cq_main(void *arg)
 {
 	struct cq_thread *cqt = arg;
+	pthread_setname_np(pthread_self(), "rpc-queue");
 	for (;;) {
 		grpc_event ev = grpc_completion_queue_next(cqt->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
 		if (ev.type == GRPC_QUEUE_SHUTDOWN)

@@ -169,6 +169,46 @@ static void drain_on_shutdown(void *arg)
 	rpc_stream_release(s);
 }
 
+/*
+ * "locked": a sender thread sends while holding owner_lock, which the
+ * stream's close callback takes too, until the stream is over. A close
+ * callback run inside a send's completion, on the sender's thread, would
+ * deadlock it.
+ */
+static pthread_mutex_t owner_lock = PTHREAD_MUTEX_INITIALIZER;
+static atomic_int locked_closed, locked_sent;
+static pthread_t locked_thread;
+static char locked_close_thread[16]; /* the name of the thread the close callback ran on */
+
+static void on_locked_close(struct rpc_stream *s, void *arg)
+{
+	(void)arg;
+	pthread_getname_np(pthread_self(), locked_close_thread, sizeof(locked_close_thread));
+	pthread_mutex_lock(&owner_lock);
+	atomic_store(&locked_closed, 1);
+	pthread_mutex_unlock(&owner_lock);
+	rpc_stream_release(s);
+}
+
+static void *locked_sender(void *arg)
+{
+	struct rpc_stream *s = arg;
+	Resp msg = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__INIT;
+	pthread_mutex_lock(&owner_lock);
+	for (int i = 0; i < 200000; i++) {
+		int rc = rpc_stream_send(s, &msg.base);
+		if (rc == MON_ELIMIT)
+			usleep(1000); /* still holding the lock */
+		else if (rc != 0)
+			break;
+		else
+			atomic_fetch_add(&locked_sent, 1);
+	}
+	pthread_mutex_unlock(&owner_lock);
+	rpc_stream_release(s);
+	return NULL;
+}
+
 static int h_stream(struct rpc_ctx *ctx, const Req *req, struct rpc_stream *stream)
 {
 	const char *what = req->service;
@@ -198,6 +238,16 @@ static int h_stream(struct rpc_ctx *ctx, const Req *req, struct rpc_stream *stre
 		rpc_stream_retain(stream);
 		rpc_stream_on_close(stream, on_hold_close, NULL);
 		return rpc_stream_send(stream, &msg.base);
+	}
+	if (strcmp(what, "locked") == 0) {
+		rpc_stream_retain(stream); /* the close callback's */
+		rpc_stream_on_close(stream, on_locked_close, NULL);
+		rpc_stream_retain(stream); /* the sender's */
+		if (pthread_create(&locked_thread, NULL, locked_sender, stream) != 0) {
+			rpc_stream_release(stream);
+			return rpc_fail(ctx, MON_EINTERNAL, "no thread");
+		}
+		return 0;
 	}
 	if (strcmp(what, "drain") == 0) {
 		rpc_stream_retain(stream); /* the close callback's */
@@ -552,6 +602,36 @@ static void test_rpc_cancelled_stream_runs_close_callback(void **state)
 	assert_int_equal(atomic_load(&hold_closed), 1);
 }
 
+/*
+ * Owner callbacks run on the runtime's callbacks thread, never inside a
+ * completion: that may run on a thread that sends while holding the
+ * owner's locks.
+ */
+static void test_rpc_close_callback_runs_on_the_callbacks_thread(void **state)
+{
+	atomic_store(&locked_closed, 0);
+	atomic_store(&locked_sent, 0);
+	Req req = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
+	req.service = "locked";
+	struct rpc_cstream *s = NULL;
+	struct rpc_status st = {0};
+	assert_int_equal(rpc_cstream_open(channel, "/test.Runtime/Stream", &req.base,
+	                                  &grpc__health__v1__health_check_response__descriptor, NULL, &s, &st),
+	                 0);
+	ProtobufCMessage *m = NULL;
+	for (int i = 0; i < 100; i++) {
+		assert_int_equal(rpc_cstream_next(s, &m, 10000, &st), 1);
+		protobuf_c_message_free_unpacked(m, NULL);
+	}
+	rpc_cstream_close(s); /* cancels the stream while the sender still sends */
+	for (int i = 0; i < 1000 && atomic_load(&locked_closed) == 0; i++)
+		usleep(10000);
+	assert_int_equal(atomic_load(&locked_closed), 1);
+	assert_string_equal(locked_close_thread, "rpc-callbacks");
+	assert_int_equal(pthread_join(locked_thread, NULL), 0);
+	assert_true(atomic_load(&locked_sent) >= 100);
+}
+
 struct bg_call {
 	pthread_t t;
 	int rc;
@@ -756,6 +836,7 @@ int main(void)
 	        cmocka_unit_test(test_rpc_stream_delivers_in_order),
 	        cmocka_unit_test(test_rpc_slow_subscriber_is_ended_not_buffered),
 	        cmocka_unit_test(test_rpc_cancelled_stream_runs_close_callback),
+	        cmocka_unit_test(test_rpc_close_callback_runs_on_the_callbacks_thread),
 	        cmocka_unit_test(test_rpc_roles_limits_and_denials),
 	        cmocka_unit_test(test_rpc_rate_limit_answers_resource_exhausted),
 	        cmocka_unit_test(test_rpc_shutdown_finishes_unary_and_ends_streams),
