@@ -619,6 +619,22 @@ static void recv_next_locked(struct rpc_call *c)
 	start_batch_locked(c, &op, 1, &c->t_recv);
 }
 
+/* Starts SEND_MESSAGE of bytes (a reference it takes over). Call lock held, no send in flight. */
+static void start_send_locked(struct rpc_call *c, grpc_slice bytes)
+{
+	grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(&bytes, 1);
+	grpc_slice_unref(bytes);
+	grpc_op ops[2];
+	size_t n = add_initial_md_locked(c, ops);
+	memset(&ops[n], 0, sizeof(ops[n]));
+	ops[n].op = GRPC_OP_SEND_MESSAGE;
+	ops[n].data.send_message.send_message = bb;
+	n++;
+	c->send_buf = bb;
+	c->send_in_flight = true;
+	start_batch_locked(c, ops, n, &c->t_send);
+}
+
 static void send_next_locked(struct rpc_call *c)
 {
 	if (c->send_in_flight || c->status_started || c->close_received)
@@ -634,20 +650,10 @@ static void send_next_locked(struct rpc_call *c)
 		c->q_tail = NULL;
 	c->q_len--;
 	c->q_bytes -= GRPC_SLICE_LENGTH(node->bytes);
-	grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(&node->bytes, 1);
-	grpc_slice_unref(node->bytes);
+	grpc_slice bytes = node->bytes;
 	free(node);
 	pthread_cond_broadcast(&c->drained);
-
-	grpc_op ops[2];
-	size_t n = add_initial_md_locked(c, ops);
-	memset(&ops[n], 0, sizeof(ops[n]));
-	ops[n].op = GRPC_OP_SEND_MESSAGE;
-	ops[n].data.send_message.send_message = bb;
-	n++;
-	c->send_buf = bb;
-	c->send_in_flight = true;
-	start_batch_locked(c, ops, n, &c->t_send);
+	start_send_locked(c, bytes);
 }
 
 static void queue_free_locked(struct rpc_call *c)
@@ -755,14 +761,6 @@ static int stream_enqueue_slice(struct rpc_call *c, grpc_slice bytes, bool wait)
 		grpc_slice_unref(bytes);
 		return MON_ENOMEM; /* over the hard cap: it can never be sent (MON_ELIMIT says "wait for room") */
 	}
-	struct send_node *node = malloc(sizeof(*node));
-	if (node == NULL) {
-		grpc_slice_unref(bytes);
-		return MON_ENOMEM;
-	}
-	node->next = NULL;
-	node->bytes = bytes;
-
 	int rc = 0;
 	pthread_mutex_lock(&c->lock);
 	for (;;) {
@@ -793,22 +791,26 @@ static int stream_enqueue_slice(struct rpc_call *c, grpc_slice bytes, bool wait)
 		}
 		pthread_cond_timedwait(&c->drained, &c->lock, &ts);
 	}
-	if (rc == 0) {
-		if (c->q_tail)
-			c->q_tail->next = node;
-		else
-			c->q_head = node;
-		c->q_tail = node;
-		c->q_len++;
-		c->q_bytes += len;
-		send_next_locked(c);
-		node = NULL;
+	if (rc == 0 && c->q_head == NULL && !c->send_in_flight) {
+		start_send_locked(c, bytes); /* nothing ahead of it: no queue node */
+	} else if (rc == 0) {
+		struct send_node *node = malloc(sizeof(*node));
+		if (node == NULL) {
+			rc = MON_ENOMEM;
+		} else {
+			*node = (struct send_node){.next = NULL, .bytes = bytes};
+			if (c->q_tail)
+				c->q_tail->next = node;
+			else
+				c->q_head = node;
+			c->q_tail = node;
+			c->q_len++;
+			c->q_bytes += len;
+		}
 	}
 	call_unlock(c);
-	if (node) {
-		grpc_slice_unref(node->bytes);
-		free(node);
-	}
+	if (rc != 0)
+		grpc_slice_unref(bytes);
 	return rc;
 }
 
@@ -1525,7 +1527,8 @@ static void *cb_main(void *arg)
 	}
 }
 
-static void on_send(struct rpc_call *c, bool ok)
+/* A message went out (or the call failed); true when that was the call's last batch (see handle_tag). */
+static bool on_send(struct rpc_call *c, bool ok)
 {
 	pthread_mutex_lock(&c->lock);
 	c->send_in_flight = false;
@@ -1544,7 +1547,10 @@ static void on_send(struct rpc_call *c, bool ok)
 	}
 	owner_callbacks_locked(c, false);
 	pthread_cond_broadcast(&c->drained);
+	c->pending--; /* the runtime's accounting, in the same section: one lock per message */
+	bool done = c->pending == 0 && c->close_received;
 	call_unlock(c);
+	return done;
 }
 
 static void on_status(struct rpc_call *c, bool ok)
@@ -1589,7 +1595,10 @@ static void handle_tag(struct rpc_tag *tag, bool ok)
 	}
 	switch (tag->kind) {
 	case TAG_RECV: on_recv(c, ok); break;
-	case TAG_SEND: on_send(c, ok); break;
+	case TAG_SEND:
+		if (on_send(c, ok))
+			call_release(c);
+		return;
 	case TAG_INITIAL: break;
 	case TAG_STATUS:
 		on_status(c, ok);
