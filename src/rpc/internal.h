@@ -88,57 +88,64 @@ struct cq_thread {
  * rpc_stream_retain. grpc_call is unreferenced when the struct is freed.
  */
 struct rpc_call {
+	/*
+	 * What every stream message touches first, together: a fan-out goes
+	 * through thousands of calls, and fields spread over the struct cost a
+	 * cache miss each.
+	 */
 	struct rpc_server *server;
-	struct cq_thread *cqt;
 	grpc_call *call;
-	grpc_call_details details;
-	grpc_metadata_array request_md;
-	struct rpc_tag t_request, t_close, t_recv, t_send, t_status, t_initial;
-	const struct bound_method *bm;  /* NULL: unknown method */
-	const struct bound_method *reg; /* set: requested as this registered method */
-	gpr_timespec reg_deadline;
-
 	pthread_mutex_t lock;
-	pthread_cond_t drained; /* signalled when the send queue shrinks or the stream closes */
 	int refs;
 	int pending;         /* batches started and not completed */
 	bool close_received; /* RECV_CLOSE_ON_SERVER completed */
 	bool status_started; /* SEND_STATUS batch started */
 	bool finish_requested;
 	bool send_in_flight;
+	bool initial_md_sent;
+	bool recv_deferred; /* bidi: next RECV_MESSAGE waits until the send queue drains */
+	bool close_due;     /* the owner's close callback is due (see writable_due) */
+	bool in_cb_queue;
+	grpc_byte_buffer *send_buf; /* the message in flight */
+	struct send_node *q_head, *q_tail;
+	size_t q_len;
+	size_t q_bytes;
+	void (*on_writable)(struct rpc_stream *s, void *arg); /* armed once by rpc_stream_on_writable */
+	void *on_writable_arg;
+	/* Owner callbacks due, run by the callbacks thread (never where a batch completed). */
+	void (*writable_due)(struct rpc_stream *s, void *arg);
+	void *writable_due_arg;
+	struct rpc_tag t_send;
+	pthread_cond_t drained; /* signalled when the send queue shrinks or the stream closes */
+
+	struct cq_thread *cqt;
+	grpc_call_details details;
+	grpc_metadata_array request_md;
+	struct rpc_tag t_request, t_close, t_recv, t_status, t_initial;
+	const struct bound_method *bm;  /* NULL: unknown method */
+	const struct bound_method *reg; /* set: requested as this registered method */
+	gpr_timespec reg_deadline;
+
 	bool on_close_ran;
 	bool close_in_status; /* RECV_CLOSE_ON_SERVER rides with the status batch */
 	atomic_bool cancelled;
 	int close_cancelled; /* filled by RECV_CLOSE_ON_SERVER */
 
-	bool recv_deferred; /* bidi: next RECV_MESSAGE waits until the send queue drains */
-	int fin_code;       /* status requested by rpc_stream_finish (under lock) */
-	char *fin_msg;      /* malloc'd by rpc_stream_finish; NULL: no message */
+	int fin_code;  /* status requested by rpc_stream_finish (under lock) */
+	char *fin_msg; /* malloc'd by rpc_stream_finish; NULL: no message */
 
 	grpc_byte_buffer *recv_buf;
-	grpc_byte_buffer *send_buf; /* the message in flight */
-	struct send_node *q_head, *q_tail;
-	size_t q_len;
-	size_t q_bytes;
 
 	int final_code; /* gRPC status sent (or CANCELLED) */
 	grpc_slice status_details;
 	bool has_status_details;
 	grpc_metadata initial_md[1];
 	grpc_slice request_id_slice;
-	bool initial_md_sent;
 
 	struct caller_limit *counted_stream; /* holds one of its caller's stream slots */
 
 	void (*on_close)(struct rpc_stream *s, void *arg);
 	void *on_close_arg;
-	void (*on_writable)(struct rpc_stream *s, void *arg); /* armed once by rpc_stream_on_writable */
-	void *on_writable_arg;
-	/* Owner callbacks due, run by the callbacks thread (never where a batch completed). */
-	void (*writable_due)(struct rpc_stream *s, void *arg);
-	void *writable_due_arg;
-	bool close_due;
-	bool in_cb_queue;
 	struct rpc_call *cb_next;
 
 	struct rpc_ctx ctx;
