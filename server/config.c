@@ -62,8 +62,8 @@ static const struct setting settings[] = {
         {"log-level", KIND_LOG_LEVEL, OFF(log_level), 0, 0, "info", NULL, "LEVEL",
          "Lowest level logged: debug, info, warn or error."},
         {"cq-threads", KIND_INT, OFF(cq_threads), 1, 64, "2", NULL, "N",
-         "gRPC completion-queue threads of server streams; they never block. One per core is plenty. "
-         "One more thread serves every other call."},
+         "gRPC completion-queue threads taking new server streams; they never block. One per core is "
+         "plenty. One more thread takes every other call."},
         {"worker-threads", KIND_INT, OFF(worker_threads), 1, 1024, "8", NULL, "N",
          "Threads running blocking handler work (database calls)."},
         {"db-pool-size", KIND_INT, OFF(db_pool_size), 1, 1000, "8", NULL, "N",

@@ -379,7 +379,7 @@ static void sub_unref(struct stream_sub *sub)
 	free(sub);
 }
 
-/* The stream is over (any reason). Completion-queue thread: atomics only. */
+/* The stream is over (any reason). The runtime's callbacks thread: atomics only. */
 static void on_stream_close(struct rpc_stream *stream, void *arg)
 {
 	(void)stream;
@@ -407,7 +407,7 @@ static void job_push(struct stream_hub *hub, struct stream_sub *sub)
 	pthread_mutex_unlock(&hub->mu);
 }
 
-/* The stream's queue has room again or the stream is over. Completion-queue thread: never blocks. */
+/* The stream's queue has room again or the stream is over. The runtime's callbacks thread: never blocks. */
 static void on_writable(struct rpc_stream *stream, void *arg)
 {
 	(void)stream;

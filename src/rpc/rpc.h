@@ -182,8 +182,10 @@ bool rpc_stream_is_closed(struct rpc_stream *s);
 /*
  * Registers a callback run exactly once when the stream is over for any
  * reason (finished, cancelled by the client, server shutdown), so a
- * subscriber can unlink itself. Runs on a completion-queue thread: it must
- * not block. Only one callback per stream; set it before retaining.
+ * subscriber can unlink itself. Runs on the runtime's callbacks thread (or
+ * at once on the calling thread when the stream is already over), never
+ * inside a send, so it may take locks its owner holds while sending; it
+ * must not block. Only one callback per stream; set it before retaining.
  */
 void rpc_stream_on_close(struct rpc_stream *s, void (*cb)(struct rpc_stream *s, void *arg), void *arg);
 
@@ -191,8 +193,8 @@ void rpc_stream_on_close(struct rpc_stream *s, void (*cb)(struct rpc_stream *s, 
  * Arms a one-shot callback run when the stream's queue has drained to half
  * its message and byte limits, or when the stream is over (check
  * rpc_stream_is_closed in the callback). A producer that got MON_ELIMIT
- * parks and resumes from the callback instead of sleeping. Runs on a
- * completion-queue thread with no lock held (it must not block), or at
+ * parks and resumes from the callback instead of sleeping. Runs on the
+ * runtime's callbacks thread with no lock held (it must not block), or at
  * once on the calling thread when the queue already has that room or the
  * stream is over. One callback armed at a time: arming again replaces it.
  */

@@ -17,7 +17,8 @@ struct rpc_server;
 
 struct rpc_server_config {
 	const char *listen_addr; /* "127.0.0.1:50051", "[::1]:0", "unix:/path" */
-	int cq_threads; /* completion-queue threads of server streams (default 2); one more serves every other call */
+	int cq_threads; /* completion-queue threads taking new server streams (default 2); one more takes every other
+	                   call */
 	int worker_threads;            /* blocking handler threads (default 8) */
 	size_t max_recv_message_bytes; /* default 4 MiB */
 	size_t max_send_message_bytes; /* default 16 MiB */
