@@ -1,6 +1,9 @@
 """Times MetricsService queries over real gRPC for bench/metrics_scale/run.sh.
 
-Usage: query.py TARGET TOKEN RUNS CONNINFO
+Usage: query.py TARGET TOKEN RUNS END
+
+END: the end of every window, in seconds since the epoch (just after the
+latest point).
 
 Each query is called once to warm up, then RUNS times; prints, per query,
 the median and the range in milliseconds, tab-separated, in this order:
@@ -31,14 +34,12 @@ def ts(seconds):
 
 
 def main():
-    target, token, runs = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    target, token, runs, end = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
     md = (("authorization", "Bearer " + token),)
     channel = grpc.insecure_channel(target)
     stub = metrics_pb2_grpc.MetricsServiceStub(channel)
-    now = time.time()
-
     def tr(seconds):
-        return G.TimeRange(start_time=ts(now - seconds), end_time=ts(now))
+        return G.TimeRange(start_time=ts(end - seconds), end_time=ts(end))
 
     def qm_auto():
         r = stub.QueryMetrics(metrics_pb2.QueryMetricsRequest(time_range=tr(6 * 86400),

@@ -170,7 +170,8 @@ for size in ${SIZES//,/ }; do
 	rate2=$(awk -v n="$stored" -v ms="$rebuild2_ms" 'BEGIN { printf "%.0f", n / (ms / 1000.0) }')
 
 	load=$(cut -d' ' -f1-3 /proc/loadavg)
-	times=$(/usr/bin/python3 "$REPO/bench/metrics_scale/query.py" "$TARGET" "$TOKEN" "$RUNS" "$DB")
+	end=$(q -c "SELECT extract(epoch FROM max(time)) + 1 FROM tb_performance_metric")
+	times=$(/usr/bin/python3 "$REPO/bench/metrics_scale/query.py" "$TARGET" "$TOKEN" "$RUNS" "$end")
 	printf '%-9s %-9s %-7s %-22s %-22s %s   %s\n' "$stored" "$endpoints" "$load_s" \
 		"$(awk -v ms="$rebuild_ms" -v r="$rate" 'BEGIN { printf "%.1f (%d)", ms / 1000, r }')" \
 		"$(awk -v ms="$rebuild2_ms" -v r="$rate2" 'BEGIN { printf "%.1f (%d)", ms / 1000, r }')" "$times" "$load"

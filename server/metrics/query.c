@@ -1399,12 +1399,30 @@ static char *query_inner_sql(struct arena *a, const struct query_op *op)
 	 * Stored buckets up to where the rollups may be behind (valid_ms), the
 	 * raw points aggregated into buckets of the same width from there.
 	 */
-	const char *table = op->source == SOURCE_5MIN ? "tb_performance_metric_5min" : "tb_performance_metric_hourly";
 	int64_t row_ms = op->source == SOURCE_5MIN ? 5 * MINUTE_MS : HOUR_MS;
 	int64_t mid = op->valid_ms == INT64_MAX ? op->hi_ms : floor_to(op->valid_ms, row_ms);
 	mid = mid < op->lo_ms ? op->lo_ms : mid > op->hi_ms ? op->hi_ms : mid;
 	const char *filter = FILTER_ROLLUP_SQL(3, 4, 5, 6, 7);
-	char *stored = stored_rollup_sql(a, table, op->lo_ms, mid, filter);
+	char *stored;
+	if (op->key_n == 1 && op->f.endpoints == NULL) {
+		/* every endpoint of each metric: the rollups summed over endpoints, a row per bucket and metric */
+		stored = arena_printf(
+		        a,
+		        "SELECT bucket, metric_name, ''::varchar AS endpoint, NULL::numeric AS avg_p50,"
+		        " NULL::numeric AS avg_p95, NULL::numeric AS avg_p99, data_points, total_requests, total_errors,"
+		        " p50_sum, p50_n, p95_sum, p95_n, p99_sum, p99_n, error_rate_sum, error_rate_n FROM %s"
+		        " WHERE bucket >= 'epoch'::timestamptz + %" PRId64 " * interval '1 millisecond'"
+		        " AND bucket < 'epoch'::timestamptz + %" PRId64 " * interval '1 millisecond'"
+		        " AND ($3::text[] IS NULL OR metric_name = ANY($3::text[])) AND $4::text[] IS NULL"
+		        " AND $5::text[] IS NULL AND $6::integer[] IS NULL AND $7::jsonb IS NULL",
+		        op->source == SOURCE_5MIN ? "tb_performance_metric_5min_by_name"
+		                                  : "tb_performance_metric_hourly_by_name",
+		        op->lo_ms, mid);
+	} else {
+		stored = stored_rollup_sql(
+		        a, op->source == SOURCE_5MIN ? "tb_performance_metric_5min" : "tb_performance_metric_hourly",
+		        op->lo_ms, mid, filter);
+	}
 	char *raw = raw_rollup_sql(a, row_ms, mid, op->hi_ms, filter);
 	char *bucket = op->width_ms == DAY_MS
 	                       ? arena_printf(a, "date_bin(interval '86400 seconds', bucket, %s)", origin)

@@ -12,7 +12,8 @@
  *      SELECT ... GROUP BY makes the range's 5-minute rows from the raw
  *      points and deletes those left without points, a second makes the
  *      hours touching the range from the 5-minute rows (sums and counts,
- *      so hourly averages are exact); a full rebuild goes in ascending time
+ *      so hourly averages are exact), then both summed over endpoints
+ *      (tb_performance_metric_*_by_name); a full rebuild goes in ascending time
  *      and records its progress (tb_metric_rollup_progress, which queries
  *      read through mon_metric_rollup_valid_before); the last transaction
  *      moves the watermark (and marks the log intact);
@@ -203,6 +204,41 @@ static const char rebuild_hourly_sql[] =
         "  AND a.endpoint = d.endpoint)";
 
 /*
+ * The rollups summed over endpoints (sql/0014): the 5-minute ones from the
+ * per-endpoint 5-minute rows of the range, the hourly ones from the
+ * 5-minute ones of the hours touching it; upserts that leave unchanged rows
+ * alone, and rows left without points deleted, as above. %s: the target
+ * table, the source table, the bucket width.
+ */
+#define BY_NAME_COLUMNS                                                                                                \
+	"bucket, metric_name, data_points, total_requests, total_errors, p50_sum, p50_n, p95_sum, p95_n, p99_sum,"     \
+	" p99_n, error_rate_sum, error_rate_n"
+#define BY_NAME_SQL(target, source, width)                                                                               \
+	"WITH a AS MATERIALIZED (SELECT date_bin('" width "', bucket, TIMESTAMPTZ 'epoch') AS bucket, metric_name,"      \
+	"  sum(data_points) AS data_points, sum(total_requests) AS total_requests, sum(total_errors) AS total_errors,"   \
+	"  sum(p50_sum) AS p50_sum, sum(p50_n) AS p50_n, sum(p95_sum) AS p95_sum, sum(p95_n) AS p95_n,"                  \
+	"  sum(p99_sum) AS p99_sum, sum(p99_n) AS p99_n, sum(error_rate_sum) AS error_rate_sum,"                         \
+	"  sum(error_rate_n) AS error_rate_n FROM " source                                                               \
+	"  WHERE bucket >= to_timestamp($1::bigint) AND bucket < to_timestamp($2::bigint) GROUP BY 1, 2),"               \
+	" up AS (INSERT INTO " target " AS r (" BY_NAME_COLUMNS ") SELECT " BY_NAME_COLUMNS " FROM a"                    \
+	"  ON CONFLICT (bucket, metric_name) DO UPDATE SET data_points = EXCLUDED.data_points,"                          \
+	"  total_requests = EXCLUDED.total_requests, total_errors = EXCLUDED.total_errors,"                              \
+	"  p50_sum = EXCLUDED.p50_sum, p50_n = EXCLUDED.p50_n, p95_sum = EXCLUDED.p95_sum, p95_n = EXCLUDED.p95_n,"      \
+	"  p99_sum = EXCLUDED.p99_sum, p99_n = EXCLUDED.p99_n, error_rate_sum = EXCLUDED.error_rate_sum,"                \
+	"  error_rate_n = EXCLUDED.error_rate_n"                                                                         \
+	"  WHERE (r.data_points, r.total_requests, r.total_errors, r.p50_sum, r.p50_n, r.p95_sum, r.p95_n, r.p99_sum,"   \
+	"  r.p99_n, r.error_rate_sum, r.error_rate_n) IS DISTINCT FROM (EXCLUDED.data_points, EXCLUDED.total_requests,"  \
+	"  EXCLUDED.total_errors, EXCLUDED.p50_sum, EXCLUDED.p50_n, EXCLUDED.p95_sum, EXCLUDED.p95_n, EXCLUDED.p99_sum," \
+	"  EXCLUDED.p99_n, EXCLUDED.error_rate_sum, EXCLUDED.error_rate_n))"                                             \
+	" DELETE FROM " target " d WHERE d.bucket >= to_timestamp($1::bigint) AND d.bucket < to_timestamp($2::bigint)"   \
+	"  AND NOT EXISTS (SELECT 1 FROM a WHERE a.bucket = d.bucket AND a.metric_name = d.metric_name)"
+
+static const char rebuild_5min_by_name_sql[] =
+        BY_NAME_SQL("tb_performance_metric_5min_by_name", "tb_performance_metric_5min", "5 minutes");
+static const char rebuild_hourly_by_name_sql[] =
+        BY_NAME_SQL("tb_performance_metric_hourly_by_name", "tb_performance_metric_5min_by_name", "1 hour");
+
+/*
  * Re-aggregates the 5-minute buckets of [lo, hi) (epoch seconds, lo < hi,
  * or lo == hi for none) and the hours touching them in one transaction.
  * When watermark >= 0 the same transaction moves the watermark there, and
@@ -227,6 +263,10 @@ static int run_chunk(struct db_conn *conn, int64_t lo, int64_t hi, int64_t water
 		rc = db_exec(conn, rebuild_5min_sql, 2, params, NULL, err);
 		if (rc == 0)
 			rc = db_exec(conn, rebuild_hourly_sql, 2, hour_params, NULL, err);
+		if (rc == 0)
+			rc = db_exec(conn, rebuild_5min_by_name_sql, 2, params, NULL, err);
+		if (rc == 0)
+			rc = db_exec(conn, rebuild_hourly_by_name_sql, 2, hour_params, NULL, err);
 		if (rc == 0 && is_full)
 			rc = db_exec(
 			        conn,
@@ -432,6 +472,20 @@ static int drop_old_partitions(struct db_conn *conn, const struct run_settings *
 		if (rc != 0)
 			return rc;
 		stats->partitions_dropped += (int)dropped;
+	}
+	/* the rollups summed over endpoints are not partitioned: their old rows, a batch at a time */
+	static const char *const by_name[] = {
+	        "WITH gone AS (DELETE FROM tb_performance_metric_5min_by_name WHERE ctid = ANY (ARRAY(SELECT ctid"
+	        " FROM tb_performance_metric_5min_by_name WHERE bucket < to_timestamp($1::bigint) LIMIT 5000))"
+	        " RETURNING 1) SELECT count(*) FROM gone",
+	        "WITH gone AS (DELETE FROM tb_performance_metric_hourly_by_name WHERE ctid = ANY (ARRAY(SELECT ctid"
+	        " FROM tb_performance_metric_hourly_by_name WHERE bucket < to_timestamp($1::bigint) LIMIT 5000))"
+	        " RETURNING 1) SELECT count(*) FROM gone"};
+	for (size_t t = 0; t < 2; t++) {
+		const char *params[] = {cut[t + 1]};
+		rc = delete_batches(conn, by_name[t], 1, params, default_rows, err);
+		if (rc != 0)
+			return rc;
 	}
 	return 0;
 }

@@ -152,6 +152,17 @@ class MetricsQuery(unittest.TestCase):
                   p95_sum = excluded.p95_sum, p95_n = excluded.p95_n, p99_sum = excluded.p99_sum,
                   p99_n = excluded.p99_n, error_rate_sum = excluded.error_rate_sum,
                   error_rate_n = excluded.error_rate_n""" % (table, width, EPOCH))
+        cls.fill_rollups_by_name()
+
+    @classmethod
+    def fill_rollups_by_name(cls):
+        """The rollups summed over endpoints from the per-endpoint ones, as the rollup job makes them."""
+        for table in ("tb_performance_metric_5min", "tb_performance_metric_hourly"):
+            psql(cls.db, """
+                DELETE FROM {t}_by_name;
+                INSERT INTO {t}_by_name SELECT bucket, metric_name, sum(data_points), sum(total_requests),
+                  sum(total_errors), sum(p50_sum), sum(p50_n), sum(p95_sum), sum(p95_n), sum(p99_sum), sum(p99_n),
+                  sum(error_rate_sum), sum(error_rate_n) FROM {t} GROUP BY 1, 2""".format(t=table))
 
     # ---- helpers ----
 
@@ -753,16 +764,19 @@ class MetricsQuery(unittest.TestCase):
                   b.total_requests, b.total_errors, opt(b, "error_rate_percent")] for b in got.buckets],
                 [[int(w[0]), w[1], num(w[2]), num(w[3]), num(w[4]), int(w[5]), int(w[6]), num(w[7])] for w in want])
 
-    def hourly_from_raw(self, start, end):
-        """QueryMetrics ONE_HOUR by endpoint and what the raw points give for the same hours."""
+    def hourly_from_raw(self, start, end, by_endpoint=True):
+        """QueryMetrics ONE_HOUR (by endpoint, or over every endpoint) and what the raw points give for the
+        same hours."""
         stats = [G.METRIC_STATISTIC_P50, G.METRIC_STATISTIC_REQUEST_COUNT, G.METRIC_STATISTIC_ERROR_RATE]
-        r = self.query(start, end, stats, granularity=G.GRANULARITY_ONE_HOUR, group_by=["endpoint"],
+        r = self.query(start, end, stats, granularity=G.GRANULARITY_ONE_HOUR,
+                       group_by=["endpoint"] if by_endpoint else [],
                        filter=G.MetricFilter(metric_names=["http_request"]))
         lo, hi = (start // HOUR) * HOUR, ((end + HOUR - 1) // HOUR) * HOUR
         rows = self.sql_series("tb_performance_metric", "metric_name = 'http_request' AND time >= %s AND time < %s"
                                % (at(lo), at(hi)), ["avg(p50)", "sum(request_count)",
                                                     "sum(error_count)::numeric / nullif(sum(request_count), 0) * 100"],
-                               ["metric_name", "endpoint"], "date_bin('1 hour', time, %s)" % EPOCH)
+                               ["metric_name", "endpoint"] if by_endpoint else ["metric_name"],
+                               "date_bin('1 hour', time, %s)" % EPOCH)
         return r, rows, stats, (lo, hi, HOUR)
 
     def test_summary_from_rollups_with_unaligned_edges(self):
@@ -794,7 +808,9 @@ class MetricsQuery(unittest.TestCase):
         behind = self.t0 - 2 * HOUR - 100
         corrupt = ("UPDATE %s SET total_requests = total_requests + (%d), total_errors = total_errors + (%d),"
                    " p50_sum = p50_sum + (%d) WHERE bucket >= date_bin('%s', %s, %s)")
-        tables = (("tb_performance_metric_5min", "5 minutes"), ("tb_performance_metric_hourly", "1 hour"))
+        tables = (("tb_performance_metric_5min", "5 minutes"), ("tb_performance_metric_hourly", "1 hour"),
+                  ("tb_performance_metric_5min_by_name", "5 minutes"),
+                  ("tb_performance_metric_hourly_by_name", "1 hour"))
 
         def check_all():
             for start, end in ((self.t0 - 6 * HOUR + 37, self.t0 + 1), (self.t0 - 3 * HOUR, self.t0 - HOUR + 5)):
@@ -802,6 +818,8 @@ class MetricsQuery(unittest.TestCase):
                 self.assertEqual(got, want, (start, end))
                 r, rows, stats, fill = self.hourly_from_raw(start, end)
                 self.check_series(r, rows, 2, [("endpoint", 1)], stats, fill=fill)
+                r, rows, stats, fill = self.hourly_from_raw(start, end, by_endpoint=False)
+                self.check_series(r, rows, 1, [], stats, fill=fill)
                 for gran, width in ((G.GRANULARITY_ONE_HOUR, HOUR), (G.GRANULARITY_FIVE_MINUTES, 300)):
                     got, want = self.trend_rows(start, end, gran, width)
                     self.assertEqual(got, want, (start, end, gran))
@@ -897,23 +915,26 @@ class RollupsOfTheJob(unittest.TestCase):
             time.sleep(0.2)
         stats = [G.METRIC_STATISTIC_P50, G.METRIC_STATISTIC_P95, G.METRIC_STATISTIC_REQUEST_COUNT,
                  G.METRIC_STATISTIC_ERROR_COUNT, G.METRIC_STATISTIC_ERROR_RATE]
-        for gran, width in ((G.GRANULARITY_FIVE_MINUTES, 300), (G.GRANULARITY_ONE_HOUR, HOUR)):
+        # By endpoint (the per-endpoint rollups) and over both endpoints (the rollups summed over endpoints).
+        for gran, width, by in ((G.GRANULARITY_FIVE_MINUTES, 300, True), (G.GRANULARITY_ONE_HOUR, HOUR, True),
+                                (G.GRANULARITY_FIVE_MINUTES, 300, False), (G.GRANULARITY_ONE_HOUR, HOUR, False)):
             r = self.call("QueryMetrics", metrics_pb2.QueryMetricsRequest(
-                time_range=time_range(start, end), statistics=stats, granularity=gran, group_by=["endpoint"]))
+                time_range=time_range(start, end), statistics=stats, granularity=gran,
+                group_by=["endpoint"] if by else []))
             lo, hi = (start // width) * width, ((end + width - 1) // width) * width
-            rows = psql(self.db, "SELECT endpoint, (extract(epoch FROM date_bin('%d seconds', time, %s)) * 1000000)"
+            rows = psql(self.db, "SELECT %s, (extract(epoch FROM date_bin('%d seconds', time, %s)) * 1000000)"
                         "::bigint, count(*), avg(p50)::float8, avg(p95)::float8, sum(request_count)::float8,"
                         " sum(error_count)::float8, (sum(error_count)::numeric / nullif(sum(request_count), 0)"
                         " * 100)::float8 FROM tb_performance_metric WHERE time >= %s AND time < %s"
-                        " GROUP BY 1, 2 ORDER BY 1, 2" % (width, EPOCH, at(lo), at(hi)))
+                        " GROUP BY 1, 2 ORDER BY 1, 2" % ("endpoint" if by else "'*'", width, EPOCH, at(lo), at(hi)))
             want = {}
             for row in rows:
                 for si, st in enumerate(stats):
                     want.setdefault((row[0], st), {})[int(row[1])] = (num(row[3 + si]), int(row[2]))
-            got = {(s.labels["endpoint"], s.statistic): {p.time.ToMicroseconds(): (opt(p, "value"), p.sample_count)
-                                                         for p in s.points if p.sample_count}
-                   for s in r.series}
-            self.assertEqual(got, want, gran)
+            got = {(s.labels["endpoint"] if by else "*", s.statistic): {
+                p.time.ToMicroseconds(): (opt(p, "value"), p.sample_count) for p in s.points if p.sample_count}
+                for s in r.series}
+            self.assertEqual(got, want, (gran, by))
         # The seed's trend query on the job's hourly rollup.
         seed = psql(self.db, "SELECT (extract(epoch FROM bucket) * 1000000)::bigint, endpoint, avg_p50, avg_p95,"
                     " total_requests, total_errors, ROUND((total_errors::numeric / NULLIF(total_requests, 0) * 100),"
