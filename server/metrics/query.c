@@ -768,6 +768,13 @@ static int summary_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 		        db_exec(conn, "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY", 0, NULL, NULL, err);
 		if (rc == 0)
 			rc = rollup_valid_before(conn, op->call->svc, &valid_ms, err);
+		/*
+		 * Tens of thousands of rollup rows at most: starting parallel
+		 * workers costs more than they save (measured: 45 ms serial
+		 * against 60-90 ms with two workers, 1158 endpoints, 2 CPUs).
+		 */
+		if (rc == 0)
+			rc = db_exec(conn, "SET LOCAL max_parallel_workers_per_gather = 0", 0, NULL, NULL, err);
 		if (rc != 0)
 			return rc;
 		char *rows_sql = exact_rollup_rows_sql(a, op->start_ms, op->end_ms, valid_ms,
@@ -1470,13 +1477,11 @@ static int query_groups(struct db_conn *conn, struct query_op *op, struct mon_er
 	char *lo, *hi;
 	int limit_n = SERIES_MAX / op->stat_n + 1;
 	char *inner = query_inner_sql(a, op), *keys = key_list(a, op->key_n);
-	char *sql =
-	        inner && keys
-	                ? arena_printf(
-	                          a,
-	                          "SELECT %s, count(DISTINCT b) FROM (%s) s GROUP BY %s ORDER BY %s LIMIT $%d::integer",
-	                          keys, inner, keys, keys, 8 + op->tag_n)
-	                : NULL;
+	char *sql = inner && keys ? arena_printf(a,
+	                                         "SELECT %s, count(*) FROM (SELECT DISTINCT %s, b FROM (%s) s0) s"
+	                                         " GROUP BY %s ORDER BY %s LIMIT $%d::integer",
+	                                         keys, keys, inner, keys, keys, 8 + op->tag_n)
+	                          : NULL;
 	char *limit = arena_printf(a, "%d", limit_n);
 	if (sql == NULL || limit == NULL || query_params(a, op, params, &lo, &hi) != 0)
 		return svc_fail_nomem(err);
@@ -1699,13 +1704,23 @@ static int query_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 	char *arr = arena_strdup(a, "ARRAY[k0");
 	for (int k = 1; arr != NULL && k < op->key_n; k++)
 		arr = arena_printf(a, "%s, k%d", arr, k);
-	char *sql = inner && keys && values && arr
+	/*
+	 * The page's groups by their key bounds; a page of every group needs
+	 * none (and the planner estimates the rows better without them).
+	 */
+	char *bounds = NULL;
+	if (arr != NULL && g_first == 0 && g_last == op->group_n - 1)
+		bounds = arena_printf(a, "$%d::text[] IS NOT NULL AND $%d::text[] IS NOT NULL", 8 + op->tag_n,
+		                      9 + op->tag_n);
+	else if (arr != NULL)
+		bounds = arena_printf(a, "%s] >= $%d::text[] AND %s] <= $%d::text[]", arr, 8 + op->tag_n, arr,
+		                      9 + op->tag_n);
+	char *sql = inner && keys && values && bounds
 	                    ? arena_printf(a,
 	                                   "SELECT %s, (extract(epoch FROM b) * 1000000)::bigint, %s%s"
-	                                   " FROM (%s) s WHERE %s] >= $%d::text[] AND %s] <= $%d::text[]"
-	                                   " GROUP BY %s, b ORDER BY %s, b",
+	                                   " FROM (%s) s WHERE %s GROUP BY %s, b ORDER BY %s, b",
 	                                   keys, op->source == SOURCE_RAW ? "count(*)" : "sum(data_points)", values,
-	                                   inner, arr, 8 + op->tag_n, arr, 9 + op->tag_n, keys, keys)
+	                                   inner, bounds, keys, keys)
 	                    : NULL;
 	if (sql == NULL || query_params(a, op, params, &lo, &hi) != 0)
 		return svc_fail_nomem(err);

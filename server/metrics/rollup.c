@@ -44,6 +44,7 @@
 #include "util/log.h"
 
 #define ACQUIRE_TIMEOUT_MS 10000
+#define HELPER_ACQUIRE_TIMEOUT_MS 200 /* a second connection for a rebuild, if one is free soon */
 #define DEFAULT_INTERVAL_MS 10000
 #define DEFAULT_RAW_DAYS 7
 #define DEFAULT_5MIN_DAYS 90
@@ -53,6 +54,7 @@
 #define BUCKET_S 300
 #define HOUR_S 3600
 #define CHUNK_SPAN_S 86400 /* time range re-aggregated per transaction, at most: a UTC day */
+#define REBUILD_WORKERS 2  /* connections re-aggregating the days of a full rebuild at once */
 #define GAP_BUCKETS 12     /* clean buckets between dirty ones taken into one range, at most */
 #define DELETE_BATCH 5000  /* rows per retention DELETE */
 #define FIRST_RUN_DELAY_MS 1000
@@ -325,11 +327,116 @@ static size_t next_chunk(const struct bucket_list *list, size_t i, int64_t *lo, 
 }
 
 /*
+ * A full rebuild's ranges (whole UTC days, so that no two share an hour),
+ * re-aggregated by REBUILD_WORKERS connections at once: each takes the next
+ * range not yet taken. Progress (tb_metric_rollup_progress) moves to the
+ * end of the ranges done from the first on without a gap, so that it never
+ * claims a range still being rebuilt.
+ */
+struct rebuild {
+	struct db_pool *pool;
+	const atomic_bool *stop;
+	const int64_t *lo, *hi;
+	bool *is_done;
+	size_t n;
+	pthread_mutex_t lock;
+	size_t next;   /* the next range to take */
+	size_t done_n; /* ranges done from the first on */
+	int rc;        /* the first failure */
+	struct mon_error err;
+};
+
+static void rebuild_work(struct rebuild *rb, struct db_conn *conn)
+{
+	for (;;) {
+		pthread_mutex_lock(&rb->lock);
+		bool is_over = rb->rc != 0 || rb->next >= rb->n || (rb->stop != NULL && atomic_load(rb->stop));
+		size_t i = rb->next;
+		if (!is_over)
+			rb->next++;
+		pthread_mutex_unlock(&rb->lock);
+		if (is_over)
+			return;
+		struct mon_error e = {0};
+		int rc = run_chunk(conn, rb->lo[i], rb->hi[i], -1, false, false, &e);
+		pthread_mutex_lock(&rb->lock);
+		if (rc == 0) {
+			size_t before = rb->done_n;
+			rb->is_done[i] = true;
+			while (rb->done_n < rb->n && rb->is_done[rb->done_n])
+				rb->done_n++;
+			if (rb->done_n > before) {
+				char mark[24];
+				snprintf(mark, sizeof(mark), "%" PRId64, rb->hi[rb->done_n - 1]);
+				const char *params[] = {mark};
+				rc = db_exec(conn,
+				             "INSERT INTO tb_metric_rollup_progress (rebuilt_before) VALUES"
+				             " (to_timestamp($1::bigint)) ON CONFLICT (id) DO UPDATE"
+				             " SET rebuilt_before = EXCLUDED.rebuilt_before",
+				             1, params, NULL, &e);
+			}
+		}
+		if (rc != 0 && rb->rc == 0) {
+			rb->rc = rc;
+			rb->err = e;
+		}
+		pthread_mutex_unlock(&rb->lock);
+		if (rc != 0)
+			return;
+	}
+}
+
+static void *rebuild_helper_main(void *arg)
+{
+	struct rebuild *rb = arg;
+	struct db_conn *conn = NULL;
+	struct mon_error err = {0};
+	/* no second connection to be had: the first worker does every range */
+	if (db_pool_acquire(rb->pool, HELPER_ACQUIRE_TIMEOUT_MS, &conn, &err) != 0) {
+		log_debug("msg=\"metric rebuild helper without a connection\" error=\"%s\"", err.msg);
+		return NULL;
+	}
+	rebuild_work(rb, conn);
+	db_pool_release(rb->pool, conn);
+	return NULL;
+}
+
+/* Re-aggregates the n ranges [lo[i], hi[i]) with up to REBUILD_WORKERS connections, conn one of them. */
+static int rebuild_ranges(struct db_pool *pool, struct db_conn *conn, const atomic_bool *stop, const int64_t *lo,
+                          const int64_t *hi, size_t n, struct mon_error *err)
+{
+	struct rebuild rb = {.pool = pool, .stop = stop, .lo = lo, .hi = hi, .n = n};
+	pthread_t helpers[REBUILD_WORKERS - 1];
+	size_t helper_n = 0;
+	rb.is_done = calloc(n ? n : 1, sizeof(*rb.is_done));
+	if (rb.is_done == NULL)
+		return mon_error_set(err, MON_ENOMEM, "out of memory");
+	pthread_mutex_init(&rb.lock, NULL);
+	for (size_t i = 0; i < REBUILD_WORKERS - 1 && i + 1 < n && pool != NULL; i++)
+		if (pthread_create(&helpers[helper_n], NULL, rebuild_helper_main, &rb) == 0)
+			helper_n++;
+	rebuild_work(&rb, conn);
+	for (size_t i = 0; i < helper_n; i++)
+		pthread_join(helpers[i], NULL);
+	pthread_mutex_destroy(&rb.lock);
+	free(rb.is_done);
+	if (rb.rc != 0) {
+		if (err != NULL)
+			*err = rb.err;
+		return rb.rc;
+	}
+	if (rb.done_n < n)
+		return MON_ECANCELLED; /* stopping: the watermark stays; the next run starts again */
+	return 0;
+}
+
+/*
  * Brings the rollups up to date (steps 2 and 3 of the file comment).
  * cutoff is the first 5-minute bucket within raw retention (epoch s).
  */
-static int refresh_rollups(struct db_conn *conn, const struct run_settings *rs, const atomic_bool *stop, int64_t cutoff,
-                           struct metrics_maintenance_stats *stats, struct mon_error *err)
+static int refresh_rollups(struct db_pool *pool, struct db_conn *conn, const struct run_settings *rs,
+                           const atomic_bool *stop, int64_t cutoff, struct metrics_maintenance_stats *stats,
+                           struct mon_error *err)
 {
 	static const char state_sql[] = "SELECT watermark_seq FROM tb_metric_rollup_state";
 	static const char intact_sql[] = "SELECT count(*) FROM tb_metric_ingest_log_intact";
@@ -393,6 +500,33 @@ static int refresh_rollups(struct db_conn *conn, const struct run_settings *rs, 
 		rc = db_exec(conn, "DELETE FROM tb_metric_rollup_progress", 0, NULL, NULL, err);
 		if (rc != 0)
 			goto out;
+	}
+	if (stats->is_full_refresh && list.n > 0) {
+		/* whole days on several connections, then the watermark and the intact mark */
+		int64_t *ranges = malloc(2 * (list.n + 1) * sizeof(*ranges));
+		size_t n = 0;
+		if (ranges == NULL) {
+			rc = mon_error_set(err, MON_ENOMEM, "out of memory");
+			goto out;
+		}
+		for (size_t i = 0; i < list.n; n++)
+			i = next_chunk(&list, i, &ranges[n], &ranges[list.n + 1 + n]);
+		rc = rebuild_ranges(pool, conn, stop, ranges, ranges + list.n + 1, n, err);
+		free(ranges);
+		if (rc == MON_ECANCELLED) {
+			rc = 0;
+			goto out;
+		}
+		if (rc == 0)
+			rc = run_chunk(conn, 0, 0, target, true, false, err);
+		if (rc != 0)
+			goto out;
+		stats->buckets_5min = (int64_t)list.n;
+		for (size_t j = 0; j < list.n; j++)
+			if (j == 0 || floor_div(list.v[j], HOUR_S) != floor_div(list.v[j - 1], HOUR_S))
+				stats->buckets_hourly++;
+		stats->watermark_seq = target;
+		goto out;
 	}
 	size_t i = 0;
 	do {
@@ -571,7 +705,7 @@ static int run_once(const struct metrics_maintenance_config *cfg, const atomic_b
 	               " TIMESTAMPTZ 'epoch'))::bigint",
 	               1, days_params, &cutoff, err);
 	if (rc == 0)
-		rc = refresh_rollups(conn, &rs, stop, cutoff, stats, err);
+		rc = refresh_rollups(cfg->pool, conn, &rs, stop, cutoff, stats, err);
 	if (rc == 0)
 		rc = prune_log(conn, &rs, stats, err);
 	if (rc == 0 && is_housekeeping)
