@@ -7,7 +7,7 @@
 # QueryMetrics over 6 days at AUTO (P95), QueryMetrics over 1 hour at RAW,
 # GetPerformanceSummary over 24 hours and GetPerformanceTrend over 24 hours.
 # Then, optionally, RecordMetrics flat out (bench/ingest's ingest_bench,
-# rpc mode) with the rollup lag sampled every rollup interval. See
+# rpc mode) with the rollup lag sampled every second. See
 # docs/benchmarks.md ("Metrics at scale").
 #
 # Usage: bench/metrics_scale/run.sh [options]
@@ -16,9 +16,11 @@
 #       --no-build        use the binaries already in the build tree
 #   -s, --sizes LIST      millions of points, comma-separated (default 1,10,30)
 #   -r, --runs N          timed calls per query (default 7)
-#       --sustain-rounds N  ingest_bench rpc rounds after the last size
-#                         (default 0: none; each round is 4 clients x 25
-#                         batches x 1000 points per client)
+#       --sustain-batches N  then RecordMetrics flat out: ingest_bench, rpc
+#                         mode, one round of 4 clients x N batches x 1000
+#                         points, monitord restarted with the default rollup
+#                         interval (10 s), the rollup lag sampled every
+#                         second (default 0: none)
 #       --keep            keep the work directory (cluster, server log)
 #
 # PostgreSQL is scripts/pgtmp.sh's throwaway cluster (fsync off) with
@@ -34,7 +36,7 @@ BUILD_DIR=$REPO/build-bench
 DO_BUILD=1
 SIZES=1,10,30
 RUNS=7
-SUSTAIN_ROUNDS=0
+SUSTAIN_BATCHES=0
 KEEP=0
 die() { echo "metrics_scale: $*" >&2; exit 1; }
 while [ $# -gt 0 ]; do
@@ -43,7 +45,7 @@ while [ $# -gt 0 ]; do
 	--no-build) DO_BUILD=0; shift ;;
 	-s | --sizes) SIZES=$2; shift 2 ;;
 	-r | --runs) RUNS=$2; shift 2 ;;
-	--sustain-rounds) SUSTAIN_ROUNDS=$2; shift 2 ;;
+	--sustain-batches) SUSTAIN_BATCHES=$2; shift 2 ;;
 	--keep) KEEP=1; shift ;;
 	-h | --help) sed -n '2,/^$/s/^# \{0,1\}//p' "$0"; exit 0 ;;
 	*) die "unknown option \"$1\" (see --help)" ;;
@@ -51,7 +53,7 @@ while [ $# -gt 0 ]; do
 done
 [[ "$SIZES" =~ ^[0-9]+(,[0-9]+)*$ ]] || die "sizes: comma-separated whole millions"
 [[ "$RUNS" =~ ^[0-9]+$ ]] && [ "$RUNS" -ge 1 ] && [ "$RUNS" -le 100 ] || die "runs: 1 to 100"
-[[ "$SUSTAIN_ROUNDS" =~ ^[0-9]+$ ]] || die "sustain-rounds: a number"
+[[ "$SUSTAIN_BATCHES" =~ ^[0-9]+$ ]] || die "sustain-batches: a number"
 /usr/bin/python3 -c 'import grpc, grpc_tools' 2>/dev/null || die "python3-grpcio and python3-grpc-tools needed"
 
 if [ "$DO_BUILD" = 1 ]; then
@@ -87,17 +89,29 @@ psql -X -q -v ON_ERROR_STOP=1 "$DB" -c "ALTER SYSTEM SET shared_buffers = '1GB'"
 DB=$("$REPO/scripts/pgtmp.sh" start "$WORK/pg")
 q() { psql -X -q -A -t -v ON_ERROR_STOP=1 "$DB" "$@"; }
 
-"$MONITORD" --listen 127.0.0.1:0 --port-file "$WORK/port" --database "$DB" --log-level info \
-	--rate-limit-per-s 0 --max-streams-per-caller 0 --metrics-rollup-interval-ms 1000 \
-	>"$WORK/monitord.log" 2>&1 &
-SERVER_PID=$!
-for _ in $(seq 600); do
-	[ -s "$WORK/port" ] && break
-	kill -0 "$SERVER_PID" 2>/dev/null || { cat "$WORK/monitord.log" >&2; die "monitord exited"; }
-	sleep 0.1
-done
-[ -s "$WORK/port" ] || die "monitord did not start"
-TARGET=$(head -n 1 "$WORK/port")
+# start_monitord INTERVAL_MS: monitord with that rollup interval, its log in $WORK/monitord.log.
+start_monitord() {
+	rm -f "$WORK/port"
+	"$MONITORD" --listen 127.0.0.1:0 --port-file "$WORK/port" --database "$DB" --log-level info \
+		--rate-limit-per-s 0 --max-streams-per-caller 0 --metrics-rollup-interval-ms "$1" \
+		>>"$WORK/monitord.log" 2>&1 &
+	SERVER_PID=$!
+	for _ in $(seq 600); do
+		[ -s "$WORK/port" ] && break
+		kill -0 "$SERVER_PID" 2>/dev/null || { cat "$WORK/monitord.log" >&2; die "monitord exited"; }
+		sleep 0.1
+	done
+	[ -s "$WORK/port" ] || die "monitord did not start"
+	TARGET=$(head -n 1 "$WORK/port")
+}
+stop_monitord() {
+	kill -TERM "$SERVER_PID" 2>/dev/null || true
+	for _ in $(seq 300); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
+	kill -KILL "$SERVER_PID" 2>/dev/null || true
+	wait "$SERVER_PID" 2>/dev/null || true
+	SERVER_PID=""
+}
+start_monitord 1000
 [[ "$TARGET" == 127.0.0.1:* ]] || die "monitord listens on \"$TARGET\", not loopback"
 TOKEN=$("$MONITORD" admin bootstrap --email bench@example.com --database "$DB" 2>"$WORK/bootstrap.log" | tail -n 1)
 [ -n "$TOKEN" ] || { cat "$WORK/bootstrap.log" >&2; die "admin bootstrap failed"; }
@@ -178,27 +192,29 @@ for size in ${SIZES//,/ }; do
 done
 echo "== (query columns: median ms, min-max over $RUNS calls)"
 
-if [ "$SUSTAIN_ROUNDS" -gt 0 ]; then
+if [ "$SUSTAIN_BATCHES" -gt 0 ]; then
 	[ -x "$INGEST_BENCH" ] || die "no ingest_bench at \"$INGEST_BENCH\""
-	echo "== RecordMetrics flat out (ingest_bench --modes rpc --clients 4 --batches 25 --batch-points 1000" \
-		"--rounds $SUSTAIN_ROUNDS), rollup lag sampled every second"
-	"$INGEST_BENCH" --target "$TARGET" --token "$TOKEN" --database "$DB" --modes rpc --clients 4 --batches 25 \
-		--batch-points 1000 --rounds "$SUSTAIN_ROUNDS" >"$WORK/ingest.out" 2>&1 &
+	stop_monitord
+	start_monitord 10000
+	sleep 2
+	echo "== RecordMetrics flat out (ingest_bench --modes rpc --clients 4 --batches $SUSTAIN_BATCHES" \
+		"--batch-points 1000 --rounds 1), rollup interval 10 s, lag sampled every second;" \
+		"load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
+	"$INGEST_BENCH" --target "$TARGET" --token "$TOKEN" --database "$DB" --modes rpc --clients 4 \
+		--batches "$SUSTAIN_BATCHES" --batch-points 1000 --rounds 1 >"$WORK/ingest.out" 2>&1 &
 	INGEST_PID=$!
 	: >"$WORK/lag.tsv"
 	# Lag: how long the oldest batch not yet aggregated has been committed (0 when none).
 	while kill -0 "$INGEST_PID" 2>/dev/null; do
-		q -c "SELECT extract(epoch FROM coalesce(clock_timestamp() - min(committed_at), '0'))::numeric(10,2),
-			(SELECT count(*) FROM tb_metric_ingest_log WHERE seq > (SELECT watermark_seq FROM tb_metric_rollup_state))
-			FROM tb_metric_ingest_log WHERE seq > (SELECT watermark_seq FROM tb_metric_rollup_state)" \
-			| tr '|' '\t' >>"$WORK/lag.tsv"
+		q -c "SELECT extract(epoch FROM coalesce(clock_timestamp() - min(committed_at), '0'))::numeric(10,2)
+			FROM tb_metric_ingest_log WHERE seq > (SELECT watermark_seq FROM tb_metric_rollup_state)" >>"$WORK/lag.tsv"
 		sleep 1
 	done
 	wait "$INGEST_PID" || { cat "$WORK/ingest.out" >&2; die "ingest_bench failed"; }
-	grep -E 'rpc|points/s|round' "$WORK/ingest.out" | head -n 20
-	awk -F'\t' '{ n++; s += $1; if ($1 > m) m = $1; v[n] = $1 }
-		END { asort(v); printf "== rollup lag over %d samples: median %.2f s, p95 %.2f s, max %.2f s\n",
-		      n, v[int((n + 1) / 2)], v[int(n * 0.95) > 0 ? int(n * 0.95) : 1], m }' "$WORK/lag.tsv"
-	grep 'metric maintenance' "$WORK/monitord.log" | tail -n 3
+	grep -v '^$' "$WORK/ingest.out" | tail -n 8
+	sort -g "$WORK/lag.tsv" | awk '{ v[NR] = $1 } END { p = int(NR * 0.95); if (p < 1) p = 1;
+		printf "== rollup lag over %d samples (s): median %.2f, p95 %.2f, max %.2f (two intervals: 20)\n",
+		NR, v[int((NR + 1) / 2)], v[p], v[NR] }'
+	grep 'metric maintenance' "$WORK/monitord.log" | tail -n 2
 fi
 echo "== load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
