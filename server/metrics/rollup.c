@@ -8,7 +8,7 @@
  *      (the log was emptied by a crash, or this is the first run), every
  *      bucket within raw retention (listed without scanning the points);
  *   3. re-aggregates them set-based, one time range per transaction
- *      (runs of dirty buckets within one UTC day each): one INSERT ...
+ *      (runs of dirty buckets within 3 hours each): one INSERT ...
  *      SELECT ... GROUP BY makes the range's 5-minute rows from the raw
  *      points and deletes those left without points, a second makes the
  *      hours touching the range from the 5-minute rows (sums and counts,
@@ -53,11 +53,12 @@
 #define RETENTION_DAYS_MAX 36500
 #define BUCKET_S 300
 #define HOUR_S 3600
-#define CHUNK_SPAN_S 86400 /* time range re-aggregated per transaction, at most: a UTC day */
-#define REBUILD_WORKERS 2  /* connections re-aggregating the days of a full rebuild at once */
-#define GAP_BUCKETS 12     /* clean buckets between dirty ones taken into one range, at most */
-#define DELETE_BATCH 5000  /* rows per retention DELETE */
+#define CHUNK_SPAN_S (3 * HOUR_S) /* time range re-aggregated per transaction, at most, within a UTC day */
+#define REBUILD_WORKERS 2         /* connections re-aggregating the days of a full rebuild at once */
+#define GAP_BUCKETS 12            /* clean buckets between dirty ones taken into one range, at most */
+#define DELETE_BATCH 5000         /* rows per retention DELETE */
 #define FIRST_RUN_DELAY_MS 1000
+#define MIN_WAIT_MS 100                /* between the end of a run and the start of the next, at least */
 #define HOUSEKEEPING_INTERVAL_MS 60000 /* the thread makes and drops partitions at most this often */
 
 /* The effective settings of a run. */
@@ -308,18 +309,20 @@ out:
  * The next chunk of the sorted bucket list from index i: the range [*lo,
  * *hi) from list->v[i], taking in later buckets while the gap before each
  * is at most GAP_BUCKETS (re-aggregating a clean bucket is harmless and
- * cheaper than another statement) and the range stays within one UTC day
- * (CHUNK_SPAN_S): a day's points are one daily partition of the raw table,
- * so a chunk scans each partition once. Returns the index after
- * the chunk.
+ * cheaper than another statement) and the range stays within one multiple
+ * of CHUNK_SPAN_S since the epoch (3 hours): it never spans two daily
+ * partitions of the raw table, nor an hour with the next chunk, and its
+ * statements stay well within the session's statement timeout (30 s by
+ * default) at thousands of points a second per hour. Returns the index
+ * after the chunk.
  */
 static size_t next_chunk(const struct bucket_list *list, size_t i, int64_t *lo, int64_t *hi)
 {
 	*lo = list->v[i];
 	*hi = list->v[i] + BUCKET_S;
-	int64_t day_end = (floor_div(*lo, CHUNK_SPAN_S) + 1) * CHUNK_SPAN_S;
+	int64_t span_end = (floor_div(*lo, CHUNK_SPAN_S) + 1) * CHUNK_SPAN_S;
 	size_t j = i + 1;
-	while (j < list->n && list->v[j] - *hi <= GAP_BUCKETS * BUCKET_S && list->v[j] < day_end) {
+	while (j < list->n && list->v[j] - *hi <= GAP_BUCKETS * BUCKET_S && list->v[j] < span_end) {
 		*hi = list->v[j] + BUCKET_S;
 		j++;
 	}
@@ -327,7 +330,7 @@ static size_t next_chunk(const struct bucket_list *list, size_t i, int64_t *lo, 
 }
 
 /*
- * A full rebuild's ranges (whole UTC days, so that no two share an hour),
+ * A full rebuild's ranges (whole 3-hour spans, so that no two share an hour),
  * re-aggregated by REBUILD_WORKERS connections at once: each takes the next
  * range not yet taken. Progress (tb_metric_rollup_progress) moves to the
  * end of the ranges done from the first on without a gap, so that it never
@@ -783,7 +786,16 @@ static void *maintenance_main(void *arg)
 			housekept_ms = started_ms;
 		}
 		pthread_mutex_lock(&job->lock);
-		wait_ms = job->cfg.interval_ms;
+		/*
+		 * Runs start every interval, not an interval after the last one
+		 * ended: under heavy ingest a run re-aggregating the current
+		 * bucket takes seconds, and waiting a whole interval after it
+		 * would add that much to the rollups' lag. A run longer than the
+		 * interval is followed by the next at once (MIN_WAIT_MS apart).
+		 */
+		wait_ms = job->cfg.interval_ms - (mon_now_ms() - started_ms);
+		if (wait_ms < MIN_WAIT_MS)
+			wait_ms = MIN_WAIT_MS;
 	}
 	pthread_mutex_unlock(&job->lock);
 	return NULL;
