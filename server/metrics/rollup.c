@@ -399,7 +399,12 @@ static void *rebuild_helper_main(void *arg)
 		log_debug("msg=\"metric rebuild helper without a connection\" error=\"%s\"", err.msg);
 		return NULL;
 	}
-	rebuild_work(rb, conn);
+	/* as on the job's own connection: never queue behind a lock for long (run_once) */
+	if (db_exec(conn, "SET lock_timeout = '1s'", 0, NULL, NULL, &err) == 0) {
+		rebuild_work(rb, conn);
+		if (db_exec(conn, "RESET lock_timeout", 0, NULL, NULL, &err) != 0)
+			log_debug("msg=\"could not reset lock_timeout\" error=\"%s\"", err.msg);
+	}
 	db_pool_release(rb->pool, conn);
 	return NULL;
 }
