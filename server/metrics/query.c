@@ -1553,7 +1553,11 @@ static int raw_surely_too_many(struct db_conn *conn, struct query_op *op, bool *
 	struct arena *a = op->call->arena;
 	struct db_result *res = NULL;
 	*out = false;
-	if (op->key_n > 2 || (op->key_n == 2 && strcmp(op->key_sql[1], "endpoint::text") != 0))
+	/*
+	 * Not with methods, status codes or tags in the filter either: finding
+	 * the latest matching point could then walk back through many others.
+	 */
+	if (op->f.has_raw_only || op->key_n > 2 || (op->key_n == 2 && strcmp(op->key_sql[1], "endpoint::text") != 0))
 		return 0;
 	const char *params[8];
 	char *lo, *hi;
