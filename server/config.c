@@ -140,8 +140,8 @@ static const struct setting settings[] = {
          "Hourly metric rollups are kept this long (monthly partitions); at least "
          "metrics-5min-retention-days."},
         {"metrics-rollup-interval-ms", KIND_INT, OFF(metrics_rollup_interval_ms), 1000, 86400000, "10000", NULL, "MS",
-         "How often one replica brings the metric rollups up to date and applies retention; "
-         "the rollups lag the raw points by about this much."},
+         "How often one replica starts bringing the metric rollups up to date and applying retention; "
+         "queries read the raw points for what the rollups do not hold yet."},
         {"metrics-replay-window-s", KIND_INT, OFF(metrics_replay_window_s), 10, 86400, "600", NULL, "SECONDS",
          "Committed metric batches stay in the ingest log this long, so a WatchMetrics "
          "subscriber that reconnects within it resumes without a gap."},

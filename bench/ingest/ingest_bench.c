@@ -788,8 +788,14 @@ int main(int argc, char **argv)
 					return 2;
 				}
 			}
-			if (!b.is_mode_on[MODE_RPC] || !b.is_mode_on[MODE_COPY] || !b.is_mode_on[MODE_INSERT]) {
-				fprintf(stderr, "ingest_bench: --modes: rpc, copy and insert are always measured\n");
+			/* rpc alone: RecordMetrics as a load (bench/metrics_scale), no ratios */
+			bool is_rpc_only = b.is_mode_on[MODE_RPC] && !b.is_mode_on[MODE_COPY] &&
+			                   !b.is_mode_on[MODE_INSERT] && !b.is_mode_on[MODE_STAGED] &&
+			                   !b.is_mode_on[MODE_STAGED_LOG];
+			if (!is_rpc_only &&
+			    (!b.is_mode_on[MODE_RPC] || !b.is_mode_on[MODE_COPY] || !b.is_mode_on[MODE_INSERT])) {
+				fprintf(stderr,
+				        "ingest_bench: --modes: rpc alone, or rpc, copy and insert with others\n");
 				return 2;
 			}
 		} else if (strcmp(a, "--watch-rounds") == 0)
@@ -799,7 +805,7 @@ int main(int argc, char **argv)
 			        "usage: ingest_bench --target HOST:PORT --token KEY --database CONNINFO [--clients N]\n"
 			        "       [--batches N] [--batch-points N] [--insert-rows N] [--rounds N]\n"
 			        "       [--watch SUBSCRIBERS]... [--watch-rounds N]\n"
-			        "       [--modes rpc,copy,insert[,staged][,staged-log]]\n");
+			        "       [--modes rpc | rpc,copy,insert[,staged][,staged-log]]\n");
 			return 2;
 		}
 	}
@@ -870,6 +876,8 @@ int main(int argc, char **argv)
 			printf(" %.0f", b.rate[m][r]);
 		printf(" |\n");
 	}
+	if (!b.is_mode_on[MODE_COPY])
+		goto watch;
 	double ratios[MAX_ROUNDS];
 	for (int r = 0; r < b.rounds_n; r++)
 		ratios[r] = b.rate[MODE_RPC][r] / b.rate[MODE_COPY][r];

@@ -7,11 +7,16 @@
  *      above the watermark, or, when tb_metric_ingest_log_intact has no row
  *      (the log was emptied by a crash, or this is the first run), every
  *      bucket within raw retention (listed without scanning the points);
- *   3. re-aggregates them in transactions of about an hour of buckets
- *      each: whole 5-minute buckets from the raw points, then the hours
- *      containing them from the 5-minute rows (sums and counts, so hourly
- *      averages are exact), deleting rollup rows left without points; the
- *      last transaction moves the watermark (and marks the log intact);
+ *   3. re-aggregates them set-based, one time range per transaction
+ *      (runs of dirty buckets within 3 hours each): one INSERT ...
+ *      SELECT ... GROUP BY makes the range's 5-minute rows from the raw
+ *      points and deletes those left without points, a second makes the
+ *      hours touching the range from the 5-minute rows (sums and counts,
+ *      so hourly averages are exact), then both summed over endpoints
+ *      (tb_performance_metric_*_by_name); a full rebuild goes in ascending time
+ *      and records its progress (tb_metric_rollup_progress, which queries
+ *      read through mon_metric_rollup_valid_before); the last transaction
+ *      moves the watermark (and marks the log intact);
  *   4. applies retention: drops whole partitions past each table's age,
  *      deletes old rows parked in DEFAULT partitions and ingest log rows
  *      that are aggregated and older than the replay window, in batches.
@@ -39,6 +44,7 @@
 #include "util/log.h"
 
 #define ACQUIRE_TIMEOUT_MS 10000
+#define HELPER_ACQUIRE_TIMEOUT_MS 200 /* a second connection for a rebuild, if one is free soon */
 #define DEFAULT_INTERVAL_MS 10000
 #define DEFAULT_RAW_DAYS 7
 #define DEFAULT_5MIN_DAYS 90
@@ -47,10 +53,12 @@
 #define RETENTION_DAYS_MAX 36500
 #define BUCKET_S 300
 #define HOUR_S 3600
-#define CHUNK_BUCKETS 12                                      /* 5-minute buckets per transaction: about an hour */
-#define CHUNK_BUCKETS_MAX (CHUNK_BUCKETS + HOUR_S / BUCKET_S) /* a chunk ends with a whole hour */
-#define DELETE_BATCH 5000                                     /* rows per retention DELETE */
+#define CHUNK_SPAN_S (3 * HOUR_S) /* time range re-aggregated per transaction, at most, within a UTC day */
+#define REBUILD_WORKERS 2         /* connections re-aggregating the days of a full rebuild at once */
+#define GAP_BUCKETS 12            /* clean buckets between dirty ones taken into one range, at most */
+#define DELETE_BATCH 5000         /* rows per retention DELETE */
 #define FIRST_RUN_DELAY_MS 1000
+#define MIN_WAIT_MS 100                /* between the end of a run and the start of the next, at least */
 #define HOUSEKEEPING_INTERVAL_MS 60000 /* the thread makes and drops partitions at most this often */
 
 /* The effective settings of a run. */
@@ -141,108 +149,133 @@ static int64_t floor_div(int64_t a, int64_t b)
 }
 
 /*
- * The statements of one chunk; $1 is the chunk's buckets as a bigint[] of
- * epoch seconds. The 5-minute rows are the seed's continuous aggregate
- * (AVG, SUM grouped by bucket, metric_name, endpoint) plus the sums and
- * counts behind each average; a row changes only when its sums do. The
- * hourly rows add up the 5-minute sums and counts of their hour.
+ * The statements of one chunk, set-based over a whole time range: $1 and
+ * $2 are the range [lo, hi) in epoch seconds, whole 5-minute buckets. The
+ * 5-minute rows are the seed's continuous aggregate (AVG, SUM grouped by
+ * bucket, metric_name, endpoint) plus the sums and counts behind each
+ * average (the averages are sum / count: exactly what AVG computes); a row
+ * changes only when its sums do. Rows of the range left without points are
+ * deleted by the same statement (an anti-join against the aggregate). The
+ * hourly rows add up the 5-minute sums and counts of the hours touching the
+ * range, the same way.
  */
-static const char upsert_5min_sql[] =
-        "WITH b AS (SELECT DISTINCT to_timestamp(x) AS bucket FROM unnest($1::bigint[]) x)"
-        " INSERT INTO tb_performance_metric_5min AS r (bucket, metric_name, endpoint, avg_p50, avg_p95, avg_p99,"
-        "  total_requests, total_errors, avg_error_rate, data_points, p50_sum, p50_n, p95_sum, p95_n, p99_sum,"
-        "  p99_n, error_rate_sum, error_rate_n)"
-        " SELECT b.bucket, m.metric_name, m.endpoint, avg(m.p50), avg(m.p95), avg(m.p99), sum(m.request_count),"
-        "  sum(m.error_count), avg(m.error_rate), count(*), sum(m.p50), count(m.p50), sum(m.p95), count(m.p95),"
-        "  sum(m.p99), count(m.p99), sum(m.error_rate), count(m.error_rate)"
-        " FROM b JOIN tb_performance_metric m ON m.time >= b.bucket AND m.time < b.bucket + interval '5 minutes'"
-        " GROUP BY b.bucket, m.metric_name, m.endpoint"
-        " ON CONFLICT (bucket, metric_name, endpoint) DO UPDATE SET avg_p50 = EXCLUDED.avg_p50,"
-        "  avg_p95 = EXCLUDED.avg_p95, avg_p99 = EXCLUDED.avg_p99, total_requests = EXCLUDED.total_requests,"
-        "  total_errors = EXCLUDED.total_errors, avg_error_rate = EXCLUDED.avg_error_rate,"
-        "  data_points = EXCLUDED.data_points, p50_sum = EXCLUDED.p50_sum, p50_n = EXCLUDED.p50_n,"
-        "  p95_sum = EXCLUDED.p95_sum, p95_n = EXCLUDED.p95_n, p99_sum = EXCLUDED.p99_sum, p99_n = EXCLUDED.p99_n,"
-        "  error_rate_sum = EXCLUDED.error_rate_sum, error_rate_n = EXCLUDED.error_rate_n"
-        " WHERE (r.data_points, r.total_requests, r.total_errors, r.p50_sum, r.p50_n, r.p95_sum, r.p95_n,"
-        "  r.p99_sum, r.p99_n, r.error_rate_sum, r.error_rate_n) IS DISTINCT FROM (EXCLUDED.data_points,"
-        "  EXCLUDED.total_requests, EXCLUDED.total_errors, EXCLUDED.p50_sum, EXCLUDED.p50_n, EXCLUDED.p95_sum,"
-        "  EXCLUDED.p95_n, EXCLUDED.p99_sum, EXCLUDED.p99_n, EXCLUDED.error_rate_sum, EXCLUDED.error_rate_n)";
+#define ROLLUP_COLUMNS                                                                                                 \
+	"bucket, metric_name, endpoint, avg_p50, avg_p95, avg_p99, total_requests, total_errors, avg_error_rate,"      \
+	" data_points, p50_sum, p50_n, p95_sum, p95_n, p99_sum, p99_n, error_rate_sum, error_rate_n"
+#define ROLLUP_VALUES                                                                                                  \
+	"bucket, metric_name, endpoint, p50_sum / nullif(p50_n, 0), p95_sum / nullif(p95_n, 0),"                       \
+	" p99_sum / nullif(p99_n, 0), total_requests, total_errors, error_rate_sum / nullif(error_rate_n, 0),"         \
+	" data_points, p50_sum, p50_n, p95_sum, p95_n, p99_sum, p99_n, error_rate_sum, error_rate_n"
+#define ROLLUP_UPSERT                                                                                                  \
+	" ON CONFLICT (bucket, metric_name, endpoint) DO UPDATE SET avg_p50 = EXCLUDED.avg_p50,"                       \
+	" avg_p95 = EXCLUDED.avg_p95, avg_p99 = EXCLUDED.avg_p99, total_requests = EXCLUDED.total_requests,"           \
+	" total_errors = EXCLUDED.total_errors, avg_error_rate = EXCLUDED.avg_error_rate,"                             \
+	" data_points = EXCLUDED.data_points, p50_sum = EXCLUDED.p50_sum, p50_n = EXCLUDED.p50_n,"                     \
+	" p95_sum = EXCLUDED.p95_sum, p95_n = EXCLUDED.p95_n, p99_sum = EXCLUDED.p99_sum, p99_n = EXCLUDED.p99_n,"     \
+	" error_rate_sum = EXCLUDED.error_rate_sum, error_rate_n = EXCLUDED.error_rate_n"                              \
+	" WHERE (r.data_points, r.total_requests, r.total_errors, r.p50_sum, r.p50_n, r.p95_sum, r.p95_n,"             \
+	" r.p99_sum, r.p99_n, r.error_rate_sum, r.error_rate_n) IS DISTINCT FROM (EXCLUDED.data_points,"               \
+	" EXCLUDED.total_requests, EXCLUDED.total_errors, EXCLUDED.p50_sum, EXCLUDED.p50_n, EXCLUDED.p95_sum,"         \
+	" EXCLUDED.p95_n, EXCLUDED.p99_sum, EXCLUDED.p99_n, EXCLUDED.error_rate_sum, EXCLUDED.error_rate_n)"
 
-static const char delete_5min_sql[] =
-        "DELETE FROM tb_performance_metric_5min r USING (SELECT DISTINCT to_timestamp(x) AS bucket"
-        "  FROM unnest($1::bigint[]) x) b"
-        " WHERE r.bucket = b.bucket AND NOT EXISTS (SELECT 1 FROM tb_performance_metric m"
-        "  WHERE m.time >= r.bucket AND m.time < r.bucket + interval '5 minutes'"
-        "  AND m.metric_name = r.metric_name AND m.endpoint = r.endpoint)";
+static const char rebuild_5min_sql[] =
+        "WITH a AS MATERIALIZED (SELECT date_bin('5 minutes', time, TIMESTAMPTZ 'epoch') AS bucket, metric_name,"
+        "  endpoint, sum(request_count) AS total_requests, sum(error_count) AS total_errors, count(*) AS data_points,"
+        "  sum(p50) AS p50_sum, count(p50) AS p50_n, sum(p95) AS p95_sum, count(p95) AS p95_n, sum(p99) AS p99_sum,"
+        "  count(p99) AS p99_n, sum(error_rate) AS error_rate_sum, count(error_rate) AS error_rate_n"
+        "  FROM tb_performance_metric WHERE time >= to_timestamp($1::bigint) AND time < to_timestamp($2::bigint)"
+        "  GROUP BY 1, 2, 3),"
+        " up AS (INSERT INTO tb_performance_metric_5min AS r (" ROLLUP_COLUMNS ") SELECT " ROLLUP_VALUES
+        "  FROM a" ROLLUP_UPSERT ")"
+        " DELETE FROM tb_performance_metric_5min d"
+        " WHERE d.bucket >= to_timestamp($1::bigint) AND d.bucket < to_timestamp($2::bigint)"
+        "  AND NOT EXISTS (SELECT 1 FROM a WHERE a.bucket = d.bucket AND a.metric_name = d.metric_name"
+        "  AND a.endpoint = d.endpoint)";
 
-static const char upsert_hourly_sql[] =
-        "WITH h AS (SELECT DISTINCT date_bin('1 hour', to_timestamp(x), TIMESTAMPTZ 'epoch') AS hour"
-        "  FROM unnest($1::bigint[]) x),"
-        " s AS (SELECT h.hour, f.metric_name, f.endpoint, sum(f.total_requests) AS total_requests,"
-        "  sum(f.total_errors) AS total_errors, sum(f.data_points) AS data_points, sum(f.p50_sum) AS p50_sum,"
-        "  sum(f.p50_n) AS p50_n, sum(f.p95_sum) AS p95_sum, sum(f.p95_n) AS p95_n, sum(f.p99_sum) AS p99_sum,"
-        "  sum(f.p99_n) AS p99_n, sum(f.error_rate_sum) AS error_rate_sum, sum(f.error_rate_n) AS error_rate_n"
-        "  FROM h JOIN tb_performance_metric_5min f ON f.bucket >= h.hour AND f.bucket < h.hour + interval '1 hour'"
-        "  GROUP BY h.hour, f.metric_name, f.endpoint)"
-        " INSERT INTO tb_performance_metric_hourly AS r (bucket, metric_name, endpoint, avg_p50, avg_p95, avg_p99,"
-        "  total_requests, total_errors, avg_error_rate, data_points, p50_sum, p50_n, p95_sum, p95_n, p99_sum,"
-        "  p99_n, error_rate_sum, error_rate_n)"
-        " SELECT hour, metric_name, endpoint, p50_sum / nullif(p50_n, 0), p95_sum / nullif(p95_n, 0),"
-        "  p99_sum / nullif(p99_n, 0), total_requests, total_errors, error_rate_sum / nullif(error_rate_n, 0),"
-        "  data_points, p50_sum, p50_n, p95_sum, p95_n, p99_sum, p99_n, error_rate_sum, error_rate_n FROM s"
-        " ON CONFLICT (bucket, metric_name, endpoint) DO UPDATE SET avg_p50 = EXCLUDED.avg_p50,"
-        "  avg_p95 = EXCLUDED.avg_p95, avg_p99 = EXCLUDED.avg_p99, total_requests = EXCLUDED.total_requests,"
-        "  total_errors = EXCLUDED.total_errors, avg_error_rate = EXCLUDED.avg_error_rate,"
-        "  data_points = EXCLUDED.data_points, p50_sum = EXCLUDED.p50_sum, p50_n = EXCLUDED.p50_n,"
-        "  p95_sum = EXCLUDED.p95_sum, p95_n = EXCLUDED.p95_n, p99_sum = EXCLUDED.p99_sum, p99_n = EXCLUDED.p99_n,"
-        "  error_rate_sum = EXCLUDED.error_rate_sum, error_rate_n = EXCLUDED.error_rate_n"
-        " WHERE (r.data_points, r.total_requests, r.total_errors, r.p50_sum, r.p50_n, r.p95_sum, r.p95_n,"
-        "  r.p99_sum, r.p99_n, r.error_rate_sum, r.error_rate_n) IS DISTINCT FROM (EXCLUDED.data_points,"
-        "  EXCLUDED.total_requests, EXCLUDED.total_errors, EXCLUDED.p50_sum, EXCLUDED.p50_n, EXCLUDED.p95_sum,"
-        "  EXCLUDED.p95_n, EXCLUDED.p99_sum, EXCLUDED.p99_n, EXCLUDED.error_rate_sum, EXCLUDED.error_rate_n)";
-
-static const char delete_hourly_sql[] =
-        "DELETE FROM tb_performance_metric_hourly r USING (SELECT DISTINCT date_bin('1 hour', to_timestamp(x),"
-        "  TIMESTAMPTZ 'epoch') AS hour FROM unnest($1::bigint[]) x) h"
-        " WHERE r.bucket = h.hour AND NOT EXISTS (SELECT 1 FROM tb_performance_metric_5min f"
-        "  WHERE f.bucket >= r.bucket AND f.bucket < r.bucket + interval '1 hour'"
-        "  AND f.metric_name = r.metric_name AND f.endpoint = r.endpoint)";
+static const char rebuild_hourly_sql[] =
+        "WITH a AS MATERIALIZED (SELECT date_bin('1 hour', bucket, TIMESTAMPTZ 'epoch') AS bucket, metric_name,"
+        "  endpoint, sum(total_requests) AS total_requests, sum(total_errors) AS total_errors,"
+        "  sum(data_points) AS data_points, sum(p50_sum) AS p50_sum, sum(p50_n) AS p50_n, sum(p95_sum) AS p95_sum,"
+        "  sum(p95_n) AS p95_n, sum(p99_sum) AS p99_sum, sum(p99_n) AS p99_n, sum(error_rate_sum) AS error_rate_sum,"
+        "  sum(error_rate_n) AS error_rate_n FROM tb_performance_metric_5min"
+        "  WHERE bucket >= to_timestamp($1::bigint) AND bucket < to_timestamp($2::bigint) GROUP BY 1, 2, 3),"
+        " up AS (INSERT INTO tb_performance_metric_hourly AS r (" ROLLUP_COLUMNS ") SELECT " ROLLUP_VALUES
+        "  FROM a" ROLLUP_UPSERT ")"
+        " DELETE FROM tb_performance_metric_hourly d"
+        " WHERE d.bucket >= to_timestamp($1::bigint) AND d.bucket < to_timestamp($2::bigint)"
+        "  AND NOT EXISTS (SELECT 1 FROM a WHERE a.bucket = d.bucket AND a.metric_name = d.metric_name"
+        "  AND a.endpoint = d.endpoint)";
 
 /*
- * Re-aggregates buckets[0..n) (n <= CHUNK_BUCKETS_MAX, possibly 0) in one
- * transaction. When watermark >= 0 the same transaction moves the
- * watermark there, and with mark_intact records the log as whole.
+ * The rollups summed over endpoints (sql/0014): the 5-minute ones from the
+ * per-endpoint 5-minute rows of the range, the hourly ones from the
+ * 5-minute ones of the hours touching it; upserts that leave unchanged rows
+ * alone, and rows left without points deleted, as above. %s: the target
+ * table, the source table, the bucket width.
  */
-static int run_chunk(struct db_conn *conn, const int64_t *buckets, size_t n, int64_t watermark, bool mark_intact,
+#define BY_NAME_COLUMNS                                                                                                \
+	"bucket, metric_name, data_points, total_requests, total_errors, p50_sum, p50_n, p95_sum, p95_n, p99_sum,"     \
+	" p99_n, error_rate_sum, error_rate_n"
+#define BY_NAME_SQL(target, source, width)                                                                               \
+	"WITH a AS MATERIALIZED (SELECT date_bin('" width "', bucket, TIMESTAMPTZ 'epoch') AS bucket, metric_name,"      \
+	"  sum(data_points) AS data_points, sum(total_requests) AS total_requests, sum(total_errors) AS total_errors,"   \
+	"  sum(p50_sum) AS p50_sum, sum(p50_n) AS p50_n, sum(p95_sum) AS p95_sum, sum(p95_n) AS p95_n,"                  \
+	"  sum(p99_sum) AS p99_sum, sum(p99_n) AS p99_n, sum(error_rate_sum) AS error_rate_sum,"                         \
+	"  sum(error_rate_n) AS error_rate_n FROM " source                                                               \
+	"  WHERE bucket >= to_timestamp($1::bigint) AND bucket < to_timestamp($2::bigint) GROUP BY 1, 2),"               \
+	" up AS (INSERT INTO " target " AS r (" BY_NAME_COLUMNS ") SELECT " BY_NAME_COLUMNS " FROM a"                    \
+	"  ON CONFLICT (bucket, metric_name) DO UPDATE SET data_points = EXCLUDED.data_points,"                          \
+	"  total_requests = EXCLUDED.total_requests, total_errors = EXCLUDED.total_errors,"                              \
+	"  p50_sum = EXCLUDED.p50_sum, p50_n = EXCLUDED.p50_n, p95_sum = EXCLUDED.p95_sum, p95_n = EXCLUDED.p95_n,"      \
+	"  p99_sum = EXCLUDED.p99_sum, p99_n = EXCLUDED.p99_n, error_rate_sum = EXCLUDED.error_rate_sum,"                \
+	"  error_rate_n = EXCLUDED.error_rate_n"                                                                         \
+	"  WHERE (r.data_points, r.total_requests, r.total_errors, r.p50_sum, r.p50_n, r.p95_sum, r.p95_n, r.p99_sum,"   \
+	"  r.p99_n, r.error_rate_sum, r.error_rate_n) IS DISTINCT FROM (EXCLUDED.data_points, EXCLUDED.total_requests,"  \
+	"  EXCLUDED.total_errors, EXCLUDED.p50_sum, EXCLUDED.p50_n, EXCLUDED.p95_sum, EXCLUDED.p95_n, EXCLUDED.p99_sum," \
+	"  EXCLUDED.p99_n, EXCLUDED.error_rate_sum, EXCLUDED.error_rate_n))"                                             \
+	" DELETE FROM " target " d WHERE d.bucket >= to_timestamp($1::bigint) AND d.bucket < to_timestamp($2::bigint)"   \
+	"  AND NOT EXISTS (SELECT 1 FROM a WHERE a.bucket = d.bucket AND a.metric_name = d.metric_name)"
+
+static const char rebuild_5min_by_name_sql[] =
+        BY_NAME_SQL("tb_performance_metric_5min_by_name", "tb_performance_metric_5min", "5 minutes");
+static const char rebuild_hourly_by_name_sql[] =
+        BY_NAME_SQL("tb_performance_metric_hourly_by_name", "tb_performance_metric_5min_by_name", "1 hour");
+
+/*
+ * Re-aggregates the 5-minute buckets of [lo, hi) (epoch seconds, lo < hi,
+ * or lo == hi for none) and the hours touching them in one transaction.
+ * When watermark >= 0 the same transaction moves the watermark there, and
+ * with mark_intact records the log as whole. With is_full (a full rebuild,
+ * in ascending time) it records that every bucket before hi is rebuilt.
+ */
+static int run_chunk(struct db_conn *conn, int64_t lo, int64_t hi, int64_t watermark, bool mark_intact, bool is_full,
                      struct mon_error *err)
 {
-	char array[CHUNK_BUCKETS_MAX * 24 + 4];
-	size_t at = 0;
-	int rc = 0;
-	array[at++] = '{';
-	for (size_t i = 0; i < n && i < CHUNK_BUCKETS_MAX; i++) {
-		int w = snprintf(array + at, sizeof(array) - at, "%s%" PRId64, i > 0 ? "," : "", buckets[i]);
-		if (w < 0 || (size_t)w >= sizeof(array) - at)
-			return mon_error_set(err, MON_EINTERNAL, "rollup: bucket list too long");
-		at += (size_t)w;
-	}
-	if (at + 2 > sizeof(array))
-		return mon_error_set(err, MON_EINTERNAL, "rollup: bucket list too long");
-	array[at++] = '}';
-	array[at] = '\0';
-	const char *params[] = {array};
+	char lo_text[24], hi_text[24], hour_lo[24], hour_hi[24];
+	snprintf(lo_text, sizeof(lo_text), "%" PRId64, lo);
+	snprintf(hi_text, sizeof(hi_text), "%" PRId64, hi);
+	snprintf(hour_lo, sizeof(hour_lo), "%" PRId64, floor_div(lo, HOUR_S) * HOUR_S);
+	snprintf(hour_hi, sizeof(hour_hi), "%" PRId64, -floor_div(-hi, HOUR_S) * HOUR_S);
+	const char *params[] = {lo_text, hi_text};
+	const char *hour_params[] = {hour_lo, hour_hi};
 
-	rc = db_exec(conn, "BEGIN", 0, NULL, NULL, err);
+	int rc = db_exec(conn, "BEGIN", 0, NULL, NULL, err);
 	if (rc != 0)
 		return rc;
-	if (n > 0) {
-		rc = db_exec(conn, upsert_5min_sql, 1, params, NULL, err);
+	if (lo < hi) {
+		rc = db_exec(conn, rebuild_5min_sql, 2, params, NULL, err);
 		if (rc == 0)
-			rc = db_exec(conn, delete_5min_sql, 1, params, NULL, err);
+			rc = db_exec(conn, rebuild_hourly_sql, 2, hour_params, NULL, err);
 		if (rc == 0)
-			rc = db_exec(conn, upsert_hourly_sql, 1, params, NULL, err);
+			rc = db_exec(conn, rebuild_5min_by_name_sql, 2, params, NULL, err);
 		if (rc == 0)
-			rc = db_exec(conn, delete_hourly_sql, 1, params, NULL, err);
+			rc = db_exec(conn, rebuild_hourly_by_name_sql, 2, hour_params, NULL, err);
+		if (rc == 0 && is_full)
+			rc = db_exec(
+			        conn,
+			        "INSERT INTO tb_metric_rollup_progress (rebuilt_before) VALUES (to_timestamp($1::bigint))"
+			        " ON CONFLICT (id) DO UPDATE SET rebuilt_before = EXCLUDED.rebuilt_before",
+			        1, params + 1, NULL, err);
 		if (rc != 0)
 			goto out;
 	}
@@ -257,6 +290,8 @@ static int run_chunk(struct db_conn *conn, const int64_t *buckets, size_t n, int
 			             "INSERT INTO tb_metric_ingest_log_intact DEFAULT VALUES ON CONFLICT (id) DO UPDATE"
 			             " SET since = now()",
 			             0, NULL, NULL, err);
+		if (rc == 0 && mark_intact)
+			rc = db_exec(conn, "DELETE FROM tb_metric_rollup_progress", 0, NULL, NULL, err);
 		if (rc != 0)
 			goto out;
 	}
@@ -271,11 +306,145 @@ out:
 }
 
 /*
+ * The next chunk of the sorted bucket list from index i: the range [*lo,
+ * *hi) from list->v[i], taking in later buckets while the gap before each
+ * is at most GAP_BUCKETS (re-aggregating a clean bucket is harmless and
+ * cheaper than another statement) and the range stays within one multiple
+ * of CHUNK_SPAN_S since the epoch (3 hours): it never spans two daily
+ * partitions of the raw table, nor an hour with the next chunk, and its
+ * statements stay well within the session's statement timeout (30 s by
+ * default) at thousands of points a second per hour. Returns the index
+ * after the chunk.
+ */
+static size_t next_chunk(const struct bucket_list *list, size_t i, int64_t *lo, int64_t *hi)
+{
+	*lo = list->v[i];
+	*hi = list->v[i] + BUCKET_S;
+	int64_t span_end = (floor_div(*lo, CHUNK_SPAN_S) + 1) * CHUNK_SPAN_S;
+	size_t j = i + 1;
+	while (j < list->n && list->v[j] - *hi <= GAP_BUCKETS * BUCKET_S && list->v[j] < span_end) {
+		*hi = list->v[j] + BUCKET_S;
+		j++;
+	}
+	return j;
+}
+
+/*
+ * A full rebuild's ranges (whole 3-hour spans, so that no two share an hour),
+ * re-aggregated by REBUILD_WORKERS connections at once: each takes the next
+ * range not yet taken. Progress (tb_metric_rollup_progress) moves to the
+ * end of the ranges done from the first on without a gap, so that it never
+ * claims a range still being rebuilt.
+ */
+struct rebuild {
+	struct db_pool *pool;
+	const atomic_bool *stop;
+	const int64_t *lo, *hi;
+	bool *is_done;
+	size_t n;
+	pthread_mutex_t lock;
+	size_t next;   /* the next range to take */
+	size_t done_n; /* ranges done from the first on */
+	int rc;        /* the first failure */
+	struct mon_error err;
+};
+
+static void rebuild_work(struct rebuild *rb, struct db_conn *conn)
+{
+	for (;;) {
+		pthread_mutex_lock(&rb->lock);
+		bool is_over = rb->rc != 0 || rb->next >= rb->n || (rb->stop != NULL && atomic_load(rb->stop));
+		size_t i = rb->next;
+		if (!is_over)
+			rb->next++;
+		pthread_mutex_unlock(&rb->lock);
+		if (is_over)
+			return;
+		struct mon_error e = {0};
+		int rc = run_chunk(conn, rb->lo[i], rb->hi[i], -1, false, false, &e);
+		pthread_mutex_lock(&rb->lock);
+		if (rc == 0) {
+			size_t before = rb->done_n;
+			rb->is_done[i] = true;
+			while (rb->done_n < rb->n && rb->is_done[rb->done_n])
+				rb->done_n++;
+			if (rb->done_n > before) {
+				char mark[24];
+				snprintf(mark, sizeof(mark), "%" PRId64, rb->hi[rb->done_n - 1]);
+				const char *params[] = {mark};
+				rc = db_exec(conn,
+				             "INSERT INTO tb_metric_rollup_progress (rebuilt_before) VALUES"
+				             " (to_timestamp($1::bigint)) ON CONFLICT (id) DO UPDATE"
+				             " SET rebuilt_before = EXCLUDED.rebuilt_before",
+				             1, params, NULL, &e);
+			}
+		}
+		if (rc != 0 && rb->rc == 0) {
+			rb->rc = rc;
+			rb->err = e;
+		}
+		pthread_mutex_unlock(&rb->lock);
+		if (rc != 0)
+			return;
+	}
+}
+
+static void *rebuild_helper_main(void *arg)
+{
+	struct rebuild *rb = arg;
+	struct db_conn *conn = NULL;
+	struct mon_error err = {0};
+	/* no second connection to be had: the first worker does every range */
+	if (db_pool_acquire(rb->pool, HELPER_ACQUIRE_TIMEOUT_MS, &conn, &err) != 0) {
+		log_debug("msg=\"metric rebuild helper without a connection\" error=\"%s\"", err.msg);
+		return NULL;
+	}
+	/* as on the job's own connection: never queue behind a lock for long (run_once) */
+	if (db_exec(conn, "SET lock_timeout = '1s'", 0, NULL, NULL, &err) == 0) {
+		rebuild_work(rb, conn);
+		if (db_exec(conn, "RESET lock_timeout", 0, NULL, NULL, &err) != 0)
+			log_debug("msg=\"could not reset lock_timeout\" error=\"%s\"", err.msg);
+	}
+	db_pool_release(rb->pool, conn);
+	return NULL;
+}
+
+/* Re-aggregates the n ranges [lo[i], hi[i]) with up to REBUILD_WORKERS connections, conn one of them. */
+static int rebuild_ranges(struct db_pool *pool, struct db_conn *conn, const atomic_bool *stop, const int64_t *lo,
+                          const int64_t *hi, size_t n, struct mon_error *err)
+{
+	struct rebuild rb = {.pool = pool, .stop = stop, .lo = lo, .hi = hi, .n = n};
+	pthread_t helpers[REBUILD_WORKERS - 1];
+	size_t helper_n = 0;
+	rb.is_done = calloc(n ? n : 1, sizeof(*rb.is_done));
+	if (rb.is_done == NULL)
+		return mon_error_set(err, MON_ENOMEM, "out of memory");
+	pthread_mutex_init(&rb.lock, NULL);
+	for (size_t i = 0; i < REBUILD_WORKERS - 1 && i + 1 < n && pool != NULL; i++)
+		if (pthread_create(&helpers[helper_n], NULL, rebuild_helper_main, &rb) == 0)
+			helper_n++;
+	rebuild_work(&rb, conn);
+	for (size_t i = 0; i < helper_n; i++)
+		pthread_join(helpers[i], NULL);
+	pthread_mutex_destroy(&rb.lock);
+	free(rb.is_done);
+	if (rb.rc != 0) {
+		if (err != NULL)
+			*err = rb.err;
+		return rb.rc;
+	}
+	if (rb.done_n < n)
+		return MON_ECANCELLED; /* stopping: the watermark stays; the next run starts again */
+	return 0;
+}
+
+/*
  * Brings the rollups up to date (steps 2 and 3 of the file comment).
  * cutoff is the first 5-minute bucket within raw retention (epoch s).
  */
-static int refresh_rollups(struct db_conn *conn, const struct run_settings *rs, const atomic_bool *stop, int64_t cutoff,
-                           struct metrics_maintenance_stats *stats, struct mon_error *err)
+static int refresh_rollups(struct db_pool *pool, struct db_conn *conn, const struct run_settings *rs,
+                           const atomic_bool *stop, int64_t cutoff, struct metrics_maintenance_stats *stats,
+                           struct mon_error *err)
 {
 	static const char state_sql[] = "SELECT watermark_seq FROM tb_metric_rollup_state";
 	static const char intact_sql[] = "SELECT count(*) FROM tb_metric_ingest_log_intact";
@@ -334,22 +503,53 @@ static int refresh_rollups(struct db_conn *conn, const struct run_settings *rs, 
 	if (rc != 0)
 		goto out;
 
+	if (stats->is_full_refresh) {
+		/* progress of an earlier rebuild says nothing about what the log lost since */
+		rc = db_exec(conn, "DELETE FROM tb_metric_rollup_progress", 0, NULL, NULL, err);
+		if (rc != 0)
+			goto out;
+	}
+	if (stats->is_full_refresh && list.n > 0) {
+		/* whole days on several connections, then the watermark and the intact mark */
+		int64_t *ranges = malloc(2 * (list.n + 1) * sizeof(*ranges));
+		size_t n = 0;
+		if (ranges == NULL) {
+			rc = mon_error_set(err, MON_ENOMEM, "out of memory");
+			goto out;
+		}
+		for (size_t i = 0; i < list.n; n++)
+			i = next_chunk(&list, i, &ranges[n], &ranges[list.n + 1 + n]);
+		rc = rebuild_ranges(pool, conn, stop, ranges, ranges + list.n + 1, n, err);
+		free(ranges);
+		if (rc == MON_ECANCELLED) {
+			rc = 0;
+			goto out;
+		}
+		if (rc == 0)
+			rc = run_chunk(conn, 0, 0, target, true, false, err);
+		if (rc != 0)
+			goto out;
+		stats->buckets_5min = (int64_t)list.n;
+		for (size_t j = 0; j < list.n; j++)
+			if (j == 0 || floor_div(list.v[j], HOUR_S) != floor_div(list.v[j - 1], HOUR_S))
+				stats->buckets_hourly++;
+		stats->watermark_seq = target;
+		goto out;
+	}
 	size_t i = 0;
 	do {
-		/* about CHUNK_BUCKETS buckets, ending with the last bucket of an hour */
-		size_t end = i + CHUNK_BUCKETS < list.n ? i + CHUNK_BUCKETS : list.n;
-		while (end < list.n && floor_div(list.v[end], HOUR_S) == floor_div(list.v[end - 1], HOUR_S))
-			end++;
+		int64_t lo = 0, hi = 0;
+		size_t end = list.n > 0 ? next_chunk(&list, i, &lo, &hi) : 0;
 		if (stop != NULL && atomic_load(stop))
 			goto out; /* stopping: the watermark stays; the next run redoes these buckets */
 		bool is_last = end == list.n;
-		rc = run_chunk(conn, list.v + i, end - i, is_last ? target : -1, is_last && stats->is_full_refresh,
-		               err);
+		rc = run_chunk(conn, lo, hi, is_last ? target : -1, is_last && stats->is_full_refresh,
+		               stats->is_full_refresh, err);
 		if (rc != 0)
 			goto out;
 		stats->buckets_5min += (int64_t)(end - i);
 		for (size_t j = i; j < end; j++)
-			if (j == i || floor_div(list.v[j], HOUR_S) != floor_div(list.v[j - 1], HOUR_S))
+			if (j == 0 || floor_div(list.v[j], HOUR_S) != floor_div(list.v[j - 1], HOUR_S))
 				stats->buckets_hourly++;
 		i = end;
 	} while (i < list.n);
@@ -414,6 +614,20 @@ static int drop_old_partitions(struct db_conn *conn, const struct run_settings *
 		if (rc != 0)
 			return rc;
 		stats->partitions_dropped += (int)dropped;
+	}
+	/* the rollups summed over endpoints are not partitioned: their old rows, a batch at a time */
+	static const char *const by_name[] = {
+	        "WITH gone AS (DELETE FROM tb_performance_metric_5min_by_name WHERE ctid = ANY (ARRAY(SELECT ctid"
+	        " FROM tb_performance_metric_5min_by_name WHERE bucket < to_timestamp($1::bigint) LIMIT 5000))"
+	        " RETURNING 1) SELECT count(*) FROM gone",
+	        "WITH gone AS (DELETE FROM tb_performance_metric_hourly_by_name WHERE ctid = ANY (ARRAY(SELECT ctid"
+	        " FROM tb_performance_metric_hourly_by_name WHERE bucket < to_timestamp($1::bigint) LIMIT 5000))"
+	        " RETURNING 1) SELECT count(*) FROM gone"};
+	for (size_t t = 0; t < 2; t++) {
+		const char *params[] = {cut[t + 1]};
+		rc = delete_batches(conn, by_name[t], 1, params, default_rows, err);
+		if (rc != 0)
+			return rc;
 	}
 	return 0;
 }
@@ -499,7 +713,7 @@ static int run_once(const struct metrics_maintenance_config *cfg, const atomic_b
 	               " TIMESTAMPTZ 'epoch'))::bigint",
 	               1, days_params, &cutoff, err);
 	if (rc == 0)
-		rc = refresh_rollups(conn, &rs, stop, cutoff, stats, err);
+		rc = refresh_rollups(cfg->pool, conn, &rs, stop, cutoff, stats, err);
 	if (rc == 0)
 		rc = prune_log(conn, &rs, stats, err);
 	if (rc == 0 && is_housekeeping)
@@ -577,7 +791,16 @@ static void *maintenance_main(void *arg)
 			housekept_ms = started_ms;
 		}
 		pthread_mutex_lock(&job->lock);
-		wait_ms = job->cfg.interval_ms;
+		/*
+		 * Runs start every interval, not an interval after the last one
+		 * ended: under heavy ingest a run re-aggregating the current
+		 * bucket takes seconds, and waiting a whole interval after it
+		 * would add that much to the rollups' lag. A run longer than the
+		 * interval is followed by the next at once (MIN_WAIT_MS apart).
+		 */
+		wait_ms = job->cfg.interval_ms - (mon_now_ms() - started_ms);
+		if (wait_ms < MIN_WAIT_MS)
+			wait_ms = MIN_WAIT_MS;
 	}
 	pthread_mutex_unlock(&job->lock);
 	return NULL;

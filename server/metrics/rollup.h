@@ -24,7 +24,7 @@
 
 struct metrics_maintenance_config {
 	struct db_pool *pool;
-	int64_t interval_ms;    /* between runs; 0: 10000 */
+	int64_t interval_ms;    /* between the starts of runs; 0: 10000 */
 	int raw_retention_days; /* 0: 7 */
 	int rollup_5min_days;   /* 0: 90; at least raw_retention_days */
 	int rollup_hourly_days; /* 0: 365; at least rollup_5min_days */

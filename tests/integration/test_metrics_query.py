@@ -152,6 +152,17 @@ class MetricsQuery(unittest.TestCase):
                   p95_sum = excluded.p95_sum, p95_n = excluded.p95_n, p99_sum = excluded.p99_sum,
                   p99_n = excluded.p99_n, error_rate_sum = excluded.error_rate_sum,
                   error_rate_n = excluded.error_rate_n""" % (table, width, EPOCH))
+        cls.fill_rollups_by_name()
+
+    @classmethod
+    def fill_rollups_by_name(cls):
+        """The rollups summed over endpoints from the per-endpoint ones, as the rollup job makes them."""
+        for table in ("tb_performance_metric_5min", "tb_performance_metric_hourly"):
+            psql(cls.db, """
+                DELETE FROM {t}_by_name;
+                INSERT INTO {t}_by_name SELECT bucket, metric_name, sum(data_points), sum(total_requests),
+                  sum(total_errors), sum(p50_sum), sum(p50_n), sum(p95_sum), sum(p95_n), sum(p99_sum), sum(p99_n),
+                  sum(error_rate_sum), sum(error_rate_n) FROM {t} GROUP BY 1, 2""".format(t=table))
 
     # ---- helpers ----
 
@@ -722,6 +733,124 @@ class MetricsQuery(unittest.TestCase):
         self.range_validation("GetPerformanceTrend", lambda tr: T(time_range=tr))
         self.filter_validation("GetPerformanceTrend", lambda f: T(filter=f))
 
+    # ---- rollups against the raw points ----
+
+    SUMMARY_RAW = ("SELECT endpoint, count(*), sum(request_count), round(avg(p50)::numeric, 2),"
+                   " round(avg(p95)::numeric, 2), round(avg(p99)::numeric, 2), round(avg(error_rate)::numeric, 2),"
+                   " sum(error_count) FROM tb_performance_metric WHERE time >= %s AND time < %s AND endpoint <> ''"
+                   " GROUP BY endpoint ORDER BY sum(request_count) DESC, count(*) DESC, endpoint LIMIT 20")
+
+    def summary_rows(self, start, end):
+        """GetPerformanceSummary over [start, end) and the seed's summary of the raw points, alike."""
+        got = self.call("GetPerformanceSummary", metrics_pb2.GetPerformanceSummaryRequest(
+            time_range=time_range(start, end)))
+        want = psql(self.db, self.SUMMARY_RAW % (at(start), at(end)))
+        return ([[e.endpoint, e.data_points, e.total_requests] +
+                 [opt(e, f) for f in ("avg_p50", "avg_p95", "avg_p99", "avg_error_rate")] + [e.total_errors]
+                 for e in got.endpoints],
+                [[w[0], int(w[1]), int(w[2])] + [num(v) for v in w[3:7]] + [int(w[7])] for w in want])
+
+    def trend_rows(self, start, end, gran, width):
+        """GetPerformanceTrend (every endpoint) and the same buckets computed from the raw points."""
+        got = self.call("GetPerformanceTrend", metrics_pb2.GetPerformanceTrendRequest(
+            time_range=time_range(start, end), granularity=gran))
+        lo, hi = ((start + width - 1) // width) * width, ((end + width - 1) // width) * width
+        want = psql(self.db, "SELECT (extract(epoch FROM date_bin('%d seconds', time, %s)) * 1000000)::bigint,"
+                    " endpoint, avg(p50)::float8, avg(p95)::float8, avg(p99)::float8, sum(request_count),"
+                    " sum(error_count), round(sum(error_count)::numeric / nullif(sum(request_count), 0) * 100, 2)"
+                    " FROM tb_performance_metric WHERE time >= %s AND time < %s GROUP BY 1, 2 ORDER BY 1 DESC, 2"
+                    % (width, EPOCH, at(lo), at(hi)))
+        return ([[b.bucket.ToMicroseconds(), b.endpoint, opt(b, "avg_p50"), opt(b, "avg_p95"), opt(b, "avg_p99"),
+                  b.total_requests, b.total_errors, opt(b, "error_rate_percent")] for b in got.buckets],
+                [[int(w[0]), w[1], num(w[2]), num(w[3]), num(w[4]), int(w[5]), int(w[6]), num(w[7])] for w in want])
+
+    def hourly_from_raw(self, start, end, by_endpoint=True):
+        """QueryMetrics ONE_HOUR (by endpoint, or over every endpoint) and what the raw points give for the
+        same hours."""
+        stats = [G.METRIC_STATISTIC_P50, G.METRIC_STATISTIC_REQUEST_COUNT, G.METRIC_STATISTIC_ERROR_RATE]
+        r = self.query(start, end, stats, granularity=G.GRANULARITY_ONE_HOUR,
+                       group_by=["endpoint"] if by_endpoint else [],
+                       filter=G.MetricFilter(metric_names=["http_request"]))
+        lo, hi = (start // HOUR) * HOUR, ((end + HOUR - 1) // HOUR) * HOUR
+        rows = self.sql_series("tb_performance_metric", "metric_name = 'http_request' AND time >= %s AND time < %s"
+                               % (at(lo), at(hi)), ["avg(p50)", "sum(request_count)",
+                                                    "sum(error_count)::numeric / nullif(sum(request_count), 0) * 100"],
+                               ["metric_name", "endpoint"] if by_endpoint else ["metric_name"],
+                               "date_bin('1 hour', time, %s)" % EPOCH)
+        return r, rows, stats, (lo, hi, HOUR)
+
+    def test_summary_from_rollups_with_unaligned_edges(self):
+        # Windows whose edges fall inside 5-minute buckets and hours: the rollups give the whole buckets, the
+        # raw points the edges, and together the raw points' answer, value for value.
+        for start, end in ((self.t0 - 20 * HOUR + 37, self.t0 - 3 * HOUR + 101),
+                           (self.t0 - 50 * MINUTE + 7, self.t0 - 10 * MINUTE + 3),
+                           (self.t0 - 2 * HOUR - 1, self.t0 - 2 * HOUR + 250),
+                           (self.t0 - 5 * HOUR, self.t0), (self.t0 - 6 * DAY + 1234, self.t0 - DAY - 17)):
+            got, want = self.summary_rows(start, end)
+            self.assertEqual(got, want, (start, end))
+            self.assertGreaterEqual(len(want), 1)
+        # The hours inside the window come from the hourly rollup: a change there alone shows in the answer.
+        start, end = self.t0 - 20 * HOUR + 37, self.t0 - 3 * HOUR + 101
+        hour = ((self.t0 - 10 * HOUR) // HOUR) * HOUR
+        bump = ("UPDATE tb_performance_metric_hourly SET total_requests = total_requests + %d"
+                " WHERE bucket = %s AND endpoint = '/api/invoices' AND metric_name = 'http_request'")
+        psql(self.db, bump % (1000000, at(hour)))
+        try:
+            got, want = self.summary_rows(start, end)
+            self.assertEqual({g[0]: g[2] - w[2] for g, w in zip(sorted(got), sorted(want))},
+                             {"/api/invoices": 1000000, "/api/purchase-orders": 0, "/api/users": 0})
+        finally:
+            psql(self.db, bump % (-1000000, at(hour)))
+
+    def test_rollups_behind_are_read_from_raw(self):
+        # Rollup rows from `behind` on are made wrong; while the rollups are marked behind from there (a batch
+        # not yet aggregated, then a full rebuild under way), every answer is still the raw points' answer.
+        behind = self.t0 - 2 * HOUR - 100
+        corrupt = ("UPDATE %s SET total_requests = total_requests + (%d), total_errors = total_errors + (%d),"
+                   " p50_sum = p50_sum + (%d) WHERE bucket >= date_bin('%s', %s, %s)")
+        tables = (("tb_performance_metric_5min", "5 minutes"), ("tb_performance_metric_hourly", "1 hour"),
+                  ("tb_performance_metric_5min_by_name", "5 minutes"),
+                  ("tb_performance_metric_hourly_by_name", "1 hour"))
+
+        def check_all():
+            for start, end in ((self.t0 - 6 * HOUR + 37, self.t0 + 1), (self.t0 - 3 * HOUR, self.t0 - HOUR + 5)):
+                got, want = self.summary_rows(start, end)
+                self.assertEqual(got, want, (start, end))
+                r, rows, stats, fill = self.hourly_from_raw(start, end)
+                self.check_series(r, rows, 2, [("endpoint", 1)], stats, fill=fill)
+                r, rows, stats, fill = self.hourly_from_raw(start, end, by_endpoint=False)
+                self.check_series(r, rows, 1, [], stats, fill=fill)
+                for gran, width in ((G.GRANULARITY_ONE_HOUR, HOUR), (G.GRANULARITY_FIVE_MINUTES, 300)):
+                    got, want = self.trend_rows(start, end, gran, width)
+                    self.assertEqual(got, want, (start, end, gran))
+
+        seq = psql(self.db, "INSERT INTO tb_metric_ingest_log (seq, point_count, min_time, max_time, buckets, payload)"
+                   " SELECT greatest(nextval('seq_metric_ingest'), watermark_seq + 1), 1, %s, %s, '{}', '\\x'"
+                   " FROM tb_metric_rollup_state RETURNING seq" % (at(behind), at(behind)))[0][0]
+        for table, width in tables:
+            psql(self.db, corrupt % (table, 1000000, 1000, 500, width, at(behind), EPOCH))
+        try:
+            check_all()
+            # Only the batch's part is read from the raw points: the hours before it still come from the rollup.
+            got, want = self.summary_rows(self.t0 - 6 * HOUR, self.t0)
+            self.assertEqual(got, want)
+            psql(self.db, "DELETE FROM tb_metric_ingest_log WHERE seq = %s" % seq)
+            got, _ = self.summary_rows(self.t0 - 6 * HOUR, self.t0)
+            self.assertNotEqual(got, want, "the wrong rows were not read once the rollups were marked current")
+            # A full rebuild under way (the log lost rows): rebuilt up to an hour before `behind`.
+            psql(self.db, "DELETE FROM tb_metric_ingest_log_intact")
+            psql(self.db, "INSERT INTO tb_metric_rollup_progress (rebuilt_before) VALUES (%s)" % at(behind - HOUR))
+            check_all()
+            # No progress yet: everything within raw retention from the raw points.
+            psql(self.db, "DELETE FROM tb_metric_rollup_progress")
+            check_all()
+        finally:
+            psql(self.db, "DELETE FROM tb_metric_ingest_log WHERE seq = %s" % seq)
+            psql(self.db, "DELETE FROM tb_metric_rollup_progress")
+            psql(self.db, "INSERT INTO tb_metric_ingest_log_intact DEFAULT VALUES ON CONFLICT DO NOTHING")
+            for table, width in tables:
+                psql(self.db, corrupt % (table, -1000000, -1000, -500, width, at(behind), EPOCH))
+
     # ---- through RecordMetrics ----
 
     def test_recorded_points_are_queryable(self):
@@ -786,23 +915,26 @@ class RollupsOfTheJob(unittest.TestCase):
             time.sleep(0.2)
         stats = [G.METRIC_STATISTIC_P50, G.METRIC_STATISTIC_P95, G.METRIC_STATISTIC_REQUEST_COUNT,
                  G.METRIC_STATISTIC_ERROR_COUNT, G.METRIC_STATISTIC_ERROR_RATE]
-        for gran, width in ((G.GRANULARITY_FIVE_MINUTES, 300), (G.GRANULARITY_ONE_HOUR, HOUR)):
+        # By endpoint (the per-endpoint rollups) and over both endpoints (the rollups summed over endpoints).
+        for gran, width, by in ((G.GRANULARITY_FIVE_MINUTES, 300, True), (G.GRANULARITY_ONE_HOUR, HOUR, True),
+                                (G.GRANULARITY_FIVE_MINUTES, 300, False), (G.GRANULARITY_ONE_HOUR, HOUR, False)):
             r = self.call("QueryMetrics", metrics_pb2.QueryMetricsRequest(
-                time_range=time_range(start, end), statistics=stats, granularity=gran, group_by=["endpoint"]))
+                time_range=time_range(start, end), statistics=stats, granularity=gran,
+                group_by=["endpoint"] if by else []))
             lo, hi = (start // width) * width, ((end + width - 1) // width) * width
-            rows = psql(self.db, "SELECT endpoint, (extract(epoch FROM date_bin('%d seconds', time, %s)) * 1000000)"
+            rows = psql(self.db, "SELECT %s, (extract(epoch FROM date_bin('%d seconds', time, %s)) * 1000000)"
                         "::bigint, count(*), avg(p50)::float8, avg(p95)::float8, sum(request_count)::float8,"
                         " sum(error_count)::float8, (sum(error_count)::numeric / nullif(sum(request_count), 0)"
                         " * 100)::float8 FROM tb_performance_metric WHERE time >= %s AND time < %s"
-                        " GROUP BY 1, 2 ORDER BY 1, 2" % (width, EPOCH, at(lo), at(hi)))
+                        " GROUP BY 1, 2 ORDER BY 1, 2" % ("endpoint" if by else "'*'", width, EPOCH, at(lo), at(hi)))
             want = {}
             for row in rows:
                 for si, st in enumerate(stats):
                     want.setdefault((row[0], st), {})[int(row[1])] = (num(row[3 + si]), int(row[2]))
-            got = {(s.labels["endpoint"], s.statistic): {p.time.ToMicroseconds(): (opt(p, "value"), p.sample_count)
-                                                         for p in s.points if p.sample_count}
-                   for s in r.series}
-            self.assertEqual(got, want, gran)
+            got = {(s.labels["endpoint"] if by else "*", s.statistic): {
+                p.time.ToMicroseconds(): (opt(p, "value"), p.sample_count) for p in s.points if p.sample_count}
+                for s in r.series}
+            self.assertEqual(got, want, (gran, by))
         # The seed's trend query on the job's hourly rollup.
         seed = psql(self.db, "SELECT (extract(epoch FROM bucket) * 1000000)::bigint, endpoint, avg_p50, avg_p95,"
                     " total_requests, total_errors, ROUND((total_errors::numeric / NULLIF(total_requests, 0) * 100),"

@@ -104,10 +104,31 @@ static long rollup_mismatches(const char *table, const char *width)
 	return test_db_count(pool, q);
 }
 
+/* Rows where a rollup summed over endpoints and the sum of the per-endpoint rollup disagree, in presence or value. */
+static long by_name_mismatches(const char *table)
+{
+	char q[2048];
+	snprintf(
+	        q, sizeof(q),
+	        "WITH e AS (SELECT bucket, metric_name, sum(data_points) AS data_points, sum(total_requests) AS tr,"
+	        "  sum(total_errors) AS te, sum(p50_sum) AS p50_sum, sum(p50_n) AS p50_n, sum(p95_sum) AS p95_sum,"
+	        "  sum(p95_n) AS p95_n, sum(p99_sum) AS p99_sum, sum(p99_n) AS p99_n, sum(error_rate_sum) AS ers,"
+	        "  sum(error_rate_n) AS ern FROM %s GROUP BY 1, 2)"
+	        " SELECT count(*) FROM e FULL JOIN %s_by_name n ON n.bucket = e.bucket AND n.metric_name = e.metric_name"
+	        " WHERE e.bucket IS NULL OR n.bucket IS NULL OR (n.data_points, n.total_requests, n.total_errors,"
+	        "  n.p50_sum, n.p50_n, n.p95_sum, n.p95_n, n.p99_sum, n.p99_n, n.error_rate_sum, n.error_rate_n)"
+	        "  IS DISTINCT FROM (e.data_points, e.tr, e.te, e.p50_sum, e.p50_n, e.p95_sum, e.p95_n, e.p99_sum,"
+	        "  e.p99_n, e.ers, e.ern)",
+	        table, table);
+	return test_db_count(pool, q);
+}
+
 static void assert_rollups_match(void)
 {
 	assert_int_equal(rollup_mismatches("tb_performance_metric_5min", "5 minutes"), 0);
 	assert_int_equal(rollup_mismatches("tb_performance_metric_hourly", "1 hour"), 0);
+	assert_int_equal(by_name_mismatches("tb_performance_metric_5min"), 0);
+	assert_int_equal(by_name_mismatches("tb_performance_metric_hourly"), 0);
 }
 
 static int64_t watermark(void)
@@ -133,6 +154,7 @@ static void reset(void)
 {
 	struct metrics_maintenance_stats stats;
 	sql("TRUNCATE tb_performance_metric, tb_performance_metric_5min, tb_performance_metric_hourly,"
+	    " tb_performance_metric_5min_by_name, tb_performance_metric_hourly_by_name,"
 	    " tb_metric_ingest_log, tb_metric_ingest_log_intact;"
 	    " INSERT INTO tb_metric_ingest_log_intact DEFAULT VALUES");
 	run(&stats);
@@ -339,6 +361,9 @@ static void test_metrics_rollup_lost_log_full_refresh(void **state)
 	assert_true(stats.buckets_hourly <= 7 * 24 + 2);
 	assert_int_equal(stats.watermark_seq, mark);
 	assert_rollups_match();
+	/* Done: the log is marked whole again and the rebuild's progress is cleared. */
+	assert_int_equal(test_db_count(pool, "SELECT count(*) FROM tb_metric_ingest_log_intact"), 1);
+	assert_int_equal(test_db_count(pool, "SELECT count(*) FROM tb_metric_rollup_progress"), 0);
 	assert_int_equal(
 	        test_db_count(pool, "SELECT count(*) FROM tb_performance_metric_5min WHERE metric_name = 'ghost'"), 0);
 	assert_int_equal(
