@@ -10,9 +10,10 @@
 #       --monitord PATH     monitord binary (default: BUILD/bin/monitord)
 #   -s, --subscribers "N.." subscriber counts (default "1 1000")
 #   -e, --events N          measured events per run (default 1000)
-#       --client cq|threads the benchmark's stream client (default cq: many
-#                           streams per completion queue; threads: a thread
-#                           per stream on the client runtime, as before)
+#       --client cq|cb|threads the benchmark's stream client (default cq: many
+#                           streams per completion queue; cb: streams on 64
+#                           callback queues; threads: a thread per stream on
+#                           the client runtime, as before)
 #       --pollers N         completion-queue threads of the cq client (default 1)
 #       --interval-ms MS    measured reports MS apart (default 0: back to back)
 #       --backlog N         streams resume N changes back and catch up first,

@@ -23,6 +23,13 @@
  *   drives the calls with gRPC core directly: the client runtime gives
  *   every call a queue of its own, which needs a thread per stream.
  *
+ *   cb: as cq, but every stream's call lives on one of 64 callback queues:
+ *   gRPC runs a message's completion where it was read (a poller, or one
+ *   of gRPC's own threads), and the pollers only drive the connections.
+ *   gRPC as packaged checks each completion against its queue's list of
+ *   outstanding batches, two per stream here, which the cq client pays on
+ *   every message.
+ *
  *   threads: one thread per stream, blocked in rpc_cstream_next on the
  *   client runtime (a completion queue per call). With 1000 streams this
  *   client takes more CPU than the server; kept to compare with earlier
@@ -75,6 +82,7 @@
 #define DELIVERY_TIMEOUT_MS 10000
 #define STREAM_STACK_BYTES (256 * 1024)
 #define POLLERS_MAX 8
+#define CALLBACK_CQS 64 /* --client cb */
 #define WATCH_PATH "/monitoring.v1.HealthService/WatchServiceHealth"
 
 struct bench {
@@ -264,6 +272,7 @@ enum cq_op { CQ_SEND, CQ_RECV, CQ_STATUS };
 struct cq_stream;
 
 struct cq_tag {
+	grpc_completion_queue_functor fn; /* first: on a callback queue the tag is the functor */
 	struct cq_stream *s;
 	enum cq_op op;
 };
@@ -359,6 +368,36 @@ static void cq_stream_on_recv(struct cq_stream *s, bool ok)
 		cq_stream_fail(s, "could not start a read");
 }
 
+/* One completion of stream s's batch tag (on a poller, or where gRPC completed it). */
+static void cq_event(struct cq_tag *tag, bool ok)
+{
+	struct cq_stream *s = tag->s;
+	switch (tag->op) {
+	case CQ_SEND:
+		grpc_byte_buffer_destroy(s->send_buf);
+		s->send_buf = NULL;
+		if (!ok)
+			cq_stream_fail(s, "could not send the request");
+		break;
+	case CQ_RECV: cq_stream_on_recv(s, ok); break;
+	case CQ_STATUS:
+		if (!s->is_over)
+			cq_stream_fail(s, "the server ended the stream");
+		break;
+	}
+}
+
+static void cq_functor_run(grpc_completion_queue_functor *fn, int ok)
+{
+	cq_event((struct cq_tag *)(void *)fn, ok != 0);
+}
+
+static void cq_shutdown_run(grpc_completion_queue_functor *fn, int ok)
+{
+	(void)fn;
+	(void)ok;
+}
+
 static void *poller_main(void *arg)
 {
 	struct poller *p = arg;
@@ -368,23 +407,8 @@ static void *poller_main(void *arg)
 		grpc_event ev = grpc_completion_queue_next(p->cq, deadline, NULL);
 		if (ev.type == GRPC_QUEUE_SHUTDOWN)
 			break;
-		if (ev.type != GRPC_OP_COMPLETE)
-			continue;
-		struct cq_tag *tag = ev.tag;
-		struct cq_stream *s = tag->s;
-		switch (tag->op) {
-		case CQ_SEND:
-			grpc_byte_buffer_destroy(s->send_buf);
-			s->send_buf = NULL;
-			if (!ev.success)
-				cq_stream_fail(s, "could not send the request");
-			break;
-		case CQ_RECV: cq_stream_on_recv(s, ev.success != 0); break;
-		case CQ_STATUS:
-			if (!s->is_over)
-				cq_stream_fail(s, "the server ended the stream");
-			break;
-		}
+		if (ev.type == GRPC_OP_COMPLETE)
+			cq_event(ev.tag, ev.success != 0);
 	}
 	return NULL;
 }
@@ -397,9 +421,9 @@ static void *poller_main(void *arg)
 static int cq_stream_open(struct cq_stream *s, grpc_channel *ch, grpc_completion_queue *cq, grpc_metadata *md,
                           const grpc_slice *request)
 {
-	s->t_send = (struct cq_tag){s, CQ_SEND};
-	s->t_recv = (struct cq_tag){s, CQ_RECV};
-	s->t_status = (struct cq_tag){s, CQ_STATUS};
+	s->t_send = (struct cq_tag){{cq_functor_run, 1, 0, NULL}, s, CQ_SEND};
+	s->t_recv = (struct cq_tag){{cq_functor_run, 1, 0, NULL}, s, CQ_RECV};
+	s->t_status = (struct cq_tag){{cq_functor_run, 1, 0, NULL}, s, CQ_STATUS};
 	s->details = grpc_empty_slice();
 	grpc_metadata_array_init(&s->initial_md);
 	grpc_metadata_array_init(&s->trailing_md);
@@ -433,8 +457,10 @@ static int cq_stream_open(struct cq_stream *s, grpc_channel *ch, grpc_completion
 	return cq_stream_recv(s, true) ? 0 : -1;
 }
 
-static int start_cq_client(struct bench *b, int pollers_n)
+static int start_cq_client(struct bench *b, int pollers_n, int callback_cqs_n)
 {
+	static grpc_completion_queue_functor shutdown_fn = {cq_shutdown_run, 1, 0, NULL};
+	grpc_completion_queue **cb_cqs = NULL;
 	static grpc_metadata md; /* lives as long as the process: the send batches point at it */
 	int channels_n = (b->subs_n + b->per_channel - 1) / b->per_channel;
 	grpc_channel **chans = calloc((size_t)channels_n, sizeof(*chans));
@@ -476,12 +502,21 @@ static int start_cq_client(struct bench *b, int pollers_n)
 			return -1;
 		}
 	}
+	if (callback_cqs_n > 0) {
+		cb_cqs = calloc((size_t)callback_cqs_n, sizeof(*cb_cqs));
+		if (cb_cqs == NULL) {
+			fprintf(stderr, "watch_bench: out of memory\n");
+			return -1;
+		}
+		for (int i = 0; i < callback_cqs_n; i++)
+			cb_cqs[i] = grpc_completion_queue_create_for_callback(&shutdown_fn, NULL);
+	}
 	for (int i = 0; i < b->subs_n; i++) {
 		streams[i].b = b;
 		streams[i].idx = i;
 		streams[i].k = -b->backlog_n;
-		if (cq_stream_open(&streams[i], chans[i / b->per_channel], pollers[i % pollers_n].cq, &md, &request) !=
-		    0) {
+		grpc_completion_queue *cq = cb_cqs ? cb_cqs[i % callback_cqs_n] : pollers[i % pollers_n].cq;
+		if (cq_stream_open(&streams[i], chans[i / b->per_channel], cq, &md, &request) != 0) {
 			fprintf(stderr, "watch_bench: could not open stream %d\n", i);
 			return -1;
 		}
@@ -717,7 +752,7 @@ static int make_backlog(struct bench *b, struct rpc_channel *ch)
 static void usage(void)
 {
 	fprintf(stderr, "usage: watch_bench --target HOST:PORT --token API_KEY [--subscribers N] [--events N]\n"
-	                "                   [--warmup N] [--streams-per-channel N] [--client cq|threads]\n"
+	                "                   [--warmup N] [--streams-per-channel N] [--client cq|cb|threads]\n"
 	                "                   [--pollers N] [--server-pid PID] [--interval-ms MS] [--backlog N]\n");
 	exit(2);
 }
@@ -765,7 +800,8 @@ int main(int argc, char **argv)
 		else
 			usage();
 	}
-	bool is_cq = strcmp(client, "cq") == 0;
+	bool is_cb = strcmp(client, "cb") == 0;
+	bool is_cq = is_cb || strcmp(client, "cq") == 0;
 	if (b.target == NULL || token == NULL || argc % 2 == 0 || (!is_cq && strcmp(client, "threads") != 0))
 		usage();
 	snprintf(b.auth, sizeof(b.auth), "Bearer %s", token);
@@ -817,7 +853,7 @@ int main(int argc, char **argv)
 		has_probe = true;
 	}
 	int64_t ready_start_ns = now_ns();
-	if ((is_cq ? start_cq_client(&b, pollers_n) : start_threads_client(&b)) != 0)
+	if ((is_cq ? start_cq_client(&b, pollers_n, is_cb ? CALLBACK_CQS : 0) : start_threads_client(&b)) != 0)
 		goto out;
 	bool is_ready = wait_for(&b, all_ready, 0, b.backlog_n > 0 ? 600000 : 120000);
 	int64_t ready_ns = now_ns() - ready_start_ns;
