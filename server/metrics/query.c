@@ -440,6 +440,22 @@ static int rollup_valid_before(struct db_conn *conn, const struct metrics_servic
 }
 
 /*
+ * The start of a read of several statements: one snapshot for all of them
+ * (points keep arriving), and, when the rollups may answer, the first
+ * instant from which they may be behind (rollup_valid_before; INT64_MAX
+ * otherwise).
+ */
+static int read_snapshot(struct db_conn *conn, const struct metrics_service *svc, bool can_use_rollup,
+                         int64_t *valid_ms, struct mon_error *err)
+{
+	*valid_ms = INT64_MAX;
+	int rc = db_exec(conn, "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY", 0, NULL, NULL, err);
+	if (rc == 0 && can_use_rollup)
+		rc = rollup_valid_before(conn, svc, valid_ms, err);
+	return rc;
+}
+
+/*
  * Rows in the rollup shape covering exactly [start_ms, end_ms): hourly
  * rows for the whole hours, 5-minute rows for the whole 5-minute buckets
  * at either side, raw points for the partial buckets at the edges, and raw
@@ -764,10 +780,7 @@ static int summary_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 		        FILTER_SQL(3, 4, 5, 6, 7));
 	} else {
 		int64_t valid_ms = INT64_MAX;
-		int rc =
-		        db_exec(conn, "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY", 0, NULL, NULL, err);
-		if (rc == 0)
-			rc = rollup_valid_before(conn, op->call->svc, &valid_ms, err);
+		int rc = read_snapshot(conn, op->call->svc, true, &valid_ms, err);
 		/*
 		 * Tens of thousands of rollup rows at most: starting parallel
 		 * workers costs more than they save (measured: 45 ms serial
@@ -1081,10 +1094,7 @@ static int trend_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 		 * same way.
 		 */
 		int64_t valid_ms = INT64_MAX;
-		int rc =
-		        db_exec(conn, "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY", 0, NULL, NULL, err);
-		if (rc == 0)
-			rc = rollup_valid_before(conn, op->call->svc, &valid_ms, err);
+		int rc = read_snapshot(conn, op->call->svc, true, &valid_ms, err);
 		if (rc != 0)
 			return rc;
 		int64_t valid_row = valid_ms == INT64_MAX ? INT64_MAX : floor_to(valid_ms, op->row_width_ms);
@@ -1654,10 +1664,7 @@ static int query_tx(struct db_conn *conn, void *arg, struct mon_error *err)
 	struct db_result *res = NULL;
 	Monitoring__V1__QueryMetricsResponse *r = op->resp;
 	/* one snapshot: the groups and the rows read after them must agree while points keep arriving */
-	int rc = db_exec(conn, "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY", 0, NULL, NULL, err);
-	op->valid_ms = INT64_MAX;
-	if (rc == 0 && op->can_use_rollup)
-		rc = rollup_valid_before(conn, op->call->svc, &op->valid_ms, err);
+	int rc = read_snapshot(conn, op->call->svc, op->can_use_rollup, &op->valid_ms, err);
 	if (rc == 0)
 		rc = query_plan(conn, op, err);
 	if (rc != 0)
