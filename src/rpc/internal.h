@@ -81,6 +81,19 @@ struct cq_thread {
 	bool has_thread;
 };
 
+/* The queues that hand calls to threads of the runtime, each with its link in the call. */
+enum { QUEUE_WORK, QUEUE_CALLBACKS, CALL_QUEUES };
+
+struct call_queue {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	struct rpc_call *head, *tail;
+	size_t len;
+	size_t max; /* 0: no limit */
+	bool stop;  /* its threads drain it, then leave */
+	int link;   /* QUEUE_WORK or QUEUE_CALLBACKS */
+};
+
 /*
  * A call from accept to free. Reference counted: the runtime holds one
  * reference until the call is over on the wire (close received and no batch
@@ -146,13 +159,12 @@ struct rpc_call {
 
 	void (*on_close)(struct rpc_stream *s, void *arg);
 	void *on_close_arg;
-	struct rpc_call *cb_next;
 
 	struct rpc_ctx ctx;
 	struct timespec started;
 
-	struct rpc_call *work_next;             /* worker queue link */
-	struct rpc_call *live_prev, *live_next; /* open streams, for shutdown */
+	struct rpc_call *queue_next[CALL_QUEUES]; /* links of the call queues (one each: a call may be in both) */
+	struct rpc_call *live_prev, *live_next;   /* open streams, for shutdown */
 	bool in_live_list;
 };
 
@@ -191,19 +203,12 @@ struct rpc_server {
 	size_t method_count, method_cap;
 
 	/* worker pool */
-	pthread_mutex_t work_lock;
-	pthread_cond_t work_cond;
-	struct rpc_call *work_head, *work_tail;
-	size_t work_len;
-	bool work_stop;
+	struct call_queue work;
 	pthread_t *workers;
 	int worker_count;
 
 	/* the callbacks thread: runs owner callbacks (close, writable) of streams */
-	pthread_mutex_t cb_lock;
-	pthread_cond_t cb_cond;
-	struct rpc_call *cb_head, *cb_tail;
-	bool cb_stop;
+	struct call_queue callbacks;
 	pthread_t cb_thread;
 	bool has_cb_thread;
 

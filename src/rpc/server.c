@@ -516,7 +516,12 @@ static void batches_flush(void)
 	}
 }
 
-/* Lets the call's lock go and starts the batches its section recorded. */
+/*
+ * Lets the call's lock go and starts the batches its section recorded. A
+ * started batch may complete, and end the call, before this returns: a
+ * caller that touches the call afterwards holds a reference of its own
+ * (a worker's, a stream owner's, on_request's).
+ */
 static void call_unlock(struct rpc_call *c)
 {
 	pthread_mutex_unlock(&c->lock);
@@ -1226,48 +1231,78 @@ out:
 	}
 }
 
+/* ---- call queues (the worker pool, the callbacks thread) ---- */
+
+static void call_queue_init(struct call_queue *q, int link, size_t max)
+{
+	memset(q, 0, sizeof(*q));
+	pthread_mutex_init(&q->lock, NULL);
+	pthread_cond_init(&q->cond, NULL);
+	q->link = link;
+	q->max = max;
+}
+
+static void call_queue_destroy(struct call_queue *q)
+{
+	pthread_mutex_destroy(&q->lock);
+	pthread_cond_destroy(&q->cond);
+}
+
+/* Appends c; false when the queue is at its limit. */
+static bool call_queue_push(struct call_queue *q, struct rpc_call *c)
+{
+	pthread_mutex_lock(&q->lock);
+	if (q->max > 0 && q->len >= q->max) {
+		pthread_mutex_unlock(&q->lock);
+		return false;
+	}
+	c->queue_next[q->link] = NULL;
+	if (q->tail)
+		q->tail->queue_next[q->link] = c;
+	else
+		q->head = c;
+	q->tail = c;
+	q->len++;
+	pthread_cond_signal(&q->cond);
+	pthread_mutex_unlock(&q->lock);
+	return true;
+}
+
+/* The next call, waiting for one; NULL once the queue is stopped and empty. */
+static struct rpc_call *call_queue_pop(struct call_queue *q)
+{
+	pthread_mutex_lock(&q->lock);
+	while (q->head == NULL && !q->stop)
+		pthread_cond_wait(&q->cond, &q->lock);
+	struct rpc_call *c = q->head;
+	if (c != NULL) {
+		q->head = c->queue_next[q->link];
+		if (q->head == NULL)
+			q->tail = NULL;
+		q->len--;
+	}
+	pthread_mutex_unlock(&q->lock);
+	return c;
+}
+
+/* Its threads take what is queued, then leave. */
+static void call_queue_stop(struct call_queue *q)
+{
+	pthread_mutex_lock(&q->lock);
+	q->stop = true;
+	pthread_cond_broadcast(&q->cond);
+	pthread_mutex_unlock(&q->lock);
+}
+
 static void *worker_main(void *arg)
 {
 	struct rpc_server *srv = arg;
 	pthread_setname_np(pthread_self(), "rpc-worker");
-	for (;;) {
-		pthread_mutex_lock(&srv->work_lock);
-		while (srv->work_head == NULL && !srv->work_stop)
-			pthread_cond_wait(&srv->work_cond, &srv->work_lock);
-		struct rpc_call *c = srv->work_head;
-		if (c == NULL) {
-			pthread_mutex_unlock(&srv->work_lock);
-			return NULL;
-		}
-		srv->work_head = c->work_next;
-		if (srv->work_head == NULL)
-			srv->work_tail = NULL;
-		srv->work_len--;
-		pthread_mutex_unlock(&srv->work_lock);
-
+	for (struct rpc_call *c; (c = call_queue_pop(&srv->work)) != NULL;) {
 		dispatch_message(c);
 		call_release(c);
 	}
-}
-
-/* Hands the call to the worker pool; false when the queue is full. */
-static bool work_push(struct rpc_server *srv, struct rpc_call *c)
-{
-	pthread_mutex_lock(&srv->work_lock);
-	if (srv->work_len >= (size_t)srv->cfg.max_workers_queue) {
-		pthread_mutex_unlock(&srv->work_lock);
-		return false;
-	}
-	c->work_next = NULL;
-	if (srv->work_tail)
-		srv->work_tail->work_next = c;
-	else
-		srv->work_head = c;
-	srv->work_tail = c;
-	srv->work_len++;
-	pthread_cond_signal(&srv->work_cond);
-	pthread_mutex_unlock(&srv->work_lock);
-	return true;
+	return NULL;
 }
 
 /* ---- completion handling (queue thread) ---- */
@@ -1440,7 +1475,7 @@ static void on_recv(struct rpc_call *c, bool ok)
 	pthread_mutex_lock(&c->lock);
 	c->refs++;
 	call_unlock(c);
-	if (!work_push(srv, c)) {
+	if (!call_queue_push(&srv->work, c)) {
 		grpc_byte_buffer_destroy(c->recv_buf);
 		c->recv_buf = NULL;
 		pthread_mutex_lock(&c->lock);
@@ -1473,18 +1508,9 @@ static void owner_callbacks_locked(struct rpc_call *c, bool is_closing)
 	}
 	if ((c->writable_due == NULL && !c->close_due) || c->in_cb_queue)
 		return;
-	struct rpc_server *srv = c->server;
 	c->in_cb_queue = true;
 	c->refs++;
-	c->cb_next = NULL;
-	pthread_mutex_lock(&srv->cb_lock);
-	if (srv->cb_tail)
-		srv->cb_tail->cb_next = c;
-	else
-		srv->cb_head = c;
-	srv->cb_tail = c;
-	pthread_cond_signal(&srv->cb_cond);
-	pthread_mutex_unlock(&srv->cb_lock);
+	(void)call_queue_push(&c->server->callbacks, c); /* no limit: never refused */
 }
 
 /* Runs one queued call's due owner callbacks, then drops the queue's reference. */
@@ -1510,21 +1536,9 @@ static void *cb_main(void *arg)
 {
 	struct rpc_server *srv = arg;
 	pthread_setname_np(pthread_self(), "rpc-callbacks");
-	for (;;) {
-		pthread_mutex_lock(&srv->cb_lock);
-		while (srv->cb_head == NULL && !srv->cb_stop)
-			pthread_cond_wait(&srv->cb_cond, &srv->cb_lock);
-		struct rpc_call *c = srv->cb_head;
-		if (c == NULL) {
-			pthread_mutex_unlock(&srv->cb_lock);
-			return NULL;
-		}
-		srv->cb_head = c->cb_next;
-		if (srv->cb_head == NULL)
-			srv->cb_tail = NULL;
-		pthread_mutex_unlock(&srv->cb_lock);
+	for (struct rpc_call *c; (c = call_queue_pop(&srv->callbacks)) != NULL;)
 		owner_callbacks_run(c);
-	}
+	return NULL;
 }
 
 /* A message went out (or the call failed); true when that was the call's last batch (see handle_tag). */
@@ -1676,12 +1690,10 @@ int rpc_server_create(const struct rpc_server_config *cfg, struct rpc_server **o
 	srv->cfg.listen_addr = srv->listen_addr;
 	if (srv->cfg.max_workers_queue <= 0)
 		srv->cfg.max_workers_queue = 10000;
-	pthread_mutex_init(&srv->work_lock, NULL);
-	pthread_cond_init(&srv->work_cond, NULL);
+	call_queue_init(&srv->work, QUEUE_WORK, (size_t)srv->cfg.max_workers_queue);
+	call_queue_init(&srv->callbacks, QUEUE_CALLBACKS, 0);
 	pthread_mutex_init(&srv->live_lock, NULL);
 	pthread_mutex_init(&srv->limits_lock, NULL);
-	pthread_mutex_init(&srv->cb_lock, NULL);
-	pthread_cond_init(&srv->cb_cond, NULL);
 	pthread_mutex_init(&srv->cb_cq_shutdown.lock, NULL);
 	pthread_cond_init(&srv->cb_cq_shutdown.cond, NULL);
 	srv->cb_cq_shutdown.fn.functor_run = cb_cq_shut;
@@ -1913,10 +1925,7 @@ void rpc_server_shutdown(struct rpc_server *srv, int grace_ms)
 		grpc_completion_queue_pluck(srv->shutdown_cq, &shutdown_tag, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
 	}
 
-	pthread_mutex_lock(&srv->work_lock);
-	srv->work_stop = true;
-	pthread_cond_broadcast(&srv->work_cond);
-	pthread_mutex_unlock(&srv->work_lock);
+	call_queue_stop(&srv->work);
 	for (int i = 0; i < srv->worker_count; i++)
 		pthread_join(srv->workers[i], NULL);
 	srv->worker_count = 0;
@@ -1961,10 +1970,7 @@ void rpc_server_destroy(struct rpc_server *srv)
 		if (srv->cb_cqs[i])
 			grpc_completion_queue_destroy(srv->cb_cqs[i]);
 	if (srv->has_cb_thread) {
-		pthread_mutex_lock(&srv->cb_lock);
-		srv->cb_stop = true;
-		pthread_cond_broadcast(&srv->cb_cond);
-		pthread_mutex_unlock(&srv->cb_lock);
+		call_queue_stop(&srv->callbacks);
 		pthread_join(srv->cb_thread, NULL);
 	}
 	if (srv->shutdown_cq) {
@@ -1981,8 +1987,8 @@ void rpc_server_destroy(struct rpc_server *srv)
 	free(srv->workers);
 	free(srv->methods);
 	free(srv->listen_addr);
-	pthread_mutex_destroy(&srv->work_lock);
-	pthread_cond_destroy(&srv->work_cond);
+	call_queue_destroy(&srv->work);
+	call_queue_destroy(&srv->callbacks);
 	pthread_mutex_destroy(&srv->live_lock);
 	for (size_t i = 0; i < 256; i++) {
 		while (srv->limits[i]) {
@@ -1992,8 +1998,6 @@ void rpc_server_destroy(struct rpc_server *srv)
 		}
 	}
 	pthread_mutex_destroy(&srv->limits_lock);
-	pthread_mutex_destroy(&srv->cb_lock);
-	pthread_cond_destroy(&srv->cb_cond);
 	pthread_mutex_destroy(&srv->cb_cq_shutdown.lock);
 	pthread_cond_destroy(&srv->cb_cq_shutdown.cond);
 	free(srv);
