@@ -60,10 +60,12 @@ if [ "$DO_BUILD" = 1 ]; then
 	echo "== building (release) in $BUILD_DIR" >&2
 	cmake -S "$REPO" -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release -DMON_SANITIZE=OFF -DMON_WERROR=OFF \
 		-DMON_BUILD_TESTS=OFF -DMON_BUILD_BENCH=ON >/dev/null
-	cmake --build "$BUILD_DIR" -j2 --target monitord ingest_bench >/dev/null
+	cmake --build "$BUILD_DIR" -j2 --target monitord monctl ingest_bench >/dev/null
 fi
 MONITORD=$BUILD_DIR/bin/monitord
 INGEST_BENCH=$BUILD_DIR/bin/ingest_bench
+MONCTL=$BUILD_DIR/bin/monctl
+[ -x "$MONCTL" ] || die "no monctl at \"$MONCTL\""
 [ -x "$MONITORD" ] || die "no monitord at \"$MONITORD\""
 
 WORK=$(mktemp -d /tmp/metrics-scale-bench.XXXXXX)
@@ -111,11 +113,20 @@ stop_monitord() {
 	wait "$SERVER_PID" 2>/dev/null || true
 	SERVER_PID=""
 }
+# wait_ready: until monitord answers a call with the admin key (a new key reaches it through its key cache).
+wait_ready() {
+	for _ in $(seq 300); do
+		"$MONCTL" --target "$TARGET" --api-key "$TOKEN" call monitoring.v1.AccessService/GetCallerIdentity '{}' \
+			>/dev/null 2>&1 && return 0
+		sleep 0.1
+	done
+	die "monitord did not accept the admin key within 30 s"
+}
 start_monitord 1000
 [[ "$TARGET" == 127.0.0.1:* ]] || die "monitord listens on \"$TARGET\", not loopback"
 TOKEN=$("$MONITORD" admin bootstrap --email bench@example.com --database "$DB" 2>"$WORK/bootstrap.log" | tail -n 1)
 [ -n "$TOKEN" ] || { cat "$WORK/bootstrap.log" >&2; die "admin bootstrap failed"; }
-sleep 1
+wait_ready
 
 echo "== machine: $(nproc) CPUs, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)," \
 	"$(awk '/MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo), $(uname -sr)"
@@ -196,7 +207,7 @@ if [ "$SUSTAIN_BATCHES" -gt 0 ]; then
 	[ -x "$INGEST_BENCH" ] || die "no ingest_bench at \"$INGEST_BENCH\""
 	stop_monitord
 	start_monitord 10000
-	sleep 2
+	wait_ready
 	echo "== RecordMetrics flat out (ingest_bench --modes rpc --clients 4 --batches $SUSTAIN_BATCHES" \
 		"--batch-points 1000 --rounds 1), rollup interval 10 s, lag sampled every second;" \
 		"load average before: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -536,16 +536,44 @@ static void test_rpc_cancellation_reaches_the_handler(void **state)
 	assert_int_equal(atomic_load(&cancel_seen), 1);
 }
 
-static void test_rpc_stream_delivers_in_order(void **state)
+/* Opens /test.Runtime/Stream in mode (see h_stream); timeout_ms 0: none. */
+static struct rpc_cstream *open_stream(const char *mode, int timeout_ms)
 {
 	Req req = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
-	req.service = "count:5000";
+	req.service = (char *)mode;
 	struct rpc_cstream *s = NULL;
 	struct rpc_status st = {0};
-	struct rpc_call_options opts = {.timeout_ms = 60000};
+	struct rpc_call_options opts = {.timeout_ms = timeout_ms};
 	assert_int_equal(rpc_cstream_open(channel, "/test.Runtime/Stream", &req.base,
-	                                  &grpc__health__v1__health_check_response__descriptor, &opts, &s, &st),
+	                                  &grpc__health__v1__health_check_response__descriptor,
+	                                  timeout_ms > 0 ? &opts : NULL, &s, &st),
 	                 0);
+	return s;
+}
+
+/* Reads n messages from s, each within 10 s. */
+static void read_messages(struct rpc_cstream *s, int n)
+{
+	struct rpc_status st = {0};
+	ProtobufCMessage *m = NULL;
+	for (int i = 0; i < n; i++) {
+		assert_int_equal(rpc_cstream_next(s, &m, 10000, &st), 1);
+		protobuf_c_message_free_unpacked(m, NULL);
+	}
+}
+
+/* Polls flag until it is set or timeout_ms passes; its value. */
+static int wait_for_flag(atomic_int *flag, int timeout_ms)
+{
+	for (int i = 0; i < timeout_ms / 10 && atomic_load(flag) == 0; i++)
+		usleep(10000);
+	return atomic_load(flag);
+}
+
+static void test_rpc_stream_delivers_in_order(void **state)
+{
+	struct rpc_cstream *s = open_stream("count:5000", 60000);
+	struct rpc_status st = {0};
 	int n = 0;
 	ProtobufCMessage *m = NULL;
 	int rc;
@@ -562,14 +590,8 @@ static void test_rpc_stream_delivers_in_order(void **state)
 
 static void test_rpc_slow_subscriber_is_ended_not_buffered(void **state)
 {
-	Req req = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
-	req.service = "flood";
-	struct rpc_cstream *s = NULL;
+	struct rpc_cstream *s = open_stream("flood", 60000);
 	struct rpc_status st = {0};
-	struct rpc_call_options opts = {.timeout_ms = 60000};
-	assert_int_equal(rpc_cstream_open(channel, "/test.Runtime/Stream", &req.base,
-	                                  &grpc__health__v1__health_check_response__descriptor, &opts, &s, &st),
-	                 0);
 	int n = 0, rc;
 	ProtobufCMessage *m = NULL;
 	while ((rc = rpc_cstream_next(s, &m, 10000, &st)) == 1) {
@@ -586,20 +608,10 @@ static void test_rpc_slow_subscriber_is_ended_not_buffered(void **state)
 static void test_rpc_cancelled_stream_runs_close_callback(void **state)
 {
 	atomic_store(&hold_closed, 0);
-	Req req = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
-	req.service = "hold";
-	struct rpc_cstream *s = NULL;
-	struct rpc_status st = {0};
-	assert_int_equal(rpc_cstream_open(channel, "/test.Runtime/Stream", &req.base,
-	                                  &grpc__health__v1__health_check_response__descriptor, NULL, &s, &st),
-	                 0);
-	ProtobufCMessage *m = NULL;
-	assert_int_equal(rpc_cstream_next(s, &m, 10000, &st), 1);
-	protobuf_c_message_free_unpacked(m, NULL);
+	struct rpc_cstream *s = open_stream("hold", 0);
+	read_messages(s, 1);
 	rpc_cstream_close(s);
-	for (int i = 0; i < 500 && atomic_load(&hold_closed) == 0; i++)
-		usleep(10000);
-	assert_int_equal(atomic_load(&hold_closed), 1);
+	assert_int_equal(wait_for_flag(&hold_closed, 5000), 1);
 }
 
 /*
@@ -611,22 +623,10 @@ static void test_rpc_close_callback_runs_on_the_callbacks_thread(void **state)
 {
 	atomic_store(&locked_closed, 0);
 	atomic_store(&locked_sent, 0);
-	Req req = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
-	req.service = "locked";
-	struct rpc_cstream *s = NULL;
-	struct rpc_status st = {0};
-	assert_int_equal(rpc_cstream_open(channel, "/test.Runtime/Stream", &req.base,
-	                                  &grpc__health__v1__health_check_response__descriptor, NULL, &s, &st),
-	                 0);
-	ProtobufCMessage *m = NULL;
-	for (int i = 0; i < 100; i++) {
-		assert_int_equal(rpc_cstream_next(s, &m, 10000, &st), 1);
-		protobuf_c_message_free_unpacked(m, NULL);
-	}
+	struct rpc_cstream *s = open_stream("locked", 0);
+	read_messages(s, 100);
 	rpc_cstream_close(s); /* cancels the stream while the sender still sends */
-	for (int i = 0; i < 1000 && atomic_load(&locked_closed) == 0; i++)
-		usleep(10000);
-	assert_int_equal(atomic_load(&locked_closed), 1);
+	assert_int_equal(wait_for_flag(&locked_closed, 10000), 1);
 	assert_string_equal(locked_close_thread, "rpc-callbacks");
 	assert_int_equal(pthread_join(locked_thread, NULL), 0);
 	assert_true(atomic_load(&locked_sent) >= 100);
@@ -649,24 +649,13 @@ static void test_rpc_shutdown_finishes_unary_and_ends_streams(void **state)
 {
 	/* A held stream and an in-flight unary call when shutdown starts. */
 	atomic_store(&hold_closed, 0);
-	Req req = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
-	req.service = "hold";
-	struct rpc_cstream *s = NULL;
-	struct rpc_status st = {0};
-	assert_int_equal(rpc_cstream_open(channel, "/test.Runtime/Stream", &req.base,
-	                                  &grpc__health__v1__health_check_response__descriptor, NULL, &s, &st),
-	                 0);
-	ProtobufCMessage *m = NULL;
-	assert_int_equal(rpc_cstream_next(s, &m, 10000, &st), 1);
-	protobuf_c_message_free_unpacked(m, NULL);
+	struct rpc_cstream *s = open_stream("hold", 0);
+	read_messages(s, 1);
 	/* And a stream whose owner finishes it from a shutdown callback. */
-	req.service = "drain";
-	struct rpc_cstream *ds = NULL;
-	assert_int_equal(rpc_cstream_open(channel, "/test.Runtime/Stream", &req.base,
-	                                  &grpc__health__v1__health_check_response__descriptor, NULL, &ds, &st),
-	                 0);
-	assert_int_equal(rpc_cstream_next(ds, &m, 10000, &st), 1);
-	protobuf_c_message_free_unpacked(m, NULL);
+	struct rpc_cstream *ds = open_stream("drain", 0);
+	read_messages(ds, 1);
+	struct rpc_status st = {0};
+	ProtobufCMessage *m = NULL;
 
 	struct bg_call b = {0};
 	pthread_create(&b.t, NULL, bg_db_call, &b);
