@@ -53,19 +53,9 @@ MONITORD=$BUILD_DIR/bin/monitord
 BENCH=$BUILD_DIR/bin/alerts_bench
 [ -x "$MONITORD" ] && [ -x "$BENCH" ] || { echo "run.sh: build $MONITORD and $BENCH first" >&2; exit 1; }
 
-WORK=$(mktemp -d /tmp/alerts-bench.XXXXXX)
-chmod 755 "$WORK"
-SERVER_PID=""
-cleanup() {
-	if [ -n "$SERVER_PID" ]; then
-		kill -TERM "$SERVER_PID" 2>/dev/null || true
-		wait "$SERVER_PID" 2>/dev/null || true
-	fi
-	"$REPO/scripts/pgtmp.sh" stop "$WORK/pg" >/dev/null 2>&1 || true
-	if [ "$KEEP" = 1 ]; then echo "work directory kept: $WORK" >&2; else rm -rf "$WORK"; fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+# shellcheck source=bench/lib.sh
+. "$REPO/bench/lib.sh"
+bench_work alerts-bench
 
 mkdir -p "$WORK/pg"
 chmod 755 "$WORK/pg"
@@ -91,11 +81,6 @@ start_server() {
 	TARGET=$(cat "$WORK/port")
 	sleep 1 # settle: first loads of the rule and identity caches
 }
-stop_server() {
-	kill -TERM "$SERVER_PID" 2>/dev/null || true
-	wait "$SERVER_PID" 2>/dev/null || true
-	SERVER_PID=""
-}
 
 start_server # applies the migrations; the first run uses it
 TOKEN=$("$MONITORD" admin bootstrap --email bench@example.com --database "$DB" 2>/dev/null | tail -n 1)
@@ -114,7 +99,7 @@ for s in $IDLE; do
 	echo "== $s idle subscriber(s) + 1 measuring, $ALERTS alerts, load average $(cut -d' ' -f1-3 /proc/loadavg)"
 	"$BENCH" --target "$TARGET" --token "$TOKEN" --idle "$s" --alerts "$ALERTS" --server-pid "$SERVER_PID" ||
 		{ echo "== run failed"; FAILED=1; }
-	stop_server
+	bench_stop_monitord
 done
 if [ "$WEBHOOK" = 1 ]; then
 	[ -n "$SERVER_PID" ] || start_server
@@ -122,6 +107,6 @@ if [ "$WEBHOOK" = 1 ]; then
 		"load average $(cut -d' ' -f1-3 /proc/loadavg)"
 	"$BENCH" --target "$TARGET" --token "$TOKEN" --alerts "$ALERTS" --server-pid "$SERVER_PID" \
 		--webhook-integration "$HOOK_ID" --webhook-port "$HOOK_PORT" || { echo "== run failed"; FAILED=1; }
-	stop_server
+	bench_stop_monitord
 fi
 exit $FAILED

@@ -68,21 +68,9 @@ MONCTL=$BUILD_DIR/bin/monctl
 [ -x "$MONCTL" ] || die "no monctl at \"$MONCTL\""
 [ -x "$MONITORD" ] || die "no monitord at \"$MONITORD\""
 
-WORK=$(mktemp -d /tmp/metrics-scale-bench.XXXXXX)
-chmod 755 "$WORK"
-SERVER_PID=""
-cleanup() {
-	if [ -n "$SERVER_PID" ]; then
-		kill -TERM "$SERVER_PID" 2>/dev/null || true
-		for _ in $(seq 300); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
-		kill -KILL "$SERVER_PID" 2>/dev/null || true
-		wait "$SERVER_PID" 2>/dev/null || true
-	fi
-	"$REPO/scripts/pgtmp.sh" stop "$WORK/pg" >/dev/null 2>&1 || true
-	if [ "$KEEP" = 1 ]; then echo "work directory kept: $WORK" >&2; else rm -rf "$WORK"; fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+# shellcheck source=bench/lib.sh
+. "$REPO/bench/lib.sh"
+bench_work metrics-scale-bench
 
 DB=$("$REPO/scripts/pgtmp.sh" start "$WORK/pg")
 psql -X -q -v ON_ERROR_STOP=1 "$DB" -c "ALTER SYSTEM SET shared_buffers = '1GB'" \
@@ -105,13 +93,6 @@ start_monitord() {
 	done
 	[ -s "$WORK/port" ] || die "monitord did not start"
 	TARGET=$(head -n 1 "$WORK/port")
-}
-stop_monitord() {
-	kill -TERM "$SERVER_PID" 2>/dev/null || true
-	for _ in $(seq 300); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
-	kill -KILL "$SERVER_PID" 2>/dev/null || true
-	wait "$SERVER_PID" 2>/dev/null || true
-	SERVER_PID=""
 }
 # wait_ready: until monitord answers a call with the admin key (a new key reaches it through its key cache).
 wait_ready() {
@@ -205,7 +186,7 @@ echo "== (query columns: median ms, min-max over $RUNS calls)"
 
 if [ "$SUSTAIN_BATCHES" -gt 0 ]; then
 	[ -x "$INGEST_BENCH" ] || die "no ingest_bench at \"$INGEST_BENCH\""
-	stop_monitord
+	bench_stop_monitord
 	start_monitord 10000
 	wait_ready
 	echo "== RecordMetrics flat out (ingest_bench --modes rpc --clients 4 --batches $SUSTAIN_BATCHES" \

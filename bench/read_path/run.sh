@@ -67,24 +67,9 @@ fi
 [ -n "$MONITORD" ] || MONITORD=$BUILD_DIR/bin/monitord
 [ -x "$MONITORD" ] || die "no monitord at \"$MONITORD\""
 
-WORK=$(mktemp -d /tmp/read-path-bench.XXXXXX)
-chmod 755 "$WORK"
-SERVER_PID=""
-cleanup() {
-	if [ -n "$SERVER_PID" ]; then
-		kill -TERM "$SERVER_PID" 2>/dev/null || true
-		for _ in $(seq 300); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
-		if kill -0 "$SERVER_PID" 2>/dev/null; then
-			echo "read_path: monitord (pid $SERVER_PID) did not stop within 30 s of SIGTERM; killing it" >&2
-			kill -KILL "$SERVER_PID" 2>/dev/null || true
-		fi
-		wait "$SERVER_PID" 2>/dev/null || true
-	fi
-	"$REPO/scripts/pgtmp.sh" stop "$WORK/pg" || true
-	if [ "$KEEP" = 1 ]; then echo "work directory kept: $WORK" >&2; else rm -rf "$WORK"; fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+# shellcheck source=bench/lib.sh
+. "$REPO/bench/lib.sh"
+bench_work read-path-bench
 
 DB=$("$REPO/scripts/pgtmp.sh" start "$WORK/pg")
 
